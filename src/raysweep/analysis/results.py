@@ -1,0 +1,154 @@
+"""Read a results directory: trials, the resolved sweep config and the optional extras.
+
+The layout is the contract the sweep, LLM and diagnostics code write to:
+
+    RESULTS_DIR/trials.csv                    one row per trial (required for the learning curves)
+    RESULTS_DIR/sweep.yaml                    the resolved sweep config
+    RESULTS_DIR/generation/generated.csv      text, llm_label, teacher_label
+    RESULTS_DIR/generation/generation.json    summary (agreement, teacher_val_accuracy, ...)
+    RESULTS_DIR/generation/embeddings.npz     arrays `real`, `generated` (sentence vectors)
+    RESULTS_DIR/generation/real_labels.csv    column `label`: the real pool's labels
+    RESULTS_DIR/diagnostics/*.csv             freeze, seed, entropy, sqbc (one row per pool row)
+
+Anything missing is `None` here, with the reason in `missing`, so the report can say why a
+figure is absent instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+TRIAL_COLUMNS = ("cell_id", "pool", "strategy", "fraction", "freeze", "seed", "status", "val_accuracy")
+
+
+@dataclass
+class Results:
+    """Everything read from one results directory."""
+
+    dir: Path
+    name: str  # the sweep's name (sweep.yaml `name`, else the directory name)
+    config: dict | None = None
+    trials: pd.DataFrame | None = None  # all trials, `status` ok or failed
+    generated: pd.DataFrame | None = None
+    generation: dict | None = None
+    embeddings: dict[str, np.ndarray] | None = None
+    real_labels: pd.Series | None = None
+    diagnostics: pd.DataFrame | None = None
+    missing: dict[str, str] = field(default_factory=dict)  # input -> why it is absent
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """Trials that finished."""
+        if self.trials is None:
+            return pd.DataFrame(columns=list(TRIAL_COLUMNS))
+        return self.trials[self.trials["status"] == "ok"]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        names = ((self.config or {}).get("data") or {}).get("class_names")
+        return [str(n) for n in names] if names else None
+
+
+def read_trials(path: Path) -> pd.DataFrame:
+    """trials.csv with its types fixed: numbers numeric, `status` lower-case, `error` a string."""
+    df = pd.read_csv(path)
+    absent = [c for c in TRIAL_COLUMNS if c not in df.columns]
+    if absent:
+        raise ValueError(f"{path}: missing column(s) {', '.join(absent)}")
+    df["status"] = df["status"].astype(str).str.strip().str.lower()
+    for col in ("fraction", "val_accuracy", "val_macro_f1", "train_accuracy", "n_labeled", "n_added",
+                "n_train", "wall_s", "train_s"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["seed"] = pd.to_numeric(df["seed"], errors="raise").astype(int)
+    if "error" in df.columns:
+        df["error"] = df["error"].fillna("").astype(str)
+    return df
+
+
+def load(results_dir: str | Path) -> Results:
+    """Read one results directory; a missing optional input is recorded, not raised."""
+    d = Path(results_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d}: not a directory")
+    res = Results(dir=d, name=d.name)
+
+    if (d / "sweep.yaml").is_file():
+        res.config = yaml.safe_load((d / "sweep.yaml").read_text()) or {}
+        if not isinstance(res.config, dict):
+            raise ValueError(f"{d / 'sweep.yaml'}: the top level must be a mapping")
+        res.name = str(res.config.get("name") or d.name)
+    else:
+        res.missing["sweep.yaml"] = f"no sweep.yaml in {d}"
+
+    if (d / "trials.csv").is_file():
+        res.trials = read_trials(d / "trials.csv")
+        if len(res.trials) == 0:
+            res.missing["trials.csv"] = f"{d / 'trials.csv'} has no rows"
+    else:
+        res.missing["trials.csv"] = f"no trials.csv in {d}"
+
+    gen = d / "generation"
+    if (gen / "generated.csv").is_file():
+        res.generated = pd.read_csv(gen / "generated.csv")
+        absent = [c for c in ("llm_label", "teacher_label") if c not in res.generated.columns]
+        if absent:
+            raise ValueError(f"{gen / 'generated.csv'}: missing column(s) {', '.join(absent)}")
+    else:
+        res.missing["generated.csv"] = "no generation/generated.csv (the sweep has no LLM-generated pool)"
+    if (gen / "generation.json").is_file():
+        res.generation = json.loads((gen / "generation.json").read_text())
+    else:
+        res.missing["generation.json"] = "no generation/generation.json"
+    if (gen / "embeddings.npz").is_file():
+        with np.load(gen / "embeddings.npz") as npz:
+            absent = [k for k in ("real", "generated") if k not in npz.files]
+            if absent:
+                raise ValueError(f"{gen / 'embeddings.npz'}: missing array(s) {', '.join(absent)}")
+            res.embeddings = {"real": npz["real"], "generated": npz["generated"]}
+    else:
+        res.missing["embeddings.npz"] = "no generation/embeddings.npz (no sentence vectors of real and generated rows)"
+    if (gen / "real_labels.csv").is_file():
+        res.real_labels = pd.read_csv(gen / "real_labels.csv")["label"]
+    else:
+        res.missing["real_labels.csv"] = "no generation/real_labels.csv (labels of the real pool)"
+
+    files = sorted((d / "diagnostics").glob("*.csv")) if (d / "diagnostics").is_dir() else []
+    if files:
+        parts = [pd.read_csv(f) for f in files]
+        diag = pd.concat(parts, ignore_index=True)
+        absent = [c for c in ("freeze", "seed", "entropy", "sqbc") if c not in diag.columns]
+        if absent:
+            raise ValueError(f"{d / 'diagnostics'}: missing column(s) {', '.join(absent)}")
+        res.diagnostics = diag
+    else:
+        res.missing["diagnostics"] = "no diagnostics/*.csv (entropy and SQBC scores of the pool were not recorded)"
+    return res
+
+
+def load_many(results_dirs: list[str | Path]) -> list[Results]:
+    """Read several results directories, giving each a distinct name."""
+    results = [load(d) for d in results_dirs]
+    names = [r.name for r in results]
+    for r in results:
+        if names.count(r.name) > 1:
+            r.name = f"{r.name} ({r.dir.name})"
+    names = [r.name for r in results]
+    for i, r in enumerate(results):
+        if names.count(r.name) > 1:
+            r.name = f"{r.name} #{i + 1}"
+    return results
+
+
+def combined_trials(results: list[Results]) -> pd.DataFrame:
+    """All trials of all results with a `sweep` column (the sweep's name)."""
+    parts = [r.trials.assign(sweep=r.name) for r in results if r.trials is not None and len(r.trials)]
+    if not parts:
+        return pd.DataFrame(columns=["sweep", *TRIAL_COLUMNS])
+    return pd.concat(parts, ignore_index=True)

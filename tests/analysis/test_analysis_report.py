@@ -1,0 +1,162 @@
+"""The report end to end on hand-made results: every figure written, missing inputs explained."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from handmade import write_extras, write_trials
+
+from raysweep.analysis import analyze
+from raysweep.analysis.report import _real_labels
+from raysweep.analysis.results import load
+
+TRIAL_FIGURES = ["learning_curves", "learning_curves_macro_f1", "train_vs_val", "val_confusion",
+                 "by_strategy", "by_fraction", "by_freeze", "by_seed"]
+EXTRA_FIGURES = ["llm_vs_teacher", "label_distribution", "embeddings_pca", "entropy_vs_sqbc"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _figures_written(out: Path) -> set[str]:
+    return {p.stem for p in (out / "figures").glob("*.png")}
+
+
+def _assert_figure_files(out: Path, stems: list[str]) -> None:
+    for stem in stems:
+        png, svg = out / "figures" / f"{stem}.png", out / "figures" / f"{stem}.svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", stem
+        assert png.stat().st_size > 5000, stem
+        assert svg.stat().st_size > 5000 and b"<svg" in svg.read_bytes()[:2000], stem
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("full")
+    results = write_extras(write_trials(root / "results"))
+    return analyze([results], root / "report", n_boot=500)
+
+
+def test_every_figure_is_written_and_in_both_reports(full_report):
+    out = full_report.parent
+    expected = TRIAL_FIGURES + EXTRA_FIGURES
+    assert _figures_written(out) == set(expected)
+    _assert_figure_files(out, expected)
+    md = full_report.read_text()
+    page = (out / "report.html").read_text()
+    for stem in expected:
+        assert f"](figures/{stem}.png)" in md
+    # Self-contained: every figure embedded, nothing loaded from a file.
+    assert page.count('src="data:image/png;base64,') == len(expected)
+    assert not re.search(r'src="(?!data:)', page)
+    assert "## Skipped figures\n\nNone" in md
+
+
+def test_report_numbers_match_the_hand_made_table(full_report):
+    out = full_report.parent
+    md = full_report.read_text()
+    head = pd.read_csv(out / "tables" / "headline.csv").set_index(["strategy", "freeze"])
+    assert head.loc[("entropy", "pooler"), "aulc"] == pytest.approx(0.505, abs=1e-12)
+    assert head.loc[("entropy", "pooler"), "mean_diff"] == pytest.approx(0.02, abs=1e-12)
+    assert head.loc[("random", "last-linear"), "acc_at_max"] == pytest.approx(0.50, abs=1e-12)
+    # The printed headline: AULC 50.5 with the t-interval half-width 2.48 points, +2.0 pp marked *.
+    assert "| entropy | pooler | 3 | 50.5 [48.0, 53.0] | +2.0 [+2.0, +2.0] * | 56.0 [53.5, 58.5] |" in md
+    assert "| random | last-linear | 3 | 45.0 [42.5, 47.5] | baseline | 50.0 [47.5, 52.5] |" in md
+    assert "Trials: 37 (36 ok, 1 failed)" in md
+    assert "RuntimeError: out of memory" in md  # the failed cell and its error
+    for name in ("headline", "cells", "paired_strategy", "paired_strategy_by_fraction", "failed",
+                 "generation", "entropy_sqbc_correlation"):
+        assert (out / "tables" / f"{name}.csv").stat().st_size > 0
+        assert (out / "tables" / f"{name}.md").read_text().startswith("| ")
+
+
+def test_report_has_config_and_reproduce_command(full_report):
+    md = full_report.read_text()
+    results = full_report.parent.parent / "results"
+    assert f"raysweep run {results}/sweep.yaml --output {results}-rerun" in md
+    assert "name: handmade" in md and "Nuisance (replicated): `seed`" in md
+    assert f"raysweep analyze {results} --output {full_report.parent}" in md
+
+
+def test_agreement_is_computed_from_the_generated_rows(full_report):
+    gen = pd.read_csv(full_report.parent / "tables" / "generation.csv").set_index("key")["value"]
+    rows = pd.read_csv(full_report.parent.parent / "results" / "generation" / "generated.csv")
+    assert float(gen["agreement (from generated.csv)"]) == pytest.approx(
+        (rows.llm_label == rows.teacher_label).mean(), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def trials_only_report(tmp_path_factory) -> Path:
+    """A results directory with trials.csv and sweep.yaml only, reported through the script."""
+    root = tmp_path_factory.mktemp("trials-only")
+    results = write_trials(root / "results")
+    spec = importlib.util.spec_from_file_location("make_report", REPO / "analysis" / "make_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(results), "--output", str(root / "out"), "--n-boot", "200"])
+    return root / "out" / "report.md"
+
+
+def test_make_report_script_writes_both_reports(trials_only_report):
+    assert trials_only_report.is_file() and (trials_only_report.parent / "report.html").is_file()
+
+
+def test_missing_inputs_are_skipped_with_a_reason(trials_only_report):
+    out = trials_only_report.parent
+    assert _figures_written(out) == set(TRIAL_FIGURES)
+    _assert_figure_files(out, TRIAL_FIGURES)
+    md = trials_only_report.read_text()
+    skipped = md.split("## Skipped figures", 1)[1].split("\n## ", 1)[0]
+    assert "| llm_vs_teacher | no generation/generated.csv (the sweep has no LLM-generated pool) |" in skipped
+    assert "| label_distribution | no generation/generated.csv" in skipped
+    assert "| embeddings_pca | no generation/embeddings.npz" in skipped
+    assert "| entropy_vs_sqbc | no diagnostics/*.csv" in skipped
+
+
+def test_real_labels_come_from_the_results_directory_then_the_data_set(tmp_path):
+    results = write_extras(write_trials(tmp_path / "results"))
+    labels, source = _real_labels(load(results))
+    assert source == "generation/real_labels.csv" and len(labels) == 200
+    (results / "generation" / "real_labels.csv").unlink()
+    # The hand-made sweep.yaml names no data file, so the data set is the bundled SST-5.
+    labels, source = _real_labels(load(results))
+    assert source == "bundled SST-5, train split"
+    assert len(labels) > 5000 and set(labels) == {0, 1, 2, 3, 4}
+    (results / "sweep.yaml").write_text("name: x\ndata:\n  path: /nonexistent/data.csv\n")
+    labels, source = _real_labels(load(results))
+    assert labels is None and "cannot be read" in source and "/nonexistent/data.csv" in source
+
+
+def test_only_random_means_no_paired_differences(tmp_path):
+    from raysweep.analysis.report import _no_pairs_reason
+
+    trials = pd.read_csv(write_trials(tmp_path / "r") / "trials.csv")
+    assert "only strategy" in _no_pairs_reason(trials[trials.strategy == "random"])
+    assert "no `random`" in _no_pairs_reason(trials[trials.strategy == "entropy"])
+
+
+def test_a_directory_without_trials_still_gets_a_report(tmp_path):
+    results = tmp_path / "empty"
+    results.mkdir()
+    report = analyze([results], tmp_path / "out")
+    md = report.read_text()
+    assert "Trials: 0 (0 ok, 0 failed)" in md
+    assert "| learning_curves | no trials.csv with rows |" in md
+    assert "no sweep.yaml" in md
+    assert (report.parent / "report.html").is_file()
+
+
+def test_two_sweeps_are_told_apart(tmp_path):
+    a = write_trials(tmp_path / "a")
+    (a / "generation").mkdir()
+    write_extras(tmp_path / "extras")
+    (tmp_path / "extras" / "generation" / "generated.csv").rename(a / "generation" / "generated.csv")
+    b = write_trials(tmp_path / "b")
+    report = analyze([a, b], tmp_path / "out", n_boot=200)
+    written = _figures_written(report.parent)
+    assert "by_sweep" in written  # the sweep itself is now a parameter that varies
+    assert "handmade-a-llm_vs_teacher" in written
+    md = report.read_text()
+    assert "| handmade-b-llm_vs_teacher | no generation/generated.csv" in md

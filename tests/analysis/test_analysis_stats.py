@@ -1,0 +1,142 @@
+"""The statistics on the hand-made table of conftest.py, checked against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from raysweep.analysis import stats
+from raysweep.analysis.results import combined_trials, load_many
+from handmade import write_trials
+
+T_975_2 = 4.302652729911275  # Student-t 97.5% quantile with 2 degrees of freedom (any t table)
+HALF = T_975_2 * 0.01 / math.sqrt(3)  # three seeds at offsets -0.01, 0, +0.01: sd = 0.01
+
+
+@pytest.fixture
+def ok(trials_dir):
+    trials = combined_trials(load_many([trials_dir]))
+    return trials[trials["status"] == "ok"]
+
+
+def test_mean_ci_by_hand():
+    mean, low, high = stats.mean_ci([0.44, 0.45, 0.46])
+    assert mean == pytest.approx(0.45, abs=1e-12)
+    assert (low, high) == (pytest.approx(0.45 - HALF, abs=1e-12), pytest.approx(0.45 + HALF, abs=1e-12))
+    assert stats.mean_ci([0.3])[0] == 0.3 and math.isnan(stats.mean_ci([0.3])[1])
+    assert all(math.isnan(v) for v in stats.mean_ci([]))
+    assert stats.mean_ci([0.5, np.nan, 0.7])[0] == pytest.approx(0.6)  # NaN is dropped, not averaged
+
+
+def test_failed_trials_are_excluded_and_parameters_detected(ok):
+    assert len(ok) == 36  # the failed 37th row is not among them
+    assert 3 not in set(ok["seed"])
+    assert stats.varying_parameters(ok) == ["strategy", "fraction", "freeze", "seed"]
+    assert stats.seed_counts(ok) == (3, 3)
+    assert stats.seed_note(ok) == "3 seeds per point"
+
+
+def test_summarize_per_cell(ok):
+    s = stats.summarize(ok, "val_accuracy")
+    assert len(s) == 12 and (s["n_seeds"] == 3).all()
+    row = s[(s.strategy == "entropy") & (s.freeze == "pooler") & (s.fraction == 1.0)].iloc[0]
+    assert row["mean"] == pytest.approx(0.44 + 0.05 + 0.02, abs=1e-12)
+    assert row["sd"] == pytest.approx(0.01, abs=1e-12)
+    assert row["ci_low"] == pytest.approx(0.51 - HALF, abs=1e-12)
+    assert row["ci_high"] == pytest.approx(0.51 + HALF, abs=1e-12)
+
+
+def test_aulc_definition():
+    # Points (0, .40), (1, .47), (2, .52): area (.40+.47)/2 + (.47+.52)/2 = .93, over a range of 2.
+    assert stats.aulc([0, 1, 2], [0.40, 0.47, 0.52]) == pytest.approx(0.465, abs=1e-12)
+    assert stats.aulc([2, 0, 1], [0.52, 0.40, 0.47]) == pytest.approx(0.465, abs=1e-12)  # order-free
+    # Uneven spacing weighs by width: (0, 0) (1, 1) (3, 1): (0.5 + 2) / 3.
+    assert stats.aulc([0, 1, 3], [0.0, 1.0, 1.0]) == pytest.approx(2.5 / 3, abs=1e-12)
+    assert math.isnan(stats.aulc([1.0], [0.5]))
+
+
+def test_aulc_table(ok):
+    a = stats.aulc_table(ok).set_index(["strategy", "freeze"])
+    expected = {("random", "last-linear"): 0.45, ("entropy", "last-linear"): 0.465,
+                ("random", "pooler"): 0.49, ("entropy", "pooler"): 0.505}
+    for key, value in expected.items():
+        row = a.loc[key]
+        assert row["aulc"] == pytest.approx(value, abs=1e-12)
+        # Per-seed AULC is value + offset[seed], so the interval is the same as a cell's.
+        assert row["ci_low"] == pytest.approx(value - HALF, abs=1e-12)
+        assert row["ci_high"] == pytest.approx(value + HALF, abs=1e-12)
+        assert (row["n_seeds"], row["n_seeds_dropped"], row["n_fractions"]) == (3, 0, 3)
+
+
+def test_aulc_drops_a_seed_missing_a_fraction(ok):
+    holed = ok.drop(ok[(ok.strategy == "random") & (ok.freeze == "pooler") & (ok.seed == 2)
+                       & (ok.fraction == 1.0)].index)
+    row = stats.aulc_table(holed).set_index(["strategy", "freeze"]).loc[("random", "pooler")]
+    assert (row["n_seeds"], row["n_seeds_dropped"]) == (2, 1)
+    assert row["aulc"] == pytest.approx(0.49 - 0.005, abs=1e-12)  # seeds 0 and 1: offsets -0.01 and 0
+
+
+def test_paired_differences_are_paired(ok):
+    p = stats.paired_differences(ok, "strategy", "random", n_boot=2000, seed=0)
+    assert list(p["freeze"]) == ["last-linear", "pooler"] and set(p["strategy"]) == {"entropy"}
+    for _, row in p.iterrows():
+        # 2 fractions > 0 x 3 seeds; each pair differs by exactly 0.02 although seeds spread by 0.02.
+        assert (row["n_pairs"], row["n_seeds"]) == (6, 3)
+        assert row["mean_diff"] == pytest.approx(0.02, abs=1e-12)
+        assert row["ci_low"] == pytest.approx(0.02, abs=1e-12)
+        assert row["ci_high"] == pytest.approx(0.02, abs=1e-12)
+        assert row["significant"]
+
+
+def test_paired_differences_by_fraction(ok):
+    p = stats.paired_differences(ok, "strategy", "random", by_fraction=True, n_boot=500)
+    assert sorted(set(p["fraction"])) == [1.0, 2.0]  # fraction 0 adds nothing and is left out
+    assert (p["n_pairs"] == 3).all()
+    assert p["mean_diff"].to_numpy() == pytest.approx(np.full(4, 0.02), abs=1e-12)
+
+
+def test_paired_difference_not_significant_when_it_straddles_zero(ok):
+    # Entropy's gain becomes +0.02 on seeds 0 and 2 and -0.04 on seed 1: mean 0, interval across 0.
+    shifted = ok.copy()
+    mask = (shifted.strategy == "entropy") & (shifted.fraction > 0) & (shifted.seed == 1)
+    shifted.loc[mask, "val_accuracy"] -= 0.06
+    p = stats.paired_differences(shifted, "strategy", "random", n_boot=4000, seed=1)
+    for _, row in p.iterrows():
+        assert row["mean_diff"] == pytest.approx(0.0, abs=1e-12)
+        assert row["ci_low"] < 0 < row["ci_high"]
+        assert not row["significant"]
+        assert row["ci_low"] >= -0.04 - 1e-12 and row["ci_high"] <= 0.02 + 1e-12  # within the data's range
+
+
+def test_paired_differences_without_baseline_is_empty(ok):
+    assert len(stats.paired_differences(ok[ok.strategy != "random"], "strategy", "random")) == 0
+
+
+def test_bootstrap_interval_matches_the_normal_interval_on_a_large_sample():
+    x = np.random.default_rng(7).normal(0.3, 1.0, size=400)
+    low, high = stats.bootstrap_mean_ci(x, n_boot=10_000, seed=0)
+    half = 1.959964 * x.std(ddof=1) / math.sqrt(len(x))
+    assert low == pytest.approx(x.mean() - half, abs=0.1 * half)
+    assert high == pytest.approx(x.mean() + half, abs=0.1 * half)
+    assert (low, high) == stats.bootstrap_mean_ci(x, n_boot=10_000, seed=0)  # seeded: repeatable
+    assert (low, high) != stats.bootstrap_mean_ci(x, n_boot=10_000, seed=1)
+
+
+def test_pearson_matches_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.random(200)
+    y = 0.3 * x + rng.random(200)
+    r = stats.pearson(x, y)
+    assert r["n"] == 200 and r["r"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert r["ci_low"] < r["r"] < r["ci_high"]
+    assert math.isnan(stats.pearson([1, 1, 1, 1], [1, 2, 3, 4])["r"])  # constant input: no correlation
+
+
+def test_varying_parameters_across_two_sweeps(tmp_path):
+    a, b = write_trials(tmp_path / "a"), write_trials(tmp_path / "b")
+    trials = combined_trials(load_many([a, b]))
+    # Same sweep name twice: the directory tells them apart, and `sweep` becomes a varying parameter.
+    assert set(trials["sweep"]) == {"handmade (a)", "handmade (b)"}
+    assert stats.varying_parameters(trials[trials.status == "ok"])[0] == "sweep"
