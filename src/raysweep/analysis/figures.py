@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -63,24 +64,59 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _ordered(values) -> list:
-    """Sorted values with the baselines first."""
-    uniq = sorted(set(values), key=lambda v: (v not in BASELINES, str(v) if not isinstance(v, (int, float)) else v))
-    return uniq
+def _baseline_first(values) -> list:
+    """Sorted values, the baselines (random, real) first, so they keep the first colour."""
+    return sorted(set(values), key=lambda v: (v not in BASELINES, str(v)))
 
 
-def series_labels(trials: pd.DataFrame) -> tuple[pd.Series, str, list[str]]:
-    """One label per trial naming its line: the varying columns among sweep/pool/strategy/...
+@dataclass
+class Lines:
+    """How the trials of a learning-curve figure are split into lines and rows of panels."""
 
-    Returns (labels, legend title, label order). With nothing varying, the strategy names the line.
-    """
-    cols = [c for c in SERIES_CANDIDATES if c in trials.columns and trials[c].nunique(dropna=False) > 1]
-    cols = cols or ["strategy"]
-    keys = trials[cols].apply(lambda row: tuple(row), axis=1)
-    labels = keys.map(lambda key: " \u00b7 ".join(_fmt(v) for v in key))
-    order = [" \u00b7 ".join(_fmt(v) for v in key)
-             for key in sorted(set(keys), key=lambda k: tuple((v not in BASELINES, str(v)) for v in k))]
-    return labels, " \u00b7 ".join(cols), order
+    hue: str  # the column that colours the lines
+    hue_order: list
+    palette: dict
+    row: str | None  # a column whose values get one row of panels each, or None
+    row_title: str
+    row_order: list
+
+
+def lines_for(data: pd.DataFrame) -> tuple[pd.DataFrame, Lines]:
+    """Colour by strategy (else by pool, else by what varies); every other varying column among
+    sweep/pool/encoder/pooling/rounds becomes a row of panels, so no panel holds more lines than
+    there are strategies."""
+    vary = [c for c in SERIES_CANDIDATES if c in data.columns and data[c].nunique(dropna=False) > 1]
+    hue = next((c for c in ("strategy", "pool") if c in vary), vary[-1] if vary else "strategy")
+    rest = [c for c in vary if c != hue]
+    data = data.copy()
+    data[hue] = data[hue].map(_fmt)
+    hue_order = _baseline_first(data[hue])
+    palette = dict(zip(hue_order, sns.color_palette("tab10" if len(hue_order) <= 10 else "husl", len(hue_order))))
+    row, row_title, row_order = None, "", []
+    if rest:
+        row, row_title = "_row", " \u00b7 ".join(rest)
+        keys = data[rest].apply(tuple, axis=1)
+        data[row] = keys.map(lambda k: " \u00b7 ".join(_fmt(v) for v in k))
+        row_order = [" \u00b7 ".join(_fmt(v) for v in k)
+                     for k in sorted(set(keys), key=lambda k: tuple((v not in BASELINES, str(v)) for v in k))]
+    return data, Lines(hue, hue_order, palette, row, row_title, row_order)
+
+
+def _facet_kws(lines: Lines, panels: list[str]) -> dict:
+    kws = {"col": "freeze", "col_order": panels, "hue": lines.hue, "hue_order": lines.hue_order,
+           "palette": lines.palette}
+    if lines.row:
+        kws.update(row=lines.row, row_order=lines.row_order)
+    else:
+        kws["col_wrap"] = 3 if len(panels) > 3 else None
+    return kws
+
+
+def _titles(g, lines: Lines) -> None:
+    if lines.row:
+        g.set_titles(f"{lines.row_title} = {{row_name}}, freeze = {{col_name}}")
+    else:
+        g.set_titles("freeze = {col_name}")
 
 
 def _freeze_order(trials: pd.DataFrame) -> list[str]:
@@ -101,48 +137,39 @@ def _matches(data: pd.DataFrame, row: pd.Series, cols: list[str]) -> np.ndarray:
 def learning_curves(trials: pd.DataFrame, out_dir: Path, metric: str = "val_accuracy",
                     name: str = "learning_curves") -> Path:
     """Metric vs added fraction, one panel per freeze mode, one line per strategy/pool (Figs. 2-3)."""
-    data = trials.dropna(subset=[metric]).copy()
-    data["series"], title, order = series_labels(data)
+    data, lines = lines_for(trials.dropna(subset=[metric]))
     panels = _freeze_order(data)
     with _style():
-        g = sns.relplot(data=data, x="fraction", y=metric, hue="series", hue_order=order, col="freeze",
-                        col_order=panels, col_wrap=3 if len(panels) > 3 else None, kind="line",
-                        errorbar=_interval, marker="o", markersize=5, height=3.3, aspect=1.15,
-                        facet_kws={"sharey": True, "sharex": True})
-        g.set_titles("freeze = {col_name}")
+        g = sns.relplot(data=data, x="fraction", y=metric, kind="line", errorbar=_interval, marker="o",
+                        markersize=5, height=3.3, aspect=1.15, facet_kws={"sharey": True, "sharex": True},
+                        **_facet_kws(lines, panels))
+        _titles(g, lines)
         g.set_axis_labels(FRACTION_LABEL, METRIC_LABELS.get(metric, metric))
-        fractions = sorted(data["fraction"].unique())
         for ax in g.axes.flat:
-            ax.set_xticks(fractions)
-        g.legend.set_title(title)
+            ax.set_xticks(sorted(data["fraction"].unique()))
         g.figure.suptitle(f"{METRIC_LABELS.get(metric, metric).capitalize()} vs added rows\n"
-                          f"mean over seeds, band: 95% t-interval; {stats.seed_note(data)}", y=1.0, va="bottom")
+                          f"mean over seeds, band: 95% t-interval; {stats.seed_note(trials)}", y=1.0, va="bottom")
         return _save(g.figure, out_dir, name)
 
 
 def train_vs_val(trials: pd.DataFrame, out_dir: Path, name: str = "train_vs_val") -> Path:
     """Train accuracy beside validation accuracy per freeze mode: the over-fitting gap."""
-    data = trials.dropna(subset=["train_accuracy", "val_accuracy"]).copy()
-    data["series"], title, order = series_labels(data)
-    long = data.melt(id_vars=["series", "freeze", "fraction", "seed"], value_vars=["train_accuracy", "val_accuracy"],
-                     var_name="split", value_name="accuracy")
+    data, lines = lines_for(trials.dropna(subset=["train_accuracy", "val_accuracy"]))
+    keep = [c for c in (lines.hue, lines.row, "freeze", "fraction", "seed") if c]
+    long = data.melt(id_vars=keep, value_vars=["train_accuracy", "val_accuracy"], var_name="split",
+                     value_name="accuracy")
     long["split"] = long["split"].map({"train_accuracy": "train", "val_accuracy": "validation"})
     panels = _freeze_order(data)
     with _style():
-        g = sns.relplot(data=long, x="fraction", y="accuracy", hue="series", hue_order=order, style="split",
-                        style_order=["train", "validation"], col="freeze", col_order=panels,
-                        col_wrap=3 if len(panels) > 3 else None, kind="line", errorbar=_interval, marker="o",
-                        markersize=4, height=3.3, aspect=1.15)
-        g.set_titles("freeze = {col_name}")
+        g = sns.relplot(data=long, x="fraction", y="accuracy", style="split", style_order=["train", "validation"],
+                        kind="line", errorbar=_interval, marker="o", markersize=4, height=3.3, aspect=1.15,
+                        **_facet_kws(lines, panels))
+        _titles(g, lines)
         g.set_axis_labels(FRACTION_LABEL, "accuracy")
         for ax in g.axes.flat:
             ax.set_xticks(sorted(data["fraction"].unique()))
-        g.legend.set_title("")
-        for text in g.legend.texts:  # seaborn writes the hue and style titles as legend entries
-            if text.get_text() == "series":
-                text.set_text(title)
         g.figure.suptitle("Train vs validation accuracy (the gap is over-fitting)\n"
-                          f"mean over seeds, band: 95% t-interval; {stats.seed_note(data)}", y=1.0, va="bottom")
+                          f"mean over seeds, band: 95% t-interval; {stats.seed_note(trials)}", y=1.0, va="bottom")
         return _save(g.figure, out_dir, name)
 
 
@@ -150,9 +177,13 @@ def parameter_plot(trials: pd.DataFrame, param: str, out_dir: Path, metric: str 
                    name: str | None = None) -> Path:
     """Every trial's metric against one varying parameter, with the mean and 95% interval per value."""
     data = trials.dropna(subset=[metric]).copy()
-    values = sorted(data[param].unique(), key=lambda v: (isinstance(v, str), v))
     data["value"] = data[param].map(_fmt)
-    order = [_fmt(v) for v in values]
+    if param == "freeze":
+        order = _freeze_order(data)
+    elif pd.api.types.is_numeric_dtype(data[param]):
+        order = [_fmt(v) for v in sorted(data[param].unique())]
+    else:
+        order = _baseline_first(data["value"])
     hue = "freeze" if param != "freeze" and data["freeze"].nunique() > 1 else None
     width = max(4.5, 0.9 * len(order) + 2.5)
     with _style():
@@ -278,8 +309,8 @@ def entropy_vs_sqbc(diagnostics: pd.DataFrame, out_dir: Path, seed: int = 0,
     n_seeds = data["seed"].nunique()
     rng = np.random.default_rng(seed)
     with _style():
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.4, 3.6), squeeze=False,
-                                 sharey=True)
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.4, 3.8), squeeze=False,
+                                 sharey=True, layout="constrained")
         for ax, freeze in zip(axes.flat, panels):
             part = data[data["freeze"] == freeze]
             corr = stats.pearson(part["entropy"], part["sqbc"])
@@ -289,9 +320,8 @@ def entropy_vs_sqbc(diagnostics: pd.DataFrame, out_dir: Path, seed: int = 0,
             ax.set_title(f"freeze = {freeze}\nr = {corr['r']:.3f} (n = {corr['n']:,})", fontsize="medium")
             ax.set_xlabel("entropy of predicted classes")
         axes.flat[0].set_ylabel("SQBC disagreement")
-        fig.tight_layout()  # before the suptitle, which then sits just above the panels
         fig.suptitle(f"Entropy vs SQBC disagreement per pool row; Pearson r over all rows of "
-                     f"{n_seeds} seed{'s' if n_seeds != 1 else ''}", y=1.0, va="bottom", fontsize="medium")
+                     f"{n_seeds} seed{'s' if n_seeds != 1 else ''}", fontsize="medium")
         return _save(fig, out_dir, name)
 
 
@@ -318,21 +348,27 @@ def val_confusion(trials: pd.DataFrame, out_dir: Path, class_names: list[str] | 
         k = mats[0][1].shape[0]
         names = class_names if class_names and len(class_names) == k else [str(i) for i in range(k)]
         side = 0.6 * k + 1.4
-        fig, axes = plt.subplots(1, len(mats), figsize=(side * len(mats) + 1.0, side + 0.6), squeeze=False)
+        height = side + 1.0
+        fig, axes = plt.subplots(1, len(mats), figsize=(side * len(mats) + 1.0, height), squeeze=False)
         for ax, (freeze, mat, label, fraction, n) in zip(axes.flat, mats):
             sns.heatmap(pd.DataFrame(mat, index=names, columns=names), annot=True, fmt=".0%", cmap="Blues",
                         vmin=0, vmax=1, cbar=False, square=True, ax=ax, annot_kws={"fontsize": 8})
             ax.set_title(f"freeze = {freeze}\n{label}, fraction {fraction}, {n} seed{'s' if n != 1 else ''}",
                          fontsize="small")
             ax.set_xlabel("predicted")
-            ax.tick_params(axis="x", labelrotation=40)
             ax.tick_params(axis="y", labelrotation=0)
-            for lbl in ax.get_xticklabels():
-                lbl.set_horizontalalignment("right")
+            if max(len(n) for n in names) > 3:
+                ax.tick_params(axis="x", labelrotation=40)
+                for lbl in ax.get_xticklabels():
+                    lbl.set_horizontalalignment("right")
+            else:
+                ax.tick_params(axis="x", labelrotation=0)
         axes.flat[0].set_ylabel("true label")
         for ax in axes.flat[1:]:
             ax.set_yticklabels([])
-        fig.tight_layout()
+        # Square heatmaps defeat constrained layout: keep 0.75 inch free at the top for the title.
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / height))
         fig.suptitle("Validation confusion of each freeze mode's best cell at the largest fraction\n"
-                     "(counts summed over seeds; rows sum to 100%)", y=1.02, va="bottom", fontsize="medium")
+                     "(counts summed over seeds; rows sum to 100%)", y=1 - 0.1 / height, va="top",
+                     fontsize="medium")
         return _save(fig, out_dir, name)

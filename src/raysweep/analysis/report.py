@@ -173,6 +173,12 @@ def _shown_params(df: pd.DataFrame, varying: list[str], always: tuple[str, ...] 
     return [c for c in stats.parameter_columns(df) if c in df.columns and (c in varying or c in always)]
 
 
+def _baseline_rank(values: pd.Series) -> pd.Series:
+    """Sort rank of values with the baselines (random, real) first."""
+    order = {v: i for i, v in enumerate(figures._baseline_first(values))}
+    return values.map(order)
+
+
 def _freeze_rank(df: pd.DataFrame) -> pd.Series:
     order = {f: i for i, f in enumerate(figures._freeze_order(df))} if "freeze" in df else {}
     return df["freeze"].map(order) if "freeze" in df else pd.Series(0, index=df.index)
@@ -216,7 +222,10 @@ def headline_table(aulc: pd.DataFrame, paired: pd.DataFrame, cells: pd.DataFrame
 def _display_headline(head: pd.DataFrame, varying: list[str], has_diff: bool) -> pd.DataFrame:
     cols = _shown_params(head, varying)
     cols = [c for c in cols if c != "fraction"]
-    order = head.assign(_f=_freeze_rank(head)).sort_values(["_f", "aulc"], ascending=[True, False]).index
+    groups = [c for c in cols if c not in ("strategy", "freeze")]  # e.g. pool: its strategies stay together
+    ranked = head.assign(_f=_freeze_rank(head), **{f"_{c}": _baseline_rank(head[c]) for c in groups})
+    order = ranked.sort_values(["_f", *[f"_{c}" for c in groups], "aulc"],
+                               ascending=[True] * (1 + len(groups)) + [False]).index
     rows = []
     for _, r in head.loc[order].iterrows():
         row = {c: _value(r[c]) for c in cols}
