@@ -27,3 +27,31 @@ def ray_local():
              _temp_dir=temp_dir, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "movie", "film", "plot",
+              "the", "is", "not", "very", "boring", "fun", ".", ",", "!", "and", "but", "great", "awful"]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A randomly initialised 3-layer BERT with its tokenizer, saved to disk: no download.
+
+    Dropout is on (0.1) so that the tests prove the frozen part runs in eval mode.
+    """
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    (path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, hidden_dropout_prob=0.1,
+                        attention_probs_dropout_prob=0.1)
+    BertModel(config).save_pretrained(path)
+    return str(path)
+
+
+TINY_TEXTS = ["a good movie .", "the plot is boring and not fun", "great film !", "awful , awful movie",
+              "not very good but fun", "the film is very very very boring .", "bad", "a great plot , a good film"]

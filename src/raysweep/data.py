@@ -1,0 +1,188 @@
+"""Data: SST-5 (shipped with the package) or any labeled CSV / Parquet / JSONL file, and
+the study's seeded split of train into `labeled` (D_labeled) and `unlabeled` (D_unlabeled),
+with dev as `val` (D_val).
+
+Every problem with a file is a one-line `DataError` naming the file, the row and the problem,
+because a sweep that dies an hour in on row 5,000 of a bad file is worse than one that refuses
+to start.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raysweep.config import DataConfig, SplitConfig
+
+BUNDLED_SST5 = "sst5-train-dev.csv.gz"
+
+
+class DataError(ValueError):
+    """A data file that cannot be used as it is; the message names file, row and problem."""
+
+
+@dataclass
+class Splits:
+    """The study's three sets. `train` is labeled + unlabeled, in file order.
+
+    `labeled` and `unlabeled` are row positions into `train`, so every trial and every cached
+    activation refers to the same rows whatever the strategy picks.
+    """
+
+    train: pd.DataFrame  # columns text, label
+    val: pd.DataFrame  # columns text, label
+    labeled: np.ndarray  # positions into train
+    unlabeled: np.ndarray  # positions into train
+    source: str  # where the data came from, for the results' provenance
+
+    def describe(self) -> str:
+        return (f"{self.source}: train {len(self.train)} (labeled {len(self.labeled)}, "
+                f"unlabeled {len(self.unlabeled)}), val {len(self.val)}")
+
+
+def bundled_path() -> Path:
+    """The SST-5 copy inside the package (train + dev, gzip CSV; provenance in README.md)."""
+    return Path(str(resources.files("raysweep") / "bundled" / BUNDLED_SST5))
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _sniff_error(path: Path, kind: str, exc: Exception) -> DataError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataError(f"{path}: not a readable {kind} file ({reason})")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read CSV (optionally .gz), Parquet or JSONL by suffix, with one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    suffixes = [s.lower() for s in path.suffixes]
+    compressed = suffixes[-1:] == [".gz"]
+    kind = (suffixes[-2] if compressed and len(suffixes) >= 2 else suffixes[-1]) if suffixes else ""
+    try:
+        if kind in (".csv", ".tsv"):
+            sep = "\t" if kind == ".tsv" else ","
+            if compressed:
+                with gzip.open(path, "rb") as fh:
+                    fh.read(1)  # a plain file named .gz fails here, not deep inside pandas
+            # keep_default_na=False: "NA" and "null" are real words in a sentence data set.
+            return pd.read_csv(path, sep=sep, keep_default_na=False, dtype=str, quoting=csv.QUOTE_MINIMAL,
+                               encoding="utf-8")
+        if kind == ".parquet":
+            return pd.read_parquet(path)
+        if kind in (".jsonl", ".ndjson"):
+            return _read_jsonl(path, compressed)
+    except DataError:
+        raise
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError, ImportError) as exc:
+        name = {".parquet": "Parquet", ".jsonl": "JSONL", ".ndjson": "JSONL"}.get(kind, "CSV")
+        raise _sniff_error(path, name, exc) from None
+    raise DataError(f"{path}: unknown file type {kind or '(no suffix)'!r} (use .csv, .tsv, .parquet or .jsonl)")
+
+
+def _read_jsonl(path: Path, compressed: bool) -> pd.DataFrame:
+    opener = gzip.open if compressed else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            rows.append(obj)
+    return pd.DataFrame(rows)
+
+
+def clean_labeled(df: pd.DataFrame, path: str | Path, text_column: str, label_column: str,
+                  num_classes: int, row_offset: int = 2) -> pd.DataFrame:
+    """Check and normalise a labeled table to columns (text, label:int64).
+
+    `row_offset` turns a 0-based position into the row number a user sees in the file
+    (2 for a CSV with a header row, 1 for JSONL lines).
+    """
+    for col in (text_column, label_column):
+        if col not in df.columns:
+            raise DataError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, df.columns))})")
+    texts = df[text_column]
+    labels = df[label_column]
+    out_labels = np.empty(len(df), dtype=np.int64)
+    for i, (text, label) in enumerate(zip(texts, labels)):
+        row = i + row_offset
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}: row {row}: empty text in column {text_column!r}")
+        try:
+            value = float(label)
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: row {row}: label {label!r} is not a number") from None
+        if not value.is_integer() or not 0 <= value < num_classes:
+            raise DataError(f"{path}: row {row}: label {label!r} is outside 0..{num_classes - 1}")
+        out_labels[i] = int(value)
+    return pd.DataFrame({"text": texts.astype(str).str.strip().to_numpy(), "label": out_labels})
+
+
+def load_dataset(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(train, val, source) from the configured file, or the bundled SST-5."""
+    path = Path(cfg.path) if cfg.path else bundled_path()
+    df = read_table(path)
+    row_offset = 1 if path.suffix.lower() in (".jsonl", ".ndjson") else 2
+    if cfg.split_column not in df.columns:
+        raise DataError(f"{path}: missing column {cfg.split_column!r} (it says which rows are train and which dev)")
+    split = df[cfg.split_column].astype(str).str.strip().str.lower()
+    bad = ~split.isin(["train", "dev"])
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{path}: row {pos + row_offset}: split {df[cfg.split_column].iloc[pos]!r} is neither 'train' nor 'dev'")
+    table = clean_labeled(df, path, cfg.text_column, cfg.label_column, cfg.num_classes, row_offset)
+    train = table[(split == "train").to_numpy()].reset_index(drop=True)
+    val = table[(split == "dev").to_numpy()].reset_index(drop=True)
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(f"{path}: needs both 'train' and 'dev' rows (found {len(train)} train, {len(val)} dev)")
+    source = "bundled SST-5" if not cfg.path else str(path)
+    return train, val, source
+
+
+# --------------------------------------------------------------------------- the split
+
+
+def split_labeled(labels: np.ndarray, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of train positions into (labeled, unlabeled), both sorted.
+
+    Stratified: each class contributes round(fraction * its count) rows to `labeled`, so the
+    label distribution of D_labeled matches train's (the study's 1/5 of train).
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(cfg.seed)
+    n = len(labels)
+    if cfg.stratify:
+        chosen = []
+        for cls in np.unique(labels):
+            members = np.flatnonzero(labels == cls)
+            take = int(round(cfg.labeled_fraction * len(members)))
+            chosen.append(rng.permutation(members)[:take])
+        labeled = np.sort(np.concatenate(chosen))
+    else:
+        take = int(round(cfg.labeled_fraction * n))
+        labeled = np.sort(rng.permutation(n)[:take])
+    if len(labeled) == 0 or len(labeled) == n:
+        raise DataError(f"split: labeled_fraction {cfg.labeled_fraction} leaves {len(labeled)} of {n} rows labeled")
+    unlabeled = np.setdiff1d(np.arange(n), labeled)
+    return labeled.astype(np.int64), unlabeled.astype(np.int64)
+
+
+def load_splits(data: DataConfig, split: SplitConfig) -> Splits:
+    train, val, source = load_dataset(data)
+    labeled, unlabeled = split_labeled(train["label"].to_numpy(), split)
+    return Splits(train=train, val=val, labeled=labeled, unlabeled=unlabeled, source=source)

@@ -1,0 +1,221 @@
+"""Cached frozen activations: the project's main performance lever.
+
+Every trial of a grid shares the frozen lower part of the encoder, so its output (the boundary
+features, see `backbone.py`) is computed once per (encoder weights, boundary, text set) and
+stored on disk under a content-addressed key. Trials then train only the unfrozen part: in
+last-linear or pooler mode an epoch is a few small matrix products instead of an encoder pass.
+
+Computing them is sharded with Ray Data over a pool of actors that each load the encoder once
+(`map_batches` with a callable class; one GPU per actor when the cluster has GPUs). Small text
+sets, and callers without Ray, use the same code in-process.
+
+An artifact directory holds:
+    meta.json      what it is (encoder, fingerprint, boundary, rows, hidden size)
+    features.npy   [rows, H] float32, or for `hidden` boundaries all token states [tokens, H]
+    offsets.npy    (hidden only) [rows + 1]: row i is features[offsets[i]:offsets[i+1]]
+    init.pt        the pretrained modules the trainable part starts from (top layers, pooler dense)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raysweep.backbone import Backbone, Boundary, load_backbone, pad_ragged
+
+FORMAT_VERSION = 1  # bump when the artifact layout changes: old entries are then simply not found
+
+
+def texts_digest(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()[:20]
+
+
+def activation_key(fingerprint: str, boundary: Boundary, texts: list[str]) -> str:
+    spec = json.dumps({"v": FORMAT_VERSION, "encoder": fingerprint, "boundary": dataclasses.asdict(boundary),
+                       "texts": texts_digest(texts)}, sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Activations:
+    """A loaded artifact: boundary features of a text set, memory-mapped."""
+
+    path: Path
+    boundary: Boundary
+    features: np.ndarray
+    offsets: np.ndarray | None
+    hidden_size: int
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1 if self.offsets is not None else len(self.features)
+
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features of `rows` as a tensor, with a padding mask for token-level boundaries."""
+        if self.offsets is None:
+            return torch.from_numpy(np.ascontiguousarray(self.features[rows], dtype=np.float32)), None
+        return pad_ragged([self.features[self.offsets[r]: self.offsets[r + 1]] for r in rows])
+
+    def lengths(self, rows: np.ndarray) -> np.ndarray:
+        """Token count of each row (token-level boundaries only)."""
+        return np.diff(self.offsets)[rows]
+
+    def dense(self, rows: np.ndarray | None = None) -> torch.Tensor:
+        """All of a pooled/sentence artifact (or `rows` of it) in memory: the fast training path."""
+        if self.offsets is not None:
+            raise ValueError("token-level activations have no dense form")
+        feats = self.features if rows is None else self.features[rows]
+        return torch.from_numpy(np.array(feats, dtype=np.float32))
+
+    def init_modules(self) -> dict:
+        """Fresh copies of the pretrained top modules (each call loads new tensors)."""
+        return torch.load(self.path / "init.pt", weights_only=False)
+
+
+def load_activations(path: str | Path) -> Activations:
+    path = Path(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FileNotFoundError(f"{path}: not a complete activation cache entry ({exc})") from None
+    features = np.load(path / "features.npy", mmap_mode="r")
+    offsets = np.load(path / "offsets.npy") if (path / "offsets.npy").exists() else None
+    return Activations(path, Boundary(**meta["boundary"]), features, offsets, meta["hidden_size"])
+
+
+# --------------------------------------------------------------------------- computing
+
+
+class FrozenFeatures:
+    """Ray Data callable class: loads the encoder once per actor, featurises a batch per call."""
+
+    def __init__(self, encoder: str, boundaries: list[dict], threads: int = 1):
+        torch.set_num_threads(max(1, threads))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.backbone = load_backbone(encoder, device)
+        self.boundaries = [Boundary(**b) for b in boundaries]
+
+    def __call__(self, batch: dict) -> dict:
+        out = {"row": np.asarray(batch["row"])}
+        for j, feats in enumerate(self.backbone.features_many(list(batch["text"]), self.boundaries)):
+            rows = feats if isinstance(feats, list) else list(feats)
+            # Raw float32 bytes per row: ragged token states travel through Arrow without padding.
+            out[f"data_{j}"] = np.array([np.ascontiguousarray(r, dtype=np.float32).tobytes() for r in rows],
+                                        dtype=object)
+        return out
+
+
+def _by_length(texts: list[str]) -> np.ndarray:
+    # Batches of similar length waste little on padding: a large win for token-level boundaries.
+    return np.argsort([len(t) for t in texts], kind="stable")
+
+
+def _compute_local(backbone: Backbone, texts: list[str], boundaries: list[Boundary],
+                   batch_size: int) -> list[list[np.ndarray]]:
+    order = _by_length(texts)
+    out = [[None] * len(texts) for _ in boundaries]
+    for start in range(0, len(texts), batch_size):
+        idx = order[start: start + batch_size]
+        for j, feats in enumerate(backbone.features_many([texts[i] for i in idx], boundaries)):
+            for i, f in zip(idx, feats):
+                out[j][i] = f
+    return out
+
+
+def _compute_ray(encoder: str, texts: list[str], boundaries: list[Boundary], batch_size: int, actors: int,
+                 hidden: int) -> list[list[np.ndarray]]:
+    import pandas as pd
+    import ray
+
+    resources = ray.available_resources()
+    gpus = int(resources.get("GPU", 0))
+    if actors <= 0:
+        actors = gpus if gpus else max(1, int(resources.get("CPU", 1)))
+    order = _by_length(texts)
+    # Several blocks per actor: one DataFrame is one block, and one block feeds one actor.
+    n_blocks = max(1, min(len(texts) // batch_size, actors * 4))
+    chunks = [pd.DataFrame({"row": idx, "text": [texts[i] for i in idx]}) for idx in np.array_split(order, n_blocks)]
+    ds = ray.data.from_pandas([c for c in chunks if len(c)])
+    ds = ds.map_batches(
+        FrozenFeatures,
+        fn_constructor_kwargs={"encoder": encoder, "boundaries": [dataclasses.asdict(b) for b in boundaries],
+                               "threads": 1},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=1,  # one torch thread per actor; on GPU nodes the CPU only tokenizes
+        num_gpus=1 if gpus else 0,
+    )
+    out = [[None] * len(texts) for _ in boundaries]
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for j, b in enumerate(boundaries):
+            for row, data in zip(batch["row"], batch[f"data_{j}"]):
+                arr = np.frombuffer(data, dtype=np.float32)
+                out[j][int(row)] = arr.reshape(-1, hidden) if b.kind == "hidden" else arr
+    missing = sum(v is None for v in out[0])
+    if missing:
+        raise RuntimeError(f"activation cache: {missing} rows came back from Ray Data without features")
+    return out
+
+
+def _write(tmp: Path, rows: list[np.ndarray], boundary: Boundary) -> None:
+    tmp.mkdir(parents=True)
+    if boundary.kind == "hidden":
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]))
+        np.save(tmp / "features.npy", np.concatenate(rows).astype(np.float32))
+    else:
+        np.save(tmp / "features.npy", np.stack(rows).astype(np.float32))
+
+
+def ensure_activations(encoder: str, texts: list[str], boundaries: list[Boundary], cache_root: str | Path,
+                       use_ray: bool = True, batch_size: int = 64, actors: int = 0,
+                       log=print) -> list[Path]:
+    """Artifact directories for (encoder, each boundary, texts), computing the missing ones.
+
+    All missing boundaries come from one pass of the encoder over the texts.
+    """
+    backbone = load_backbone(encoder, "cpu")
+    finals = [Path(cache_root) / activation_key(backbone.fingerprint, b, texts) for b in boundaries]
+    todo = [j for j, f in enumerate(finals) if not (f / "meta.json").exists()]
+    if not todo:
+        return finals
+    start = time.perf_counter()
+    wanted = [boundaries[j] for j in todo]
+    if use_ray:
+        computed = _compute_ray(encoder, texts, wanted, batch_size, actors, backbone.hidden_size)
+    else:
+        computed = _compute_local(backbone, texts, wanted, batch_size)
+    seconds = round(time.perf_counter() - start, 2)
+    for j, rows in zip(todo, computed):
+        final, boundary = finals[j], boundaries[j]
+        # Write beside the final place, then rename: a crash never leaves a half entry under the key.
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _write(tmp, rows, boundary)
+        torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
+        meta = {"encoder": encoder, "fingerprint": backbone.fingerprint, "boundary": dataclasses.asdict(boundary),
+                "rows": len(texts), "hidden_size": backbone.hidden_size, "num_layers": backbone.num_layers,
+                "texts": texts_digest(texts), "seconds": seconds,
+                "computed_with": "ray-data" if use_ray else "in-process"}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished the same entry first: theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    log(f"cached activations for {len(todo)} boundaries x {len(texts)} rows in {seconds} s "
+        f"({'Ray Data' if use_ray else 'in-process'})")
+    return finals

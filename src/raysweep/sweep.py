@@ -1,0 +1,230 @@
+"""The sweep: a sweep config -> the grid of cells -> Ray Tune trials -> trials.csv.
+
+Layout of an output directory:
+    sweep.yaml        the resolved sweep config (every default filled in)
+    cells/<id>.json   one finished cell: its parameters and metrics (or its error)
+    tune/             Ray Tune's own experiment directory
+    cache/            cached frozen activations (unless `cache_dir` points elsewhere)
+    trials.csv        one row per cell of this sweep, assembled from cells/
+
+Each cell has a deterministic id from its parameters and the sweep's fixed settings, so a
+finished cell is never run twice: running the sweep again skips it, and adding fractions,
+strategies or seeds runs only the new cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import time
+from dataclasses import asdict
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from raysweep.backbone import boundary_for, load_backbone
+from raysweep.config import RecipeConfig, SweepConfig, to_dict
+from raysweep.data import load_splits
+from raysweep.embed import ensure_activations, load_activations
+from raysweep.train import Cell, TrialInputs, run_trial
+
+PARAMS = ("pool", "strategy", "fraction", "freeze", "seed")
+METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
+           "train_s", "eval_s", "trial_s", "wall_s")
+
+
+def fixed_digest(cfg: SweepConfig) -> str:
+    """Hash of everything a cell's result depends on besides its own parameters."""
+    fixed = {"data": to_dict(cfg.data), "split": to_dict(cfg.split), "recipe": to_dict(cfg.recipe),
+             "encoder": {"name": cfg.encoder.name, "pooling": cfg.encoder.pooling,
+                         "max_length": cfg.encoder.max_length}}
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cell_id(cell: Cell, fixed: str) -> str:
+    key = json.dumps({**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def expand(cfg: SweepConfig) -> list[Cell]:
+    """Every combination of the compared parameters, times every seed."""
+    c = cfg.compare
+    return [Cell(pool, strategy, float(fraction), freeze, int(seed))
+            for pool, strategy, freeze, fraction, seed in itertools.product(
+                c.pool, c.strategy, c.freeze, c.fraction, cfg.replicate.seed)]
+
+
+# --------------------------------------------------------------------------- cell results on disk
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def read_cells(cells_dir: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted(cells_dir.glob("*.json")):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue  # a torn write from a killed process: the cell simply counts as not run
+    return out
+
+
+def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig) -> pd.DataFrame:
+    rows = []
+    for cell, cid in zip(cells, ids):
+        rec = done.get(cid)
+        if rec is None:
+            continue
+        row = {"cell_id": cid, **asdict(cell), "encoder": cfg.encoder.name, "pooling": cfg.encoder.pooling,
+               "status": rec.get("status", "ok"), "error": rec.get("error", "")}
+        for m in METRICS:
+            row[m] = rec.get("metrics", {}).get(m, np.nan)
+        row["confusion"] = json.dumps(rec.get("metrics", {}).get("confusion")) if rec.get("metrics") else ""
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "encoder", "pooling", "status", "error", *METRICS,
+                                       "confusion"])
+
+
+# --------------------------------------------------------------------------- preparing shared inputs
+
+
+def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print) -> dict:
+    """Load the data and compute every activation cache the grid needs, once, before any trial.
+
+    Returns the trial context: small arrays and artifact paths that every trial reads.
+    """
+    splits = load_splits(cfg.data, cfg.split)
+    log(f"data: {splits.describe()}")
+    backbone = load_backbone(cfg.encoder.name)
+    boundaries = {f: boundary_for(f, backbone.num_layers, cfg.encoder.pooling, cfg.encoder.max_length)
+                  for f in cfg.compare.freeze}
+    unique = sorted(set(boundaries.values()), key=lambda b: (b.kind, b.layer))
+    paths = {}
+    for name, texts in (("train", splits.train["text"].tolist()), ("val", splits.val["text"].tolist())):
+        found = ensure_activations(cfg.encoder.name, texts, unique, cache_dir, use_ray=use_ray,
+                                   batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors, log=log)
+        paths[name] = dict(zip(unique, found))
+    return {
+        "train_labels": splits.train["label"].to_numpy(),
+        "val_labels": splits.val["label"].to_numpy(),
+        "labeled": splits.labeled,
+        "pool": splits.unlabeled,
+        "num_classes": cfg.data.num_classes,
+        "artifacts": {f: (str(paths["train"][b]), str(paths["val"][b])) for f, b in boundaries.items()},
+        "recipe": to_dict(cfg.recipe),
+    }
+
+
+@lru_cache(maxsize=8)
+def _activations(path: str):
+    return load_activations(path)
+
+
+def trial_inputs(context: dict, freeze: str) -> TrialInputs:
+    train_path, val_path = context["artifacts"][freeze]
+    return TrialInputs(train_labels=context["train_labels"], val_labels=context["val_labels"],
+                       labeled=context["labeled"], pool=context["pool"], train_acts=_activations(train_path),
+                       val_acts=_activations(val_path), num_classes=context["num_classes"])
+
+
+def run_cell(cell: Cell, cid: str, context: dict, cells_dir: Path) -> dict:
+    """Run one cell and record it under cells/. A failing trial is recorded, not raised:
+    an exception in the trial is deterministic, so Tune retrying it would only repeat it."""
+    start = time.perf_counter()
+    record = {"cell_id": cid, "cell": asdict(cell)}
+    try:
+        metrics = run_trial(cell, trial_inputs(context, cell.freeze), RecipeConfig(**context["recipe"]))
+        metrics["wall_s"] = round(time.perf_counter() - start, 4)
+        record.update(status="ok", metrics=metrics)
+    except Exception as exc:  # noqa: BLE001 - recorded with its message, shown in trials.csv
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        record.update(status="failed", error=f"{type(exc).__name__}: {msg}", metrics={})
+    _write_json(cells_dir / f"{cid}.json", record)
+    return record
+
+
+def _tune_trainable(config: dict, context: dict, cells_dir: str, threads: int) -> None:
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(threads)
+    params = dict(config["cell"])
+    cid = params.pop("id")
+    record = run_cell(Cell(**params), cid, context, Path(cells_dir))
+    metrics = {k: v for k, v in record["metrics"].items() if k != "confusion"}
+    tune.report({"status": record["status"], **metrics})
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, retry_failed: bool = False,
+              use_ray_data: bool = True, log=print) -> pd.DataFrame:
+    """Run every cell of `cfg` not yet finished in `output`; write and return trials.csv."""
+    import ray
+    from ray import tune
+
+    output = Path(output).resolve()
+    cells_dir = output / "cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    (output / "sweep.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else output / "cache"
+
+    cells = expand(cfg)
+    fixed = fixed_digest(cfg)
+    ids = [cell_id(c, fixed) for c in cells]
+    done = read_cells(cells_dir)
+    skip = {"ok"} if retry_failed else {"ok", "failed"}
+    todo = [(c, i) for c, i in zip(cells, ids) if done.get(i, {}).get("status") not in skip]
+    log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
+
+    if todo:
+        if not ray.is_initialized():
+            # "local" starts a fresh Ray here; a bare init() would join any cluster on this machine.
+            ray.init(address=address or "local", configure_logging=False, log_to_driver=True)
+        context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log)
+        res = cfg.resources
+        trainable = tune.with_resources(
+            tune.with_parameters(_tune_trainable, context=context, cells_dir=str(cells_dir),
+                                 threads=max(1, int(res.cpus_per_trial))),
+            {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
+        )
+        tuner = tune.Tuner(
+            trainable,
+            # The cell id rides along so that the trial records under the right name.
+            param_space={"cell": tune.grid_search([{**asdict(c), "id": i} for c, i in todo])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=res.max_concurrent or None,
+                reuse_actors=True,  # a worker keeps its loaded activations between trials
+                trial_name_creator=lambda t: _trial_name(t.config["cell"]),
+                trial_dirname_creator=lambda t: _trial_name(t.config["cell"]),
+            ),
+            run_config=tune.RunConfig(
+                name=cfg.name,
+                storage_path=str(output / "tune"),
+                failure_config=tune.FailureConfig(max_failures=3),  # a lost node retries its trials
+                verbose=1,
+            ),
+        )
+        tuner.fit()
+
+    done = read_cells(cells_dir)
+    table = results_table(cells, ids, done, cfg)
+    table.to_csv(output / "trials.csv", index=False)
+    missing = len(cells) - len(table)
+    failed = int((table["status"] == "failed").sum())
+    log(f"wrote {output / 'trials.csv'}: {len(table)} cells ({failed} failed, {missing} missing)")
+    return table
+
+
+def _trial_name(cell: dict) -> str:
+    return f"{cell['pool']}-{cell['strategy']}-{cell['freeze']}-x{cell['fraction']:g}-s{cell['seed']}"

@@ -1,0 +1,114 @@
+"""Freeze modes and the activation cache, on a tiny random BERT (no download)."""
+
+import numpy as np
+import pytest
+import torch
+
+from raysweep.backbone import Backbone, Classifier, FullEncoderClassifier, boundary_for, describe_trainable, pad_ragged
+from raysweep.embed import ensure_activations, load_activations
+
+from conftest import TINY_TEXTS
+
+
+def classifier(backbone, freeze, pooling="pooler", seed=0):
+    boundary = boundary_for(freeze, backbone.num_layers, pooling, 32)
+    torch.manual_seed(seed)
+    return Classifier(boundary, backbone.hidden_size, 5, 0.5, **backbone.trainable_top(boundary))
+
+
+def test_freeze_modes_train_exactly_their_parameters(tiny_bert):
+    backbone = Backbone(tiny_bert)
+    assert describe_trainable(classifier(backbone, "last-linear")) == ["linear.weight", "linear.bias"]
+    assert describe_trainable(classifier(backbone, "pooler")) == ["dense.weight", "dense.bias", "linear.weight",
+                                                                 "linear.bias"]
+    names = describe_trainable(classifier(backbone, "last-attention"))
+    layer_params = [n for n in names if n.startswith("top.")]
+    assert layer_params and all(n.startswith("top.encoder.layer.0.") for n in layer_params)
+    reference = {f"encoder.layer.2.{n.split('top.encoder.layer.0.', 1)[1]}" for n in layer_params}
+    assert reference == {n for n in backbone.model.state_dict() if n.startswith("encoder.layer.2.")}
+    assert names[-4:] == ["dense.weight", "dense.bias", "linear.weight", "linear.bias"]
+    two = describe_trainable(classifier(backbone, "top-2"))
+    assert {n.split(".")[3] for n in two if n.startswith("top.")} == {"0", "1"}
+    # the frozen encoder itself has nothing to train
+    assert not any(p.requires_grad for p in backbone.model.parameters())
+
+
+def test_trainable_top_starts_from_the_pretrained_weights(tiny_bert):
+    backbone = Backbone(tiny_bert)
+    clf = classifier(backbone, "last-attention")
+    assert torch.equal(clf.dense.weight, backbone.model.pooler.dense.weight)
+    assert torch.equal(clf.top.encoder.layer[0].output.dense.weight, backbone.model.encoder.layer[2].output.dense.weight)
+    clf.dense.weight.data += 1  # a copy: training the top never touches the frozen encoder
+    assert not torch.equal(clf.dense.weight, backbone.model.pooler.dense.weight)
+
+
+@pytest.mark.parametrize("freeze", ["last-linear", "pooler", "last-attention", "top-2"])
+@pytest.mark.parametrize("pooling", ["pooler", "mean"])
+def test_cached_and_full_paths_give_the_same_logits_and_gradients(tiny_bert, tmp_path, freeze, pooling):
+    backbone = Backbone(tiny_bert)
+    backbone.model.train()  # dropout would be on if the frozen part did not force eval mode
+    cached = classifier(backbone, freeze, pooling)
+    full = FullEncoderClassifier(backbone, classifier(backbone, freeze, pooling))
+    [path] = ensure_activations(tiny_bert, TINY_TEXTS, [cached.boundary], tmp_path, use_ray=False, batch_size=3,
+                                log=lambda *_: None)
+    acts = load_activations(path)
+    rows = np.array([5, 0, 3, 7])
+    labels = torch.tensor([0, 1, 4, 2])
+
+    torch.manual_seed(123)
+    x, mask = acts.batch(rows)
+    logits_cached = cached(x, mask)
+    torch.nn.functional.cross_entropy(logits_cached, labels).backward()
+
+    torch.manual_seed(123)  # the head's dropout draws the same mask in both paths
+    logits_full = full([TINY_TEXTS[i] for i in rows])
+    torch.nn.functional.cross_entropy(logits_full, labels).backward()
+
+    torch.testing.assert_close(logits_cached, logits_full, rtol=1e-5, atol=1e-6)
+    grads_cached = dict((n, p.grad) for n, p in cached.named_parameters() if p.requires_grad)
+    grads_full = dict((n, p.grad) for n, p in full.classifier.named_parameters() if p.requires_grad)
+    assert grads_cached.keys() == grads_full.keys() and grads_cached
+    for name in grads_cached:
+        torch.testing.assert_close(grads_cached[name], grads_full[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_top_layers_reproduce_the_encoders_output(tiny_bert):
+    backbone = Backbone(tiny_bert)
+    boundary = boundary_for("top-2", backbone.num_layers, "mean", 32)
+    top = backbone.trainable_top(boundary)["top"].eval()
+    enc = backbone.tokenize(TINY_TEXTS, 32)
+    with torch.no_grad():
+        reference = backbone.model(**enc).last_hidden_state
+        x, mask = pad_ragged(backbone.features(TINY_TEXTS, boundary))
+        ours = top(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    for i, n in enumerate(enc["attention_mask"].sum(1).tolist()):
+        torch.testing.assert_close(ours[i, :n], reference[i, :n], rtol=1e-5, atol=1e-6)
+
+
+def test_cache_is_content_addressed(tiny_bert, tmp_path):
+    backbone = Backbone(tiny_bert)
+    b = boundary_for("pooler", backbone.num_layers, "pooler", 32)
+    logs = []
+    [first] = ensure_activations(tiny_bert, TINY_TEXTS, [b], tmp_path, use_ray=False, log=logs.append)
+    [again] = ensure_activations(tiny_bert, TINY_TEXTS, [b], tmp_path, use_ray=False, log=logs.append)
+    [other] = ensure_activations(tiny_bert, TINY_TEXTS[:-1], [b], tmp_path, use_ray=False, log=logs.append)
+    assert first == again and first != other
+    assert len(logs) == 2  # the second call computed nothing
+    acts = load_activations(first)
+    assert acts.features.shape == (len(TINY_TEXTS), backbone.hidden_size)
+    np.testing.assert_allclose(acts.features, backbone.features(TINY_TEXTS, b), rtol=1e-5, atol=1e-6)
+
+
+def test_ray_data_and_in_process_give_the_same_activations(tiny_bert, tmp_path, ray_local):
+    backbone = Backbone(tiny_bert)
+    texts = TINY_TEXTS * 5  # 40 rows over several blocks and two actors
+    boundaries = [boundary_for(f, backbone.num_layers, "pooler", 32) for f in ("last-linear", "last-attention")]
+    local = ensure_activations(tiny_bert, texts, boundaries, tmp_path / "local", use_ray=False, batch_size=4,
+                               log=lambda *_: None)
+    remote = ensure_activations(tiny_bert, texts, boundaries, tmp_path / "ray", use_ray=True, batch_size=4,
+                                actors=2, log=lambda *_: None)
+    for a, b in zip(local, remote):
+        x, y = load_activations(a), load_activations(b)
+        np.testing.assert_allclose(x.features, y.features, rtol=1e-5, atol=1e-6)
+        if x.offsets is not None:
+            assert x.offsets.tolist() == y.offsets.tolist()

@@ -1,0 +1,83 @@
+"""Sweep config validation: every bad value is one line naming its key path."""
+
+import pytest
+
+from raysweep.config import ConfigError, SweepConfig, from_dict, load_sweep, parse_freeze, to_dict
+
+
+def write(tmp_path, text):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_study():
+    cfg = from_dict(SweepConfig, {})
+    assert cfg.recipe.epochs == 50 and cfg.recipe.lr == 1e-3 and cfg.recipe.betas == (0.9, 0.999)
+    assert cfg.recipe.step_size == 20 and cfg.recipe.gamma == 0.5 and cfg.recipe.dropout == 0.5
+    assert cfg.compare.fraction == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert cfg.compare.freeze == ["last-linear", "pooler", "last-attention"]
+    assert cfg.replicate.seed == [0, 1, 2]
+    assert cfg.split.labeled_fraction == 0.2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("recipe:\n  epochs: ten\n", "recipe.epochs: expected an integer, got 'ten'"),
+    ("recipe:\n  epoch: 5\n", "recipe.epoch: unknown key"),
+    ("compare:\n  freeze: [pooler, frozen]\n", "compare.freeze[1]: 'frozen' is not a freeze mode"),
+    ("compare:\n  strategy: [magic]\n", "compare.strategy[0]: unknown strategy 'magic'"),
+    ("compare:\n  strategy: [entropy]\n", "compare.strategy[0]: 'entropy' is not implemented yet"),
+    ("compare:\n  fraction: [0, -1]\n", "compare.fraction[1]: must be 0 or more"),
+    ("compare:\n  pool: [web]\n", "compare.pool[0]: 'web' is not one of real, llm, llm_teacher"),
+    ("recipe:\n  betas: [0.9]\n", "recipe.betas: expected 2 values, got 1"),
+    ("recipe:\n  dropout: 1.5\n", "recipe.dropout: must be in [0, 1)"),
+    ("encoder:\n  pooling: max\n", "encoder.pooling: 'max' is not one of pooler, cls, mean"),
+    ("replicate:\n  seed: [0, 0]\n", "replicate.seed: has a repeated value"),
+    ("split:\n  stratify: yes please\n", "split.stratify: expected true or false, got 'yes please'"),
+    ("- a\n- b\n", "the top level must be a mapping"),
+    ("recipe: [\n", "is not valid YAML"),
+])
+def test_bad_files_name_the_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_are_validated_like_the_file(tmp_path):
+    path = write(tmp_path, "recipe:\n  epochs: 5\n")
+    cfg = load_sweep(path, ["recipe.epochs=7", "compare.fraction=[0, 2]", "replicate.seed=3"])
+    assert cfg.recipe.epochs == 7
+    assert cfg.compare.fraction == [0.0, 2.0]
+    assert cfg.replicate.seed == [3]  # a scalar where a list is expected is a one-element list
+    with pytest.raises(ConfigError, match=r"recipe.lr: expected a number, got 'fast'"):
+        load_sweep(path, ["recipe.lr=fast"])
+    with pytest.raises(ConfigError, match=r"--set recipe: expected key.path=value"):
+        load_sweep(path, ["recipe"])
+    with pytest.raises(ConfigError, match=r"recipe.epochs.x: .*epochs is not a mapping"):
+        load_sweep(path, ["recipe.epochs.x=1"])
+
+
+def test_round_trip_through_yaml():
+    cfg = from_dict(SweepConfig, {"recipe": {"epochs": 3}, "compare": {"fraction": [1]}})
+    assert from_dict(SweepConfig, to_dict(cfg)) == cfg
+
+
+def test_freeze_modes_are_one_mechanism():
+    assert parse_freeze("last-linear") == (0, False)
+    assert parse_freeze("pooler") == (0, True)
+    assert parse_freeze("last-attention") == (1, True)
+    assert parse_freeze("top-3") == (3, True)
+    for bad in ("top-0", "top-x", "all"):
+        with pytest.raises(ConfigError):
+            parse_freeze(bad)
+
+
+def test_shipped_sweeps_validate():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "sweeps"
+    cfg = load_sweep(root / "smoke.yaml")
+    assert cfg.compare.pool == ["real"]
