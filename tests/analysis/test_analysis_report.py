@@ -160,3 +160,11 @@ def test_two_sweeps_are_told_apart(tmp_path):
     assert "handmade-a-llm_vs_teacher" in written
     md = report.read_text()
     assert "| handmade-b-llm_vs_teacher | no generation/generated.csv" in md
+
+
+def test_confusion_column_parsing():
+    from raysweep.analysis.figures import confusions
+
+    parsed = confusions(pd.DataFrame({"confusion": ["[[1, 2], [3, 4]]", "null", "", None, "[1, 2]", "oops"]}))
+    assert parsed.iloc[0].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert parsed.iloc[1:].isna().all()  # empty, null, not square, not JSON: no matrix

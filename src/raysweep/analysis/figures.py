@@ -325,13 +325,29 @@ def entropy_vs_sqbc(diagnostics: pd.DataFrame, out_dir: Path, seed: int = 0,
         return _save(fig, out_dir, name)
 
 
+def confusions(trials: pd.DataFrame) -> pd.Series:
+    """The `confusion` column parsed into square count matrices; None where it is empty or not a matrix."""
+    def parse(text):
+        if not isinstance(text, str) or not text.strip():
+            return None
+        try:
+            mat = np.asarray(json.loads(text), dtype=float)
+        except (ValueError, TypeError):
+            return None
+        return mat if mat.ndim == 2 and mat.shape[0] == mat.shape[1] and mat.size else None
+
+    if "confusion" not in trials.columns:
+        return pd.Series(None, index=trials.index, dtype=object)
+    return trials["confusion"].map(parse)
+
+
 def val_confusion(trials: pd.DataFrame, out_dir: Path, class_names: list[str] | None = None,
                   name: str = "val_confusion") -> Path:
     """Validation confusion matrix (row-normalised, summed over seeds) of each freeze mode's best cell.
 
     The best cell is the one with the highest mean validation accuracy at the largest fraction.
     """
-    data = trials.dropna(subset=["confusion"])
+    data = trials.assign(_confusion=confusions(trials)).dropna(subset=["_confusion"])
     panels = _freeze_order(data)
     summary = stats.summarize(data[data["fraction"] == data["fraction"].max()], "val_accuracy")
     cells = stats.cell_columns(data)
@@ -340,7 +356,7 @@ def val_confusion(trials: pd.DataFrame, out_dir: Path, class_names: list[str] | 
         for freeze in panels:
             best = summary[summary["freeze"] == freeze].sort_values("mean", ascending=False).iloc[0]
             chosen = data[_matches(data, best, cells)]
-            counts = sum(np.asarray(json.loads(c), dtype=float) for c in chosen["confusion"])
+            counts = np.sum(np.stack(list(chosen["_confusion"])), axis=0)
             rows = counts.sum(axis=1, keepdims=True)
             label = " \u00b7 ".join(_fmt(best[c]) for c in cells if c in SERIES_CANDIDATES and data[c].nunique() > 1)
             mats.append((freeze, np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0),

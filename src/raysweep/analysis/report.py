@@ -386,12 +386,12 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = stats.N_BO
                          "Train vs validation accuracy: the gap between them is over-fitting."))
         else:
             skipped.append(("train_vs_val", "the trials have no `train_accuracy`"))
-        if "confusion" in ok.columns and ok["confusion"].notna().any():
+        if figures.confusions(ok).notna().any():
             class_names = next((r.class_names for r in results if r.class_names), None)
             figs.append((figures.val_confusion(ok, fig_dir, class_names),
                          "Validation confusion matrices of each freeze mode's best cell at the largest fraction."))
         else:
-            skipped.append(("val_confusion", "the trials have no `confusion` column"))
+            skipped.append(("val_confusion", "no trial has a `confusion` matrix"))
         for param in varying:
             figs.append((figures.parameter_plot(ok, param, fig_dir),
                          f"Automatic plot for the varying parameter `{param}`: every trial's validation accuracy."))
