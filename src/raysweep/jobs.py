@@ -1,0 +1,253 @@
+"""Run a sweep on a Ray cluster as a Ray Job: submit it, ask its status, read its logs.
+
+The job ships two things in its runtime environment: the project directory the sweep file
+lives in (`working_dir`, so the sweep and anything beside it reach the head) and this
+`raysweep` package (`py_modules`, so the driver and every trial run the code you have here,
+not whatever version `ray up` installed). An LLM API key travels in `env_vars`, never in the
+entrypoint string; docs/cluster.md says what the dashboard shows of it.
+
+Ray 2.60 clusters use token authentication. The token is found the way Ray itself looks for
+it (RAY_AUTH_TOKEN, then the file RAY_AUTH_TOKEN_PATH names, then ~/.ray/auth_token) and sent
+as a Bearer header, whatever RAY_AUTH_MODE says in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+# Where `ray dashboard cluster.yaml` forwards the head's dashboard (and its Jobs API) to.
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+# Never uploaded: git history and bytecode are large and useless to the job.
+UPLOAD_EXCLUDES = [".git", "__pycache__", "*.pyc"]
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class JobError(RuntimeError):
+    """A submit / status / logs request that cannot be done; the message is one line."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    status: str  # PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED (Ray's JobStatus)
+    message: str  # Ray's own one-line account, e.g. the entrypoint's exit code
+    entrypoint: str
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("STOPPED", "SUCCEEDED", "FAILED")
+
+    def __str__(self) -> str:
+        return f"{self.job_id}: {self.status}" + (f" ({self.message})" if self.message else "")
+
+
+def load_token() -> tuple[str, str] | None:
+    """The cluster token and where it came from, in Ray 2.60's order, or None if there is none.
+
+    Same order and trimming as Ray's AuthenticationTokenLoader: a non-empty RAY_AUTH_TOKEN,
+    else the file RAY_AUTH_TOKEN_PATH names (which must then exist and be non-empty: Ray
+    treats anything else as a misconfiguration, not as "no token"), else ~/.ray/auth_token.
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return token, "RAY_AUTH_TOKEN"
+    path_var = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path_var:
+        try:
+            token = Path(path_var).expanduser().read_text().strip()
+        except OSError as exc:
+            raise JobError(f"RAY_AUTH_TOKEN_PATH={path_var}: cannot read the token file ({exc.strerror})") from None
+        if not token:
+            raise JobError(f"RAY_AUTH_TOKEN_PATH={path_var}: the token file is empty")
+        return token, path_var
+    default = Path.home() / ".ray" / "auth_token"
+    try:
+        token = default.read_text().strip()
+    except OSError:
+        return None
+    return (token, str(default)) if token else None
+
+
+def _http_address(address: str) -> str:
+    address = address.strip().rstrip("/")
+    if address in ("", "auto", "local") or address.startswith("ray://"):
+        raise JobError(f"address {address!r}: give the dashboard's HTTP address, e.g. {DEFAULT_ADDRESS}")
+    return address if address.startswith(("http://", "https://")) else f"http://{address}"
+
+
+def _client(address: str, what: str):
+    """A JobSubmissionClient that sends the token (if any); it asks the cluster's version at once."""
+    from ray.job_submission import JobSubmissionClient
+
+    url = _http_address(address)
+    found = load_token()
+    headers = {"Authorization": f"Bearer {found[0]}"} if found else {}
+    source = found[1] if found else None
+    with _one_line_errors(what, url, source):
+        return JobSubmissionClient(url, headers=headers), url, source
+
+
+@contextmanager
+def _one_line_errors(what: str, url: str, token_source: str | None):
+    """Turn the SDK's multi-line errors into one line that names the cause."""
+    import requests
+    from ray.exceptions import AuthenticationError
+
+    try:
+        yield
+    except AuthenticationError as exc:
+        if "Authentication required" in str(exc):
+            raise JobError(f"{what}: the cluster at {url} needs its auth token: set RAY_AUTH_TOKEN or "
+                           "write it to ~/.ray/auth_token (docs/cluster.md says where to get it)") from None
+        raise JobError(f"{what}: the cluster at {url} rejected the token from {token_source}: "
+                       "it is not this cluster's token") from None
+    except ConnectionError:  # the SDK's own, raised when the first request finds nobody
+        raise JobError(f"{what}: no Ray dashboard answers at {url} "
+                       "(is the cluster up, and `ray dashboard cluster.yaml` running?)") from None
+    except requests.RequestException as exc:  # a later request that failed on the way
+        raise JobError(f"{what}: the request to {url} failed ({type(exc).__name__})") from None
+    except RuntimeError as exc:  # the SDK's "Request failed with status code 404: ..." and kin
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JobError(f"{what}: {first}") from None
+
+
+def _call(what: str, address: str, fn: str, *args, **kwargs):
+    client, url, source = _client(address, what)
+    with _one_line_errors(what, url, source):
+        return getattr(client, fn)(*args, **kwargs)
+
+
+def find_project(sweep_path: Path) -> Path:
+    """The nearest directory above the sweep file that holds a pyproject.toml."""
+    for parent in sweep_path.resolve().parents:
+        if (parent / "pyproject.toml").is_file():
+            return parent
+    raise JobError(f"{sweep_path}: not inside a project directory (no pyproject.toml above it), "
+                   "so it cannot ship with the job: put it under the checkout's sweeps/")
+
+
+def _ignored(project: Path, path: Path) -> bool:
+    """Whether Ray's working_dir upload would leave `path` out (.gitignore, .rayignore, excludes)."""
+    import logging
+
+    from ray._private.runtime_env.packaging import _get_excludes, get_excludes_from_ignore_files
+
+    quiet = logging.getLogger("raysweep.jobs.ignore")
+    quiet.disabled = True
+    include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+    rules = [_get_excludes(project, UPLOAD_EXCLUDES)]
+    chain = [project / p for p in reversed(path.relative_to(project).parents)] + [path]
+    for i, node in enumerate(chain):
+        if node.is_dir():
+            rules += get_excludes_from_ignore_files(node, include_gitignore=include_gitignore, logger=quiet)
+        if i > 0 and any(rule(node) for rule in rules):
+            return True
+    return False
+
+
+def build_entrypoint(sweep_rel: str, output: str, overrides: Sequence[str] = ()) -> str:
+    """The shell command the job runs on the head, from the uploaded working_dir.
+
+    `python -m raysweep.cli` rather than the `raysweep` script: the module comes from the
+    package shipped in py_modules, the script from whatever the cluster has installed.
+    """
+    words = ["python", "-m", "raysweep.cli", "run", sweep_rel, "--output", output, "--address", "auto"]
+    for item in overrides:
+        words += ["--set", item]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _check_output(output: str) -> None:
+    if "://" in output or Path(output).is_absolute():
+        return
+    raise JobError(f"--output {output}: a relative path would land in the job's temporary working directory "
+                   "on the head; give an absolute path on the head (e.g. /home/ray/runs/NAME) or a storage URI (s3://...)")
+
+
+def runtime_env(project: Path, env_keys: Sequence[str] = ()) -> dict:
+    """The job's runtime environment: the project, this package, and the named variables' values."""
+    env_vars = {}
+    for key in env_keys:
+        value = os.environ.get(key)
+        if not value:
+            raise JobError(f"environment variable {key} is not set here, so it cannot be passed to the job")
+        env_vars[key] = value
+    env = {"working_dir": str(project), "py_modules": [str(PACKAGE_DIR)], "excludes": list(UPLOAD_EXCLUDES)}
+    if env_vars:
+        env["env_vars"] = env_vars
+    return env
+
+
+def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str = "", overrides: Sequence[str] = (),
+           env_keys: Sequence[str] = (), *, command: str | None = None) -> str:
+    """Submit the sweep as a Ray Job; returns its job (submission) id.
+
+    The sweep and overrides are validated here first, so a typo fails before anything is
+    uploaded. `env_keys` names local environment variables (e.g. OPENAI_API_KEY) whose values
+    reach the driver and every trial through runtime_env env_vars. `command` replaces the
+    `raysweep run` entrypoint (it still runs in the uploaded project directory).
+    """
+    from raysweep.config import ConfigError, load_sweep
+
+    sweep = Path(sweep_path)
+    if not sweep.is_file():
+        raise JobError(f"{sweep}: no such sweep file")
+    try:
+        load_sweep(sweep, list(overrides))
+    except ConfigError as exc:
+        raise JobError(str(exc)) from None
+    project = find_project(sweep)
+    sweep_rel = sweep.resolve().relative_to(project)
+    if _ignored(project, project / sweep_rel):
+        raise JobError(f"{sweep}: .gitignore or .rayignore in {project} leaves it out of the upload; "
+                       "move it to sweeps/ or un-ignore it")
+    if command is None:
+        _check_output(output)
+        command = build_entrypoint(str(sweep_rel), output, overrides)
+    metadata = {"sweep": str(sweep_rel)}
+    if output:
+        metadata["output"] = output
+    return _call("submit", address, "submit_job", entrypoint=command, runtime_env=runtime_env(project, env_keys),
+                 metadata=metadata)
+
+
+def dashboard_url(address: str, job_id: str) -> str:
+    """The dashboard page of the job (reached through the same forwarded port)."""
+    return f"{_http_address(address)}/#/jobs/{job_id}"
+
+
+def status(address: str, job_id: str) -> JobState:
+    info = _call("status", address, "get_job_info", job_id)
+    return JobState(job_id=job_id, status=str(info.status.value if hasattr(info.status, "value") else info.status),
+                    message=(info.message or "").strip().splitlines()[0] if info.message else "",
+                    entrypoint=info.entrypoint)
+
+
+def logs(address: str, job_id: str, follow: bool = False) -> Iterator[str]:
+    """The job's driver output: all of it so far, or (follow) chunk by chunk until the job ends."""
+    if not follow:
+        yield _call("logs", address, "get_job_logs", job_id)
+        return
+    status(address, job_id)  # an unknown job id fails here, in one line, not inside the websocket
+    client, _, _ = _client(address, "logs")
+    stream = client.tail_job_logs(job_id)
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                chunk = loop.run_until_complete(stream.__anext__())
+            except StopAsyncIteration:
+                return
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else "the log stream broke"
+                raise JobError(f"logs: {first}") from None
+            yield chunk
+    finally:
+        loop.run_until_complete(stream.aclose())
+        loop.close()

@@ -1,0 +1,250 @@
+"""raysweep.jobs: submit / status / logs through Ray's Jobs API, with token authentication on.
+
+The fast tests check what submit refuses before anything is uploaded and how the token is
+found; the slow ones run real jobs on a head node this module starts (conftest.ray_head).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from raysweep import jobs
+from raysweep.jobs import JobError
+
+KEY_VAR = "RAYSWEEP_TEST_API_KEY"
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A tiny project: pyproject.toml, a valid sweep, an ignored sweep and a .gitignore."""
+    root = tmp_path / "proj"
+    (root / "sweeps").mkdir(parents=True)
+    (root / "runs").mkdir()
+    (root / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    (root / ".gitignore").write_text("runs/\n")
+    (root / "sweeps" / "tiny.yaml").write_text("name: tiny\nrecipe:\n  epochs: 1\n")
+    (root / "runs" / "old.yaml").write_text("name: old\n")
+    return root
+
+
+@pytest.fixture
+def no_token_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "emptyhome"))
+
+
+# --- the token, found as Ray 2.60 finds it ------------------------------------------------------
+
+def test_token_order_env_then_path_then_home(no_token_env, monkeypatch, tmp_path):
+    home = tmp_path / "emptyhome"
+    assert jobs.load_token() is None
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("from-home\n")
+    assert jobs.load_token() == ("from-home", str(home / ".ray" / "auth_token"))
+    path = tmp_path / "tok"
+    path.write_text("  from-path \n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path))
+    assert jobs.load_token() == ("from-path", str(path))
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "")  # empty: ignored, as Ray does
+    assert jobs.load_token()[0] == "from-path"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert jobs.load_token() == ("from-env", "RAY_AUTH_TOKEN")
+
+
+def test_token_path_that_cannot_be_read_is_an_error_not_no_token(no_token_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(JobError, match=r"RAY_AUTH_TOKEN_PATH=.*missing: cannot read"):
+        jobs.load_token()
+    (tmp_path / "empty").write_text("\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "empty"))
+    with pytest.raises(JobError, match="is empty"):
+        jobs.load_token()
+
+
+@pytest.mark.parametrize("env", [
+    {"HOME": "{home}"},
+    {"HOME": "{home}", "RAY_AUTH_TOKEN_PATH": "{path}"},
+    {"HOME": "{home}", "RAY_AUTH_TOKEN_PATH": "{path}", "RAY_AUTH_TOKEN": "env-token"},
+])
+def test_token_matches_rays_own_loader(tmp_path, env):
+    """Ray's C++ loader, asked in a fresh process (it caches), picks the same token we do."""
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("home-token\n")
+    (tmp_path / "tok").write_text("path-token")
+    values = {k: v.format(home=tmp_path, path=tmp_path / "tok") for k, v in env.items()}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
+    code = ("from ray._raylet import AuthenticationTokenLoader as L; from raysweep.jobs import load_token;"
+            "print(L.instance().get_raw_token(ignore_auth_mode=True)); print(load_token()[0])")
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **values}, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out[0] == out[1], out
+
+
+# --- what submit refuses before uploading anything ----------------------------------------------
+
+def test_entrypoint_quotes_every_word_and_joins_auto():
+    cmd = jobs.build_entrypoint("sweeps/my sweep.yaml", "s3://bucket/runs/x", ["recipe.epochs=5", "name=a b"])
+    assert cmd == ("python -m raysweep.cli run 'sweeps/my sweep.yaml' --output s3://bucket/runs/x --address auto "
+                   "--set recipe.epochs=5 --set 'name=a b'")
+
+
+def test_submit_refuses_a_relative_output(project):
+    with pytest.raises(JobError, match="relative path would land in the job's temporary working directory"):
+        jobs.submit(project / "sweeps" / "tiny.yaml", "http://127.0.0.1:1", "runs/x")
+
+
+def test_submit_refuses_a_sweep_the_upload_would_leave_out(project):
+    with pytest.raises(JobError, match="leaves it out of the upload"):
+        jobs.submit(project / "runs" / "old.yaml", "http://127.0.0.1:1", "/tmp/out")
+
+
+def test_submit_refuses_a_sweep_outside_any_project(tmp_path):
+    sweep = tmp_path / "loose.yaml"
+    sweep.write_text("name: loose\n")
+    with pytest.raises(JobError, match="not inside a project directory"):
+        jobs.submit(sweep, "http://127.0.0.1:1", "/tmp/out")
+
+
+def test_submit_validates_the_sweep_and_overrides_first(project):
+    with pytest.raises(JobError, match="recipe.epochs"):
+        jobs.submit(project / "sweeps" / "tiny.yaml", "http://127.0.0.1:1", "/tmp/out", ["recipe.epochs=ten"])
+
+
+def test_submit_refuses_an_unset_key(project, monkeypatch):
+    monkeypatch.delenv(KEY_VAR, raising=False)
+    with pytest.raises(JobError, match=f"environment variable {KEY_VAR} is not set here"):
+        jobs.submit(project / "sweeps" / "tiny.yaml", "http://127.0.0.1:1", "/tmp/out", env_keys=[KEY_VAR])
+
+
+def test_runtime_env_ships_project_package_and_key(project, monkeypatch):
+    monkeypatch.setenv(KEY_VAR, "sk-test")
+    env = jobs.runtime_env(project, [KEY_VAR])
+    assert env["working_dir"] == str(project)
+    assert env["py_modules"] == [str(Path(jobs.__file__).resolve().parent)]
+    assert env["env_vars"] == {KEY_VAR: "sk-test"}
+    assert ".git" in env["excludes"]
+
+
+@pytest.mark.parametrize("address", ["auto", "ray://10.0.0.1:10001", ""])
+def test_non_http_addresses_are_refused(address):
+    with pytest.raises(JobError, match="dashboard's HTTP address"):
+        jobs.status(address, "raysubmit_x")
+
+
+def test_nobody_listening_is_one_line(no_token_env):
+    with socket.socket() as s:  # a port that was free a moment ago; nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(JobError, match=r"status: no Ray dashboard answers at http://127.0.0.1:\d+ ") as info:
+        jobs.status(f"127.0.0.1:{port}", "raysubmit_x")
+    assert "\n" not in str(info.value)
+
+
+# --- real jobs on a real head node ----------------------------------------------------------------
+
+def _wait(address, job_id, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = jobs.status(address, job_id)
+        if state.finished:
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {state.status} after {timeout} s")
+
+
+@pytest.mark.slow
+def test_submit_status_logs_round_trip_with_the_key_off_the_entrypoint(ray_head, project, monkeypatch, tmp_path):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
+    key = "sk-raysweep-" + os.urandom(8).hex()
+    monkeypatch.setenv(KEY_VAR, key)
+    marker = tmp_path / "ran.json"
+    # Runs in the uploaded project: reports what it sees without ever printing the key.
+    command = (f"python -c \"import hashlib, json, os, raysweep.jobs as j; "
+               f"json.dump(dict(key=hashlib.sha256(os.environ['{KEY_VAR}'].encode()).hexdigest(), "
+               f"sweep=os.path.isfile('sweeps/tiny.yaml'), package=j.__file__), open('{marker}', 'w')); "
+               f"print('raysweep-job-ran')\"")
+    t0 = time.monotonic()
+    job_id = jobs.submit(project / "sweeps" / "tiny.yaml", ray_head.address, "", env_keys=[KEY_VAR], command=command)
+    submitted = time.monotonic() - t0
+    state = _wait(ray_head.address, job_id)
+    finished = time.monotonic() - t0
+    print(f"submit {submitted:.2f} s, submit-to-SUCCEEDED {finished:.2f} s")
+    assert state.status == "SUCCEEDED", state
+    seen = json.loads(marker.read_text())
+    assert seen["key"] == hashlib.sha256(key.encode()).hexdigest()  # the key reached the job
+    assert seen["sweep"]  # the project is the job's working directory
+    assert "/work/" not in seen["package"] and "_ray_pkg_" in seen["package"]  # shipped raysweep, not the checkout's
+    text = "".join(jobs.logs(ray_head.address, job_id))
+    assert "raysweep-job-ran" in text
+    assert key not in text and key not in state.entrypoint
+    followed = "".join(jobs.logs(ray_head.address, job_id, follow=True))
+    assert "raysweep-job-ran" in followed
+    assert jobs.dashboard_url(ray_head.address, job_id) == f"{ray_head.address}/#/jobs/{job_id}"
+
+
+@pytest.mark.slow
+def test_what_the_dashboard_shows_of_the_key(ray_head, project, monkeypatch):
+    """docs/cluster.md's claims: a browser's job view shows the variable's name only, the SDK
+    gets its value, and so does anyone who opens runtime_env_agent.log in the log viewer."""
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
+    key = "sk-raysweep-" + os.urandom(8).hex()
+    monkeypatch.setenv(KEY_VAR, key)
+    job_id = jobs.submit(project / "sweeps" / "tiny.yaml", ray_head.address, "", env_keys=[KEY_VAR],
+                         command="python -c pass")
+    _wait(ray_head.address, job_id)
+
+    def get(path, user_agent):
+        req = urllib.request.Request(f"{ray_head.address}{path}",
+                                     headers={"Authorization": f"Bearer {ray_head.token}", "User-Agent": user_agent})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read().decode(errors="replace")
+
+    browser = "Mozilla/5.0 (X11; Linux x86_64)"
+    assert json.loads(get(f"/api/jobs/{job_id}", browser))["runtime_env"]["env_vars"][KEY_VAR] == "<redacted>"
+    assert json.loads(get(f"/api/jobs/{job_id}", "python-requests/2"))["runtime_env"]["env_vars"][KEY_VAR] == key
+    # ... and the dashboard's log viewer serves runtime_env_agent.log, which has the value in plain text.
+    nodes = json.loads(get("/api/v0/nodes", browser))["data"]["result"]["result"]
+    agent_log = get(f"/api/v0/logs/file?node_id={nodes[0]['node_id']}&filename=runtime_env_agent.log&lines=-1",
+                    browser)
+    assert key in agent_log
+
+
+@pytest.mark.slow
+def test_a_failing_job_reports_failed_with_its_output(ray_head, project, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
+    job_id = jobs.submit(project / "sweeps" / "tiny.yaml", ray_head.address, "",
+                         command="python -c \"print('about to fail'); raise SystemExit(3)\"")
+    state = _wait(ray_head.address, job_id)
+    assert state.status == "FAILED" and "3" in state.message
+    assert "about to fail" in "".join(jobs.logs(ray_head.address, job_id))
+
+
+@pytest.mark.slow
+def test_wrong_token_missing_token_and_unknown_job_are_one_line_errors(ray_head, monkeypatch, tmp_path):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-token")
+    with pytest.raises(JobError, match="rejected the token from RAY_AUTH_TOKEN") as info:
+        jobs.status(ray_head.address, "raysubmit_nope")
+    assert "\n" not in str(info.value)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
+    with pytest.raises(JobError, match="status: .*404") as info:
+        jobs.status(ray_head.address, "raysubmit_nope")
+    assert "\n" not in str(info.value)
+    # No token at all, in a fresh process: Ray caches the token it found in-process.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    code = ("import sys; from raysweep import jobs\n"
+            "try: jobs.status(sys.argv[1], 'raysubmit_nope')\n"
+            "except jobs.JobError as e: print(e)")
+    out = subprocess.run([sys.executable, "-c", code, ray_head.address], env={**clean, "HOME": str(tmp_path)},
+                         capture_output=True, text=True, timeout=60).stdout.strip()
+    assert out.startswith("status: the cluster at") and "needs its auth token" in out, out
