@@ -1,0 +1,162 @@
+"""The `llm:` section of a sweep file: where generated sentences come from and what they may cost.
+
+Validated like the rest of the sweep (`raysweep.config.from_dict`): an unknown key or a value of
+the wrong type is a one-line `ConfigError` naming the key path (`llm.limits.rpm: unknown key`).
+
+The API key is never part of the config: `api_key_env` names the environment variable that
+holds it, so a sweep file can be committed and shared. With no key in that variable and no
+`base_url`, raysweep starts the embedded SmolLM2 server itself (see `server.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raysweep.config import ConfigError, _check, from_dict
+
+# The placeholders a prompt template must use (string.Template syntax, so that literal JSON
+# braces in a template need no escaping).
+TEMPLATE_PLACEHOLDERS = ("$n", "$examples")
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"  # the name the embedded server answers to
+CALL_HEADER = "X-Raysweep-Call"  # each call's request_id, sent as a header: for server-side logs and tests
+
+
+@dataclass
+class LimitsConfig:
+    """The provider's rate limits, shared by every generator actor through one token bucket."""
+
+    requests_per_minute: float = 500.0  # 0: no request limit
+    tokens_per_minute: float = 200_000.0  # prompt + completion tokens; 0: no token limit
+    # How much of a minute's budget may go out at once. Providers refill continuously and may
+    # enforce the limit over windows shorter than a minute: a small burst avoids their 429s.
+    burst_seconds: float = 10.0
+    # Run at this fraction of the limits, so that network jitter between our clock and the
+    # provider's never turns a request sent on time into one that arrives a little too early.
+    headroom: float = 0.97
+
+    def validate(self) -> None:
+        _check(self.requests_per_minute >= 0, "requests_per_minute: must be 0 (no limit) or more")
+        _check(self.tokens_per_minute >= 0, "tokens_per_minute: must be 0 (no limit) or more")
+        _check(self.burst_seconds > 0, "burst_seconds: must be positive")
+        _check(0 < self.headroom <= 1, "headroom: must be in (0, 1]")
+
+
+@dataclass
+class PriceConfig:
+    """Dollars per one million tokens."""
+
+    prompt: float = 0.0
+    completion: float = 0.0
+
+    def validate(self) -> None:
+        _check(self.prompt >= 0 and self.completion >= 0, "prices must be 0 or more")
+
+
+def _default_prices() -> dict[str, PriceConfig]:
+    # List prices when this table was written; check your provider's page. A `prices:` mapping
+    # in the sweep file replaces this whole table.
+    return {
+        "gpt-4o-mini": PriceConfig(prompt=0.15, completion=0.60),
+        "gpt-4o": PriceConfig(prompt=2.50, completion=10.00),
+        "gpt-3.5-turbo": PriceConfig(prompt=0.50, completion=1.50),
+        EMBEDDED_MODEL: PriceConfig(prompt=0.0, completion=0.0),
+    }
+
+
+@dataclass
+class EmbeddedConfig:
+    """The no-key default: llama.cpp's server with SmolLM2-135M-Instruct on this machine."""
+
+    n_ctx: int = 2048  # SmolLM2's context; prompt + reply must fit in it
+    # 1, not 2: on a 2-core machine busy with trials, llama.cpp with 2 threads fell from ~65 to
+    # 1.4 tokens/s (its threads spin-wait for each other); 1 thread kept ~17 tokens/s.
+    n_threads: int = 1
+    # SmolLM2 writes ~65 tokens/s on 2 CPU cores and has a 2048-token context, so the study's
+    # 100 samples per call cannot fit: these replace samples_per_call and max_tokens when embedded.
+    samples_per_call: int = 20
+    max_tokens: int = 1024
+    startup_timeout: float = 60.0  # seconds to wait for the server to answer
+
+    def validate(self) -> None:
+        _check(self.n_ctx >= 256, "n_ctx: must be at least 256")
+        _check(self.n_threads >= 1, "n_threads: must be at least 1")
+        _check(self.samples_per_call >= 1, "samples_per_call: must be at least 1")
+        _check(1 <= self.max_tokens < self.n_ctx, "max_tokens: must be at least 1 and below n_ctx")
+        _check(self.startup_timeout > 0, "startup_timeout: must be positive")
+
+
+@dataclass
+class LLMConfig:
+    base_url: str | None = None  # any OpenAI-compatible server; None: OpenAI with a key, else embedded
+    model: str = "gpt-4o-mini"  # ignored by the embedded server, which serves SmolLM2
+    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; the key never goes in a file
+    n_rows: int = 1000  # generated rows to keep, after parse failures, duplicates and leaks
+    samples_per_call: int = 100  # "generate N samples", as in the study
+    examples_per_class: int = 3  # real examples per class shown in each prompt, as in the study
+    # None: the study's prompt. A value containing $n is the template itself; anything else is
+    # the path of a file holding it. Placeholders: $n, $examples (JSON), $labels (label meanings).
+    template: str | None = None
+    temperature: float = 1.0  # high: the point is variety
+    max_tokens: int = 4096  # 100 SST-like sentences as JSON pairs take ~3,300 tokens
+    concurrency: int = 4  # generator actors, one call in flight each
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    retries: int = 5  # further attempts after a 429, 5xx, timeout or dropped connection
+    retry_backoff: float = 1.0  # seconds before the first retry without Retry-After; doubles, max 60
+    timeout: float = 180.0  # seconds for one call; a 100-sample reply streams for a minute or more
+    max_requests: int = 0  # cap on paid calls; 0: twice what n_rows needs at samples_per_call
+    near_duplicate: float = 0.8  # word-set Jaccard at or above which two sentences count as one; 1.0: same words
+    prices: dict[str, PriceConfig] = field(default_factory=_default_prices)
+    seed: int = 0  # picks each call's examples and is sent as the call's seed
+    embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+
+    def validate(self) -> None:
+        _check(self.base_url is None or self.base_url.startswith(("http://", "https://")),
+               f"base_url: {self.base_url!r} is not an http(s) URL")
+        _check(bool(self.model.strip()), "model: must not be empty")
+        _check(self.api_key_env.isidentifier(),
+               f"api_key_env: {self.api_key_env!r} is not an environment variable name (the key itself never goes here)")
+        _check(self.n_rows >= 1, "n_rows: must be at least 1")
+        _check(self.samples_per_call >= 1, "samples_per_call: must be at least 1")
+        _check(self.examples_per_class >= 0, "examples_per_class: must be 0 or more")
+        _check(0 <= self.temperature <= 2, "temperature: must be in [0, 2]")
+        _check(self.max_tokens >= 1, "max_tokens: must be at least 1")
+        _check(self.concurrency >= 1, "concurrency: must be at least 1")
+        _check(self.retries >= 0, "retries: must be 0 or more")
+        _check(self.retry_backoff >= 0, "retry_backoff: must be 0 or more")
+        _check(self.timeout > 0, "timeout: must be positive")
+        _check(self.max_requests >= 0, "max_requests: must be 0 (automatic) or more")
+        _check(0 < self.near_duplicate <= 1, "near_duplicate: must be in (0, 1]")
+        if self.template is not None:
+            try:
+                load_template(self.template)
+            except ConfigError as exc:
+                raise ConfigError(f"template: {exc}") from None
+
+    def request_budget(self, samples_per_call: int | None = None) -> int:
+        """The most calls this config may pay for."""
+        if self.max_requests:
+            return self.max_requests
+        per_call = samples_per_call or self.samples_per_call
+        return 2 * -(-self.n_rows // per_call)
+
+
+def load_template(value: str) -> str:
+    """The template text: `value` itself when it contains $n, else the file it names."""
+    if "$n" in value:
+        text = value
+    else:
+        path = Path(value).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{value!r} has no $n, so it names a template file, which cannot be read ({exc.strerror})") from None
+    for placeholder in TEMPLATE_PLACEHOLDERS:
+        if placeholder not in text:
+            raise ConfigError(f"the template has no {placeholder} placeholder")
+    return text
+
+
+def load_llm_config(data: dict | None, path: str = "llm") -> LLMConfig:
+    """The `llm:` mapping of a sweep file as a validated LLMConfig."""
+    return from_dict(LLMConfig, data, path)

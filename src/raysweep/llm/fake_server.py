@@ -1,0 +1,233 @@
+"""A scriptable OpenAI-compatible chat server on 127.0.0.1, for the tests and the throughput benchmark.
+
+It answers POST /v1/chat/completions like a provider would: scripted replies first (200s with any
+content, 429 with Retry-After, 500s, slow replies, cut-off JSON), then a default reply whose
+content is `rows_per_reply` well-formed [sentence, label] pairs that no two calls repeat.
+
+It also *enforces* rate limits the way a provider does and counts every violation: with
+requests_per_minute R (or tokens_per_minute), a stream of calls conforms when every window of
+T seconds holds at most R * (burst_seconds + T) / 60 of them. That is checked over every
+window ending at each arrival, by summing the arrivals directly, so the check does not share
+code or arithmetic with the client's token bucket it is there to catch. A violating call gets
+a 429 and is counted; like at OpenAI, rejected calls count against the request limit too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from raysweep.llm.config import CALL_HEADER  # each call's request_id, as generate.py sends it
+
+_WORDS = """acting actor actress ambitious ashamed audience awful beautiful bland bold boring brave
+brilliant cast charming cheap clever clumsy comedy compelling confusing crisp cynical dazzling
+delightful dialogue director dull earnest elegant empty energetic engaging epic familiar fresh
+funny gentle gorgeous grim hilarious hollow honest intense joyless lame lazy lively loud lovely
+masterful mediocre messy moving murky noisy odd original overlong painful plot poignant polished
+predictable quiet quirky rich sad score script sharp silly sincere slick slow smart smug soulful
+stiff story stunning subtle sweet tedious tender thin thrilling tired touching twist uneven
+uplifting vivid warm weak weird witty wooden""".split()
+
+
+def estimate_usage_tokens(text: str) -> int:
+    """The fake provider's tokenizer: one token per 4 characters, as for English text."""
+    return math.ceil(len(text) / 4)
+
+
+@dataclass
+class Reply:
+    """One scripted answer."""
+
+    status: int = 200
+    content: str | None = None  # None: `rows` fresh [sentence, label] pairs as a JSON list
+    rows: int | None = None  # None: the server's rows_per_reply
+    finish_reason: str = "stop"
+    delay: float = 0.0  # seconds before answering: a slow provider, or one that outlasts the timeout
+    headers: dict = field(default_factory=dict)  # e.g. {"retry-after": "0.5"}
+    body: str | None = None  # a raw body instead of a chat completion (errors, broken JSON)
+    truncate_at: float | None = None  # keep this fraction of the content and say finish_reason=length
+
+
+class FakeOpenAI:
+    def __init__(self, script: list[Reply] | None = None, default: Reply | None = None,
+                 responder: Callable[[int, dict], Reply | None] | None = None,
+                 requests_per_minute: float = 0, tokens_per_minute: float = 0,
+                 burst_seconds: float = 10.0, rows_per_reply: int = 5,
+                 violation_retry_after: float = 1.0, model: str = "fake-model"):
+        self.script = list(script or [])
+        self.default = default or Reply()
+        self.responder = responder  # (arrival number, request body) -> Reply, or None for the script
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.burst_seconds = burst_seconds
+        self.rows_per_reply = rows_per_reply
+        self.violation_retry_after = violation_retry_after
+        self.model = model
+        self.arrivals: list[dict] = []  # one per call: t, call, status, tokens, violation
+        self.violations = {"requests": 0, "tokens": 0}
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "FakeOpenAI":
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the openai client expects
+
+            def log_message(self, *args):  # quiet: tests read the counters, not a log
+                pass
+
+            def do_GET(self):
+                self._send(200, json.dumps({"object": "list", "data": [{"id": fake.model, "object": "model"}]}), {})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    request = json.loads(raw)
+                except json.JSONDecodeError:
+                    self._send(400, json.dumps({"error": {"message": "body is not JSON"}}), {})
+                    return
+                status, body, headers, delay = fake._answer(request, self.headers.get(CALL_HEADER))
+                if delay:
+                    time.sleep(delay)
+                self._send(status, body, headers)
+
+            def _send(self, status, body, headers):
+                data = body.encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its timeout): nothing to answer
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> "FakeOpenAI":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    # ------------------------------------------------------------------ answers
+
+    def _next_reply(self, number: int, request: dict) -> Reply:
+        if self.responder is not None:
+            reply = self.responder(number, request)
+            if reply is not None:
+                return reply
+        if self.script:
+            return self.script.pop(0)
+        return self.default
+
+    def _answer(self, request: dict, call: str | None) -> tuple[int, str, dict, float]:
+        with self._lock:
+            now = time.monotonic()
+            number = len(self.arrivals)
+            reply = self._next_reply(number, request)
+            prompt_text = "".join(str(m.get("content", "")) for m in request.get("messages", []))
+            content, finish = self._content(reply, call, number)
+            usage = {"prompt_tokens": estimate_usage_tokens(prompt_text),
+                     "completion_tokens": estimate_usage_tokens(content or "")}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            tokens = usage["total_tokens"] if reply.status == 200 and reply.body is None else 0
+            arrival = {"t": now, "call": call, "status": reply.status, "tokens": tokens, "violation": None}
+            kind = self._violation(now, tokens)
+            if kind:
+                self.violations[kind] += 1
+                arrival.update(status=429, tokens=0, violation=kind)
+            self.arrivals.append(arrival)
+        if kind:
+            body = json.dumps({"error": {"message": f"rate limit exceeded ({kind} per minute)",
+                                         "type": "requests", "code": "rate_limit_exceeded"}})
+            return 429, body, {"retry-after": str(self.violation_retry_after)}, 0.0
+        if reply.body is not None or reply.status != 200:
+            body = reply.body if reply.body is not None else json.dumps(
+                {"error": {"message": f"scripted HTTP {reply.status}", "type": "server_error", "code": None}})
+            return reply.status, body, dict(reply.headers), reply.delay
+        completion = {
+            "id": f"chatcmpl-fake-{number}", "object": "chat.completion", "created": int(time.time()),
+            "model": request.get("model", self.model),
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": usage,
+        }
+        return 200, json.dumps(completion), dict(reply.headers), reply.delay
+
+    def _content(self, reply: Reply, call: str | None, number: int) -> tuple[str | None, str]:
+        content = reply.content
+        if content is None:
+            rng = random.Random(f"{call}-{number}")
+            rows = self.rows_per_reply if reply.rows is None else reply.rows
+            content = json.dumps([[" ".join(rng.sample(_WORDS, 8)), k % 5] for k in range(rows)])
+        if reply.truncate_at is not None:
+            return content[: int(len(content) * reply.truncate_at)], "length"
+        return content, reply.finish_reason
+
+    # ------------------------------------------------------------------ limits
+
+    def _violation(self, now: float, tokens: int) -> str | None:
+        """'requests' or 'tokens' if admitting this call breaks a limit over some window."""
+        recent = [a for a in self.arrivals if a["t"] >= now - 120.0]  # longer windows never bind in tests
+        if self.requests_per_minute and not _fits(recent, now, 1, lambda a: 1,
+                                                  self.requests_per_minute, self.burst_seconds):
+            return "requests"
+        if self.tokens_per_minute and tokens and not _fits(recent, now, tokens, lambda a: a["tokens"],
+                                                           self.tokens_per_minute, self.burst_seconds):
+            return "tokens"
+        return None
+
+    # ------------------------------------------------------------------ what happened
+
+    def served(self) -> list[dict]:
+        """Arrivals answered with a paid 200."""
+        return [a for a in self.arrivals if a["status"] == 200]
+
+    def calls_served(self) -> list[str]:
+        return [a["call"] for a in self.served()]
+
+
+def _fits(arrivals: list[dict], now: float, amount: float, counted: Callable[[dict], float],
+          per_minute: float, burst_seconds: float) -> bool:
+    """Whether every window [t, now] ending with this arrival holds at most
+    per_minute * (burst_seconds + (now - t)) / 60 of the counted amount."""
+    def allowance(start: float) -> float:
+        return per_minute * (burst_seconds + (now - start)) / 60.0 + 1e-6
+
+    total = amount
+    if total > allowance(now):
+        return False
+    for arrival in reversed(arrivals):
+        total += counted(arrival)
+        if total > allowance(arrival["t"]):
+            return False
+    return True
