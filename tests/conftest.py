@@ -13,6 +13,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config):
+    # One torch thread: tests run beside Ray workers on 2 cores, and oversubscribed OpenMP
+    # threads spin-wait (a tiny backward pass went from 26 ms to 500 ms with two threads).
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray with 2 CPUs, shared by the session's tests and shut down at the end.

@@ -1,0 +1,80 @@
+"""End to end on local Ray: real SST-5 rows, the bundled MiniLM, a tiny grid."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from raysweep.config import load_sweep
+from raysweep.data import bundled_path
+from raysweep.sweep import cell_id, expand, fixed_digest, run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sst5_subset(tmp_path_factory):
+    """The first 300 train and 100 dev rows of the bundled SST-5: real text, seconds to embed."""
+    df = pd.read_csv(bundled_path(), keep_default_na=False)
+    small = pd.concat([df[df.split == "train"].head(300), df[df.split == "dev"].head(100)])
+    path = tmp_path_factory.mktemp("data") / "sst5-small.csv"
+    small.to_csv(path, index=False)
+    return path
+
+
+def sweep_file(tmp_path, data_path, fractions):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(f"""
+name: tiny
+compare:
+  strategy: [random]
+  fraction: {fractions}
+  freeze: [last-linear, pooler]
+replicate:
+  seed: [0]
+data:
+  path: {data_path}
+recipe:
+  epochs: 3
+""")
+    return path
+
+
+def test_tiny_sweep_runs_resumes_and_grows(tmp_path, sst5_subset, ray_local):
+    out = tmp_path / "out"
+    cfg = load_sweep(sweep_file(tmp_path, sst5_subset, "[0, 1]"))
+    table = run_sweep(cfg, out, log=lambda *_: None)
+
+    assert len(table) == 4 and set(table["status"]) == {"ok"}
+    assert sorted(zip(table["freeze"], table["fraction"])) == [("last-linear", 0.0), ("last-linear", 1.0),
+                                                               ("pooler", 0.0), ("pooler", 1.0)]
+    # stratified 1/5 of 300 rows: round(0.2 x count) per class of the subset
+    train = pd.read_csv(sst5_subset).query("split == 'train'")
+    n_labeled = sum(round(0.2 * n) for n in train["label"].value_counts())
+    assert set(table["n_labeled"]) == {n_labeled}
+    assert table.set_index(["freeze", "fraction"])["n_added"].to_dict() == {
+        ("last-linear", 0.0): 0, ("last-linear", 1.0): n_labeled, ("pooler", 0.0): 0, ("pooler", 1.0): n_labeled}
+    assert table["val_accuracy"].between(0, 1).all() and table["val_macro_f1"].between(0, 1).all()
+    csv = pd.read_csv(out / "trials.csv")
+    for col in ("pool", "strategy", "fraction", "freeze", "seed", "val_accuracy", "val_macro_f1",
+                "train_accuracy", "wall_s"):
+        assert col in csv.columns
+    assert sum(sum(r) for r in json.loads(csv["confusion"][0])) == 100
+    assert (out / "sweep.yaml").exists()
+
+    # Running again runs nothing: every cell is done.
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    again = run_sweep(cfg, out, log=lambda *_: None)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
+    pd.testing.assert_frame_equal(again, table)
+
+    # Adding a fraction runs only its two new cells.
+    grown_cfg = load_sweep(sweep_file(tmp_path, sst5_subset, "[0, 1, 2]"))
+    grown = run_sweep(grown_cfg, out, log=lambda *_: None)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    new = set(after) - set(before)
+    assert len(grown) == 6 and len(new) == 2
+    assert all(after[name] == before[name] for name in before)
+    fixed = fixed_digest(grown_cfg)
+    expected_new = {f"{cell_id(c, fixed)}.json" for c in expand(grown_cfg) if c.fraction == 2.0}
+    assert new == expected_new
