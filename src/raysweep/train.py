@@ -18,7 +18,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from torch import nn
 
 from raysweep import strategies
-from raysweep.backbone import Classifier
+from raysweep.backbone import Classifier, FullEncoderClassifier
 from raysweep.config import RecipeConfig
 from raysweep.embed import Activations
 
@@ -91,7 +91,29 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, lengths: np.nd
 
 def fit(model: Classifier, acts: Activations, rows: np.ndarray, labels: np.ndarray, recipe: RecipeConfig,
         seed: int) -> float:
-    """Train `model` on `rows` of `acts` with the study's recipe; returns the last epoch's mean loss."""
+    """Train `model` on `rows` of cached `acts` with the recipe; returns the last epoch's mean loss."""
+    if not acts.boundary.ragged:
+        # Pooled features fit in memory: index one tensor instead of gathering from the mmap per batch.
+        x_all = acts.dense(rows)
+        return _optimise(model, lambda idx: model(x_all[idx]), len(rows), labels, recipe, seed)
+
+    def forward(idx):
+        x, mask = acts.batch(rows[idx.numpy()])
+        return model(x, mask)
+
+    return _optimise(model, forward, len(rows), labels, recipe, seed, lengths=acts.lengths(rows))
+
+
+def fit_uncached(model: FullEncoderClassifier, texts: list[str], labels: np.ndarray, recipe: RecipeConfig,
+                 seed: int) -> float:
+    """The same training, running the frozen encoder on every step (no activation cache)."""
+    return _optimise(model.classifier, lambda idx: model([texts[i] for i in idx.tolist()]), len(texts), labels,
+                     recipe, seed)
+
+
+def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: RecipeConfig, seed: int,
+              lengths: np.ndarray | None = None) -> float:
+    """The study's recipe over `n` rows; `forward(positions)` returns the logits of a batch."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
     # StepLR counts epochs: the study halves the learning rate every 20 of its 50 epochs.
@@ -99,20 +121,12 @@ def fit(model: Classifier, acts: Activations, rows: np.ndarray, labels: np.ndarr
     loss_fn = nn.CrossEntropyLoss()
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     order_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)  # the batch-order stream
-    # Pooled features fit in memory: index one tensor instead of gathering from the mmap per batch.
-    x_all = acts.dense(rows) if not acts.boundary.ragged else None
-    lengths = acts.lengths(rows) if acts.boundary.ragged else None
     model.train()
     last = 0.0
     for _ in range(recipe.epochs):
         total, count = 0.0, 0
-        for idx in _batches(len(rows), recipe.batch_size, order_gen, lengths):
-            if x_all is not None:
-                logits = model(x_all[idx])
-            else:
-                x, mask = acts.batch(rows[idx.numpy()])
-                logits = model(x, mask)
-            loss = loss_fn(logits, y[idx])
+        for idx in _batches(n, recipe.batch_size, order_gen, lengths):
+            loss = loss_fn(forward(idx), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
