@@ -50,7 +50,8 @@ class PriceConfig:
     completion: float = 0.0
 
     def validate(self) -> None:
-        _check(self.prompt >= 0 and self.completion >= 0, "prices must be 0 or more")
+        _check(self.prompt >= 0, "prompt: must be 0 or more")
+        _check(self.completion >= 0, "completion: must be 0 or more")
 
 
 def _default_prices() -> dict[str, PriceConfig]:

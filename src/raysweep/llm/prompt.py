@@ -1,0 +1,86 @@
+"""The generation prompt: the study's wording by default, each call with its own real examples.
+
+A call is identified by its `request_id`. Its examples are drawn with the seed
+`(cfg.seed, request_id)`, so call 17 asks the same question in every run: a resumed run sends
+exactly the calls that are missing, and the store can tell whether a stored response still
+matches the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from string import Template
+
+import numpy as np
+import pandas as pd
+
+from raysweep.config import ConfigError
+
+SST5_CLASS_NAMES = ("very negative", "negative", "neutral", "positive", "very positive")
+
+# The study's prompt: the task, the five label meanings, a few real examples per class as JSON,
+# and "generate N samples" answered as a JSON list of [sentence, label] pairs.
+DEFAULT_TEMPLATE = """\
+You are helping to build a data set for fine-grained sentiment classification of movie review \
+sentences (the Stanford Sentiment Treebank, SST-5). Each sentence has one of five labels:
+$labels
+
+Here are real examples from the data set, as a JSON list of [sentence, label] pairs:
+$examples
+
+Generate $n new samples in the same style: varied sentences about movies, with labels spread \
+over all five classes. Answer with a JSON list of $n [sentence, label] pairs and nothing else, \
+where label is the number 0, 1, 2, 3 or 4.
+"""
+
+
+def label_meanings(class_names: tuple[str, ...] | list[str]) -> str:
+    return "\n".join(f"{i}: {name}" for i, name in enumerate(class_names))
+
+
+def sample_examples(examples: pd.DataFrame, per_class: int, seed: int, request_id: int) -> list[list]:
+    """`per_class` random rows of each label (all of them if a label has fewer), label order."""
+    rng = np.random.default_rng([seed, request_id])
+    picked = []
+    for label in sorted(examples["label"].unique()):
+        texts = examples.loc[examples["label"] == label, "text"].to_numpy()
+        take = min(per_class, len(texts))
+        for i in sorted(rng.choice(len(texts), size=take, replace=False)):
+            picked.append([str(texts[i]), int(label)])
+    return picked
+
+
+def render(template: str, n: int, examples: list[list], class_names) -> str:
+    try:
+        return Template(template).substitute(
+            n=n,
+            examples=json.dumps(examples, ensure_ascii=False),
+            labels=label_meanings(class_names),
+        )
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"llm.template: bad placeholder {exc} (known: $n, $examples, $labels)") from None
+
+
+def build_messages(template: str, n: int, examples: pd.DataFrame, per_class: int, seed: int,
+                   request_id: int, class_names) -> list[dict]:
+    """The chat messages of call `request_id`: one user message, as in the study."""
+    shown = sample_examples(examples, per_class, seed, request_id) if per_class else []
+    return [{"role": "user", "content": render(template, n, shown, class_names)}]
+
+
+def template_digest(template: str) -> str:
+    return hashlib.sha256(template.encode()).hexdigest()[:16]
+
+
+def check_examples(examples: pd.DataFrame, num_classes: int) -> None:
+    """Fail in one line on example data the prompt cannot use."""
+    missing = {"text", "label"} - set(examples.columns)
+    if missing:
+        raise ValueError(f"examples: missing column(s) {', '.join(sorted(missing))} (need text, label)")
+    if len(examples) == 0:
+        raise ValueError("examples: no rows to show the LLM")
+    labels = set(int(v) for v in examples["label"].unique())
+    bad = sorted(v for v in labels if not 0 <= v < num_classes)
+    if bad:
+        raise ValueError(f"examples: label(s) {bad} outside 0..{num_classes - 1}")
