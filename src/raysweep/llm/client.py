@@ -1,0 +1,154 @@
+"""One call to the LLM, with its retries, under the shared rate limiter: the generator actor.
+
+Kept apart from generate.py so that a generator actor imports only what a call needs
+(openai, ray, the limiter), not pandas and scikit-learn: on a busy 2-core machine every
+import is seconds of actor start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections import Counter
+from datetime import datetime, timezone
+
+import openai
+import ray
+
+from raysweep.llm.config import CALL_HEADER
+from raysweep.llm.limiter import call as limiter_call, wait_for_slot
+
+MAX_BACKOFF = 60.0  # seconds: the longest wait between retries when the server gives no Retry-After
+
+
+def retry_after_seconds(headers) -> float | None:
+    """The server's Retry-After (retry-after-ms first, as OpenAI sends it), in seconds."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name) if headers is not None else None
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            continue  # an HTTP date: rare for 429s; fall back to our own backoff
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
+
+
+def error_message(exc: openai.APIStatusError) -> str:
+    """The provider's own words: `error.message` of the body, without the client's "Error code" prefix."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        if isinstance(inner.get("message"), str):
+            return one_line(inner["message"])
+    return one_line(exc.message)
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Generator:
+    """Makes one call at a time, each attempt admitted by the shared limiter.
+
+    The openai client's own retries are off: a retry it made by itself would skip the limiter,
+    and a Retry-After it honoured would hold back only this actor, not the pool.
+    """
+
+    def __init__(self, base_url: str | None, model: str, params: dict, api_key_env: str, limiter,
+                 timeout: float, retries: int, retry_backoff: float):
+        # Servers without keys (the embedded one, most local ones) ignore it, but the client needs one.
+        api_key = os.environ.get(api_key_env) or "no-key"
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+        self.base_url = base_url or "https://api.openai.com/v1"
+        self.model = model
+        self.params = params  # temperature, max_tokens, optionally response_format
+        self.limiter = limiter
+        self.retries = retries
+        self.retry_backoff = retry_backoff
+        # Prompt tokens per character: 1/3 over-counts English (~4 chars a token) on purpose,
+        # and grows if a reply's usage shows this text needs more, so an estimate stays an upper bound.
+        self.tokens_per_char = 1 / 3
+
+    def estimate(self, messages: list[dict]) -> int:
+        chars = sum(len(m["content"]) for m in messages)
+        return math.ceil(chars * self.tokens_per_char) + 8 * len(messages) + self.params["max_tokens"]
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.retry_backoff * 2 ** (attempt - 1), MAX_BACKOFF) * random.uniform(0.75, 1.0)
+
+    def call(self, request_id: int, messages: list[dict], seed: int) -> dict:
+        """A store record, or {"request_id", "error", "fatal"} after a fatal error or the last retry."""
+        request = {"model": self.model, "messages": messages, "seed": seed, **self.params}
+        retried: Counter = Counter()
+        waited = 0.0
+        for attempt in range(1, self.retries + 2):
+            estimate = self.estimate(messages)
+            slept, ticket = wait_for_slot(self.limiter, estimate)
+            waited += slept
+            start = time.monotonic()
+            try:
+                raw = self.client.chat.completions.with_raw_response.create(
+                    **request, extra_headers={CALL_HEADER: str(request_id)})
+            except openai.APIStatusError as exc:
+                limiter_call(self.limiter, "settle", ticket, estimate, 0)  # refused calls use no tokens
+                status, where = exc.status_code, f"HTTP {exc.status_code} from {self.base_url}"
+                message = error_message(exc)
+                if status == 429 and exc.code == "insufficient_quota":
+                    return {"request_id": request_id, "fatal": True, "error": f"{where}: out of quota ({message})"}
+                if not (status in (408, 409, 429) or status >= 500):
+                    return {"request_id": request_id, "fatal": True, "error": f"{where}: {message}"}
+                retried[str(status)] += 1
+                last_error = f"{where}: {message}"
+                pause = retry_after_seconds(exc.response.headers)
+                if status == 429:
+                    # The provider's bucket is empty for everyone: hold the whole pool.
+                    limiter_call(self.limiter, "pause", pause if pause is not None else self._backoff(attempt))
+                elif attempt <= self.retries:
+                    time.sleep(pause if pause is not None else self._backoff(attempt))
+                continue
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                # The provider may have counted (and billed) it: keep the whole estimate charged.
+                limiter_call(self.limiter, "settle", ticket, estimate, estimate)
+                kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+                retried[kind] += 1
+                last_error = f"{kind} talking to {self.base_url}: {one_line(exc)}"
+                if attempt <= self.retries:
+                    time.sleep(self._backoff(attempt))
+                continue
+            latency = time.monotonic() - start
+            try:
+                body = json.loads(raw.text)
+            except json.JSONDecodeError:
+                body = {"raw_text": raw.text}  # paid for all the same: keep it as it came
+            usage = body.get("usage") if isinstance(body, dict) else None
+            used = (usage or {}).get("total_tokens", estimate)
+            limiter_call(self.limiter, "settle", ticket, estimate, used)
+            prompt_tokens = (usage or {}).get("prompt_tokens")
+            chars = sum(len(m["content"]) for m in messages)
+            if prompt_tokens and chars:
+                self.tokens_per_char = max(self.tokens_per_char, 1.1 * prompt_tokens / chars)
+            return {
+                "request_id": request_id,
+                "request": request,
+                "response": body,
+                "usage": usage,
+                "ratelimit_headers": {k: v for k, v in raw.headers.items() if k.lower().startswith("x-ratelimit")},
+                "latency_s": round(latency, 3),
+                "attempts": attempt,
+                "retried": dict(retried),
+                "waited_s": round(waited, 3),
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        return {"request_id": request_id, "fatal": False, "retried": dict(retried),
+                "error": f"gave up after {self.retries + 1} attempts; last: {last_error}"}
+
+
+# IO-bound: an actor waiting on HTTP must not hold a core that a trial could use.
+GeneratorActor = ray.remote(num_cpus=0)(Generator)
