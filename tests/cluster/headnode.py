@@ -1,0 +1,72 @@
+"""Helpers for tests that start real Ray nodes: free ports, waiting for a dashboard, and
+stopping only the processes a test started (never `ray stop`, which stops every Ray on the machine)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Head:
+    address: str  # the dashboard / Jobs API, http://127.0.0.1:PORT
+    token: str
+    temp_dir: Path
+    pid: int
+
+
+def wait_for_dashboard(url: str, token: str, proc: subprocess.Popen | None, timeout: float) -> None:
+    """Wait until GET /api/version answers 200 with the token, or fail with the reason."""
+    request = urllib.request.Request(f"{url}/api/version", headers={"Authorization": f"Bearer {token}"})
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the head exited with code {proc.returncode} before its dashboard answered")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise RuntimeError(f"the dashboard at {url} did not answer in {timeout:.0f} s ({last})")
+
+
+def stop_by_pid(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM the `ray start --block` process (it stops its children), then kill survivors by PID."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
