@@ -112,3 +112,20 @@ def test_ray_data_and_in_process_give_the_same_activations(tiny_bert, tmp_path, 
         np.testing.assert_allclose(x.features, y.features, rtol=1e-5, atol=1e-6)
         if x.offsets is not None:
             assert x.offsets.tolist() == y.offsets.tolist()
+
+
+def test_text_sets_share_one_pass_and_match_single_sets(tiny_bert, tmp_path):
+    from raysweep.embed import ensure_activation_sets
+
+    backbone = Backbone(tiny_bert)
+    bs = [boundary_for(f, backbone.num_layers, "mean", 32) for f in ("pooler", "last-attention")]
+    logs = []
+    together = ensure_activation_sets(tiny_bert, {"train": TINY_TEXTS[2:], "val": TINY_TEXTS[:3]}, bs,
+                                      tmp_path / "a", use_ray=False, batch_size=2, log=logs.append)
+    assert len(logs) == 1 and "2 boundaries x 9 rows" in logs[0]
+    for name, texts in (("train", TINY_TEXTS[2:]), ("val", TINY_TEXTS[:3])):
+        alone = ensure_activations(tiny_bert, texts, bs, tmp_path / "b", use_ray=False, log=lambda *_: None)
+        assert [p.name for p in alone] == [p.name for p in together[name]]  # same content, same key
+        for x, y in zip(together[name], alone):
+            np.testing.assert_allclose(load_activations(x).features, load_activations(y).features, rtol=1e-5,
+                                       atol=1e-6)

@@ -184,38 +184,62 @@ def _write(tmp: Path, rows: list[np.ndarray], boundary: Boundary) -> None:
 def ensure_activations(encoder: str, texts: list[str], boundaries: list[Boundary], cache_root: str | Path,
                        use_ray: bool = True, batch_size: int = 64, actors: int = 0,
                        log=print) -> list[Path]:
-    """Artifact directories for (encoder, each boundary, texts), computing the missing ones.
+    """Artifact directories for (encoder, each boundary, texts), computing the missing ones."""
+    return ensure_activation_sets(encoder, {"texts": texts}, boundaries, cache_root, use_ray, batch_size, actors,
+                                  log)["texts"]
 
-    All missing boundaries come from one pass of the encoder over the texts.
+
+def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], boundaries: list[Boundary],
+                           cache_root: str | Path, use_ray: bool = True, batch_size: int = 64, actors: int = 0,
+                           log=print) -> dict[str, list[Path]]:
+    """For each named text set, the artifact directories of every boundary, computing what is missing.
+
+    Everything missing comes from one encoder pass over the text sets concatenated: the actors
+    load the encoder once, not once per text set or boundary.
     """
     backbone = load_backbone(encoder, "cpu")
-    finals = [Path(cache_root) / activation_key(backbone.fingerprint, b, texts) for b in boundaries]
-    todo = [j for j, f in enumerate(finals) if not (f / "meta.json").exists()]
+    finals = {name: [Path(cache_root) / activation_key(backbone.fingerprint, b, texts) for b in boundaries]
+              for name, texts in text_sets.items()}
+    todo = {name: [j for j, f in enumerate(paths) if not (f / "meta.json").exists()] for name, paths in finals.items()}
+    todo = {name: js for name, js in todo.items() if js}
     if not todo:
         return finals
+    wanted = sorted({j for js in todo.values() for j in js})
+    names = list(todo)
+    flat = [t for name in names for t in text_sets[name]]
     start = time.perf_counter()
-    wanted = [boundaries[j] for j in todo]
     if use_ray:
-        computed = _compute_ray(encoder, texts, wanted, batch_size, actors, backbone.hidden_size)
+        computed = _compute_ray(encoder, flat, [boundaries[j] for j in wanted], batch_size, actors,
+                                backbone.hidden_size)
     else:
-        computed = _compute_local(backbone, texts, wanted, batch_size)
+        computed = _compute_local(backbone, flat, [boundaries[j] for j in wanted], batch_size)
     seconds = round(time.perf_counter() - start, 2)
-    for j, rows in zip(todo, computed):
-        final, boundary = finals[j], boundaries[j]
-        # Write beside the final place, then rename: a crash never leaves a half entry under the key.
-        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        _write(tmp, rows, boundary)
-        torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
-        meta = {"encoder": encoder, "fingerprint": backbone.fingerprint, "boundary": dataclasses.asdict(boundary),
-                "rows": len(texts), "hidden_size": backbone.hidden_size, "num_layers": backbone.num_layers,
-                "texts": texts_digest(texts), "seconds": seconds,
-                "computed_with": "ray-data" if use_ray else "in-process"}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished the same entry first: theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    log(f"cached activations for {len(todo)} boundaries x {len(texts)} rows in {seconds} s "
+    offset = 0
+    for name in names:
+        texts = text_sets[name]
+        for k, j in enumerate(wanted):
+            if j in todo[name]:
+                _store(finals[name][j], computed[k][offset: offset + len(texts)], boundaries[j], backbone, encoder,
+                       texts, seconds, use_ray)
+        offset += len(texts)
+    log(f"cached activations for {len(wanted)} boundaries x {len(flat)} rows in {seconds} s "
         f"({'Ray Data' if use_ray else 'in-process'})")
     return finals
+
+
+def _store(final: Path, rows: list[np.ndarray], boundary: Boundary, backbone: Backbone, encoder: str,
+           texts: list[str], seconds: float, use_ray: bool) -> None:
+    # Write beside the final place, then rename: a crash never leaves a half entry under the key.
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _write(tmp, rows, boundary)
+    torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
+    meta = {"encoder": encoder, "fingerprint": backbone.fingerprint, "boundary": dataclasses.asdict(boundary),
+            "rows": len(texts), "hidden_size": backbone.hidden_size, "num_layers": backbone.num_layers,
+            "texts": texts_digest(texts), "seconds": seconds,
+            "computed_with": "ray-data" if use_ray else "in-process"}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process finished the same entry first: theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)

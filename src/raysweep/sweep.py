@@ -30,7 +30,7 @@ import yaml
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import RecipeConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
-from raysweep.embed import ensure_activations, load_activations
+from raysweep.embed import ensure_activation_sets, load_activations
 from raysweep.train import Cell, TrialInputs, run_trial
 
 PARAMS = ("pool", "strategy", "fraction", "freeze", "seed")
@@ -108,11 +108,10 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print) -> dict
     boundaries = {f: boundary_for(f, backbone.num_layers, cfg.encoder.pooling, cfg.encoder.max_length)
                   for f in cfg.compare.freeze}
     unique = sorted(set(boundaries.values()), key=lambda b: (b.kind, b.layer))
-    paths = {}
-    for name, texts in (("train", splits.train["text"].tolist()), ("val", splits.val["text"].tolist())):
-        found = ensure_activations(cfg.encoder.name, texts, unique, cache_dir, use_ray=use_ray,
-                                   batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors, log=log)
-        paths[name] = dict(zip(unique, found))
+    paths = ensure_activation_sets(
+        cfg.encoder.name, {"train": splits.train["text"].tolist(), "val": splits.val["text"].tolist()}, unique,
+        cache_dir, use_ray=use_ray, batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors, log=log)
+    paths = {name: dict(zip(unique, found)) for name, found in paths.items()}
     return {
         "train_labels": splits.train["label"].to_numpy(),
         "val_labels": splits.val["label"].to_numpy(),
