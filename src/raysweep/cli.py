@@ -70,5 +70,24 @@ def strategies() -> None:
         click.echo(f"{name:18s} {s.summary}{tag}")
 
 
+@main.command()
+@click.argument("results_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Where report.md, report.html, figures/ and tables/ are written.")
+@click.option("--seed", default=0, show_default=True, help="Seeds the bootstrap intervals and scatter subsampling.")
+def analyze(results_dirs, output, seed) -> None:
+    """Write the report (figures, tables, statistics) of one or more RESULTS_DIRS."""
+    from pathlib import Path
+
+    from raysweep.analysis import analyze as write_report
+    from raysweep.analysis.results import ResultsError
+
+    try:
+        report = write_report([Path(d) for d in results_dirs], Path(output), seed=seed)
+    except ResultsError as exc:  # a results file that is there but malformed; the message names it
+        _fail(exc)
+    click.echo(f"wrote {report} and {report.with_suffix('.html')}")
+
+
 if __name__ == "__main__":
     main()

@@ -89,18 +89,27 @@ def test_agreement_is_computed_from_the_generated_rows(full_report):
 
 @pytest.fixture(scope="module")
 def trials_only_report(tmp_path_factory) -> Path:
-    """A results directory with trials.csv and sweep.yaml only, reported through the script."""
+    """A results directory with trials.csv and sweep.yaml only, reported through `raysweep analyze`."""
+    from click.testing import CliRunner
+
+    from raysweep.cli import main
+
     root = tmp_path_factory.mktemp("trials-only")
     results = write_trials(root / "results")
-    spec = importlib.util.spec_from_file_location("make_report", REPO / "analysis" / "make_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main([str(results), "--output", str(root / "out"), "--n-boot", "200"])
+    result = CliRunner().invoke(main, ["analyze", str(results), "--output", str(root / "out")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"wrote {root / 'out' / 'report.md'} and {root / 'out' / 'report.html'}"
     return root / "out" / "report.md"
 
 
-def test_make_report_script_writes_both_reports(trials_only_report):
-    assert trials_only_report.is_file() and (trials_only_report.parent / "report.html").is_file()
+def test_make_report_script(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("make_report", REPO / "analysis" / "make_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "empty").mkdir()
+    module.main([str(tmp_path / "empty"), "--output", str(tmp_path / "out"), "--n-boot", "100"])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "report.md")
+    assert (tmp_path / "out" / "report.html").is_file()
 
 
 def test_missing_inputs_are_skipped_with_a_reason(trials_only_report):
@@ -168,3 +177,19 @@ def test_confusion_column_parsing():
     parsed = confusions(pd.DataFrame({"confusion": ["[[1, 2], [3, 4]]", "null", "", None, "[1, 2]", "oops"]}))
     assert parsed.iloc[0].tolist() == [[1.0, 2.0], [3.0, 4.0]]
     assert parsed.iloc[1:].isna().all()  # empty, null, not square, not JSON: no matrix
+
+
+def test_cli_analyze_names_a_malformed_file(tmp_path):
+    from click.testing import CliRunner
+
+    from raysweep.cli import main
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "trials.csv").write_text("cell_id,pool\nx,real\n")
+    result = CliRunner().invoke(main, ["analyze", str(bad), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "trials.csv: missing column(s) strategy, fraction, freeze, seed, status, val_accuracy" in result.output
+    (bad / "trials.csv").write_text("")
+    result = CliRunner().invoke(main, ["analyze", str(bad), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "cannot be read" in result.output

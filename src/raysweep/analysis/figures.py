@@ -58,6 +58,12 @@ def _interval(values) -> tuple[float, float]:
     return (mean, mean) if np.isnan(low) else (low, high)
 
 
+def _band_note(trials: pd.DataFrame) -> str:
+    if stats.seed_counts(trials)[1] == 1:
+        return "1 seed per point, so no interval"
+    return f"mean over seeds, band: 95% t-interval; {stats.seed_note(trials)}"
+
+
 def _fmt(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -147,8 +153,9 @@ def learning_curves(trials: pd.DataFrame, out_dir: Path, metric: str = "val_accu
         g.set_axis_labels(FRACTION_LABEL, METRIC_LABELS.get(metric, metric))
         for ax in g.axes.flat:
             ax.set_xticks(sorted(data["fraction"].unique()))
-        g.figure.suptitle(f"{METRIC_LABELS.get(metric, metric).capitalize()} vs added rows\n"
-                          f"mean over seeds, band: 95% t-interval; {stats.seed_note(trials)}", y=1.0, va="bottom")
+        label = METRIC_LABELS.get(metric, metric)
+        g.figure.suptitle(f"{label[0].upper() + label[1:]} vs added rows\n{_band_note(trials)}",
+                          y=1.0, va="bottom")
         return _save(g.figure, out_dir, name)
 
 
@@ -168,8 +175,8 @@ def train_vs_val(trials: pd.DataFrame, out_dir: Path, name: str = "train_vs_val"
         g.set_axis_labels(FRACTION_LABEL, "accuracy")
         for ax in g.axes.flat:
             ax.set_xticks(sorted(data["fraction"].unique()))
-        g.figure.suptitle("Train vs validation accuracy (the gap is over-fitting)\n"
-                          f"mean over seeds, band: 95% t-interval; {stats.seed_note(trials)}", y=1.0, va="bottom")
+        g.figure.suptitle(f"Train vs validation accuracy (the gap is over-fitting)\n{_band_note(trials)}",
+                          y=1.0, va="bottom")
         return _save(g.figure, out_dir, name)
 
 
@@ -188,19 +195,25 @@ def parameter_plot(trials: pd.DataFrame, param: str, out_dir: Path, metric: str 
     width = max(4.5, 0.9 * len(order) + 2.5)
     with _style():
         fig, ax = plt.subplots(figsize=(width, 3.8))
-        sns.stripplot(data=data, x="value", y=metric, order=order, hue=hue,
-                      hue_order=_freeze_order(data) if hue else None, dodge=bool(hue), alpha=0.55, size=4,
-                      jitter=0.2, ax=ax, zorder=1)
+        # The mean is a hollow diamond drawn under the dots, so it never hides a trial.
         sns.pointplot(data=data, x="value", y=metric, order=order, errorbar=_interval, color="black",
-                      linestyle="none", marker="D", markersize=5, capsize=0.15, err_kws={"linewidth": 1.4},
-                      ax=ax, label="mean, 95% t-interval")
+                      linestyle="none", marker="D", markersize=7, markerfacecolor="none", markeredgewidth=1.4,
+                      capsize=0.15, err_kws={"linewidth": 1.2}, ax=ax, label="mean, 95% t-interval", zorder=1)
+        sns.stripplot(data=data, x="value", y=metric, order=order, hue=hue,
+                      hue_order=_freeze_order(data) if hue else None, dodge=bool(hue), alpha=0.6, size=4,
+                      jitter=0.2, ax=ax, zorder=3)
         ax.set_xlabel(FRACTION_LABEL if param == "fraction" else param)
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         if len(order) > 4 and max(len(o) for o in order) > 6:
             ax.tick_params(axis="x", labelrotation=30)
             for label in ax.get_xticklabels():
                 label.set_horizontalalignment("right")
-        ax.legend(title=hue, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        handles, labels = ax.get_legend_handles_labels()
+        mean = labels.index("mean, 95% t-interval")
+        handles.append(handles.pop(mean))
+        labels.append(labels.pop(mean))
+        labels = [f"{hue} = {lbl}" if hue and i < len(labels) - 1 else lbl for i, lbl in enumerate(labels)]
+        ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         n_seeds = data["seed"].nunique()
         ax.set_title(f"{METRIC_LABELS.get(metric, metric)} by {param}: every trial, pooled over the other "
                      f"parameters\n{len(data)} trials, {n_seeds} seed{'s' if n_seeds != 1 else ''}",

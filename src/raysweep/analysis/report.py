@@ -371,6 +371,8 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = stats.N_BO
                     "percentage points, with a seeded percentile-bootstrap 95% interval; `*` marks an "
                     "interval that excludes 0 (not corrected for multiple comparisons)."
                     if has_diff else f"No paired differences: {no_diff_reason}."))
+        if seeds_high == 1:
+            doc.para("Every cell has one seed, so no row has an interval.")
         doc.table(shown)
 
     # ---- figures from trials

@@ -24,6 +24,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+class ResultsError(ValueError):
+    """A results file that exists but cannot be read as the contract says; names the file."""
+
+
 TRIAL_COLUMNS = ("cell_id", "pool", "strategy", "fraction", "freeze", "seed", "status", "val_accuracy")
 
 
@@ -60,7 +64,7 @@ def read_trials(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path)
     absent = [c for c in TRIAL_COLUMNS if c not in df.columns]
     if absent:
-        raise ValueError(f"{path}: missing column(s) {', '.join(absent)}")
+        raise ResultsError(f"{path}: missing column(s) {', '.join(absent)}")
     df["status"] = df["status"].astype(str).str.strip().str.lower()
     for col in ("fraction", "val_accuracy", "val_macro_f1", "train_accuracy", "n_labeled", "n_added",
                 "n_train", "wall_s", "train_s"):
@@ -73,16 +77,28 @@ def read_trials(path: Path) -> pd.DataFrame:
 
 
 def load(results_dir: str | Path) -> Results:
-    """Read one results directory; a missing optional input is recorded, not raised."""
-    d = Path(results_dir)
+    """Read one results directory; a missing optional input is recorded, not raised.
+
+    A file that is there but unreadable (bad CSV, YAML, JSON or npz) is a ResultsError naming it.
+    """
+    try:
+        return _load(Path(results_dir))
+    except ResultsError:
+        raise
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, yaml.YAMLError, json.JSONDecodeError,
+            UnicodeDecodeError, KeyError, ValueError) as exc:
+        raise ResultsError(f"{results_dir}: an input file cannot be read ({exc})") from exc
+
+
+def _load(d: Path) -> Results:
     if not d.is_dir():
-        raise FileNotFoundError(f"{d}: not a directory")
+        raise ResultsError(f"{d}: not a directory")
     res = Results(dir=d, name=d.name)
 
     if (d / "sweep.yaml").is_file():
         res.config = yaml.safe_load((d / "sweep.yaml").read_text()) or {}
         if not isinstance(res.config, dict):
-            raise ValueError(f"{d / 'sweep.yaml'}: the top level must be a mapping")
+            raise ResultsError(f"{d / 'sweep.yaml'}: the top level must be a mapping")
         res.name = str(res.config.get("name") or d.name)
     else:
         res.missing["sweep.yaml"] = f"no sweep.yaml in {d}"
@@ -99,7 +115,7 @@ def load(results_dir: str | Path) -> Results:
         res.generated = pd.read_csv(gen / "generated.csv")
         absent = [c for c in ("llm_label", "teacher_label") if c not in res.generated.columns]
         if absent:
-            raise ValueError(f"{gen / 'generated.csv'}: missing column(s) {', '.join(absent)}")
+            raise ResultsError(f"{gen / 'generated.csv'}: missing column(s) {', '.join(absent)}")
     else:
         res.missing["generated.csv"] = "no generation/generated.csv (the sweep has no LLM-generated pool)"
     if (gen / "generation.json").is_file():
@@ -110,7 +126,7 @@ def load(results_dir: str | Path) -> Results:
         with np.load(gen / "embeddings.npz") as npz:
             absent = [k for k in ("real", "generated") if k not in npz.files]
             if absent:
-                raise ValueError(f"{gen / 'embeddings.npz'}: missing array(s) {', '.join(absent)}")
+                raise ResultsError(f"{gen / 'embeddings.npz'}: missing array(s) {', '.join(absent)}")
             res.embeddings = {"real": npz["real"], "generated": npz["generated"]}
     else:
         res.missing["embeddings.npz"] = "no generation/embeddings.npz (no sentence vectors of real and generated rows)"
@@ -125,7 +141,7 @@ def load(results_dir: str | Path) -> Results:
         diag = pd.concat(parts, ignore_index=True)
         absent = [c for c in ("freeze", "seed", "entropy", "sqbc") if c not in diag.columns]
         if absent:
-            raise ValueError(f"{d / 'diagnostics'}: missing column(s) {', '.join(absent)}")
+            raise ResultsError(f"{d / 'diagnostics'}: missing column(s) {', '.join(absent)}")
         res.diagnostics = diag
     else:
         res.missing["diagnostics"] = "no diagnostics/*.csv (entropy and SQBC scores of the pool were not recorded)"
