@@ -112,7 +112,7 @@ def _one_line_errors(what: str, url: str, token_source: str | None):
                        "(is the cluster up, and `ray dashboard cluster.yaml` running?)") from None
     except requests.RequestException as exc:  # a later request that failed on the way
         raise JobError(f"{what}: the request to {url} failed ({type(exc).__name__})") from None
-    except RuntimeError as exc:  # the SDK's "Request failed with status code 404: ..." and kin
+    except (RuntimeError, ValueError) as exc:  # "Request failed with status code 404: ...", a too-big upload
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise JobError(f"{what}: {first}") from None
 
@@ -224,9 +224,9 @@ def dashboard_url(address: str, job_id: str) -> str:
 
 def status(address: str, job_id: str) -> JobState:
     info = _call("status", address, "get_job_info", job_id)
-    return JobState(job_id=job_id, status=str(info.status.value if hasattr(info.status, "value") else info.status),
-                    message=(info.message or "").strip().splitlines()[0] if info.message else "",
-                    entrypoint=info.entrypoint)
+    lines = (info.message or "").strip().splitlines()
+    return JobState(job_id=job_id, status=str(getattr(info.status, "value", info.status)),
+                    message=lines[0] if lines else "", entrypoint=info.entrypoint)
 
 
 def logs(address: str, job_id: str, follow: bool = False) -> Iterator[str]:
@@ -234,6 +234,8 @@ def logs(address: str, job_id: str, follow: bool = False) -> Iterator[str]:
     if not follow:
         yield _call("logs", address, "get_job_logs", job_id)
         return
+    import aiohttp
+
     status(address, job_id)  # an unknown job id fails here, in one line, not inside the websocket
     client, _, _ = _client(address, "logs")
     stream = client.tail_job_logs(job_id)
@@ -244,9 +246,9 @@ def logs(address: str, job_id: str, follow: bool = False) -> Iterator[str]:
                 chunk = loop.run_until_complete(stream.__anext__())
             except StopAsyncIteration:
                 return
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else "the log stream broke"
-                raise JobError(f"logs: {first}") from None
+            except (RuntimeError, OSError, aiohttp.ClientError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise JobError(f"logs: the log stream broke ({first})") from None
             yield chunk
     finally:
         loop.run_until_complete(stream.aclose())

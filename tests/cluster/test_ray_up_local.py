@@ -99,13 +99,17 @@ def test_ray_up_dashboard_tunnel_job_and_ray_down(tmp_path, monkeypatch):
         config_path = tmp_path / "cluster.yaml"
         config_path.write_text(yaml.safe_dump(local_config(env, name, token_file, gcs, dashboard)))
 
-        up_s, up_log = run([str(RAY), "up", "-y", "--no-config-cache", str(config_path)], cli_env, timeout=900)
+        up_s, _ = run([str(RAY), "up", "-y", "--no-config-cache", str(config_path)], cli_env, timeout=900)
         print(f"ray up: {up_s:.1f} s")
         home = Path(env["REMOTE_HOME"])
         assert (home / ".ray" / "auth_token").read_text().strip() == token  # file_mounts shipped it
         assert (home / "raysweep" / "pyproject.toml").is_file() and not (home / "raysweep" / ".venv").exists()
         assert list((box / "venv").glob("lib/python3*/site-packages/raysweep-*.dist-info")), \
             "setup_commands did not install raysweep into the remote Python"
+        # docs/cluster.md's way to read the token off a running head.
+        r = subprocess.run(f"'{RAY}' exec '{config_path}' 'cat ~/.ray/auth_token' | tail -n 1", shell=True,
+                           env=cli_env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert r.stdout.strip() == token, r.stdout[-500:]
 
         # The documented way in: an SSH tunnel to the head's 127.0.0.1-only dashboard.
         local = free_port()
