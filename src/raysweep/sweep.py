@@ -27,15 +27,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from raysweep import scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import RecipeConfig, SweepConfig, to_dict
+from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import ensure_activation_sets, load_activations
 from raysweep.train import Cell, TrialInputs, run_trial
 
 PARAMS = ("pool", "strategy", "fraction", "freeze", "seed")
 METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
-           "train_s", "eval_s", "trial_s", "wall_s")
+           "select_s", "train_s", "eval_s", "trial_s", "wall_s")
 
 
 def fixed_digest(cfg: SweepConfig) -> str:
@@ -46,9 +47,23 @@ def fixed_digest(cfg: SweepConfig) -> str:
     return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def cell_id(cell: Cell, fixed: str) -> str:
-    key = json.dumps({**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+def selection_settings(strategy: str, selection: SelectionConfig) -> dict:
+    """The `selection:` settings a cell's result depends on: none for a strategy without a model
+    (random), else the rounds, the strategy's own options (sqbc's k) and bald's MC samples."""
+    s = strategies.get(strategy)
+    if not s.needs:
+        return {}
+    out = {"rounds": selection.rounds, **{o: getattr(selection, o) for o in s.options}}
+    if "mc_probs" in s.needs:
+        out["mc_samples"] = selection.mc_samples
+    return out
+
+
+def cell_id(cell: Cell, fixed: str, settings: dict | None = None) -> str:
+    key = {**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}
+    if settings:  # left out when empty, so random cells keep the ids they had before `selection:`
+        key["selection"] = settings
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def expand(cfg: SweepConfig) -> list[Cell]:
@@ -84,13 +99,14 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg:
         rec = done.get(cid)
         if rec is None:
             continue
-        row = {"cell_id": cid, **asdict(cell), "encoder": cfg.encoder.name, "pooling": cfg.encoder.pooling,
+        row = {"cell_id": cid, **asdict(cell), "rounds": cfg.selection.rounds, "encoder": cfg.encoder.name,
+               "pooling": cfg.encoder.pooling,
                "status": rec.get("status", "ok"), "error": rec.get("error", "")}
         for m in METRICS:
             row[m] = rec.get("metrics", {}).get(m, np.nan)
         row["confusion"] = json.dumps(rec.get("metrics", {}).get("confusion")) if rec.get("metrics") else ""
         rows.append(row)
-    return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "encoder", "pooling", "status", "error", *METRICS,
+    return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "encoder", "pooling", "status", "error", *METRICS,
                                        "confusion"])
 
 
@@ -132,7 +148,26 @@ def trial_inputs(context: dict, freeze: str) -> TrialInputs:
     train_path, val_path = context["artifacts"][freeze]
     return TrialInputs(train_labels=context["train_labels"], val_labels=context["val_labels"],
                        labeled=context["labeled"], pool=context["pool"], train_acts=_activations(train_path),
-                       val_acts=_activations(val_path), num_classes=context["num_classes"])
+                       val_acts=_activations(val_path), num_classes=context["num_classes"],
+                       cache_dir=context.get("cache_dir"))
+
+
+def prepare_selection(cfg: SweepConfig, context: dict, output: Path, use_ray: bool, log=print) -> None:
+    """Train the scoring model of every (freeze, seed) and score the pool under it, once, before
+    any trial; then write the entropy / SQBC diagnostics under `output`/diagnostics.
+
+    Trials find these in the cache, so the fractions and strategies of a (freeze, seed) share
+    one scoring pass. Doing it here gives Ray Data the whole cluster: inside a trial its actors
+    would wait for the CPUs the trials themselves hold.
+    """
+    needs = frozenset().union(*(strategies.get(s).needs for s in cfg.compare.strategy))
+    if not needs:
+        return
+    jobs = [(f, s) for f in cfg.compare.freeze for s in cfg.replicate.seed]
+    inputs = {f: trial_inputs(context, f) for f in cfg.compare.freeze}
+    views = scoring.prepare_scores(jobs, inputs, RecipeConfig(**context["recipe"]), cfg.selection,
+                                   mc="mc_probs" in needs, use_ray=use_ray, log=log)
+    scoring.write_diagnostics(views, cfg.selection.k, output / "diagnostics", log=log)
 
 
 def run_cell(cell: Cell, cid: str, context: dict, cells_dir: Path) -> dict:
@@ -141,7 +176,8 @@ def run_cell(cell: Cell, cid: str, context: dict, cells_dir: Path) -> dict:
     start = time.perf_counter()
     record = {"cell_id": cid, "cell": asdict(cell)}
     try:
-        metrics = run_trial(cell, trial_inputs(context, cell.freeze), RecipeConfig(**context["recipe"]))
+        metrics = run_trial(cell, trial_inputs(context, cell.freeze), RecipeConfig(**context["recipe"]),
+                            SelectionConfig(**context.get("selection", {})))
         metrics["wall_s"] = round(time.perf_counter() - start, 4)
         record.update(status="ok", metrics=metrics)
     except Exception as exc:  # noqa: BLE001 - recorded with its message, shown in trials.csv
@@ -151,14 +187,13 @@ def run_cell(cell: Cell, cid: str, context: dict, cells_dir: Path) -> dict:
     return record
 
 
-def _tune_trainable(config: dict, context: dict, cells_dir: str, threads: int) -> None:
+def _tune_trainable(config: dict, context: dict, cells: dict, cells_dir: str, threads: int) -> None:
     import torch
     from ray import tune
 
     torch.set_num_threads(threads)
-    params = dict(config["cell"])
-    cid = params.pop("id")
-    record = run_cell(Cell(**params), cid, context, Path(cells_dir))
+    cid = config["cell_id"]
+    record = run_cell(Cell(**cells[cid]), cid, context, Path(cells_dir))
     metrics = {k: v for k, v in record["metrics"].items() if k != "confusion"}
     tune.report({"status": record["status"], **metrics})
 
@@ -180,7 +215,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
 
     cells = expand(cfg)
     fixed = fixed_digest(cfg)
-    ids = [cell_id(c, fixed) for c in cells]
+    ids = [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection)) for c in cells]
     done = read_cells(cells_dir)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     todo = [(c, i) for c, i in zip(cells, ids) if done.get(i, {}).get("status") not in skip]
@@ -191,21 +226,26 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
             # "local" starts a fresh Ray here; a bare init() would join any cluster on this machine.
             ray.init(address=address or "local", configure_logging=False, log_to_driver=True)
         context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log)
+        context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir))
+        prepare_selection(cfg, context, output, use_ray=use_ray_data, log=log)
         res = cfg.resources
+        names = {i: _trial_name(asdict(c)) for c, i in todo}
         trainable = tune.with_resources(
-            tune.with_parameters(_tune_trainable, context=context, cells_dir=str(cells_dir),
+            tune.with_parameters(_tune_trainable, context=context, cells={i: asdict(c) for c, i in todo},
+                                 cells_dir=str(cells_dir),
                                  threads=max(1, int(res.cpus_per_trial))),
             {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
         )
         tuner = tune.Tuner(
             trainable,
-            # The cell id rides along so that the trial records under the right name.
-            param_space={"cell": tune.grid_search([{**asdict(c), "id": i} for c, i in todo])},
+            # The grid is the list of cell ids still to run (after a resume it is no cross product);
+            # the progress table shows each trial's cell id, the name of its file under cells/.
+            param_space={"cell_id": tune.grid_search([i for _, i in todo])},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=res.max_concurrent or None,
                 reuse_actors=True,  # a worker keeps its loaded activations between trials
-                trial_name_creator=lambda t: _trial_name(t.config["cell"]),
-                trial_dirname_creator=lambda t: _trial_name(t.config["cell"]),
+                trial_name_creator=lambda t: names[t.config["cell_id"]],
+                trial_dirname_creator=lambda t: names[t.config["cell_id"]],
             ),
             run_config=tune.RunConfig(
                 name=cfg.name,
