@@ -11,7 +11,7 @@ import pytest
 from handmade import write_extras, write_trials
 
 from raysweep.analysis import analyze
-from raysweep.analysis.report import _real_labels
+from raysweep.analysis.report import real_labels
 from raysweep.analysis.results import load
 
 TRIAL_FIGURES = ["learning_curves", "learning_curves_macro_f1", "train_vs_val", "val_confusion",
@@ -126,24 +126,24 @@ def test_missing_inputs_are_skipped_with_a_reason(trials_only_report):
 
 def test_real_labels_come_from_the_results_directory_then_the_data_set(tmp_path):
     results = write_extras(write_trials(tmp_path / "results"))
-    labels, source = _real_labels(load(results))
+    labels, source = real_labels(load(results))
     assert source == "generation/real_labels.csv" and len(labels) == 200
     (results / "generation" / "real_labels.csv").unlink()
     # The hand-made sweep.yaml names no data file, so the data set is the bundled SST-5.
-    labels, source = _real_labels(load(results))
+    labels, source = real_labels(load(results))
     assert source == "bundled SST-5, train split"
     assert len(labels) > 5000 and set(labels) == {0, 1, 2, 3, 4}
     (results / "sweep.yaml").write_text("name: x\ndata:\n  path: /nonexistent/data.csv\n")
-    labels, source = _real_labels(load(results))
+    labels, source = real_labels(load(results))
     assert labels is None and "cannot be read" in source and "/nonexistent/data.csv" in source
 
 
 def test_only_random_means_no_paired_differences(tmp_path):
-    from raysweep.analysis.report import _no_pairs_reason
+    from raysweep.analysis.report import no_pairs_reason
 
     trials = pd.read_csv(write_trials(tmp_path / "r") / "trials.csv")
-    assert "only strategy" in _no_pairs_reason(trials[trials.strategy == "random"])
-    assert "no `random`" in _no_pairs_reason(trials[trials.strategy == "entropy"])
+    assert "only strategy" in no_pairs_reason(trials[trials.strategy == "random"])
+    assert "no `random`" in no_pairs_reason(trials[trials.strategy == "entropy"])
 
 
 def test_a_directory_without_trials_still_gets_a_report(tmp_path):
@@ -193,3 +193,19 @@ def test_cli_analyze_names_a_malformed_file(tmp_path):
     (bad / "trials.csv").write_text("")
     result = CliRunner().invoke(main, ["analyze", str(bad), "--output", str(tmp_path / "out")])
     assert result.exit_code == 2 and "cannot be read" in result.output
+
+
+def test_a_figure_is_byte_identical_when_redrawn(trials_dir, tmp_path):
+    import numpy as np
+
+    from raysweep.analysis import figures
+    from raysweep.analysis.results import combined_trials, load_many
+
+    ok = combined_trials(load_many([trials_dir])).query("status == 'ok'")
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    first = figures.parameter_plot(ok, "strategy", tmp_path / "a")  # jittered dots: the global RNG
+    assert (np.random.get_state()[1] == before).all()  # the caller's random state is left alone
+    second = figures.parameter_plot(ok, "strategy", tmp_path / "b")
+    assert first.with_suffix(".svg").read_bytes() == second.with_suffix(".svg").read_bytes()
+    assert first.read_bytes() == second.read_bytes()

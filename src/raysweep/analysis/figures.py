@@ -31,7 +31,6 @@ METRIC_LABELS = {
 }
 FRACTION_LABEL = "rows added (\u00d7 |labeled|)"
 SERIES_CANDIDATES = ("sweep", "pool", "strategy", "encoder", "pooling", "rounds")
-BASELINES = ("random", "real")  # drawn first, so they keep the first colour in every figure
 SCATTER_MAX = 4000  # points drawn per scatter panel; statistics always use every row
 
 
@@ -40,6 +39,18 @@ def _style():
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9), \
             plt.rc_context({"svg.hashsalt": "raysweep", "figure.dpi": 100}):
         yield
+
+
+@contextlib.contextmanager
+def _global_seed(seed: int):
+    """seaborn's strip-plot jitter draws from numpy's global generator: seed it for the figure,
+    so the same results give the same file, and give the caller's state back afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _save(fig, out_dir: Path, name: str) -> Path:
@@ -70,11 +81,6 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _baseline_first(values) -> list:
-    """Sorted values, the baselines (random, real) first, so they keep the first colour."""
-    return sorted(set(values), key=lambda v: (v not in BASELINES, str(v)))
-
-
 @dataclass
 class Lines:
     """How the trials of a learning-curve figure are split into lines and rows of panels."""
@@ -96,7 +102,7 @@ def lines_for(data: pd.DataFrame) -> tuple[pd.DataFrame, Lines]:
     rest = [c for c in vary if c != hue]
     data = data.copy()
     data[hue] = data[hue].map(_fmt)
-    hue_order = _baseline_first(data[hue])
+    hue_order = stats.baseline_first(data[hue])
     palette = dict(zip(hue_order, sns.color_palette("tab10" if len(hue_order) <= 10 else "husl", len(hue_order))))
     row, row_title, row_order = None, "", []
     if rest:
@@ -104,7 +110,7 @@ def lines_for(data: pd.DataFrame) -> tuple[pd.DataFrame, Lines]:
         keys = data[rest].apply(tuple, axis=1)
         data[row] = keys.map(lambda k: " \u00b7 ".join(_fmt(v) for v in k))
         row_order = [" \u00b7 ".join(_fmt(v) for v in k)
-                     for k in sorted(set(keys), key=lambda k: tuple((v not in BASELINES, str(v)) for v in k))]
+                     for k in sorted(set(keys), key=lambda k: tuple((v not in stats.BASELINES, str(v)) for v in k))]
     return data, Lines(hue, hue_order, palette, row, row_title, row_order)
 
 
@@ -125,12 +131,6 @@ def _titles(g, lines: Lines) -> None:
         g.set_titles("freeze = {col_name}")
 
 
-def _freeze_order(trials: pd.DataFrame) -> list[str]:
-    known = ["last-linear", "pooler", "last-attention"]  # the study's order: least to most trained
-    values = list(dict.fromkeys(trials["freeze"]))
-    return [v for v in known if v in values] + sorted(v for v in values if v not in known)
-
-
 def _matches(data: pd.DataFrame, row: pd.Series, cols: list[str]) -> np.ndarray:
     """Rows of `data` equal to `row` in `cols` (a missing value matches a missing value)."""
     mask = np.ones(len(data), dtype=bool)
@@ -144,7 +144,7 @@ def learning_curves(trials: pd.DataFrame, out_dir: Path, metric: str = "val_accu
                     name: str = "learning_curves") -> Path:
     """Metric vs added fraction, one panel per freeze mode, one line per strategy/pool (Figs. 2-3)."""
     data, lines = lines_for(trials.dropna(subset=[metric]))
-    panels = _freeze_order(data)
+    panels = stats.freeze_order(data)
     with _style():
         g = sns.relplot(data=data, x="fraction", y=metric, kind="line", errorbar=_interval, marker="o",
                         markersize=5, height=3.3, aspect=1.15, facet_kws={"sharey": True, "sharex": True},
@@ -166,7 +166,7 @@ def train_vs_val(trials: pd.DataFrame, out_dir: Path, name: str = "train_vs_val"
     long = data.melt(id_vars=keep, value_vars=["train_accuracy", "val_accuracy"], var_name="split",
                      value_name="accuracy")
     long["split"] = long["split"].map({"train_accuracy": "train", "val_accuracy": "validation"})
-    panels = _freeze_order(data)
+    panels = stats.freeze_order(data)
     with _style():
         g = sns.relplot(data=long, x="fraction", y="accuracy", style="split", style_order=["train", "validation"],
                         kind="line", errorbar=_interval, marker="o", markersize=4, height=3.3, aspect=1.15,
@@ -181,26 +181,26 @@ def train_vs_val(trials: pd.DataFrame, out_dir: Path, name: str = "train_vs_val"
 
 
 def parameter_plot(trials: pd.DataFrame, param: str, out_dir: Path, metric: str = "val_accuracy",
-                   name: str | None = None) -> Path:
+                   name: str | None = None, seed: int = 0) -> Path:
     """Every trial's metric against one varying parameter, with the mean and 95% interval per value."""
     data = trials.dropna(subset=[metric]).copy()
     data["value"] = data[param].map(_fmt)
     if param == "freeze":
-        order = _freeze_order(data)
+        order = stats.freeze_order(data)
     elif pd.api.types.is_numeric_dtype(data[param]):
         order = [_fmt(v) for v in sorted(data[param].unique())]
     else:
-        order = _baseline_first(data["value"])
+        order = stats.baseline_first(data["value"])
     hue = "freeze" if param != "freeze" and data["freeze"].nunique() > 1 else None
     width = max(4.5, 0.9 * len(order) + 2.5)
-    with _style():
+    with _style(), _global_seed(seed):
         fig, ax = plt.subplots(figsize=(width, 3.8))
         # The mean is a hollow diamond drawn under the dots, so it never hides a trial.
         sns.pointplot(data=data, x="value", y=metric, order=order, errorbar=_interval, color="black",
                       linestyle="none", marker="D", markersize=7, markerfacecolor="none", markeredgewidth=1.4,
                       capsize=0.15, err_kws={"linewidth": 1.2}, ax=ax, label="mean, 95% t-interval", zorder=1)
         sns.stripplot(data=data, x="value", y=metric, order=order, hue=hue,
-                      hue_order=_freeze_order(data) if hue else None, dodge=bool(hue), alpha=0.6, size=4,
+                      hue_order=stats.freeze_order(data) if hue else None, dodge=bool(hue), alpha=0.6, size=4,
                       jitter=0.2, ax=ax, zorder=3)
         ax.set_xlabel(FRACTION_LABEL if param == "fraction" else param)
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
@@ -318,7 +318,7 @@ def entropy_vs_sqbc(diagnostics: pd.DataFrame, out_dir: Path, seed: int = 0,
                     name: str = "entropy_vs_sqbc") -> Path:
     """Entropy against SQBC disagreement per pool row, one panel per freeze mode, Pearson r in each."""
     data = diagnostics.dropna(subset=["entropy", "sqbc"])
-    panels = _freeze_order(data)
+    panels = stats.freeze_order(data)
     n_seeds = data["seed"].nunique()
     rng = np.random.default_rng(seed)
     with _style():
@@ -361,7 +361,7 @@ def val_confusion(trials: pd.DataFrame, out_dir: Path, class_names: list[str] | 
     The best cell is the one with the highest mean validation accuracy at the largest fraction.
     """
     data = trials.assign(_confusion=confusions(trials)).dropna(subset=["_confusion"])
-    panels = _freeze_order(data)
+    panels = stats.freeze_order(data)
     summary = stats.summarize(data[data["fraction"] == data["fraction"].max()], "val_accuracy")
     cells = stats.cell_columns(data)
     with _style():

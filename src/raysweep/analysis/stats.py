@@ -31,6 +31,8 @@ from scipy import stats as sps
 # Columns that describe a trial's parameters. `seed` is the nuisance parameter (replicates);
 # the others identify a cell. `sweep` is added by the loader when several results are read.
 PARAMETERS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling", "rounds")
+BASELINES = ("random", "real")  # what the other strategies and pools are compared with; listed first
+FREEZE_ORDER = ("last-linear", "pooler", "last-attention")  # the study's order: least to most trained
 CONFIDENCE = 0.95
 N_BOOT = 10_000  # bootstrap resamples: the interval's ends are stable to ~0.1 point at this size
 
@@ -49,6 +51,17 @@ def varying_parameters(df: pd.DataFrame) -> list[str]:
 def cell_columns(df: pd.DataFrame) -> list[str]:
     """Columns that identify a cell: every parameter but `seed`."""
     return [c for c in parameter_columns(df) if c != "seed"]
+
+
+def baseline_first(values) -> list:
+    """The distinct values sorted by name, the baselines (random, real) first."""
+    return sorted(set(values), key=lambda v: (v not in BASELINES, str(v)))
+
+
+def freeze_order(df: pd.DataFrame) -> list[str]:
+    """The freeze modes in `df`, in the study's order (least to most trained), others after by name."""
+    values = set(df["freeze"])
+    return [v for v in FREEZE_ORDER if v in values] + sorted(v for v in values if v not in FREEZE_ORDER)
 
 
 def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:

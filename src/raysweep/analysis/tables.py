@@ -1,0 +1,143 @@
+"""The report's tables: built from the statistics (raw numbers, written as CSV) and shown as
+strings (percentages with their intervals, written as Markdown and printed in the report).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from raysweep.analysis import stats
+from raysweep.analysis.document import markdown_table
+
+
+def pct_ci(mean: float, low: float, high: float) -> str:
+    if math.isnan(mean):
+        return ""
+    if math.isnan(low):
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def pp_ci(mean: float, low: float, high: float, significant: bool) -> str:
+    if mean is None or math.isnan(mean):
+        return ""
+    return f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]" + (" *" if significant else "")
+
+
+def value_str(v) -> str:
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() else f"{v:g}"
+    return str(v)
+
+
+def _shown_params(df: pd.DataFrame, varying: list[str], always: tuple[str, ...] = ("strategy", "freeze")) -> list[str]:
+    """Parameter columns worth a column in a printed table: the varying ones, plus `always`."""
+    return [c for c in stats.parameter_columns(df) if c in df.columns and (c in varying or c in always)]
+
+
+def _baseline_rank(values: pd.Series) -> pd.Series:
+    """Sort rank of values with the baselines (random, real) first."""
+    order = {v: i for i, v in enumerate(stats.baseline_first(values))}
+    return values.map(order)
+
+
+def _freeze_rank(df: pd.DataFrame) -> pd.Series:
+    order = {f: i for i, f in enumerate(stats.freeze_order(df))} if "freeze" in df else {}
+    return df["freeze"].map(order) if "freeze" in df else pd.Series(0, index=df.index)
+
+
+def cell_table(ok: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: seeds, and mean with 95% interval of validation accuracy, macro-F1 and train accuracy."""
+    cells = stats.cell_columns(ok)
+    out = None
+    for metric in ("val_accuracy", "val_macro_f1", "train_accuracy"):
+        if metric not in ok.columns or ok[metric].isna().all():
+            continue
+        s = stats.summarize(ok, metric, by=cells).drop(columns=["sd"])
+        s = s.rename(columns={"mean": metric, "ci_low": f"{metric}_ci_low", "ci_high": f"{metric}_ci_high",
+                              "n_seeds": f"{metric}_n"})
+        out = s if out is None else out.merge(s, on=cells, how="outer")
+    out = out.rename(columns={"val_accuracy_n": "n_seeds"})
+    return out.drop(columns=[c for c in out.columns if c.endswith("_n")])
+
+
+def headline_table(aulc: pd.DataFrame, paired: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """AULC, the difference to `random` and the accuracy at the largest fraction, one row per curve."""
+    keys = [c for c in aulc.columns if c in stats.parameter_columns(aulc)]
+    head = aulc.copy()
+    if len(paired):
+        diff = paired[[*keys, "n_pairs", "mean_diff", "ci_low", "ci_high", "significant"]].rename(
+            columns={"ci_low": "diff_ci_low", "ci_high": "diff_ci_high"})
+        head = head.merge(diff, on=keys, how="left")
+    last = cells.merge(cells.groupby(keys, dropna=False)["fraction"].max().rename("fraction_max").reset_index(),
+                       on=keys)
+    last = last[last["fraction"] == last["fraction_max"]][[*keys, "val_accuracy", "val_accuracy_ci_low",
+                                                          "val_accuracy_ci_high"]]
+    head = head.merge(last.rename(columns={"val_accuracy": "acc_at_max", "val_accuracy_ci_low": "acc_at_max_ci_low",
+                                           "val_accuracy_ci_high": "acc_at_max_ci_high"}), on=keys, how="left")
+    return head
+
+
+def show_headline(head: pd.DataFrame, varying: list[str], has_diff: bool) -> pd.DataFrame:
+    cols = _shown_params(head, varying)
+    cols = [c for c in cols if c != "fraction"]
+    groups = [c for c in cols if c not in ("strategy", "freeze")]  # e.g. pool: its strategies stay together
+    ranked = head.assign(_f=_freeze_rank(head), **{f"_{c}": _baseline_rank(head[c]) for c in groups})
+    order = ranked.sort_values(["_f", *[f"_{c}" for c in groups], "aulc"],
+                               ascending=[True] * (1 + len(groups)) + [False]).index
+    rows = []
+    for _, r in head.loc[order].iterrows():
+        row = {c: value_str(r[c]) for c in cols}
+        row["seeds"] = int(r["n_seeds"])
+        row["AULC % [95% CI]"] = pct_ci(r["aulc"], r["ci_low"], r["ci_high"])
+        if has_diff:
+            row["vs random, pp [95% CI]"] = ("baseline" if r.get("strategy") == "random" else
+                                             pp_ci(r.get("mean_diff", math.nan), r.get("diff_ci_low", math.nan),
+                                                    r.get("diff_ci_high", math.nan), bool(r.get("significant"))))
+        row["acc % at largest fraction [95% CI]"] = pct_ci(r["acc_at_max"], r["acc_at_max_ci_low"],
+                                                             r["acc_at_max_ci_high"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def show_paired(paired: pd.DataFrame, factor: str, varying: list[str]) -> pd.DataFrame:
+    cols = [c for c in _shown_params(paired, varying) if c != factor]
+    if "fraction" in paired.columns:
+        cols = [c for c in cols if c != "fraction"] + ["fraction"]
+    order = paired.assign(_f=_freeze_rank(paired)).sort_values(
+        ["_f", *[c for c in cols if c != "freeze"], factor]).index
+    rows = []
+    for _, r in paired.loc[order].iterrows():
+        row = {c: value_str(r[c]) for c in cols}
+        row[factor] = r[factor]
+        row["pairs"] = int(r["n_pairs"])
+        row[f"minus {r['baseline']}, pp [95% CI]"] = pp_ci(r["mean_diff"], r["ci_low"], r["ci_high"],
+                                                             bool(r["significant"]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def show_cells(cells: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
+    cols = _shown_params(cells, varying, always=("strategy", "freeze", "fraction"))
+    order = cells.assign(_f=_freeze_rank(cells)).sort_values(["_f", *[c for c in cols if c != "freeze"]]).index
+    rows = []
+    for _, r in cells.loc[order].iterrows():
+        row = {c: value_str(r[c]) for c in cols}
+        row["seeds"] = int(r["n_seeds"])
+        for metric, label in (("val_accuracy", "val acc %"), ("val_macro_f1", "val macro-F1 %"),
+                              ("train_accuracy", "train acc %")):
+            if metric in cells.columns:
+                row[f"{label} [95% CI]"] = pct_ci(r[metric], r[f"{metric}_ci_low"], r[f"{metric}_ci_high"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_table(raw: pd.DataFrame, shown: pd.DataFrame, tables_dir: Path, name: str) -> tuple[Path, Path]:
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    csv, md = tables_dir / f"{name}.csv", tables_dir / f"{name}.md"
+    raw.to_csv(csv, index=False)
+    md.write_text(markdown_table(shown) + "\n")
+    return csv, md
