@@ -1,0 +1,378 @@
+"""Generation: Ray actors call the LLM under one shared limiter; paid replies go to the store first.
+
+    generate(cfg, examples, val_texts, out_dir) -> GenerationResult
+
+Top to bottom: where the calls go (`choose_endpoint`: OpenAI with a key, any `base_url`, or the
+embedded server), the pool of generator actors (one call each, see client.py) that appends each
+reply to the store the moment it arrives, and `generate`, which reads the store, works out which
+calls are still missing, asks only for those, and turns the store into rows.
+
+A call is numbered (`request_id`) and its prompt is a pure function of that number and the
+config, so "what is missing" is simply "which numbers are not in the store".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter, deque
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pandas as pd
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from raysweep.llm.client import GeneratorActor, one_line
+from raysweep.llm.config import EMBEDDED_MODEL, LLMConfig, load_template
+from raysweep.llm.dedup import clean_rows
+from raysweep.llm.limiter import RateLimiterActor
+from raysweep.llm.parse import failure_counts, parse_reply
+from raysweep.llm.prompt import DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages, check_examples, template_digest
+from raysweep.llm.server import embedded_server, response_format_for
+from raysweep.llm.store import STORE_NAME, ResponseStore, check_setup, cost_usd, totals
+
+log = logging.getLogger(__name__)
+
+
+class GenerationError(RuntimeError):
+    """Generation cannot go on. The message is one line; paid replies are already in the store."""
+
+
+# --------------------------------------------------------------------------- where calls go
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    kind: str  # "api": OpenAI with a key; "base_url": any compatible server; "embedded": SmolLM2 here
+    base_url: str | None  # None with "api" (the client's default) and until the embedded server starts
+    model: str
+    samples_per_call: int
+    max_tokens: int
+
+
+def choose_endpoint(cfg: LLMConfig) -> Endpoint:
+    """Where the calls will go, decided without starting anything."""
+    if cfg.base_url:
+        return Endpoint("base_url", cfg.base_url, cfg.model, cfg.samples_per_call, cfg.max_tokens)
+    if os.environ.get(cfg.api_key_env):
+        return Endpoint("api", None, cfg.model, cfg.samples_per_call, cfg.max_tokens)
+    return Endpoint("embedded", None, EMBEDDED_MODEL, cfg.embedded.samples_per_call, cfg.embedded.max_tokens)
+
+
+@contextmanager
+def running(endpoint: Endpoint, cfg: LLMConfig, out_dir: Path) -> Iterator[Endpoint]:
+    """The endpoint, reachable: starts and stops the embedded server when that is the one."""
+    if endpoint.kind != "embedded":
+        yield endpoint
+        return
+    with embedded_server(cfg.embedded, out_dir / "llm-server.log") as url:
+        yield replace(endpoint, base_url=url)
+
+
+# --------------------------------------------------------------------------- the pool
+
+
+class GeneratorPool:
+    """Up to `size` generator actors, one call in flight each, kept alive across rounds
+    (starting an actor takes seconds on a busy machine)."""
+
+    def __init__(self, make_actor: Callable[[], object], size: int, max_deaths: int):
+        self.make_actor = make_actor
+        self.size = size
+        self.max_deaths = max_deaths
+        self.actors: list = []
+        self.idle: list = []
+        self.counts: Counter = Counter()  # retried_<kind>, actor_restarts
+
+    def _new_actor(self) -> None:
+        actor = self.make_actor()
+        self.actors.append(actor)
+        self.idle.append(actor)
+
+    def run(self, calls: list[tuple], on_record: Callable[[dict], None],
+            drain_timeout: float) -> tuple[list[dict], str | None]:
+        """Run `calls` ((request_id, messages, seed) each); every record goes to `on_record` (the
+        store) the moment it arrives, and a dead actor's call is queued again on a new actor.
+
+        Returns (calls that gave up after their retries, the fatal error or None). On Ctrl-C the
+        calls in flight, already being paid for, are awaited and stored before it propagates.
+        """
+        pending = deque(calls)
+        in_flight: dict = {}
+        gave_up: list[dict] = []
+        fatal: str | None = None
+        while len(self.actors) < min(self.size, len(calls)):
+            self._new_actor()
+
+        def dispatch():
+            while self.idle and pending and fatal is None:
+                actor, job = self.idle.pop(), pending.popleft()
+                in_flight[actor.call.remote(*job)] = (actor, job)
+
+        def take(ref) -> None:
+            nonlocal fatal
+            actor, job = in_flight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                self.actors.remove(actor)
+                self.counts["actor_restarts"] += 1
+                pending.appendleft(job)
+                if self.counts["actor_restarts"] > self.max_deaths:
+                    fatal = f"generator actors keep dying ({self.counts['actor_restarts']} so far); last: {one_line(exc, 120)}"
+                else:
+                    log.warning("generator actor died during call %s; starting another", job[0])
+                    self._new_actor()
+                return
+            self.idle.append(actor)
+            self.counts.update({f"retried_{k}": v for k, v in result.get("retried", {}).items()})
+            if "error" not in result:
+                on_record(result)
+            elif result["fatal"]:
+                fatal = result["error"]
+            else:
+                gave_up.append(result)
+
+        try:
+            dispatch()
+            while in_flight:
+                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                take(ready[0])
+                dispatch()
+        except KeyboardInterrupt:
+            if in_flight:
+                log.warning("interrupted: storing the %d call(s) in flight (up to %.0f s); Ctrl-C again to abandon them",
+                            len(in_flight), drain_timeout)
+                try:
+                    ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=drain_timeout)
+                    for ref in ready:
+                        take(ref)
+                except KeyboardInterrupt:
+                    pass
+            raise
+        return gave_up, fatal
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors, self.idle = [], []
+
+
+# --------------------------------------------------------------------------- from the store to rows
+
+
+@dataclass
+class GenerationResult:
+    rows: pd.DataFrame  # text, llm_label: the kept rows, at most n_rows, in call order
+    summary: dict  # requests, tokens, cost, rows kept, parse failures by kind, duplicates, leaks, ...
+    removed: pd.DataFrame  # text, llm_label, request_id, reason, matches: duplicates and val leaks
+    store_path: Path
+
+
+@dataclass
+class _State:
+    kept: pd.DataFrame
+    removed: pd.DataFrame
+    rows_parsed: int
+    repairs: dict
+    failures: dict
+    failure_log: list[dict]
+    cut_replies: int
+
+
+def content_of(record: dict) -> tuple[str | None, str | None]:
+    """(message content, finish_reason) of a stored reply; (None, None) if it has no choice."""
+    body = record.get("response")
+    try:
+        choice = body["choices"][0]
+        return choice["message"].get("content"), choice.get("finish_reason")
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return None, None
+
+
+def evaluate(records: dict[int, dict], class_names, val_texts: list[str], near_duplicate: float) -> _State:
+    """Parse every stored reply in call order, then drop val leaks and duplicates."""
+    rows, replies, failure_log, cut = [], [], [], 0
+    for request_id in sorted(records):
+        content, finish = content_of(records[request_id])
+        cut += finish == "length"
+        reply = parse_reply(content, class_names)
+        replies.append(reply)
+        rows.extend((text, label, request_id) for text, label in reply.rows)
+        failure_log.extend({"request_id": request_id, "kind": kind, "text": text} for kind, text in reply.failures)
+    frame = pd.DataFrame(rows, columns=["text", "llm_label", "request_id"])
+    kept, removed = clean_rows(frame, val_texts, near_duplicate)
+    repairs, failures = failure_counts(replies)
+    return _State(kept, removed, len(frame), repairs, failures, failure_log, cut)
+
+
+def plan_calls(done: set[int], kept: int, n_rows: int, per_call: int, budget: int) -> list[int]:
+    """The next request_ids to ask for: the lowest numbers not yet stored, as many as the rows
+    still missing need at the yield seen so far (per_call before anything is known)."""
+    room = budget - len(done)
+    if kept >= n_rows or room <= 0:
+        return []
+    per_reply = kept / len(done) if done else per_call
+    wanted = room if per_reply <= 0 else min(room, math.ceil((n_rows - kept) / per_reply))
+    ids, candidate = [], 0
+    while len(ids) < wanted:
+        if candidate not in done:
+            ids.append(candidate)
+        candidate += 1
+    return ids
+
+
+def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: str | Path,
+             class_names=SST5_CLASS_NAMES) -> GenerationResult:
+    """Generate `cfg.n_rows` labeled sentences, resuming from `out_dir`'s response store.
+
+    `examples` (columns text, label) are the real rows shown in prompts (the study: D_labeled);
+    generated sentences that also appear in `val_texts` are removed as leaks. Writes to `out_dir`
+    the store (responses.jsonl), the parse failure log (parse_failures.jsonl) and the removed
+    rows (removed.csv). Raises GenerationError with a one-line message when it cannot finish.
+    """
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_examples(examples, len(class_names))
+    val_texts = list(val_texts)
+    endpoint = choose_endpoint(cfg)
+    template = load_template(cfg.template) if cfg.template else DEFAULT_TEMPLATE
+    # What makes a stored reply answer *this* config's call n. Limits, concurrency, prices and
+    # the URL may change between runs; these may not.
+    setup = {"model": endpoint.model, "samples_per_call": endpoint.samples_per_call,
+             "max_tokens": endpoint.max_tokens, "examples_per_class": cfg.examples_per_class,
+             "temperature": cfg.temperature, "seed": cfg.seed, "template": template_digest(template),
+             "class_names": list(class_names)}
+    store = ResponseStore(out_dir / STORE_NAME)
+    records: dict[int, dict] = {}
+    for record in store.load():
+        records.setdefault(record["request_id"], record)
+    check_setup(list(records.values()), setup, store.path)
+    if store.torn_lines:
+        log.warning("%s: cut off a torn last line (a run killed while writing); that call is asked again", store.path)
+    stored_before = len(records)
+
+    state = evaluate(records, class_names, val_texts, cfg.near_duplicate)
+    budget = cfg.request_budget(endpoint.samples_per_call)
+    new_records: list[dict] = []
+
+    def on_record(record: dict) -> None:
+        record["setup"] = setup
+        record["endpoint"] = endpoint.kind
+        record["cost_usd"] = cost_usd(record.get("usage"), endpoint.model, cfg.prices,
+                                      (record.get("response") or {}).get("model"))
+        store.append(record)  # on disk before anything parses it
+        records[record["request_id"]] = record
+        new_records.append(record)
+
+    with ExitStack() as stack:
+        pool = None
+        while True:
+            ids = plan_calls(set(records), len(state.kept), cfg.n_rows, endpoint.samples_per_call, budget)
+            if not ids:
+                break
+            if pool is None:
+                pool = stack.enter_context(_launch(cfg, endpoint, out_dir, len(class_names)))
+            log.info("requesting %d call(s) of %d samples (%d rows kept of %d)", len(ids),
+                     endpoint.samples_per_call, len(state.kept), cfg.n_rows)
+            calls = [(i, build_messages(template, endpoint.samples_per_call, examples, cfg.examples_per_class,
+                                        cfg.seed, i, class_names), cfg.seed + i) for i in ids]
+            gave_up, fatal = pool.run(calls, on_record, drain_timeout=cfg.timeout + 5)
+            if fatal:
+                raise GenerationError(f"{fatal} ({len(records)} paid replies are safe in {store.path})")
+            if gave_up:
+                raise GenerationError(
+                    f"{len(gave_up)} of {len(calls)} call(s) failed, e.g. call {gave_up[0]['request_id']}: "
+                    f"{gave_up[0]['error']}; rerun to ask for them again ({len(records)} replies kept in {store.path})")
+            before = len(state.kept)
+            state = evaluate(records, class_names, val_texts, cfg.near_duplicate)
+            if len(state.kept) <= before:
+                break  # a whole round added nothing: more calls would buy more of the same
+
+    counts = pool.counts if pool is not None else Counter()
+    _write_logs(out_dir, state)
+    rows = state.kept.head(cfg.n_rows)
+    if len(rows) < cfg.n_rows:
+        log.warning("kept %d of %d rows after %d calls (the budget is %d calls, llm.max_requests)",
+                    len(rows), cfg.n_rows, len(records), budget)
+    all_records = [records[i] for i in sorted(records)]
+    summary = {
+        "endpoint": endpoint.kind,
+        "model": endpoint.model,
+        **totals(all_records),
+        "requests_this_run": len(new_records),
+        "cost_usd_this_run": totals(new_records)["cost_usd"],
+        "replies_cut_at_max_tokens": state.cut_replies,
+        "rows_parsed": state.rows_parsed,
+        "parse_repairs": state.repairs,
+        "parse_failures": state.failures,
+        "duplicates_removed": {"exact": int((state.removed["reason"] == "exact_duplicate").sum()),
+                               "near": int((state.removed["reason"] == "near_duplicate").sum())},
+        "leaks_removed": int((state.removed["reason"] == "val_leak").sum()),
+        "rows_surplus": max(0, len(state.kept) - cfg.n_rows),
+        "rows_kept": len(rows),
+        "rows_target": cfg.n_rows,
+        "complete": len(rows) >= cfg.n_rows,
+        "resumed_from": stored_before,
+        "retries": {k.removeprefix("retried_"): v for k, v in sorted(counts.items()) if k.startswith("retried_")},
+        "actor_restarts": counts["actor_restarts"],
+        "elapsed_s": round(time.monotonic() - started, 2),
+    }
+    return GenerationResult(rows[["text", "llm_label"]].reset_index(drop=True), summary, state.removed, store.path)
+
+
+@contextmanager
+def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int) -> Iterator[GeneratorPool]:
+    """Ray (if nobody started it), the endpoint, the shared limiter and the generator pool."""
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started_ray = True
+    limiter = pool = None
+    try:
+        with running(endpoint, cfg, out_dir) as live:
+            limiter = RateLimiterActor.remote(cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute,
+                                              cfg.limits.burst_seconds, cfg.limits.headroom)
+            params = {"temperature": cfg.temperature, "max_tokens": live.max_tokens}
+            options: dict = {}
+            size = cfg.concurrency
+            if live.kind == "embedded":
+                # llama.cpp's server answers one call at a time, and only on this machine.
+                params["response_format"] = response_format_for(live.samples_per_call, num_classes)
+                size = 1
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                    ray.get_runtime_context().get_node_id(), soft=False)
+            key = os.environ.get(cfg.api_key_env)
+            if key and live.kind != "embedded":
+                # Actors on other nodes do not inherit this shell's environment.
+                options["runtime_env"] = {"env_vars": {cfg.api_key_env: key}}
+
+            def make_actor():
+                return GeneratorActor.options(**options).remote(
+                    live.base_url, live.model, params, cfg.api_key_env, limiter,
+                    cfg.timeout, cfg.retries, cfg.retry_backoff)
+
+            pool = GeneratorPool(make_actor, size, max_deaths=cfg.retries + size)
+            yield pool
+    finally:
+        if pool is not None:
+            pool.close()
+        if limiter is not None:
+            ray.kill(limiter)
+        if started_ray:
+            ray.shutdown()
+
+
+def _write_logs(out_dir: Path, state: _State) -> None:
+    """The failure log and the removed rows: derived from the store, so rewritten on every run."""
+    with open(out_dir / "parse_failures.jsonl", "w", encoding="utf-8") as f:
+        for entry in state.failure_log:
+            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    state.removed.to_csv(out_dir / "removed.csv", index=False)

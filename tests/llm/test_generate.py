@@ -1,0 +1,269 @@
+"""generate() on Ray actors against the fake server: the whole run, resume, kills, Ctrl-C, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from raysweep.llm.fake_server import Reply
+from raysweep.llm.generate import GenerationError, generate
+from raysweep.llm.store import StoreError
+
+
+def stored_ids(out_dir) -> list[int]:
+    with open(out_dir / "responses.jsonl") as f:
+        return [json.loads(line)["request_id"] for line in f]
+
+
+def served_ids(server) -> list[int]:
+    return [int(call) for call in server.calls_served()]
+
+
+def test_a_run_recovers_what_it_can_removes_duplicates_and_leaks_and_resumes_for_free(
+        ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    server = fake_openai(script=[
+        Reply(status=429, headers={"retry-after": "0.2"}),
+        Reply(status=500),
+        Reply(content='```json\n[["a truncated reply one", 1], ["a truncated reply two", 2], ["a trunc',
+              finish_reason="length"),
+        Reply(content=json.dumps([[val_texts[0], 0], ["one fresh sentence here", 2], ["One fresh sentence here!", 3]])),
+        Reply(content=""),
+    ], rows_per_reply=5)
+    cfg = llm_cfg(server.base_url, n_rows=20)
+    result = generate(cfg, examples, val_texts, tmp_path)
+
+    s = result.summary
+    assert list(result.rows.columns) == ["text", "llm_label"] and len(result.rows) == 20
+    assert s["rows_kept"] == 20 and s["complete"] is True
+    assert s["parse_failures"] == {"empty_reply": 1, "truncated_item": 1}
+    assert s["parse_repairs"] == {"code_fence": 1, "truncated": 1}
+    assert s["duplicates_removed"] == {"exact": 1, "near": 0} and s["leaks_removed"] == 1
+    assert s["retries"] == {"429": 1, "500": 1}
+    assert s["replies_cut_at_max_tokens"] == 1
+    # Every paid reply is in the store, once; nothing unpaid is.
+    assert sorted(stored_ids(tmp_path)) == sorted(served_ids(server))
+    assert s["requests"] == s["requests_this_run"] == len(served_ids(server))
+    records = [json.loads(line) for line in open(tmp_path / "responses.jsonl")]
+    prompt = sum(r["usage"]["prompt_tokens"] for r in records)
+    completion = sum(r["usage"]["completion_tokens"] for r in records)
+    assert (s["prompt_tokens"], s["completion_tokens"]) == (prompt, completion)
+    assert s["cost_usd"] == pytest.approx((prompt * 1.0 + completion * 2.0) / 1e6)
+    assert not set(result.rows["text"]) & set(val_texts)
+    assert result.rows["text"].str.lower().str.strip("!").is_unique
+    removed = pd.read_csv(tmp_path / "removed.csv")
+    assert sorted(removed["reason"]) == ["exact_duplicate", "val_leak"]
+    assert len(open(tmp_path / "parse_failures.jsonl").readlines()) == 2
+
+    # Run again: everything is in the store, so nothing is asked and the rows are the same.
+    arrivals = len(server.arrivals)
+    again = generate(cfg, examples, val_texts, tmp_path)
+    assert len(server.arrivals) == arrivals and again.summary["requests_this_run"] == 0
+    pd.testing.assert_frame_equal(again.rows, result.rows)
+
+    # Ask for more rows: only new calls are made, and the first rows stay what they were.
+    stored, served = set(stored_ids(tmp_path)), len(served_ids(server))
+    more = generate(llm_cfg(server.base_url, n_rows=20 + s["rows_surplus"] + 10), examples, val_texts, tmp_path)
+    new = served_ids(server)[served:]
+    assert more.summary["requests_this_run"] == len(new) >= 2 and not set(new) & stored
+    pd.testing.assert_frame_equal(more.rows.head(20), result.rows)
+
+
+def test_resume_after_a_torn_store_asks_only_for_the_missing_calls(
+        ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    server = fake_openai(rows_per_reply=5)
+    cfg = llm_cfg(server.base_url, n_rows=30)
+    generate(cfg, examples, val_texts, tmp_path)
+    assert sorted(stored_ids(tmp_path)) == list(range(6))
+    lines = open(tmp_path / "responses.jsonl").readlines()
+    kept = lines[:3]
+    with open(tmp_path / "responses.jsonl", "w") as f:
+        f.writelines(kept)
+        f.write(lines[3][:40])  # killed mid-write
+    before = len(server.arrivals)
+    result = generate(cfg, examples, val_texts, tmp_path)
+    missing = sorted(set(range(6)) - {json.loads(line)["request_id"] for line in kept})
+    assert sorted(served_ids(server)[before:]) == missing
+    assert result.summary["resumed_from"] == 3 and result.summary["requests_this_run"] == 3
+    assert sorted(stored_ids(tmp_path)) == list(range(6))
+
+
+def _generator_pids() -> list[int]:
+    """Generator actor processes that descend from this test process (and only those)."""
+    me, pids = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if not cmdline.startswith(b"ray::Generator"):
+            continue
+        pid = int(entry)
+        while pid > 1:  # walk up the parents
+            try:
+                pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                break
+            if pid == me:
+                pids.append(int(entry))
+                break
+    return pids
+
+
+def test_an_actor_killed_during_a_call_is_replaced_and_its_call_asked_again(
+        ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    def kill_the_caller(number, request):
+        if number == 1:  # the second call: the only actor is now waiting for this reply
+            (pid,) = _generator_pids()
+            os.kill(pid, signal.SIGKILL)
+            return Reply(delay=1.0)  # answered to a dead socket: paid for, lost with the actor
+        return None
+
+    server = fake_openai(responder=kill_the_caller, rows_per_reply=5)
+    result = generate(llm_cfg(server.base_url, n_rows=20, concurrency=1), examples, val_texts, tmp_path)
+    assert result.summary["actor_restarts"] == 1 and result.summary["complete"]
+    calls = served_ids(server)
+    assert calls == [0, 1, 1, 2, 3]  # call 1 once more, nothing else repeated
+    assert sorted(stored_ids(tmp_path)) == [0, 1, 2, 3]
+
+
+def test_a_fatal_error_stops_the_run_in_one_line_and_keeps_what_was_paid(
+        ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    server = fake_openai(script=[Reply()],
+                         default=Reply(status=401, body='{"error": {"message": "Incorrect API key provided"}}'))
+    with pytest.raises(GenerationError) as info:
+        generate(llm_cfg(server.base_url, concurrency=1), examples, val_texts, tmp_path)
+    message = str(info.value)
+    assert message == (f"HTTP 401 from {server.base_url}: Incorrect API key provided "
+                       f"(1 paid replies are safe in {tmp_path / 'responses.jsonl'})")
+    assert stored_ids(tmp_path) == [0]
+
+
+def test_calls_that_keep_failing_end_the_run_with_what_to_do(
+        ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    server = fake_openai(default=Reply(status=503))
+    with pytest.raises(GenerationError, match=r"^4 of 4 call\(s\) failed, e.g. call \d: gave up after 2 attempts; "
+                                              r"last: HTTP 503 .*; rerun to ask for them again \(0 replies kept in"):
+        generate(llm_cfg(server.base_url, retries=1), examples, val_texts, tmp_path)
+
+
+def test_a_model_that_gives_nothing_usable_is_not_asked_forever(
+        ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    server = fake_openai(default=Reply(content="I am a language model and cannot do that."))
+    result = generate(llm_cfg(server.base_url, n_rows=20), examples, val_texts, tmp_path)
+    assert len(server.arrivals) == 4  # the first round only: 20 rows / 5 per call
+    assert result.summary["complete"] is False and result.summary["rows_kept"] == 0
+    assert result.summary["parse_failures"] == {"not_json": 4}
+
+
+def test_a_store_made_for_another_config_is_refused_before_any_call(fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    server = fake_openai()
+    setup = {"model": "fake-model", "samples_per_call": 100}
+    (tmp_path / "responses.jsonl").write_text(json.dumps({"request_id": 0, "setup": setup}) + "\n")
+    with pytest.raises(StoreError, match="holds responses made with"):
+        generate(llm_cfg(server.base_url), examples, val_texts, tmp_path)
+    assert server.arrivals == []
+
+
+def test_several_actors_stay_within_the_shared_limits(ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    server = fake_openai(requests_per_minute=300, burst_seconds=1, rows_per_reply=5, default=Reply(delay=0.05))
+    cfg = llm_cfg(server.base_url, n_rows=60, concurrency=4,
+                  limits={"requests_per_minute": 300, "tokens_per_minute": 0, "burst_seconds": 1})
+    result = generate(cfg, examples, val_texts, tmp_path)
+    assert result.summary["complete"] and server.violations == {"requests": 0, "tokens": 0}
+    times = [a["t"] for a in server.arrivals]
+    assert times[-1] - times[0] >= (12 - 4.85) / 4.85  # 4.85 calls at once, then 4.85 per second
+
+
+DRIVER = textwrap.dedent("""
+    import json, sys
+    import pandas as pd
+    from raysweep.llm.config import load_llm_config
+    from raysweep.llm.generate import generate
+    cfg = load_llm_config(json.loads(sys.argv[1]))
+    examples = pd.DataFrame({"text": [f"a film , take {k} ." for k in range(10)], "label": [k % 5 for k in range(10)]})
+    try:
+        generate(cfg, examples, [], sys.argv[2])
+    except KeyboardInterrupt:
+        sys.exit(130)
+""")
+
+
+def _start_driver(tmp_path, cfg: dict) -> subprocess.Popen:
+    """A generate() run in its own process and session, with its own local Ray, as from a shell."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    out = tmp_path / "out"
+    return subprocess.Popen([sys.executable, str(script), json.dumps(cfg), str(out)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_records(path, n: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and len(path.read_text().splitlines()) >= n):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "the driver stored nothing"
+        time.sleep(0.1)
+
+
+def _end_session(proc: subprocess.Popen) -> None:
+    """Stop what the driver started (its Ray included): every process in its session, by pid."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == proc.pid:
+                    os.kill(int(entry), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.mark.slow  # a second Python with its own Ray: ~10 s idle, a minute on a busy 2-core machine
+def test_ctrl_c_stores_the_calls_in_flight(fake_openai, tmp_path):
+    server = fake_openai(default=Reply(delay=1.0), rows_per_reply=5)
+    cfg = {"base_url": server.base_url, "model": "m", "n_rows": 100, "samples_per_call": 5, "concurrency": 3}
+    proc = _start_driver(tmp_path, cfg)
+    store = tmp_path / "out" / "responses.jsonl"
+    try:
+        _wait_for_records(store, 4, proc)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        assert proc.wait(timeout=60) == 130
+    finally:
+        _end_session(proc)
+    # Nothing paid for is lost: every reply the server sent is in the store.
+    assert sorted(served_ids(server)) == sorted(stored_ids(tmp_path / "out"))
+    assert len(served_ids(server)) < 20
+
+
+@pytest.mark.slow  # a second Python with its own Ray
+def test_a_killed_driver_loses_at_most_its_calls_in_flight_and_a_rerun_asks_only_for_the_rest(
+        ray_local, fake_openai, llm_cfg, examples, tmp_path):
+    server = fake_openai(default=Reply(delay=0.5), rows_per_reply=5)
+    cfg = {"base_url": server.base_url, "model": "fake-model", "n_rows": 40, "samples_per_call": 5,
+           "concurrency": 2, "prices": {"fake-model": {"prompt": 1.0, "completion": 2.0}}}
+    proc = _start_driver(tmp_path, cfg)
+    store = tmp_path / "out" / "responses.jsonl"
+    try:
+        _wait_for_records(store, 3, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        _end_session(proc)
+    before = set(stored_ids(tmp_path / "out"))
+    lost = [c for c in served_ids(server) if c not in before]
+    assert len(lost) <= 2  # at most the concurrency: replies on their way when the driver died
+    served_before = len(server.served())
+
+    examples_ = pd.DataFrame({"text": [f"a film , take {k} ." for k in range(10)], "label": [k % 5 for k in range(10)]})
+    result = generate(llm_cfg(server.base_url, n_rows=40, concurrency=2), examples_, [], tmp_path / "out")
+    asked_again = served_ids(server)[served_before:]
+    assert not set(asked_again) & before  # nothing stored is asked for twice
+    assert sorted(stored_ids(tmp_path / "out")) == list(range(8)) and result.summary["complete"]
