@@ -209,3 +209,11 @@ def test_a_figure_is_byte_identical_when_redrawn(trials_dir, tmp_path):
     second = figures.parameter_plot(ok, "strategy", tmp_path / "b")
     assert first.with_suffix(".svg").read_bytes() == second.with_suffix(".svg").read_bytes()
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_headline_script_prints_the_reports_headline(full_report, capsys):
+    spec = importlib.util.spec_from_file_location("headline", REPO / "analysis" / "headline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(full_report.parent.parent / "results")])
+    assert capsys.readouterr().out == (full_report.parent / "tables" / "headline.md").read_text()
