@@ -32,7 +32,8 @@ def ray_head():
     env.pop("RAY_ADDRESS", None)
     cmd = [str(RAY), "start", "--head", "--block", "--disable-usage-stats",
            "--port", str(free_port()), "--dashboard-port", str(dashboard), "--dashboard-host", "127.0.0.1",
-           "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", str(root / "ray"),
+           "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+           "--temp-dir", str(root / "ray"),
            "--num-cpus", "1", "--memory", str(2 * 1024**3), "--object-store-memory", str(256 * 1024**2)]
     log = open(root / "head.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -51,7 +51,7 @@ def local_config(env: dict, name: str, token_file: Path, gcs: int, dashboard: in
     # Free ports and a small share of this machine, so it runs beside other Ray instances.
     config["head_start_ray_commands"] = [
         c.replace("--port=6379", f"--port={gcs} --dashboard-port={dashboard} "
-                  f"--dashboard-agent-listen-port={free_port()} --num-cpus=1 "
+                  f"--dashboard-agent-listen-port={free_port()} --ray-client-server-port={free_port()} --num-cpus=1 "
                   f"--memory={2 * 1024**3} --object-store-memory={256 * 1024**2}")
         for c in start]
     return config
