@@ -26,7 +26,10 @@ def test_defaults_are_the_study():
     ("recipe:\n  epoch: 5\n", "recipe.epoch: unknown key"),
     ("compare:\n  freeze: [pooler, frozen]\n", "compare.freeze[1]: 'frozen' is not a freeze mode"),
     ("compare:\n  strategy: [magic]\n", "compare.strategy[0]: unknown strategy 'magic'"),
-    ("compare:\n  strategy: [entropy]\n", "compare.strategy[0]: 'entropy' is not implemented yet"),
+    ("selection:\n  k: 0\n", "selection.k: must be at least 1"),
+    ("selection:\n  rounds: 0\n", "selection.rounds: must be at least 1 (1 is single-shot)"),
+    ("selection:\n  mc_samples: 1\n", "selection.mc_samples: needs at least 2 samples to disagree"),
+    ("selection:\n  K: 5\n", "selection.K: unknown key"),
     ("compare:\n  fraction: [0, -1]\n", "compare.fraction[1]: must be 0 or more"),
     ("compare:\n  pool: [web]\n", "compare.pool[0]: 'web' is not one of real, llm, llm_teacher"),
     ("recipe:\n  betas: [0.9]\n", "recipe.betas: expected 2 values, got 1"),
@@ -73,6 +76,14 @@ def test_freeze_modes_are_one_mechanism():
     for bad in ("top-0", "top-x", "all"):
         with pytest.raises(ConfigError):
             parse_freeze(bad)
+
+
+def test_every_registered_strategy_validates():
+    from raysweep.strategies import REGISTRY
+
+    cfg = from_dict(SweepConfig, {"compare": {"strategy": sorted(REGISTRY)}, "selection": {"k": 3, "rounds": 2}})
+    assert cfg.compare.strategy == sorted(REGISTRY)
+    assert (cfg.selection.k, cfg.selection.rounds, cfg.selection.mc_samples) == (3, 2, 10)
 
 
 def test_shipped_sweeps_validate():

@@ -307,6 +307,24 @@ class ResourcesConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """How the model-based strategies score the pool and acquire rows (`random` reads none of it)."""
+
+    k: int = 5  # sqbc: labeled neighbours whose labels' std ranks a pool row (the study's K)
+    mc_samples: int = 10  # bald: MC-dropout forward passes per pool row
+    rounds: int = 1  # acquire in R steps, re-training and re-scoring after each; 1: the study's single shot
+    actors: int = 0  # Ray Data actors scoring the pool; 0: one per GPU, else one per free CPU
+    batch_size: int = 1024  # pool rows per Ray Data block; larger blocks cost less scheduling per row
+
+    def validate(self) -> None:
+        _check(self.k >= 1, "k: must be at least 1")
+        _check(self.mc_samples >= 2, "mc_samples: needs at least 2 samples to disagree")
+        _check(self.rounds >= 1, "rounds: must be at least 1 (1 is single-shot)")
+        _check(self.actors >= 0, "actors: must be 0 (automatic) or more")
+        _check(self.batch_size >= 1, "batch_size: must be at least 1")
+
+
+@dataclass
 class SweepConfig:
     name: str = "sweep"
     description: str = ""
@@ -316,6 +334,7 @@ class SweepConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     cache_dir: str | None = None  # frozen activations; None: <output>/cache
 

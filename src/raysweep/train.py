@@ -17,9 +17,9 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 from torch import nn
 
-from raysweep import strategies
+from raysweep import scoring, strategies
 from raysweep.backbone import Classifier, FullEncoderClassifier
-from raysweep.config import RecipeConfig
+from raysweep.config import RecipeConfig, SelectionConfig
 from raysweep.embed import Activations
 
 
@@ -45,6 +45,7 @@ class TrialInputs:
     train_acts: Activations  # boundary features of all train rows
     val_acts: Activations
     num_classes: int
+    cache_dir: str | None = None  # where scoring models and pool scores are cached (see scoring.py); None: nowhere
 
 
 def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
@@ -57,14 +58,41 @@ def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
     return min(int(round(fraction * n_labeled)), pool_size)
 
 
-def select_rows(cell: Cell, inputs: TrialInputs) -> np.ndarray:
-    """Positions into train of the rows this trial adds to `labeled`."""
-    n = rows_to_add(cell.fraction, len(inputs.labeled), len(inputs.pool))
-    strategy = strategies.get(cell.strategy)
-    view = strategies.PoolView(size=len(inputs.pool))
+def select_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = None,
+                selection: SelectionConfig | None = None, log=None) -> np.ndarray:
+    """Positions into train of the rows this trial adds to `labeled`, sorted.
+
+    Sorted because the trained model should depend on which rows were added, not on the order
+    a strategy ranked them in: every strategy that adds the whole pool then trains the same model.
+
+    A model-based strategy ranks the pool by the model trained on `labeled` with this trial's
+    freeze mode, recipe and seed (shared through `inputs.cache_dir` by every fraction and every
+    strategy of a (freeze, seed)). With `selection.rounds` R > 1 it acquires in R steps, training
+    again on everything acquired so far and re-scoring what is left after each step.
+    """
+    selection = selection or SelectionConfig()
+    strategy = strategies.get(cell.strategy).configure(selection)
+    pool = inputs.pool
+    n = rows_to_add(cell.fraction, len(inputs.labeled), len(pool))
+    if n == len(pool):  # no choice to make: every strategy adds the whole pool, no scoring needed
+        return np.sort(pool)
     rng = np.random.default_rng([cell.seed, 1])  # the selection stream
-    picked = strategy(view, n, rng)
-    return inputs.pool[picked]
+    if not strategy.needs or n == 0:
+        return np.sort(pool[strategy(strategies.PoolView(size=len(pool)), n, rng)])
+    if recipe is None:
+        raise ValueError(f"strategy {cell.strategy!r} trains a model to score the pool: select_rows needs the recipe")
+    acts, labels = inputs.train_acts, inputs.train_labels
+    chosen = np.empty(0, dtype=np.int64)
+    remaining = pool
+    for step in (len(s) for s in np.array_split(np.arange(n), min(selection.rounds, n))):
+        rows = np.concatenate([inputs.labeled, np.sort(chosen)])  # the rows the trial itself would train on
+        model = scoring.trained_model(acts, rows, labels[rows], inputs.num_classes, recipe, cell.seed, inputs.cache_dir)
+        view = scoring.pool_view(strategy.needs, model, acts, remaining, rows, labels[rows], selection, cell.seed,
+                                 cache_dir=inputs.cache_dir, log=log)
+        picked = strategy(view, step, rng)
+        chosen = np.concatenate([chosen, remaining[picked]])
+        remaining = np.delete(remaining, picked)
+    return np.sort(chosen)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, lengths: np.ndarray | None = None):
@@ -157,10 +185,11 @@ def build_model(acts: Activations, num_classes: int, recipe: RecipeConfig, seed:
                       top=init["top"], dense=init["dense"])
 
 
-def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig) -> dict:
+def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: SelectionConfig | None = None) -> dict:
     """Select, train, evaluate. Returns the metrics of one row of trials.csv."""
     start = time.perf_counter()
-    added = select_rows(cell, inputs)
+    added = select_rows(cell, inputs, recipe, selection)
+    select_s = time.perf_counter() - start
     rows = np.concatenate([inputs.labeled, added])
     labels = inputs.train_labels[rows]
     model = build_model(inputs.train_acts, inputs.num_classes, recipe, cell.seed)
@@ -181,6 +210,7 @@ def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig) -> dict:
         "n_added": int(len(added)),
         "n_train": int(len(rows)),
         "confusion": confusion_matrix(inputs.val_labels, val_pred, labels=classes).tolist(),
+        "select_s": round(select_s, 4),
         "train_s": round(train_s, 4),
         "eval_s": round(eval_s, 4),
         "trial_s": round(time.perf_counter() - start, 4),

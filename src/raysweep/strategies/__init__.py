@@ -7,12 +7,17 @@ and the trial adds the top `n` rows. Adding one is a small class plus `register(
 probabilities, fine-tuned embeddings of pool and labeled rows, MC-dropout samples, or
 gradient embeddings. Computing them is the trial's job (see `raysweep.scoring`), so a
 strategy is pure numpy and testable on hand-made arrays.
+
+Most strategies score each pool row and take the highest (`RankingStrategy`, as small-text's
+`ConfidenceBasedQueryStrategy`); the diversity ones (coreset, badge) build their batch greedily.
+The families live in their own modules: `uncertainty` (entropy, margin, least-confidence, bald),
+`neighbours` (sqbc) and `diversity` (coreset, badge).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,17 +40,29 @@ class PoolView:
 
 
 class Strategy:
-    """Ranks a pool. Subclasses set `name`, `needs`, `summary` and implement `select`."""
+    """Ranks a pool. Subclasses set `name`, `needs`, `summary` and implement `select`.
+
+    `options` names the fields of the sweep's `selection:` section the strategy itself reads
+    (sqbc reads `k`); `configure` builds the strategy with the sweep's values for them.
+    """
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
+    options: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str] = ""
 
     def select(self, view: PoolView, n: int, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
 
+    def configure(self, selection: Any) -> Strategy:
+        """This strategy with `selection`'s values for its options (itself when it has none)."""
+        if not self.options:
+            return self
+        return type(self)(**{o: getattr(selection, o) for o in self.options})
+
     def __str__(self) -> str:
-        return self.name
+        settings = ", ".join(f"{o}={getattr(self, o)}" for o in self.options)
+        return f"{self.name}({settings})" if settings else self.name
 
     def __call__(self, view: PoolView, n: int, rng: np.random.Generator) -> np.ndarray:
         """Check `n` against the pool, then select: `n` distinct pool indices, best first."""
@@ -59,6 +76,26 @@ class Strategy:
         if missing:
             raise ValueError(f"{self.name}: the pool view lacks {', '.join(missing)}")
         return np.asarray(self.select(view, n, rng), dtype=np.int64)
+
+
+class RankingStrategy(Strategy):
+    """Scores every pool row (higher is picked first) and takes the top `n`.
+
+    Exact ties are broken by a seeded random order, not by position: SQBC's scores are a few
+    discrete values shared by thousands of rows, and "first in file order" would pick by the
+    order the data set happens to be stored in.
+    """
+
+    def scores(self, view: PoolView) -> np.ndarray:
+        raise NotImplementedError
+
+    def select(self, view, n, rng):
+        scores = np.asarray(self.scores(view), dtype=np.float64)
+        if scores.shape != (view.size,):
+            raise ValueError(f"{self.name}: {scores.shape} scores for a pool of {view.size}")
+        tie = rng.permutation(view.size)
+        # lexsort sorts by the last key first: descending score, then the seeded order.
+        return np.lexsort((tie, -scores))[:n]
 
 
 class NotImplementedStrategy(Strategy):
@@ -98,5 +135,6 @@ class RandomSampling(Strategy):
 
 
 register(RandomSampling())
-register(NotImplementedStrategy("entropy", "highest predictive entropy first (the study's uncertainty)"))
-register(NotImplementedStrategy("sqbc", "highest std of the K nearest labeled neighbours' labels (the study's SQBC)"))
+
+# The families register themselves on import; they import the names above, so they come last.
+from raysweep.strategies import diversity, neighbours, uncertainty  # noqa: E402,F401
