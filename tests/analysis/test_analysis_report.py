@@ -217,3 +217,18 @@ def test_headline_script_prints_the_reports_headline(full_report, capsys):
     spec.loader.exec_module(module)
     module.main([str(full_report.parent.parent / "results")])
     assert capsys.readouterr().out == (full_report.parent / "tables" / "headline.md").read_text()
+
+
+def test_entropy_sqbc_correlation_reads_past_the_summary_file(full_report):
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    corr = pd.read_csv(full_report.parent / "tables" / "entropy_sqbc_correlation.csv")
+    rows = pd.read_csv(full_report.parent.parent / "results" / "diagnostics" / "pooler.csv")
+    both = corr[(corr.freeze == "pooler") & (corr.seed == "all")].iloc[0]
+    assert both["n"] == 50  # the 50 pool rows of pooler.csv; correlation.csv is not data
+    assert both["r"] == pytest.approx(np.corrcoef(rows.entropy, rows.sqbc)[0, 1], abs=1e-12)
+    assert both["spearman"] == pytest.approx(spearmanr(rows.entropy, rows.sqbc).statistic, abs=1e-12)
+    one = corr[(corr.freeze == "pooler") & (corr.seed == "1")].iloc[0]
+    seed1 = rows[rows.seed == 1]
+    assert one["n"] == 25 and one["r"] == pytest.approx(np.corrcoef(seed1.entropy, seed1.sqbc)[0, 1], abs=1e-12)

@@ -8,7 +8,8 @@ The layout is the contract the sweep, LLM and diagnostics code write to:
     RESULTS_DIR/generation/generation.json    summary (agreement, teacher_val_accuracy, ...)
     RESULTS_DIR/generation/embeddings.npz     arrays `real`, `generated` (sentence vectors)
     RESULTS_DIR/generation/real_labels.csv    column `label`: the real pool's labels
-    RESULTS_DIR/diagnostics/*.csv             freeze, seed, entropy, sqbc (one row per pool row)
+    RESULTS_DIR/diagnostics/*.csv             freeze, seed, entropy, sqbc (one row per pool row);
+                                              other CSVs there (correlation.csv) are ignored
 
 Anything missing is `None` here, with the reason in `missing`, so the report can say why a
 figure is absent instead of failing.
@@ -28,6 +29,7 @@ class ResultsError(ValueError):
     """A results file that exists but cannot be read as the contract says; names the file."""
 
 
+DIAGNOSTIC_COLUMNS = ("freeze", "seed", "entropy", "sqbc")
 TRIAL_COLUMNS = ("cell_id", "pool", "strategy", "fraction", "freeze", "seed", "status", "val_accuracy")
 
 
@@ -135,16 +137,14 @@ def _load(d: Path) -> Results:
     else:
         res.missing["real_labels.csv"] = "no generation/real_labels.csv (labels of the real pool)"
 
+    # Per-row score files have these columns; others there (the sweep's correlation.csv) are summaries.
     files = sorted((d / "diagnostics").glob("*.csv")) if (d / "diagnostics").is_dir() else []
-    if files:
-        parts = [pd.read_csv(f) for f in files]
-        diag = pd.concat(parts, ignore_index=True)
-        absent = [c for c in ("freeze", "seed", "entropy", "sqbc") if c not in diag.columns]
-        if absent:
-            raise ResultsError(f"{d / 'diagnostics'}: missing column(s) {', '.join(absent)}")
-        res.diagnostics = diag
+    parts = [part for part in map(pd.read_csv, files) if set(DIAGNOSTIC_COLUMNS) <= set(part.columns)]
+    if parts:
+        res.diagnostics = pd.concat(parts, ignore_index=True)
     else:
-        res.missing["diagnostics"] = "no diagnostics/*.csv (entropy and SQBC scores of the pool were not recorded)"
+        res.missing["diagnostics"] = ("no diagnostics/*.csv with columns freeze, seed, entropy, sqbc "
+                                      "(entropy and SQBC scores of the pool were not recorded)")
     return res
 
 

@@ -207,6 +207,17 @@ def pearson(x, y) -> dict:
             "p": float(res.pvalue)}
 
 
+def spearman(x, y) -> float:
+    """Spearman rank correlation of two columns (NaN when either is constant or too short)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(sps.spearmanr(x, y).statistic)
+
+
 def seed_counts(df: pd.DataFrame) -> tuple[int, int]:
     """(fewest, most) seeds behind any cell of `df`."""
     if len(df) == 0:
