@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from raysweep.backbone import Backbone, Classifier, FullEncoderClassifier, boundary_for, describe_trainable, pad_ragged
+from raysweep.backbone import (Backbone, Classifier, FullEncoderClassifier, boundary_for, describe_trainable, pad_ragged,
+                               pool)
 from raysweep.embed import ensure_activations, load_activations
 
 from conftest import TINY_TEXTS
@@ -33,6 +34,19 @@ def test_freeze_modes_train_exactly_their_parameters(tiny_bert):
     assert not any(p.requires_grad for p in backbone.model.parameters())
 
 
+def test_pooler_dense_without_a_pretrained_pooler_is_seeded(tmp_path):
+    """DistilBERT has no pooler: pooler mode trains a new dense whose start does not depend on luck."""
+    from conftest import make_tiny_encoder
+
+    backbone = Backbone(make_tiny_encoder("distilbert", tmp_path))
+    b = boundary_for("pooler", backbone.num_layers, "cls", 32)
+    torch.manual_seed(1)
+    first = backbone.trainable_top(b)["dense"].weight
+    torch.manual_seed(2)
+    second = backbone.trainable_top(b)["dense"].weight
+    assert torch.equal(first, second)
+
+
 def test_trainable_top_starts_from_the_pretrained_weights(tiny_bert):
     backbone = Backbone(tiny_bert)
     clf = classifier(backbone, "last-attention")
@@ -43,14 +57,15 @@ def test_trainable_top_starts_from_the_pretrained_weights(tiny_bert):
 
 
 @pytest.mark.parametrize("freeze", ["last-linear", "pooler", "last-attention", "top-2"])
-@pytest.mark.parametrize("pooling", ["pooler", "mean"])
-def test_cached_and_full_paths_give_the_same_logits_and_gradients(tiny_bert, tmp_path, freeze, pooling):
-    backbone = Backbone(tiny_bert)
+@pytest.mark.parametrize("pooling", ["pooler", "cls", "mean"])
+def test_cached_and_full_paths_give_the_same_logits_and_gradients(tiny_encoder, tmp_path, freeze, pooling):
+    """For BERT, RoBERTa, DistilBERT and MPNet, every freeze mode and pooling."""
+    backbone = Backbone(tiny_encoder)
     backbone.model.train()  # dropout would be on if the frozen part did not force eval mode
     cached = classifier(backbone, freeze, pooling)
     full = FullEncoderClassifier(backbone, classifier(backbone, freeze, pooling))
-    [path] = ensure_activations(tiny_bert, TINY_TEXTS, [cached.boundary], tmp_path, use_ray=False, batch_size=3,
-                                log=lambda *_: None)
+    [path] = ensure_activations(tiny_encoder, TINY_TEXTS, [cached.boundary], tmp_path, use_ray=False,
+                                batch_size=3, log=lambda *_: None)
     acts = load_activations(path)
     rows = np.array([5, 0, 3, 7])
     labels = torch.tensor([0, 1, 4, 2])
@@ -72,17 +87,27 @@ def test_cached_and_full_paths_give_the_same_logits_and_gradients(tiny_bert, tmp
         torch.testing.assert_close(grads_cached[name], grads_full[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_top_layers_reproduce_the_encoders_output(tiny_bert):
-    backbone = Backbone(tiny_bert)
-    boundary = boundary_for("top-2", backbone.num_layers, "mean", 32)
+@pytest.mark.parametrize("pooling", ["pooler", "cls", "mean"])
+def test_top_layers_reproduce_the_encoders_output(tiny_encoder, pooling):
+    """The truncated top run on cached states gives the full encoder's output and sentence vector."""
+    backbone = Backbone(tiny_encoder)
+    boundary = boundary_for("top-2", backbone.num_layers, pooling, 32)
     top = backbone.trainable_top(boundary)["top"].eval()
     enc = backbone.tokenize(TINY_TEXTS, 32)
     with torch.no_grad():
         reference = backbone.model(**enc).last_hidden_state
         x, mask = pad_ragged(backbone.features(TINY_TEXTS, boundary))
         ours = top(inputs_embeds=x, attention_mask=mask).last_hidden_state
-    for i, n in enumerate(enc["attention_mask"].sum(1).tolist()):
-        torch.testing.assert_close(ours[i, :n], reference[i, :n], rtol=1e-5, atol=1e-6)
+        for i, n in enumerate(enc["attention_mask"].sum(1).tolist()):
+            torch.testing.assert_close(ours[i, :n], reference[i, :n], rtol=1e-5, atol=1e-6)
+        # the sentence vector the head sees in last-linear mode: pooled, through the frozen pooler if any
+        sentence = boundary_for("last-linear", backbone.num_layers, pooling, 32)
+        vec = torch.from_numpy(backbone.features(TINY_TEXTS, sentence))
+        expected = pool(reference, enc["attention_mask"], pooling)
+        pooler = getattr(backbone.model, "pooler", None)
+        if pooling == "pooler" and pooler is not None:
+            expected = torch.tanh(pooler.dense(expected))
+        torch.testing.assert_close(vec, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_cache_is_content_addressed(tiny_bert, tmp_path):

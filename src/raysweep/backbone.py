@@ -213,7 +213,11 @@ class Backbone:
         dense = None
         if boundary.kind in ("hidden", "pooled"):
             pretrained = _pretrained_pooler_dense(self.model)
-            dense = nn.Linear(self.hidden_size, self.hidden_size)
+            # Without a pretrained pooler (DistilBERT) the dense starts fresh, from a fixed seed so
+            # that the cached start of every trial is the same whatever the global RNG did before.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                dense = nn.Linear(self.hidden_size, self.hidden_size)
             if pretrained is not None:
                 dense.load_state_dict(pretrained.state_dict())
             dense = dense.cpu()
