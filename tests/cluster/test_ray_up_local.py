@@ -155,4 +155,7 @@ def test_ray_up_dashboard_tunnel_job_and_ray_down(tmp_path, monkeypatch):
         subprocess.run(["bash", str(SANDBOX), "stop", str(box)], timeout=60)
         for state_file in Path("/tmp/ray").glob(f"cluster-{name}.*"):
             state_file.unlink()
+        for cache in Path(tempfile.gettempdir()).glob("ray-config-*"):  # the launcher's config cache
+            if name in cache.read_text(errors="replace"):
+                cache.unlink()
         shutil.rmtree(box, ignore_errors=True)
