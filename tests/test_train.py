@@ -78,3 +78,23 @@ def test_training_fits_the_training_set(inputs):
     after = run_trial(cell, inputs["last-attention"], long)
     assert before["final_loss"] > 1.5
     assert after["final_loss"] < 0.6 and after["train_accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize("freeze", ["pooler", "last-attention"])
+def test_cached_and_uncached_training_reach_the_same_loss(tiny_bert, inputs, freeze):
+    """Whole training runs, not just one step: the cache changes the cost, not the result."""
+    import torch
+
+    from raysweep.backbone import Backbone, Classifier, FullEncoderClassifier
+    from raysweep.train import build_model, fit, fit_uncached
+
+    acts = inputs[freeze].train_acts
+    rows = np.arange(8)
+    labels = np.arange(8) % 5
+    cached = fit(build_model(acts, 5, RECIPE, seed=0), acts, rows, labels, RECIPE, seed=0)
+    torch.manual_seed(0)
+    init = acts.init_modules()
+    full = FullEncoderClassifier(Backbone(tiny_bert), Classifier(acts.boundary, acts.hidden_size, 5, RECIPE.dropout,
+                                                                 top=init["top"], dense=init["dense"]))
+    uncached = fit_uncached(full, TINY_TEXTS, labels, RECIPE, seed=0)
+    assert uncached == pytest.approx(cached, rel=1e-5)

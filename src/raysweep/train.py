@@ -134,9 +134,17 @@ def fit(model: Classifier, acts: Activations, rows: np.ndarray, labels: np.ndarr
 
 def fit_uncached(model: FullEncoderClassifier, texts: list[str], labels: np.ndarray, recipe: RecipeConfig,
                  seed: int) -> float:
-    """The same training, running the frozen encoder on every step (no activation cache)."""
+    """The same training, running the frozen encoder on every step (no activation cache).
+
+    Token-level modes group batches by token count exactly as the cached path does, so both
+    paths see the same batches and reach the same weights.
+    """
+    lengths = None
+    if model.classifier.boundary.ragged:
+        enc = model.backbone.tokenizer(list(texts), truncation=True, max_length=model.classifier.boundary.max_length)
+        lengths = np.array([len(ids) for ids in enc["input_ids"]])
     return _optimise(model.classifier, lambda idx: model([texts[i] for i in idx.tolist()]), len(texts), labels,
-                     recipe, seed)
+                     recipe, seed, lengths=lengths)
 
 
 def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: RecipeConfig, seed: int,
