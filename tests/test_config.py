@@ -92,3 +92,29 @@ def test_shipped_sweeps_validate():
     root = Path(__file__).resolve().parents[1] / "sweeps"
     cfg = load_sweep(root / "smoke.yaml")
     assert cfg.compare.pool == ["real"]
+
+
+def test_encoder_and_pooling_can_be_compared(tmp_path):
+    from raysweep.sweep import expand
+
+    cfg = load_sweep(write(tmp_path, "compare:\n  encoder: [minilm, /models/x]\n  pooling: [cls, mean]\n"
+                                     "  fraction: [0]\n  freeze: [pooler]\nreplicate:\n  seed: [0]\n"))
+    cells = expand(cfg)
+    assert [(c.encoder, c.pooling) for c in cells] == [("minilm", "cls"), ("minilm", "mean"), ("/models/x", "cls"),
+                                                       ("/models/x", "mean")]
+    assert {c.variant for c in cells} == {"minilm|cls|pooler", "minilm|mean|pooler", "/models/x|cls|pooler",
+                                          "/models/x|mean|pooler"}
+    # without compare.encoder / compare.pooling, the fixed encoder section decides
+    single = load_sweep(write(tmp_path, "encoder:\n  name: mpnet-base\n  pooling: mean\ncompare:\n  fraction: [0]\n"))
+    assert {(c.encoder, c.pooling) for c in expand(single)} == {("mpnet-base", "mean")}
+    with pytest.raises(ConfigError, match=r"compare.pooling\[1\]: 'max' is not one of pooler, cls, mean"):
+        load_sweep(write(tmp_path, "compare:\n  pooling: [cls, max]\n"))
+
+
+def test_encoders_sweeps_validate():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "sweeps"
+    for name in ("encoders.yaml", "encoders-small.yaml"):
+        cfg = load_sweep(root / name)
+        assert cfg.encoders == ["minilm", "mpnet-base"] and cfg.poolings == ["pooler", "cls", "mean"]

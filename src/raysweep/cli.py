@@ -40,8 +40,10 @@ def run(sweep_file, output, overrides, address, retry_failed) -> None:
     if len(table):
         ok = table[table["status"] == "ok"]
         if len(ok):
-            summary = ok.groupby(["pool", "strategy", "freeze", "fraction"])["val_accuracy"].agg(["mean", "std", "count"])
-            click.echo(summary.round(4).to_string())
+            # Mean validation accuracy over seeds, by every compared parameter that varies.
+            keys = [k for k in ("encoder", "pooling", "pool", "strategy", "freeze") if ok[k].nunique() > 1]
+            summary = ok.groupby([*keys, "fraction"])["val_accuracy"].agg(["mean", "std", "count"])
+            click.echo(summary.rename(columns={"count": "seeds"}).round(4).to_string())
 
 
 @main.command()

@@ -259,8 +259,16 @@ class CompareConfig:
     strategy: list[str] = field(default_factory=lambda: ["random"])
     fraction: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0, 4.0])
     freeze: list[str] = field(default_factory=lambda: ["last-linear", "pooler", "last-attention"])
+    # Empty: the sweep's one `encoder.name` / `encoder.pooling`. Listing several compares them.
+    encoder: list[str] = field(default_factory=list)
+    pooling: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        for i, how in enumerate(self.pooling):
+            _check(how in POOLINGS, f"pooling[{i}]: {how!r} is not one of {', '.join(POOLINGS)}")
+        for name in ("encoder", "pooling"):
+            values = getattr(self, name)
+            _check(len(set(values)) == len(values), f"{name}: has a repeated value")
         for i, pool in enumerate(self.pool):
             _check(pool in POOLS, f"pool[{i}]: {pool!r} is not one of {', '.join(POOLS)}")
         for i, frac in enumerate(self.fraction):
@@ -337,6 +345,15 @@ class SweepConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     cache_dir: str | None = None  # frozen activations; None: <output>/cache
+
+    @property
+    def encoders(self) -> list[str]:
+        """The encoders the grid runs: compare.encoder, or the one fixed encoder.name."""
+        return self.compare.encoder or [self.encoder.name]
+
+    @property
+    def poolings(self) -> list[str]:
+        return self.compare.pooling or [self.encoder.pooling]
 
     def validate(self) -> None:
         _check(bool(self.name.strip()), "name: must not be empty")

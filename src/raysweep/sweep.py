@@ -34,7 +34,7 @@ from raysweep.data import load_splits
 from raysweep.embed import ensure_activation_sets, load_activations
 from raysweep.train import Cell, TrialInputs, run_trial
 
-PARAMS = ("pool", "strategy", "fraction", "freeze", "seed")
+PARAMS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling")
 METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
            "select_s", "train_s", "eval_s", "trial_s", "wall_s")
 
@@ -42,8 +42,7 @@ METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_la
 def fixed_digest(cfg: SweepConfig) -> str:
     """Hash of everything a cell's result depends on besides its own parameters."""
     fixed = {"data": to_dict(cfg.data), "split": to_dict(cfg.split), "recipe": to_dict(cfg.recipe),
-             "encoder": {"name": cfg.encoder.name, "pooling": cfg.encoder.pooling,
-                         "max_length": cfg.encoder.max_length}}
+             "encoder": {"max_length": cfg.encoder.max_length}}  # name and pooling are in each cell
     return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -69,9 +68,9 @@ def cell_id(cell: Cell, fixed: str, settings: dict | None = None) -> str:
 def expand(cfg: SweepConfig) -> list[Cell]:
     """Every combination of the compared parameters, times every seed."""
     c = cfg.compare
-    return [Cell(pool, strategy, float(fraction), freeze, int(seed))
-            for pool, strategy, freeze, fraction, seed in itertools.product(
-                c.pool, c.strategy, c.freeze, c.fraction, cfg.replicate.seed)]
+    return [Cell(pool, strategy, float(fraction), freeze, int(seed), encoder, pooling)
+            for encoder, pooling, pool, strategy, freeze, fraction, seed in itertools.product(
+                cfg.encoders, cfg.poolings, c.pool, c.strategy, c.freeze, c.fraction, cfg.replicate.seed)]
 
 
 # --------------------------------------------------------------------------- cell results on disk
@@ -99,15 +98,13 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg:
         rec = done.get(cid)
         if rec is None:
             continue
-        row = {"cell_id": cid, **asdict(cell), "rounds": cfg.selection.rounds, "encoder": cfg.encoder.name,
-               "pooling": cfg.encoder.pooling,
+        row = {"cell_id": cid, **asdict(cell), "rounds": cfg.selection.rounds,
                "status": rec.get("status", "ok"), "error": rec.get("error", "")}
         for m in METRICS:
             row[m] = rec.get("metrics", {}).get(m, np.nan)
         row["confusion"] = json.dumps(rec.get("metrics", {}).get("confusion")) if rec.get("metrics") else ""
         rows.append(row)
-    return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "encoder", "pooling", "status", "error", *METRICS,
-                                       "confusion"])
+    return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *METRICS, "confusion"])
 
 
 # --------------------------------------------------------------------------- preparing shared inputs
@@ -120,21 +117,26 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print) -> dict
     """
     splits = load_splits(cfg.data, cfg.split)
     log(f"data: {splits.describe()}")
-    backbone = load_backbone(cfg.encoder.name)
-    boundaries = {f: boundary_for(f, backbone.num_layers, cfg.encoder.pooling, cfg.encoder.max_length)
-                  for f in cfg.compare.freeze}
-    unique = sorted(set(boundaries.values()), key=lambda b: (b.kind, b.layer))
-    paths = ensure_activation_sets(
-        cfg.encoder.name, {"train": splits.train["text"].tolist(), "val": splits.val["text"].tolist()}, unique,
-        cache_dir, use_ray=use_ray, batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors, log=log)
-    paths = {name: dict(zip(unique, found)) for name, found in paths.items()}
+    texts = {"train": splits.train["text"].tolist(), "val": splits.val["text"].tolist()}
+    artifacts = {}
+    for encoder in cfg.encoders:
+        backbone = load_backbone(encoder)
+        boundaries = {(pooling, f): boundary_for(f, backbone.num_layers, pooling, cfg.encoder.max_length)
+                      for pooling in cfg.poolings for f in cfg.compare.freeze}
+        unique = sorted(set(boundaries.values()), key=lambda b: (b.kind, b.layer, b.pooling))
+        # One encoder pass per encoder serves every pooling, freeze mode and text set.
+        paths = ensure_activation_sets(encoder, texts, unique, cache_dir, use_ray=use_ray,
+                                       batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors, log=log)
+        paths = {name: dict(zip(unique, found)) for name, found in paths.items()}
+        for (pooling, f), b in boundaries.items():
+            artifacts[f"{encoder}|{pooling}|{f}"] = (str(paths["train"][b]), str(paths["val"][b]))
     return {
         "train_labels": splits.train["label"].to_numpy(),
         "val_labels": splits.val["label"].to_numpy(),
         "labeled": splits.labeled,
         "pool": splits.unlabeled,
         "num_classes": cfg.data.num_classes,
-        "artifacts": {f: (str(paths["train"][b]), str(paths["val"][b])) for f, b in boundaries.items()},
+        "artifacts": artifacts,  # by Cell.variant
         "recipe": to_dict(cfg.recipe),
     }
 
@@ -144,8 +146,9 @@ def _activations(path: str):
     return load_activations(path)
 
 
-def trial_inputs(context: dict, freeze: str) -> TrialInputs:
-    train_path, val_path = context["artifacts"][freeze]
+def trial_inputs(context: dict, variant: str) -> TrialInputs:
+    """The inputs of the trials of one `Cell.variant` (encoder|pooling|freeze)."""
+    train_path, val_path = context["artifacts"][variant]
     return TrialInputs(train_labels=context["train_labels"], val_labels=context["val_labels"],
                        labeled=context["labeled"], pool=context["pool"], train_acts=_activations(train_path),
                        val_acts=_activations(val_path), num_classes=context["num_classes"],
@@ -164,10 +167,15 @@ def prepare_selection(cfg: SweepConfig, context: dict, output: Path, use_ray: bo
     if not needs:
         return
     jobs = [(f, s) for f in cfg.compare.freeze for s in cfg.replicate.seed]
-    inputs = {f: trial_inputs(context, f) for f in cfg.compare.freeze}
-    views = scoring.prepare_scores(jobs, inputs, RecipeConfig(**context["recipe"]), cfg.selection,
-                                   mc="mc_probs" in needs, use_ray=use_ray, log=log)
-    scoring.write_diagnostics(views, cfg.selection.k, output / "diagnostics", log=log)
+    several = len(cfg.encoders) * len(cfg.poolings) > 1
+    for encoder in cfg.encoders:
+        for pooling in cfg.poolings:
+            inputs = {f: trial_inputs(context, f"{encoder}|{pooling}|{f}") for f in cfg.compare.freeze}
+            views = scoring.prepare_scores(jobs, inputs, RecipeConfig(**context["recipe"]), cfg.selection,
+                                           mc="mc_probs" in needs, use_ray=use_ray, log=log)
+            # One encoder and pooling (the study's case): diagnostics/ itself; else one folder each.
+            where = output / "diagnostics" / (f"{encoder}-{pooling}".replace("/", "_") if several else "")
+            scoring.write_diagnostics(views, cfg.selection.k, where, log=log)
 
 
 def run_cell(cell: Cell, cid: str, context: dict, cells_dir: Path) -> dict:
@@ -176,7 +184,7 @@ def run_cell(cell: Cell, cid: str, context: dict, cells_dir: Path) -> dict:
     start = time.perf_counter()
     record = {"cell_id": cid, "cell": asdict(cell)}
     try:
-        metrics = run_trial(cell, trial_inputs(context, cell.freeze), RecipeConfig(**context["recipe"]),
+        metrics = run_trial(cell, trial_inputs(context, cell.variant), RecipeConfig(**context["recipe"]),
                             SelectionConfig(**context.get("selection", {})))
         metrics["wall_s"] = round(time.perf_counter() - start, 4)
         record.update(status="ok", metrics=metrics)
@@ -229,7 +237,8 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir))
         prepare_selection(cfg, context, output, use_ray=use_ray_data, log=log)
         res = cfg.resources
-        names = {i: _trial_name(asdict(c)) for c, i in todo}
+        several = len(cfg.encoders) * len(cfg.poolings) > 1
+        names = {i: _trial_name(asdict(c), several) for c, i in todo}
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trainable, context=context, cells={i: asdict(c) for c, i in todo},
                                  cells_dir=str(cells_dir),
@@ -265,5 +274,8 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     return table
 
 
-def _trial_name(cell: dict) -> str:
-    return f"{cell['pool']}-{cell['strategy']}-{cell['freeze']}-x{cell['fraction']:g}-s{cell['seed']}"
+def _trial_name(cell: dict, with_encoder: bool = False) -> str:
+    name = f"{cell['pool']}-{cell['strategy']}-{cell['freeze']}-x{cell['fraction']:g}-s{cell['seed']}"
+    if with_encoder:
+        name = f"{cell['encoder'].replace('/', '_')}-{cell['pooling']}-{name}"
+    return name

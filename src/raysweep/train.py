@@ -32,6 +32,13 @@ class Cell:
     fraction: float
     freeze: str
     seed: int
+    encoder: str = "minilm"  # compared only in sweeps that list several (sweeps/encoders.yaml)
+    pooling: str = "pooler"
+
+    @property
+    def variant(self) -> str:
+        """What the cached activations depend on: encoder, pooling and freeze mode."""
+        return f"{self.encoder}|{self.pooling}|{self.freeze}"
 
 
 @dataclass
