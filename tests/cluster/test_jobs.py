@@ -170,9 +170,10 @@ def test_submit_status_logs_round_trip_with_the_key_off_the_entrypoint(ray_head,
     monkeypatch.setenv(KEY_VAR, key)
     marker = tmp_path / "ran.json"
     # Runs in the uploaded project: reports what it sees without ever printing the key.
-    command = (f"python -c \"import hashlib, json, os, raysweep.jobs as j; "
+    command = (f"python -c \"import hashlib, json, os, sys, raysweep.jobs as j; "
                f"json.dump(dict(key=hashlib.sha256(os.environ['{KEY_VAR}'].encode()).hexdigest(), "
-               f"sweep=os.path.isfile('sweeps/tiny.yaml'), package=j.__file__), open('{marker}', 'w')); "
+               f"sweep=os.path.isfile('sweeps/tiny.yaml'), package=j.__file__, python=sys.executable), "
+               f"open('{marker}', 'w')); "
                f"print('raysweep-job-ran')\"")
     t0 = time.monotonic()
     job_id = jobs.submit(project / "sweeps" / "tiny.yaml", ray_head.address, "", env_keys=[KEY_VAR], command=command)
@@ -185,6 +186,8 @@ def test_submit_status_logs_round_trip_with_the_key_off_the_entrypoint(ray_head,
     assert seen["key"] == hashlib.sha256(key.encode()).hexdigest()  # the key reached the job
     assert seen["sweep"]  # the project is the job's working directory
     assert "/work/" not in seen["package"] and "_ray_pkg_" in seen["package"]  # shipped raysweep, not the checkout's
+    # The head's PATH python, i.e. the venv Ray runs from (python / python3 are both its links).
+    assert Path(seen["python"]).parent == Path(sys.executable).parent
     text = "".join(jobs.logs(ray_head.address, job_id))
     assert "raysweep-job-ran" in text
     assert key not in text and key not in state.entrypoint
@@ -248,3 +251,31 @@ def test_wrong_token_missing_token_and_unknown_job_are_one_line_errors(ray_head,
     out = subprocess.run([sys.executable, "-c", code, ray_head.address], env={**clean, "HOME": str(tmp_path)},
                          capture_output=True, text=True, timeout=60).stdout.strip()
     assert out.startswith("status: the cluster at") and "needs its auth token" in out, out
+
+
+@pytest.mark.slow
+def test_a_real_sweep_through_the_jobs_api_writes_its_results(ray_head, project, monkeypatch, tmp_path):
+    """The default entrypoint: `raysweep run` as a job on the head, results where --output says."""
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
+    # 300 made-up rows instead of SST-5: embedding them takes seconds, not minutes, on 2 cores.
+    words = ["awful", "bad", "flat", "fine", "good", "great", "moving", "dull", "sharp", "warm"]
+    rows = ["text,label,split"] + [
+        f"{words[i % 10]} film number {i} {words[(i * 7) % 10]},{i % 5},{'dev' if i % 6 == 0 else 'train'}"
+        for i in range(300)]
+    (tmp_path / "tiny.csv").write_text("\n".join(rows) + "\n")
+    (project / "sweeps" / "one.yaml").write_text(
+        "name: one\n"
+        f"data: {{path: {tmp_path / 'tiny.csv'}}}\n"
+        "compare: {pool: [real], strategy: [random], fraction: [0], freeze: [last-linear]}\n"
+        "replicate: {seed: [0]}\nrecipe: {epochs: 1}\nresources: {cpus_per_trial: 1}\n")
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    job_id = jobs.submit(project / "sweeps" / "one.yaml", ray_head.address, str(out))
+    state = _wait(ray_head.address, job_id, timeout=600)
+    print(f"one-cell sweep as a job: {time.monotonic() - t0:.1f} s")
+    assert state.status == "SUCCEEDED", "".join(jobs.logs(ray_head.address, job_id))[-3000:]
+    assert state.entrypoint == f"python -m raysweep.cli run sweeps/one.yaml --output {out} --address auto"
+    import pandas as pd
+
+    table = pd.read_csv(out / "trials.csv")
+    assert table["status"].tolist() == ["ok"] and table["freeze"].tolist() == ["last-linear"]
