@@ -155,7 +155,10 @@ def build_entrypoint(sweep_rel: str, output: str, overrides: Sequence[str] = ())
     """The shell command the job runs on the head, from the uploaded working_dir.
 
     `python -m raysweep.cli` rather than the `raysweep` script: the module comes from the
-    package shipped in py_modules, the script from whatever the cluster has installed.
+    package shipped in py_modules, the script from whatever the cluster has installed. That
+    `python` is the first on the head's PATH when Ray started there: the image's on cluster.yaml,
+    the login shell's on cluster-local.yaml (a head started as /some/venv/bin/ray without that
+    venv on PATH would run the sweep with another Python).
     """
     words = ["python", "-m", "raysweep.cli", "run", sweep_rel, "--output", output, "--address", "auto"]
     for item in overrides:
