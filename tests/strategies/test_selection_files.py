@@ -1,0 +1,32 @@
+"""The shipped selection sweeps validate and hold the grids they say they hold."""
+
+from pathlib import Path
+
+from raysweep.config import load_sweep
+from raysweep.strategies import REGISTRY
+from raysweep.sweep import expand
+
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
+
+
+def test_selection_is_the_studys_figure_3():
+    cfg = load_sweep(SWEEPS / "selection.yaml")
+    assert cfg.compare.strategy == ["random", "entropy", "sqbc"]
+    assert cfg.compare.fraction == [0, 1, 2, 3, 4]
+    assert cfg.compare.freeze == ["last-linear", "pooler", "last-attention"]
+    assert cfg.replicate.seed == [0, 1, 2] and cfg.recipe.epochs == 50
+    assert (cfg.selection.k, cfg.selection.rounds) == (5, 1)
+    assert len(expand(cfg)) == 135
+
+
+def test_extra_grid_holds_every_added_strategy_and_the_baseline():
+    cfg = load_sweep(SWEEPS / "selection-extra.yaml")
+    assert set(cfg.compare.strategy) == set(REGISTRY) - {"entropy", "sqbc"}
+    assert len(expand(cfg)) == 270
+
+
+def test_small_grid_is_the_same_question_on_fewer_freeze_modes():
+    small, full = load_sweep(SWEEPS / "selection-small.yaml"), load_sweep(SWEEPS / "selection.yaml")
+    assert small.compare.strategy == full.compare.strategy and small.compare.fraction == full.compare.fraction
+    assert set(small.compare.freeze) < set(full.compare.freeze)
+    assert small.recipe == full.recipe and small.selection == full.selection

@@ -1,0 +1,84 @@
+"""End to end on local Ray: a selection sweep on real SST-5 rows with the bundled MiniLM."""
+
+import pandas as pd
+import pytest
+
+from raysweep.config import load_sweep
+from raysweep.data import bundled_path
+from raysweep.sweep import cell_id, expand, fixed_digest, run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sst5_subset(tmp_path_factory):
+    """The first 300 train and 100 dev rows of the bundled SST-5."""
+    df = pd.read_csv(bundled_path(), keep_default_na=False)
+    small = pd.concat([df[df.split == "train"].head(300), df[df.split == "dev"].head(100)])
+    path = tmp_path_factory.mktemp("data") / "sst5-small.csv"
+    small.to_csv(path, index=False)
+    return path
+
+
+def test_selection_sweep_scores_once_and_writes_diagnostics(tmp_path, sst5_subset, ray_local):
+    path = tmp_path / "sel.yaml"
+    path.write_text(f"""
+name: sel
+compare:
+  strategy: [random, entropy, sqbc]
+  fraction: [0, 1, 5]  # 5 x |labeled| is more than the pool: the whole pool
+  freeze: [pooler]
+replicate:
+  seed: [0, 1]
+data:
+  path: {sst5_subset}
+recipe:
+  epochs: 3
+selection:
+  k: 5
+""")
+    cfg = load_sweep(path)
+    logs = []
+    out = tmp_path / "out"
+    table = run_sweep(cfg, out, log=logs.append)
+
+    assert len(table) == 18 and set(table["status"]) == {"ok"}, table["error"].tolist()
+    assert set(table["rounds"]) == {1}
+    train = pd.read_csv(sst5_subset).query("split == 'train'")
+    n_labeled = sum(round(0.2 * n) for n in train["label"].value_counts())  # stratified 1/5 of 300 rows
+    pool = 300 - n_labeled
+    assert set(table["n_labeled"]) == {n_labeled}
+    assert table.set_index(["strategy", "seed", "fraction"])["n_added"].groupby("fraction").unique().to_dict() == {
+        0.0: [0], 1.0: [n_labeled], 5.0: [pool]}
+    # Fraction 0 and the whole pool do not depend on the strategy: the same model, bit for bit.
+    for fraction in (0.0, 5.0):
+        same = table[table.fraction == fraction].groupby("seed")["final_loss"].nunique()
+        assert set(same) == {1}
+    # One scoring pass per (freeze, seed), in the driver, through Ray Data.
+    scored = [line for line in logs if line.startswith("scored ")]
+    assert len(scored) == 2 and all("Ray Data" in line for line in scored)
+
+    for seed in (0, 1):
+        diag = pd.read_csv(out / "diagnostics" / f"pooler-seed{seed}.csv")
+        assert list(diag.columns) == ["freeze", "seed", "entropy", "sqbc"] and len(diag) == pool
+        assert diag["entropy"].between(0, 1.61).all() and diag["sqbc"].between(0, 2).all()
+    corr = pd.read_csv(out / "diagnostics" / "correlation.csv")
+    assert list(corr.columns) == ["freeze", "seed", "pearson", "spearman"] and len(corr) == 2
+    assert corr["pearson"].between(-1, 1).all()
+
+    # Random cells keep their ids from before the selection section; the others carry it.
+    fixed = fixed_digest(cfg)
+    ids = dict(zip(zip(table.strategy, table.fraction, table.seed), table.cell_id))
+    for cell in expand(cfg):
+        if cell.strategy == "random":
+            assert ids[(cell.strategy, cell.fraction, cell.seed)] == cell_id(cell, fixed)
+        else:
+            assert ids[(cell.strategy, cell.fraction, cell.seed)] != cell_id(cell, fixed)
+
+    # Multi-round is another cell for model-based strategies only, recorded in `rounds`.
+    before = {p.name for p in (out / "cells").iterdir()}
+    grown = run_sweep(load_sweep(path, ["selection.rounds=2", "compare.fraction=[1]", "compare.strategy=[random, entropy]"]),
+                      out, log=logs.append)
+    new = {p.name for p in (out / "cells").iterdir()} - before
+    assert len(new) == 2 and set(grown["rounds"]) == {2}
+    assert set(grown.loc[grown.cell_id.isin({n[:-5] for n in new}), "strategy"]) == {"entropy"}
