@@ -91,5 +91,69 @@ def analyze(results_dirs, output, seed) -> None:
     click.echo(f"wrote {report} and {report.with_suffix('.html')}")
 
 
+@main.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--address", default=None, help="The cluster's dashboard / Jobs API (default: http://127.0.0.1:8265, "
+                                               "where `ray dashboard cluster.yaml` forwards it).")
+@click.option("--output", "-o", required=True, help="Results directory on the cluster (shared storage).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
+@click.option("--env", "env_keys", multiple=True, metavar="NAME",
+              help="Pass this local environment variable (e.g. OPENAI_API_KEY) to the job, never in its command line.")
+def submit(sweep_file, address, output, overrides, env_keys) -> None:
+    """Submit SWEEP_FILE to a Ray cluster as a Ray Job; print its id and dashboard page."""
+    from raysweep import jobs
+
+    address = address or jobs.DEFAULT_ADDRESS
+    try:
+        job_id = jobs.submit(sweep_file, address, output, overrides, env_keys)
+    except jobs.JobError as exc:
+        _fail(exc)
+    click.echo(f"submitted {job_id}")
+    click.echo(f"dashboard: {jobs.dashboard_url(address, job_id)}")
+    click.echo(f"follow it: raysweep logs {job_id} --follow --address {address}")
+
+
+@main.command()
+@click.argument("job_id", required=False)
+@click.option("--address", default=None, help="The cluster's dashboard / Jobs API.")
+@click.option("--sweep", "sweep_file", type=click.Path(dir_okay=False), default=None,
+              help="With --output: count this sweep's cells in a results directory you can read.")
+@click.option("--output", "-o", default=None, type=click.Path(file_okay=False))
+def status(job_id, address, sweep_file, output) -> None:
+    """A job's state (JOB_ID), and/or a sweep's cells done / failed / pending (--sweep and --output)."""
+    from raysweep import jobs
+
+    if not job_id and not (sweep_file and output):
+        _fail(ValueError("give a JOB_ID, or --sweep and --output"))
+    if job_id:
+        try:
+            click.echo(str(jobs.status(address or jobs.DEFAULT_ADDRESS, job_id)))
+        except jobs.JobError as exc:
+            _fail(exc)
+    if sweep_file and output:
+        from raysweep.sweep import cell_progress
+
+        try:
+            counts = cell_progress(load_sweep(sweep_file), output)
+        except ConfigError as exc:
+            _fail(exc)
+        click.echo(", ".join(f"{n} {what}" for what, n in counts.items()))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--address", default=None, help="The cluster's dashboard / Jobs API.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+def logs(job_id, address, follow) -> None:
+    """Print a submitted job's driver output."""
+    from raysweep import jobs
+
+    try:
+        for chunk in jobs.logs(address or jobs.DEFAULT_ADDRESS, job_id, follow=follow):
+            click.echo(chunk, nl=False)
+    except jobs.JobError as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":
     main()

@@ -274,6 +274,16 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     return table
 
 
+def cell_progress(cfg: SweepConfig, output: str | Path) -> dict[str, int]:
+    """How many of the sweep's cells are done, failed and still to run in `output`."""
+    fixed = fixed_digest(cfg)
+    done = read_cells(Path(output) / "cells")
+    status = [done.get(cell_id(c, fixed, selection_settings(c.strategy, cfg.selection)), {}).get("status")
+              for c in expand(cfg)]
+    return {"cells": len(status), "done": status.count("ok"), "failed": status.count("failed"),
+            "pending": sum(s is None for s in status)}
+
+
 def _trial_name(cell: dict, with_encoder: bool = False) -> str:
     name = f"{cell['pool']}-{cell['strategy']}-{cell['freeze']}-x{cell['fraction']:g}-s{cell['seed']}"
     if with_encoder:
