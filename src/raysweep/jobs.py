@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Never uploaded: git history and bytecode are large and useless to the job.
 UPLOAD_EXCLUDES = [".git", "__pycache__", "*.pyc"]
 PACKAGE_DIR = Path(__file__).resolve().parent
+# A head's dashboard answers before its job agent has registered: until then a submit gets
+# HTTP 500 "No available agent to submit job, please try again later". Retry that this long.
+AGENT_WAIT_S = 60.0
 
 
 class JobError(RuntimeError):
@@ -216,8 +220,15 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
     metadata = {"sweep": str(sweep_rel)}
     if output:
         metadata["output"] = output
-    return _call("submit", address, "submit_job", entrypoint=command, runtime_env=runtime_env(project, env_keys),
-                 metadata=metadata)
+    env = runtime_env(project, env_keys)
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return _call("submit", address, "submit_job", entrypoint=command, runtime_env=env, metadata=metadata)
+        except JobError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)  # the packages are uploaded already; the retry only posts the job
 
 
 def dashboard_url(address: str, job_id: str) -> str:

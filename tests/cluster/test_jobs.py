@@ -136,6 +136,27 @@ def test_runtime_env_ships_project_package_and_key(project, monkeypatch):
     assert ".git" in env["excludes"]
 
 
+def test_submit_waits_for_a_late_job_agent_but_not_forever(project, monkeypatch):
+    calls, naps = [], []
+    late = JobError("submit: Request failed with status code 500: No available agent to submit job, please try again later..")
+
+    def fake_call(what, address, fn, **kwargs):
+        calls.append(fn)
+        if len(calls) < 3:
+            raise late
+        return "raysubmit_ok"
+
+    monkeypatch.setattr(jobs, "_call", fake_call)
+    monkeypatch.setattr(jobs.time, "sleep", naps.append)
+    assert jobs.submit(project / "sweeps" / "tiny.yaml", "http://h:8265", "/tmp/out") == "raysubmit_ok"
+    assert calls == ["submit_job"] * 3 and len(naps) == 2
+    monkeypatch.setattr(jobs, "AGENT_WAIT_S", -1.0)  # past the deadline: the error comes through
+    calls.clear()
+    with pytest.raises(JobError, match="No available agent"):
+        jobs.submit(project / "sweeps" / "tiny.yaml", "http://h:8265", "/tmp/out")
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("address", ["auto", "ray://10.0.0.1:10001", ""])
 def test_non_http_addresses_are_refused(address):
     with pytest.raises(JobError, match="dashboard's HTTP address"):
