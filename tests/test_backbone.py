@@ -8,7 +8,7 @@ from raysweep.backbone import (Backbone, Classifier, FullEncoderClassifier, boun
                                pool)
 from raysweep.embed import ensure_activations, load_activations
 
-from conftest import TINY_TEXTS
+from tiny import TINY_TEXTS
 
 
 def classifier(backbone, freeze, pooling="pooler", seed=0):
@@ -36,7 +36,7 @@ def test_freeze_modes_train_exactly_their_parameters(tiny_bert):
 
 def test_pooler_dense_without_a_pretrained_pooler_is_seeded(tmp_path):
     """DistilBERT has no pooler: pooler mode trains a new dense whose start does not depend on luck."""
-    from conftest import make_tiny_encoder
+    from tiny import make_tiny_encoder
 
     backbone = Backbone(make_tiny_encoder("distilbert", tmp_path))
     b = boundary_for("pooler", backbone.num_layers, "cls", 32)

@@ -9,7 +9,7 @@ from raysweep.embed import ensure_activations, load_activations
 from raysweep.strategies import PoolExhaustedError
 from raysweep.train import Cell, TrialInputs, rows_to_add, run_trial, select_rows
 
-from conftest import TINY_TEXTS
+from tiny import TINY_TEXTS
 
 RECIPE = RecipeConfig(epochs=3, batch_size=4, step_size=2)
 
