@@ -16,10 +16,11 @@ def test_defaults_follow_the_study():
 
 
 @pytest.mark.parametrize("data,message", [
-    ({"limits": {"rpm": 5}}, "llm.limits.rpm: unknown key (known keys here: burst_seconds, headroom, requests_per_minute, tokens_per_minute)"),
+    ({"limits": {"rpm": 5}}, "llm.limits.rpm: unknown key (known keys here: burst_seconds, headroom, jitter_seconds, requests_per_minute, tokens_per_minute)"),
     ({"n_rows": "many"}, "llm.n_rows: expected an integer, got 'many'"),
     ({"concurrency": 0}, "llm.concurrency: must be at least 1"),
     ({"limits": {"headroom": 1.5}}, "llm.limits.headroom: must be in (0, 1]"),
+    ({"limits": {"burst_seconds": 0.5}}, "llm.limits.jitter_seconds: must be 0 or more and below burst_seconds"),
     ({"base_url": "localhost:8000"}, "llm.base_url: 'localhost:8000' is not an http(s) URL"),
     ({"api_key_env": "sk-proj-abc123"}, "llm.api_key_env: 'sk-proj-abc123' is not an environment variable name"),
     ({"prices": {"m": {"prompt": -1}}}, "llm.prices.m.prompt: must be 0 or more"),

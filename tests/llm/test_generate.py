@@ -95,8 +95,8 @@ def test_resume_after_a_torn_store_asks_only_for_the_missing_calls(
     assert sorted(stored_ids(tmp_path)) == list(range(6))
 
 
-def _generator_pids() -> list[int]:
-    """Generator actor processes that descend from this test process (and only those)."""
+def _actor_pids(title: bytes = b"ray::Generator") -> list[int]:
+    """Actor processes with this title that descend from this test process (and only those)."""
     me, pids = os.getpid(), []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -105,7 +105,7 @@ def _generator_pids() -> list[int]:
             cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
         except OSError:
             continue
-        if not cmdline.startswith(b"ray::Generator"):
+        if not cmdline.startswith(title):
             continue
         pid = int(entry)
         while pid > 1:  # walk up the parents
@@ -123,7 +123,7 @@ def test_an_actor_killed_during_a_call_is_replaced_and_its_call_asked_again(
         ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     def kill_the_caller(number, request):
         if number == 1:  # the second call: the only actor is now waiting for this reply
-            (pid,) = _generator_pids()
+            (pid,) = _actor_pids()
             os.kill(pid, signal.SIGKILL)
             return Reply(delay=1.0)  # answered to a dead socket: paid for, lost with the actor
         return None
@@ -146,6 +146,20 @@ def test_a_fatal_error_stops_the_run_in_one_line_and_keeps_what_was_paid(
     assert message == (f"HTTP 401 from {server.base_url}: Incorrect API key provided "
                        f"(1 paid replies are safe in {tmp_path / 'responses.jsonl'})")
     assert stored_ids(tmp_path) == [0]
+
+
+def test_a_dead_limiter_ends_the_run_in_one_line(ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    def kill_the_limiter(number, request):
+        if number == 0:
+            (pid,) = _actor_pids(b"ray::RateLimiter")
+            os.kill(pid, signal.SIGKILL)
+        return None
+
+    server = fake_openai(responder=kill_the_limiter, rows_per_reply=5)
+    with pytest.raises(GenerationError, match=r"^call 0 failed: the shared rate limiter actor died; rerun to resume "
+                                              r"from the store \(0 paid replies are safe in .*responses.jsonl\)$"):
+        generate(llm_cfg(server.base_url, concurrency=1), examples, val_texts, tmp_path)
+    assert len(server.arrivals) == 1
 
 
 def test_calls_that_keep_failing_end_the_run_with_what_to_do(

@@ -116,11 +116,19 @@ def test_no_limits_means_no_waiting(clock):
 
 
 def test_from_config_and_wait_for_slot_with_a_fake_sleep(clock):
-    limits = LimitsConfig(requests_per_minute=60, tokens_per_minute=0, burst_seconds=2, headroom=1.0)
+    limits = LimitsConfig(requests_per_minute=60, tokens_per_minute=0, burst_seconds=2, headroom=1.0, jitter_seconds=0)
     limiter = RateLimiter.from_config(limits, clock=clock)
     waits = [wait_for_slot(limiter, 0, sleep=clock.sleep)[0] for _ in range(5)]
     assert waits == pytest.approx([0.0, 0.0, 1.0, 1.0, 1.0])
     assert clock.t == pytest.approx(3.0)
+
+
+def test_the_jitter_allowance_comes_out_of_the_burst(clock):
+    limiter = RateLimiter.from_config(LimitsConfig(600, 60_000, burst_seconds=10, headroom=0.5, jitter_seconds=4),
+                                      clock=clock)
+    assert limiter.requests.capacity == pytest.approx(30)  # 6 s of 300/min
+    assert limiter.tokens.capacity == pytest.approx(3000)
+    assert limiter.requests.rate == pytest.approx(5)  # the rate keeps only the headroom
 
 
 def simulate(clock, seed: int, burst: float, headroom: float, rpm=600, tpm=60_000) -> list[dict]:

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from raysweep.config import ConfigError
-from raysweep.llm.prompt import DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages, check_examples, render
+from raysweep.llm.prompt import (DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages, check_examples,
+                                 examples_digest, render)
 
 
 def examples_in(text: str) -> list:
@@ -62,3 +63,9 @@ def test_unusable_examples(columns, labels, message):
     frame = pd.DataFrame({columns[0]: ["x"] * len(labels), columns[1]: labels})
     with pytest.raises(ValueError, match=re.escape(message)):
         check_examples(frame, 5)
+
+
+def test_the_examples_digest_names_the_rows_not_their_order(examples):
+    assert examples_digest(examples) == examples_digest(examples.iloc[::-1])
+    relabeled = examples.assign(label=examples["label"].where(examples.index != 0, 4))
+    assert examples_digest(relabeled) != examples_digest(examples)

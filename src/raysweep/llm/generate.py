@@ -33,7 +33,8 @@ from raysweep.llm.config import EMBEDDED_MODEL, LLMConfig, load_template
 from raysweep.llm.dedup import clean_rows
 from raysweep.llm.limiter import RateLimiterActor
 from raysweep.llm.parse import failure_counts, parse_reply
-from raysweep.llm.prompt import DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages, check_examples, template_digest
+from raysweep.llm.prompt import (DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages, check_examples,
+                                 examples_digest, template_digest)
 from raysweep.llm.server import embedded_server, response_format_for
 from raysweep.llm.store import STORE_NAME, ResponseStore, check_setup, cost_usd, totals
 
@@ -120,6 +121,11 @@ class GeneratorPool:
             actor, job = in_flight.pop(ref)
             try:
                 result = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:  # a bug, or the limiter gone: no use retrying
+                self.idle.append(actor)
+                log.debug("generator call %s failed", job[0], exc_info=True)
+                fatal = f"call {job[0]} failed: {one_line(exc.cause if exc.cause is not None else exc, 160)}"
+                return
             except ray.exceptions.RayActorError as exc:
                 self.actors.remove(actor)
                 self.counts["actor_restarts"] += 1
@@ -249,7 +255,7 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
     setup = {"model": endpoint.model, "samples_per_call": endpoint.samples_per_call,
              "max_tokens": endpoint.max_tokens, "examples_per_class": cfg.examples_per_class,
              "temperature": cfg.temperature, "seed": cfg.seed, "template": template_digest(template),
-             "class_names": list(class_names)}
+             "examples": examples_digest(examples), "class_names": list(class_names)}
     store = ResponseStore(out_dir / STORE_NAME)
     records: dict[int, dict] = {}
     for record in store.load():
@@ -338,8 +344,9 @@ def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int)
     limiter = pool = None
     try:
         with running(endpoint, cfg, out_dir) as live:
-            limiter = RateLimiterActor.remote(cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute,
-                                              cfg.limits.burst_seconds, cfg.limits.headroom)
+            limits = cfg.limits
+            limiter = RateLimiterActor.remote(limits.requests_per_minute, limits.tokens_per_minute,
+                                              limits.burst_seconds, limits.headroom, limits.jitter_seconds)
             params = {"temperature": cfg.temperature, "max_tokens": live.max_tokens}
             options: dict = {}
             size = cfg.concurrency

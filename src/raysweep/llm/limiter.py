@@ -11,9 +11,11 @@ The protocol per call:
      provider reported;
   3. a 429 with Retry-After calls `pause(seconds)`: nobody in the pool starts a call until then.
 
-A bucket holds at most `burst_seconds` of its per-minute limit and refills continuously, so
-any window of T seconds admits at most capacity + rate * T. A call larger than the whole bucket
-waits for a full bucket and leaves it in debt, so it is never stuck.
+A bucket holds at most `burst_seconds - jitter_seconds` of its per-minute limit (times
+`headroom`) and refills continuously, so any window of T seconds admits at most
+capacity + rate * T. The provider, seeing each call up to `jitter_seconds` later or earlier
+than we granted it, then counts no more than its own burst_seconds of limit + rate * T. A call
+larger than the whole bucket waits for a full bucket and leaves it in debt, so it is never stuck.
 
 Why settling is not just "give the unused tokens back": the provider counts a call's real usage
 when the call arrives, and its bucket, refilling meanwhile, may have been full while ours was
@@ -98,13 +100,15 @@ class TokenBucket:
 
 class RateLimiter:
     def __init__(self, requests_per_minute: float, tokens_per_minute: float,
-                 burst_seconds: float = 10.0, headroom: float = 0.97,
+                 burst_seconds: float = 10.0, headroom: float = 0.97, jitter_seconds: float = 0.0,
                  clock: Callable[[], float] = time.monotonic):
         self._clock = clock
-        # A limit of 0 means none; headroom scales both the rate and the burst.
-        self.requests = (TokenBucket(requests_per_minute * headroom, burst_seconds, clock)
+        # A limit of 0 means none; headroom scales both the rate and the burst, and the jitter
+        # allowance comes out of the burst.
+        burst = burst_seconds - jitter_seconds
+        self.requests = (TokenBucket(requests_per_minute * headroom, burst, clock)
                          if requests_per_minute else None)
-        self.tokens = (TokenBucket(tokens_per_minute * headroom, burst_seconds, clock)
+        self.tokens = (TokenBucket(tokens_per_minute * headroom, burst, clock)
                        if tokens_per_minute else None)
         self.paused_until = float("-inf")
         self.granted = 0  # calls let through
@@ -114,7 +118,7 @@ class RateLimiter:
     @classmethod
     def from_config(cls, limits, clock: Callable[[], float] = time.monotonic) -> "RateLimiter":
         return cls(limits.requests_per_minute, limits.tokens_per_minute,
-                   limits.burst_seconds, limits.headroom, clock)
+                   limits.burst_seconds, limits.headroom, limits.jitter_seconds, clock)
 
     def acquire(self, tokens: float) -> tuple[float, int | None]:
         """(0.0, ticket) when one request and `tokens` tokens are taken, else (seconds to wait, None)."""

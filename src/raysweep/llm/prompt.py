@@ -73,6 +73,12 @@ def template_digest(template: str) -> str:
     return hashlib.sha256(template.encode()).hexdigest()[:16]
 
 
+def examples_digest(examples: pd.DataFrame) -> str:
+    """Which real rows the prompts draw from: another labeled split means other prompts."""
+    pairs = sorted(zip(examples["text"].astype(str), examples["label"].astype(int), strict=True))
+    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
 def check_examples(examples: pd.DataFrame, num_classes: int) -> None:
     """Fail in one line on example data the prompt cannot use."""
     missing = {"text", "label"} - set(examples.columns)
