@@ -10,11 +10,11 @@ So it is trained once, and the pool is scored once under it:
     <cache>/selection/scores/<key>.npz   probs + embeddings ("base") or MC samples ("mc") of some rows
                                          under one model state; key: the state's hash, activations, rows
 
-Scoring runs on the cached frozen activations (`embed.py`): only the trainable part runs. With
-Ray initialised it runs through Ray Data over shards of the rows, on a pool of actors that each
-rebuild the model once from its state (one GPU per actor on GPU nodes); otherwise in-process.
-Both paths score the same fixed chunks of rows and seed MC dropout per chunk, so their results
-are identical and never depend on how the rows were sharded.
+Scoring runs on the cached frozen activations (`embed.py`): only the trainable part runs. The
+sweep's driver scores every (freeze, seed) in one Ray Data pass over shards of the rows, on one
+pool of actors that rebuild each model from its state (one GPU per actor on GPU nodes); trials
+and tests score in-process. Both paths score the same fixed chunks of rows and seed MC dropout
+per chunk, so their results are identical and never depend on how the rows were sharded.
 """
 
 from __future__ import annotations
@@ -171,29 +171,52 @@ def score_chunks(model: Classifier, acts: Activations, rows: np.ndarray, chunks:
     return out
 
 
-class PoolScorer:
-    """Ray Data callable class: rebuilds the trained model once per actor, scores a block per call.
+@dataclass
+class ScoringJob:
+    """Rows of one activation set to score under one model."""
 
-    A block holds whole chunks (`chunk` column), so the actor scores exactly the chunks the
-    in-process path scores.
+    model: Classifier
+    acts: Activations
+    rows: np.ndarray
+    base: bool = True  # probs and embeddings
+    mc_samples: int = 0  # MC-dropout samples per row (0: none)
+    seed: int = 0  # seeds the MC-dropout masks
+
+
+class PoolScorer:
+    """Ray Data callable class: scores a block per call with the model of the block's job.
+
+    One pass serves several jobs (the models of every (freeze, seed) of a sweep), so the actor
+    pool starts once; an actor rebuilds a job's model from its state the first time it meets
+    one of its blocks. A block holds whole chunks of one job, so the actor scores exactly the
+    chunks the in-process path scores.
     """
 
-    def __init__(self, state: bytes, acts_path: str, dropout: float, base: bool, mc_samples: int, seed: int,
-                 threads: int = 1):
+    def __init__(self, jobs: list[dict], threads: int = 1):
         torch.set_num_threads(max(1, threads))
         self.device = _device()
-        self.acts = load_activations(acts_path)
-        self.model = rebuild(self.acts, torch.load(io.BytesIO(state), weights_only=True), dropout).to(self.device)
-        self.base, self.mc_samples, self.seed = base, mc_samples, seed
+        self.jobs = jobs
+        self.loaded: dict[int, tuple[Classifier, Activations]] = {}
+
+    def _model(self, j: int) -> tuple[Classifier, Activations]:
+        if j not in self.loaded:
+            spec = self.jobs[j]
+            acts = load_activations(spec["acts_path"])
+            state = torch.load(io.BytesIO(spec["state"]), weights_only=True)
+            self.loaded[j] = (rebuild(acts, state, spec["dropout"]).to(self.device), acts)
+        return self.loaded[j]
 
     def __call__(self, batch: dict) -> dict:
-        out = score_chunks(self.model, self.acts, batch["row"], batch["chunk"], self.base, self.mc_samples,
-                           self.seed, self.device)
-        return {"pos": np.asarray(batch["pos"]), **out}
+        j = int(batch["job"][0])
+        model, acts = self._model(j)
+        spec = self.jobs[j]
+        out = score_chunks(model, acts, batch["row"], batch["chunk"], spec["base"], spec["mc_samples"],
+                           spec["seed"], self.device)
+        return {"job": np.asarray(batch["job"]), "pos": np.asarray(batch["pos"]), **out}
 
 
-def _score_ray(model: Classifier, acts: Activations, rows: np.ndarray, chunks: np.ndarray, base: bool,
-               mc_samples: int, seed: int, actors: int, block_rows: int) -> dict[str, np.ndarray]:
+def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int) -> list[dict[str, np.ndarray]]:
+    """Score every job in one Ray Data pass (all jobs compute the same kinds of score)."""
     import pandas as pd
     import ray
 
@@ -201,117 +224,152 @@ def _score_ray(model: Classifier, acts: Activations, rows: np.ndarray, chunks: n
     gpus = int(resources.get("GPU", 0))
     if actors <= 0:
         actors = gpus if gpus else max(1, int(resources.get("CPU", 1)))
-    # Blocks of whole chunks, several per actor: one block feeds one actor call.
-    n_chunks = int(chunks.max()) + 1
-    per_block = max(1, min(block_rows // CHUNK, -(-n_chunks // (actors * 2))))
-    positions = np.arange(len(rows))
-    frames = []
-    for first in range(0, n_chunks, per_block):
-        at = positions[(chunks >= first) & (chunks < first + per_block)]
-        frames.append(pd.DataFrame({"pos": at, "row": rows[at], "chunk": chunks[at]}))
-    buf = io.BytesIO()
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
+    frames, specs = [], []
+    for j, job in enumerate(jobs):
+        chunks = chunk_plan(job.acts, job.rows)
+        n_chunks = int(chunks.max()) + 1
+        # Blocks of whole chunks of one job; a small job still gets two blocks per actor.
+        per_block = max(1, min(block_rows // CHUNK, -(-n_chunks // (actors * 2))))
+        positions = np.arange(len(job.rows))
+        for first in range(0, n_chunks, per_block):
+            at = positions[(chunks >= first) & (chunks < first + per_block)]
+            frames.append(pd.DataFrame({"job": j, "pos": at, "row": job.rows[at], "chunk": chunks[at]}))
+        buf = io.BytesIO()
+        torch.save({k: v.cpu() for k, v in job.model.state_dict().items()}, buf)
+        specs.append({"state": buf.getvalue(), "acts_path": str(job.acts.path), "dropout": job.model.dropout.p,
+                      "base": job.base, "mc_samples": job.mc_samples, "seed": job.seed})
     ds = ray.data.from_pandas(frames).map_batches(
         PoolScorer,
-        fn_constructor_kwargs={"state": buf.getvalue(), "acts_path": str(acts.path), "dropout": model.dropout.p,
-                               "base": base, "mc_samples": mc_samples, "seed": seed},
-        batch_size=None,  # one call per block: blocks are whole chunks, and must stay so
+        fn_constructor_kwargs={"jobs": specs},
+        batch_size=None,  # one call per block: blocks are whole chunks of one job, and must stay so
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        compute=ray.data.ActorPoolStrategy(size=min(actors, len(frames))),
         num_cpus=1,
         num_gpus=1 if gpus else 0,
     )
-    out: dict[str, np.ndarray] = {}
-    seen = np.zeros(len(rows), dtype=bool)
+    outs: list[dict[str, np.ndarray]] = [{} for _ in jobs]
+    seen = [np.zeros(len(job.rows), dtype=bool) for job in jobs]
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        pos = batch["pos"]
+        j, pos = int(batch["job"][0]), batch["pos"]
         for key in ("probs", "embeddings", "mc"):
             if key in batch:
-                if key not in out:
-                    out[key] = np.empty((len(rows), *batch[key].shape[1:]), dtype=np.float32)
-                out[key][pos] = batch[key]
-        seen[pos] = True
-    if not seen.all():
-        raise RuntimeError(f"pool scoring: {int((~seen).sum())} rows came back from Ray Data without scores")
-    return out
+                if key not in outs[j]:
+                    outs[j][key] = np.empty((len(jobs[j].rows), *batch[key].shape[1:]), dtype=np.float32)
+                outs[j][key][pos] = batch[key]
+        seen[j][pos] = True
+    lost = sum(int((~s).sum()) for s in seen)
+    if lost:
+        raise RuntimeError(f"pool scoring: {lost} rows came back from Ray Data without scores")
+    return outs
+
+
+def _cache_paths(job: ScoringJob, cache_dir: str | Path | None) -> tuple[Path | None, Path | None]:
+    """(base entry, MC entry) of a job: keyed by the model's state, the activations and the rows."""
+    if cache_dir is None:
+        return None, None
+    common = {"v": FORMAT_VERSION, "state": state_digest(job.model), "acts": job.acts.path.name,
+              "rows": array_digest(job.rows), "chunk": CHUNK}
+    mc = {**common, "kind": "mc", "samples": job.mc_samples, "seed": job.seed}
+    root = Path(cache_dir) / "selection" / "scores"
+    return root / f"{_digest({**common, 'kind': 'base'})}.npz", root / f"{_digest(mc)}.npz"
+
+
+def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_ray: bool = False,
+               actors: int = 0, block_rows: int = 1024, log=None) -> list[Scores]:
+    """Scores of each job, from the cache where present, the rest computed now.
+
+    `use_ray` scores through Ray Data (Ray must be initialised), every job in one pass so the
+    actor pool starts once; otherwise the jobs are scored one after another in this process.
+    """
+    results, todo = [], []  # todo: (index into results, what is missing, base entry, MC entry)
+    for job in jobs:
+        job.rows = np.asarray(job.rows, dtype=np.int64)
+        base_path, mc_path = _cache_paths(job, cache_dir)
+        scores = Scores()
+        if job.base and base_path is not None and base_path.exists():
+            with np.load(base_path) as npz:
+                scores.probs, scores.embeddings = npz["probs"], npz["embeddings"]
+        if job.mc_samples and mc_path is not None and mc_path.exists():
+            with np.load(mc_path) as npz:
+                scores.mc_probs = npz["mc_probs"]
+        missing = ScoringJob(job.model, job.acts, job.rows, base=job.base and scores.probs is None,
+                             mc_samples=job.mc_samples if scores.mc_probs is None else 0, seed=job.seed)
+        if missing.base or missing.mc_samples:
+            todo.append((len(results), missing, base_path, mc_path))
+        results.append(scores)
+    if not todo:
+        return results
+
+    start = time.perf_counter()
+    outs: dict[int, dict[str, np.ndarray]] = {}
+    if use_ray:
+        # One pass per kind of score; in a sweep every job asks for the same kinds: one pass.
+        for kind in sorted({(m.base, m.mc_samples) for _, m, _, _ in todo}):
+            group = [(i, m) for i, m, _, _ in todo if (m.base, m.mc_samples) == kind]
+            outs.update(zip([i for i, _ in group], _score_ray([m for _, m in group], actors, block_rows)))
+    else:
+        device = _device()
+        for i, m, _, _ in todo:
+            outs[i] = score_chunks(m.model.to(device), m.acts, m.rows, chunk_plan(m.acts, m.rows), m.base,
+                                   m.mc_samples, m.seed, device)
+            m.model.cpu()
+    for i, m, base_path, mc_path in todo:
+        out, scores = outs[i], results[i]
+        if m.base:
+            scores.probs, scores.embeddings = out["probs"], out["embeddings"]
+            if base_path is not None:
+                _atomic_save(base_path, lambda tmp: np.savez(tmp, probs=scores.probs, embeddings=scores.embeddings))
+        if m.mc_samples:
+            scores.mc_probs = np.ascontiguousarray(out["mc"].transpose(1, 0, 2))
+            if mc_path is not None:
+                _atomic_save(mc_path, lambda tmp: np.savez(tmp, mc_probs=scores.mc_probs))
+    if log is not None:
+        base, mc = any(m.base for _, m, _, _ in todo), max(m.mc_samples for _, m, _, _ in todo)
+        what = " + ".join(k for k, on in (("probs/embeddings", base), (f"{mc} MC samples", mc)) if on)
+        log(f"scored {sum(len(m.rows) for _, m, _, _ in todo)} rows under {len(todo)} model(s) ({what}) "
+            f"in {time.perf_counter() - start:.2f} s ({'Ray Data' if use_ray else 'in-process'})")
+    return results
 
 
 def score_rows(model: Classifier, acts: Activations, rows: np.ndarray, base: bool = True, mc_samples: int = 0,
                seed: int = 0, cache_dir: str | Path | None = None, use_ray: bool = False, actors: int = 0,
                block_rows: int = 1024, log=None) -> Scores:
-    """Scores of `rows` of `acts` under `model`, from the cache where present.
-
-    `use_ray` scores through Ray Data (Ray must be initialised); otherwise in this process.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    state = state_digest(model)
-    common = {"v": FORMAT_VERSION, "state": state, "acts": acts.path.name, "rows": array_digest(rows),
-              "chunk": CHUNK}
-    root = Path(cache_dir) / "selection" / "scores" if cache_dir is not None else None
-    base_path = root / f"{_digest({**common, 'kind': 'base'})}.npz" if root else None
-    mc_path = root / f"{_digest({**common, 'kind': 'mc', 'samples': mc_samples, 'seed': seed})}.npz" if root else None
-    scores = Scores()
-    if base and base_path is not None and base_path.exists():
-        with np.load(base_path) as npz:
-            scores.probs, scores.embeddings = npz["probs"], npz["embeddings"]
-    if mc_samples and mc_path is not None and mc_path.exists():
-        with np.load(mc_path) as npz:
-            scores.mc_probs = npz["mc_probs"]
-    need_base = base and scores.probs is None
-    need_mc = mc_samples if (mc_samples and scores.mc_probs is None) else 0
-    if not need_base and not need_mc:
-        return scores
-
-    start = time.perf_counter()
-    chunks = chunk_plan(acts, rows)
-    if use_ray:
-        out = _score_ray(model, acts, rows, chunks, need_base, need_mc, seed, actors, block_rows)
-    else:
-        device = _device()
-        out = score_chunks(model.to(device), acts, rows, chunks, need_base, need_mc, seed, device)
-        model.cpu()
-    if need_base:
-        scores.probs, scores.embeddings = out["probs"], out["embeddings"]
-        if base_path is not None:
-            _atomic_save(base_path, lambda tmp: np.savez(tmp, probs=scores.probs, embeddings=scores.embeddings))
-    if need_mc:
-        scores.mc_probs = np.ascontiguousarray(out["mc"].transpose(1, 0, 2))
-        if mc_path is not None:
-            _atomic_save(mc_path, lambda tmp: np.savez(tmp, mc_probs=scores.mc_probs))
-    if log is not None:
-        what = " + ".join(k for k, on in (("probs/embeddings", need_base), (f"{need_mc} MC samples", need_mc)) if on)
-        log(f"scored {len(rows)} rows ({what}) in {time.perf_counter() - start:.2f} s "
-            f"({'Ray Data' if use_ray else 'in-process'})")
-    return scores
+    """Scores of `rows` of `acts` under `model`: one job of `score_many`."""
+    return score_many([ScoringJob(model, acts, rows, base, mc_samples, seed)], cache_dir, use_ray, actors,
+                      block_rows, log)[0]
 
 
 # --------------------------------------------------------------------------- what a strategy sees
 
 
-def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool: np.ndarray, labeled: np.ndarray,
-              labeled_labels: np.ndarray, selection: SelectionConfig, seed: int,
-              cache_dir: str | Path | None = None, use_ray: bool = False, log=None) -> strategies.PoolView:
-    """The `PoolView` a strategy with `needs` ranks `pool` (positions into acts) by.
+def _job_for(needs: frozenset[str], model: Classifier, acts: Activations, pool: np.ndarray, labeled: np.ndarray,
+             selection: SelectionConfig, seed: int) -> ScoringJob:
+    # Pool and labeled rows in one job: SQBC and coreset need the labeled rows' embeddings, and
+    # every strategy of a (freeze, seed) then reads the same cached entry.
+    rows = np.concatenate([np.asarray(pool, dtype=np.int64), np.asarray(labeled, dtype=np.int64)])
+    return ScoringJob(model, acts, rows, base=bool(needs & BASE_NEEDS),
+                      mc_samples=selection.mc_samples if "mc_probs" in needs else 0, seed=seed)
 
-    Pool and labeled rows are scored in one pass (SQBC and coreset need the labeled rows'
-    embeddings), so every strategy of a (freeze, seed) reads the same cached entry.
-    """
-    pool, labeled = np.asarray(pool, dtype=np.int64), np.asarray(labeled, dtype=np.int64)
-    base = bool(needs & BASE_NEEDS)
-    mc = selection.mc_samples if "mc_probs" in needs else 0
-    scores = score_rows(model, acts, np.concatenate([pool, labeled]), base=base, mc_samples=mc, seed=seed,
-                        cache_dir=cache_dir, use_ray=use_ray, actors=selection.actors,
-                        block_rows=selection.batch_size, log=log)
-    n = len(pool)
+
+def _view(needs: frozenset[str], scores: Scores, n: int, labeled_labels: np.ndarray) -> strategies.PoolView:
     view = strategies.PoolView(size=n, labeled_labels=np.asarray(labeled_labels))
-    if base:
+    if scores.probs is not None:
         view.probs, view.embeddings = scores.probs[:n], scores.embeddings[:n]
         view.labeled_embeddings = scores.embeddings[n:]
     if "grad_embeddings" in needs:
         view.grad_embeddings = gradient_embeddings(view.probs, view.embeddings)
-    if mc:
+    if scores.mc_probs is not None:
         view.mc_probs = scores.mc_probs[:, :n]
     return view
+
+
+def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool: np.ndarray, labeled: np.ndarray,
+              labeled_labels: np.ndarray, selection: SelectionConfig, seed: int,
+              cache_dir: str | Path | None = None, use_ray: bool = False, log=None) -> strategies.PoolView:
+    """The `PoolView` a strategy with `needs` ranks `pool` (positions into acts) by."""
+    job = _job_for(needs, model, acts, pool, labeled, selection, seed)
+    [scores] = score_many([job], cache_dir, use_ray, selection.actors, selection.batch_size, log)
+    return _view(needs, scores, len(pool), labeled_labels)
 
 
 # --------------------------------------------------------------------------- the sweep's shared pass
@@ -329,8 +387,9 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
     """For each (freeze, seed): the model trained on `labeled` and its scores of pool and labeled
     rows, in the cache where trials look for them. Returns each job's view (probs, embeddings).
 
-    `inputs` maps a freeze mode to its `train.TrialInputs`. With `use_ray`, the missing models
-    train as parallel Ray tasks and the pool is scored through Ray Data; otherwise in-process.
+    `inputs` maps a freeze mode to its `train.TrialInputs` (whose `cache_dir` is used). With
+    `use_ray`, the missing models train as parallel Ray tasks and every model's rows are scored
+    in one Ray Data pass; otherwise in-process.
     """
     start = time.perf_counter()
     missing = []
@@ -350,14 +409,16 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
     if missing and log is not None:
         log(f"trained {len(missing)} scoring models on labeled in {time.perf_counter() - start:.1f} s")
     needs = frozenset({"probs", "embeddings", "labeled_embeddings"} | ({"mc_probs"} if mc else set()))
-    views = {}
+    scoring_jobs = []
     for freeze, seed in jobs:
         inp = inputs[freeze]
-        labels = inp.train_labels[inp.labeled]
-        model = trained_model(inp.train_acts, inp.labeled, labels, inp.num_classes, recipe, seed, inp.cache_dir)
-        views[(freeze, seed)] = pool_view(needs, model, inp.train_acts, inp.pool, inp.labeled, labels, selection,
-                                          seed, cache_dir=inp.cache_dir, use_ray=use_ray, log=log)
-    return views
+        model = trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe,
+                              seed, inp.cache_dir)
+        scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool, inp.labeled, selection, seed))
+    cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
+    scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log)
+    return {(f, s): _view(needs, sc, len(inputs[f].pool), inputs[f].train_labels[inputs[f].labeled])
+            for (f, s), sc in zip(jobs, scores)}
 
 
 def write_diagnostics(views: dict[tuple[str, int], strategies.PoolView], k: int, out_dir: str | Path,

@@ -209,14 +209,30 @@ def test_diagnostics_files_and_correlation(acts, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("freeze", ["pooler", "last-attention"])
-def test_ray_data_scores_equal_in_process_scores(acts, freeze, ray_local, monkeypatch):
-    monkeypatch.setattr(scoring, "CHUNK", 4)  # 36 rows: 9 chunks over several blocks and two actors
-    model = model_for(acts, freeze)
+def test_ray_data_scores_equal_in_process_scores(acts, ray_local, monkeypatch):
+    """Two models (token-level and pooled) in one Ray Data pass: the in-process results exactly."""
+    monkeypatch.setattr(scoring, "CHUNK", 4)  # 36 rows: 9 chunks per job over several blocks and two actors
     rows = np.arange(36)[::-1].copy()
-    local = scoring.score_rows(model, acts[freeze], rows, mc_samples=3, seed=4)
-    remote = scoring.score_rows(model, acts[freeze], rows, mc_samples=3, seed=4, use_ray=True, actors=2,
-                                block_rows=8)
-    assert_allclose(remote.probs, local.probs, rtol=1e-6, atol=1e-7)
-    assert_allclose(remote.embeddings, local.embeddings, rtol=1e-6, atol=1e-6)
-    assert_allclose(remote.mc_probs, local.mc_probs, rtol=1e-6, atol=1e-7)  # same chunks, same seeds
+    jobs = [scoring.ScoringJob(model_for(acts, f), acts[f], rows, mc_samples=3, seed=4)
+            for f in ("last-attention", "pooler")]
+    local = scoring.score_many(jobs)
+    logs = []
+    remote = scoring.score_many(jobs, use_ray=True, actors=2, block_rows=8, log=logs.append)
+    assert len(logs) == 1 and "72 rows under 2 model(s)" in logs[0] and "Ray Data" in logs[0]
+    for here, there in zip(local, remote):
+        assert_allclose(there.probs, here.probs, rtol=1e-6, atol=1e-7)
+        assert_allclose(there.embeddings, here.embeddings, rtol=1e-6, atol=1e-6)
+        assert_allclose(there.mc_probs, here.mc_probs, rtol=1e-6, atol=1e-7)  # same chunks, same seeds
+
+
+def test_score_many_mixes_cached_and_new_jobs_in_order(acts, tmp_path):
+    a, b = model_for(acts, "pooler", seed=0), model_for(acts, "last-attention", seed=1)
+    rows = np.arange(20)
+    cached = scoring.score_rows(b, acts["last-attention"], rows, mc_samples=2, cache_dir=tmp_path)
+    logs = []
+    jobs = [scoring.ScoringJob(a, acts["pooler"], rows, mc_samples=2),
+            scoring.ScoringJob(b, acts["last-attention"], rows, mc_samples=2)]
+    first, second = scoring.score_many(jobs, cache_dir=tmp_path, log=logs.append)
+    assert logs == [logs[0]] and "20 rows under 1 model(s)" in logs[0]  # only the new job was scored
+    assert_array_equal(second.mc_probs, cached.mc_probs)
+    assert_allclose(first.probs, train.predict_proba(a, acts["pooler"], rows), rtol=1e-5, atol=1e-6)

@@ -54,9 +54,12 @@ selection:
     for fraction in (0.0, 5.0):
         same = table[table.fraction == fraction].groupby("seed")["final_loss"].nunique()
         assert set(same) == {1}
-    # One scoring pass per (freeze, seed), in the driver, through Ray Data.
+    # One scoring pass in the driver, through Ray Data, for both seeds' models; none in trials.
     scored = [line for line in logs if line.startswith("scored ")]
-    assert len(scored) == 2 and all("Ray Data" in line for line in scored)
+    assert len(scored) == 1 and "under 2 model(s)" in scored[0] and "Ray Data" in scored[0]
+    # Trials found the driver's entries: a trial that missed would have added entries of its own.
+    cache = out / "cache" / "selection"
+    assert len(list((cache / "models").glob("*.pt"))) == 2 and len(list((cache / "scores").glob("*.npz"))) == 2
 
     for seed in (0, 1):
         diag = pd.read_csv(out / "diagnostics" / f"pooler-seed{seed}.csv")
@@ -81,4 +84,5 @@ selection:
                       out, log=logs.append)
     new = {p.name for p in (out / "cells").iterdir()} - before
     assert len(new) == 2 and set(grown["rounds"]) == {2}
+    assert len(list((cache / "models").glob("*.pt"))) == 4  # round two trained on labeled + round one, per seed
     assert set(grown.loc[grown.cell_id.isin({n[:-5] for n in new}), "strategy"]) == {"entropy"}
