@@ -3,6 +3,13 @@
 # This is what CI runs (.ci/run) and what the README's second command runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The `ray up` test brings a cluster-local.yaml cluster up over ssh to a sandboxed sshd on
+# 127.0.0.1 (tests/cluster/sshd-sandbox.sh starts and stops it; installing does not start one).
+# Without root or apt the test is skipped, and says why.
+if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server rsync netcat-openbsd
+fi
 scripts/setup.sh "dev,llm-local"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Tests start their own local Ray instances; never let them join a cluster from the environment.
