@@ -34,7 +34,8 @@ def test_a_run_recovers_what_it_can_removes_duplicates_and_leaks_and_resumes_for
         Reply(status=500),
         Reply(content='```json\n[["a truncated reply one", 1], ["a truncated reply two", 2], ["a trunc',
               finish_reason="length"),
-        Reply(content=json.dumps([[val_texts[0], 0], ["one fresh sentence here", 2], ["One fresh sentence here!", 3]])),
+        Reply(content=json.dumps([[val_texts[0], 0], ["one fresh sentence here", 2], ["One fresh sentence here!", 3],
+                                  [examples["text"][7], 1]])),
         Reply(content=""),
     ], rows_per_reply=5)
     cfg = llm_cfg(server.base_url, n_rows=20)
@@ -46,6 +47,7 @@ def test_a_run_recovers_what_it_can_removes_duplicates_and_leaks_and_resumes_for
     assert s["parse_failures"] == {"empty_reply": 1, "truncated_item": 1}
     assert s["parse_repairs"] == {"code_fence": 1, "truncated": 1}
     assert s["duplicates_removed"] == {"exact": 1, "near": 0} and s["leaks_removed"] == 1
+    assert s["copies_of_examples"] == 1  # counted, kept: a real row, not a leak
     assert s["retries"] == {"429": 1, "500": 1}
     assert s["replies_cut_at_max_tokens"] == 1
     # Every paid reply is in the store, once; nothing unpaid is.

