@@ -31,12 +31,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from raysweep.llm.client import GeneratorActor, one_line
 from raysweep.llm.config import EMBEDDED_MODEL, LLMConfig, load_template
 from raysweep.llm.dedup import clean_rows, similar_pairs
-from raysweep.llm.limiter import RateLimiterActor
+from raysweep.llm.limiter import LimitError, RateLimiterActor
 from raysweep.llm.parse import failure_counts, parse_reply
 from raysweep.llm.prompt import (DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages, check_examples,
                                  examples_digest, template_digest)
-from raysweep.llm.server import embedded_server, response_format_for
-from raysweep.llm.store import STORE_NAME, ResponseStore, check_setup, cost_usd, totals
+from raysweep.llm.server import ServerError, embedded_server, response_format_for
+from raysweep.llm.store import STORE_NAME, ResponseStore, StoreError, check_setup, cost_usd, totals
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +241,20 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
     `examples` (columns text, label) are the real rows shown in prompts (the study: D_labeled);
     generated sentences that also appear in `val_texts` are removed as leaks. Writes to `out_dir`
     the store (responses.jsonl), the parse failure log (parse_failures.jsonl) and the removed
-    rows (removed.csv). Raises GenerationError with a one-line message when it cannot finish.
+    rows (removed.csv). On a complete store it makes no call and starts nothing.
+
+    Anything that stops the run (the store, the embedded server, the limiter, the calls) is a
+    GenerationError with a one-line message; paid replies are in the store by then.
     """
+    try:
+        return _generate(cfg, examples, val_texts, Path(out_dir), class_names)
+    except (StoreError, ServerError, LimitError) as exc:
+        raise GenerationError(str(exc)) from None
+
+
+def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: Path,
+              class_names) -> GenerationResult:
     started = time.monotonic()
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_examples(examples, len(class_names))
     val_texts = list(val_texts)
