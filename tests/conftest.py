@@ -48,3 +48,17 @@ def tiny_bert(tmp_path_factory):
 def tiny_encoder(request, tmp_path_factory):
     """One tiny random encoder per architecture whose attribute names differ from BertModel's."""
     return make_tiny_encoder(request.param, tmp_path_factory.mktemp(f"tiny-{request.param}"))
+
+
+@pytest.fixture(scope="session")
+def sst5_subset(tmp_path_factory):
+    """The first 300 train and 100 dev rows of the bundled SST-5: real text, seconds to embed."""
+    import pandas as pd
+
+    from raysweep.data import bundled_path
+
+    df = pd.read_csv(bundled_path(), keep_default_na=False)
+    small = pd.concat([df[df.split == "train"].head(300), df[df.split == "dev"].head(100)])
+    path = tmp_path_factory.mktemp("data") / "sst5-small.csv"
+    small.to_csv(path, index=False)
+    return path

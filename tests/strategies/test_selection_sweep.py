@@ -4,20 +4,9 @@ import pandas as pd
 import pytest
 
 from raysweep.config import load_sweep
-from raysweep.data import bundled_path
 from raysweep.sweep import cell_id, expand, fixed_digest, run_sweep
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def sst5_subset(tmp_path_factory):
-    """The first 300 train and 100 dev rows of the bundled SST-5."""
-    df = pd.read_csv(bundled_path(), keep_default_na=False)
-    small = pd.concat([df[df.split == "train"].head(300), df[df.split == "dev"].head(100)])
-    path = tmp_path_factory.mktemp("data") / "sst5-small.csv"
-    small.to_csv(path, index=False)
-    return path
 
 
 def test_selection_sweep_scores_once_and_writes_diagnostics(tmp_path, sst5_subset, ray_local):
