@@ -32,10 +32,13 @@ def run(sweep_file, output, overrides, address, retry_failed) -> None:
     from raysweep.backbone import EncoderError
     from raysweep.sweep import run_sweep
 
+    from raysweep.augment import GenerationDirError
+    from raysweep.llm.generate import GenerationError
+
     try:
         cfg = load_sweep(sweep_file, overrides)
         table = run_sweep(cfg, output, address=address, retry_failed=retry_failed)
-    except (ConfigError, DataError, EncoderError) as exc:
+    except (ConfigError, DataError, EncoderError, GenerationError, GenerationDirError) as exc:
         _fail(exc)
     if len(table):
         ok = table[table["status"] == "ok"]
@@ -44,6 +47,41 @@ def run(sweep_file, output, overrides, address, retry_failed) -> None:
             keys = [k for k in ("encoder", "pooling", "pool", "strategy", "freeze") if ok[k].nunique() > 1]
             summary = ok.groupby([*keys, "fraction"])["val_accuracy"].agg(["mean", "std", "count"])
             click.echo(summary.rename(columns={"count": "seeds"}).round(4).to_string())
+
+
+@main.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Generation directory (a sweep finds it through `generation_dir:`, else <its output>/generation).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a field of the sweep file (repeatable), e.g. --set llm.n_rows=200.")
+@click.option("--address", default=None, help="Ray cluster address (default: a fresh local Ray; 'auto' joins one).")
+def generate(sweep_file, output, overrides, address) -> None:
+    """Generate SWEEP_FILE's `llm:` rows into OUTPUT, relabel them with the teacher, print the summary.
+
+    Resumes from OUTPUT's response store: a call already paid for is never made again.
+    """
+    from pathlib import Path
+
+    from raysweep.augment import GenerationDirError, run_generation
+    from raysweep.backbone import EncoderError
+    from raysweep.data import DataError
+    from raysweep.llm.generate import GenerationError
+    from raysweep.sweep import init_ray
+
+    try:
+        cfg = load_sweep(sweep_file, overrides)
+        cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else Path(output).resolve() / "cache"
+        init_ray(address)
+        result = run_generation(cfg, Path(output).resolve(), cache_dir)
+    except (ConfigError, DataError, EncoderError, GenerationError, GenerationDirError) as exc:
+        _fail(exc)
+    s = result.summary
+    for key in ("endpoint", "model", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "rows_kept",
+                "rows_target", "parse_failures", "duplicates_removed", "leaks_removed", "teacher_val_accuracy",
+                "agreement"):
+        if key in s:
+            click.echo(f"{key:22s} {s[key]}")
 
 
 @main.command()

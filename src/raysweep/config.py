@@ -333,6 +333,23 @@ class SelectionConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """The model that relabels LLM-generated rows: trained on all real train rows (labeled and
+    unlabeled), with the sweep's encoder, pooling and recipe unless overridden here."""
+
+    freeze: str = "pooler"  # the study's teacher was a fine-tuned encoder; pooler is the cheap middle
+    epochs: int | None = None  # None: recipe.epochs
+    seed: int = 0
+
+    def validate(self) -> None:
+        try:
+            parse_freeze(self.freeze)
+        except ConfigError as exc:
+            raise ConfigError(f"freeze: {exc}") from None
+        _check(self.epochs is None or self.epochs >= 1, "epochs: must be at least 1")
+
+
+@dataclass
 class SweepConfig:
     name: str = "sweep"
     description: str = ""
@@ -344,7 +361,14 @@ class SweepConfig:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    # The `llm:` section (raysweep.llm.config.LLMConfig). Kept untyped here and validated in
+    # `validate` because the LLM package imports this module; after loading it is an LLMConfig.
+    llm: Any = None
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     cache_dir: str | None = None  # frozen activations; None: <output>/cache
+    # Generated rows, their teacher labels and the paid responses (`raysweep generate`);
+    # None: <output>/generation. Pointing several sweeps at one directory pays for it once.
+    generation_dir: str | None = None
 
     @property
     def encoders(self) -> list[str]:
@@ -355,10 +379,17 @@ class SweepConfig:
     def poolings(self) -> list[str]:
         return self.compare.pooling or [self.encoder.pooling]
 
+    @property
+    def needs_generation(self) -> bool:
+        """Whether a pool of the grid is LLM-generated (so `raysweep generate` runs first)."""
+        return any(pool != "real" for pool in self.compare.pool)
+
     def validate(self) -> None:
+        from raysweep.llm.config import LLMConfig, load_llm_config  # late: raysweep.llm imports this module
+
         _check(bool(self.name.strip()), "name: must not be empty")
-        for i, pool in enumerate(self.compare.pool):
-            _check(pool == "real", f"compare.pool[{i}]: pool {pool!r} is not implemented yet (LLM pools)")
+        if not isinstance(self.llm, LLMConfig):
+            self.llm = load_llm_config(self.llm, "llm")
 
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raysweep import scoring, strategies
+from raysweep import augment, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
@@ -58,11 +58,24 @@ def selection_settings(strategy: str, selection: SelectionConfig) -> dict:
     return out
 
 
-def cell_id(cell: Cell, fixed: str, settings: dict | None = None) -> str:
+def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str | None = None) -> str:
     key = {**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}
     if settings:  # left out when empty, so random cells keep the ids they had before `selection:`
         key["selection"] = settings
+    if cell.pool != "real":  # an LLM pool's cell depends on the generated rows and their labels
+        key["generated"] = generated
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cell_ids(cfg: SweepConfig, cells: list[Cell], generated: str | None = None) -> list[str]:
+    """The ids of `cells`; `generated` is the digest of the generated rows (LLM pools only)."""
+    fixed = fixed_digest(cfg)
+    return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated) for c in cells]
+
+
+def generation_dir(cfg: SweepConfig, output: str | Path) -> Path:
+    """Where the sweep's generated rows live: `generation_dir:`, else <output>/generation."""
+    return Path(cfg.generation_dir).resolve() if cfg.generation_dir else Path(output).resolve() / "generation"
 
 
 def expand(cfg: SweepConfig) -> list[Cell]:
@@ -110,14 +123,19 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg:
 # --------------------------------------------------------------------------- preparing shared inputs
 
 
-def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print) -> dict:
+def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
+            generated: pd.DataFrame | None = None) -> dict:
     """Load the data and compute every activation cache the grid needs, once, before any trial.
 
-    Returns the trial context: small arrays and artifact paths that every trial reads.
+    Returns the trial context: small arrays and artifact paths that every trial reads. With
+    `generated` rows (LLM pools), a second train set is cached: the real train rows followed by
+    the generated ones, so that a trial of an LLM pool adds rows at positions past the real ones.
     """
     splits = load_splits(cfg.data, cfg.split)
     log(f"data: {splits.describe()}")
     texts = {"train": splits.train["text"].tolist(), "val": splits.val["text"].tolist()}
+    if generated is not None:
+        texts["train+generated"] = texts["train"] + generated["text"].astype(str).tolist()
     artifacts = {}
     for encoder in cfg.encoders:
         backbone = load_backbone(encoder)
@@ -130,15 +148,22 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print) -> dict
         paths = {name: dict(zip(unique, found)) for name, found in paths.items()}
         for (pooling, f), b in boundaries.items():
             artifacts[f"{encoder}|{pooling}|{f}"] = (str(paths["train"][b]), str(paths["val"][b]))
-    return {
+            if generated is not None:
+                artifacts[f"{encoder}|{pooling}|{f}|generated"] = (str(paths["train+generated"][b]),
+                                                                   str(paths["val"][b]))
+    context = {
         "train_labels": splits.train["label"].to_numpy(),
         "val_labels": splits.val["label"].to_numpy(),
         "labeled": splits.labeled,
         "pool": splits.unlabeled,
         "num_classes": cfg.data.num_classes,
-        "artifacts": artifacts,  # by Cell.variant
+        "artifacts": artifacts,  # by Cell.variant (+ "|generated" for the LLM pools)
         "recipe": to_dict(cfg.recipe),
     }
+    if generated is not None:
+        context["generated_labels"] = {"llm": generated["llm_label"].to_numpy(dtype=np.int64),
+                                       "llm_teacher": generated["teacher_label"].to_numpy(dtype=np.int64)}
+    return context
 
 
 @lru_cache(maxsize=8)
@@ -146,11 +171,23 @@ def _activations(path: str):
     return load_activations(path)
 
 
-def trial_inputs(context: dict, variant: str) -> TrialInputs:
-    """The inputs of the trials of one `Cell.variant` (encoder|pooling|freeze)."""
-    train_path, val_path = context["artifacts"][variant]
-    return TrialInputs(train_labels=context["train_labels"], val_labels=context["val_labels"],
-                       labeled=context["labeled"], pool=context["pool"], train_acts=_activations(train_path),
+def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs:
+    """The inputs of the trials of one `Cell.variant` (encoder|pooling|freeze) and pool.
+
+    An LLM pool's trials see the real train rows followed by the generated rows, labeled by
+    the LLM (`llm`) or the teacher (`llm_teacher`); they add rows from the generated part only.
+    """
+    if pool == "real":
+        train_path, val_path = context["artifacts"][variant]
+        labels, rows = context["train_labels"], context["pool"]
+    else:
+        train_path, val_path = context["artifacts"][f"{variant}|generated"]
+        extra = context["generated_labels"][pool]
+        n_real = len(context["train_labels"])
+        labels = np.concatenate([context["train_labels"], extra])
+        rows = np.arange(n_real, n_real + len(extra))
+    return TrialInputs(train_labels=labels, val_labels=context["val_labels"],
+                       labeled=context["labeled"], pool=rows, train_acts=_activations(train_path),
                        val_acts=_activations(val_path), num_classes=context["num_classes"],
                        cache_dir=context.get("cache_dir"))
 
@@ -168,14 +205,20 @@ def prepare_selection(cfg: SweepConfig, context: dict, output: Path, use_ray: bo
         return
     jobs = [(f, s) for f in cfg.compare.freeze for s in cfg.replicate.seed]
     several = len(cfg.encoders) * len(cfg.poolings) > 1
-    for encoder in cfg.encoders:
-        for pooling in cfg.poolings:
-            inputs = {f: trial_inputs(context, f"{encoder}|{pooling}|{f}") for f in cfg.compare.freeze}
-            views = scoring.prepare_scores(jobs, inputs, RecipeConfig(**context["recipe"]), cfg.selection,
-                                           mc="mc_probs" in needs, use_ray=use_ray, log=log)
-            # One encoder and pooling (the study's case): diagnostics/ itself; else one folder each.
-            where = output / "diagnostics" / (f"{encoder}-{pooling}".replace("/", "_") if several else "")
-            scoring.write_diagnostics(views, cfg.selection.k, where, log=log)
+    # The LLM pools share one scoring pass: the scoring model trains on `labeled` alone, so the
+    # pool's labels (the LLM's or the teacher's) do not change what it says about the rows.
+    sources = (["real"] if "real" in cfg.compare.pool else []) + (["llm"] if cfg.needs_generation else [])
+    for source in sources:
+        for encoder in cfg.encoders:
+            for pooling in cfg.poolings:
+                inputs = {f: trial_inputs(context, f"{encoder}|{pooling}|{f}", source) for f in cfg.compare.freeze}
+                views = scoring.prepare_scores(jobs, inputs, RecipeConfig(**context["recipe"]), cfg.selection,
+                                               mc="mc_probs" in needs, use_ray=use_ray, log=log)
+                # One encoder and pooling (the study's case): diagnostics/ itself; else one folder each.
+                # The real pool's are the study's diagnostic; the generated pool's go beside them.
+                top = output / ("diagnostics" if source == "real" else "diagnostics-generated")
+                where = top / (f"{encoder}-{pooling}".replace("/", "_") if several else "")
+                scoring.write_diagnostics(views, cfg.selection.k, where, log=log)
 
 
 def run_cell(cell: Cell, cid: str, context: dict, cells_dir: Path) -> dict:
@@ -184,7 +227,7 @@ def run_cell(cell: Cell, cid: str, context: dict, cells_dir: Path) -> dict:
     start = time.perf_counter()
     record = {"cell_id": cid, "cell": asdict(cell)}
     try:
-        metrics = run_trial(cell, trial_inputs(context, cell.variant), RecipeConfig(**context["recipe"]),
+        metrics = run_trial(cell, trial_inputs(context, cell.variant, cell.pool), RecipeConfig(**context["recipe"]),
                             SelectionConfig(**context.get("selection", {})))
         metrics["wall_s"] = round(time.perf_counter() - start, 4)
         record.update(status="ok", metrics=metrics)
@@ -212,7 +255,6 @@ def _tune_trainable(config: dict, context: dict, cells: dict, cells_dir: str, th
 def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, retry_failed: bool = False,
               use_ray_data: bool = True, log=print) -> pd.DataFrame:
     """Run every cell of `cfg` not yet finished in `output`; write and return trials.csv."""
-    import ray
     from ray import tune
 
     output = Path(output).resolve()
@@ -221,19 +263,28 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     (output / "sweep.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else output / "cache"
 
+    generated = None
+    if cfg.needs_generation:
+        # Before the cell ids: an LLM pool's cells are keyed by the rows generated for them.
+        gen_dir = generation_dir(cfg, output)
+        generated = augment.reuse(cfg, gen_dir)
+        if generated is None:
+            init_ray(address)
+            generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray_data, log=log)
+        else:
+            log(f"generation: reusing {gen_dir} ({len(generated.rows)} rows)")
+
     cells = expand(cfg)
-    fixed = fixed_digest(cfg)
-    ids = [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection)) for c in cells]
+    ids = cell_ids(cfg, cells, generated.digest if generated else None)
     done = read_cells(cells_dir)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     todo = [(c, i) for c, i in zip(cells, ids) if done.get(i, {}).get("status") not in skip]
     log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
 
     if todo:
-        if not ray.is_initialized():
-            # "local" starts a fresh Ray here; a bare init() would join any cluster on this machine.
-            ray.init(address=address or "local", configure_logging=False, log_to_driver=True)
-        context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log)
+        init_ray(address)
+        context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log,
+                          generated=generated.rows if generated else None)
         context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir))
         prepare_selection(cfg, context, output, use_ray=use_ray_data, log=log)
         res = cfg.resources
@@ -274,12 +325,22 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     return table
 
 
+def init_ray(address: str | None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # "local" starts a fresh Ray here; a bare init() would join any cluster on this machine.
+        ray.init(address=address or "local", configure_logging=False, log_to_driver=True)
+
+
 def cell_progress(cfg: SweepConfig, output: str | Path) -> dict[str, int]:
-    """How many of the sweep's cells are done, failed and still to run in `output`."""
-    fixed = fixed_digest(cfg)
+    """How many of the sweep's cells are done, failed and still to run in `output`.
+
+    An LLM pool's cells count as pending until its generation directory is complete.
+    """
+    generated = augment.reuse(cfg, generation_dir(cfg, output)) if cfg.needs_generation else None
     done = read_cells(Path(output) / "cells")
-    status = [done.get(cell_id(c, fixed, selection_settings(c.strategy, cfg.selection)), {}).get("status")
-              for c in expand(cfg)]
+    status = [done.get(i, {}).get("status") for i in cell_ids(cfg, expand(cfg), generated.digest if generated else None)]
     return {"cells": len(status), "done": status.count("ok"), "failed": status.count("failed"),
             "pending": sum(s is None for s in status)}
 

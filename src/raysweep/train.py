@@ -162,7 +162,7 @@ def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: Re
     # StepLR counts epochs: the study halves the learning rate every 20 of its 50 epochs.
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
     loss_fn = nn.CrossEntropyLoss()
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    y = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: labels may be a read-only view
     order_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)  # the batch-order stream
     model.train()
     last = 0.0

@@ -1,0 +1,242 @@
+"""LLM augmentation: generate labeled sentences, relabel them with a teacher, write the generation directory.
+
+    run_generation(cfg, gen_dir, cache_dir) -> Generated
+
+The study's first experiment: an LLM writes SST-like sentences with labels (`raysweep.llm`),
+and a teacher trained on all real train rows labels them again. The sweep's pools `llm` and
+`llm_teacher` are these rows with the LLM's and the teacher's labels.
+
+Layout of a generation directory (what `raysweep generate` writes and `raysweep analyze` reads):
+    responses.jsonl       every paid reply, appended before it is parsed (llm/store.py)
+    parse_failures.jsonl  what could not be recovered from a reply, one line each
+    removed.csv           duplicates and val leaks that were dropped
+    generated.csv         text, llm_label, teacher_label: the kept rows, in call order
+    generation.json       requests, tokens, cost, parse failures, duplicates, leaks, teacher val
+                          accuracy, agreement and the LLM-by-teacher confusion matrix
+    embeddings.npz        `real` (train rows) and `generated` sentence vectors of the frozen encoder
+    real_labels.csv       `label` of the real train rows, for the label-distribution figure
+
+Every step resumes: the store makes no call it already paid for, the teacher and the activations
+come from the content-addressed cache, and a directory whose generation.json matches the config
+and is complete is reused without starting anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raysweep import scoring
+from raysweep.backbone import boundary_for, load_backbone
+from raysweep.config import SweepConfig, to_dict
+from raysweep.data import Splits, load_splits
+from raysweep.embed import ensure_activation_sets, load_activations
+from raysweep.train import predict_proba
+
+GENERATED = "generated.csv"
+SUMMARY = "generation.json"
+# LLM settings that change which rows a run produces. The rest (limits, concurrency, retries,
+# timeouts, prices, where the server is) may change between runs of one directory.
+_ROW_SETTINGS = ("model", "n_rows", "samples_per_call", "examples_per_class", "template", "temperature",
+                 "max_tokens", "near_duplicate", "seed", "embedded")
+
+
+class GenerationDirError(ValueError):
+    """A generation directory that cannot be used as it is; the message names the file."""
+
+
+@dataclass
+class Generated:
+    rows: pd.DataFrame  # text, llm_label, teacher_label
+    summary: dict
+    path: Path
+
+    @property
+    def digest(self) -> str:
+        """What the LLM pools' cells depend on: the rows and both labels."""
+        return rows_digest(self.rows)
+
+
+def rows_digest(rows: pd.DataFrame) -> str:
+    payload = json.dumps([[str(t), int(a), int(b)] for t, a, b in
+                          rows[["text", "llm_label", "teacher_label"]].itertuples(index=False)], ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def examples_for(splits: Splits) -> pd.DataFrame:
+    """The real rows the prompts draw their examples from: the study's D_labeled."""
+    return splits.train.iloc[splits.labeled][["text", "label"]].reset_index(drop=True)
+
+
+def config_key(cfg: SweepConfig) -> str:
+    """Everything the generated rows and their teacher labels depend on."""
+    llm = to_dict(cfg.llm)
+    key = {"llm": {k: llm[k] for k in _ROW_SETTINGS}, "teacher": to_dict(cfg.teacher), "recipe": to_dict(cfg.recipe),
+           "encoder": {"name": cfg.encoder.name, "pooling": cfg.encoder.pooling, "max_length": cfg.encoder.max_length},
+           "data": to_dict(cfg.data), "split": to_dict(cfg.split)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_generated(path: str | Path) -> pd.DataFrame:
+    """generated.csv as (text, llm_label, teacher_label), or a one-line error naming the file."""
+    path = Path(path)
+    try:
+        rows = pd.read_csv(path, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise GenerationDirError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("text", "llm_label", "teacher_label") if c not in rows.columns]
+    if missing:
+        raise GenerationDirError(f"{path}: missing column(s) {', '.join(missing)}")
+    for col in ("llm_label", "teacher_label"):
+        if not pd.api.types.is_integer_dtype(rows[col]):
+            raise GenerationDirError(f"{path}: column {col} holds non-integer labels")
+    return rows[["text", "llm_label", "teacher_label"]]
+
+
+def reuse(cfg: SweepConfig, gen_dir: str | Path) -> Generated | None:
+    """The directory's result when it is complete and made by this config; else None."""
+    gen_dir = Path(gen_dir)
+    try:
+        summary = json.loads((gen_dir / SUMMARY).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if summary.get("config_key") != config_key(cfg) or not summary.get("complete") or not (gen_dir / GENERATED).exists():
+        return None
+    rows = read_generated(gen_dir / GENERATED)
+    if summary.get("rows_digest") != rows_digest(rows):
+        return None  # edited by hand since: relabel again rather than trust the summary
+    return Generated(rows, summary, gen_dir)
+
+
+def run_generation(cfg: SweepConfig, gen_dir: str | Path, cache_dir: str | Path, use_ray: bool = True,
+                   log=print) -> Generated:
+    """Generate (or resume) `cfg.llm.n_rows` rows, relabel them with the teacher, write `gen_dir`."""
+    gen_dir = Path(gen_dir)
+    found = reuse(cfg, gen_dir)
+    if found is not None:
+        log(f"generation: reusing {gen_dir} ({len(found.rows)} rows, agreement {found.summary['agreement']:.3f})")
+        return found
+    with _ray_if(use_ray):
+        return _run(cfg, gen_dir, cache_dir, use_ray, log)
+
+
+@contextmanager
+def _ray_if(use_ray: bool):
+    """A local Ray for the run unless one is up already (a bare ray.init would join any cluster
+    on this machine), shut down afterwards only if started here."""
+    import ray
+
+    started = use_ray and not ray.is_initialized()
+    if started:
+        ray.init(address="local", configure_logging=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, log) -> Generated:
+    from raysweep.llm.generate import generate
+
+    start = time.perf_counter()
+    splits = load_splits(cfg.data, cfg.split)
+    result = generate(cfg.llm, examples_for(splits), splits.val["text"].tolist(), gen_dir,
+                      class_names=cfg.data.class_names)
+    s = result.summary
+    log(f"generation: {s['rows_kept']} rows kept of {s['rows_target']} from {s.get('requests', '?')} calls "
+        f"({s['requests_this_run']} this run), {s['rows_parsed']} parsed, parse failures {s['parse_failures']}")
+    if result.rows.empty:
+        raise GenerationDirError(f"{gen_dir}: the LLM produced no usable row; see parse_failures.jsonl there")
+    gen_texts = result.rows["text"].astype(str).tolist()
+    teacher = relabel(cfg, splits, gen_texts, cache_dir, use_ray=use_ray, log=log)
+
+    rows = result.rows.assign(teacher_label=teacher["labels"])
+    llm, tea = rows["llm_label"].to_numpy(), rows["teacher_label"].to_numpy()
+    classes = np.arange(cfg.data.num_classes)
+    confusion = [[int(((llm == a) & (tea == b)).sum()) for b in classes] for a in classes]
+    summary = {
+        **s,
+        "teacher": {"freeze": cfg.teacher.freeze, "epochs": teacher["epochs"], "seed": cfg.teacher.seed,
+                    "train_rows": len(splits.train), "encoder": cfg.encoder.name, "pooling": cfg.encoder.pooling},
+        "teacher_val_accuracy": teacher["val_accuracy"],
+        "agreement": float((llm == tea).mean()),
+        "confusion_llm_by_teacher": confusion,  # rows: the LLM's label, columns: the teacher's
+        "class_names": list(cfg.data.class_names),
+        "config_key": config_key(cfg),
+        "rows_digest": rows_digest(rows),
+        "relabel_s": teacher["seconds"],
+        "total_s": round(time.perf_counter() - start, 2),
+    }
+    _write(gen_dir, rows, summary, teacher["real_vectors"], teacher["generated_vectors"],
+           splits.train["label"].to_numpy())
+    log(f"teacher ({cfg.teacher.freeze}, val accuracy {summary['teacher_val_accuracy']:.3f}) agrees with the LLM "
+        f"on {summary['agreement']:.1%} of {len(rows)} rows; wrote {gen_dir}")
+    return Generated(rows, summary, gen_dir)
+
+
+def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: str | Path, use_ray: bool = True,
+            log=print) -> dict:
+    """Train the teacher on every real train row and label `gen_texts` with it.
+
+    Returns the labels, the teacher's val accuracy, and sentence vectors of the real train rows
+    and of the generated rows (the frozen encoder's pooled output, as the head sees it in
+    last-linear mode) for the PCA figure. All features come from one encoder pass.
+    """
+    start = time.perf_counter()
+    enc = cfg.encoder
+    backbone = load_backbone(enc.name)
+    b_teacher = boundary_for(cfg.teacher.freeze, backbone.num_layers, enc.pooling, enc.max_length)
+    b_sentence = boundary_for("last-linear", backbone.num_layers, enc.pooling, enc.max_length)
+    boundaries = [b_teacher] if b_teacher == b_sentence else [b_teacher, b_sentence]
+    texts = {"train": splits.train["text"].tolist(), "val": splits.val["text"].tolist(), "generated": gen_texts}
+    paths = ensure_activation_sets(enc.name, texts, boundaries, cache_dir, use_ray=use_ray,
+                                   batch_size=enc.batch_size, actors=enc.actors, log=log)
+    train_acts, val_acts, gen_acts = (load_activations(paths[name][0]) for name in ("train", "val", "generated"))
+    recipe = replace(cfg.recipe, epochs=cfg.teacher.epochs or cfg.recipe.epochs)
+    rows = np.arange(len(splits.train))
+    labels = splits.train["label"].to_numpy()
+    if use_ray:
+        _train_remote(train_acts, rows, labels, cfg, recipe, cache_dir)
+    teacher = scoring.trained_model(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed,
+                                    cache_dir)
+    val_pred = predict_proba(teacher, val_acts).argmax(1)
+    sentence = {name: load_activations(paths[name][-1]) for name in ("train", "generated")}
+    return {
+        "labels": predict_proba(teacher, gen_acts).argmax(1).astype(int),
+        "val_accuracy": float((val_pred == splits.val["label"].to_numpy()).mean()),
+        "epochs": recipe.epochs,
+        "real_vectors": sentence["train"].dense().numpy(),
+        "generated_vectors": sentence["generated"].dense().numpy(),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _train_remote(acts, rows, labels, cfg: SweepConfig, recipe, cache_dir) -> None:
+    """Train the teacher into the cache as a Ray task with a trial's resources: on a cluster it
+    lands on a GPU worker instead of the head node that runs this driver."""
+    import ray
+
+    res = cfg.resources
+    task = ray.remote(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)(scoring._train_job)
+    ray.get(task.remote(str(acts.path), rows, labels, cfg.data.num_classes, to_dict(recipe), cfg.teacher.seed,
+                        str(cache_dir)))
+
+
+def _write(gen_dir: Path, rows: pd.DataFrame, summary: dict, real: np.ndarray, generated: np.ndarray,
+           real_labels: np.ndarray) -> None:
+    # generation.json last: it is what marks the directory complete (see `reuse`).
+    rows.to_csv(gen_dir / GENERATED, index=False)
+    np.savez_compressed(gen_dir / "embeddings.npz", real=real.astype(np.float32), generated=generated.astype(np.float32))
+    pd.DataFrame({"label": real_labels}).to_csv(gen_dir / "real_labels.csv", index=False)
+    tmp = gen_dir / f".{SUMMARY}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, gen_dir / SUMMARY)
