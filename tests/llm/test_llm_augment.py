@@ -13,8 +13,6 @@ from raysweep.config import ConfigError, load_sweep
 from raysweep.embed import load_activations
 from raysweep.train import build_model, fit, predict_proba
 
-pytestmark = pytest.mark.slow
-
 
 def write_sweep(tmp_path, data, encoder, base_url, extra: str = "", name: str = "gen.yaml"):
     path = tmp_path / name
@@ -104,6 +102,7 @@ def test_llm_cells_are_keyed_by_the_generated_rows_and_real_cells_are_not(tmp_pa
 # --------------------------------------------------------------------------- generation + teacher
 
 
+@pytest.mark.slow
 def test_generate_relabels_with_the_teacher_and_reuses_a_complete_directory(
         ray_local, fake_openai, tiny_bert, sst5_subset, tmp_path):
     server = fake_openai(rows_per_reply=5)
@@ -174,6 +173,7 @@ def test_a_broken_generated_csv_is_a_one_line_error(tmp_path):
 # --------------------------------------------------------------------------- into the grid
 
 
+@pytest.mark.slow
 def test_a_sweep_with_llm_pools_generates_first_then_adds_generated_rows(
         ray_local, fake_openai, tiny_bert, sst5_subset, tmp_path):
     server = fake_openai(rows_per_reply=5)
@@ -206,3 +206,15 @@ def test_a_sweep_with_llm_pools_generates_first_then_adds_generated_rows(
     assert len(server.arrivals) == calls
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
     assert sweep.cell_progress(cfg, out) == {"cells": 18, "done": 18, "failed": 0, "pending": 0}
+
+
+def test_the_shipped_llm_sweep_is_the_studys_figure_2():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "sweeps"
+    full, small = load_sweep(root / "llm.yaml"), load_sweep(root / "llm-small.yaml")
+    assert full.compare.pool == small.compare.pool == ["real", "llm", "llm_teacher"]
+    assert full.compare.fraction == [0, 1, 2, 3, 4] and len(full.replicate.seed) == 3
+    assert full.compare.freeze == ["last-linear", "pooler", "last-attention"]
+    assert full.llm.samples_per_call == 100 and full.llm.examples_per_class == 3
+    assert full.llm.n_rows >= 4 * 1709  # enough generated rows for the largest fraction
