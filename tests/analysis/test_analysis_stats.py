@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
+import yaml
 import pytest
 
 from raysweep.analysis import stats
@@ -140,3 +142,20 @@ def test_varying_parameters_across_two_sweeps(tmp_path):
     # Same sweep name twice: the directory tells them apart, and `sweep` becomes a varying parameter.
     assert set(trials["sweep"]) == {"handmade (a)", "handmade (b)"}
     assert stats.varying_parameters(trials[trials.status == "ok"])[0] == "sweep"
+
+
+def test_two_sweeps_of_one_grid_are_one_sweep(tmp_path):
+    a, b = write_trials(tmp_path / "a"), write_trials(tmp_path / "b")
+    both = pd.read_csv(a / "trials.csv")
+    extra = both[both["strategy"] == "random"].assign(strategy="margin")
+    extra.to_csv(b / "trials.csv", index=False)
+    both[both["strategy"] != "margin"].to_csv(a / "trials.csv", index=False)
+    trials = combined_trials(load_many([a, b]))
+    # Same fixed settings, disjoint cells: one grid, so `sweep` does not vary and margin meets random.
+    assert trials["sweep"].nunique() == 1 and "sweep" not in stats.varying_parameters(trials)
+    assert len(trials) == len(both[both["strategy"] != "margin"]) + len(extra)
+    # Another recipe in one of them: two sweeps again.
+    cfg = yaml.safe_load((b / "sweep.yaml").read_text())
+    cfg["recipe"] = {**cfg.get("recipe", {}), "epochs": 7}
+    (b / "sweep.yaml").write_text(yaml.safe_dump(cfg))
+    assert combined_trials(load_many([a, b]))["sweep"].nunique() == 2

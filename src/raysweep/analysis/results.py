@@ -162,9 +162,34 @@ def load_many(results_dirs: list[str | Path]) -> list[Results]:
     return results
 
 
+# Settings of a sweep that say how its cells ran, not what they were: sweeps that differ only in
+# these (and in their grids) ran cells of one larger grid.
+_NOT_FIXED = ("name", "description", "compare", "replicate", "resources", "cache_dir", "generation_dir")
+
+
 def combined_trials(results: list[Results]) -> pd.DataFrame:
-    """All trials of all results with a `sweep` column (the sweep's name)."""
+    """All trials of all results with a `sweep` column (the sweep's name).
+
+    Sweeps that are parts of one grid (the same fixed settings, no cell in two of them, e.g. the
+    added strategies run as a second sweep beside the study's) are one sweep here: `sweep` is the
+    same for all, so a strategy of one is compared with `random` of the other. Otherwise `sweep`
+    keeps them apart as a parameter of its own.
+    """
     parts = [r.trials.assign(sweep=r.name) for r in results if r.trials is not None and len(r.trials)]
     if not parts:
         return pd.DataFrame(columns=["sweep", *TRIAL_COLUMNS])
-    return pd.concat(parts, ignore_index=True)
+    trials = pd.concat(parts, ignore_index=True)
+    if len(parts) > 1 and _one_grid([r for r in results if r.trials is not None and len(r.trials)], trials):
+        trials["sweep"] = " + ".join(r.name for r in results if r.trials is not None and len(r.trials))
+    return trials
+
+
+def _one_grid(results: list[Results], trials: pd.DataFrame) -> bool:
+    if any(r.config is None for r in results):
+        return False  # without the settings nothing says the trials are comparable
+    fixed = [{k: v for k, v in r.config.items() if k not in _NOT_FIXED} for r in results]
+    if any(f != fixed[0] for f in fixed[1:]):
+        return False
+    keys = [c for c in ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling", "rounds")
+            if c in trials.columns]
+    return not trials.duplicated(subset=keys).any()

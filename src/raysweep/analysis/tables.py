@@ -88,10 +88,14 @@ def show_headline(head: pd.DataFrame, varying: list[str], has_diff: bool) -> pd.
     ranked = head.assign(_f=_freeze_rank(head), **{f"_{c}": _baseline_rank(head[c]) for c in groups})
     order = ranked.sort_values(["_f", *[f"_{c}" for c in groups], "aulc"],
                                ascending=[True] * (1 + len(groups)) + [False]).index
+    # Curves over different fraction ranges have areas that do not compare: say each one's range.
+    ranges = head[["fraction_min", "fraction_max"]].drop_duplicates() if "fraction_min" in head else []
     rows = []
     for _, r in head.loc[order].iterrows():
         row = {c: value_str(r[c]) for c in cols}
         row["seeds"] = int(r["n_seeds"])
+        if len(ranges) > 1:
+            row["fractions"] = f"{value_str(r['fraction_min'])}-{value_str(r['fraction_max'])}"
         row["AULC % [95% CI]"] = pct_ci(r["aulc"], r["ci_low"], r["ci_high"])
         if has_diff:
             row["vs random, pp [95% CI]"] = ("baseline" if r.get("strategy") == "random" else
