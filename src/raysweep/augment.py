@@ -79,6 +79,7 @@ def examples_for(splits: Splits) -> pd.DataFrame:
 def config_key(cfg: SweepConfig) -> str:
     """Everything the generated rows and their teacher labels depend on."""
     llm = to_dict(cfg.llm)
+    llm["embedded"] = {k: llm["embedded"][k] for k in ("n_ctx", "samples_per_call", "max_tokens")}
     key = {"llm": {k: llm[k] for k in _ROW_SETTINGS}, "teacher": to_dict(cfg.teacher), "recipe": to_dict(cfg.recipe),
            "encoder": {"name": cfg.encoder.name, "pooling": cfg.encoder.pooling, "max_length": cfg.encoder.max_length},
            "data": to_dict(cfg.data), "split": to_dict(cfg.split)}

@@ -39,6 +39,13 @@ from raysweep.strategies.diversity import gradient_embeddings
 FORMAT_VERSION = 1  # bump when what is stored changes: old entries are then simply not found
 CHUNK = 64  # rows per scoring step; the unit of MC-dropout seeding, so results ignore sharding
 BASE_NEEDS = frozenset({"probs", "embeddings", "labeled_embeddings", "grad_embeddings"})
+# Pooled rows only go through the head (a dense layer or two): in-process scores ~2,000-3,000
+# rows/s with 10 MC samples, while a Ray Data pass pays 15-50 s to start its actors and ship the
+# models (benchmarks/scoring.py, 4,096 rows on 2 cores: 1.3 s in-process vs 52 s Ray Data for
+# last-linear; 298 s vs 145 s for last-attention, whose token-level rows run a transformer
+# layer). So `use_ray` sends token-level jobs to Ray Data always, pooled jobs only when they
+# are this many rows or more in all.
+RAY_MIN_POOLED_ROWS = 500_000
 
 
 def _digest(obj) -> str:
@@ -280,6 +287,8 @@ def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_
 
     `use_ray` scores through Ray Data (Ray must be initialised), every job in one pass so the
     actor pool starts once; otherwise the jobs are scored one after another in this process.
+    Pooled jobs too small to pay for Ray Data's start-up are scored in-process even with
+    `use_ray` (see RAY_MIN_POOLED_ROWS).
     """
     results, todo = [], []  # todo: (index into results, what is missing, base entry, MC entry)
     for job in jobs:
@@ -302,14 +311,17 @@ def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_
 
     start = time.perf_counter()
     outs: dict[int, dict[str, np.ndarray]] = {}
+    remote = []
     if use_ray:
+        pooled = sum(len(m.rows) for _, m, _, _ in todo if not m.acts.boundary.ragged)
+        remote = [(i, m) for i, m, _, _ in todo if m.acts.boundary.ragged or pooled >= RAY_MIN_POOLED_ROWS]
         # One pass per kind of score; in a sweep every job asks for the same kinds: one pass.
-        for kind in sorted({(m.base, m.mc_samples) for _, m, _, _ in todo}):
-            group = [(i, m) for i, m, _, _ in todo if (m.base, m.mc_samples) == kind]
+        for kind in sorted({(m.base, m.mc_samples) for _, m in remote}):
+            group = [(i, m) for i, m in remote if (m.base, m.mc_samples) == kind]
             outs.update(zip([i for i, _ in group], _score_ray([m for _, m in group], actors, block_rows)))
-    else:
-        device = _device()
-        for i, m, _, _ in todo:
+    device = _device()
+    for i, m, _, _ in todo:
+        if i not in outs:
             outs[i] = score_chunks(m.model.to(device), m.acts, m.rows, chunk_plan(m.acts, m.rows), m.base,
                                    m.mc_samples, m.seed, device)
             m.model.cpu()
@@ -326,8 +338,10 @@ def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_
     if log is not None:
         base, mc = any(m.base for _, m, _, _ in todo), max(m.mc_samples for _, m, _, _ in todo)
         what = " + ".join(k for k, on in (("probs/embeddings", base), (f"{mc} MC samples", mc)) if on)
+        where = ("Ray Data" if len(remote) == len(todo) else "in-process" if not remote
+                 else f"Ray Data for {len(remote)} token-level, in-process for {len(todo) - len(remote)} pooled")
         log(f"scored {sum(len(m.rows) for _, m, _, _ in todo)} rows under {len(todo)} model(s) ({what}) "
-            f"in {time.perf_counter() - start:.2f} s ({'Ray Data' if use_ray else 'in-process'})")
+            f"in {time.perf_counter() - start:.2f} s ({where})")
     return results
 
 

@@ -144,6 +144,19 @@ def test_generate_relabels_with_the_teacher_and_reuses_a_complete_directory(
     again = augment.run_generation(cfg, gen_dir, cache, log=lambda *_: None)
     assert len(server.arrivals) == calls
     pd.testing.assert_frame_equal(again.rows, rows, check_dtype=False)
+    # The command prints the summary of the same directory, reused.
+    from click.testing import CliRunner
+
+    from raysweep.cli import main
+    out = CliRunner().invoke(main, ["generate", str(tmp_path / "gen.yaml"), "--output", str(gen_dir)])
+    assert out.exit_code == 0, out.output
+    assert f"{'agreement':22s} {s['agreement']}" in out.output and f"{'rows_kept':22s} 20" in out.output
+    assert len(server.arrivals) == calls
+    bad = CliRunner().invoke(main, ["generate", str(tmp_path / "gen.yaml"), "--output", str(gen_dir),
+                                    "--set", "llm.limits.rpm=5"])
+    assert bad.exit_code == 2 and "llm.limits.rpm: unknown key" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+
     # Another teacher: the paid replies are reused, only the relabeling runs again.
     other = load_sweep(write_sweep(tmp_path, sst5_subset, tiny_bert, server.base_url), ["teacher.epochs=1"])
     relabeled = augment.run_generation(other, gen_dir, cache, log=lambda *_: None)

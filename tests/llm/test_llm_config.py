@@ -53,3 +53,16 @@ def test_the_call_budget():
     assert load_llm_config({"n_rows": 250, "samples_per_call": 100}).request_budget() == 6
     assert load_llm_config({"n_rows": 250, "max_requests": 4}).request_budget() == 4
     assert load_llm_config({"n_rows": 250}).request_budget(samples_per_call=20) == 26
+
+
+def test_the_embedded_server_gets_its_own_call_timeout(monkeypatch):
+    # llama.cpp finishes a call its client abandoned, so the hosted timeout would only queue retries.
+    from raysweep.llm.generate import choose_endpoint
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = load_llm_config({"timeout": 30, "embedded": {"timeout": 900}})
+    assert choose_endpoint(cfg).kind == "embedded" and choose_endpoint(cfg).timeout == 900
+    hosted = load_llm_config({"timeout": 30, "base_url": "http://127.0.0.1:9/v1"})
+    assert choose_endpoint(hosted).timeout == 30
+    with pytest.raises(ConfigError, match=r"llm\.embedded\.timeout: must be positive"):
+        load_llm_config({"embedded": {"timeout": 0}})

@@ -212,6 +212,7 @@ def test_diagnostics_files_and_correlation(acts, tmp_path):
 def test_ray_data_scores_equal_in_process_scores(acts, ray_local, monkeypatch):
     """Two models (token-level and pooled) in one Ray Data pass: the in-process results exactly."""
     monkeypatch.setattr(scoring, "CHUNK", 4)  # 36 rows: 9 chunks per job over several blocks and two actors
+    monkeypatch.setattr(scoring, "RAY_MIN_POOLED_ROWS", 0)  # the pooled job through Ray Data too
     rows = np.arange(36)[::-1].copy()
     jobs = [scoring.ScoringJob(model_for(acts, f), acts[f], rows, mc_samples=3, seed=4)
             for f in ("last-attention", "pooler")]
@@ -223,6 +224,18 @@ def test_ray_data_scores_equal_in_process_scores(acts, ray_local, monkeypatch):
         assert_allclose(there.probs, here.probs, rtol=1e-6, atol=1e-7)
         assert_allclose(there.embeddings, here.embeddings, rtol=1e-6, atol=1e-6)
         assert_allclose(there.mc_probs, here.mc_probs, rtol=1e-6, atol=1e-7)  # same chunks, same seeds
+
+
+def test_small_pooled_jobs_stay_in_process_even_with_ray(acts):
+    # No Ray is running here: a pooled job that went to Ray Data would start one and be slow.
+    rows = np.arange(12)
+    jobs = [scoring.ScoringJob(model_for(acts, "pooler"), acts["pooler"], rows, mc_samples=2, seed=1)]
+    logs = []
+    [scores] = scoring.score_many(jobs, use_ray=True, log=logs.append)
+    assert "(in-process)" in logs[0]
+    [local] = scoring.score_many(jobs)
+    assert_allclose(scores.probs, local.probs)
+    assert_allclose(scores.mc_probs, local.mc_probs)
 
 
 def test_score_many_mixes_cached_and_new_jobs_in_order(acts, tmp_path):

@@ -82,6 +82,11 @@ class EmbeddedConfig:
     samples_per_call: int = 20
     max_tokens: int = 1024
     startup_timeout: float = 60.0  # seconds to wait for the server to answer
+    # Seconds for one call (replaces `timeout` when embedded). llama.cpp's server answers one
+    # call at a time and finishes a call its client gave up on, so a timeout that fires only
+    # queues the retry behind the abandoned call. On 2 busy cores SmolLM2 fell to ~2 tokens/s:
+    # 1,024 tokens took over 180 s (the hosted default), every call timed out, nothing was kept.
+    timeout: float = 1800.0
 
     def validate(self) -> None:
         _check(self.n_ctx >= 256, "n_ctx: must be at least 256")
@@ -89,6 +94,7 @@ class EmbeddedConfig:
         _check(self.samples_per_call >= 1, "samples_per_call: must be at least 1")
         _check(1 <= self.max_tokens < self.n_ctx, "max_tokens: must be at least 1 and below n_ctx")
         _check(self.startup_timeout > 0, "startup_timeout: must be positive")
+        _check(self.timeout > 0, "timeout: must be positive")
 
 
 @dataclass

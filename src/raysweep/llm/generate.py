@@ -55,15 +55,17 @@ class Endpoint:
     model: str
     samples_per_call: int
     max_tokens: int
+    timeout: float  # seconds for one call
 
 
 def choose_endpoint(cfg: LLMConfig) -> Endpoint:
     """Where the calls will go, decided without starting anything."""
     if cfg.base_url:
-        return Endpoint("base_url", cfg.base_url, cfg.model, cfg.samples_per_call, cfg.max_tokens)
+        return Endpoint("base_url", cfg.base_url, cfg.model, cfg.samples_per_call, cfg.max_tokens, cfg.timeout)
     if os.environ.get(cfg.api_key_env):
-        return Endpoint("api", None, cfg.model, cfg.samples_per_call, cfg.max_tokens)
-    return Endpoint("embedded", None, EMBEDDED_MODEL, cfg.embedded.samples_per_call, cfg.embedded.max_tokens)
+        return Endpoint("api", None, cfg.model, cfg.samples_per_call, cfg.max_tokens, cfg.timeout)
+    e = cfg.embedded
+    return Endpoint("embedded", None, EMBEDDED_MODEL, e.samples_per_call, e.max_tokens, e.timeout)
 
 
 @contextmanager
@@ -300,7 +302,7 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
                      endpoint.samples_per_call, len(state.kept), cfg.n_rows)
             calls = [(i, build_messages(template, endpoint.samples_per_call, examples, cfg.examples_per_class,
                                         cfg.seed, i, class_names), cfg.seed + i) for i in ids]
-            gave_up, fatal = pool.run(calls, on_record, drain_timeout=cfg.timeout + 5)
+            gave_up, fatal = pool.run(calls, on_record, drain_timeout=endpoint.timeout + 5)
             if fatal:
                 raise GenerationError(f"{fatal} ({len(records)} paid replies are safe in {store.path})")
             if gave_up:
@@ -379,7 +381,7 @@ def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int)
             def make_actor():
                 return GeneratorActor.options(**options).remote(
                     live.base_url, live.model, params, cfg.api_key_env, limiter,
-                    cfg.timeout, cfg.retries, cfg.retry_backoff)
+                    live.timeout, cfg.retries, cfg.retry_backoff)
 
             pool = GeneratorPool(make_actor, size, max_deaths=cfg.retries + size)
             yield pool
