@@ -79,6 +79,9 @@ def main() -> None:
             local = [scoring.score_rows(j.model, acts, pool, mc_samples=j.mc_samples, seed=j.seed) for j in jobs]
             local_s = time.perf_counter() - t
             t = time.perf_counter()
+            # Force Ray Data for pooled rows too: the sweep itself scores small pooled jobs
+            # in-process (scoring.RAY_MIN_POOLED_ROWS), and this measures why.
+            scoring.RAY_MIN_POOLED_ROWS = 0
             remote = scoring.score_many(jobs, use_ray=True, actors=args.actors, block_rows=args.block_rows)
             ray_s = time.perf_counter() - t
             same = all(np.allclose(a.probs, b.probs, atol=1e-6) and np.allclose(a.embeddings, b.embeddings, atol=1e-5)
