@@ -3,13 +3,16 @@
 import pandas as pd
 import pytest
 
+from raysweep import scoring
 from raysweep.config import load_sweep
 from raysweep.sweep import cell_id, expand, fixed_digest, run_sweep
 
 pytestmark = pytest.mark.slow
 
 
-def test_selection_sweep_scores_once_and_writes_diagnostics(tmp_path, sst5_subset, ray_local):
+def test_selection_sweep_scores_once_and_writes_diagnostics(tmp_path, sst5_subset, ray_local, monkeypatch):
+    # 600 pooled rows would be scored in-process; the cluster path (Ray Data) is the one to test.
+    monkeypatch.setattr(scoring, "RAY_MIN_POOLED_ROWS", 0)
     path = tmp_path / "sel.yaml"
     path.write_text(f"""
 name: sel
