@@ -232,3 +232,18 @@ def test_entropy_sqbc_correlation_reads_past_the_summary_file(full_report):
     one = corr[(corr.freeze == "pooler") & (corr.seed == "1")].iloc[0]
     seed1 = rows[rows.seed == 1]
     assert one["n"] == 25 and one["r"] == pytest.approx(np.corrcoef(seed1.entropy, seed1.sqbc)[0, 1], abs=1e-12)
+
+
+def test_one_strategy_several_pools_compares_each_pool_with_real(tmp_path):
+    d = write_trials(tmp_path / "pools")
+    real = pd.read_csv(d / "trials.csv").query("strategy == 'random'")
+    # The LLM pool is exactly 1 point worse wherever rows are added, and the same at fraction 0.
+    llm = real.assign(pool="llm", cell_id=real["cell_id"] + "-llm",
+                      val_accuracy=real["val_accuracy"] - 0.01 * (real["fraction"] > 0))
+    pd.concat([real, llm]).to_csv(d / "trials.csv", index=False)
+    report = analyze([d], tmp_path / "out", n_boot=200).read_text()
+    head = report.split("## Headline")[1].split("## Figures")[0]
+    assert "`vs real`" in head and "| vs real, pp [95% CI] |" in head
+    rows = [line for line in head.splitlines() if line.startswith("| llm |")]
+    assert rows and all("| -1.0 [-1.0, -1.0] * |" in line for line in rows)
+    assert all("| baseline |" in line for line in head.splitlines() if line.startswith("| real |"))

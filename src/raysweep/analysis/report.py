@@ -135,13 +135,18 @@ def headline(run: Run) -> None:
         return
     aulc = stats.aulc_table(ok)
     paired = run.paired = stats.paired_differences(ok, "strategy", "random", n_boot=run.n_boot, seed=run.seed)
+    factor, baseline = "strategy", "random"
+    if not len(paired) and "pool" in run.varying and "real" in set(ok["pool"]):
+        # One strategy, several pools (the study's Figure 2): the question is LLM rows vs real rows.
+        factor, baseline = "pool", "real"
+        paired = stats.paired_differences(ok, "pool", "real", n_boot=run.n_boot, seed=run.seed)
     head = tables.headline_table(aulc, paired, run.cells)
     text = ("AULC: trapezoidal area under validation accuracy vs added fraction, divided by the fraction "
             "range (the curve's average height), per seed, then mean over seeds with a 95% t-interval. ")
     if len(paired):
-        text += ("`vs random`: mean paired difference to `random` over seeds and fractions > 0, in percentage "
-                 "points, with a seeded percentile-bootstrap 95% interval; `*` marks an interval that excludes "
-                 "0 (not corrected for multiple comparisons).")
+        text += (f"`vs {baseline}`: mean paired difference to the `{baseline}` {factor} over seeds and fractions > 0, "
+                 "in percentage points, with a seeded percentile-bootstrap 95% interval; `*` marks an interval "
+                 "that excludes 0 (not corrected for multiple comparisons).")
     else:
         text += f"No paired differences: {no_pairs_reason(ok)}."
     doc.para(text)
@@ -149,7 +154,8 @@ def headline(run: Run) -> None:
         doc.para("AULC needs at least two fractions per curve and this sweep has one, so only the accuracy is shown.")
     if stats.seed_counts(ok)[1] == 1:
         doc.para("Every cell has one seed, so no row has an interval.")
-    run.table(head, tables.show_headline(head, run.varying, has_diff=len(paired) > 0), "headline")
+    run.table(head, tables.show_headline(head, run.varying, has_diff=len(paired) > 0, factor=factor,
+                                         baseline=baseline), "headline")
 
 
 def trial_figures(run: Run) -> None:

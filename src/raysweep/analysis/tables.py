@@ -81,7 +81,8 @@ def headline_table(aulc: pd.DataFrame, paired: pd.DataFrame, cells: pd.DataFrame
     return head
 
 
-def show_headline(head: pd.DataFrame, varying: list[str], has_diff: bool) -> pd.DataFrame:
+def show_headline(head: pd.DataFrame, varying: list[str], has_diff: bool, factor: str = "strategy",
+                  baseline: str = "random") -> pd.DataFrame:
     cols = _shown_params(head, varying)
     cols = [c for c in cols if c != "fraction"]
     groups = [c for c in cols if c not in ("strategy", "freeze")]  # e.g. pool: its strategies stay together
@@ -98,7 +99,7 @@ def show_headline(head: pd.DataFrame, varying: list[str], has_diff: bool) -> pd.
             row["fractions"] = f"{value_str(r['fraction_min'])}-{value_str(r['fraction_max'])}"
         row["AULC % [95% CI]"] = pct_ci(r["aulc"], r["ci_low"], r["ci_high"])
         if has_diff:
-            row["vs random, pp [95% CI]"] = ("baseline" if r.get("strategy") == "random" else
+            row[f"vs {baseline}, pp [95% CI]"] = ("baseline" if r.get(factor) == baseline else
                                              pp_ci(r.get("mean_diff", math.nan), r.get("diff_ci_low", math.nan),
                                                     r.get("diff_ci_high", math.nan), bool(r.get("significant"))))
         row["acc % at largest fraction [95% CI]"] = pct_ci(r["acc_at_max"], r["acc_at_max_ci_low"],
