@@ -176,7 +176,8 @@ def test_the_limiter_as_a_ray_actor_and_a_clear_error_when_it_dies(ray_local):
     actor = RateLimiterActor.remote(60, 0, 1.0, 1.0)  # one request at a time, one per second
     assert call(actor, "acquire", 0) == (0.0, -1)
     wait, ticket = call(actor, "acquire", 0)
-    assert 0.9 < wait <= 1.0 and ticket is None
+    # Real time passes between the two calls (much of it on a loaded machine): any wait up to 1 s.
+    assert 0 < wait <= 1.0 and ticket is None
     call(actor, "pause", 30.0)
     assert call(actor, "acquire", 0)[0] > 29
     assert call(actor, "stats") == {"granted": 1, "tokens_used": 0, "pauses": 1}
