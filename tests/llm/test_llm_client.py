@@ -125,10 +125,13 @@ def test_a_truncated_reply_is_returned_for_parsing(fake_openai):
 
 def test_calls_share_the_request_limit(fake_openai):
     server = fake_openai(requests_per_minute=120, burst_seconds=1)
-    limiter = RateLimiter(120, 0, burst_seconds=1, headroom=0.97)
+    # Headroom 0.8, not 0.97: at 0.97 the grants are 0.515 s apart against the server's 2 per
+    # second, 30 ms of slack, and a first call slowed by its new connection on a loaded machine
+    # arrived late enough to put three calls in one second.
+    limiter = RateLimiter(120, 0, burst_seconds=1, headroom=0.8)
     generator = make(server, limiter)
     for i in range(5):
         generator.call(i, MESSAGES, seed=i)
     times = [a["t"] for a in server.arrivals]
     assert server.violations == {"requests": 0, "tokens": 0}
-    assert times[-1] - times[0] >= 3 * 60 / (120 * 0.97) - 0.01  # 1 at once, then 2 per second
+    assert times[-1] - times[0] >= 3 * 60 / (120 * 0.8) - 0.01  # 1 at once, then 1.6 per second
