@@ -120,7 +120,7 @@ def submit(sweep_file, address, output, overrides, env_keys) -> None:
               help="With --output: count this sweep's cells in a results directory you can read.")
 @click.option("--output", "-o", default=None, type=click.Path(file_okay=False))
 def status(job_id, address, sweep_file, output) -> None:
-    """A job's state (JOB_ID), and/or a sweep's cells done / failed / pending (--sweep and --output)."""
+    """A job's state (JOB_ID), and/or a sweep's cells done / running / failed / pending (--sweep and --output)."""
     from raysweep import jobs
 
     if not job_id and not (sweep_file and output):

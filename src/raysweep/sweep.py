@@ -3,6 +3,8 @@
 Layout of an output directory:
     sweep.yaml        the resolved sweep config (every default filled in)
     cells/<id>.json   one finished cell: its parameters and metrics (or its error)
+    cells/<id>.running  a cell a trial is running now: host, pid, start time; rewritten every
+                      HEARTBEAT_S while it runs and removed once cells/<id>.json is written
     tune/             Ray Tune's own experiment directory
     cache/            cached frozen activations (unless `cache_dir` points elsewhere)
     trials.csv        one row per cell of this sweep, assembled from cells/
@@ -18,6 +20,8 @@ import hashlib
 import itertools
 import json
 import os
+import socket
+import threading
 import time
 from dataclasses import asdict
 from functools import lru_cache
@@ -32,7 +36,13 @@ from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import ensure_activation_sets, load_activations
+from raysweep.storage import Output
 from raysweep.train import Cell, TrialInputs, run_trial
+
+# A trial rewrites its cells/<id>.running every HEARTBEAT_S; a marker older than STALE_S is a trial
+# that died with its node (nothing else removes the marker then), so it no longer counts as running.
+HEARTBEAT_S = 15.0
+STALE_S = 4 * HEARTBEAT_S
 
 PARAMS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling")
 METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
@@ -76,20 +86,46 @@ def expand(cfg: SweepConfig) -> list[Cell]:
 # --------------------------------------------------------------------------- cell results on disk
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def read_cells(cells_dir: Path) -> dict[str, dict]:
-    out = {}
-    for path in sorted(cells_dir.glob("*.json")):
+def read_cells(out: Output) -> dict[str, dict]:
+    out_cells = {}
+    for entry in out.list("cells", ".json"):
         try:
-            out[path.stem] = json.loads(path.read_text())
+            out_cells[entry.name[: -len(".json")]] = json.loads(out.read_text(f"cells/{entry.name}") or "")
         except json.JSONDecodeError:
             continue  # a torn write from a killed process: the cell simply counts as not run
-    return out
+    return out_cells
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def running_cells(out: Output, now: float | None = None) -> set[str]:
+    """Ids of the cells a live trial is running: a cells/<id>.running marker without a
+    cells/<id>.json, rewritten less than STALE_S ago, and (when it was written on this machine)
+    whose process is still alive: a trial killed with its node leaves its marker behind."""
+    now = time.time() if now is None else now
+    finished = {e.name[: -len(".json")] for e in out.list("cells", ".json")}
+    host = socket.gethostname()
+    live = set()
+    for entry in out.list("cells", ".running"):
+        cid = entry.name[: -len(".running")]
+        if cid in finished or entry.mtime is None or now - entry.mtime > STALE_S:
+            continue
+        try:
+            marker = json.loads(out.read_text(f"cells/{entry.name}") or "")
+        except json.JSONDecodeError:
+            marker = {}  # being rewritten as we read it: a heartbeat, so alive
+        if marker.get("host") == host and isinstance(marker.get("pid"), int) and not _pid_alive(marker["pid"]):
+            continue
+        live.add(cid)
+    return live
 
 
 def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig) -> pd.DataFrame:
@@ -178,30 +214,71 @@ def prepare_selection(cfg: SweepConfig, context: dict, output: Path, use_ray: bo
             scoring.write_diagnostics(views, cfg.selection.k, where, log=log)
 
 
-def run_cell(cell: Cell, cid: str, context: dict, cells_dir: Path) -> dict:
+class _Heartbeat:
+    """Writes cells/<id>.running when a trial starts and again every HEARTBEAT_S until it stops:
+    `raysweep status` counts the cell as running while the marker is fresh."""
+
+    def __init__(self, out: Output, cid: str):
+        self.out, self.rel = out, f"cells/{cid}.running"
+        self.text = json.dumps({"cell_id": cid, "host": socket.gethostname(), "pid": os.getpid(),
+                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            try:
+                self.out.write_text(self.rel, self.text)
+            except OSError:
+                pass  # a missed beat on a flaky store: the next one, or the result, follows
+
+    def __enter__(self):
+        self.out.write_text(self.rel, self.text)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        if exc[0] is None:  # the result is written: the marker has served its purpose
+            self.out.delete(self.rel)
+
+
+def run_cell(cell: Cell, cid: str, context: dict, out: Output) -> dict:
     """Run one cell and record it under cells/. A failing trial is recorded, not raised:
     an exception in the trial is deterministic, so Tune retrying it would only repeat it."""
-    start = time.perf_counter()
-    record = {"cell_id": cid, "cell": asdict(cell)}
-    try:
-        metrics = run_trial(cell, trial_inputs(context, cell.variant), RecipeConfig(**context["recipe"]),
-                            SelectionConfig(**context.get("selection", {})))
-        metrics["wall_s"] = round(time.perf_counter() - start, 4)
-        record.update(status="ok", metrics=metrics)
-    except Exception as exc:  # noqa: BLE001 - recorded with its message, shown in trials.csv
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        record.update(status="failed", error=f"{type(exc).__name__}: {msg}", metrics={})
-    _write_json(cells_dir / f"{cid}.json", record)
+    with _Heartbeat(out, cid):
+        start = time.perf_counter()
+        record = {"cell_id": cid, "cell": asdict(cell)}
+        try:
+            metrics = run_trial(cell, trial_inputs(context, cell.variant), RecipeConfig(**context["recipe"]),
+                                SelectionConfig(**context.get("selection", {})))
+            metrics["wall_s"] = round(time.perf_counter() - start, 4)
+            record.update(status="ok", metrics=metrics)
+        except Exception as exc:  # noqa: BLE001 - recorded with its message, shown in trials.csv
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            record.update(status="failed", error=f"{type(exc).__name__}: {msg}", metrics={})
+        out.write_text(f"cells/{cid}.json", json.dumps(record, indent=1))
     return record
 
 
-def _tune_trainable(config: dict, context: dict, cells: dict, cells_dir: str, threads: int) -> None:
+def _tune_trainable(config: dict, context: dict, cells: dict, output: str, threads: int) -> None:
     import torch
     from ray import tune
 
     torch.set_num_threads(threads)
     cid = config["cell_id"]
-    record = run_cell(Cell(**cells[cid]), cid, context, Path(cells_dir))
+    out = Output(output)
+    # Tune retries a trial whose node died. If the cell's result was written before the node went
+    # (only the report back to Tune was lost), report that result instead of running the cell again.
+    # The driver removed every record it meant to re-run before starting, so a record here is this run's.
+    earlier = out.read_text(f"cells/{cid}.json")
+    try:
+        record = json.loads(earlier) if earlier else None
+    except json.JSONDecodeError:
+        record = None  # torn by the node's death: run the cell again
+    if record is None:
+        record = run_cell(Cell(**cells[cid]), cid, context, out)
     metrics = {k: v for k, v in record["metrics"].items() if k != "confusion"}
     tune.report({"status": record["status"], **metrics})
 
@@ -215,16 +292,16 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     import ray
     from ray import tune
 
-    output = Path(output).resolve()
-    cells_dir = output / "cells"
-    cells_dir.mkdir(parents=True, exist_ok=True)
-    (output / "sweep.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    out = Output(output)
+    output = out.local_dir  # None for a URI
+    out.mkdir("cells")
+    out.write_text("sweep.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else output / "cache"
 
     cells = expand(cfg)
     fixed = fixed_digest(cfg)
     ids = [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection)) for c in cells]
-    done = read_cells(cells_dir)
+    done = read_cells(out)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     todo = [(c, i) for c, i in zip(cells, ids) if done.get(i, {}).get("status") not in skip]
     log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
@@ -236,13 +313,15 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log)
         context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir))
         prepare_selection(cfg, context, output, use_ray=use_ray_data, log=log)
+        for _, i in todo:  # failed records about to be re-run (--retry-failed): see _tune_trainable
+            if i in done:
+                out.delete(f"cells/{i}.json")
         res = cfg.resources
         several = len(cfg.encoders) * len(cfg.poolings) > 1
         names = {i: _trial_name(asdict(c), several) for c, i in todo}
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trainable, context=context, cells={i: asdict(c) for c, i in todo},
-                                 cells_dir=str(cells_dir),
-                                 threads=max(1, int(res.cpus_per_trial))),
+                                 output=out.spec, threads=max(1, int(res.cpus_per_trial))),
             {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
         )
         tuner = tune.Tuner(
@@ -265,23 +344,25 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         )
         tuner.fit()
 
-    done = read_cells(cells_dir)
+    done = read_cells(out)
     table = results_table(cells, ids, done, cfg)
-    table.to_csv(output / "trials.csv", index=False)
+    out.write_text("trials.csv", table.to_csv(index=False))
     missing = len(cells) - len(table)
     failed = int((table["status"] == "failed").sum())
-    log(f"wrote {output / 'trials.csv'}: {len(table)} cells ({failed} failed, {missing} missing)")
+    log(f"wrote {out.show('trials.csv')}: {len(table)} cells ({failed} failed, {missing} missing)")
     return table
 
 
-def cell_progress(cfg: SweepConfig, output: str | Path) -> dict[str, int]:
-    """How many of the sweep's cells are done, failed and still to run in `output`."""
+def cell_progress(cfg: SweepConfig, output: str | Path, now: float | None = None) -> dict[str, int]:
+    """How many of the sweep's cells in `output` are done, running now, failed and still to run."""
+    out = Output(output)
     fixed = fixed_digest(cfg)
-    done = read_cells(Path(output) / "cells")
-    status = [done.get(cell_id(c, fixed, selection_settings(c.strategy, cfg.selection)), {}).get("status")
-              for c in expand(cfg)]
-    return {"cells": len(status), "done": status.count("ok"), "failed": status.count("failed"),
-            "pending": sum(s is None for s in status)}
+    done = read_cells(out)
+    running = running_cells(out, now)
+    ids = [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection)) for c in expand(cfg)]
+    status = [done.get(i, {}).get("status") or ("running" if i in running else None) for i in ids]
+    return {"cells": len(status), "done": status.count("ok"), "running": status.count("running"),
+            "failed": status.count("failed"), "pending": sum(s is None for s in status)}
 
 
 def _trial_name(cell: dict, with_encoder: bool = False) -> str:
