@@ -310,12 +310,14 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         if not ray.is_initialized():
             # "local" starts a fresh Ray here; a bare init() would join any cluster on this machine.
             ray.init(address=address or "local", configure_logging=False, log_to_driver=True)
+        t0 = time.perf_counter()
         context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log)
         context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir))
         prepare_selection(cfg, context, output, use_ray=use_ray_data, log=log)
         for _, i in todo:  # failed records about to be re-run (--retry-failed): see _tune_trainable
             if i in done:
                 out.delete(f"cells/{i}.json")
+        log(f"prepared the trials' inputs in {time.perf_counter() - t0:.2f} s")
         res = cfg.resources
         several = len(cfg.encoders) * len(cfg.poolings) > 1
         names = {i: _trial_name(asdict(c), several) for c, i in todo}
@@ -342,7 +344,20 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
                 verbose=1,
             ),
         )
-        tuner.fit()
+        t0 = time.perf_counter()
+        # Tune's default CSV, JSON and TensorBoard loggers write three files per trial from the
+        # driver, which shares the CPUs with the trials; cells/ and trials.csv already hold every
+        # result, so they are off for this fit (restored after: the caller's process may run other Tune code).
+        before = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+        try:
+            tuner.fit()
+        finally:
+            if before is None:
+                os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+            else:
+                os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
+        log(f"ran {len(todo)} trials in {time.perf_counter() - t0:.2f} s")
 
     done = read_cells(out)
     table = results_table(cells, ids, done, cfg)
