@@ -21,7 +21,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Results directory.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Results directory, or a storage URI (s3://bucket/prefix, gs://..., file:///...).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a field of the sweep file (repeatable), e.g. --set recipe.epochs=5.")
 @click.option("--address", default=None, help="Ray cluster address (default: a fresh local Ray; 'auto' joins one).")
@@ -30,12 +31,13 @@ def run(sweep_file, output, overrides, address, retry_failed) -> None:
     """Run every cell of SWEEP_FILE not yet finished in OUTPUT and write OUTPUT/trials.csv."""
     from raysweep.data import DataError
     from raysweep.backbone import EncoderError
+    from raysweep.storage import StorageError
     from raysweep.sweep import run_sweep
 
     try:
         cfg = load_sweep(sweep_file, overrides)
         table = run_sweep(cfg, output, address=address, retry_failed=retry_failed)
-    except (ConfigError, DataError, EncoderError) as exc:
+    except (ConfigError, DataError, EncoderError, StorageError) as exc:
         _fail(exc)
     if len(table):
         ok = table[table["status"] == "ok"]
@@ -118,7 +120,7 @@ def submit(sweep_file, address, output, overrides, env_keys) -> None:
 @click.option("--address", default=None, help="The cluster's dashboard / Jobs API.")
 @click.option("--sweep", "sweep_file", type=click.Path(dir_okay=False), default=None,
               help="With --output: count this sweep's cells in a results directory you can read.")
-@click.option("--output", "-o", default=None, type=click.Path(file_okay=False))
+@click.option("--output", "-o", default=None, type=click.Path(file_okay=False), help="Results directory or URI.")
 def status(job_id, address, sweep_file, output) -> None:
     """A job's state (JOB_ID), and/or a sweep's cells done / running / failed / pending (--sweep and --output)."""
     from raysweep import jobs
@@ -131,11 +133,12 @@ def status(job_id, address, sweep_file, output) -> None:
         except jobs.JobError as exc:
             _fail(exc)
     if sweep_file and output:
+        from raysweep.storage import StorageError
         from raysweep.sweep import cell_progress
 
         try:
             counts = cell_progress(load_sweep(sweep_file), output)
-        except ConfigError as exc:
+        except (ConfigError, StorageError) as exc:
             _fail(exc)
         click.echo(", ".join(f"{n} {what}" for what, n in counts.items()))
 

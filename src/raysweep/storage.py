@@ -14,6 +14,8 @@ entry it lacks once, into a temporary directory renamed into place (see `fetch_d
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,8 @@ class Output:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise StorageError(f"output {text}: {first}") from None
             self.root = path.rstrip("/")
+            if not self.root:
+                raise StorageError(f"output {text}: names no bucket or directory after the scheme")
             self.spec = text  # what recreates this Output elsewhere (a Ray worker), query options included
             # Printed and recorded as given, minus query options such as ?endpoint_override=...
             self.uri = text.split("?", 1)[0].rstrip("/")
@@ -59,6 +63,9 @@ class Output:
             self.root = str(Path(text).resolve())
             self.uri = self.spec = self.root
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        # A URI (file:// included): results go through pyarrow.fs, and the activation cache stays on
+        # each node's own disk, shared through <output>/cache/ (see sweep.run_sweep).
+        self.is_uri = is_uri(text)
 
     def __str__(self) -> str:
         return self.uri
@@ -125,37 +132,63 @@ class Output:
 
     # ------------------------------------------------------------------ directories (the cache)
 
-    def upload_dir(self, local: Path, rel: str) -> bool:
-        """Copy the local directory `local` to `rel` unless it is there already; True if copied.
+    def _remote_files(self, rel_dir: str) -> set[str]:
+        """Paths (relative to `rel_dir`) of every file under `rel_dir`, recursively."""
+        base = self.path(rel_dir)
+        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        return {i.path[len(base) + 1:] for i in infos if i.type == pafs.FileType.File}
 
-        Its `meta.json` (cache entries have one) goes last, so a reader who finds it finds the rest."""
-        if self.exists(f"{rel}/meta.json"):
-            return False
-        files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.name == "meta.json")
+    def upload_tree(self, local: Path, rel: str, skip_existing: bool = True) -> int:
+        """Copy the files under the local directory `local` to `rel`; returns how many were copied.
+
+        With `skip_existing`, files already there are left alone (cache entries are content-addressed,
+        so a file of the same name has the same bytes). A `meta.json` goes after the other files of
+        its directory, so a reader who finds it finds the rest."""
+        have = self._remote_files(rel) if skip_existing else set()
+        files = [p for p in local.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        files.sort(key=lambda p: (p.name == "meta.json", str(p)))
+        copied = 0
         for p in files:
-            target = f"{rel}/{p.relative_to(local).as_posix()}"
-            self.fs.create_dir(self.path(target).rsplit("/", 1)[0], recursive=True)
-            pafs.copy_files(str(p), self.path(target), source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=self.fs)
-        return True
+            name = p.relative_to(local).as_posix()
+            if name in have:
+                continue
+            target = self.path(f"{rel}/{name}")
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            with open(p, "rb") as src, self.fs.open_output_stream(target) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            copied += 1
+        return copied
 
-    def fetch_dir(self, rel: str, local: Path) -> bool:
-        """Download `rel` into `local` if `local` has no meta.json yet; True if downloaded.
+    def fetch_tree(self, rel: str, local: Path, marker: str | None = "meta.json") -> bool:
+        """Download `rel` into the local directory `local` unless `local/marker` exists; True if downloaded.
 
         Into a temporary sibling first, renamed into place: several trials of one node may ask at
-        once, and whichever renames first wins (the entries are identical, being content-addressed)."""
-        if (local / "meta.json").exists():
+        once, and whichever renames first wins (the entries are content-addressed, so identical).
+        `marker=None` merges: every file missing locally is fetched, each renamed into place."""
+        if marker is not None and (local / marker).exists():
             return False
-        if not self.exists(f"{rel}/meta.json"):
+        names = self._remote_files(rel)
+        if marker is not None and marker not in names:
             raise StorageError(f"{self.show(rel)}: no such cache entry (was the driver's upload interrupted?)")
-        tmp = local.parent / f".{local.name}.fetch-{os.getpid()}"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(self.path(rel), str(tmp), source_filesystem=self.fs,
-                        destination_filesystem=pafs.LocalFileSystem())
+        if marker is None:
+            names = {n for n in names if not (local / n).exists()}
+            if not names:
+                return False
+        tmp = local.parent / f".{local.name}.fetch-{os.getpid()}-{threading.get_ident()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for name in sorted(names):
+            dest = tmp / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with self.fs.open_input_stream(self.path(f"{rel}/{name}")) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        if marker is None:  # merge file by file into an existing directory
+            for name in sorted(names):
+                (local / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp / name, local / name)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return True
         try:
             os.rename(tmp, local)
         except OSError:  # another trial on this node was first
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
         return True

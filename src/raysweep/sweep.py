@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -36,6 +37,7 @@ from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import ensure_activation_sets, load_activations
+from raysweep.encoders import cache_home
 from raysweep.storage import Output
 from raysweep.train import Cell, TrialInputs, run_trial
 
@@ -191,7 +193,7 @@ def trial_inputs(context: dict, variant: str) -> TrialInputs:
                        cache_dir=context.get("cache_dir"))
 
 
-def prepare_selection(cfg: SweepConfig, context: dict, output: Path, use_ray: bool, log=print) -> None:
+def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: bool, log=print) -> None:
     """Train the scoring model of every (freeze, seed) and score the pool under it, once, before
     any trial; then write the entropy / SQBC diagnostics under `output`/diagnostics.
 
@@ -210,8 +212,13 @@ def prepare_selection(cfg: SweepConfig, context: dict, output: Path, use_ray: bo
             views = scoring.prepare_scores(jobs, inputs, RecipeConfig(**context["recipe"]), cfg.selection,
                                            mc="mc_probs" in needs, use_ray=use_ray, log=log)
             # One encoder and pooling (the study's case): diagnostics/ itself; else one folder each.
-            where = output / "diagnostics" / (f"{encoder}-{pooling}".replace("/", "_") if several else "")
-            scoring.write_diagnostics(views, cfg.selection.k, where, log=log)
+            rel = "diagnostics" + (f"/{encoder}-{pooling}".replace("/", "_") if several else "")
+            if not out.is_uri:
+                scoring.write_diagnostics(views, cfg.selection.k, out.local_dir / rel, log=log)
+                continue
+            with tempfile.TemporaryDirectory() as staging:  # written here, then copied to the URI
+                scoring.write_diagnostics(views, cfg.selection.k, staging, log=log)
+                out.upload_tree(Path(staging), rel, skip_existing=False)
 
 
 class _Heartbeat:
@@ -262,6 +269,30 @@ def run_cell(cell: Cell, cid: str, context: dict, out: Output) -> dict:
     return record
 
 
+_fetched: set[str] = set()  # outputs whose scoring files this process has fetched (see fetch_cache)
+
+
+def publish_cache(out: Output, context: dict, log=print) -> None:
+    """A URI output: copy the activation entries the trials read, and the driver's scoring models
+    and pool scores, from the driver's cache to <output>/cache/, where every node finds them."""
+    cache_dir = Path(context["cache_dir"])
+    entries = sorted({Path(p) for pair in context["artifacts"].values() for p in pair})
+    copied = sum(out.upload_tree(p, f"cache/{p.name}") > 0 for p in entries)
+    scores = out.upload_tree(cache_dir / "selection", "cache/selection") if (cache_dir / "selection").is_dir() else 0
+    log(f"cache: {copied} of {len(entries)} activation entries and {scores} scoring files uploaded to "
+        f"{out.show('cache')}")
+
+
+def fetch_cache(out: Output, context: dict, variant: str) -> None:
+    """Before a node's first trial of `variant`: download the activation entries it lacks from
+    <output>/cache/ into the node's cache (the same path as the driver's), and the scoring files once."""
+    for path in context["artifacts"][variant]:  # a local stat once the entry is here
+        out.fetch_tree(f"cache/{Path(path).name}", Path(path))
+    if out.spec not in _fetched:  # a listing of the store: once per process and output
+        out.fetch_tree("cache/selection", Path(context["cache_dir"]) / "selection", marker=None)
+        _fetched.add(out.spec)
+
+
 def _tune_trainable(config: dict, context: dict, cells: dict, output: str, threads: int) -> None:
     import torch
     from ray import tune
@@ -278,6 +309,8 @@ def _tune_trainable(config: dict, context: dict, cells: dict, output: str, threa
     except json.JSONDecodeError:
         record = None  # torn by the node's death: run the cell again
     if record is None:
+        if out.is_uri:
+            fetch_cache(out, context, Cell(**cells[cid]).variant)
         record = run_cell(Cell(**cells[cid]), cid, context, out)
     metrics = {k: v for k, v in record["metrics"].items() if k != "confusion"}
     tune.report({"status": record["status"], **metrics})
@@ -293,10 +326,15 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     from ray import tune
 
     out = Output(output)
-    output = out.local_dir  # None for a URI
     out.mkdir("cells")
     out.write_text("sweep.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else output / "cache"
+    if cfg.cache_dir:
+        cache_dir = Path(cfg.cache_dir).resolve()
+    elif out.is_uri:
+        # Trials memory-map the cache, so it must be on a disk: each node's own, filled from <output>/cache/.
+        cache_dir = cache_home() / "cache"
+    else:
+        cache_dir = out.local_dir / "cache"
 
     cells = expand(cfg)
     fixed = fixed_digest(cfg)
@@ -313,7 +351,9 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         t0 = time.perf_counter()
         context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log)
         context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir))
-        prepare_selection(cfg, context, output, use_ray=use_ray_data, log=log)
+        prepare_selection(cfg, context, out, use_ray=use_ray_data, log=log)
+        if out.is_uri:
+            publish_cache(out, context, log=log)
         for _, i in todo:  # failed records about to be re-run (--retry-failed): see _tune_trainable
             if i in done:
                 out.delete(f"cells/{i}.json")
@@ -339,7 +379,10 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
             ),
             run_config=tune.RunConfig(
                 name=cfg.name,
-                storage_path=str(output / "tune"),
+                # A URI: Tune writes through the same pyarrow filesystem (query options such as
+                # endpoint_override included), so its path is given without the scheme.
+                storage_path=out.path("tune") if out.is_uri else str(out.local_dir / "tune"),
+                storage_filesystem=out.fs if out.is_uri else None,
                 failure_config=tune.FailureConfig(max_failures=3),  # a lost node retries its trials
                 verbose=1,
             ),
