@@ -85,6 +85,26 @@ def test_a_trial_fetches_what_its_node_lacks(tmp_path):
     assert digest_tree(driver) == expected
 
 
+def test_analyze_copies_only_what_the_report_reads_from_a_uri(tmp_path):
+    from click.testing import CliRunner
+
+    from raysweep.cli import main
+
+    res = tmp_path / "store" / "paper"
+    for name, text in {"trials.csv": "a\n", "sweep.yaml": "name: paper\n", "diagnostics/pooler-seed0.csv": "x\n",
+                       "generation/generated.csv": "t\n", "cells/c.json": "{}", "cache/k/meta.json": "{}",
+                       "tune/paper/experiment_state-x.json": "{}"}.items():
+        (res / name).parent.mkdir(parents=True, exist_ok=True)
+        (res / name).write_text(text)
+    local = Output(f"file://{res}").fetch_results(tmp_path / "copy")
+    assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()) == [
+        "diagnostics/pooler-seed0.csv", "generation/generated.csv", "sweep.yaml", "trials.csv"]
+    assert (local / "sweep.yaml").read_text() == "name: paper\n"
+
+    result = CliRunner().invoke(main, ["analyze", str(tmp_path / "nope"), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output == f"error: {tmp_path / 'nope'}: no such results directory\n"
+
+
 SWEEP = """
 name: uri
 compare: {{strategy: [random], fraction: [0, 1], freeze: [last-linear, pooler]}}
@@ -142,3 +162,90 @@ def test_a_sweep_into_a_file_uri_writes_what_a_local_path_gets(tmp_path, tiny_cs
     assert f"cache: 4 of 4 activation entries and 0 scoring files uploaded to file://{b}/cache" in lines
     assert sweep.cell_progress(cfg, f"file://{b}") == {"cells": 4, "done": 4, "running": 0, "failed": 0,
                                                        "pending": 0}
+
+
+# --------------------------------------------------------------------------- a real S3 API (moto)
+
+
+def moto_server() -> str | None:
+    """moto's S3 server: $MOTO_SERVER, on PATH, or beside this Python (the `dev` extra installs it)."""
+    import os
+    import shutil
+    import sys
+
+    for candidate in (os.environ.get("MOTO_SERVER"), shutil.which("moto_server"),
+                      str(Path(sys.executable).with_name("moto_server"))):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path):
+    """A moto S3 server on 127.0.0.1 with one bucket, `results`; stopped by its PID afterwards."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    server = moto_server()
+    if server is None:
+        pytest.skip("moto_server not found (pip install 'moto[server]', or set MOTO_SERVER)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "moto.log", "w")
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
+                time.sleep(0.2)
+        # The fake server's fake keys ride in the URI: the Ray workers of this session started
+        # before this test, so environment variables set here would not reach them.
+        query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1&access_key=testing&secret_key=testing"
+        import pyarrow.fs as pafs
+
+        fs, _ = pafs.FileSystem.from_uri(f"s3://results?{query}&allow_bucket_creation=true")
+        fs.create_dir("results")
+        yield query
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_a_sweep_into_s3_through_a_real_s3_api(tmp_path, tiny_csv, tiny_bert, ray_local, monkeypatch, s3_endpoint):
+    import pyarrow.fs as pafs
+
+    monkeypatch.setenv("RAYSWEEP_HOME", str(tmp_path / "home"))
+    path = tmp_path / "s3.yaml"
+    path.write_text(SWEEP.format(data=tiny_csv, encoder=tiny_bert).replace("name: uri", "name: s3"))
+    cfg = load_sweep(path)
+    uri = f"s3://results/runs/tiny?{s3_endpoint}"
+    lines = []
+    table = sweep.run_sweep(cfg, uri, use_ray_data=False, log=lines.append)
+    assert len(table) == 4 and set(table["status"]) == {"ok"}
+    assert "wrote s3://results/runs/tiny/trials.csv: 4 cells (0 failed, 0 missing)" in lines  # no keys in the log
+
+    fs, _ = pafs.FileSystem.from_uri(uri)
+    files = {i.path[len("results/runs/tiny/"):] for i in
+             fs.get_file_info(pafs.FileSelector("results/runs/tiny", recursive=True)) if i.type == pafs.FileType.File}
+    fixed = sweep.fixed_digest(cfg)
+    ids = {sweep.cell_id(c, fixed) for c in sweep.expand(cfg)}
+    assert {f for f in files if f.startswith("cells/")} == {f"cells/{i}.json" for i in ids}
+    assert {"sweep.yaml", "trials.csv"} <= files
+    assert any(f.startswith("tune/s3/experiment_state-") for f in files)
+    node_cache = tmp_path / "home" / "cache"
+    entries = {p.name for p in node_cache.iterdir() if (p / "meta.json").exists()}
+    assert len(entries) == 4
+    assert {f.split("/")[1] for f in files if f.startswith("cache/")} == entries
+    with fs.open_input_stream("results/runs/tiny/trials.csv") as f:
+        remote = pd.read_csv(f)
+    assert sorted(remote["cell_id"]) == sorted(ids)
+    assert sweep.cell_progress(cfg, uri) == {"cells": 4, "done": 4, "running": 0, "failed": 0, "pending": 0}

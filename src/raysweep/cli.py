@@ -75,21 +75,33 @@ def strategies() -> None:
 
 
 @main.command()
-@click.argument("results_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("results_dirs", nargs=-1, required=True)
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
               help="Where report.md, report.html, figures/ and tables/ are written.")
 @click.option("--seed", default=0, show_default=True, help="Seeds the bootstrap intervals and scatter subsampling.")
 def analyze(results_dirs, output, seed) -> None:
-    """Write the report (figures, tables, statistics) of one or more RESULTS_DIRS."""
+    """Write the report (figures, tables, statistics) of one or more RESULTS_DIRS (directories or URIs)."""
+    import tempfile
     from pathlib import Path
 
     from raysweep.analysis import analyze as write_report
     from raysweep.analysis.results import ResultsError
+    from raysweep.storage import Output, StorageError, is_uri
 
-    try:
-        report = write_report([Path(d) for d in results_dirs], Path(output), seed=seed)
-    except ResultsError as exc:  # a results file that is there but malformed; the message names it
-        _fail(exc)
+    with tempfile.TemporaryDirectory() as staging:
+        dirs = []
+        try:
+            for i, d in enumerate(results_dirs):
+                if is_uri(d):  # its results files, copied here; named as the URI ends (the report's fallback name)
+                    out = Output(d)
+                    dirs.append(out.fetch_results(Path(staging) / str(i) / out.uri.rsplit("/", 1)[-1]))
+                elif Path(d).is_dir():
+                    dirs.append(Path(d))
+                else:
+                    raise StorageError(f"{d}: no such results directory")
+            report = write_report(dirs, Path(output), seed=seed)
+        except (ResultsError, StorageError) as exc:  # a results file that is there but malformed; the message names it
+            _fail(exc)
     click.echo(f"wrote {report} and {report.with_suffix('.html')}")
 
 

@@ -130,6 +130,18 @@ class Output:
                 out.append(FileEntry(info.base_name, mtime))
         return sorted(out, key=lambda e: e.name)
 
+    def fetch_results(self, local: Path) -> Path:
+        """Copy what `raysweep analyze` reads (analysis/results.py) into the local directory `local`:
+        trials.csv, sweep.yaml, generation/ and diagnostics/; not cells/, tune/ or the cache."""
+        local.mkdir(parents=True, exist_ok=True)
+        for name in ("trials.csv", "sweep.yaml"):
+            text = self.read_text(name)
+            if text is not None:
+                (local / name).write_text(text)
+        for folder in ("generation", "diagnostics"):
+            self.fetch_tree(folder, local / folder, marker=None)
+        return local
+
     # ------------------------------------------------------------------ directories (the cache)
 
     def _remote_files(self, rel_dir: str) -> set[str]:
