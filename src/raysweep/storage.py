@@ -18,6 +18,7 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
@@ -56,8 +57,9 @@ class Output:
             if not self.root:
                 raise StorageError(f"output {text}: names no bucket or directory after the scheme")
             self.spec = text  # what recreates this Output elsewhere (a Ray worker), query options included
-            # Printed and recorded as given, minus query options such as ?endpoint_override=...
-            self.uri = text.split("?", 1)[0].rstrip("/")
+            # Printed as given minus any keys (s3://KEY:SECRET@bucket) and query options (?endpoint_override=...)
+            parts = urlsplit(text)
+            self.uri = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}".rstrip("/")
         else:
             self.fs = pafs.LocalFileSystem()
             self.root = str(Path(text).resolve())
