@@ -348,6 +348,12 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         if not ray.is_initialized():
             # "local" starts a fresh Ray here; a bare init() would join any cluster on this machine.
             ray.init(address=address or "local", configure_logging=False, log_to_driver=True)
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        if nodes > 1 and not out.is_uri:
+            # Trials write cells/ and read cache/ on their own node: fine on one machine or a shared
+            # filesystem, lost results and failed cells on a worker's private disk.
+            log(f"warning: the output {out} is a local path and the cluster has {nodes} nodes: every node "
+                f"must see this same directory (a shared filesystem); otherwise use an s3:// or gs:// URI")
         t0 = time.perf_counter()
         context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log)
         context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir))
