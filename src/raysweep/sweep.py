@@ -6,7 +6,9 @@ Layout of an output directory:
     cells/<id>.running  a cell a trial is running now: host, pid, start time; rewritten every
                       HEARTBEAT_S while it runs and removed once cells/<id>.json is written
     tune/             Ray Tune's own experiment directory
-    cache/            cached frozen activations (unless `cache_dir` points elsewhere)
+    cache/            cached frozen activations (unless `cache_dir` points elsewhere); for a URI
+                      output, a copy of the entries the trials need, which each node fetches into
+                      its own disk cache (storage.py)
     trials.csv        one row per cell of this sweep, assembled from cells/
 
 Each cell has a deterministic id from its parameters and the sweep's fixed settings, so a
