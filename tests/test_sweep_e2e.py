@@ -59,7 +59,7 @@ def test_tiny_sweep_runs_resumes_and_grows(tmp_path, sst5_subset, ray_local):
 
     # Adding a fraction runs only its two new cells.
     grown_cfg = load_sweep(sweep_file(tmp_path, sst5_subset, "[0, 1, 2]"))
-    assert cell_progress(grown_cfg, out) == {"cells": 6, "done": 4, "failed": 0, "pending": 2}
+    assert cell_progress(grown_cfg, out) == {"cells": 6, "done": 4, "running": 0, "failed": 0, "pending": 2}
     grown = run_sweep(grown_cfg, out, log=lambda *_: None)
     after = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
     new = set(after) - set(before)

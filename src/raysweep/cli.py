@@ -21,24 +21,25 @@ def main() -> None:
 
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Results directory.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Results directory, or a storage URI (s3://bucket/prefix, gs://..., file:///...).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a field of the sweep file (repeatable), e.g. --set recipe.epochs=5.")
 @click.option("--address", default=None, help="Ray cluster address (default: a fresh local Ray; 'auto' joins one).")
 @click.option("--retry-failed", is_flag=True, help="Run the cells that failed before again.")
 def run(sweep_file, output, overrides, address, retry_failed) -> None:
     """Run every cell of SWEEP_FILE not yet finished in OUTPUT and write OUTPUT/trials.csv."""
-    from raysweep.data import DataError
-    from raysweep.backbone import EncoderError
-    from raysweep.sweep import run_sweep
-
     from raysweep.augment import GenerationDirError
+    from raysweep.backbone import EncoderError
+    from raysweep.data import DataError
     from raysweep.llm.generate import GenerationError
+    from raysweep.storage import StorageError
+    from raysweep.sweep import run_sweep
 
     try:
         cfg = load_sweep(sweep_file, overrides)
         table = run_sweep(cfg, output, address=address, retry_failed=retry_failed)
-    except (ConfigError, DataError, EncoderError, GenerationError, GenerationDirError) as exc:
+    except (ConfigError, DataError, EncoderError, StorageError, GenerationError, GenerationDirError) as exc:
         _fail(exc)
     if len(table):
         ok = table[table["status"] == "ok"]
@@ -111,21 +112,33 @@ def strategies() -> None:
 
 
 @main.command()
-@click.argument("results_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("results_dirs", nargs=-1, required=True)
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
               help="Where report.md, report.html, figures/ and tables/ are written.")
 @click.option("--seed", default=0, show_default=True, help="Seeds the bootstrap intervals and scatter subsampling.")
 def analyze(results_dirs, output, seed) -> None:
-    """Write the report (figures, tables, statistics) of one or more RESULTS_DIRS."""
+    """Write the report (figures, tables, statistics) of one or more RESULTS_DIRS (directories or URIs)."""
+    import tempfile
     from pathlib import Path
 
     from raysweep.analysis import analyze as write_report
     from raysweep.analysis.results import ResultsError
+    from raysweep.storage import Output, StorageError, is_uri
 
-    try:
-        report = write_report([Path(d) for d in results_dirs], Path(output), seed=seed)
-    except ResultsError as exc:  # a results file that is there but malformed; the message names it
-        _fail(exc)
+    with tempfile.TemporaryDirectory() as staging:
+        dirs = []
+        try:
+            for i, d in enumerate(results_dirs):
+                if is_uri(d):  # its results files, copied here; named as the URI ends (the report's fallback name)
+                    out = Output(d)
+                    dirs.append(out.fetch_results(Path(staging) / str(i) / out.uri.rsplit("/", 1)[-1]))
+                elif Path(d).is_dir():
+                    dirs.append(Path(d))
+                else:
+                    raise StorageError(f"{d}: no such results directory")
+            report = write_report(dirs, Path(output), seed=seed)
+        except (ResultsError, StorageError) as exc:  # a results file that is there but malformed; the message names it
+            _fail(exc)
     click.echo(f"wrote {report} and {report.with_suffix('.html')}")
 
 
@@ -156,9 +169,9 @@ def submit(sweep_file, address, output, overrides, env_keys) -> None:
 @click.option("--address", default=None, help="The cluster's dashboard / Jobs API.")
 @click.option("--sweep", "sweep_file", type=click.Path(dir_okay=False), default=None,
               help="With --output: count this sweep's cells in a results directory you can read.")
-@click.option("--output", "-o", default=None, type=click.Path(file_okay=False))
+@click.option("--output", "-o", default=None, type=click.Path(file_okay=False), help="Results directory or URI.")
 def status(job_id, address, sweep_file, output) -> None:
-    """A job's state (JOB_ID), and/or a sweep's cells done / failed / pending (--sweep and --output)."""
+    """A job's state (JOB_ID), and/or a sweep's cells done / running / failed / pending (--sweep and --output)."""
     from raysweep import jobs
 
     if not job_id and not (sweep_file and output):
@@ -169,11 +182,12 @@ def status(job_id, address, sweep_file, output) -> None:
         except jobs.JobError as exc:
             _fail(exc)
     if sweep_file and output:
+        from raysweep.storage import StorageError
         from raysweep.sweep import cell_progress
 
         try:
             counts = cell_progress(load_sweep(sweep_file), output)
-        except ConfigError as exc:
+        except (ConfigError, StorageError) as exc:
             _fail(exc)
         click.echo(", ".join(f"{n} {what}" for what, n in counts.items()))
 

@@ -3,8 +3,12 @@
 Layout of an output directory:
     sweep.yaml        the resolved sweep config (every default filled in)
     cells/<id>.json   one finished cell: its parameters and metrics (or its error)
+    cells/<id>.running  a cell a trial is running now: host, pid, start time; rewritten every
+                      HEARTBEAT_S while it runs and removed once cells/<id>.json is written
     tune/             Ray Tune's own experiment directory
-    cache/            cached frozen activations (unless `cache_dir` points elsewhere)
+    cache/            cached frozen activations (unless `cache_dir` points elsewhere); for a URI
+                      output, a copy of the entries the trials need, which each node fetches into
+                      its own disk cache (storage.py)
     trials.csv        one row per cell of this sweep, assembled from cells/
 
 Each cell has a deterministic id from its parameters and the sweep's fixed settings, so a
@@ -18,6 +22,9 @@ import hashlib
 import itertools
 import json
 import os
+import socket
+import tempfile
+import threading
 import time
 from dataclasses import asdict
 from functools import lru_cache
@@ -32,7 +39,14 @@ from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import ensure_activation_sets, load_activations
+from raysweep.encoders import cache_home
+from raysweep.storage import Output
 from raysweep.train import Cell, TrialInputs, run_trial
+
+# A trial rewrites its cells/<id>.running every HEARTBEAT_S; a marker older than STALE_S is a trial
+# that died with its node (nothing else removes the marker then), so it no longer counts as running.
+HEARTBEAT_S = 15.0
+STALE_S = 4 * HEARTBEAT_S
 
 PARAMS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling")
 METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
@@ -89,20 +103,46 @@ def expand(cfg: SweepConfig) -> list[Cell]:
 # --------------------------------------------------------------------------- cell results on disk
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def read_cells(cells_dir: Path) -> dict[str, dict]:
-    out = {}
-    for path in sorted(cells_dir.glob("*.json")):
+def read_cells(out: Output) -> dict[str, dict]:
+    out_cells = {}
+    for entry in out.list("cells", ".json"):
         try:
-            out[path.stem] = json.loads(path.read_text())
+            out_cells[entry.name[: -len(".json")]] = json.loads(out.read_text(f"cells/{entry.name}") or "")
         except json.JSONDecodeError:
             continue  # a torn write from a killed process: the cell simply counts as not run
-    return out
+    return out_cells
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def running_cells(out: Output, now: float | None = None) -> set[str]:
+    """Ids of the cells a live trial is running: a cells/<id>.running marker without a
+    cells/<id>.json, rewritten less than STALE_S ago, and (when it was written on this machine)
+    whose process is still alive: a trial killed with its node leaves its marker behind."""
+    now = time.time() if now is None else now
+    finished = {e.name[: -len(".json")] for e in out.list("cells", ".json")}
+    host = socket.gethostname()
+    live = set()
+    for entry in out.list("cells", ".running"):
+        cid = entry.name[: -len(".running")]
+        if cid in finished or entry.mtime is None or now - entry.mtime > STALE_S:
+            continue
+        try:
+            marker = json.loads(out.read_text(f"cells/{entry.name}") or "")
+        except json.JSONDecodeError:
+            marker = {}  # being rewritten as we read it: a heartbeat, so alive
+        if marker.get("host") == host and isinstance(marker.get("pid"), int) and not _pid_alive(marker["pid"]):
+            continue
+        live.add(cid)
+    return live
 
 
 def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig) -> pd.DataFrame:
@@ -192,7 +232,7 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
                        cache_dir=context.get("cache_dir"))
 
 
-def prepare_selection(cfg: SweepConfig, context: dict, output: Path, use_ray: bool, log=print) -> None:
+def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: bool, log=print) -> None:
     """Train the scoring model of every (freeze, seed) and score the pool under it, once, before
     any trial; then write the entropy / SQBC diagnostics under `output`/diagnostics.
 
@@ -216,35 +256,107 @@ def prepare_selection(cfg: SweepConfig, context: dict, output: Path, use_ray: bo
                                                mc="mc_probs" in needs, use_ray=use_ray, log=log)
                 # One encoder and pooling (the study's case): diagnostics/ itself; else one folder each.
                 # The real pool's are the study's diagnostic; the generated pool's go beside them.
-                top = output / ("diagnostics" if source == "real" else "diagnostics-generated")
-                where = top / (f"{encoder}-{pooling}".replace("/", "_") if several else "")
-                scoring.write_diagnostics(views, cfg.selection.k, where, log=log)
+                rel = ("diagnostics" if source == "real" else "diagnostics-generated") + (
+                    f"/{encoder}-{pooling}".replace("/", "_") if several else "")
+                if not out.is_uri:
+                    scoring.write_diagnostics(views, cfg.selection.k, out.local_dir / rel, log=log)
+                    continue
+                with tempfile.TemporaryDirectory() as staging:  # written here, then copied to the URI
+                    scoring.write_diagnostics(views, cfg.selection.k, staging, log=log)
+                    out.upload_tree(Path(staging), rel, skip_existing=False)
 
 
-def run_cell(cell: Cell, cid: str, context: dict, cells_dir: Path) -> dict:
+class _Heartbeat:
+    """Writes cells/<id>.running when a trial starts and again every HEARTBEAT_S until it stops:
+    `raysweep status` counts the cell as running while the marker is fresh."""
+
+    def __init__(self, out: Output, cid: str):
+        self.out, self.rel = out, f"cells/{cid}.running"
+        self.text = json.dumps({"cell_id": cid, "host": socket.gethostname(), "pid": os.getpid(),
+                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            try:
+                self.out.write_text(self.rel, self.text)
+            except OSError:
+                pass  # a missed beat on a flaky store: the next one, or the result, follows
+
+    def __enter__(self):
+        self.out.write_text(self.rel, self.text)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        if exc[0] is None:  # the result is written: the marker has served its purpose
+            self.out.delete(self.rel)
+
+
+def run_cell(cell: Cell, cid: str, context: dict, out: Output) -> dict:
     """Run one cell and record it under cells/. A failing trial is recorded, not raised:
     an exception in the trial is deterministic, so Tune retrying it would only repeat it."""
-    start = time.perf_counter()
-    record = {"cell_id": cid, "cell": asdict(cell)}
-    try:
-        metrics = run_trial(cell, trial_inputs(context, cell.variant, cell.pool), RecipeConfig(**context["recipe"]),
-                            SelectionConfig(**context.get("selection", {})))
-        metrics["wall_s"] = round(time.perf_counter() - start, 4)
-        record.update(status="ok", metrics=metrics)
-    except Exception as exc:  # noqa: BLE001 - recorded with its message, shown in trials.csv
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        record.update(status="failed", error=f"{type(exc).__name__}: {msg}", metrics={})
-    _write_json(cells_dir / f"{cid}.json", record)
+    with _Heartbeat(out, cid):
+        start = time.perf_counter()
+        record = {"cell_id": cid, "cell": asdict(cell)}
+        try:
+            metrics = run_trial(cell, trial_inputs(context, cell.variant, cell.pool), RecipeConfig(**context["recipe"]),
+                                SelectionConfig(**context.get("selection", {})))
+            metrics["wall_s"] = round(time.perf_counter() - start, 4)
+            record.update(status="ok", metrics=metrics)
+        except Exception as exc:  # noqa: BLE001 - recorded with its message, shown in trials.csv
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            record.update(status="failed", error=f"{type(exc).__name__}: {msg}", metrics={})
+        out.write_text(f"cells/{cid}.json", json.dumps(record, indent=1))
     return record
 
 
-def _tune_trainable(config: dict, context: dict, cells: dict, cells_dir: str, threads: int) -> None:
+_fetched: set[str] = set()  # outputs whose scoring files this process has fetched (see fetch_cache)
+
+
+def publish_cache(out: Output, context: dict, log=print) -> None:
+    """A URI output: copy the activation entries the trials read, and the driver's scoring models
+    and pool scores, from the driver's cache to <output>/cache/, where every node finds them."""
+    cache_dir = Path(context["cache_dir"])
+    entries = sorted({Path(p) for pair in context["artifacts"].values() for p in pair})
+    copied = sum(out.upload_tree(p, f"cache/{p.name}") > 0 for p in entries)
+    scores = out.upload_tree(cache_dir / "selection", "cache/selection") if (cache_dir / "selection").is_dir() else 0
+    log(f"cache: {copied} of {len(entries)} activation entries and {scores} scoring files uploaded to "
+        f"{out.show('cache')}")
+
+
+def fetch_cache(out: Output, context: dict, variant: str) -> None:
+    """Before a node's first trial of `variant`: download the activation entries it lacks from
+    <output>/cache/ into the node's cache (the same path as the driver's), and the scoring files once."""
+    for path in context["artifacts"][variant]:  # a local stat once the entry is here
+        out.fetch_tree(f"cache/{Path(path).name}", Path(path))
+    if out.spec not in _fetched:  # a listing of the store: once per process and output
+        out.fetch_tree("cache/selection", Path(context["cache_dir"]) / "selection", marker=None)
+        _fetched.add(out.spec)
+
+
+def _tune_trainable(config: dict, context: dict, cells: dict, output: str, threads: int) -> None:
     import torch
     from ray import tune
 
     torch.set_num_threads(threads)
     cid = config["cell_id"]
-    record = run_cell(Cell(**cells[cid]), cid, context, Path(cells_dir))
+    out = Output(output)
+    # Tune retries a trial whose node died. If the cell's result was written before the node went
+    # (only the report back to Tune was lost), report that result instead of running the cell again.
+    # The driver removed every record it meant to re-run before starting, so a record here is this run's.
+    earlier = out.read_text(f"cells/{cid}.json")
+    try:
+        record = json.loads(earlier) if earlier else None
+    except json.JSONDecodeError:
+        record = None  # torn by the node's death: run the cell again
+    if record is None:
+        if out.is_uri:
+            fetch_cache(out, context, Cell(**cells[cid]).variant)
+        record = run_cell(Cell(**cells[cid]), cid, context, out)
     metrics = {k: v for k, v in record["metrics"].items() if k != "confusion"}
     tune.report({"status": record["status"], **metrics})
 
@@ -257,43 +369,67 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     """Run every cell of `cfg` not yet finished in `output`; write and return trials.csv."""
     from ray import tune
 
-    output = Path(output).resolve()
-    cells_dir = output / "cells"
-    cells_dir.mkdir(parents=True, exist_ok=True)
-    (output / "sweep.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else output / "cache"
+    out = Output(output)
+    out.mkdir("cells")
+    out.write_text("sweep.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if cfg.cache_dir:
+        cache_dir = Path(cfg.cache_dir).resolve()
+    elif out.is_uri:
+        # Trials memory-map the cache, so it must be on a disk: each node's own, filled from <output>/cache/.
+        cache_dir = cache_home() / "cache"
+    else:
+        cache_dir = out.local_dir / "cache"
 
     generated = None
     if cfg.needs_generation:
         # Before the cell ids: an LLM pool's cells are keyed by the rows generated for them.
-        gen_dir = generation_dir(cfg, output)
+        # The response store is appended to and fsynced call by call, so it lives on a disk: with
+        # a URI output, beside the local cache, copied to <output>/generation/ once complete.
+        gen_dir = (generation_dir(cfg, output) if cfg.generation_dir or not out.is_uri
+                   else cache_dir.parent / "generation" / cfg.name)
         generated = augment.reuse(cfg, gen_dir)
         if generated is None:
             init_ray(address)
             generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray_data, log=log)
         else:
             log(f"generation: reusing {gen_dir} ({len(generated.rows)} rows)")
+        if out.is_uri:
+            out.upload_tree(gen_dir, "generation", skip_existing=False)
 
     cells = expand(cfg)
     ids = cell_ids(cfg, cells, generated.digest if generated else None)
-    done = read_cells(cells_dir)
+    done = read_cells(out)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     todo = [(c, i) for c, i in zip(cells, ids) if done.get(i, {}).get("status") not in skip]
     log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
 
     if todo:
         init_ray(address)
+        import ray
+
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        if nodes > 1 and not out.is_uri:
+            # Trials write cells/ and read cache/ on their own node: fine on one machine or a shared
+            # filesystem, lost results and failed cells on a worker's private disk.
+            log(f"warning: the output {out} is a local path and the cluster has {nodes} nodes: every node "
+                f"must see this same directory (a shared filesystem); otherwise use an s3:// or gs:// URI")
+        t0 = time.perf_counter()
         context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log,
                           generated=generated.rows if generated else None)
         context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir))
-        prepare_selection(cfg, context, output, use_ray=use_ray_data, log=log)
+        prepare_selection(cfg, context, out, use_ray=use_ray_data, log=log)
+        if out.is_uri:
+            publish_cache(out, context, log=log)
+        for _, i in todo:  # failed records about to be re-run (--retry-failed): see _tune_trainable
+            if i in done:
+                out.delete(f"cells/{i}.json")
+        log(f"prepared the trials' inputs in {time.perf_counter() - t0:.2f} s")
         res = cfg.resources
         several = len(cfg.encoders) * len(cfg.poolings) > 1
         names = {i: _trial_name(asdict(c), several) for c, i in todo}
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trainable, context=context, cells={i: asdict(c) for c, i in todo},
-                                 cells_dir=str(cells_dir),
-                                 threads=max(1, int(res.cpus_per_trial))),
+                                 output=out.spec, threads=max(1, int(res.cpus_per_trial))),
             {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
         )
         tuner = tune.Tuner(
@@ -309,19 +445,35 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
             ),
             run_config=tune.RunConfig(
                 name=cfg.name,
-                storage_path=str(output / "tune"),
+                # A URI: Tune writes through the same pyarrow filesystem (query options such as
+                # endpoint_override included), so its path is given without the scheme.
+                storage_path=out.path("tune") if out.is_uri else str(out.local_dir / "tune"),
+                storage_filesystem=out.fs if out.is_uri else None,
                 failure_config=tune.FailureConfig(max_failures=3),  # a lost node retries its trials
                 verbose=1,
             ),
         )
-        tuner.fit()
+        t0 = time.perf_counter()
+        # Tune's default CSV, JSON and TensorBoard loggers write three files per trial from the
+        # driver, which shares the CPUs with the trials; cells/ and trials.csv already hold every
+        # result, so they are off for this fit (restored after: the caller's process may run other Tune code).
+        before = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+        try:
+            tuner.fit()
+        finally:
+            if before is None:
+                os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+            else:
+                os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
+        log(f"ran {len(todo)} trials in {time.perf_counter() - t0:.2f} s")
 
-    done = read_cells(cells_dir)
+    done = read_cells(out)
     table = results_table(cells, ids, done, cfg)
-    table.to_csv(output / "trials.csv", index=False)
+    out.write_text("trials.csv", table.to_csv(index=False))
     missing = len(cells) - len(table)
     failed = int((table["status"] == "failed").sum())
-    log(f"wrote {output / 'trials.csv'}: {len(table)} cells ({failed} failed, {missing} missing)")
+    log(f"wrote {out.show('trials.csv')}: {len(table)} cells ({failed} failed, {missing} missing)")
     return table
 
 
@@ -333,16 +485,26 @@ def init_ray(address: str | None) -> None:
         ray.init(address=address or "local", configure_logging=False, log_to_driver=True)
 
 
-def cell_progress(cfg: SweepConfig, output: str | Path) -> dict[str, int]:
-    """How many of the sweep's cells are done, failed and still to run in `output`.
+def cell_progress(cfg: SweepConfig, output: str | Path, now: float | None = None) -> dict[str, int]:
+    """How many of the sweep's cells in `output` are done, running now, failed and still to run.
 
     An LLM pool's cells count as pending until its generation directory is complete.
     """
-    generated = augment.reuse(cfg, generation_dir(cfg, output)) if cfg.needs_generation else None
-    done = read_cells(Path(output) / "cells")
-    status = [done.get(i, {}).get("status") for i in cell_ids(cfg, expand(cfg), generated.digest if generated else None)]
-    return {"cells": len(status), "done": status.count("ok"), "failed": status.count("failed"),
-            "pending": sum(s is None for s in status)}
+    out = Output(output)
+    digest = None
+    if cfg.needs_generation and (cfg.generation_dir or not out.is_uri):
+        generated = augment.reuse(cfg, generation_dir(cfg, output))
+        digest = generated.digest if generated else None
+    elif cfg.needs_generation:  # the copy the sweep uploaded next to its results
+        summary = json.loads(out.read_text("generation/generation.json") or "null") or {}
+        if summary.get("complete") and summary.get("config_key") == augment.config_key(cfg):
+            digest = summary.get("rows_digest")
+    done = read_cells(out)
+    running = running_cells(out, now)
+    ids = cell_ids(cfg, expand(cfg), digest)
+    status = [done.get(i, {}).get("status") or ("running" if i in running else None) for i in ids]
+    return {"cells": len(status), "done": status.count("ok"), "running": status.count("running"),
+            "failed": status.count("failed"), "pending": sum(s is None for s in status)}
 
 
 def _trial_name(cell: dict, with_encoder: bool = False) -> str:

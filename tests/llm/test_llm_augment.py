@@ -96,7 +96,7 @@ def test_llm_cells_are_keyed_by_the_generated_rows_and_real_cells_are_not(tmp_pa
                                                             for i in real]
     assert all(a[i] != b[i] for i in llm)
     # Without a complete generation directory nothing of the LLM pool counts as done.
-    assert sweep.cell_progress(cfg, tmp_path / "out") == {"cells": 2, "done": 0, "failed": 0, "pending": 2}
+    assert sweep.cell_progress(cfg, tmp_path / "out") == {"cells": 2, "done": 0, "running": 0, "failed": 0, "pending": 2}
 
 
 # --------------------------------------------------------------------------- generation + teacher
@@ -218,7 +218,7 @@ def test_a_sweep_with_llm_pools_generates_first_then_adds_generated_rows(
     sweep.run_sweep(cfg, out, log=lambda *_: None)
     assert len(server.arrivals) == calls
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
-    assert sweep.cell_progress(cfg, out) == {"cells": 18, "done": 18, "failed": 0, "pending": 0}
+    assert sweep.cell_progress(cfg, out) == {"cells": 18, "done": 18, "running": 0, "failed": 0, "pending": 0}
 
 
 def test_the_shipped_llm_sweep_is_the_studys_figure_2():

@@ -1,0 +1,123 @@
+"""`raysweep status --sweep --output`: cells done / running / failed / pending on hand-made results."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import pytest
+from click.testing import CliRunner
+
+from raysweep import sweep
+from raysweep.cli import main
+from raysweep.config import load_sweep
+from raysweep.storage import Output
+from raysweep.train import Cell
+
+SWEEP = """
+name: status
+compare: {strategy: [random], fraction: [0, 1, 2], freeze: [last-linear]}
+replicate: {seed: [0, 1]}
+"""
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    path = tmp_path / "status.yaml"
+    path.write_text(SWEEP)
+    return path
+
+
+def ids_of(cfg):
+    fixed = sweep.fixed_digest(cfg)
+    return [sweep.cell_id(c, fixed) for c in sweep.expand(cfg)]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def write(path, obj, age_s=0.0):
+    path.write_text(json.dumps(obj))
+    t = time.time() - age_s
+    os.utime(path, (t, t))
+
+
+def test_counts_on_a_hand_made_directory(tmp_path, sweep_file):
+    cfg = load_sweep(sweep_file)
+    ids = ids_of(cfg)
+    assert len(ids) == 6
+    cells = tmp_path / "out" / "cells"
+    cells.mkdir(parents=True)
+    here = socket.gethostname()
+    write(cells / f"{ids[0]}.json", {"status": "ok"})
+    write(cells / f"{ids[1]}.json", {"status": "ok"})
+    write(cells / f"{ids[2]}.json", {"status": "failed"})
+    # finished, and its marker not yet removed: done, not running
+    write(cells / f"{ids[1]}.running", {"host": "node-b", "pid": 1})
+    # a live trial on another node, beating: running
+    write(cells / f"{ids[3]}.running", {"host": "node-b", "pid": 1}, age_s=sweep.HEARTBEAT_S)
+    # a trial whose node died a while ago: its marker stopped beating, so the cell is pending again
+    write(cells / f"{ids[4]}.running", {"host": "node-b", "pid": 1}, age_s=sweep.STALE_S + 1)
+    # a trial killed on this machine a moment ago: fresh marker, dead process, pending
+    write(cells / f"{ids[5]}.running", {"host": here, "pid": dead_pid()})
+    (cells / "0123456789abcdef.json").write_text("{}")  # another sweep's cell: not counted
+
+    assert sweep.cell_progress(cfg, tmp_path / "out") == {"cells": 6, "done": 2, "running": 1, "failed": 1,
+                                                          "pending": 2}
+    # The same directory a minute later: the live trial's marker has gone stale too.
+    later = time.time() + sweep.STALE_S
+    assert sweep.cell_progress(cfg, tmp_path / "out", now=later)["running"] == 0
+
+    result = CliRunner().invoke(main, ["status", "--sweep", str(sweep_file), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert result.output == "6 cells, 2 done, 1 running, 1 failed, 2 pending\n"
+
+
+def test_a_torn_cell_record_counts_as_not_run(tmp_path, sweep_file):
+    cfg = load_sweep(sweep_file)
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    (cells / f"{ids_of(cfg)[0]}.json").write_text('{"status": "o')
+    assert sweep.cell_progress(cfg, tmp_path) == {"cells": 6, "done": 0, "running": 0, "failed": 0, "pending": 6}
+
+
+def test_a_trial_marks_its_cell_running_until_its_record_is_written(tmp_path, monkeypatch):
+    out = Output(tmp_path)
+    out.mkdir("cells")
+    seen = {}
+
+    def fake_trial(cell, inputs, recipe, selection):
+        seen["marker"] = json.loads((tmp_path / "cells" / "c1.running").read_text())
+        seen["running"] = sweep.running_cells(out)
+        return {"val_accuracy": 0.5}
+
+    monkeypatch.setattr(sweep, "run_trial", fake_trial)
+    monkeypatch.setattr(sweep, "trial_inputs", lambda context, variant, pool="real": None)
+    record = sweep.run_cell(Cell("real", "random", 1.0, "last-linear", 0), "c1", {"recipe": {}}, out)
+    assert seen["running"] == {"c1"}
+    assert seen["marker"]["host"] == socket.gethostname() and seen["marker"]["pid"] == os.getpid()
+    assert record["status"] == "ok" and record["metrics"]["val_accuracy"] == 0.5
+    assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["c1.json"]
+
+
+def test_a_retried_trial_reports_the_record_its_lost_node_wrote_instead_of_running_again(tmp_path, monkeypatch):
+    import ray.tune
+
+    cell = Cell("real", "random", 1.0, "last-linear", 0)
+    (tmp_path / "cells").mkdir()
+    record = {"cell_id": "c1", "cell": asdict(cell), "status": "ok",
+              "metrics": {"val_accuracy": 0.25, "confusion": [[1]]}}
+    (tmp_path / "cells" / "c1.json").write_text(json.dumps(record))
+    runs, reports = [], []
+    monkeypatch.setattr(sweep, "run_cell", lambda *a: runs.append(a))
+    monkeypatch.setattr(ray.tune, "report", reports.append)
+    sweep._tune_trainable({"cell_id": "c1"}, context={}, cells={"c1": asdict(cell)}, output=str(tmp_path), threads=1)
+    assert runs == [] and reports == [{"status": "ok", "val_accuracy": 0.25}]

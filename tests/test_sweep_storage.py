@@ -1,0 +1,264 @@
+"""Results at a storage URI (pyarrow.fs): the Output class, the cache shared through the store, and
+a real sweep whose --output is a file:// URI, compared with the same sweep into a local path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raysweep import sweep
+from raysweep.config import load_sweep
+from raysweep.storage import Output, StorageError
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def make_entry(path: Path, payload: bytes) -> Path:
+    path.mkdir(parents=True)
+    (path / "features.npy").write_bytes(payload)
+    (path / "sub").mkdir()
+    (path / "sub" / "init.pt").write_bytes(payload[::-1])
+    (path / "meta.json").write_text('{"rows": 3}')
+    return path
+
+
+def test_a_file_uri_reads_writes_lists_and_deletes(tmp_path):
+    out = Output(f"file://{tmp_path}/out")
+    assert out.is_uri and str(out) == f"file://{tmp_path}/out"
+    out.mkdir("cells")
+    out.write_text("cells/a.json", '{"x": 1}')
+    out.write_text("cells/b.running", "{}")
+    assert (tmp_path / "out" / "cells" / "a.json").read_text() == '{"x": 1}'
+    assert [e.name for e in out.list("cells", ".json")] == ["a.json"]
+    assert out.read_text("cells/nope.json") is None and out.list("nothing-here") == []
+    out.delete("cells/b.running")
+    out.delete("cells/b.running")  # already gone: no error
+    assert sorted(p.name for p in (tmp_path / "out" / "cells").iterdir()) == ["a.json"]
+    assert Output(tmp_path / "x").is_uri is False
+
+
+@pytest.mark.parametrize("where, message", [
+    ("ftp://host/x", "output ftp://host/x: unsupported scheme"),
+    ("s3://", "output s3://: names no bucket or directory after the scheme"),
+    ("s3://bucket/x?colour=blue", "output s3://bucket/x\\?colour=blue: .*colour"),
+])
+def test_an_unusable_output_is_a_one_line_error(where, message):
+    with pytest.raises(StorageError, match=message) as info:
+        Output(where)
+    assert "\n" not in str(info.value)
+
+
+def test_a_cache_entry_goes_up_once_and_comes_down_whole(tmp_path):
+    out = Output(f"file://{tmp_path}/store")
+    entry = make_entry(tmp_path / "driver" / "k1", b"abc")
+    assert out.upload_tree(entry, "cache/k1") == 3
+    assert out.upload_tree(entry, "cache/k1") == 0  # there already: nothing copied
+    node = tmp_path / "node" / "k1"
+    assert out.fetch_tree("cache/k1", node) is True
+    assert digest_tree(node) == digest_tree(entry)
+    assert out.fetch_tree("cache/k1", node) is False  # the node has it: no download
+    assert not [p for p in node.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    with pytest.raises(StorageError, match="cache/k2: no such cache entry"):
+        out.fetch_tree("cache/k2", tmp_path / "node" / "k2")
+
+
+def test_a_trial_fetches_what_its_node_lacks(tmp_path):
+    out = Output(f"file://{tmp_path}/store")
+    driver = tmp_path / "driver-cache"
+    train, val = make_entry(driver / "tr", b"train"), make_entry(driver / "va", b"val")
+    (driver / "selection" / "models").mkdir(parents=True)
+    (driver / "selection" / "models" / "m.pt").write_bytes(b"model")
+    context = {"cache_dir": str(driver), "artifacts": {"e|pooler|last-linear": (str(train), str(val))}}
+    sweep.publish_cache(out, context, log=lambda *_: None)
+    expected = digest_tree(driver)
+    import shutil
+
+    shutil.rmtree(driver)  # another node: same path, nothing in it yet
+    sweep.fetch_cache(out, context, "e|pooler|last-linear")
+    assert digest_tree(driver) == expected
+
+
+def test_analyze_copies_only_what_the_report_reads_from_a_uri(tmp_path):
+    from click.testing import CliRunner
+
+    from raysweep.cli import main
+
+    res = tmp_path / "store" / "paper"
+    for name, text in {"trials.csv": "a\n", "sweep.yaml": "name: paper\n", "diagnostics/pooler-seed0.csv": "x\n",
+                       "generation/generated.csv": "t\n", "cells/c.json": "{}", "cache/k/meta.json": "{}",
+                       "tune/paper/experiment_state-x.json": "{}"}.items():
+        (res / name).parent.mkdir(parents=True, exist_ok=True)
+        (res / name).write_text(text)
+    local = Output(f"file://{res}").fetch_results(tmp_path / "copy")
+    assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()) == [
+        "diagnostics/pooler-seed0.csv", "generation/generated.csv", "sweep.yaml", "trials.csv"]
+    assert (local / "sweep.yaml").read_text() == "name: paper\n"
+
+    result = CliRunner().invoke(main, ["analyze", str(tmp_path / "nope"), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output == f"error: {tmp_path / 'nope'}: no such results directory\n"
+
+
+SWEEP = """
+name: uri
+compare: {{strategy: [random], fraction: [0, 1], freeze: [last-linear, pooler]}}
+replicate: {{seed: [0]}}
+data: {{path: {data}}}
+encoder: {{name: {encoder}, max_length: 16}}
+recipe: {{epochs: 2}}
+"""
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    words = ["good", "bad", "movie", "film", "plot", "boring", "fun", "great", "awful", "not"]
+    rows = ["text,label,split"] + [f"the {words[i % 10]} {words[(i * 3) % 10]} .,{i % 5},{'dev' if i % 4 == 0 else 'train'}"
+                                   for i in range(80)]
+    path = tmp_path / "tiny.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+TIMES = ["select_s", "train_s", "eval_s", "trial_s", "wall_s"]
+
+
+@pytest.mark.slow
+def test_a_sweep_into_a_file_uri_writes_what_a_local_path_gets(tmp_path, tiny_csv, tiny_bert, ray_local, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_HOME", str(tmp_path / "home"))  # the driver's node-local cache
+    path = tmp_path / "uri.yaml"
+    path.write_text(SWEEP.format(data=tiny_csv, encoder=tiny_bert))
+    cfg = load_sweep(path)
+    local = sweep.run_sweep(cfg, tmp_path / "local", use_ray_data=False, log=lambda *_: None)
+    lines = []
+    remote = sweep.run_sweep(cfg, f"file://{tmp_path}/remote", use_ray_data=False, log=lines.append)
+
+    pd.testing.assert_frame_equal(remote.drop(columns=TIMES), local.drop(columns=TIMES))
+    a, b = tmp_path / "local", tmp_path / "remote"
+    assert (b / "sweep.yaml").read_bytes() == (a / "sweep.yaml").read_bytes()
+    assert sorted(p.name for p in (b / "cells").iterdir()) == sorted(p.name for p in (a / "cells").iterdir())
+    for p in (a / "cells").iterdir():
+        ra, rb = json.loads(p.read_text()), json.loads((b / "cells" / p.name).read_text())
+        for rec in (ra, rb):
+            for t in TIMES:
+                rec["metrics"].pop(t)
+        assert ra == rb
+    assert pd.read_csv(b / "trials.csv").shape == (4, len(local.columns))
+    assert list((b / "tune" / "uri").glob("experiment_state-*.json"))
+    # The trials' cache: computed into the node-local cache once, its entries uploaded under cache/;
+    # nothing of it in a local output's layout changes (there, cache/ is the cache itself).
+    node_cache = tmp_path / "home" / "cache"
+    entries = sorted(p.name for p in node_cache.iterdir() if (p / "meta.json").exists())
+    assert len(entries) == 4  # (train, val) x (sentence, pooled)
+    assert sorted(p.name for p in (b / "cache").iterdir()) == entries
+    for name in entries:
+        assert digest_tree(b / "cache" / name) == digest_tree(node_cache / name)
+    assert sorted(p.name for p in (a / "cache").iterdir() if (p / "meta.json").exists()) == entries
+    assert f"cache: 4 of 4 activation entries and 0 scoring files uploaded to file://{b}/cache" in lines
+    assert sweep.cell_progress(cfg, f"file://{b}") == {"cells": 4, "done": 4, "running": 0, "failed": 0,
+                                                       "pending": 0}
+
+
+# --------------------------------------------------------------------------- a real S3 API (moto)
+
+
+def moto_server() -> str | None:
+    """moto's S3 server: $MOTO_SERVER, on PATH, or beside this Python (the `dev` extra installs it)."""
+    import os
+    import shutil
+    import sys
+
+    for candidate in (os.environ.get("MOTO_SERVER"), shutil.which("moto_server"),
+                      str(Path(sys.executable).with_name("moto_server"))):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path):
+    """A moto S3 server on 127.0.0.1 with one bucket, `results`; stopped by its PID afterwards."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    server = moto_server()
+    if server is None:
+        pytest.skip("moto_server not found (pip install 'moto[server]', or set MOTO_SERVER)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "moto.log", "w")
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
+                time.sleep(0.2)
+        # The fake server's fake keys ride in the URI: the Ray workers of this session started
+        # before this test, so environment variables set here would not reach them.
+        query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        import pyarrow.fs as pafs
+
+        fs, _ = pafs.FileSystem.from_uri(f"s3://testing:testing@results?{query}&allow_bucket_creation=true")
+        fs.create_dir("results")
+        yield query
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_a_sweep_into_s3_through_a_real_s3_api(tmp_path, tiny_csv, tiny_bert, ray_local, monkeypatch, s3_endpoint):
+    import pyarrow.fs as pafs
+
+    monkeypatch.setenv("RAYSWEEP_HOME", str(tmp_path / "home"))
+    path = tmp_path / "s3.yaml"
+    path.write_text(SWEEP.format(data=tiny_csv, encoder=tiny_bert).replace("name: uri", "name: s3"))
+    cfg = load_sweep(path)
+    uri = f"s3://testing:testing@results/runs/tiny?{s3_endpoint}"
+    lines = []
+    table = sweep.run_sweep(cfg, uri, use_ray_data=False, log=lines.append)
+    assert len(table) == 4 and set(table["status"]) == {"ok"}
+    assert "wrote s3://results/runs/tiny/trials.csv: 4 cells (0 failed, 0 missing)" in lines  # no keys in the log
+
+    fs, _ = pafs.FileSystem.from_uri(uri)
+    files = {i.path[len("results/runs/tiny/"):] for i in
+             fs.get_file_info(pafs.FileSelector("results/runs/tiny", recursive=True)) if i.type == pafs.FileType.File}
+    fixed = sweep.fixed_digest(cfg)
+    ids = {sweep.cell_id(c, fixed) for c in sweep.expand(cfg)}
+    assert {f for f in files if f.startswith("cells/")} == {f"cells/{i}.json" for i in ids}
+    assert {"sweep.yaml", "trials.csv"} <= files
+    assert any(f.startswith("tune/s3/experiment_state-") for f in files)
+    node_cache = tmp_path / "home" / "cache"
+    entries = {p.name for p in node_cache.iterdir() if (p / "meta.json").exists()}
+    assert len(entries) == 4
+    assert {f.split("/")[1] for f in files if f.startswith("cache/")} == entries
+    with fs.open_input_stream("results/runs/tiny/trials.csv") as f:
+        remote = pd.read_csv(f)
+    assert sorted(remote["cell_id"]) == sorted(ids)
+    assert sweep.cell_progress(cfg, uri) == {"cells": 4, "done": 4, "running": 0, "failed": 0, "pending": 0}
+
+    # --retry-failed: a failed record is kept by a plain run and replaced by a retry; nothing else runs.
+    victim = sorted((a / "cells").iterdir())[0]
+    record = json.loads(victim.read_text())
+    record.update(status="failed", error="RuntimeError: made up", metrics={})
+    victim.write_text(json.dumps(record))
+    before = {p.name: p.stat().st_mtime_ns for p in (a / "cells").iterdir()}
+    kept = sweep.run_sweep(cfg, a, use_ray_data=False, log=lambda *_: None)
+    assert kept.set_index("cell_id").loc[victim.stem, "status"] == "failed"
+    retried = sweep.run_sweep(cfg, a, retry_failed=True, use_ray_data=False, log=lambda *_: None)
+    assert set(retried["status"]) == {"ok"}
+    after = {p.name: p.stat().st_mtime_ns for p in (a / "cells").iterdir()}
+    assert {n for n in after if after[n] != before[n]} == {victim.name}
