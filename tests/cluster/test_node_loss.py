@@ -80,10 +80,10 @@ resources: {{cpus_per_trial: 1}}
     cells = out / "cells"
 
     root = Path(tempfile.mkdtemp(prefix="rs-loss-", dir="/tmp"))
-    cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
-                      head_node_args=dict(num_cpus=0, temp_dir=str(root / "head"), include_dashboard=False, **NODE))
-    driver = log = None
+    cluster = driver = log = None
     try:
+        cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
+                          head_node_args=dict(num_cpus=0, temp_dir=str(root / "head"), include_dashboard=False, **NODE))
         first = cluster.add_node(num_cpus=1, temp_dir=str(root / "w1"), **NODE)
         log = open(tmp_path / "driver.log", "w")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -120,7 +120,8 @@ resources: {{cpus_per_trial: 1}}
             driver.wait()
         if log is not None:
             log.close()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
         shutil.rmtree(root, ignore_errors=True)
 
     table = pd.read_csv(out / "trials.csv")
