@@ -168,13 +168,17 @@ def test_a_sweep_into_a_file_uri_writes_what_a_local_path_gets(tmp_path, tiny_cs
 
 
 def moto_server() -> str | None:
-    """moto's S3 server: $MOTO_SERVER, on PATH, or beside this Python (the `dev` extra installs it)."""
+    """moto's S3 server: $MOTO_SERVER, beside this Python (the `dev` extra installs it), or on PATH.
+
+    This Python's own first: a moto 5.2.1 found earlier on PATH here answered pyarrow's
+    CompleteMultipartUpload with INTERNAL_FAILURE; the `dev` extra pins a version that works.
+    """
     import os
     import shutil
     import sys
 
-    for candidate in (os.environ.get("MOTO_SERVER"), shutil.which("moto_server"),
-                      str(Path(sys.executable).with_name("moto_server"))):
+    for candidate in (os.environ.get("MOTO_SERVER"), str(Path(sys.executable).with_name("moto_server")),
+                      shutil.which("moto_server")):
         if candidate and Path(candidate).exists():
             return candidate
     return None
