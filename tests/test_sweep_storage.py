@@ -163,6 +163,19 @@ def test_a_sweep_into_a_file_uri_writes_what_a_local_path_gets(tmp_path, tiny_cs
     assert sweep.cell_progress(cfg, f"file://{b}") == {"cells": 4, "done": 4, "running": 0, "failed": 0,
                                                        "pending": 0}
 
+    # --retry-failed: a failed record is kept by a plain run and replaced by a retry; nothing else runs.
+    victim = sorted((a / "cells").iterdir())[0]
+    record = json.loads(victim.read_text())
+    record.update(status="failed", error="RuntimeError: made up", metrics={})
+    victim.write_text(json.dumps(record))
+    before = {p.name: p.stat().st_mtime_ns for p in (a / "cells").iterdir()}
+    kept = sweep.run_sweep(cfg, a, use_ray_data=False, log=lambda *_: None)
+    assert kept.set_index("cell_id").loc[victim.stem, "status"] == "failed"
+    retried = sweep.run_sweep(cfg, a, retry_failed=True, use_ray_data=False, log=lambda *_: None)
+    assert set(retried["status"]) == {"ok"}
+    after = {p.name: p.stat().st_mtime_ns for p in (a / "cells").iterdir()}
+    assert {n for n in after if after[n] != before[n]} == {victim.name}
+
 
 # --------------------------------------------------------------------------- a real S3 API (moto)
 
@@ -253,16 +266,3 @@ def test_a_sweep_into_s3_through_a_real_s3_api(tmp_path, tiny_csv, tiny_bert, ra
         remote = pd.read_csv(f)
     assert sorted(remote["cell_id"]) == sorted(ids)
     assert sweep.cell_progress(cfg, uri) == {"cells": 4, "done": 4, "running": 0, "failed": 0, "pending": 0}
-
-    # --retry-failed: a failed record is kept by a plain run and replaced by a retry; nothing else runs.
-    victim = sorted((a / "cells").iterdir())[0]
-    record = json.loads(victim.read_text())
-    record.update(status="failed", error="RuntimeError: made up", metrics={})
-    victim.write_text(json.dumps(record))
-    before = {p.name: p.stat().st_mtime_ns for p in (a / "cells").iterdir()}
-    kept = sweep.run_sweep(cfg, a, use_ray_data=False, log=lambda *_: None)
-    assert kept.set_index("cell_id").loc[victim.stem, "status"] == "failed"
-    retried = sweep.run_sweep(cfg, a, retry_failed=True, use_ray_data=False, log=lambda *_: None)
-    assert set(retried["status"]) == {"ok"}
-    after = {p.name: p.stat().st_mtime_ns for p in (a / "cells").iterdir()}
-    assert {n for n in after if after[n] != before[n]} == {victim.name}
