@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -459,9 +460,15 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         # result, so they are off for this fit (restored after: the caller's process may run other Tune code).
         before = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+        # Without those files Tune's result grid warns, per trial, that it found no result.json
+        # or progress.csv: true and expected here, and alarming in a user's terminal.
+        analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+        level = analysis_log.level
+        analysis_log.setLevel(logging.ERROR)
         try:
             tuner.fit()
         finally:
+            analysis_log.setLevel(level)
             if before is None:
                 os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
             else:
