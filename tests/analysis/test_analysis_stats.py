@@ -159,3 +159,11 @@ def test_two_sweeps_of_one_grid_are_one_sweep(tmp_path):
     cfg["recipe"] = {**cfg.get("recipe", {}), "epochs": 7}
     (b / "sweep.yaml").write_text(yaml.safe_dump(cfg))
     assert combined_trials(load_many([a, b]))["sweep"].nunique() == 2
+
+
+def test_the_best_row_names_the_baseline_on_a_tie():
+    cells = pd.DataFrame({"strategy": ["entropy", "random", "sqbc"], "mean": [0.4, 0.4, 0.3]})
+    assert stats.best_row(cells, "mean")["strategy"] == "random"
+    assert stats.best_row(cells.assign(mean=[0.41, 0.4, 0.3]), "mean")["strategy"] == "entropy"
+    pools = pd.DataFrame({"pool": ["llm", "real"], "strategy": ["random", "random"], "mean": [0.3, 0.3]})
+    assert stats.best_row(pools, "mean")["pool"] == "real"

@@ -367,12 +367,7 @@ def val_confusion(trials: pd.DataFrame, out_dir: Path, class_names: list[str] | 
     with _style():
         mats = []
         for freeze in panels:
-            part = summary[summary["freeze"] == freeze]
-            # Ties are common here (at the largest fraction every strategy may add the whole
-            # pool): name the baseline then, not whichever strategy sorts first.
-            tie_break = [c for c in ("strategy", "pool") if c in part.columns]
-            best = part.assign(**{f"_{c}": [v not in stats.BASELINES for v in part[c]] for c in tie_break}).sort_values(
-                ["mean", *[f"_{c}" for c in tie_break]], ascending=[False] + [True] * len(tie_break)).iloc[0]
+            best = stats.best_row(summary[summary["freeze"] == freeze], "mean")
             chosen = data[_matches(data, best, cells)]
             counts = np.sum(np.stack(list(chosen["_confusion"])), axis=0)
             rows = counts.sum(axis=1, keepdims=True)

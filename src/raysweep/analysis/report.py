@@ -116,10 +116,7 @@ def summary(run: Run) -> None:
         items.append(f"Compute: {ok['wall_s'].sum() / 60:.1f} trial-minutes of wall time")
     doc.bullets(items)
     if run.cells is not None:
-        cells = run.cells
-        tie_break = [c for c in ("strategy", "pool") if c in cells.columns]  # equal means: name the baseline
-        best = cells.assign(**{f"_{c}": [v not in stats.BASELINES for v in cells[c]] for c in tie_break}).sort_values(
-            ["val_accuracy", *[f"_{c}" for c in tie_break]], ascending=[False] + [True] * len(tie_break)).iloc[0]
+        best = stats.best_row(run.cells, "val_accuracy")
         desc = ", ".join(f"{c} = {value_str(best[c])}" for c in stats.cell_columns(ok)
                          if c in run.varying or c in ("strategy", "freeze", "fraction"))
         acc = pct_ci(best["val_accuracy"], best["val_accuracy_ci_low"], best["val_accuracy_ci_high"])

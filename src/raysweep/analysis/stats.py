@@ -58,6 +58,18 @@ def baseline_first(values) -> list:
     return sorted(set(values), key=lambda v: (v not in BASELINES, str(v)))
 
 
+def best_row(df: pd.DataFrame, metric: str) -> pd.Series:
+    """The row with the highest `metric`; on a tie, a baseline strategy or pool.
+
+    Ties are common (at the largest fraction every strategy may add the whole pool): the
+    baseline is then the honest name for the best cell, not whichever strategy sorts first.
+    """
+    tie_break = [c for c in ("strategy", "pool") if c in df.columns]
+    ranked = df.assign(**{f"_{c}": [v not in BASELINES for v in df[c]] for c in tie_break})
+    return ranked.sort_values([metric, *[f"_{c}" for c in tie_break]],
+                              ascending=[False] + [True] * len(tie_break)).iloc[0]
+
+
 def freeze_order(df: pd.DataFrame) -> list[str]:
     """The freeze modes in `df`, in the study's order (least to most trained), others after by name."""
     values = set(df["freeze"])
