@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import confusion_matrix
 
 from raysweep import scoring
 from raysweep.backbone import boundary_for, load_backbone
@@ -162,8 +163,7 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
 
     rows = result.rows.assign(teacher_label=teacher["labels"])
     llm, tea = rows["llm_label"].to_numpy(), rows["teacher_label"].to_numpy()
-    classes = np.arange(cfg.data.num_classes)
-    confusion = [[int(((llm == a) & (tea == b)).sum()) for b in classes] for a in classes]
+    confusion = confusion_matrix(llm, tea, labels=list(range(cfg.data.num_classes))).tolist()
     summary = {
         **s,
         "teacher": {"freeze": cfg.teacher.freeze, "epochs": teacher["epochs"], "seed": cfg.teacher.seed,
