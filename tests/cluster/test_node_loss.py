@@ -90,24 +90,30 @@ resources: {{cpus_per_trial: 1}}
         driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(sweep), str(out), cluster.address],
                                   stdout=log, stderr=subprocess.STDOUT, env=env)
 
-        # Wait for: one cell finished, another running on the (only) worker.
+        # Wait for: one cell finished, and another that has only just started on the (only) worker.
+        # Killing a trial that just started, not one that may be about to write its record, keeps
+        # the kill from racing the trial's end (a race the sweep survives, but then nothing was killed).
         deadline = time.monotonic() + 240
+        seen: set[str] = set()
         while True:
             assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no cell finished while another ran within 240 s"
+            assert time.monotonic() < deadline, "no cell started after another finished within 240 s"
             done = finished(cells) if cells.exists() else {}
-            if done and markers(cells) - set(done):
+            started = markers(cells) - set(done) if cells.exists() else set()
+            if done and started - seen:
                 break
-            time.sleep(0.2)
+            seen |= started
+            time.sleep(0.1)
 
         cluster.remove_node(first, allow_graceful=False)
-        before = finished(cells)  # after the kill: nothing on the dead node can write any more
-        killed = markers(cells) - set(before)
-        assert before and killed
-        # The dead trial's marker stays behind, but its process is gone: the cell is not running.
+        # The node's raylet is gone at once; its worker processes notice and exit a moment later.
+        # Only once they are gone can nothing on the dead node write any more: the marker's pid tells.
         deadline = time.monotonic() + 30
         while cell_progress(cfg, out)["running"] and time.monotonic() < deadline:
             time.sleep(0.2)
+        before = finished(cells)
+        killed = markers(cells) - set(before)
+        assert before and killed, (sorted(before), sorted(markers(cells)))
         progress = cell_progress(cfg, out)
         assert progress == {"cells": 6, "done": len(before), "running": 0, "failed": 0, "pending": 6 - len(before)}
 
