@@ -1,5 +1,7 @@
 """Freeze modes and the activation cache, on a tiny random BERT (no download)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -130,8 +132,10 @@ def test_ray_data_and_in_process_give_the_same_activations(tiny_bert, tmp_path, 
     boundaries = [boundary_for(f, backbone.num_layers, "pooler", 32) for f in ("last-linear", "last-attention")]
     local = ensure_activations(tiny_bert, texts, boundaries, tmp_path / "local", use_ray=False, batch_size=4,
                                log=lambda *_: None)
+    logs = []
     remote = ensure_activations(tiny_bert, texts, boundaries, tmp_path / "ray", use_ray=True, batch_size=4,
-                                actors=2, log=lambda *_: None)
+                                actors=2, log=logs.append, min_ray_rows=0)
+    assert logs[-1].endswith("(Ray Data)")
     for a, b in zip(local, remote):
         x, y = load_activations(a), load_activations(b)
         np.testing.assert_allclose(x.features, y.features, rtol=1e-5, atol=1e-6)
@@ -154,3 +158,14 @@ def test_text_sets_share_one_pass_and_match_single_sets(tiny_bert, tmp_path):
         for x, y in zip(together[name], alone):
             np.testing.assert_allclose(load_activations(x).features, load_activations(y).features, rtol=1e-5,
                                        atol=1e-6)
+
+
+def test_a_small_pass_stays_in_process_even_when_ray_is_asked_for(tiny_bert, tmp_path):
+    # No Ray running here: the 8-row pass below RAY_MIN_ENCODE_ROWS never touches it.
+    b = boundary_for("last-linear", Backbone(tiny_bert).num_layers, "pooler", 32)
+    logs = []
+    [path] = ensure_activations(tiny_bert, TINY_TEXTS, [b], tmp_path, use_ray=True, log=logs.append)
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["computed_with"] == "in-process"
+    assert logs == [f"cached activations for 1 boundaries x {len(TINY_TEXTS)} rows in "
+                    f"{meta['seconds']} s (in-process)"]

@@ -34,6 +34,14 @@ from raysweep.backbone import Backbone, Boundary, load_backbone, pad_ragged
 
 FORMAT_VERSION = 1  # bump when the artifact layout changes: old entries are then simply not found
 
+# Below this many rows an encoder pass stays in-process even when Ray is asked for. Starting the
+# Ray Data actors (each loads the encoder) costs ~15 s here, and their throughput per CPU core is
+# no better than the in-process loop's: benchmarks/encoding.py (MiniLM, 2 boundaries, 2 cores) took
+# 4.7 / 16.4 / 33.3 s in-process against 19.5 / 35.9 / 47.6 s through Ray Data for 400 / 2,000 /
+# 4,000 rows. A whole SST-5 split (8,544 rows) still goes through Ray Data, where a cluster's GPUs
+# pay off; a small subset on a laptop does not wait for actors.
+RAY_MIN_ENCODE_ROWS = 1_000
+
 
 def texts_digest(texts: list[str]) -> str:
     h = hashlib.sha256()
@@ -185,19 +193,20 @@ def _write(tmp: Path, rows: list[np.ndarray], boundary: Boundary) -> None:
 
 def ensure_activations(encoder: str, texts: list[str], boundaries: list[Boundary], cache_root: str | Path,
                        use_ray: bool = True, batch_size: int = 64, actors: int = 0,
-                       log=print) -> list[Path]:
+                       log=print, min_ray_rows: int | None = None) -> list[Path]:
     """Artifact directories for (encoder, each boundary, texts), computing the missing ones."""
     return ensure_activation_sets(encoder, {"texts": texts}, boundaries, cache_root, use_ray, batch_size, actors,
-                                  log)["texts"]
+                                  log, min_ray_rows)["texts"]
 
 
 def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], boundaries: list[Boundary],
                            cache_root: str | Path, use_ray: bool = True, batch_size: int = 64, actors: int = 0,
-                           log=print) -> dict[str, list[Path]]:
+                           log=print, min_ray_rows: int | None = None) -> dict[str, list[Path]]:
     """For each named text set, the artifact directories of every boundary, computing what is missing.
 
     Everything missing comes from one encoder pass over the text sets concatenated: the actors
-    load the encoder once, not once per text set or boundary.
+    load the encoder once, not once per text set or boundary. With `use_ray`, a pass over fewer
+    than `min_ray_rows` rows still runs in-process (see RAY_MIN_ENCODE_ROWS).
     """
     backbone = load_backbone(encoder, "cpu")
     finals = {name: [Path(cache_root) / activation_key(backbone.fingerprint, b, texts) for b in boundaries]
@@ -210,6 +219,7 @@ def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], bounda
     names = list(todo)
     flat = [t for name in names for t in text_sets[name]]
     start = time.perf_counter()
+    use_ray = use_ray and len(flat) >= (RAY_MIN_ENCODE_ROWS if min_ray_rows is None else min_ray_rows)
     if use_ray:
         computed = _compute_ray(encoder, flat, [boundaries[j] for j in wanted], batch_size, actors,
                                 backbone.hidden_size)

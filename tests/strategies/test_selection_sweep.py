@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from raysweep import scoring
+from raysweep import embed, scoring
 from raysweep.config import load_sweep
 from raysweep.sweep import cell_id, expand, fixed_digest, run_sweep
 
@@ -11,8 +11,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_selection_sweep_scores_once_and_writes_diagnostics(tmp_path, sst5_subset, ray_local, monkeypatch):
-    # 600 pooled rows would be scored in-process; the cluster path (Ray Data) is the one to test.
+    # 400 rows would be encoded and 600 pooled rows scored in-process; the cluster path (Ray Data)
+    # is the one to test.
     monkeypatch.setattr(scoring, "RAY_MIN_POOLED_ROWS", 0)
+    monkeypatch.setattr(embed, "RAY_MIN_ENCODE_ROWS", 0)
     path = tmp_path / "sel.yaml"
     path.write_text(f"""
 name: sel
@@ -46,7 +48,9 @@ selection:
     for fraction in (0.0, 5.0):
         same = table[table.fraction == fraction].groupby("seed")["final_loss"].nunique()
         assert set(same) == {1}
-    # One scoring pass in the driver, through Ray Data, for both seeds' models; none in trials.
+    # One encoder pass and one scoring pass in the driver, both through Ray Data; none in trials.
+    encoded = [line for line in logs if line.startswith("cached activations")]
+    assert len(encoded) == 1 and encoded[0].endswith("(Ray Data)")
     scored = [line for line in logs if line.startswith("scored ")]
     assert len(scored) == 1 and "under 2 model(s)" in scored[0] and "Ray Data" in scored[0]
     # Trials found the driver's entries: a trial that missed would have added entries of its own.
