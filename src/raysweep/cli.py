@@ -64,7 +64,7 @@ def generate(sweep_file, output, overrides, address) -> None:
     """
     from pathlib import Path
 
-    from raysweep.augment import GenerationDirError, run_generation
+    from raysweep.augment import GenerationDirError, reuse, run_generation
     from raysweep.backbone import EncoderError
     from raysweep.data import DataError
     from raysweep.llm.generate import GenerationError
@@ -73,7 +73,8 @@ def generate(sweep_file, output, overrides, address) -> None:
     try:
         cfg = load_sweep(sweep_file, overrides)
         cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else Path(output).resolve() / "cache"
-        init_ray(address)
+        if reuse(cfg, Path(output).resolve()) is None:  # a complete directory needs no Ray
+            init_ray(address)
         result = run_generation(cfg, Path(output).resolve(), cache_dir)
     except (ConfigError, DataError, EncoderError, GenerationError, GenerationDirError) as exc:
         _fail(exc)

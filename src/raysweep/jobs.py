@@ -174,7 +174,8 @@ def _check_output(output: str) -> None:
     if "://" in output or Path(output).is_absolute():
         return
     raise JobError(f"--output {output}: a relative path would land in the job's temporary working directory "
-                   "on the head; give an absolute path on the head (e.g. /home/ray/runs/NAME) or a storage URI (s3://...)")
+                   "on the head; give a storage URI every node reaches (s3://..., gs://...) or an absolute path on a "
+                   "file system they share (on a single-node cluster, e.g. /home/ray/runs/NAME)")
 
 
 def runtime_env(project: Path, env_keys: Sequence[str] = ()) -> dict:

@@ -104,7 +104,7 @@ def test_llm_cells_are_keyed_by_the_generated_rows_and_real_cells_are_not(tmp_pa
 
 @pytest.mark.slow
 def test_generate_relabels_with_the_teacher_and_reuses_a_complete_directory(
-        ray_local, fake_openai, tiny_bert, sst5_subset, tmp_path):
+        ray_local, fake_openai, tiny_bert, sst5_subset, tmp_path, monkeypatch):
     server = fake_openai(rows_per_reply=5)
     cfg = load_sweep(write_sweep(tmp_path, sst5_subset, tiny_bert, server.base_url))
     gen_dir, cache = tmp_path / "gen", tmp_path / "cache"
@@ -148,8 +148,11 @@ def test_generate_relabels_with_the_teacher_and_reuses_a_complete_directory(
     from click.testing import CliRunner
 
     from raysweep.cli import main
+    started = []
+    monkeypatch.setattr(sweep, "init_ray", started.append)
     out = CliRunner().invoke(main, ["generate", str(tmp_path / "gen.yaml"), "--output", str(gen_dir)])
     assert out.exit_code == 0, out.output
+    assert started == []  # nothing to generate or relabel: no Ray started for it
     assert f"{'agreement':22s} {s['agreement']}" in out.output and f"{'rows_kept':22s} 20" in out.output
     assert len(server.arrivals) == calls
     bad = CliRunner().invoke(main, ["generate", str(tmp_path / "gen.yaml"), "--output", str(gen_dir),
