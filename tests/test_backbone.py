@@ -160,6 +160,34 @@ def test_text_sets_share_one_pass_and_match_single_sets(tiny_bert, tmp_path):
                                        atol=1e-6)
 
 
+def test_an_entry_assembled_from_two_sets_is_the_entry_of_their_concatenation(tiny_bert, tmp_path):
+    from raysweep.embed import concatenate_entries, ensure_activation_sets
+
+    backbone = Backbone(tiny_bert)
+    bs = [boundary_for(f, backbone.num_layers, "pooler", 32) for f in ("pooler", "last-attention")]
+    head, tail = TINY_TEXTS[:5], TINY_TEXTS[5:]
+    parts = ensure_activation_sets(tiny_bert, {"head": head, "tail": tail}, bs, tmp_path / "a", use_ray=False,
+                                   log=lambda *_: None)
+    [direct_pooled, direct_hidden] = ensure_activations(tiny_bert, head + tail, bs, tmp_path / "b", use_ray=False,
+                                                        log=lambda *_: None)
+    for j, direct in enumerate((direct_pooled, direct_hidden)):
+        built = concatenate_entries([parts["head"][j], parts["tail"][j]], head + tail, tmp_path / "a")
+        assert built.name == direct.name  # the key an encoder pass over the concatenation would use
+        x, y = load_activations(built), load_activations(direct)
+        assert x.boundary == y.boundary and len(x) == len(head + tail)
+        np.testing.assert_allclose(x.features, y.features, rtol=1e-5, atol=1e-6)
+        if j == 1:  # token level: the tail's offsets continue where the head's tokens end
+            assert x.offsets.tolist() == y.offsets.tolist()
+            assert x.offsets[len(head)] == load_activations(parts["head"][j]).features.shape[0]
+        meta = json.loads((built / "meta.json").read_text())
+        assert meta["computed_with"] == "concatenated" and meta["rows"] == len(head + tail)
+        assert concatenate_entries([parts["head"][j], parts["tail"][j]], head + tail, tmp_path / "a") == built
+    with pytest.raises(ValueError, match="different encoders or boundaries"):
+        concatenate_entries([parts["head"][0], parts["tail"][1]], head + tail, tmp_path / "a")
+    with pytest.raises(ValueError, match="hold 8 rows, not the 7 texts"):
+        concatenate_entries([parts["head"][0], parts["tail"][0]], TINY_TEXTS[:7], tmp_path / "a")
+
+
 def test_a_small_pass_stays_in_process_even_when_ray_is_asked_for(tiny_bert, tmp_path):
     # No Ray running here: the 8-row pass below RAY_MIN_ENCODE_ROWS never touches it.
     b = boundary_for("last-linear", Backbone(tiny_bert).num_layers, "pooler", 32)

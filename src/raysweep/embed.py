@@ -239,6 +239,44 @@ def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], bounda
     return finals
 
 
+def concatenate_entries(parts: list[Path], texts: list[str], cache_root: str | Path) -> Path:
+    """The entry of `texts`, the concatenation of the text sets whose entries `parts` are (one
+    boundary), assembled from them on disk without an encoder pass.
+
+    An LLM pool's trials read the real train rows followed by the generated rows as one text set;
+    both parts are cached already (the generation's teacher cached the generated rows), so
+    encoding the real rows a second time would only repeat work. The entry sits under the same
+    key an encoder pass over `texts` would use.
+    """
+    acts = [load_activations(p) for p in parts]
+    metas = [json.loads((p / "meta.json").read_text()) for p in parts]
+    boundary, fingerprint = acts[0].boundary, metas[0]["fingerprint"]
+    if any(a.boundary != boundary for a in acts) or any(m["fingerprint"] != fingerprint for m in metas):
+        raise ValueError(f"cannot concatenate activation entries of different encoders or boundaries: {parts}")
+    if sum(len(a) for a in acts) != len(texts):
+        raise ValueError(f"the entries {parts} hold {sum(len(a) for a in acts)} rows, not the {len(texts)} texts")
+    final = Path(cache_root) / activation_key(fingerprint, boundary, texts)
+    if (final / "meta.json").exists():
+        return final
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "features.npy", np.concatenate([np.asarray(a.features) for a in acts]))
+    if boundary.ragged:
+        starts = np.cumsum([0] + [int(a.offsets[-1]) for a in acts[:-1]])
+        offsets = np.concatenate([[0]] + [a.offsets[1:] + start for a, start in zip(acts, starts)])
+        np.save(tmp / "offsets.npy", offsets.astype(np.int64))
+    shutil.copyfile(parts[0] / "init.pt", tmp / "init.pt")  # the same encoder and boundary: the same start
+    meta = {**metas[0], "rows": len(texts), "texts": texts_digest(texts), "seconds": 0.0,
+            "computed_with": "concatenated", "parts": [p.name for p in parts]}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process assembled the same entry first: theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def _store(final: Path, rows: list[np.ndarray], boundary: Boundary, backbone: Backbone, encoder: str,
            texts: list[str], seconds: float, use_ray: bool) -> None:
     # Write beside the final place, then rename: a crash never leaves a half entry under the key.

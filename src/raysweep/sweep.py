@@ -39,7 +39,7 @@ from raysweep import augment, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
-from raysweep.embed import ensure_activation_sets, load_activations
+from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.encoders import cache_home
 from raysweep.storage import Output
 from raysweep.train import Cell, TrialInputs, run_trial
@@ -171,12 +171,14 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
     Returns the trial context: small arrays and artifact paths that every trial reads. With
     `generated` rows (LLM pools), a second train set is cached: the real train rows followed by
     the generated ones, so that a trial of an LLM pool adds rows at positions past the real ones.
+    It is assembled from the entries of the two parts; only the generated rows are encoded (and
+    not even those when the generation's teacher cached them already).
     """
     splits = load_splits(cfg.data, cfg.split)
     log(f"data: {splits.describe()}")
     texts = {"train": splits.train["text"].tolist(), "val": splits.val["text"].tolist()}
-    if generated is not None:
-        texts["train+generated"] = texts["train"] + generated["text"].astype(str).tolist()
+    if generated is not None and len(generated):
+        texts["generated"] = generated["text"].astype(str).tolist()
     artifacts = {}
     for encoder in cfg.encoders:
         backbone = load_backbone(encoder)
@@ -187,6 +189,12 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
         paths = ensure_activation_sets(encoder, texts, unique, cache_dir, use_ray=use_ray,
                                        batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors, log=log)
         paths = {name: dict(zip(unique, found)) for name, found in paths.items()}
+        if "generated" in texts:  # assembled from the two cached parts, not encoded again
+            both = texts["train"] + texts["generated"]
+            paths["train+generated"] = {b: concatenate_entries([paths["train"][b], paths["generated"][b]], both,
+                                                               cache_dir) for b in unique}
+        elif generated is not None:  # nothing was generated: the LLM pools add no row
+            paths["train+generated"] = paths["train"]
         for (pooling, f), b in boundaries.items():
             artifacts[f"{encoder}|{pooling}|{f}"] = (str(paths["train"][b]), str(paths["val"][b]))
             if generated is not None:
