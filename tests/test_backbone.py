@@ -160,6 +160,33 @@ def test_text_sets_share_one_pass_and_match_single_sets(tiny_bert, tmp_path):
                                        atol=1e-6)
 
 
+def test_token_states_under_several_poolings_are_computed_and_stored_once(tiny_bert, tmp_path):
+    import os
+
+    backbone = Backbone(tiny_bert)
+    hidden = [boundary_for("last-attention", backbone.num_layers, p, 32) for p in ("pooler", "mean")]
+    sentence = boundary_for("last-linear", backbone.num_layers, "mean", 32)
+    logs = []
+    pooler_entry, mean_entry, sentence_entry = ensure_activations(
+        tiny_bert, TINY_TEXTS, hidden + [sentence], tmp_path, use_ray=False, log=logs.append)
+    assert len(logs) == 1
+    # Two entries (each boundary keeps its key and meta), one features file behind both.
+    assert pooler_entry != mean_entry
+    for name in ("features.npy", "offsets.npy"):
+        assert os.stat(pooler_entry / name).st_ino == os.stat(mean_entry / name).st_ino
+    x, y = load_activations(pooler_entry), load_activations(mean_entry)
+    assert (x.boundary.pooling, y.boundary.pooling) == ("pooler", "mean")
+    direct = backbone.features(TINY_TEXTS, hidden[1])
+    np.testing.assert_allclose(y.features, np.concatenate(direct), rtol=1e-5, atol=1e-6)
+    assert json.loads((mean_entry / "meta.json").read_text())["computed_with"] == f"linked from {pooler_entry.name}"
+    # A third pooling later: linked from the cache, no encoder pass.
+    [cls_entry] = ensure_activations(tiny_bert, TINY_TEXTS, [boundary_for("last-attention", backbone.num_layers, "cls",
+                                                                          32)], tmp_path, use_ray=False,
+                                     log=logs.append)
+    assert len(logs) == 1 and load_activations(cls_entry).boundary.pooling == "cls"
+    np.testing.assert_array_equal(load_activations(cls_entry).features, x.features)
+
+
 def test_an_entry_assembled_from_two_sets_is_the_entry_of_their_concatenation(tiny_bert, tmp_path):
     from raysweep.embed import concatenate_entries, ensure_activation_sets
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from raysweep.backbone import Backbone, Boundary, load_backbone, pad_ragged
+from raysweep.config import POOLINGS
 
 FORMAT_VERSION = 1  # bump when the artifact layout changes: old entries are then simply not found
 
@@ -211,32 +212,90 @@ def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], bounda
     backbone = load_backbone(encoder, "cpu")
     finals = {name: [Path(cache_root) / activation_key(backbone.fingerprint, b, texts) for b in boundaries]
               for name, texts in text_sets.items()}
-    todo = {name: [j for j, f in enumerate(paths) if not (f / "meta.json").exists()] for name, paths in finals.items()}
-    todo = {name: js for name, js in todo.items() if js}
+
+    def missing() -> dict[str, list[int]]:
+        todo = {name: [j for j, f in enumerate(paths) if not (f / "meta.json").exists()]
+                for name, paths in finals.items()}
+        return {name: js for name, js in todo.items() if js}
+
+    def link_siblings() -> None:
+        for name, js in missing().items():
+            for j in js:
+                sibling = _sibling_entry(backbone.fingerprint, boundaries[j], text_sets[name], cache_root)
+                if sibling is not None:
+                    _link_entry(sibling, finals[name][j], boundaries[j], backbone, encoder, text_sets[name])
+
+    link_siblings()  # token states cached under another pooling: nothing to compute
+    todo = missing()
     if not todo:
         return finals
     wanted = sorted({j for js in todo.values() for j in js})
+    unique = list(dict.fromkeys(_computed_as(boundaries[j]) for j in wanted))
     names = list(todo)
     flat = [t for name in names for t in text_sets[name]]
     start = time.perf_counter()
     use_ray = use_ray and len(flat) >= (RAY_MIN_ENCODE_ROWS if min_ray_rows is None else min_ray_rows)
     if use_ray:
-        computed = _compute_ray(encoder, flat, [boundaries[j] for j in wanted], batch_size, actors,
-                                backbone.hidden_size)
+        computed = _compute_ray(encoder, flat, unique, batch_size, actors, backbone.hidden_size)
     else:
-        computed = _compute_local(backbone, flat, [boundaries[j] for j in wanted], batch_size)
+        computed = _compute_local(backbone, flat, unique, batch_size)
     seconds = round(time.perf_counter() - start, 2)
     offset = 0
     for name in names:
         texts = text_sets[name]
-        for k, j in enumerate(wanted):
-            if j in todo[name]:
-                _store(finals[name][j], computed[k][offset: offset + len(texts)], boundaries[j], backbone, encoder,
-                       texts, seconds, use_ray)
+        stored = set()
+        for j in todo[name]:
+            k = unique.index(_computed_as(boundaries[j]))
+            if k not in stored:  # the other poolings of these token states are linked below
+                _store(finals[name][j], computed[k][offset: offset + len(texts)], boundaries[j], backbone,
+                       encoder, texts, seconds, use_ray)
+                stored.add(k)
         offset += len(texts)
+    link_siblings()
     log(f"cached activations for {len(wanted)} boundaries x {len(flat)} rows in {seconds} s "
         f"({'Ray Data' if use_ray else 'in-process'})")
     return finals
+
+
+def _computed_as(boundary: Boundary) -> Boundary:
+    """What an encoder pass computes for `boundary`. Token states do not depend on the pooling
+    (it is applied above them, in the trainable part), so hidden boundaries that differ only in
+    pooling share one computation, and their entries one features file."""
+    return dataclasses.replace(boundary, pooling="") if boundary.ragged else boundary
+
+
+def _sibling_entry(fingerprint: str, boundary: Boundary, texts: list[str], cache_root: str | Path) -> Path | None:
+    """A complete entry of the same token states under another pooling, if one is cached."""
+    if not boundary.ragged:
+        return None
+    for pooling in POOLINGS:
+        other = Path(cache_root) / activation_key(fingerprint, dataclasses.replace(boundary, pooling=pooling), texts)
+        if pooling != boundary.pooling and (other / "meta.json").exists():
+            return other
+    return None
+
+
+def _link_entry(sibling: Path, final: Path, boundary: Boundary, backbone: Backbone, encoder: str,
+                texts: list[str]) -> None:
+    """The entry of `boundary` from a sibling's token states: hard links to its arrays (a copy where
+    the file system has none), with its own meta and start modules."""
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("features.npy", "offsets.npy"):
+        try:
+            os.link(sibling / name, tmp / name)
+        except OSError:
+            shutil.copyfile(sibling / name, tmp / name)
+    torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
+    meta = json.loads((sibling / "meta.json").read_text())
+    meta.update(boundary=dataclasses.asdict(boundary), encoder=encoder, rows=len(texts),
+                computed_with=f"linked from {sibling.name}")
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process finished the same entry first: theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def concatenate_entries(parts: list[Path], texts: list[str], cache_root: str | Path) -> Path:
