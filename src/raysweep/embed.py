@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +184,6 @@ def _compute_ray(encoder: str, texts: list[str], boundaries: list[Boundary], bat
 
 
 def _write(tmp: Path, rows: list[np.ndarray], boundary: Boundary) -> None:
-    tmp.mkdir(parents=True)
     if boundary.kind == "hidden":
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]))
@@ -279,23 +279,17 @@ def _link_entry(sibling: Path, final: Path, boundary: Boundary, backbone: Backbo
                 texts: list[str]) -> None:
     """The entry of `boundary` from a sibling's token states: hard links to its arrays (a copy where
     the file system has none), with its own meta and start modules."""
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in ("features.npy", "offsets.npy"):
-        try:
-            os.link(sibling / name, tmp / name)
-        except OSError:
-            shutil.copyfile(sibling / name, tmp / name)
-    torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
-    meta = json.loads((sibling / "meta.json").read_text())
-    meta.update(boundary=dataclasses.asdict(boundary), encoder=encoder, rows=len(texts),
-                computed_with=f"linked from {sibling.name}")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    try:
-        os.rename(tmp, final)
-    except OSError:  # another process finished the same entry first: theirs is identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _staged(final) as tmp:
+        for name in ("features.npy", "offsets.npy"):
+            try:
+                os.link(sibling / name, tmp / name)
+            except OSError:
+                shutil.copyfile(sibling / name, tmp / name)
+        torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
+        meta = json.loads((sibling / "meta.json").read_text())
+        meta.update(boundary=dataclasses.asdict(boundary), encoder=encoder, rows=len(texts),
+                    computed_with=f"linked from {sibling.name}")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
 def concatenate_entries(parts: list[Path], texts: list[str], cache_root: str | Path) -> Path:
@@ -317,37 +311,43 @@ def concatenate_entries(parts: list[Path], texts: list[str], cache_root: str | P
     final = Path(cache_root) / activation_key(fingerprint, boundary, texts)
     if (final / "meta.json").exists():
         return final
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "features.npy", np.concatenate([np.asarray(a.features) for a in acts]))
-    if boundary.ragged:
-        starts = np.cumsum([0] + [int(a.offsets[-1]) for a in acts[:-1]])
-        offsets = np.concatenate([[0]] + [a.offsets[1:] + start for a, start in zip(acts, starts)])
-        np.save(tmp / "offsets.npy", offsets.astype(np.int64))
-    shutil.copyfile(parts[0] / "init.pt", tmp / "init.pt")  # the same encoder and boundary: the same start
-    meta = {**metas[0], "rows": len(texts), "texts": texts_digest(texts), "seconds": 0.0,
-            "computed_with": "concatenated", "parts": [p.name for p in parts]}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    try:
-        os.rename(tmp, final)
-    except OSError:  # another process assembled the same entry first: theirs is identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _staged(final) as tmp:
+        np.save(tmp / "features.npy", np.concatenate([np.asarray(a.features) for a in acts]))
+        if boundary.ragged:
+            starts = np.cumsum([0] + [int(a.offsets[-1]) for a in acts[:-1]])
+            offsets = np.concatenate([[0]] + [a.offsets[1:] + start for a, start in zip(acts, starts)])
+            np.save(tmp / "offsets.npy", offsets.astype(np.int64))
+        shutil.copyfile(parts[0] / "init.pt", tmp / "init.pt")  # the same encoder and boundary: the same start
+        meta = {**metas[0], "rows": len(texts), "texts": texts_digest(texts), "seconds": 0.0,
+                "computed_with": "concatenated", "parts": [p.name for p in parts]}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return final
 
 
 def _store(final: Path, rows: list[np.ndarray], boundary: Boundary, backbone: Backbone, encoder: str,
            texts: list[str], seconds: float, use_ray: bool) -> None:
-    # Write beside the final place, then rename: a crash never leaves a half entry under the key.
+    with _staged(final) as tmp:
+        _write(tmp, rows, boundary)
+        torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
+        meta = {"encoder": encoder, "fingerprint": backbone.fingerprint, "boundary": dataclasses.asdict(boundary),
+                "rows": len(texts), "hidden_size": backbone.hidden_size, "num_layers": backbone.num_layers,
+                "texts": texts_digest(texts), "seconds": seconds,
+                "computed_with": "ray-data" if use_ray else "in-process"}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+@contextmanager
+def _staged(final: Path):
+    """A fresh directory beside the entry `final`, renamed into place when the block ends: a crash
+    never leaves a half entry under the key."""
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    _write(tmp, rows, boundary)
-    torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
-    meta = {"encoder": encoder, "fingerprint": backbone.fingerprint, "boundary": dataclasses.asdict(boundary),
-            "rows": len(texts), "hidden_size": backbone.hidden_size, "num_layers": backbone.num_layers,
-            "texts": texts_digest(texts), "seconds": seconds,
-            "computed_with": "ray-data" if use_ray else "in-process"}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.rename(tmp, final)
     except OSError:  # another process finished the same entry first: theirs is identical
