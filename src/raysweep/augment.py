@@ -40,6 +40,7 @@ from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import SweepConfig, to_dict
 from raysweep.data import Splits, load_splits
 from raysweep.embed import ensure_activation_sets, load_activations
+from raysweep.errors import RaysweepError
 from raysweep.train import predict_proba
 
 GENERATED = "generated.csv"
@@ -50,7 +51,7 @@ _ROW_SETTINGS = ("model", "n_rows", "samples_per_call", "examples_per_class", "t
                  "max_tokens", "near_duplicate", "seed", "embedded")
 
 
-class GenerationDirError(ValueError):
+class GenerationDirError(RaysweepError, ValueError):
     """A generation directory that cannot be used as it is; the message names the file."""
 
 

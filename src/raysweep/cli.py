@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from raysweep.config import ConfigError, load_sweep
+from raysweep.config import load_sweep
+from raysweep.errors import RaysweepError
 
 
 def _fail(exc: Exception) -> None:
@@ -29,17 +30,12 @@ def main() -> None:
 @click.option("--retry-failed", is_flag=True, help="Run the cells that failed before again.")
 def run(sweep_file, output, overrides, address, retry_failed) -> None:
     """Run every cell of SWEEP_FILE not yet finished in OUTPUT and write OUTPUT/trials.csv."""
-    from raysweep.augment import GenerationDirError
-    from raysweep.backbone import EncoderError
-    from raysweep.data import DataError
-    from raysweep.llm.generate import GenerationError
-    from raysweep.storage import StorageError
     from raysweep.sweep import run_sweep
 
     try:
         cfg = load_sweep(sweep_file, overrides)
         table = run_sweep(cfg, output, address=address, retry_failed=retry_failed)
-    except (ConfigError, DataError, EncoderError, StorageError, GenerationError, GenerationDirError) as exc:
+    except RaysweepError as exc:
         _fail(exc)
     if len(table):
         ok = table[table["status"] == "ok"]
@@ -64,10 +60,7 @@ def generate(sweep_file, output, overrides, address) -> None:
     """
     from pathlib import Path
 
-    from raysweep.augment import GenerationDirError, reuse, run_generation
-    from raysweep.backbone import EncoderError
-    from raysweep.data import DataError
-    from raysweep.llm.generate import GenerationError
+    from raysweep.augment import reuse, run_generation
     from raysweep.sweep import init_ray
 
     try:
@@ -76,7 +69,7 @@ def generate(sweep_file, output, overrides, address) -> None:
         if reuse(cfg, Path(output).resolve()) is None:  # a complete directory needs no Ray
             init_ray(address)
         result = run_generation(cfg, Path(output).resolve(), cache_dir)
-    except (ConfigError, DataError, EncoderError, GenerationError, GenerationDirError) as exc:
+    except RaysweepError as exc:
         _fail(exc)
     s = result.summary
     for key in ("endpoint", "model", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "rows_kept",
@@ -95,7 +88,7 @@ def check(sweep_file, overrides) -> None:
 
     try:
         cfg = load_sweep(sweep_file, overrides)
-    except ConfigError as exc:
+    except RaysweepError as exc:
         _fail(exc)
     cells = expand(cfg)
     click.echo(f"{sweep_file}: valid, {len(cells)} cells")
@@ -123,7 +116,6 @@ def analyze(results_dirs, output, seed) -> None:
     from pathlib import Path
 
     from raysweep.analysis import analyze as write_report
-    from raysweep.analysis.results import ResultsError
     from raysweep.storage import Output, StorageError, is_uri
 
     with tempfile.TemporaryDirectory() as staging:
@@ -138,7 +130,7 @@ def analyze(results_dirs, output, seed) -> None:
                 else:
                     raise StorageError(f"{d}: no such results directory")
             report = write_report(dirs, Path(output), seed=seed)
-        except (ResultsError, StorageError) as exc:  # a results file that is there but malformed; the message names it
+        except RaysweepError as exc:  # e.g. a results file that is there but malformed; the message names it
             _fail(exc)
     click.echo(f"wrote {report} and {report.with_suffix('.html')}")
 
@@ -158,7 +150,7 @@ def submit(sweep_file, address, output, overrides, env_keys) -> None:
     address = address or jobs.DEFAULT_ADDRESS
     try:
         job_id = jobs.submit(sweep_file, address, output, overrides, env_keys)
-    except jobs.JobError as exc:
+    except RaysweepError as exc:
         _fail(exc)
     click.echo(f"submitted {job_id}")
     click.echo(f"dashboard: {jobs.dashboard_url(address, job_id)}")
@@ -180,15 +172,14 @@ def status(job_id, address, sweep_file, output) -> None:
     if job_id:
         try:
             click.echo(str(jobs.status(address or jobs.DEFAULT_ADDRESS, job_id)))
-        except jobs.JobError as exc:
+        except RaysweepError as exc:
             _fail(exc)
     if sweep_file and output:
-        from raysweep.storage import StorageError
         from raysweep.sweep import cell_progress
 
         try:
             counts = cell_progress(load_sweep(sweep_file), output)
-        except (ConfigError, StorageError) as exc:
+        except RaysweepError as exc:
             _fail(exc)
         click.echo(", ".join(f"{n} {what}" for what, n in counts.items()))
 
@@ -204,7 +195,7 @@ def logs(job_id, address, follow) -> None:
     try:
         for chunk in jobs.logs(address or jobs.DEFAULT_ADDRESS, job_id, follow=follow):
             click.echo(chunk, nl=False)
-    except jobs.JobError as exc:
+    except RaysweepError as exc:
         _fail(exc)
 
 

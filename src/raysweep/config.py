@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from raysweep.errors import RaysweepError
 
-class ConfigError(ValueError):
+
+class ConfigError(RaysweepError, ValueError):
     """A sweep file or override that does not validate; the message names the key path."""
 
 

@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from raysweep.config import DataConfig, SplitConfig
+from raysweep.errors import RaysweepError
 
 BUNDLED_SST5 = "sst5-train-dev.csv.gz"
 
 
-class DataError(ValueError):
+class DataError(RaysweepError, ValueError):
     """A data file that cannot be used as it is; the message names file, row and problem."""
 
 

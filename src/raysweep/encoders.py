@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from raysweep.errors import RaysweepError
 
-class EncoderError(ValueError):
+
+class EncoderError(RaysweepError, ValueError):
     """An encoder that cannot be loaded or split as asked."""
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from raysweep.errors import RaysweepError
+
 # Where `ray dashboard cluster.yaml` forwards the head's dashboard (and its Jobs API) to.
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Never uploaded: git history and bytecode are large and useless to the job.
@@ -32,7 +34,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 AGENT_WAIT_S = 60.0
 
 
-class JobError(RuntimeError):
+class JobError(RaysweepError, RuntimeError):
     """A submit / status / logs request that cannot be done; the message is one line."""
 
 

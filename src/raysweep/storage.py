@@ -22,10 +22,12 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
+from raysweep.errors import RaysweepError
+
 SCHEMES = ("s3://", "gs://", "gcs://", "file://", "hdfs://", "abfs://", "abfss://")
 
 
-class StorageError(ValueError):
+class StorageError(RaysweepError, ValueError):
     """An output location that cannot be used; the message names it."""
 
 

@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-class ResultsError(ValueError):
+from raysweep.errors import RaysweepError
+
+class ResultsError(RaysweepError, ValueError):
     """A results file that exists but cannot be read as the contract says; names the file."""
 
 

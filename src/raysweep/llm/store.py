@@ -15,10 +15,12 @@ import json
 import os
 from pathlib import Path
 
+from raysweep.errors import RaysweepError
+
 STORE_NAME = "responses.jsonl"
 
 
-class StoreError(ValueError):
+class StoreError(RaysweepError, ValueError):
     """The store cannot be read, or holds responses made for a different config."""
 
 

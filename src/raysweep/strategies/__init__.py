@@ -21,8 +21,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from raysweep.errors import RaysweepError
 
-class PoolExhaustedError(ValueError):
+
+class PoolExhaustedError(RaysweepError, ValueError):
     """More rows were asked for than the pool holds."""
 
 
