@@ -82,7 +82,7 @@ def run(name: str, rpm: float, tpm: float, max_tokens: int, actors: int, seconds
                         actors / latency)
         calls = max(10, int(reachable * seconds))
         cfg = load_llm_config({
-            "base_url": server.base_url, "model": "fake-model", "n_rows": calls * ROWS_PER_CALL,
+            "base_url": server.base_url, "api_key_env": "none", "model": "fake-model", "n_rows": calls * ROWS_PER_CALL,
             "samples_per_call": ROWS_PER_CALL, "max_tokens": max_tokens, "concurrency": actors,
             "limits": limits, "max_requests": calls, "near_duplicate": 1.0,
             "prices": {"fake-model": {"prompt": 0.15, "completion": 0.60}}})

@@ -153,7 +153,7 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
     start = time.perf_counter()
     splits = load_splits(cfg.data, cfg.split)
     result = generate(cfg.llm, examples_for(splits), splits.val["text"].tolist(), gen_dir,
-                      class_names=cfg.data.class_names)
+                      class_names=cfg.data.class_names, say=log)
     s = result.summary
     log(f"generation: {s['rows_kept']} rows kept of {s['rows_target']} from {s.get('requests', '?')} calls "
         f"({s['requests_this_run']} this run), {s['rows_parsed']} parsed, parse failures {s['parse_failures']}")

@@ -142,7 +142,8 @@ def analyze(results_dirs, output, seed) -> None:
 @click.option("--output", "-o", required=True, help="Results directory on the cluster (shared storage).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
 @click.option("--env", "env_keys", multiple=True, metavar="NAME",
-              help="Pass this local environment variable (e.g. OPENAI_API_KEY) to the job, never in its command line.")
+              help="Pass this local environment variable to the job (not a secret: Ray records it in clear; "
+                   "an API key goes as llm.api_key_file, see docs/cluster.md).")
 def submit(sweep_file, address, output, overrides, env_keys) -> None:
     """Submit SWEEP_FILE to a Ray cluster as a Ray Job; print its id and dashboard page."""
     from raysweep import jobs

@@ -10,6 +10,7 @@ value of the wrong type is a one-line `ConfigError` that names the key's path
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -351,6 +352,9 @@ class TeacherConfig:
         _check(self.epochs is None or self.epochs >= 1, "epochs: must be at least 1")
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
 @dataclass
 class SweepConfig:
     name: str = "sweep"
@@ -389,7 +393,11 @@ class SweepConfig:
     def validate(self) -> None:
         from raysweep.llm.config import LLMConfig, load_llm_config  # late: raysweep.llm imports this module
 
-        _check(bool(self.name.strip()), "name: must not be empty")
+        # The name is a directory of Tune's (<output>/tune/<name>) and of a URI output's generation
+        # (~/.cache/raysweep/generation/<name>): a separator or ".." would write outside them.
+        _check(bool(SAFE_NAME.fullmatch(self.name)) and ".." not in self.name and self.name != ".",
+               f"name: {_describe(self.name)} is not a safe name (letters, digits, '-', '_' and '.'; "
+               "no path separators, no '..')")
         if not isinstance(self.llm, LLMConfig):
             self.llm = load_llm_config(self.llm, "llm")
 

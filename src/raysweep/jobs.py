@@ -3,8 +3,14 @@
 The job ships two things in its runtime environment: the project directory the sweep file
 lives in (`working_dir`, so the sweep and anything beside it reach the head) and this
 `raysweep` package (`py_modules`, so the driver and every trial run the code you have here,
-not whatever version `ray up` installed). An LLM API key travels in `env_vars`, never in the
-entrypoint string; docs/cluster.md says what the dashboard shows of it.
+not whatever version `ray up` installed).
+
+No secret goes with a job: Ray records a job's entrypoint, metadata and runtime environment
+(env_vars included) in clear, in the Jobs API and in every node's runtime_env_agent.log. So
+`--env` refuses variables that look like secrets, and an `--output` or `--set` holding
+credentials is refused. An LLM key reaches the nodes as a file (`llm.api_key_file`, shipped by
+cluster.yaml's file_mounts), storage access through the provider's own credentials (an instance
+profile); docs/cluster.md#secrets says how.
 
 Ray 2.60 clusters use token authentication. The token is found the way Ray itself looks for
 it (RAY_AUTH_TOKEN, then the file RAY_AUTH_TOKEN_PATH names, then ~/.ray/auth_token) and sent
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import time
 from contextlib import contextmanager
@@ -32,6 +39,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # A head's dashboard answers before its job agent has registered: until then a submit gets
 # HTTP 500 "No available agent to submit job, please try again later". Retry that this long.
 AGENT_WAIT_S = 60.0
+# A variable named like a credential (OPENAI_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, DB_PASSWORD, ...)
+# or holding a value shaped like one (OpenAI's sk-, AWS's AKIA, GitHub's ghp_, Hugging Face's hf_).
+SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASS|CREDENTIAL|AUTH|PRIVATE|SESSION|COOKIE", re.IGNORECASE)
+SECRET_VALUE = re.compile(r"^(sk-|AKIA|ASIA|ghp_|github_pat_|hf_|xox[bp]-)")
+SECRETS_DOC = "docs/cluster.md#secrets"
 
 
 class JobError(RaysweepError, RuntimeError):
@@ -180,13 +192,32 @@ def _check_output(output: str) -> None:
                    "file system they share (on a single-node cluster, e.g. /home/ray/runs/NAME)")
 
 
-def runtime_env(project: Path, env_keys: Sequence[str] = ()) -> dict:
-    """The job's runtime environment: the project, this package, and the named variables' values."""
+def _check_no_credentials(output: str, overrides: Sequence[str]) -> None:
+    """Refuse credentials in what becomes the entrypoint and metadata (both shown in clear)."""
+    from raysweep.storage import redact, uri_secrets
+
+    for where, value in [("--output", output), *(("--set", o.partition("=")[2]) for o in overrides)]:
+        if "://" in value and uri_secrets(value):
+            raise JobError(f"{where} {redact(value)}: holds credentials, which Ray would show in the job's "
+                           "entrypoint and metadata; let the nodes use the storage provider's own credentials "
+                           f"instead (an instance profile on AWS, as cluster.yaml gives them; {SECRETS_DOC})")
+
+
+def runtime_env(project: Path, env_keys: Sequence[str] = (), key_env: str | None = None) -> dict:
+    """The job's runtime environment: the project, this package, and the named variables' values.
+
+    Not secrets: Ray writes a runtime environment in clear to every node's runtime_env_agent.log
+    and serves it through the Jobs API. `key_env` is the sweep's LLM key variable, refused whatever
+    its name."""
     env_vars = {}
     for key in env_keys:
         value = os.environ.get(key)
         if not value:
             raise JobError(f"environment variable {key} is not set here, so it cannot be passed to the job")
+        if key == key_env or SECRET_NAME.search(key) or SECRET_VALUE.match(value):
+            raise JobError(f"--env {key}: looks like a secret, and Ray records a job's environment in clear "
+                           f"(its logs, the Jobs API); give the nodes a key file instead (llm.api_key_file, "
+                           f"{SECRETS_DOC})")
         env_vars[key] = value
     env = {"working_dir": str(project), "py_modules": [str(PACKAGE_DIR)], "excludes": list(UPLOAD_EXCLUDES)}
     if env_vars:
@@ -199,8 +230,8 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
     """Submit the sweep as a Ray Job; returns its job (submission) id.
 
     The sweep and overrides are validated here first, so a typo fails before anything is
-    uploaded. `env_keys` names local environment variables (e.g. OPENAI_API_KEY) whose values
-    reach the driver and every trial through runtime_env env_vars. `command` replaces the
+    uploaded. `env_keys` names local environment variables (never secrets: see runtime_env) whose
+    values reach the driver and every trial through runtime_env env_vars. `command` replaces the
     `raysweep run` entrypoint (it still runs in the uploaded project directory).
     """
     from raysweep.config import ConfigError, load_sweep
@@ -209,9 +240,11 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
     if not sweep.is_file():
         raise JobError(f"{sweep}: no such sweep file")
     try:
-        load_sweep(sweep, list(overrides))
+        cfg = load_sweep(sweep, list(overrides))
     except ConfigError as exc:
         raise JobError(str(exc)) from None
+    _check_no_credentials(output, overrides)
+    key = cfg.llm.key_route()
     project = find_project(sweep)
     sweep_rel = sweep.resolve().relative_to(project)
     if _ignored(project, project / sweep_rel):
@@ -223,7 +256,7 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
     metadata = {"sweep": str(sweep_rel)}
     if output:
         metadata["output"] = output
-    env = runtime_env(project, env_keys)
+    env = runtime_env(project, env_keys, key.env if key else None)
     deadline = time.monotonic() + AGENT_WAIT_S
     while True:
         try:

@@ -13,12 +13,14 @@ entry it lacks once, into a temporary directory renamed into place (see `fetch_d
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pyarrow.fs as pafs
 
@@ -35,6 +37,66 @@ def is_uri(where: str | Path) -> bool:
     return isinstance(where, str) and "://" in where
 
 
+# ------------------------------------------------------------------ secrets in a URI
+
+# A URI may carry credentials: user-info (s3://KEY:SECRET@bucket) or a query option such as
+# ?session_token=... . The user-info is everything between the scheme and the last "@" before
+# the query: an AWS secret may hold "/" or "+", and a too-wide match only hides a path's "@".
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^?#]*)@")
+_SECRET_OPTION = re.compile(r"key|secret|token|pass|credential|sas|signature|auth", re.IGNORECASE)
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The credential strings in `uri`, longest first, each as written and percent-decoded."""
+    found = []
+    m = _USERINFO.match(uri)
+    if m:
+        userinfo = m["userinfo"]
+        found += [userinfo, *userinfo.split(":", 1)]
+    try:
+        query = urlsplit(uri).query
+    except ValueError:  # e.g. an unbalanced "[" in the host: no query options to look at
+        query = ""
+    found += [v for k, v in parse_qsl(query, keep_blank_values=True) if _SECRET_OPTION.search(k)]
+    words = {w for s in found if s for w in (s, unquote(s))}
+    return sorted(words, key=len, reverse=True)
+
+
+def redact(uri: str) -> str:
+    """`uri` as it may be printed: user-info and secret-looking query values replaced by ***."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}***@", uri)
+    return scrub(text, uri)
+
+
+def scrub(message: str, uri: str) -> str:
+    """`message` (an error text, say) with every credential of `uri` replaced by ***."""
+    for secret in uri_secrets(uri):
+        message = message.replace(secret, "***")
+    return message
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _one_line_errors(verb: str):
+    """Method decorator: an OSError from the filesystem (a region that cannot be resolved, an
+    endpoint that does not answer, access denied, a full disk) becomes one StorageError line naming
+    the output without its credentials, instead of a traceback."""
+    def wrap(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except OSError as exc:
+                what = f" {args[0]}" if args and isinstance(args[0], str) and args[0] else ""
+                raise StorageError(f"output {self.uri}: cannot {verb}{what} "
+                                   f"({scrub(_first_line(exc), self.spec)})") from None
+        return call
+    return wrap
+
+
 @dataclass(frozen=True)
 class FileEntry:
     name: str  # the base name, e.g. "3f2a....json"
@@ -47,17 +109,19 @@ class Output:
     def __init__(self, where: str | Path):
         text = str(where)
         if is_uri(text):
+            shown = redact(text)  # never the raw text in a message: it may hold KEY:SECRET@
             if not text.startswith(SCHEMES):
-                raise StorageError(f"output {text}: unsupported scheme (use a local path or "
+                raise StorageError(f"output {shown}: unsupported scheme (use a local path or "
                                    f"{', '.join(s for s in SCHEMES if s != 'gcs://')})")
             try:
+                # Without ?region=, pyarrow asks AWS for the bucket's region here: no network, a
+                # typo in the bucket or a denied HeadBucket fail now, as OSError.
                 self.fs, path = pafs.FileSystem.from_uri(text)
             except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise StorageError(f"output {text}: {first}") from None
+                raise StorageError(f"output {shown}: {scrub(_first_line(exc), text)}") from None
             self.root = path.rstrip("/")
             if not self.root:
-                raise StorageError(f"output {text}: names no bucket or directory after the scheme")
+                raise StorageError(f"output {shown}: names no bucket or directory after the scheme")
             self.spec = text  # what recreates this Output elsewhere (a Ray worker), query options included
             # Printed as given minus any keys (s3://KEY:SECRET@bucket) and query options (?endpoint_override=...)
             parts = urlsplit(text)
@@ -89,9 +153,11 @@ class Output:
 
     # ------------------------------------------------------------------ files
 
+    @_one_line_errors("create directory")
     def mkdir(self, rel: str = "") -> None:
         self.fs.create_dir(self.path(rel), recursive=True)
 
+    @_one_line_errors("write")
     def write_bytes(self, rel: str, data: bytes) -> None:
         final = self.path(rel)
         if not self.is_local:
@@ -107,6 +173,7 @@ class Output:
     def write_text(self, rel: str, text: str) -> None:
         self.write_bytes(rel, text.encode("utf-8"))
 
+    @_one_line_errors("read")
     def read_text(self, rel: str) -> str | None:
         """The file's text, or None if there is no such file."""
         try:
@@ -115,15 +182,18 @@ class Output:
         except FileNotFoundError:
             return None
 
+    @_one_line_errors("look up")
     def exists(self, rel: str) -> bool:
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
 
+    @_one_line_errors("delete")
     def delete(self, rel: str) -> None:
         try:
             self.fs.delete_file(self.path(rel))
         except FileNotFoundError:
             pass
 
+    @_one_line_errors("list")
     def list(self, rel_dir: str, suffix: str = "") -> list[FileEntry]:
         """The files directly in `rel_dir` whose names end with `suffix`, sorted by name."""
         selector = pafs.FileSelector(self.path(rel_dir), allow_not_found=True)
@@ -134,6 +204,7 @@ class Output:
                 out.append(FileEntry(info.base_name, mtime))
         return sorted(out, key=lambda e: e.name)
 
+    @_one_line_errors("copy results from")
     def fetch_results(self, local: Path) -> Path:
         """Copy what `raysweep analyze` reads (analysis/results.py) into the local directory `local`:
         trials.csv, sweep.yaml, generation/ and diagnostics/; not cells/, tune/ or the cache."""
@@ -154,6 +225,7 @@ class Output:
         infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
         return {i.path[len(base) + 1:] for i in infos if i.type == pafs.FileType.File}
 
+    @_one_line_errors("upload to")
     def upload_tree(self, local: Path, rel: str, skip_existing: bool = True) -> int:
         """Copy the files under the local directory `local` to `rel`; returns how many were copied.
 
@@ -175,6 +247,7 @@ class Output:
             copied += 1
         return copied
 
+    @_one_line_errors("download")
     def fetch_tree(self, rel: str, local: Path, marker: str | None = "meta.json") -> bool:
         """Download `rel` into the local directory `local` unless `local/marker` exists; True if downloaded.
 

@@ -41,7 +41,7 @@ from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.encoders import cache_home
-from raysweep.storage import Output
+from raysweep.storage import Output, StorageError
 from raysweep.train import Cell, TrialInputs, run_trial
 
 # A trial rewrites its cells/<id>.running every HEARTBEAT_S; a marker older than STALE_S is a trial
@@ -290,7 +290,7 @@ class _Heartbeat:
         while not self.stop.wait(HEARTBEAT_S):
             try:
                 self.out.write_text(self.rel, self.text)
-            except OSError:
+            except StorageError:
                 pass  # a missed beat on a flaky store: the next one, or the result, follows
 
     def __enter__(self):

@@ -22,6 +22,7 @@ from raysweep import jobs
 from raysweep.jobs import JobError
 
 KEY_VAR = "RAYSWEEP_TEST_API_KEY"
+SETTING_VAR = "RAYSWEEP_TEST_SETTING"  # a variable that is not a secret: --env may pass it
 
 
 @pytest.fixture
@@ -127,13 +128,48 @@ def test_submit_refuses_an_unset_key(project, monkeypatch):
         jobs.submit(project / "sweeps" / "tiny.yaml", "http://127.0.0.1:1", "/tmp/out", env_keys=[KEY_VAR])
 
 
-def test_runtime_env_ships_project_package_and_key(project, monkeypatch):
-    monkeypatch.setenv(KEY_VAR, "sk-test")
-    env = jobs.runtime_env(project, [KEY_VAR])
+def test_runtime_env_ships_project_package_and_a_setting(project, monkeypatch):
+    monkeypatch.setenv(SETTING_VAR, "blue")
+    env = jobs.runtime_env(project, [SETTING_VAR])
     assert env["working_dir"] == str(project)
     assert env["py_modules"] == [str(Path(jobs.__file__).resolve().parent)]
-    assert env["env_vars"] == {KEY_VAR: "sk-test"}
+    assert env["env_vars"] == {SETTING_VAR: "blue"}
     assert ".git" in env["excludes"]
+
+
+# --- no secret rides with a job: Ray records its environment, entrypoint and metadata in clear ---
+
+SENTINEL = "sk-raysweep-sentinel-0123456789abcdef"
+
+
+@pytest.mark.parametrize("name, value, sweep", [
+    ("OPENAI_API_KEY", SENTINEL, ""),
+    ("HF_TOKEN", "hf_x", ""),
+    ("AWS_SECRET_ACCESS_KEY", "abc", ""),
+    ("DB_PASSWORD", "abc", ""),
+    ("INNOCENT_LOOKING", SENTINEL, ""),  # the value is shaped like an OpenAI key
+    ("PROVIDER", "abc", "llm: {base_url: 'http://10.0.0.1:8000/v1', api_key_env: PROVIDER}\n"),  # the sweep's key
+])
+def test_submit_refuses_a_secret_in_env(project, monkeypatch, name, value, sweep):
+    monkeypatch.setenv(name, value)
+    (project / "sweeps" / "tiny.yaml").write_text("name: tiny\n" + sweep)
+    with pytest.raises(JobError, match=f"^--env {name}: looks like a secret, .*llm.api_key_file") as info:
+        jobs.submit(project / "sweeps" / "tiny.yaml", "http://127.0.0.1:1", "/tmp/out", env_keys=[name])
+    assert value not in str(info.value)
+
+
+@pytest.mark.parametrize("output, overrides, shown", [
+    (f"s3://AKIAEXAMPLE:{SENTINEL}@bucket/runs/x", [], "--output s3://***@bucket/runs/x"),
+    (f"s3://bucket/runs/x?region=us-east-1&session_token={SENTINEL}", [],
+     "--output s3://bucket/runs/x?region=us-east-1&session_token=***"),
+    ("/tmp/out", [f"data.path=s3://AKIAEXAMPLE:{SENTINEL}@bucket/data.csv"], "--set s3://***@bucket/data.csv"),
+])
+def test_submit_refuses_credentials_in_the_output_or_an_override(project, output, overrides, shown):
+    with pytest.raises(JobError) as info:
+        jobs.submit(project / "sweeps" / "tiny.yaml", "http://127.0.0.1:1", output, overrides)
+    message = str(info.value)
+    assert message.startswith(f"{shown}: holds credentials") and "provider's own credentials" in message
+    assert SENTINEL not in message and "AKIAEXAMPLE" not in message and "\n" not in message
 
 
 def test_submit_waits_for_a_late_job_agent_but_not_forever(project, monkeypatch):
@@ -185,26 +221,26 @@ def _wait(address, job_id, timeout=120):
 
 
 @pytest.mark.slow
-def test_submit_status_logs_round_trip_with_the_key_off_the_entrypoint(ray_head, project, monkeypatch, tmp_path):
+def test_submit_status_logs_round_trip_with_a_setting_off_the_entrypoint(ray_head, project, monkeypatch, tmp_path):
     monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
-    key = "sk-raysweep-" + os.urandom(8).hex()
-    monkeypatch.setenv(KEY_VAR, key)
+    key = "setting-" + os.urandom(8).hex()
+    monkeypatch.setenv(SETTING_VAR, key)
     marker = tmp_path / "ran.json"
     # Runs in the uploaded project: reports what it sees without ever printing the key.
     command = (f"python -c \"import hashlib, json, os, sys, raysweep.jobs as j; "
-               f"json.dump(dict(key=hashlib.sha256(os.environ['{KEY_VAR}'].encode()).hexdigest(), "
+               f"json.dump(dict(key=hashlib.sha256(os.environ['{SETTING_VAR}'].encode()).hexdigest(), "
                f"sweep=os.path.isfile('sweeps/tiny.yaml'), package=j.__file__, python=sys.executable), "
                f"open('{marker}', 'w')); "
                f"print('raysweep-job-ran')\"")
     t0 = time.monotonic()
-    job_id = jobs.submit(project / "sweeps" / "tiny.yaml", ray_head.address, "", env_keys=[KEY_VAR], command=command)
+    job_id = jobs.submit(project / "sweeps" / "tiny.yaml", ray_head.address, "", env_keys=[SETTING_VAR], command=command)
     submitted = time.monotonic() - t0
     state = _wait(ray_head.address, job_id)
     finished = time.monotonic() - t0
     print(f"submit {submitted:.2f} s, submit-to-SUCCEEDED {finished:.2f} s")
     assert state.status == "SUCCEEDED", state
     seen = json.loads(marker.read_text())
-    assert seen["key"] == hashlib.sha256(key.encode()).hexdigest()  # the key reached the job
+    assert seen["key"] == hashlib.sha256(key.encode()).hexdigest()  # the setting reached the job
     assert seen["sweep"]  # the project is the job's working directory
     assert "/work/" not in seen["package"] and "_ray_pkg_" in seen["package"]  # shipped raysweep, not the checkout's
     # The head's PATH python, i.e. the venv Ray runs from (python / python3 are both its links).
@@ -218,30 +254,39 @@ def test_submit_status_logs_round_trip_with_the_key_off_the_entrypoint(ray_head,
 
 
 @pytest.mark.slow
-def test_what_the_dashboard_shows_of_the_key(ray_head, project, monkeypatch):
-    """docs/cluster.md's claims: a browser's job view shows the variable's name only, the SDK
-    gets its value, and so does anyone who opens runtime_env_agent.log in the log viewer."""
+def test_a_key_reaches_a_job_through_a_key_file_and_no_record_of_ray_holds_it(ray_head, project, monkeypatch, tmp_path):
+    """docs/cluster.md's route: the key in a 0600 file on the nodes, named by llm.api_key_file.
+    With the same key in this shell's OPENAI_API_KEY as well, nothing Ray keeps of the job (its
+    record through the Jobs API, as the SDK and `ray job list` get it, its logs, every file under
+    the head's temp dir) holds the key, while the job reads it."""
     monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
-    key = "sk-raysweep-" + os.urandom(8).hex()
-    monkeypatch.setenv(KEY_VAR, key)
-    job_id = jobs.submit(project / "sweeps" / "tiny.yaml", ray_head.address, "", env_keys=[KEY_VAR],
-                         command="python -c pass")
-    _wait(ray_head.address, job_id)
+    key = "sk-raysweep-sentinel-" + os.urandom(8).hex()
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    key_file = tmp_path / "openai.key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    (project / "sweeps" / "tiny.yaml").write_text(f"name: tiny\nllm: {{api_key_file: {key_file}}}\n")
+    with pytest.raises(JobError, match="^--env OPENAI_API_KEY: looks like a secret"):
+        jobs.submit(project / "sweeps" / "tiny.yaml", ray_head.address, "", env_keys=["OPENAI_API_KEY"],
+                    command="python -c pass")
+    marker = tmp_path / "read.txt"
+    command = (f"python -c \"import hashlib; from raysweep.llm.config import load_llm_config as c; "
+               f"k = c(dict(api_key_file='{key_file}')).key_route().read(); "
+               f"open('{marker}', 'w').write(hashlib.sha256(k.encode()).hexdigest())\"")
+    job_id = jobs.submit(project / "sweeps" / "tiny.yaml", ray_head.address, "", command=command)
+    state = _wait(ray_head.address, job_id)
+    assert state.status == "SUCCEEDED", "".join(jobs.logs(ray_head.address, job_id))[-2000:]
+    assert marker.read_text() == hashlib.sha256(key.encode()).hexdigest()  # the job read the key
 
-    def get(path, user_agent):
-        req = urllib.request.Request(f"{ray_head.address}{path}",
-                                     headers={"Authorization": f"Bearer {ray_head.token}", "User-Agent": user_agent})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.read().decode(errors="replace")
-
-    browser = "Mozilla/5.0 (X11; Linux x86_64)"
-    assert json.loads(get(f"/api/jobs/{job_id}", browser))["runtime_env"]["env_vars"][KEY_VAR] == "<redacted>"
-    assert json.loads(get(f"/api/jobs/{job_id}", "python-requests/2"))["runtime_env"]["env_vars"][KEY_VAR] == key
-    # ... and the dashboard's log viewer serves runtime_env_agent.log, which has the value in plain text.
-    nodes = json.loads(get("/api/v0/nodes", browser))["data"]["result"]["result"]
-    agent_log = get(f"/api/v0/logs/file?node_id={nodes[0]['node_id']}&filename=runtime_env_agent.log&lines=-1",
-                    browser)
-    assert key in agent_log
+    req = urllib.request.Request(f"{ray_head.address}/api/jobs/{job_id}",
+                                 headers={"Authorization": f"Bearer {ray_head.token}", "User-Agent": "python-requests/2"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        record = r.read().decode(errors="replace")
+    assert json.loads(record)["submission_id"] == job_id
+    assert key not in record and key not in "".join(jobs.logs(ray_head.address, job_id))
+    holding = [p for p in Path(ray_head.temp_dir).rglob("*")
+               if p.is_file() and not p.is_symlink() and key.encode() in p.read_bytes()]
+    assert holding == []
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ def llm_cfg():
     """`llm_cfg(base_url, **overrides)`: a config for fast runs against a fake server."""
 
     def make(base_url: str, **overrides):
-        data = {"base_url": base_url, "model": "fake-model", "n_rows": 20, "samples_per_call": 5,
+        data = {"base_url": base_url, "api_key_env": "none", "model": "fake-model", "n_rows": 20, "samples_per_call": 5,
                 "concurrency": 2, "retries": 3, "retry_backoff": 0.01, "timeout": 10.0,
                 "prices": {"fake-model": {"prompt": 1.0, "completion": 2.0}}}
         data.update(overrides)

@@ -33,6 +33,7 @@ recipe:
   epochs: 2
 llm:
   base_url: {base_url}
+  api_key_env: none
   model: fake-model
   n_rows: 20
   samples_per_call: 5

@@ -18,7 +18,7 @@ MESSAGES = [{"role": "user", "content": "Generate 5 samples as a JSON list of [s
 def make(server_or_url, limiter=None, retries=2, timeout=5.0, **params):
     url = server_or_url if isinstance(server_or_url, str) else server_or_url.base_url
     limiter = limiter or RateLimiter(0, 0)
-    return Generator(url, "fake-model", {"temperature": 1.0, "max_tokens": 200, **params}, "RAYSWEEP_TEST_NO_KEY",
+    return Generator(url, "fake-model", {"temperature": 1.0, "max_tokens": 200, **params}, None,
                      limiter, timeout=timeout, retries=retries, retry_backoff=0.01)
 
 

@@ -10,7 +10,7 @@ from raysweep.llm.config import LLMConfig, PriceConfig, load_llm_config, load_te
 
 def test_defaults_follow_the_study():
     cfg = load_llm_config(None)
-    assert (cfg.samples_per_call, cfg.examples_per_class, cfg.base_url, cfg.api_key_env) == (100, 3, None, "OPENAI_API_KEY")
+    assert (cfg.samples_per_call, cfg.examples_per_class, cfg.base_url, cfg.api_key_env) == (100, 3, None, None)
     assert cfg == LLMConfig()
     assert cfg.request_budget() == 20  # twice the 10 calls that 1000 rows need at 100 per call
 
@@ -62,7 +62,7 @@ def test_the_embedded_server_gets_its_own_call_timeout(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = load_llm_config({"timeout": 30, "embedded": {"timeout": 900}})
     assert choose_endpoint(cfg).kind == "embedded" and choose_endpoint(cfg).timeout == 900
-    hosted = load_llm_config({"timeout": 30, "base_url": "http://127.0.0.1:9/v1"})
+    hosted = load_llm_config({"timeout": 30, "base_url": "http://127.0.0.1:9/v1", "api_key_env": "none"})
     assert choose_endpoint(hosted).timeout == 30
     with pytest.raises(ConfigError, match=r"llm\.embedded\.timeout: must be positive"):
         load_llm_config({"embedded": {"timeout": 0}})

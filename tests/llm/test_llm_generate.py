@@ -245,7 +245,7 @@ def _end_session(proc: subprocess.Popen) -> None:
 @pytest.mark.slow  # a second Python with its own Ray: ~10 s idle, a minute on a busy 2-core machine
 def test_ctrl_c_stores_the_calls_in_flight(fake_openai, tmp_path):
     server = fake_openai(default=Reply(delay=1.0), rows_per_reply=5)
-    cfg = {"base_url": server.base_url, "model": "m", "n_rows": 100, "samples_per_call": 5, "concurrency": 3}
+    cfg = {"base_url": server.base_url, "api_key_env": "none", "model": "m", "n_rows": 100, "samples_per_call": 5, "concurrency": 3}
     proc = _start_driver(tmp_path, cfg)
     store = tmp_path / "out" / "responses.jsonl"
     try:
@@ -263,7 +263,7 @@ def test_ctrl_c_stores_the_calls_in_flight(fake_openai, tmp_path):
 def test_a_killed_driver_loses_at_most_its_calls_in_flight_and_a_rerun_asks_only_for_the_rest(
         ray_local, fake_openai, llm_cfg, examples, tmp_path):
     server = fake_openai(default=Reply(delay=0.5), rows_per_reply=5)
-    cfg = {"base_url": server.base_url, "model": "fake-model", "n_rows": 40, "samples_per_call": 5,
+    cfg = {"base_url": server.base_url, "api_key_env": "none", "model": "fake-model", "n_rows": 40, "samples_per_call": 5,
            "concurrency": 2, "prices": {"fake-model": {"prompt": 1.0, "completion": 2.0}}}
     proc = _start_driver(tmp_path, cfg)
     store = tmp_path / "out" / "responses.jsonl"

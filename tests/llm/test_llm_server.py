@@ -28,7 +28,7 @@ def test_no_key_and_no_base_url_means_the_embedded_server(monkeypatch):
     assert (endpoint.kind, endpoint.model, endpoint.samples_per_call, endpoint.max_tokens) == ("embedded", EMBEDDED_MODEL, 20, 1024)
     monkeypatch.setenv("RAYSWEEP_TEST_KEY", "sk-test")
     assert choose_endpoint(cfg).kind == "api" and choose_endpoint(cfg).samples_per_call == 100
-    assert choose_endpoint(load_llm_config({"base_url": "http://127.0.0.1:1/v1"})).kind == "base_url"
+    assert choose_endpoint(load_llm_config({"base_url": "http://127.0.0.1:1/v1", "api_key_env": "none"})).kind == "base_url"
 
 
 def test_a_missing_extra_is_one_line_saying_what_to_install(monkeypatch, tmp_path):

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import openai
 import ray
 
-from raysweep.llm.config import CALL_HEADER
+from raysweep.llm.config import CALL_HEADER, ApiKeyError, KeyRoute
 from raysweep.llm.limiter import call as limiter_call, wait_for_slot
 
 MAX_BACKOFF = 60.0  # seconds: the longest wait between retries when the server gives no Retry-After
@@ -61,12 +61,25 @@ class Generator:
     and a Retry-After it honoured would hold back only this actor, not the pool.
     """
 
-    def __init__(self, base_url: str | None, model: str, params: dict, api_key_env: str, limiter,
+    def __init__(self, base_url: str, model: str, params: dict, key: KeyRoute | None, limiter,
                  timeout: float, retries: int, retry_backoff: float):
-        # Servers without keys (the embedded one, most local ones) ignore it, but the client needs one.
-        api_key = os.environ.get(api_key_env) or "no-key"
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
-        self.base_url = base_url or "https://api.openai.com/v1"
+        # The key is read here, where the calls are made, and never passed in: Ray writes actor
+        # arguments and runtime environments to its records. A key that cannot be read makes
+        # every call fail at once with one line (a constructor error would read as actor deaths).
+        self.key_error: str | None = None
+        api_key = None
+        if key is not None:
+            try:
+                api_key = key.read()
+            except ApiKeyError as exc:
+                self.key_error = str(exc)
+            if api_key is None and self.key_error is None:
+                self.key_error = (f"no key in {key} on {os.uname().nodename}, where a generator actor runs; on a "
+                                  "cluster, give every node a key file (llm.api_key_file, docs/cluster.md)")
+        # A server without keys (the embedded one, most local ones) ignores it, but the client needs
+        # one; given nothing, it would read $OPENAI_API_KEY itself and send it to any base_url.
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0)
+        self.base_url = base_url
         self.model = model
         self.params = params  # temperature, max_tokens, optionally response_format
         self.limiter = limiter
@@ -85,6 +98,8 @@ class Generator:
 
     def call(self, request_id: int, messages: list[dict], seed: int) -> dict:
         """A store record, or {"request_id", "error", "fatal"} after a fatal error or the last retry."""
+        if self.key_error:
+            return {"request_id": request_id, "fatal": True, "error": self.key_error}
         request = {"model": self.model, "messages": messages, "seed": seed, **self.params}
         retried: Counter = Counter()
         waited = 0.0

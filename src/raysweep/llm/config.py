@@ -4,22 +4,81 @@ Validated like the rest of the sweep (`raysweep.config.from_dict`): an unknown k
 the wrong type is a one-line `ConfigError` naming the key path (`llm.limits.rpm: unknown key`).
 
 The API key is never part of the config: `api_key_env` names the environment variable that
-holds it, so a sweep file can be committed and shared. With no key in that variable and no
-`base_url`, raysweep starts the embedded SmolLM2 server itself (see `server.py`).
+holds it, or `api_key_file` a file (mode 0600) on the machines that make the calls, so a sweep
+file can be committed and shared. With no key and no `base_url`, raysweep starts the embedded
+SmolLM2 server itself (see `server.py`).
+
+A key goes only where it belongs: the default variable (OPENAI_API_KEY) only to OpenAI. A
+sweep file naming another `base_url` must say which variable or file holds that endpoint's key,
+or `api_key_env: none` for a server that needs none: sweep files are shared, and a `base_url`
+in someone else's file must not collect your OpenAI key.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 from raysweep.config import ConfigError, _check, from_dict
+from raysweep.errors import RaysweepError
 
 # The placeholders a prompt template must use (string.Template syntax, so that literal JSON
 # braces in a template need no escaping).
 TEMPLATE_PLACEHOLDERS = ("$n", "$examples")
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"  # the name the embedded server answers to
 CALL_HEADER = "X-Raysweep-Call"  # each call's request_id, sent as a header: for server-side logs and tests
+OPENAI_URL = "https://api.openai.com/v1"  # given to the client explicitly: it would else obey $OPENAI_BASE_URL
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"  # read when no base_url is given, and then sent to OpenAI only
+NO_KEY = "none"  # `api_key_env: none`: the endpoint (a local server) needs no key
+
+
+class ApiKeyError(RaysweepError, ValueError):
+    """A key that cannot be read where it is needed; the message names the variable or file, never the key."""
+
+
+@dataclass(frozen=True)
+class KeyRoute:
+    """Where the endpoint's key is found, by whoever makes the calls, on the machine it runs on.
+
+    The key itself never travels through Ray: a runtime_env's env_vars are written in clear to
+    every node's runtime_env_agent.log, and actor arguments to Ray's records. A generator actor
+    gets this route and reads the key itself: from its own environment (a local Ray started by
+    this process inherits it), or from a file a cluster's `file_mounts` copied to every node.
+    """
+
+    env: str | None = None  # an environment variable of the reading process
+    file: str | None = None  # a file on the reading machine; "~" is that machine's home
+
+    def __str__(self) -> str:
+        return f"the file {self.file}" if self.file else f"${self.env}"
+
+    def read(self) -> str | None:
+        """The key, or None when the variable is unset; a key file that is missing, empty or
+        readable by others is a ApiKeyError (ssh refuses such a private key for the same reason)."""
+        if not self.file:
+            return os.environ.get(self.env or "") or None
+        path = Path(self.file).expanduser()
+        try:
+            mode = path.stat().st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ApiKeyError(f"llm.api_key_file {self.file}: others may read it (mode {stat.filemode(mode)}); "
+                                f"chmod 600 {self.file}")
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise ApiKeyError(f"llm.api_key_file {self.file}: cannot read it on {os.uname().nodename} "
+                            f"({exc.strerror})") from None
+        if not key:
+            raise ApiKeyError(f"llm.api_key_file {self.file}: the file is empty")
+        return key
+
+
+def endpoint_host(url: str) -> str:
+    """host[:port] of a URL: what a line may print of it."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 @dataclass
@@ -101,7 +160,12 @@ class EmbeddedConfig:
 class LLMConfig:
     base_url: str | None = None  # any OpenAI-compatible server; None: OpenAI with a key, else embedded
     model: str = "gpt-4o-mini"  # ignored by the embedded server, which serves SmolLM2
-    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; the key never goes in a file
+    # The variable holding the key; the key never goes in a file. None: OPENAI_API_KEY, sent to
+    # OpenAI only, so a `base_url` must name its own variable, or "none" when it needs no key.
+    api_key_env: str | None = None
+    # Instead: a file holding the key (mode 0600), read on each machine that makes calls; the
+    # route for a cluster, whose nodes get it through cluster.yaml's file_mounts (docs/cluster.md).
+    api_key_file: str | None = None
     n_rows: int = 1000  # generated rows to keep, after parse failures, duplicates and leaks
     samples_per_call: int = 100  # "generate N samples", as in the study
     examples_per_class: int = 3  # real examples per class shown in each prompt, as in the study
@@ -125,8 +189,21 @@ class LLMConfig:
         _check(self.base_url is None or self.base_url.startswith(("http://", "https://")),
                f"base_url: {self.base_url!r} is not an http(s) URL")
         _check(bool(self.model.strip()), "model: must not be empty")
-        _check(self.api_key_env.isidentifier(),
+        if self.base_url is not None:
+            parts = urlsplit(self.base_url)
+            # sweep.yaml records the config, and errors name the URL: a credential in it would leak.
+            secret_option = any(w in name.lower() for name, _ in parse_qsl(parts.query) for w in ("key", "token", "secret", "sig"))
+            _check("@" not in parts.netloc and not secret_option,
+                   "base_url: holds a credential; put the key in a variable and name it in api_key_env")
+        _check(self.api_key_env is None or self.api_key_env.isidentifier(),
                f"api_key_env: {self.api_key_env!r} is not an environment variable name (the key itself never goes here)")
+        _check(not (self.api_key_env and self.api_key_file),
+               "api_key_file: give api_key_env or api_key_file, not both")
+        _check(self.api_key_file is None or bool(self.api_key_file.strip()), "api_key_file: must not be empty")
+        _check(self.base_url is None or self.api_key_env is not None or self.api_key_file is not None,
+               f"base_url: say which variable holds the key for {endpoint_host(self.base_url or '')} "
+               f"(api_key_env: NAME), or that it needs none (api_key_env: {NO_KEY}); "
+               f"{DEFAULT_KEY_ENV} is sent to OpenAI only")
         _check(self.n_rows >= 1, "n_rows: must be at least 1")
         _check(self.samples_per_call >= 1, "samples_per_call: must be at least 1")
         _check(self.examples_per_class >= 0, "examples_per_class: must be 0 or more")
@@ -143,6 +220,14 @@ class LLMConfig:
                 load_template(self.template)
             except ConfigError as exc:
                 raise ConfigError(f"template: {exc}") from None
+
+    def key_route(self) -> KeyRoute | None:
+        """Where the endpoint's key is read, or None when it needs none."""
+        if self.api_key_file:
+            return KeyRoute(file=self.api_key_file)
+        if self.api_key_env == NO_KEY:
+            return None
+        return KeyRoute(env=self.api_key_env or DEFAULT_KEY_ENV)
 
     def request_budget(self, samples_per_call: int | None = None) -> int:
         """The most calls this config may pay for."""

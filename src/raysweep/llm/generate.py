@@ -3,7 +3,7 @@
     generate(cfg, examples, val_texts, out_dir) -> GenerationResult
 
 Top to bottom: where the calls go (`choose_endpoint`: OpenAI with a key, any `base_url`, or the
-embedded server), the pool of generator actors (one call each, see client.py) that appends each
+embedded server; one line says which and why before the first call), the pool of generator actors (one call each, see client.py) that appends each
 reply to the store the moment it arrives, and `generate`, which reads the store, works out which
 calls are still missing, asks only for those, and turns the store into rows.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections import Counter, deque
 from contextlib import ExitStack, contextmanager
@@ -30,7 +29,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raysweep.errors import RaysweepError
 from raysweep.llm.client import GeneratorActor, one_line
-from raysweep.llm.config import EMBEDDED_MODEL, LLMConfig, load_template
+from raysweep.llm.config import (EMBEDDED_MODEL, OPENAI_URL, KeyRoute, LLMConfig, endpoint_host,
+                                  load_template)
 from raysweep.llm.dedup import clean_rows, similar_pairs
 from raysweep.llm.limiter import LimitError, RateLimiterActor
 from raysweep.llm.parse import failure_counts, parse_reply
@@ -52,21 +52,38 @@ class GenerationError(RaysweepError, RuntimeError):
 @dataclass(frozen=True)
 class Endpoint:
     kind: str  # "api": OpenAI with a key; "base_url": any compatible server; "embedded": SmolLM2 here
-    base_url: str | None  # None with "api" (the client's default) and until the embedded server starts
+    base_url: str | None  # None until the embedded server starts
     model: str
     samples_per_call: int
     max_tokens: int
     timeout: float  # seconds for one call
+    key: KeyRoute | None = None  # where the generator actors read the key; None: no key is sent
+    why: str = ""  # why this endpoint: printed with its host before the first call
+
+    def line(self) -> str:
+        return f"llm: calls go to {endpoint_host(self.base_url or '')} ({self.why})"
 
 
 def choose_endpoint(cfg: LLMConfig) -> Endpoint:
-    """Where the calls will go, decided without starting anything."""
+    """Where the calls will go, decided without starting anything.
+
+    The key is looked up here too, so that a missing one stops the run before any work; the
+    generator actors read it again where they run (see KeyRoute)."""
+    route = cfg.key_route()
     if cfg.base_url:
-        return Endpoint("base_url", cfg.base_url, cfg.model, cfg.samples_per_call, cfg.max_tokens, cfg.timeout)
-    if os.environ.get(cfg.api_key_env):
-        return Endpoint("api", None, cfg.model, cfg.samples_per_call, cfg.max_tokens, cfg.timeout)
+        if route is not None and route.read() is None:
+            raise GenerationError(f"llm.api_key_env: {route.env} is not set, and it holds the key for "
+                                  f"{endpoint_host(cfg.base_url)} (api_key_env: none if that server needs no key)")
+        why = f"llm.base_url is given; key from {route}" if route else "llm.base_url is given; no key sent"
+        return Endpoint("base_url", cfg.base_url, cfg.model, cfg.samples_per_call, cfg.max_tokens, cfg.timeout,
+                        route, why)
+    if route is not None and route.read():
+        return Endpoint("api", OPENAI_URL, cfg.model, cfg.samples_per_call, cfg.max_tokens, cfg.timeout,
+                        route, f"OpenAI: a key is in {route}")
     e = cfg.embedded
-    return Endpoint("embedded", None, EMBEDDED_MODEL, e.samples_per_call, e.max_tokens, e.timeout)
+    why = f"no key in {route}" if route else "api_key_env: none"
+    return Endpoint("embedded", None, EMBEDDED_MODEL, e.samples_per_call, e.max_tokens, e.timeout, None,
+                    f"the embedded {EMBEDDED_MODEL} server: no llm.base_url and {why}")
 
 
 @contextmanager
@@ -238,7 +255,7 @@ def plan_calls(done: set[int], kept: int, n_rows: int, per_call: int, budget: in
 
 
 def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: str | Path,
-             class_names=SST5_CLASS_NAMES) -> GenerationResult:
+             class_names=SST5_CLASS_NAMES, say: Callable[[str], None] = print) -> GenerationResult:
     """Generate `cfg.n_rows` labeled sentences, resuming from `out_dir`'s response store.
 
     `examples` (columns text, label) are the real rows shown in prompts (the study: D_labeled);
@@ -247,16 +264,17 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
     rows (removed.csv). On a complete store it makes no call and starts nothing.
 
     Anything that stops the run (the store, the embedded server, the limiter, the calls) is a
-    GenerationError with a one-line message; paid replies are in the store by then.
+    GenerationError with a one-line message; paid replies are in the store by then. Before the
+    first call, `say` gets one line naming the host the calls go to and why (Endpoint.line).
     """
     try:
-        return _generate(cfg, examples, val_texts, Path(out_dir), class_names)
+        return _generate(cfg, examples, val_texts, Path(out_dir), class_names, say)
     except (StoreError, ServerError, LimitError) as exc:
         raise GenerationError(str(exc)) from None
 
 
 def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: Path,
-              class_names) -> GenerationResult:
+              class_names, say: Callable[[str], None]) -> GenerationResult:
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     check_examples(examples, len(class_names))
@@ -298,7 +316,7 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
             if not ids:
                 break
             if pool is None:
-                pool = stack.enter_context(_launch(cfg, endpoint, out_dir, len(class_names)))
+                pool = stack.enter_context(_launch(cfg, endpoint, out_dir, len(class_names), say))
             log.info("requesting %d call(s) of %d samples (%d rows kept of %d)", len(ids),
                      endpoint.samples_per_call, len(state.kept), cfg.n_rows)
             calls = [(i, build_messages(template, endpoint.samples_per_call, examples, cfg.examples_per_class,
@@ -353,7 +371,8 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
 
 
 @contextmanager
-def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int) -> Iterator[GeneratorPool]:
+def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int,
+            say: Callable[[str], None]) -> Iterator[GeneratorPool]:
     """Ray (if nobody started it), the endpoint, the shared limiter and the generator pool."""
     started_ray = False
     if not ray.is_initialized():
@@ -362,6 +381,7 @@ def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int)
     limiter = pool = None
     try:
         with running(endpoint, cfg, out_dir) as live:
+            say(live.line())
             limits = cfg.limits
             limiter = RateLimiterActor.remote(limits.requests_per_minute, limits.tokens_per_minute,
                                               limits.burst_seconds, limits.headroom, limits.jitter_seconds)
@@ -374,14 +394,11 @@ def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int)
                 size = 1
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
                     ray.get_runtime_context().get_node_id(), soft=False)
-            key = os.environ.get(cfg.api_key_env)
-            if key and live.kind != "embedded":
-                # Actors on other nodes do not inherit this shell's environment.
-                options["runtime_env"] = {"env_vars": {cfg.api_key_env: key}}
 
             def make_actor():
+                # The actor gets where the key is (live.key), never the key: it reads it where it runs.
                 return GeneratorActor.options(**options).remote(
-                    live.base_url, live.model, params, cfg.api_key_env, limiter,
+                    live.base_url, live.model, params, live.key, limiter,
                     live.timeout, cfg.retries, cfg.retry_backoff)
 
             pool = GeneratorPool(make_actor, size, max_deaths=cfg.retries + size)
