@@ -22,7 +22,7 @@ def test_defaults_follow_the_study():
     ({"limits": {"headroom": 1.5}}, "llm.limits.headroom: must be in (0, 1]"),
     ({"limits": {"burst_seconds": 0.5}}, "llm.limits.jitter_seconds: must be 0 or more and below burst_seconds"),
     ({"base_url": "localhost:8000"}, "llm.base_url: 'localhost:8000' is not an http(s) URL"),
-    ({"api_key_env": "sk-proj-abc123"}, "llm.api_key_env: 'sk-proj-abc123' is not an environment variable name"),
+    ({"api_key_env": "sk-proj-abc123"}, "llm.api_key_env: is not an environment variable name"),
     ({"prices": {"m": {"prompt": -1}}}, "llm.prices.m.prompt: must be 0 or more"),
     ({"embedded": {"max_tokens": 4096}}, "llm.embedded.max_tokens: must be at least 1 and below n_ctx"),
     ({"template": "Write some sentences."}, "llm.template: 'Write some sentences.' has no $n, so it names a template file"),

@@ -196,7 +196,8 @@ class LLMConfig:
             _check("@" not in parts.netloc and not secret_option,
                    "base_url: holds a credential; put the key in a variable and name it in api_key_env")
         _check(self.api_key_env is None or self.api_key_env.isidentifier(),
-               f"api_key_env: {self.api_key_env!r} is not an environment variable name (the key itself never goes here)")
+               "api_key_env: is not an environment variable name (name the variable that holds the key; "
+               "the key itself never goes here, and is not repeated in this message)")
         _check(not (self.api_key_env and self.api_key_file),
                "api_key_file: give api_key_env or api_key_file, not both")
         _check(self.api_key_file is None or bool(self.api_key_file.strip()), "api_key_file: must not be empty")

@@ -69,7 +69,7 @@ class FakeOpenAI:
         self.rows_per_reply = rows_per_reply
         self.violation_retry_after = violation_retry_after
         self.model = model
-        self.arrivals: list[dict] = []  # one per call: t, call, status, tokens, violation
+        self.arrivals: list[dict] = []  # one per call: t, call, status, tokens, violation, authorization
         self.violations = {"requests": 0, "tokens": 0}
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -97,7 +97,8 @@ class FakeOpenAI:
                 except json.JSONDecodeError:
                     self._send(400, json.dumps({"error": {"message": "body is not JSON"}}), {})
                     return
-                status, body, headers, delay = fake._answer(request, self.headers.get(CALL_HEADER))
+                status, body, headers, delay = fake._answer(request, self.headers.get(CALL_HEADER),
+                                                            self.headers.get("Authorization"))
                 if delay:
                     time.sleep(delay)
                 self._send(status, body, headers)
@@ -150,7 +151,7 @@ class FakeOpenAI:
             return self.script.pop(0)
         return self.default
 
-    def _answer(self, request: dict, call: str | None) -> tuple[int, str, dict, float]:
+    def _answer(self, request: dict, call: str | None, authorization: str | None = None) -> tuple[int, str, dict, float]:
         with self._lock:
             now = time.monotonic()
             number = len(self.arrivals)
@@ -161,7 +162,9 @@ class FakeOpenAI:
                      "completion_tokens": estimate_usage_tokens(content or "")}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             tokens = usage["total_tokens"] if reply.status == 200 and reply.body is None else 0
-            arrival = {"t": now, "call": call, "status": reply.status, "tokens": tokens, "violation": None}
+            # The Authorization header as sent, kept in memory only: tests check which key went where.
+            arrival = {"t": now, "call": call, "status": reply.status, "tokens": tokens, "violation": None,
+                       "authorization": authorization}
             kind = self._violation(now, tokens)
             if kind:
                 self.violations[kind] += 1

@@ -1,0 +1,133 @@
+"""No storage secret in a printed line or a file: every way an output URI fails (a bucket whose
+region cannot be resolved, an endpoint that does not answer, access denied), through `run`,
+`status` and `analyze`, with sentinel credentials in the URI, is one line without them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from click.testing import CliRunner
+
+from raysweep.cli import main
+from raysweep.storage import Output, StorageError, redact, scrub, uri_secrets
+from test_sweep_storage import moto_server
+
+ACCESS = "AKIASENTINEL7Q2W3E4R"
+SECRET = "sentinel/Secret+Value0123456789abcdefGHIJ"  # AWS secrets hold '/' and '+': percent-encoded in a URI
+CREDS = f"{ACCESS}:{quote(SECRET, safe='')}"
+SENTINELS = [ACCESS, SECRET, quote(SECRET, safe=""), "Secret+Value0123456789"]
+
+
+def test_redact_and_scrub_take_out_user_info_and_secret_options():
+    uri = f"s3://{CREDS}@bucket/runs/x?region=us-east-1&session_token=TOKEN123&endpoint_override=h:9"
+    assert redact(uri) == "s3://***@bucket/runs/x?region=us-east-1&session_token=***&endpoint_override=h:9"
+    assert set(uri_secrets(uri)) >= {ACCESS, SECRET, quote(SECRET, safe=""), "TOKEN123"}
+    message = f"AWS said {ACCESS} and {SECRET} and {quote(SECRET, safe='')} and TOKEN123"
+    assert scrub(message, uri) == "AWS said *** and *** and *** and ***"
+    # A secret with a raw "/" (not percent-encoded) still counts as user-info, whole.
+    raw = f"s3://{ACCESS}:{SECRET}@bucket/x"
+    assert redact(raw) == "s3://***@bucket/x" and SECRET in uri_secrets(raw)
+    out = Output(f"s3://{CREDS}@bucket/runs/x?region=us-east-1&endpoint_override=127.0.0.1:9&scheme=http")
+    assert out.uri == str(out) == "s3://bucket/runs/x" and out.show("trials.csv") == "s3://bucket/runs/x/trials.csv"
+
+
+@pytest.mark.parametrize("where, message", [
+    (f"ftp://{CREDS}@host/x", r"output ftp://\*\*\*@host/x: unsupported scheme"),
+    (f"s3://{CREDS}@bucket/x?colour=blue", r"output s3://\*\*\*@bucket/x\?colour=blue: .*colour"),
+    (f"s3://{CREDS}@", r"output s3://\*\*\*@: "),
+])
+def test_a_malformed_output_is_one_line_without_its_credentials(where, message):
+    with pytest.raises(StorageError, match=message) as info:
+        Output(where)
+    assert "\n" not in str(info.value) and not any(s in str(info.value) for s in SENTINELS)
+
+
+def test_a_filesystem_error_is_one_storage_error_line(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    out = Output(f"file://{tmp_path}/a-file/out")
+    with pytest.raises(StorageError, match=r"^output file://.*/a-file/out: cannot create directory cells \(") as info:
+        out.mkdir("cells")
+    assert "\n" not in str(info.value)
+    with pytest.raises(StorageError, match=r": cannot write sweep.yaml \("):
+        out.write_text("sweep.yaml", "x")
+
+
+# --------------------------------------------------------------------------- every path, every command
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def denying_s3(tmp_path_factory):
+    """A moto S3 server that checks credentials (INITIAL_NO_AUTH_ACTION_COUNT=0): the sentinel
+    keys are unknown to it, so every request is denied. Stopped by its PID afterwards."""
+    server = moto_server()
+    if server is None:
+        pytest.skip("moto_server not found (pip install 'moto[server]', or set MOTO_SERVER)")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+        yield f"region=us-east-1&endpoint_override=127.0.0.1:{port}&scheme=http"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _uri(case: str, request) -> str:
+    if case == "denied":
+        return f"s3://{CREDS}@results/runs/x?{request.getfixturevalue('denying_s3')}"
+    if case == "unreachable":  # nobody listens on that port
+        return f"s3://{CREDS}@results/runs/x?region=us-east-1&endpoint_override=127.0.0.1:{_free_port()}&scheme=http"
+    # No region given: pyarrow asks AWS for the bucket's, which fails without network or for a
+    # bucket that does not exist (this name is random).
+    return f"s3://{CREDS}@raysweep-no-such-bucket-{os.urandom(6).hex()}/runs/x"
+
+
+# What pyarrow reports: HeadBucket says ACCESS_DENIED, a listing names the unknown key's code.
+REASONS = {"region": ("resolving region",), "unreachable": ("NETWORK_CONNECTION",),
+           "denied": ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID")}
+
+
+# Slow: a moto server, and pyarrow retries an unreachable endpoint for ~12 s and a region lookup
+# for ~6 s before it gives up (idle machine); the file:// test above covers the wrapping fast.
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["run", "status", "analyze"])
+@pytest.mark.parametrize("case", ["denied", "unreachable", "region"])
+def test_every_storage_error_is_one_line_without_the_secret(case, command, request, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = _uri(case, request)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\n")
+    args = {"run": ["run", str(sweep), "--output", uri],
+            "status": ["status", "--sweep", str(sweep), "--output", uri],
+            "analyze": ["analyze", uri, "--output", str(tmp_path / "report")]}[command]
+    result = CliRunner().invoke(main, args)
+    printed = result.output
+    assert result.exit_code == 2, printed
+    assert printed.count("\n") == 1 and printed.startswith("error: output s3://"), printed
+    assert any(reason in printed for reason in REASONS[case]), printed
+    assert not any(s in printed for s in SENTINELS), printed
+    holding = [p for p in tmp_path.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in SENTINELS)]
+    assert holding == []
