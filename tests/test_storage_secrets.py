@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,7 +14,7 @@ from click.testing import CliRunner
 
 from raysweep.cli import main
 from raysweep.storage import Output, StorageError, redact, scrub, uri_secrets
-from test_sweep_storage import moto_server
+from test_sweep_storage import start_moto
 
 ACCESS = "AKIASENTINEL7Q2W3E4R"
 SECRET = "sentinel/Secret+Value0123456789abcdefGHIJ"  # AWS secrets hold '/' and '+': percent-encoded in a URI
@@ -72,23 +69,9 @@ def _free_port() -> int:
 def denying_s3(tmp_path_factory):
     """A moto S3 server that checks credentials (INITIAL_NO_AUTH_ACTION_COUNT=0): the sentinel
     keys are unknown to it, so every request is denied. Stopped by its PID afterwards."""
-    server = moto_server()
-    if server is None:
-        pytest.skip("moto_server not found (pip install 'moto[server]', or set MOTO_SERVER)")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"))
+    proc, port = start_moto(tmp_path_factory.mktemp("moto") / "moto.log",
+                            env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.2)
         yield f"region=us-east-1&endpoint_override=127.0.0.1:{port}&scheme=http"
     finally:
         proc.terminate()

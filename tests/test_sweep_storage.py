@@ -197,9 +197,9 @@ def moto_server() -> str | None:
     return None
 
 
-@pytest.fixture
-def s3_endpoint(tmp_path):
-    """A moto S3 server on 127.0.0.1 with one bucket, `results`; stopped by its PID afterwards."""
+def start_moto(log_path: Path, env: dict | None = None):
+    """A moto S3 server on 127.0.0.1 (skips the test without one), answering: (process, port).
+    The caller stops it by its PID."""
     import socket
     import subprocess
     import time
@@ -211,17 +211,26 @@ def s3_endpoint(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(tmp_path / "moto.log", "w")
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                                env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
+            return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(log_path.read_text()) from None
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path):
+    """A moto S3 server on 127.0.0.1 with one bucket, `results`; stopped by its PID afterwards."""
+    proc, port = start_moto(tmp_path / "moto.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
-                time.sleep(0.2)
         # The fake server's fake keys ride in the URI: the Ray workers of this session started
         # before this test, so environment variables set here would not reach them.
         query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
@@ -233,7 +242,6 @@ def s3_endpoint(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.mark.slow
