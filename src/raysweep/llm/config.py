@@ -57,7 +57,7 @@ class KeyRoute:
 
     def read(self) -> str | None:
         """The key, or None when the variable is unset; a key file that is missing, empty or
-        readable by others is a ApiKeyError (ssh refuses such a private key for the same reason)."""
+        readable by others is an ApiKeyError (ssh refuses such a private key for the same reason)."""
         if not self.file:
             return os.environ.get(self.env or "") or None
         path = Path(self.file).expanduser()
@@ -65,11 +65,11 @@ class KeyRoute:
             mode = path.stat().st_mode
             if mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise ApiKeyError(f"llm.api_key_file {self.file}: others may read it (mode {stat.filemode(mode)}); "
-                                f"chmod 600 {self.file}")
+                                  f"chmod 600 {self.file}")
             key = path.read_text().strip()
         except OSError as exc:
             raise ApiKeyError(f"llm.api_key_file {self.file}: cannot read it on {os.uname().nodename} "
-                            f"({exc.strerror})") from None
+                              f"({exc.strerror})") from None
         if not key:
             raise ApiKeyError(f"llm.api_key_file {self.file}: the file is empty")
         return key
@@ -186,15 +186,17 @@ class LLMConfig:
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
 
     def validate(self) -> None:
+        if self.base_url is not None:
+            # sweep.yaml records the config, and errors name the URL: a credential in it would leak.
+            # Checked first, so that the next message may repeat the URL.
+            address, _, query = self.base_url.partition("?")
+            secret_option = any(word in name.lower() for name, _ in parse_qsl(query)
+                                for word in ("key", "token", "secret", "sig"))
+            _check("@" not in address and not secret_option,
+                   "base_url: holds a credential; put the key in a variable and name it in api_key_env")
         _check(self.base_url is None or self.base_url.startswith(("http://", "https://")),
                f"base_url: {self.base_url!r} is not an http(s) URL")
         _check(bool(self.model.strip()), "model: must not be empty")
-        if self.base_url is not None:
-            parts = urlsplit(self.base_url)
-            # sweep.yaml records the config, and errors name the URL: a credential in it would leak.
-            secret_option = any(w in name.lower() for name, _ in parse_qsl(parts.query) for w in ("key", "token", "secret", "sig"))
-            _check("@" not in parts.netloc and not secret_option,
-                   "base_url: holds a credential; put the key in a variable and name it in api_key_env")
         _check(self.api_key_env is None or self.api_key_env.isidentifier(),
                "api_key_env: is not an environment variable name (name the variable that holds the key; "
                "the key itself never goes here, and is not repeated in this message)")

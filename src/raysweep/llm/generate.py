@@ -3,9 +3,10 @@
     generate(cfg, examples, val_texts, out_dir) -> GenerationResult
 
 Top to bottom: where the calls go (`choose_endpoint`: OpenAI with a key, any `base_url`, or the
-embedded server; one line says which and why before the first call), the pool of generator actors (one call each, see client.py) that appends each
-reply to the store the moment it arrives, and `generate`, which reads the store, works out which
-calls are still missing, asks only for those, and turns the store into rows.
+embedded server; one line says which and why before the first call), the pool of generator
+actors (one call each, see client.py) that appends each reply to the store the moment it
+arrives, and `generate`, which reads the store, works out which calls are still missing, asks
+only for those, and turns the store into rows.
 
 A call is numbered (`request_id`) and its prompt is a pure function of that number and the
 config, so "what is missing" is simply "which numbers are not in the store".
