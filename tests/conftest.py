@@ -13,6 +13,12 @@ from tiny import ARCHITECTURES, make_tiny_encoder
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Fake AWS credentials for the moto S3 server, set before any Ray worker starts (workers inherit
+# this environment; a storage URI may not carry keys, see storage.refuse_credentials). They also
+# keep every test away from a real AWS account, as moto advises.
+os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+os.environ.pop("AWS_SESSION_TOKEN", None)
 
 
 def pytest_configure(config):

@@ -78,19 +78,34 @@ def denying_s3(tmp_path_factory):
         proc.wait(timeout=30)
 
 
-def _uri(case: str, request) -> str:
+def _uri(case: str, request, creds: str) -> str:
+    at = f"{creds}@" if creds else ""
     if case == "denied":
-        return f"s3://{CREDS}@results/runs/x?{request.getfixturevalue('denying_s3')}"
+        return f"s3://{at}results/runs/x?{request.getfixturevalue('denying_s3')}"
     if case == "unreachable":  # nobody listens on that port
-        return f"s3://{CREDS}@results/runs/x?region=us-east-1&endpoint_override=127.0.0.1:{_free_port()}&scheme=http"
+        return f"s3://{at}results/runs/x?region=us-east-1&endpoint_override=127.0.0.1:{_free_port()}&scheme=http"
     # No region given: pyarrow asks AWS for the bucket's, which fails without network or for a
     # bucket that does not exist (this name is random).
-    return f"s3://{CREDS}@raysweep-no-such-bucket-{os.urandom(6).hex()}/runs/x"
+    return f"s3://{at}raysweep-no-such-bucket-{os.urandom(6).hex()}/runs/x"
 
 
 # What pyarrow reports: HeadBucket says ACCESS_DENIED, a listing names the unknown key's code.
 REASONS = {"region": ("resolving region",), "unreachable": ("NETWORK_CONNECTION",),
            "denied": ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID")}
+
+
+def test_run_refuses_credentials_in_the_output_uri_before_any_work(tmp_path, monkeypatch):
+    """Tune pickles its storage filesystem, keys included, into tuner.pkl and its state files."""
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\n")
+    uri = f"s3://{CREDS}@results/runs/x?region=us-east-1&endpoint_override=127.0.0.1:{_free_port()}&scheme=http"
+    result = CliRunner().invoke(main, ["run", str(sweep), "--output", uri])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: output s3://***@results/runs/x?region=us-east-1&endpoint_override=")
+    assert "holds credentials, which Tune would write into its experiment state" in result.output
+    assert "AWS_ACCESS_KEY_ID" in result.output and result.output.count("\n") == 1
+    assert not any(s in result.output for s in SENTINELS)
 
 
 # Slow: a moto server, and pyarrow retries an unreachable endpoint for ~12 s and a region lookup
@@ -100,7 +115,11 @@ REASONS = {"region": ("resolving region",), "unreachable": ("NETWORK_CONNECTION"
 @pytest.mark.parametrize("case", ["denied", "unreachable", "region"])
 def test_every_storage_error_is_one_line_without_the_secret(case, command, request, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    uri = _uri(case, request)
+    # `run` takes keys only from the provider's chain (here the environment); `status` and
+    # `analyze` still take them in the URI, which their messages must not repeat.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    uri = _uri(case, request, "" if command == "run" else CREDS)
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\n")
     args = {"run": ["run", str(sweep), "--output", uri],

@@ -231,12 +231,12 @@ def s3_endpoint(tmp_path):
     """A moto S3 server on 127.0.0.1 with one bucket, `results`; stopped by its PID afterwards."""
     proc, port = start_moto(tmp_path / "moto.log")
     try:
-        # The fake server's fake keys ride in the URI: the Ray workers of this session started
-        # before this test, so environment variables set here would not reach them.
+        # The fake keys come from the environment (conftest.py), the provider's own credential
+        # chain, which this session's Ray workers inherited: a URI holding keys is refused.
         query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
         import pyarrow.fs as pafs
 
-        fs, _ = pafs.FileSystem.from_uri(f"s3://testing:testing@results?{query}&allow_bucket_creation=true")
+        fs, _ = pafs.FileSystem.from_uri(f"s3://results?{query}&allow_bucket_creation=true")
         fs.create_dir("results")
         yield query
     finally:
@@ -252,7 +252,7 @@ def test_a_sweep_into_s3_through_a_real_s3_api(tmp_path, tiny_csv, tiny_bert, ra
     path = tmp_path / "s3.yaml"
     path.write_text(SWEEP.format(data=tiny_csv, encoder=tiny_bert).replace("name: uri", "name: s3"))
     cfg = load_sweep(path)
-    uri = f"s3://testing:testing@results/runs/tiny?{s3_endpoint}"
+    uri = f"s3://results/runs/tiny?{s3_endpoint}"
     lines = []
     table = sweep.run_sweep(cfg, uri, use_ray_data=False, log=lines.append)
     assert len(table) == 4 and set(table["status"]) == {"ok"}

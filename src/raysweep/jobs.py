@@ -192,17 +192,6 @@ def _check_output(output: str) -> None:
                    "file system they share (on a single-node cluster, e.g. /home/ray/runs/NAME)")
 
 
-def _check_no_credentials(output: str, overrides: Sequence[str]) -> None:
-    """Refuse credentials in what becomes the entrypoint and metadata (both shown in clear)."""
-    from raysweep.storage import redact, uri_secrets
-
-    for where, value in [("--output", output), *(("--set", o.partition("=")[2]) for o in overrides)]:
-        if "://" in value and uri_secrets(value):
-            raise JobError(f"{where} {redact(value)}: holds credentials, which Ray would show in the job's "
-                           "entrypoint and metadata; let the nodes use the storage provider's own credentials "
-                           f"instead (an instance profile on AWS, as cluster.yaml gives them; {SECRETS_DOC})")
-
-
 def runtime_env(project: Path, env_keys: Sequence[str] = (), key_env: str | None = None) -> dict:
     """The job's runtime environment: the project, this package, and the named variables' values.
 
@@ -235,6 +224,7 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
     `raysweep run` entrypoint (it still runs in the uploaded project directory).
     """
     from raysweep.config import ConfigError, load_sweep
+    from raysweep.storage import refuse_credentials
 
     sweep = Path(sweep_path)
     if not sweep.is_file():
@@ -243,7 +233,8 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
         cfg = load_sweep(sweep, list(overrides))
     except ConfigError as exc:
         raise JobError(str(exc)) from None
-    _check_no_credentials(output, overrides)
+    for label, value in [("--output", output), *(("--set", o.partition("=")[2]) for o in overrides)]:
+        refuse_credentials(value, label, "Ray would show in the job's entrypoint and metadata")
     key = cfg.llm.key_route()
     project = find_project(sweep)
     sweep_rel = sweep.resolve().relative_to(project)

@@ -62,6 +62,17 @@ def uri_secrets(uri: str) -> list[str]:
     return sorted(words, key=len, reverse=True)
 
 
+CREDENTIAL_CHAIN = ("use the provider's own credentials instead: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                    "in the environment Ray starts from, ~/.aws/credentials, or an instance profile "
+                    "(docs/cluster.md#secrets)")
+
+
+def refuse_credentials(value: str, label: str, why: str) -> None:
+    """A StorageError when `value` is a URI holding credentials, which `why` would record in clear."""
+    if "://" in value and uri_secrets(value):
+        raise StorageError(f"{label} {redact(value)}: holds credentials, which {why}; {CREDENTIAL_CHAIN}")
+
+
 def redact(uri: str) -> str:
     """`uri` as it may be printed: user-info and secret-looking query values replaced by ***."""
     text = _USERINFO.sub(lambda m: f"{m['scheme']}***@", uri)

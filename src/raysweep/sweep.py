@@ -41,7 +41,7 @@ from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.encoders import cache_home
-from raysweep.storage import Output, StorageError
+from raysweep.storage import Output, StorageError, refuse_credentials
 from raysweep.train import Cell, TrialInputs, run_trial
 
 # A trial rewrites its cells/<id>.running every HEARTBEAT_S; a marker older than STALE_S is a trial
@@ -378,6 +378,8 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     """Run every cell of `cfg` not yet finished in `output`; write and return trials.csv."""
     from ray import tune
 
+    # Tune pickles its storage filesystem, keys and all, into tuner.pkl and its state files.
+    refuse_credentials(str(output), "output", "Tune would write into its experiment state (tuner.pkl)")
     out = Output(output)
     out.mkdir("cells")
     out.write_text("sweep.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -165,7 +165,9 @@ def test_submit_refuses_a_secret_in_env(project, monkeypatch, name, value, sweep
     ("/tmp/out", [f"data.path=s3://AKIAEXAMPLE:{SENTINEL}@bucket/data.csv"], "--set s3://***@bucket/data.csv"),
 ])
 def test_submit_refuses_credentials_in_the_output_or_an_override(project, output, overrides, shown):
-    with pytest.raises(JobError) as info:
+    from raysweep.storage import StorageError
+
+    with pytest.raises(StorageError) as info:
         jobs.submit(project / "sweeps" / "tiny.yaml", "http://127.0.0.1:1", output, overrides)
     message = str(info.value)
     assert message.startswith(f"{shown}: holds credentials") and "provider's own credentials" in message
