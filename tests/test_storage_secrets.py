@@ -35,6 +35,21 @@ def test_redact_and_scrub_take_out_user_info_and_secret_options():
     assert out.uri == str(out) == "s3://bucket/runs/x" and out.show("trials.csv") == "s3://bucket/runs/x/trials.csv"
 
 
+def test_keys_from_the_credential_chain_stay_out_of_a_pickled_filesystem(monkeypatch):
+    """Why `run` refuses keys in the URI: Tune pickles the filesystem it writes through (into
+    tuner.pkl and its state files), and a filesystem made from a URI pickles its keys with it;
+    one made from the environment's keys does not."""
+    import cloudpickle
+
+    where = "results/runs/x?region=us-east-1&endpoint_override=127.0.0.1:9&scheme=http"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    from_chain = cloudpickle.dumps(Output(f"s3://{where}").fs)
+    assert not any(s.encode() in from_chain for s in SENTINELS)
+    from_uri = cloudpickle.dumps(Output(f"s3://{CREDS}@{where}").fs)
+    assert SECRET.encode() in from_uri
+
+
 @pytest.mark.parametrize("where, message", [
     (f"ftp://{CREDS}@host/x", r"output ftp://\*\*\*@host/x: unsupported scheme"),
     (f"s3://{CREDS}@bucket/x?colour=blue", r"output s3://\*\*\*@bucket/x\?colour=blue: .*colour"),
