@@ -13,12 +13,16 @@ from tiny import ARCHITECTURES, make_tiny_encoder
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Fake AWS credentials for the moto S3 server, set before any Ray worker starts (workers inherit
-# this environment; a storage URI may not carry keys, see storage.refuse_credentials). They also
-# keep every test away from a real AWS account, as moto advises.
-os.environ["AWS_ACCESS_KEY_ID"] = "testing"
-os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
-os.environ.pop("AWS_SESSION_TOKEN", None)
+# Fake AWS credentials for the moto S3 server, in a credentials file named before any Ray worker
+# starts (workers inherit this environment). Not in the URI, which `run` refuses, nor in
+# AWS_SECRET_ACCESS_KEY, which Ray Tune would copy into its logged runtime_envs (see sweep.py).
+# They also keep every test away from a real AWS account, as moto advises.
+_aws = os.path.join(tempfile.mkdtemp(prefix="rs-aws-"), "credentials")
+with open(_aws, "w") as _f:
+    _f.write("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = _aws
+for _name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+    os.environ.pop(_name, None)
 
 
 def pytest_configure(config):

@@ -109,6 +109,23 @@ REASONS = {"region": ("resolving region",), "unreachable": ("NETWORK_CONNECTION"
            "denied": ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID")}
 
 
+def test_run_refuses_aws_keys_tune_would_log_before_any_work(tmp_path, monkeypatch):
+    """Ray Tune copies AWS_* keys from the driver's environment into each trial's runtime_env,
+    which Ray writes to runtime_env_agent.log: with an s3:// output they must come from elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\n")
+    uri = f"s3://results/runs/x?region=us-east-1&endpoint_override=127.0.0.1:{_free_port()}&scheme=http"
+    result = CliRunner().invoke(main, ["run", str(sweep), "--output", uri])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: output {uri}: Ray Tune would copy AWS_ACCESS_KEY_ID, "
+                                    "AWS_SECRET_ACCESS_KEY from this environment")
+    assert "~/.aws/credentials" in result.output and not any(s in result.output for s in SENTINELS)
+    assert list(tmp_path.iterdir()) == [sweep]
+
+
 def test_run_refuses_credentials_in_the_output_uri_before_any_work(tmp_path, monkeypatch):
     """Tune pickles its storage filesystem, keys included, into tuner.pkl and its state files."""
     monkeypatch.chdir(tmp_path)
@@ -119,7 +136,7 @@ def test_run_refuses_credentials_in_the_output_uri_before_any_work(tmp_path, mon
     assert result.exit_code == 2
     assert result.output.startswith("error: output s3://***@results/runs/x?region=us-east-1&endpoint_override=")
     assert "holds credentials, which Tune would write into its experiment state" in result.output
-    assert "AWS_ACCESS_KEY_ID" in result.output and result.output.count("\n") == 1
+    assert "~/.aws/credentials" in result.output and result.output.count("\n") == 1
     assert not any(s in result.output for s in SENTINELS)
 
 
@@ -128,12 +145,15 @@ def test_run_refuses_credentials_in_the_output_uri_before_any_work(tmp_path, mon
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["run", "status", "analyze"])
 @pytest.mark.parametrize("case", ["denied", "unreachable", "region"])
-def test_every_storage_error_is_one_line_without_the_secret(case, command, request, tmp_path, monkeypatch):
+def test_every_storage_error_is_one_line_without_the_secret(case, command, request, tmp_path, tmp_path_factory,
+                                                            monkeypatch):
     monkeypatch.chdir(tmp_path)
-    # `run` takes keys only from the provider's chain (here the environment); `status` and
-    # `analyze` still take them in the URI, which their messages must not repeat.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    # `run` takes keys only from the provider's chain (here a credentials file, kept out of the
+    # directory searched below); `status` and `analyze` still take them in the URI, which their
+    # messages must not repeat.
+    credentials = tmp_path_factory.mktemp("aws") / "credentials"
+    credentials.write_text(f"[default]\naws_access_key_id = {ACCESS}\naws_secret_access_key = {SECRET}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
     uri = _uri(case, request, "" if command == "run" else CREDS)
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\n")

@@ -231,8 +231,8 @@ def s3_endpoint(tmp_path):
     """A moto S3 server on 127.0.0.1 with one bucket, `results`; stopped by its PID afterwards."""
     proc, port = start_moto(tmp_path / "moto.log")
     try:
-        # The fake keys come from the environment (conftest.py), the provider's own credential
-        # chain, which this session's Ray workers inherited: a URI holding keys is refused.
+        # The fake keys come from a credentials file (conftest.py), the provider's own chain,
+        # which this session's Ray workers found too: a URI holding keys is refused.
         query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
         import pyarrow.fs as pafs
 

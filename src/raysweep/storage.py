@@ -62,9 +62,9 @@ def uri_secrets(uri: str) -> list[str]:
     return sorted(words, key=len, reverse=True)
 
 
-CREDENTIAL_CHAIN = ("use the provider's own credentials instead: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                    "in the environment Ray starts from, ~/.aws/credentials, or an instance profile "
-                    "(docs/cluster.md#secrets)")
+# Not AWS_SECRET_ACCESS_KEY in the environment: Ray Tune copies it into the runtime_envs it logs.
+CREDENTIAL_CHAIN = ("use the provider's own credentials instead: ~/.aws/credentials (AWS_PROFILE picks a "
+                    "profile), an instance profile, or GOOGLE_APPLICATION_CREDENTIALS (docs/cluster.md#secrets)")
 
 
 def refuse_credentials(value: str, label: str, why: str) -> None:

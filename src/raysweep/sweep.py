@@ -27,6 +27,7 @@ import socket
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
@@ -380,6 +381,12 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
 
     # Tune pickles its storage filesystem, keys and all, into tuner.pkl and its state files.
     refuse_credentials(str(output), "output", "Tune would write into its experiment state (tuner.pkl)")
+    copied = [name for name in TUNE_COPIES if os.environ.get(name)]
+    if str(output).startswith("s3://") and copied:
+        raise StorageError(f"output {output}: Ray Tune would copy {', '.join(copied)} from this environment into "
+                           "every trial's runtime environment, which Ray logs in clear; put the keys in "
+                           "~/.aws/credentials (AWS_PROFILE picks a profile) or use an instance profile "
+                           "(docs/cluster.md#secrets)")
     out = Output(output)
     out.mkdir("cells")
     out.write_text("sweep.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -465,24 +472,21 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
             ),
         )
         t0 = time.perf_counter()
-        # Tune's default CSV, JSON and TensorBoard loggers write three files per trial from the
-        # driver, which shares the CPUs with the trials; cells/ and trials.csv already hold every
-        # result, so they are off for this fit (restored after: the caller's process may run other Tune code).
-        before = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
-        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-        # Without those files Tune's result grid warns, per trial, that it found no result.json
-        # or progress.csv: true and expected here, and alarming in a user's terminal.
+        # Without Tune's loggers (below) its result grid warns, per trial, that it found no
+        # result.json or progress.csv: true and expected here, and alarming in a user's terminal.
         analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
         level = analysis_log.level
         analysis_log.setLevel(logging.ERROR)
         try:
-            tuner.fit()
+            # Tune's default CSV, JSON and TensorBoard loggers write three files per trial from the
+            # driver, which shares the CPUs with the trials; cells/ and trials.csv already hold every
+            # result, so they are off for this fit. And the AWS keys Tune would copy into each
+            # trial's logged runtime_env are out of its sight (a URI output refused them above;
+            # a local Ray's workers have them from the environment they started with).
+            with _environ(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", **dict.fromkeys(TUNE_COPIES)):
+                tuner.fit()
         finally:
             analysis_log.setLevel(level)
-            if before is None:
-                os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
-            else:
-                os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
         log(f"ran {len(todo)} trials in {time.perf_counter() - t0:.2f} s")
 
     done = read_cells(out)
@@ -492,6 +496,32 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     failed = int((table["status"] == "failed").sum())
     log(f"wrote {out.show('trials.csv')}: {len(table)} cells ({failed} failed, {missing} missing)")
     return table
+
+
+# Ray Tune copies these from the driver's environment into every trial actor's runtime_env
+# (ray/tune/execution/class_cache.py in Ray 2.60), which Ray writes in clear to every node's
+# runtime_env_agent.log.
+TUNE_COPIES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+
+
+@contextmanager
+def _environ(**values: str | None):
+    """os.environ with each variable set (a string) or removed (None), restored afterwards:
+    the caller's process may run other Ray or Tune code after a sweep."""
+    before = {name: os.environ.get(name) for name in values}
+
+    def put(items):
+        for name, value in items:
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    put(values.items())
+    try:
+        yield
+    finally:
+        put(before.items())
 
 
 def init_ray(address: str | None) -> None:

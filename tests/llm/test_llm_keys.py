@@ -21,6 +21,7 @@ from raysweep.llm.limiter import RateLimiter
 
 SENTINEL = "sk-raysweep-sentinel-" + "5eed" * 8  # the key of the endpoint a sweep names
 OTHER = "sk-openai-sentinel-" + "0a1b" * 8  # an OpenAI key that must go nowhere but OpenAI
+AWS_SECRET = "aws-secret-sentinel-" + "c0de" * 5  # Ray Tune copies AWS_* keys into the runtime_envs it logs
 MESSAGES = [{"role": "user", "content": "Generate 5 samples as a JSON list of [sentence, label] pairs."}]
 
 
@@ -165,7 +166,7 @@ def _holding(root: Path, secrets: list[bytes]) -> list[str]:
 
 
 @pytest.mark.slow  # its own Python and Ray (a fresh session directory to search): ~1-2 min on 2 busy cores
-def test_a_local_sweep_with_an_llm_pool_leaves_the_key_nowhere(fake_openai, sst5_subset, tiny_bert, tmp_path):
+def test_a_local_sweep_with_an_llm_pool_leaves_the_keys_nowhere(fake_openai, sst5_subset, tiny_bert, tmp_path):
     server = fake_openai(rows_per_reply=5)
     # A short path: Ray's socket names under it must stay under 107 characters.
     ray_tmp = Path(tempfile.mkdtemp(prefix="rs-keys-", dir="/tmp"))
@@ -185,7 +186,7 @@ llm: {{base_url: {server.base_url}, api_key_env: RAYSWEEP_SENTINEL_KEY, model: f
 teacher: {{freeze: last-linear, epochs: 1}}
 """)
     env = dict(os.environ, RAYSWEEP_SENTINEL_KEY=SENTINEL, OPENAI_API_KEY=OTHER, RAY_TMPDIR=str(ray_tmp),
-               RAYSWEEP_HOME=str(tmp_path / "home"))
+               RAYSWEEP_HOME=str(tmp_path / "home"), AWS_SECRET_ACCESS_KEY=AWS_SECRET)
     try:
         proc = subprocess.run([sys.executable, "-m", "raysweep.cli", "run", str(sweep), "--output", str(parent / "out")],
                               cwd=cwd, env=env, capture_output=True, timeout=900)
@@ -195,7 +196,7 @@ teacher: {{freeze: last-linear, epochs: 1}}
         assert f"llm: calls go to {host} (llm.base_url is given; key from $RAYSWEEP_SENTINEL_KEY)".encode() in printed
         # The key reached the server it is named for, in the header only; the OpenAI key went nowhere.
         assert server.served() and {a["authorization"] for a in server.arrivals} == {f"Bearer {SENTINEL}"}
-        secrets = [SENTINEL.encode(), OTHER.encode()]
+        secrets = [SENTINEL.encode(), OTHER.encode(), AWS_SECRET.encode()]
         assert not any(s in printed for s in secrets)
         out = parent / "out"
         assert (out / "generation" / "responses.jsonl").stat().st_size > 0 and any((out / "cache").iterdir())
