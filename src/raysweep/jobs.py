@@ -41,7 +41,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 AGENT_WAIT_S = 60.0
 # A variable named like a credential (OPENAI_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, DB_PASSWORD, ...)
 # or holding a value shaped like one (OpenAI's sk-, AWS's AKIA, GitHub's ghp_, Hugging Face's hf_).
-SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASS|CREDENTIAL|AUTH|PRIVATE|SESSION|COOKIE", re.IGNORECASE)
+# (Not AUTH or SESSION alone: RAY_AUTH_MODE is a setting; AWS_SESSION_TOKEN is caught by TOKEN.)
+SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|COOKIE", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"^(sk-|AKIA|ASIA|ghp_|github_pat_|hf_|xox[bp]-)")
 SECRETS_DOC = "docs/cluster.md#secrets"
 

@@ -147,6 +147,7 @@ SENTINEL = "sk-raysweep-sentinel-0123456789abcdef"
     ("HF_TOKEN", "hf_x", ""),
     ("AWS_SECRET_ACCESS_KEY", "abc", ""),
     ("DB_PASSWORD", "abc", ""),
+    ("AWS_SESSION_TOKEN", "abc", ""),
     ("INNOCENT_LOOKING", SENTINEL, ""),  # the value is shaped like an OpenAI key
     ("PROVIDER", "abc", "llm: {base_url: 'http://10.0.0.1:8000/v1', api_key_env: PROVIDER}\n"),  # the sweep's key
 ])
