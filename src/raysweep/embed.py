@@ -19,7 +19,6 @@ An artifact directory holds:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ import torch
 
 from raysweep.backbone import Backbone, Boundary, load_backbone, pad_ragged
 from raysweep.config import POOLINGS
+from raysweep.hashing import Digest, json_digest
 
 FORMAT_VERSION = 1  # bump when the artifact layout changes: old entries are then simply not found
 
@@ -46,18 +46,12 @@ RAY_MIN_ENCODE_ROWS = 1_000
 
 
 def texts_digest(texts: list[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        b = t.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()[:20]
+    return Digest().add_sized_texts(texts).hex(20)
 
 
 def activation_key(fingerprint: str, boundary: Boundary, texts: list[str]) -> str:
-    spec = json.dumps({"v": FORMAT_VERSION, "encoder": fingerprint, "boundary": dataclasses.asdict(boundary),
-                       "texts": texts_digest(texts)}, sort_keys=True)
-    return hashlib.sha256(spec.encode()).hexdigest()[:24]
+    return json_digest({"v": FORMAT_VERSION, "encoder": fingerprint, "boundary": dataclasses.asdict(boundary),
+                        "texts": texts_digest(texts)}, 24)
 
 
 @dataclass

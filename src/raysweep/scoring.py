@@ -19,7 +19,6 @@ per chunk, so their results are identical and never depend on how the rows were 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -34,6 +33,7 @@ from raysweep import strategies, train
 from raysweep.backbone import Classifier
 from raysweep.config import RecipeConfig, SelectionConfig, to_dict
 from raysweep.embed import Activations, load_activations
+from raysweep.hashing import Digest, json_digest
 from raysweep.strategies.diversity import gradient_embeddings
 
 FORMAT_VERSION = 1  # bump when what is stored changes: old entries are then simply not found
@@ -49,21 +49,17 @@ RAY_MIN_POOLED_ROWS = 500_000
 
 
 def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:24]
+    return json_digest(obj, 24)
 
 
 def array_digest(a: np.ndarray) -> str:
     a = np.ascontiguousarray(a)
-    return hashlib.sha256(f"{a.dtype}|{a.shape}|".encode() + a.tobytes()).hexdigest()[:20]
+    return Digest(f"{a.dtype}|{a.shape}|").add(a.tobytes()).hex(20)
 
 
 def state_digest(model: torch.nn.Module) -> str:
     """A hash of the model's parameters and buffers: scores are cached per model *state*."""
-    h = hashlib.sha256()
-    for key, tensor in model.state_dict().items():
-        h.update(key.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:20]
+    return Digest().add_tensors(model.state_dict()).hex(20)
 
 
 def _atomic_save(path: Path, write) -> None:

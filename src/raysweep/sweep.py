@@ -18,7 +18,6 @@ strategies or seeds runs only the new cells.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -41,6 +40,7 @@ from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.encoders import cache_home
+from raysweep.hashing import json_digest
 from raysweep.storage import Output
 from raysweep.train import Cell, TrialInputs, run_trial
 
@@ -58,7 +58,7 @@ def fixed_digest(cfg: SweepConfig) -> str:
     """Hash of everything a cell's result depends on besides its own parameters."""
     fixed = {"data": to_dict(cfg.data), "split": to_dict(cfg.split), "recipe": to_dict(cfg.recipe),
              "encoder": {"max_length": cfg.encoder.max_length}}  # name and pooling are in each cell
-    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:12]
+    return json_digest(fixed, 12)
 
 
 def selection_settings(strategy: str, selection: SelectionConfig) -> dict:
@@ -79,7 +79,7 @@ def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str
         key["selection"] = settings
     if cell.pool != "real":  # an LLM pool's cell depends on the generated rows and their labels
         key["generated"] = generated
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(key, 16)
 
 
 def cell_ids(cfg: SweepConfig, cells: list[Cell], generated: str | None = None) -> list[str]:
