@@ -32,6 +32,7 @@ import torch
 from raysweep import strategies, train
 from raysweep.backbone import Classifier
 from raysweep.config import RecipeConfig, SelectionConfig, to_dict
+from raysweep.console import progress
 from raysweep.embed import Activations, load_activations
 from raysweep.hashing import Digest, json_digest
 from raysweep.strategies.diversity import gradient_embeddings
@@ -218,7 +219,7 @@ class PoolScorer:
         return {"job": np.asarray(batch["job"]), "pos": np.asarray(batch["pos"]), **out}
 
 
-def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int) -> list[dict[str, np.ndarray]]:
+def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None) -> list[dict[str, np.ndarray]]:
     """Score every job in one Ray Data pass (all jobs compute the same kinds of score)."""
     import pandas as pd
     import ray
@@ -260,6 +261,8 @@ def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int) -> list[dic
                     outs[j][key] = np.empty((len(jobs[j].rows), *batch[key].shape[1:]), dtype=np.float32)
                 outs[j][key][pos] = batch[key]
         seen[j][pos] = True
+        if bar is not None:
+            bar.update(len(pos))
     lost = sum(int((~s).sum()) for s in seen)
     if lost:
         raise RuntimeError(f"pool scoring: {lost} rows came back from Ray Data without scores")
@@ -308,19 +311,21 @@ def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_
     start = time.perf_counter()
     outs: dict[int, dict[str, np.ndarray]] = {}
     remote = []
-    if use_ray:
-        pooled = sum(len(m.rows) for _, m, _, _ in todo if not m.acts.boundary.ragged)
-        remote = [(i, m) for i, m, _, _ in todo if m.acts.boundary.ragged or pooled >= RAY_MIN_POOLED_ROWS]
-        # One pass per kind of score; in a sweep every job asks for the same kinds: one pass.
-        for kind in sorted({(m.base, m.mc_samples) for _, m in remote}):
-            group = [(i, m) for i, m in remote if (m.base, m.mc_samples) == kind]
-            outs.update(zip([i for i, _ in group], _score_ray([m for _, m in group], actors, block_rows)))
-    device = _device()
-    for i, m, _, _ in todo:
-        if i not in outs:
-            outs[i] = score_chunks(m.model.to(device), m.acts, m.rows, chunk_plan(m.acts, m.rows), m.base,
-                                   m.mc_samples, m.seed, device)
-            m.model.cpu()
+    with progress(sum(len(m.rows) for _, m, _, _ in todo), "scoring the pool") as bar:
+        if use_ray:
+            pooled = sum(len(m.rows) for _, m, _, _ in todo if not m.acts.boundary.ragged)
+            remote = [(i, m) for i, m, _, _ in todo if m.acts.boundary.ragged or pooled >= RAY_MIN_POOLED_ROWS]
+            # One pass per kind of score; in a sweep every job asks for the same kinds: one pass.
+            for kind in sorted({(m.base, m.mc_samples) for _, m in remote}):
+                group = [(i, m) for i, m in remote if (m.base, m.mc_samples) == kind]
+                outs.update(zip([i for i, _ in group], _score_ray([m for _, m in group], actors, block_rows, bar)))
+        device = _device()
+        for i, m, _, _ in todo:
+            if i not in outs:
+                outs[i] = score_chunks(m.model.to(device), m.acts, m.rows, chunk_plan(m.acts, m.rows), m.base,
+                                       m.mc_samples, m.seed, device)
+                m.model.cpu()
+                bar.update(len(m.rows))
     for i, m, base_path, mc_path in todo:
         out, scores = outs[i], results[i]
         if m.base:

@@ -34,10 +34,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raysweep import augment, scoring, strategies
+from raysweep import augment, console, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
+from raysweep.runtime import start_ray
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.encoders import cache_home
 from raysweep.hashing import json_digest
@@ -398,7 +399,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
                    else cache_dir.parent / "generation" / cfg.name)
         generated = augment.reuse(cfg, gen_dir)
         if generated is None:
-            init_ray(address)
+            start_ray(address)
             generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray_data, log=log)
         else:
             log(f"generation: reusing {gen_dir} ({len(generated.rows)} rows)")
@@ -413,7 +414,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
 
     if todo:
-        init_ray(address)
+        start_ray(address)
         import ray
 
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
@@ -436,6 +437,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         res = cfg.resources
         several = len(cfg.encoders) * len(cfg.poolings) > 1
         names = {i: _trial_name(asdict(c), several) for c, i in todo}
+        bar = console.progress(len(todo), "trials", "trials")
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trainable, context=context, cells={i: asdict(c) for c, i in todo},
                                  output=out.spec, threads=max(1, int(res.cpus_per_trial))),
@@ -459,7 +461,8 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
                 storage_path=out.path("tune") if out.is_uri else str(out.local_dir / "tune"),
                 storage_filesystem=out.fs if out.is_uri else None,
                 failure_config=tune.FailureConfig(max_failures=3),  # a lost node retries its trials
-                verbose=1,
+                verbose=1,  # Tune's trial tables: in the log file when the CLI keeps one (console.py)
+                callbacks=[_trial_progress(bar)],
             ),
         )
         t0 = time.perf_counter()
@@ -476,6 +479,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         try:
             tuner.fit()
         finally:
+            bar.close()
             analysis_log.setLevel(level)
             if before is None:
                 os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
@@ -492,12 +496,19 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     return table
 
 
-def init_ray(address: str | None) -> None:
-    import ray
+def _trial_progress(bar):
+    """A Tune callback that moves the trials' progress bar as each trial ends (one class per
+    call: Tune is imported only when a sweep runs)."""
+    from ray.tune import Callback
 
-    if not ray.is_initialized():
-        # "local" starts a fresh Ray here; a bare init() would join any cluster on this machine.
-        ray.init(address=address or "local", configure_logging=False, log_to_driver=True)
+    class TrialProgress(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            bar.update(1)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            bar.update(1)
+
+    return TrialProgress()
 
 
 def cell_progress(cfg: SweepConfig, output: str | Path, now: float | None = None) -> dict[str, int]:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raysweep import augment, sweep
+from raysweep import augment, runtime, sweep
 from raysweep.config import ConfigError, load_sweep
 from raysweep.embed import load_activations
 from raysweep.train import build_model, fit, predict_proba
@@ -149,7 +149,7 @@ def test_generate_relabels_with_the_teacher_and_reuses_a_complete_directory(
 
     from raysweep.cli import main
     started = []
-    monkeypatch.setattr(sweep, "init_ray", started.append)
+    monkeypatch.setattr(runtime, "start_ray", started.append)
     out = CliRunner().invoke(main, ["generate", str(tmp_path / "gen.yaml"), "--output", str(gen_dir)])
     assert out.exit_code == 0, out.output
     assert started == []  # nothing to generate or relabel: no Ray started for it
