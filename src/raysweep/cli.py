@@ -169,12 +169,10 @@ def check(sweep_file, overrides) -> None:
 @main.command()
 def strategies() -> None:
     """List the registered data-selection strategies, one line each."""
-    from raysweep.strategies import REGISTRY, NotImplementedStrategy
+    from raysweep.strategies import REGISTRY
 
     for name in sorted(REGISTRY):
-        s = REGISTRY[name]
-        tag = " (not implemented yet)" if isinstance(s, NotImplementedStrategy) else ""
-        click.echo(f"{name:18s} {s.summary}{tag}")
+        click.echo(f"{name:18s} {REGISTRY[name].summary}")
 
 
 @main.command()

@@ -357,11 +357,11 @@ def score_rows(model: Classifier, acts: Activations, rows: np.ndarray, base: boo
 # --------------------------------------------------------------------------- what a strategy sees
 
 
-def _job_for(needs: frozenset[str], model: Classifier, acts: Activations, pool: np.ndarray, labeled: np.ndarray,
+def _job_for(needs: frozenset[str], model: Classifier, acts: Activations, pool_rows: np.ndarray, labeled: np.ndarray,
              selection: SelectionConfig, seed: int) -> ScoringJob:
     # Pool and labeled rows in one job: SQBC and coreset need the labeled rows' embeddings, and
     # every strategy of a (freeze, seed) then reads the same cached entry.
-    rows = np.concatenate([np.asarray(pool, dtype=np.int64), np.asarray(labeled, dtype=np.int64)])
+    rows = np.concatenate([np.asarray(pool_rows, dtype=np.int64), np.asarray(labeled, dtype=np.int64)])
     return ScoringJob(model, acts, rows, base=bool(needs & BASE_NEEDS),
                       mc_samples=selection.mc_samples if "mc_probs" in needs else 0, seed=seed)
 
@@ -378,13 +378,13 @@ def _view(needs: frozenset[str], scores: Scores, n: int, labeled_labels: np.ndar
     return view
 
 
-def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool: np.ndarray, labeled: np.ndarray,
+def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool_rows: np.ndarray, labeled: np.ndarray,
               labeled_labels: np.ndarray, selection: SelectionConfig, seed: int,
               cache_dir: str | Path | None = None, use_ray: bool = False, log=None) -> strategies.PoolView:
-    """The `PoolView` a strategy with `needs` ranks `pool` (positions into acts) by."""
-    job = _job_for(needs, model, acts, pool, labeled, selection, seed)
+    """The `PoolView` a strategy with `needs` ranks `pool_rows` (positions into acts) by."""
+    job = _job_for(needs, model, acts, pool_rows, labeled, selection, seed)
     [scores] = score_many([job], cache_dir, use_ray, selection.actors, selection.batch_size, log)
-    return _view(needs, scores, len(pool), labeled_labels)
+    return _view(needs, scores, len(pool_rows), labeled_labels)
 
 
 # --------------------------------------------------------------------------- the sweep's shared pass
@@ -429,10 +429,10 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
         inp = inputs[freeze]
         model = trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe,
                               seed, inp.cache_dir)
-        scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool, inp.labeled, selection, seed))
+        scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool_rows, inp.labeled, selection, seed))
     cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
     scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log)
-    return {(f, s): _view(needs, sc, len(inputs[f].pool), inputs[f].train_labels[inputs[f].labeled])
+    return {(f, s): _view(needs, sc, len(inputs[f].pool_rows), inputs[f].train_labels[inputs[f].labeled])
             for (f, s), sc in zip(jobs, scores)}
 
 

@@ -205,7 +205,7 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
         "train_labels": splits.train["label"].to_numpy(),
         "val_labels": splits.val["label"].to_numpy(),
         "labeled": splits.labeled,
-        "pool": splits.unlabeled,
+        "pool_rows": splits.unlabeled,
         "num_classes": cfg.data.num_classes,
         "artifacts": artifacts,  # by Cell.variant (+ "|generated" for the LLM pools)
         "recipe": to_dict(cfg.recipe),
@@ -229,7 +229,7 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
     """
     if pool == "real":
         train_path, val_path = context["artifacts"][variant]
-        labels, rows = context["train_labels"], context["pool"]
+        labels, rows = context["train_labels"], context["pool_rows"]
     else:
         train_path, val_path = context["artifacts"][f"{variant}|generated"]
         extra = context["generated_labels"][pool]
@@ -237,7 +237,7 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
         labels = np.concatenate([context["train_labels"], extra])
         rows = np.arange(n_real, n_real + len(extra))
     return TrialInputs(train_labels=labels, val_labels=context["val_labels"],
-                       labeled=context["labeled"], pool=rows, train_acts=_activations(train_path),
+                       labeled=context["labeled"], pool_rows=rows, train_acts=_activations(train_path),
                        val_acts=_activations(val_path), num_classes=context["num_classes"],
                        cache_dir=context.get("cache_dir"))
 
