@@ -127,3 +127,17 @@ def test_verbose_and_quiet_exclude_each_other(tmp_path):
 ])
 def test_what_counts_as_alarming(line, shown):
     assert console.alarming(line) == shown
+
+
+def test_a_uri_output_gets_a_copy_of_the_log(tmp_path, monkeypatch):
+    from raysweep import sweep
+
+    monkeypatch.setenv("RAYSWEEP_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, log=print, **kw: log("a stage") or __import__("pandas").DataFrame())
+    (tmp_path / "s.yaml").write_text("name: uri\n")
+    out = CliRunner().invoke(main, ["run", str(tmp_path / "s.yaml"), "--output", f"file://{tmp_path}/out"])
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines()[1] == "a stage"
+    copied = list((tmp_path / "out" / "logs").glob("run-uri-*.log"))
+    assert len(copied) == 1 and "raysweep: a stage" in copied[0].read_text()
+    assert f"file://{tmp_path}/out/logs/" in out.output.splitlines()[0]

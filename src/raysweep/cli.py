@@ -66,6 +66,7 @@ def _logged(command: str, output: str, name: str, verbosity: int, address: str |
     finally:
         if out.is_uri and path.exists():
             try:
+                out.mkdir("logs")
                 out.write_text(f"logs/{filename}", path.read_text(encoding="utf-8"))
             except (OSError, RaysweepError) as exc:
                 click.echo(f"warning: could not copy the log to {out.show('logs')}: {_first_line(exc)}", err=True)
