@@ -72,6 +72,14 @@ def test_progress_off_a_terminal_is_plain_periodic_lines(tmp_path, capsys, monke
     assert shown == ["encoder pass: 1 of 3 rows (33%, 0 s)", "encoder pass: 2 of 3 rows (67%, 0 s)"]
     assert "\r" not in "".join(shown)
 
+    def long_stage():  # 1,000 small steps: a line per PLAIN_STEP of the stage, not per step
+        with console.progress(1000, "trials", "trials") as bar:
+            for _ in range(1000):
+                bar.update(1)
+
+    run_session(tmp_path, console.DEFAULT, long_stage)
+    assert len(capsys.readouterr().out.splitlines()) == 9  # 10%, 20%, ... 90%
+
 
 def test_progress_without_a_session_does_nothing(capsys):
     with console.progress(5, "scoring the pool") as bar:

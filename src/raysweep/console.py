@@ -12,8 +12,8 @@ a thread copies every line of it to the log file and shows on the terminal only:
 - `verbose`: the full stream as well;
 - `quiet`: nothing; the command prints its errors and final summary after the session.
 
-Off a terminal (a Ray job's log, CI) a bar is a plain line every PLAIN_EVERY_S seconds instead
-of a redrawn one. Values of secret-looking environment variables are replaced by *** before a
+Off a terminal (a Ray job's log, CI) a bar is a plain line now and then (PLAIN_EVERY_S,
+PLAIN_STEP) instead of a redrawn one. Values of secret-looking environment variables are replaced by *** before a
 line reaches the file or the terminal. Library code asks for a bar with `progress(...)`; without
 an open session (tests, a notebook) it gets one that does nothing.
 """
@@ -30,7 +30,11 @@ import time
 from pathlib import Path
 
 QUIET, DEFAULT, VERBOSE = 0, 1, 2
-PLAIN_EVERY_S = 30.0  # off a terminal: one progress line per stage at most this often
+# Off a terminal a bar is a plain line at most every PLAIN_EVERY_S and only after PLAIN_STEP more
+# of the stage is done: at most ~10 lines per stage however slow the machine (a Ray job's log
+# from a loaded cluster stays short).
+PLAIN_EVERY_S = 30.0
+PLAIN_STEP = 0.1
 
 # A line on the captured stream is shown on the terminal (at default verbosity) if it looks like
 # a warning or an error: Python's and Ray's log levels, a Python warning or traceback, or one of
@@ -200,7 +204,7 @@ class Session:
 class _Bar:
     def __init__(self, session: Session | None, total: int, what: str, unit: str):
         self.session, self.total, self.what, self.unit = session, total, what, unit
-        self.done, self.start, self.last = 0, time.monotonic(), time.monotonic()
+        self.done, self.start, self.last, self.shown = 0, time.monotonic(), time.monotonic(), 0.0
         self.tqdm = None
         if session is None or session.verbosity == QUIET:
             self.session = None
@@ -220,8 +224,9 @@ class _Bar:
             self.done += n
             if self.tqdm is not None:
                 self.tqdm.update(n)
-            elif time.monotonic() - self.last >= PLAIN_EVERY_S and self.done < self.total:
-                self.last = time.monotonic()
+            elif (time.monotonic() - self.last >= PLAIN_EVERY_S and self.done < self.total
+                  and self.done / self.total - self.shown >= PLAIN_STEP):
+                self.last, self.shown = time.monotonic(), self.done / self.total
                 self.session.line(f"{self.what}: {self.done:,} of {self.total:,} {self.unit} "
                                   f"({self.done / max(self.total, 1):.0%}, {self.last - self.start:.0f} s)")
 
