@@ -77,7 +77,9 @@ def test_activation_keys_are_frozen():
 
 
 def test_encoder_fingerprint_is_frozen(tmp_path, monkeypatch):
-    import transformers
+    import sys
+    from types import SimpleNamespace
+
     from tiny import make_tiny_encoder
 
     from raysweep.backbone import Backbone
@@ -87,10 +89,12 @@ def test_encoder_fingerprint_is_frozen(tmp_path, monkeypatch):
         for t in backbone.model.state_dict().values():
             if t.is_floating_point():
                 t.copy_(torch.linspace(-1, 1, t.numel()).reshape(t.shape))
-    # The library versions are part of the fingerprint (an upgrade may change the features).
-    monkeypatch.setattr(transformers, "__version__", "5.0.0")
+    # The library versions are part of the fingerprint (an upgrade may change the features), so
+    # they are fixed here. transformers is a lazy module whose __version__ a setattr does not
+    # always reach: the fingerprint's own `import transformers` gets this stand-in instead.
+    monkeypatch.setitem(sys.modules, "transformers", SimpleNamespace(__version__="5.0.0"))
     monkeypatch.setattr(torch, "__version__", "2.0.0")
-    assert backbone.fingerprint == "dfe33c4be0974aa0173a"
+    assert backbone.fingerprint == "15e1d75b9bdf01ecf031"
 
 
 def test_json_digest_ignores_key_order_and_keeps_unicode_choice():
