@@ -149,3 +149,18 @@ def test_a_uri_output_gets_a_copy_of_the_log(tmp_path, monkeypatch):
     copied = list((tmp_path / "out" / "logs").glob("run-uri-*.log"))
     assert len(copied) == 1 and "raysweep: a stage" in copied[0].read_text()
     assert f"file://{tmp_path}/out/logs/" in out.output.splitlines()[0]
+
+
+def test_a_bar_survives_pickling_as_a_copy_that_draws_nothing(tmp_path, capsys, monkeypatch):
+    import pickle
+
+    monkeypatch.setattr(console, "PLAIN_EVERY_S", 0.0)
+
+    def work():
+        with console.progress(2, "trials", "trials") as bar:
+            copy = pickle.loads(pickle.dumps(bar))  # what Tune does with its callbacks
+            copy.update(1)
+            bar.update(1)
+
+    run_session(tmp_path, console.DEFAULT, work)
+    assert capsys.readouterr().out.splitlines() == ["trials: 1 of 2 trials (50%, 0 s)"]

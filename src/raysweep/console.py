@@ -240,6 +240,11 @@ class _Bar:
                 self.session.bars.remove(self)
         self.session = None
 
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks (the trials' bar among them) into the experiment's snapshot:
+        # the copy draws nothing; the driver keeps using this object.
+        return {**self.__dict__, "session": None, "tqdm": None}
+
     def __enter__(self) -> _Bar:
         return self
 
