@@ -26,6 +26,8 @@ from raysweep.data import load_splits
 from raysweep.embed import ensure_activations, load_activations
 from raysweep.train import build_model, fit, fit_uncached
 
+from measurement import measurement  # benchmarks/measurement.py: the docs/measurements.md block
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -74,4 +76,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with measurement("Activation cache speed-up per freeze mode (benchmarks/cache_speedup.py)"):
+        main()

@@ -26,6 +26,8 @@ from raysweep.data import bundled_path
 from raysweep.embed import RAY_MIN_ENCODE_ROWS, ensure_activations, load_activations
 from raysweep.encoders import resolve_encoder
 
+from measurement import measurement  # benchmarks/measurement.py: the docs/measurements.md block
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,4 +70,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with measurement("Encoder pass in-process vs Ray Data (benchmarks/encoding.py)"):
+        main()

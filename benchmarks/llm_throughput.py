@@ -33,6 +33,8 @@ from raysweep.llm.config import load_llm_config
 from raysweep.llm.fake_server import FakeOpenAI, Reply
 from raysweep.llm.generate import generate
 
+from measurement import measurement  # benchmarks/measurement.py: the docs/measurements.md block
+
 ROWS_PER_CALL = 5
 # The provider's burst: short, so that a burst inside the measured 20 s window moves its rate
 # little, yet long enough that, less the 0.5 s jitter allowance, a few calls' token estimates
@@ -150,4 +152,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with measurement("LLM generator pool against provider limits (benchmarks/llm_throughput.py)"):
+        code = main()
+    sys.exit(code)

@@ -45,6 +45,8 @@ from raysweep.config import load_sweep
 from raysweep.data import bundled_path
 from raysweep.sweep import run_sweep
 
+from measurement import measurement  # benchmarks/measurement.py: the docs/measurements.md block
+
 FRACTIONS = (0, 1, 2)
 
 
@@ -133,4 +135,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with measurement("Tune's cost per trial (benchmarks/orchestration.py)"):
+        main()

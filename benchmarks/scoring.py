@@ -29,6 +29,8 @@ from raysweep.data import load_splits
 from raysweep.embed import ensure_activations, load_activations
 from raysweep.train import build_model, fit
 
+from measurement import measurement  # benchmarks/measurement.py: the docs/measurements.md block
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -94,4 +96,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with measurement("Pool scoring in-process vs Ray Data (benchmarks/scoring.py)"):
+        main()

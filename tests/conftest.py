@@ -33,6 +33,30 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+_RAY_INIT = pytest.StashKey()  # a not-slow test's real ray.init, put back after it
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """`-m "not slow"` must start no Ray (it is the quick loop): a test that starts Ray, itself,
+    through a fixture (ray_local) or through the code under test, fails until it is marked slow."""
+    if item.get_closest_marker("slow") is None:
+        import ray
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError(f"{item.nodeid} is not marked slow but starts Ray: mark it @pytest.mark.slow")
+
+        item.stash[_RAY_INIT] = ray.init
+        ray.init = refuse
+
+
+def pytest_runtest_teardown(item):
+    if _RAY_INIT in item.stash:
+        import ray
+
+        ray.init = item.stash[_RAY_INIT]
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray with 2 CPUs, shared by the session's tests and shut down at the end.

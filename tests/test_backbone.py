@@ -126,6 +126,7 @@ def test_cache_is_content_addressed(tiny_bert, tmp_path):
     np.testing.assert_allclose(acts.features, backbone.features(TINY_TEXTS, b), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # starts Ray
 def test_ray_data_and_in_process_give_the_same_activations(tiny_bert, tmp_path, ray_local):
     backbone = Backbone(tiny_bert)
     texts = TINY_TEXTS * 5  # 40 rows over several blocks and two actors

@@ -32,7 +32,7 @@ def inputs(tiny_bert, tmp_path_factory):
         [train] = ensure_activations(tiny_bert, texts, [b], cache, use_ray=False, log=lambda *_: None)
         [val] = ensure_activations(tiny_bert, TINY_TEXTS, [b], cache, use_ray=False, log=lambda *_: None)
         out[freeze] = TrialInputs(train_labels=np.arange(32) % 5, val_labels=np.arange(8) % 5,
-                                  labeled=np.arange(8), pool=np.arange(8, 32), train_acts=load_activations(train),
+                                  labeled=np.arange(8), pool_rows=np.arange(8, 32), train_acts=load_activations(train),
                                   val_acts=load_activations(val), num_classes=5)
     return out
 

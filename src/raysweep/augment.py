@@ -23,11 +23,9 @@ and is complete is reused without starting anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,6 +39,8 @@ from raysweep.config import SweepConfig, to_dict
 from raysweep.data import Splits, load_splits
 from raysweep.embed import ensure_activation_sets, load_activations
 from raysweep.errors import RaysweepError
+from raysweep.hashing import json_digest
+from raysweep.runtime import ray_running
 from raysweep.train import predict_proba
 
 GENERATED = "generated.csv"
@@ -68,9 +68,8 @@ class Generated:
 
 
 def rows_digest(rows: pd.DataFrame) -> str:
-    payload = json.dumps([[str(t), int(a), int(b)] for t, a, b in
-                          rows[["text", "llm_label", "teacher_label"]].itertuples(index=False)], ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return json_digest([[str(t), int(a), int(b)] for t, a, b in
+                        rows[["text", "llm_label", "teacher_label"]].itertuples(index=False)], 16, ascii_only=False)
 
 
 def examples_for(splits: Splits) -> pd.DataFrame:
@@ -85,7 +84,7 @@ def config_key(cfg: SweepConfig) -> str:
     key = {"llm": {k: llm[k] for k in _ROW_SETTINGS}, "teacher": to_dict(cfg.teacher), "recipe": to_dict(cfg.recipe),
            "encoder": {"name": cfg.encoder.name, "pooling": cfg.encoder.pooling, "max_length": cfg.encoder.max_length},
            "data": to_dict(cfg.data), "split": to_dict(cfg.split)}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(key, 16)
 
 
 def read_generated(path: str | Path) -> pd.DataFrame:
@@ -127,24 +126,8 @@ def run_generation(cfg: SweepConfig, gen_dir: str | Path, cache_dir: str | Path,
     if found is not None:
         log(f"generation: reusing {gen_dir} ({len(found.rows)} rows, agreement {found.summary['agreement']:.3f})")
         return found
-    with _ray_if(use_ray):
+    with ray_running(enabled=use_ray):  # the caller's Ray if it started one, else a local one for this run
         return _run(cfg, gen_dir, cache_dir, use_ray, log)
-
-
-@contextmanager
-def _ray_if(use_ray: bool):
-    """A local Ray for the run unless one is up already (a bare ray.init would join any cluster
-    on this machine), shut down afterwards only if started here."""
-    import ray
-
-    started = use_ray and not ray.is_initialized()
-    if started:
-        ray.init(address="local", configure_logging=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, log) -> Generated:

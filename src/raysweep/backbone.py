@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ from torch import nn
 
 from raysweep.config import parse_freeze
 from raysweep.encoders import EncoderError, resolve_encoder  # noqa: F401 - EncoderError is re-exported
+from raysweep.hashing import Digest
 
 @dataclass(frozen=True)
 class Boundary:
@@ -120,13 +120,9 @@ class Backbone:
         """A hash of the weights, tokenizer vocabulary and library versions: the cache key's encoder part."""
         import transformers
 
-        h = hashlib.sha256()
-        h.update(f"{type(self.model).__name__}|{transformers.__version__}|{torch.__version__}".encode())
-        for key, tensor in self.model.state_dict().items():
-            h.update(key.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        h.update(str(sorted(self.tokenizer.get_vocab().items())).encode())
-        return h.hexdigest()[:20]
+        h = Digest(f"{type(self.model).__name__}|{transformers.__version__}|{torch.__version__}")
+        h.add_tensors(self.model.state_dict())
+        return h.add(str(sorted(self.tokenizer.get_vocab().items()))).hex(20)
 
     def tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,

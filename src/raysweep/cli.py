@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import sys
+import time
+import traceback
+from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
 
 import click
 
+from raysweep import console
 from raysweep.config import load_sweep
 from raysweep.errors import RaysweepError
 
@@ -15,7 +21,70 @@ def _fail(exc: Exception) -> None:
     sys.exit(2)
 
 
+class _Unexpected(RaysweepError):
+    """Anything but a RaysweepError escaped a command: a bug, whose traceback is in the log file;
+    its one line points there."""
+
+
+def _verbosity(verbose: bool, quiet: bool) -> int:
+    if verbose and quiet:
+        _fail(click.UsageError("--verbose and --quiet exclude each other"))
+    return console.VERBOSE if verbose else console.QUIET if quiet else console.DEFAULT
+
+
+@contextmanager
+def _logged(command: str, output: str, name: str, verbosity: int, address: str | None):
+    """Run the body with its output captured to a log file (console.Session), named in the first line.
+
+    A local output keeps it in <output>/logs/; a URI output in ~/.cache/raysweep/logs/ (a run's
+    driver writes it line by line, which a store cannot append to), copied to <output>/logs/ at
+    the end. Ray started for the command is stopped inside, so its goodbye lands in the file.
+    """
+    from raysweep.encoders import cache_home
+    from raysweep.runtime import stop_ray
+    from raysweep.storage import Output
+
+    out = Output(output)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    filename = f"{command}-{name}-{stamp}.log"
+    path = out.local_dir / "logs" / filename if not out.is_uri else cache_home() / "logs" / filename
+    if verbosity >= console.DEFAULT:
+        click.echo(f"raysweep {command}: the full log is {path}"
+                   + (f" (copied to {out.show('logs/' + filename)} at the end)" if out.is_uri else ""))
+    try:
+        with console.Session(path, verbosity, local=address is None) as session:
+            try:
+                yield
+            except RaysweepError:
+                raise  # its message is the one line the user needs
+            except Exception as exc:  # noqa: BLE001 - a bug: its traceback goes to the log, a pointer to the terminal
+                session.to_log(traceback.format_exc())
+                raise _Unexpected(f"unexpected {type(exc).__name__}: {_first_line(exc)}; "
+                                  f"the traceback is in {path}") from None
+            finally:
+                stop_ray()
+    finally:
+        if out.is_uri and path.exists():
+            try:
+                out.mkdir("logs")
+                out.write_text(f"logs/{filename}", path.read_text(encoding="utf-8"))
+            except (OSError, RaysweepError) as exc:
+                click.echo(f"warning: could not copy the log to {out.show('logs')}: {_first_line(exc)}", err=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _verbosity_options(f):
+    f = click.option("--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")(f)
+    return click.option("--verbose", "-v", is_flag=True,
+                        help="Print everything Ray, Tune and the models print (it is all in the log file anyway).")(f)
+
+
 @click.group()
+@click.version_option(version("raysweep"), prog_name="raysweep")
 def main() -> None:
     """Which labeled data should I add next, and is LLM-generated data worth it?"""
 
@@ -28,13 +97,16 @@ def main() -> None:
               help="Override a field of the sweep file (repeatable), e.g. --set recipe.epochs=5.")
 @click.option("--address", default=None, help="Ray cluster address (default: a fresh local Ray; 'auto' joins one).")
 @click.option("--retry-failed", is_flag=True, help="Run the cells that failed before again.")
-def run(sweep_file, output, overrides, address, retry_failed) -> None:
+@_verbosity_options
+def run(sweep_file, output, overrides, address, retry_failed, verbose, quiet) -> None:
     """Run every cell of SWEEP_FILE not yet finished in OUTPUT and write OUTPUT/trials.csv."""
     from raysweep.sweep import run_sweep
 
+    verbosity = _verbosity(verbose, quiet)
     try:
-        cfg = load_sweep(sweep_file, overrides)
-        table = run_sweep(cfg, output, address=address, retry_failed=retry_failed)
+        cfg = load_sweep(sweep_file, overrides)  # before the log file: bad input is one line, nothing written
+        with _logged("run", output, cfg.name, verbosity, address):
+            table = run_sweep(cfg, output, address=address, retry_failed=retry_failed, log=console.line)
     except RaysweepError as exc:
         _fail(exc)
     if len(table):
@@ -53,22 +125,23 @@ def run(sweep_file, output, overrides, address, retry_failed) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a field of the sweep file (repeatable), e.g. --set llm.n_rows=200.")
 @click.option("--address", default=None, help="Ray cluster address (default: a fresh local Ray; 'auto' joins one).")
-def generate(sweep_file, output, overrides, address) -> None:
+@_verbosity_options
+def generate(sweep_file, output, overrides, address, verbose, quiet) -> None:
     """Generate SWEEP_FILE's `llm:` rows into OUTPUT, relabel them with the teacher, print the summary.
 
     Resumes from OUTPUT's response store: a call already paid for is never made again.
     """
-    from pathlib import Path
-
     from raysweep.augment import reuse, run_generation
-    from raysweep.sweep import init_ray
+    from raysweep.runtime import start_ray
 
+    verbosity = _verbosity(verbose, quiet)
     try:
         cfg = load_sweep(sweep_file, overrides)
         cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else Path(output).resolve() / "cache"
-        if reuse(cfg, Path(output).resolve()) is None:  # a complete directory needs no Ray
-            init_ray(address)
-        result = run_generation(cfg, Path(output).resolve(), cache_dir)
+        with _logged("generate", output, cfg.name, verbosity, address):
+            if reuse(cfg, Path(output).resolve()) is None:  # a complete directory needs no Ray
+                start_ray(address)
+            result = run_generation(cfg, Path(output).resolve(), cache_dir, log=console.line)
     except RaysweepError as exc:
         _fail(exc)
     s = result.summary
@@ -97,12 +170,10 @@ def check(sweep_file, overrides) -> None:
 @main.command()
 def strategies() -> None:
     """List the registered data-selection strategies, one line each."""
-    from raysweep.strategies import REGISTRY, NotImplementedStrategy
+    from raysweep.strategies import REGISTRY
 
     for name in sorted(REGISTRY):
-        s = REGISTRY[name]
-        tag = " (not implemented yet)" if isinstance(s, NotImplementedStrategy) else ""
-        click.echo(f"{name:18s} {s.summary}{tag}")
+        click.echo(f"{name:18s} {REGISTRY[name].summary}")
 
 
 @main.command()

@@ -281,13 +281,11 @@ class CompareConfig:
                 parse_freeze(name)
             except ConfigError as exc:
                 raise ConfigError(f"freeze[{i}]: {exc}") from None
-        from raysweep.strategies import REGISTRY, NotImplementedStrategy  # late: strategies import config
+        from raysweep.strategies import REGISTRY
 
         for i, name in enumerate(self.strategy):
             if name not in REGISTRY:
                 raise ConfigError(f"strategy[{i}]: unknown strategy {name!r} (known: {', '.join(sorted(REGISTRY))})")
-            if isinstance(REGISTRY[name], NotImplementedStrategy):
-                raise ConfigError(f"strategy[{i}]: {name!r} is not implemented yet")
         for name in ("pool", "strategy", "fraction", "freeze"):
             values = getattr(self, name)
             _check(len(values) > 0, f"{name}: needs at least one value")

@@ -19,7 +19,6 @@ An artifact directory holds:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ import torch
 
 from raysweep.backbone import Backbone, Boundary, load_backbone, pad_ragged
 from raysweep.config import POOLINGS
+from raysweep.console import progress
+from raysweep.hashing import Digest, json_digest
 
 FORMAT_VERSION = 1  # bump when the artifact layout changes: old entries are then simply not found
 
@@ -46,18 +47,12 @@ RAY_MIN_ENCODE_ROWS = 1_000
 
 
 def texts_digest(texts: list[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        b = t.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()[:20]
+    return Digest().add_sized_texts(texts).hex(20)
 
 
 def activation_key(fingerprint: str, boundary: Boundary, texts: list[str]) -> str:
-    spec = json.dumps({"v": FORMAT_VERSION, "encoder": fingerprint, "boundary": dataclasses.asdict(boundary),
-                       "texts": texts_digest(texts)}, sort_keys=True)
-    return hashlib.sha256(spec.encode()).hexdigest()[:24]
+    return json_digest({"v": FORMAT_VERSION, "encoder": fingerprint, "boundary": dataclasses.asdict(boundary),
+                        "texts": texts_digest(texts)}, 24)
 
 
 @dataclass
@@ -137,11 +132,13 @@ def _compute_local(backbone: Backbone, texts: list[str], boundaries: list[Bounda
                    batch_size: int) -> list[list[np.ndarray]]:
     order = _by_length(texts)
     out = [[None] * len(texts) for _ in boundaries]
-    for start in range(0, len(texts), batch_size):
-        idx = order[start: start + batch_size]
-        for j, feats in enumerate(backbone.features_many([texts[i] for i in idx], boundaries)):
-            for i, f in zip(idx, feats):
-                out[j][i] = f
+    with progress(len(texts), "encoder pass") as bar:
+        for start in range(0, len(texts), batch_size):
+            idx = order[start: start + batch_size]
+            for j, feats in enumerate(backbone.features_many([texts[i] for i in idx], boundaries)):
+                for i, f in zip(idx, feats):
+                    out[j][i] = f
+            bar.update(len(idx))
     return out
 
 
@@ -172,11 +169,13 @@ def _compute_ray(encoder: str, texts: list[str], boundaries: list[Boundary], bat
         num_gpus=1 if gpus else 0,
     )
     out = [[None] * len(texts) for _ in boundaries]
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for j, b in enumerate(boundaries):
-            for row, data in zip(batch["row"], batch[f"data_{j}"]):
-                arr = np.frombuffer(data, dtype=np.float32)
-                out[j][int(row)] = arr.reshape(-1, hidden) if b.kind == "hidden" else arr
+    with progress(len(texts), "encoder pass") as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for j, b in enumerate(boundaries):
+                for row, data in zip(batch["row"], batch[f"data_{j}"]):
+                    arr = np.frombuffer(data, dtype=np.float32)
+                    out[j][int(row)] = arr.reshape(-1, hidden) if b.kind == "hidden" else arr
+            bar.update(len(batch["row"]))
     missing = sum(v is None for v in out[0])
     if missing:
         raise RuntimeError(f"activation cache: {missing} rows came back from Ray Data without features")

@@ -19,7 +19,6 @@ per chunk, so their results are identical and never depend on how the rows were 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -33,7 +32,9 @@ import torch
 from raysweep import strategies, train
 from raysweep.backbone import Classifier
 from raysweep.config import RecipeConfig, SelectionConfig, to_dict
+from raysweep.console import progress
 from raysweep.embed import Activations, load_activations
+from raysweep.hashing import Digest, json_digest
 from raysweep.strategies.diversity import gradient_embeddings
 
 FORMAT_VERSION = 1  # bump when what is stored changes: old entries are then simply not found
@@ -49,21 +50,17 @@ RAY_MIN_POOLED_ROWS = 500_000
 
 
 def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:24]
+    return json_digest(obj, 24)
 
 
 def array_digest(a: np.ndarray) -> str:
     a = np.ascontiguousarray(a)
-    return hashlib.sha256(f"{a.dtype}|{a.shape}|".encode() + a.tobytes()).hexdigest()[:20]
+    return Digest(f"{a.dtype}|{a.shape}|").add(a.tobytes()).hex(20)
 
 
 def state_digest(model: torch.nn.Module) -> str:
     """A hash of the model's parameters and buffers: scores are cached per model *state*."""
-    h = hashlib.sha256()
-    for key, tensor in model.state_dict().items():
-        h.update(key.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:20]
+    return Digest().add_tensors(model.state_dict()).hex(20)
 
 
 def _atomic_save(path: Path, write) -> None:
@@ -222,7 +219,7 @@ class PoolScorer:
         return {"job": np.asarray(batch["job"]), "pos": np.asarray(batch["pos"]), **out}
 
 
-def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int) -> list[dict[str, np.ndarray]]:
+def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None) -> list[dict[str, np.ndarray]]:
     """Score every job in one Ray Data pass (all jobs compute the same kinds of score)."""
     import pandas as pd
     import ray
@@ -264,6 +261,8 @@ def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int) -> list[dic
                     outs[j][key] = np.empty((len(jobs[j].rows), *batch[key].shape[1:]), dtype=np.float32)
                 outs[j][key][pos] = batch[key]
         seen[j][pos] = True
+        if bar is not None:
+            bar.update(len(pos))
     lost = sum(int((~s).sum()) for s in seen)
     if lost:
         raise RuntimeError(f"pool scoring: {lost} rows came back from Ray Data without scores")
@@ -312,19 +311,21 @@ def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_
     start = time.perf_counter()
     outs: dict[int, dict[str, np.ndarray]] = {}
     remote = []
-    if use_ray:
-        pooled = sum(len(m.rows) for _, m, _, _ in todo if not m.acts.boundary.ragged)
-        remote = [(i, m) for i, m, _, _ in todo if m.acts.boundary.ragged or pooled >= RAY_MIN_POOLED_ROWS]
-        # One pass per kind of score; in a sweep every job asks for the same kinds: one pass.
-        for kind in sorted({(m.base, m.mc_samples) for _, m in remote}):
-            group = [(i, m) for i, m in remote if (m.base, m.mc_samples) == kind]
-            outs.update(zip([i for i, _ in group], _score_ray([m for _, m in group], actors, block_rows)))
-    device = _device()
-    for i, m, _, _ in todo:
-        if i not in outs:
-            outs[i] = score_chunks(m.model.to(device), m.acts, m.rows, chunk_plan(m.acts, m.rows), m.base,
-                                   m.mc_samples, m.seed, device)
-            m.model.cpu()
+    with progress(sum(len(m.rows) for _, m, _, _ in todo), "scoring the pool") as bar:
+        if use_ray:
+            pooled = sum(len(m.rows) for _, m, _, _ in todo if not m.acts.boundary.ragged)
+            remote = [(i, m) for i, m, _, _ in todo if m.acts.boundary.ragged or pooled >= RAY_MIN_POOLED_ROWS]
+            # One pass per kind of score; in a sweep every job asks for the same kinds: one pass.
+            for kind in sorted({(m.base, m.mc_samples) for _, m in remote}):
+                group = [(i, m) for i, m in remote if (m.base, m.mc_samples) == kind]
+                outs.update(zip([i for i, _ in group], _score_ray([m for _, m in group], actors, block_rows, bar)))
+        device = _device()
+        for i, m, _, _ in todo:
+            if i not in outs:
+                outs[i] = score_chunks(m.model.to(device), m.acts, m.rows, chunk_plan(m.acts, m.rows), m.base,
+                                       m.mc_samples, m.seed, device)
+                m.model.cpu()
+                bar.update(len(m.rows))
     for i, m, base_path, mc_path in todo:
         out, scores = outs[i], results[i]
         if m.base:
@@ -356,11 +357,11 @@ def score_rows(model: Classifier, acts: Activations, rows: np.ndarray, base: boo
 # --------------------------------------------------------------------------- what a strategy sees
 
 
-def _job_for(needs: frozenset[str], model: Classifier, acts: Activations, pool: np.ndarray, labeled: np.ndarray,
+def _job_for(needs: frozenset[str], model: Classifier, acts: Activations, pool_rows: np.ndarray, labeled: np.ndarray,
              selection: SelectionConfig, seed: int) -> ScoringJob:
     # Pool and labeled rows in one job: SQBC and coreset need the labeled rows' embeddings, and
     # every strategy of a (freeze, seed) then reads the same cached entry.
-    rows = np.concatenate([np.asarray(pool, dtype=np.int64), np.asarray(labeled, dtype=np.int64)])
+    rows = np.concatenate([np.asarray(pool_rows, dtype=np.int64), np.asarray(labeled, dtype=np.int64)])
     return ScoringJob(model, acts, rows, base=bool(needs & BASE_NEEDS),
                       mc_samples=selection.mc_samples if "mc_probs" in needs else 0, seed=seed)
 
@@ -377,13 +378,13 @@ def _view(needs: frozenset[str], scores: Scores, n: int, labeled_labels: np.ndar
     return view
 
 
-def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool: np.ndarray, labeled: np.ndarray,
+def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool_rows: np.ndarray, labeled: np.ndarray,
               labeled_labels: np.ndarray, selection: SelectionConfig, seed: int,
               cache_dir: str | Path | None = None, use_ray: bool = False, log=None) -> strategies.PoolView:
-    """The `PoolView` a strategy with `needs` ranks `pool` (positions into acts) by."""
-    job = _job_for(needs, model, acts, pool, labeled, selection, seed)
+    """The `PoolView` a strategy with `needs` ranks `pool_rows` (positions into acts) by."""
+    job = _job_for(needs, model, acts, pool_rows, labeled, selection, seed)
     [scores] = score_many([job], cache_dir, use_ray, selection.actors, selection.batch_size, log)
-    return _view(needs, scores, len(pool), labeled_labels)
+    return _view(needs, scores, len(pool_rows), labeled_labels)
 
 
 # --------------------------------------------------------------------------- the sweep's shared pass
@@ -428,10 +429,10 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
         inp = inputs[freeze]
         model = trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe,
                               seed, inp.cache_dir)
-        scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool, inp.labeled, selection, seed))
+        scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool_rows, inp.labeled, selection, seed))
     cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
     scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log)
-    return {(f, s): _view(needs, sc, len(inputs[f].pool), inputs[f].train_labels[inputs[f].labeled])
+    return {(f, s): _view(needs, sc, len(inputs[f].pool_rows), inputs[f].train_labels[inputs[f].labeled])
             for (f, s), sc in zip(jobs, scores)}
 
 

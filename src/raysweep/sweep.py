@@ -18,7 +18,6 @@ strategies or seeds runs only the new cells.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -36,12 +35,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raysweep import augment, scoring, strategies
+from raysweep import augment, console, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.encoders import cache_home
+from raysweep.hashing import json_digest
+from raysweep.runtime import start_ray
 from raysweep.storage import Output, StorageError, refuse_credentials
 from raysweep.train import Cell, TrialInputs, run_trial
 
@@ -59,7 +60,7 @@ def fixed_digest(cfg: SweepConfig) -> str:
     """Hash of everything a cell's result depends on besides its own parameters."""
     fixed = {"data": to_dict(cfg.data), "split": to_dict(cfg.split), "recipe": to_dict(cfg.recipe),
              "encoder": {"max_length": cfg.encoder.max_length}}  # name and pooling are in each cell
-    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:12]
+    return json_digest(fixed, 12)
 
 
 def selection_settings(strategy: str, selection: SelectionConfig) -> dict:
@@ -80,7 +81,7 @@ def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str
         key["selection"] = settings
     if cell.pool != "real":  # an LLM pool's cell depends on the generated rows and their labels
         key["generated"] = generated
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(key, 16)
 
 
 def cell_ids(cfg: SweepConfig, cells: list[Cell], generated: str | None = None) -> list[str]:
@@ -205,7 +206,7 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
         "train_labels": splits.train["label"].to_numpy(),
         "val_labels": splits.val["label"].to_numpy(),
         "labeled": splits.labeled,
-        "pool": splits.unlabeled,
+        "pool_rows": splits.unlabeled,
         "num_classes": cfg.data.num_classes,
         "artifacts": artifacts,  # by Cell.variant (+ "|generated" for the LLM pools)
         "recipe": to_dict(cfg.recipe),
@@ -229,7 +230,7 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
     """
     if pool == "real":
         train_path, val_path = context["artifacts"][variant]
-        labels, rows = context["train_labels"], context["pool"]
+        labels, rows = context["train_labels"], context["pool_rows"]
     else:
         train_path, val_path = context["artifacts"][f"{variant}|generated"]
         extra = context["generated_labels"][pool]
@@ -237,7 +238,7 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
         labels = np.concatenate([context["train_labels"], extra])
         rows = np.arange(n_real, n_real + len(extra))
     return TrialInputs(train_labels=labels, val_labels=context["val_labels"],
-                       labeled=context["labeled"], pool=rows, train_acts=_activations(train_path),
+                       labeled=context["labeled"], pool_rows=rows, train_acts=_activations(train_path),
                        val_acts=_activations(val_path), num_classes=context["num_classes"],
                        cache_dir=context.get("cache_dir"))
 
@@ -407,7 +408,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
                    else cache_dir.parent / "generation" / cfg.name)
         generated = augment.reuse(cfg, gen_dir)
         if generated is None:
-            init_ray(address)
+            start_ray(address)
             generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray_data, log=log)
         else:
             log(f"generation: reusing {gen_dir} ({len(generated.rows)} rows)")
@@ -422,7 +423,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
 
     if todo:
-        init_ray(address)
+        start_ray(address)
         import ray
 
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
@@ -445,6 +446,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         res = cfg.resources
         several = len(cfg.encoders) * len(cfg.poolings) > 1
         names = {i: _trial_name(asdict(c), several) for c, i in todo}
+        bar = console.progress(len(todo), "trials", "trials")
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trainable, context=context, cells={i: asdict(c) for c, i in todo},
                                  output=out.spec, threads=max(1, int(res.cpus_per_trial))),
@@ -468,7 +470,8 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
                 storage_path=out.path("tune") if out.is_uri else str(out.local_dir / "tune"),
                 storage_filesystem=out.fs if out.is_uri else None,
                 failure_config=tune.FailureConfig(max_failures=3),  # a lost node retries its trials
-                verbose=1,
+                verbose=1,  # Tune's trial tables: in the log file when the CLI keeps one (console.py)
+                callbacks=[_trial_progress(bar)],
             ),
         )
         t0 = time.perf_counter()
@@ -486,6 +489,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
             with _environ(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", **dict.fromkeys(TUNE_COPIES)):
                 tuner.fit()
         finally:
+            bar.close()
             analysis_log.setLevel(level)
         log(f"ran {len(todo)} trials in {time.perf_counter() - t0:.2f} s")
 
@@ -524,12 +528,19 @@ def _environ(**values: str | None):
         put(before.items())
 
 
-def init_ray(address: str | None) -> None:
-    import ray
+def _trial_progress(bar):
+    """A Tune callback that moves the trials' progress bar as each trial ends (one class per
+    call: Tune is imported only when a sweep runs)."""
+    from ray.tune import Callback
 
-    if not ray.is_initialized():
-        # "local" starts a fresh Ray here; a bare init() would join any cluster on this machine.
-        ray.init(address=address or "local", configure_logging=False, log_to_driver=True)
+    class TrialProgress(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            bar.update(1)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            bar.update(1)
+
+    return TrialProgress()
 
 
 def cell_progress(cfg: SweepConfig, output: str | Path, now: float | None = None) -> dict[str, int]:

@@ -48,7 +48,7 @@ class TrialInputs:
     train_labels: np.ndarray  # labels of all train rows (labeled + unlabeled)
     val_labels: np.ndarray
     labeled: np.ndarray  # positions into train
-    pool: np.ndarray  # positions into train that may be added
+    pool_rows: np.ndarray  # positions into train that may be added (the cell's `pool` is where they come from)
     train_acts: Activations  # boundary features of all train rows
     val_acts: Activations
     num_classes: int
@@ -79,18 +79,18 @@ def select_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
     """
     selection = selection or SelectionConfig()
     strategy = strategies.get(cell.strategy).configure(selection)
-    pool = inputs.pool
-    n = rows_to_add(cell.fraction, len(inputs.labeled), len(pool))
-    if n == len(pool):  # no choice to make: every strategy adds the whole pool, no scoring needed
-        return np.sort(pool)
+    pool_rows = inputs.pool_rows
+    n = rows_to_add(cell.fraction, len(inputs.labeled), len(pool_rows))
+    if n == len(pool_rows):  # no choice to make: every strategy adds the whole pool, no scoring needed
+        return np.sort(pool_rows)
     rng = np.random.default_rng([cell.seed, 1])  # the selection stream
     if not strategy.needs or n == 0:
-        return np.sort(pool[strategy(strategies.PoolView(size=len(pool)), n, rng)])
+        return np.sort(pool_rows[strategy(strategies.PoolView(size=len(pool_rows)), n, rng)])
     if recipe is None:
         raise ValueError(f"strategy {cell.strategy!r} trains a model to score the pool: select_rows needs the recipe")
     acts, labels = inputs.train_acts, inputs.train_labels
     chosen = np.empty(0, dtype=np.int64)
-    remaining = pool
+    remaining = pool_rows
     for step in (len(s) for s in np.array_split(np.arange(n), min(selection.rounds, n))):
         rows = np.concatenate([inputs.labeled, np.sort(chosen)])  # the rows the trial itself would train on
         model = scoring.trained_model(acts, rows, labels[rows], inputs.num_classes, recipe, cell.seed, inputs.cache_dir)

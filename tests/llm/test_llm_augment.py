@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raysweep import augment, sweep
+from raysweep import augment, runtime, sweep
 from raysweep.config import ConfigError, load_sweep
 from raysweep.embed import load_activations
 from raysweep.train import build_model, fit, predict_proba
@@ -71,17 +71,17 @@ def test_the_llm_and_teacher_sections_are_validated(tmp_path):
 def test_an_llm_pool_trains_on_real_rows_then_generated_rows_with_the_pools_labels(monkeypatch):
     monkeypatch.setattr(sweep, "_activations", lambda path: path)  # the artifact paths stand in for features
     context = {"train_labels": np.array([0, 1, 2, 3, 4, 0]), "val_labels": np.array([1]), "labeled": np.array([0, 2]),
-               "pool": np.array([1, 3, 4, 5]), "num_classes": 5,
+               "pool_rows": np.array([1, 3, 4, 5]), "num_classes": 5,
                "artifacts": {"m|pooler|last-linear": ("train", "val"),
                              "m|pooler|last-linear|generated": ("train+gen", "val")},
                "generated_labels": {"llm": np.array([4, 4, 3]), "llm_teacher": np.array([0, 4, 2])}}
     real = sweep.trial_inputs(context, "m|pooler|last-linear")
-    assert real.train_acts == "train" and real.pool.tolist() == [1, 3, 4, 5]
+    assert real.train_acts == "train" and real.pool_rows.tolist() == [1, 3, 4, 5]
     assert real.train_labels.tolist() == [0, 1, 2, 3, 4, 0]
     for pool, tail in [("llm", [4, 4, 3]), ("llm_teacher", [0, 4, 2])]:
         inp = sweep.trial_inputs(context, "m|pooler|last-linear", pool)
         assert inp.train_acts == "train+gen" and inp.val_acts == "val"
-        assert inp.pool.tolist() == [6, 7, 8] and inp.labeled.tolist() == [0, 2]
+        assert inp.pool_rows.tolist() == [6, 7, 8] and inp.labeled.tolist() == [0, 2]
         assert inp.train_labels.tolist() == [0, 1, 2, 3, 4, 0, *tail]
 
 
@@ -150,7 +150,7 @@ def test_generate_relabels_with_the_teacher_and_reuses_a_complete_directory(
 
     from raysweep.cli import main
     started = []
-    monkeypatch.setattr(sweep, "init_ray", started.append)
+    monkeypatch.setattr(runtime, "start_ray", started.append)
     out = CliRunner().invoke(main, ["generate", str(tmp_path / "gen.yaml"), "--output", str(gen_dir)])
     assert out.exit_code == 0, out.output
     assert started == []  # nothing to generate or relabel: no Ray started for it

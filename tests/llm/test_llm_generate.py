@@ -26,6 +26,7 @@ def served_ids(server) -> list[int]:
     return [int(call) for call in server.calls_served()]
 
 
+@pytest.mark.slow  # starts Ray
 def test_a_run_recovers_what_it_can_removes_duplicates_and_leaks_and_resumes_for_free(
         ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     server = fake_openai(script=[
@@ -77,6 +78,7 @@ def test_a_run_recovers_what_it_can_removes_duplicates_and_leaks_and_resumes_for
     pd.testing.assert_frame_equal(more.rows.head(20), result.rows)
 
 
+@pytest.mark.slow  # starts Ray
 def test_resume_after_a_torn_store_asks_only_for_the_missing_calls(
         ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     server = fake_openai(rows_per_reply=5)
@@ -120,6 +122,7 @@ def _actor_pids(title: bytes = b"ray::Generator") -> list[int]:
     return pids
 
 
+@pytest.mark.slow  # starts Ray
 def test_an_actor_killed_during_a_call_is_replaced_and_its_call_asked_again(
         ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     def kill_the_caller(number, request):
@@ -137,6 +140,7 @@ def test_an_actor_killed_during_a_call_is_replaced_and_its_call_asked_again(
     assert sorted(stored_ids(tmp_path)) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # starts Ray
 def test_a_fatal_error_stops_the_run_in_one_line_and_keeps_what_was_paid(
         ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     server = fake_openai(script=[Reply()],
@@ -149,6 +153,7 @@ def test_a_fatal_error_stops_the_run_in_one_line_and_keeps_what_was_paid(
     assert stored_ids(tmp_path) == [0]
 
 
+@pytest.mark.slow  # starts Ray
 def test_a_dead_limiter_ends_the_run_in_one_line(ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     def kill_the_limiter(number, request):
         if number == 0:
@@ -163,6 +168,7 @@ def test_a_dead_limiter_ends_the_run_in_one_line(ray_local, fake_openai, llm_cfg
     assert len(server.arrivals) == 1
 
 
+@pytest.mark.slow  # starts Ray
 def test_calls_that_keep_failing_end_the_run_with_what_to_do(
         ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     server = fake_openai(default=Reply(status=503))
@@ -171,6 +177,7 @@ def test_calls_that_keep_failing_end_the_run_with_what_to_do(
         generate(llm_cfg(server.base_url, retries=1), examples, val_texts, tmp_path)
 
 
+@pytest.mark.slow  # starts Ray
 def test_a_model_that_gives_nothing_usable_is_not_asked_forever(
         ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     server = fake_openai(default=Reply(content="I am a language model and cannot do that."))
@@ -190,6 +197,7 @@ def test_a_store_made_for_another_config_is_refused_before_any_call(fake_openai,
     assert server.arrivals == []
 
 
+@pytest.mark.slow  # starts Ray
 def test_several_actors_stay_within_the_shared_limits(ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     server = fake_openai(requests_per_minute=300, burst_seconds=1, rows_per_reply=5, default=Reply(delay=0.05))
     cfg = llm_cfg(server.base_url, n_rows=60, concurrency=4,

@@ -173,6 +173,7 @@ def test_it_admits_all_the_limit_allows_when_the_burst_holds_the_calls_in_flight
     assert allowed - 4 * 1500 <= used <= allowed
 
 
+@pytest.mark.slow  # starts Ray
 def test_the_limiter_as_a_ray_actor_and_a_clear_error_when_it_dies(ray_local):
     actor = RateLimiterActor.remote(60, 0, 1.0, 1.0)  # one request at a time, one per second
     assert call(actor, "acquire", 0) == (0.0, -1)

@@ -36,7 +36,7 @@ def acts(tiny_bert, tmp_path_factory):
 
 def inputs_for(acts, freeze, cache_dir=None):
     return TrialInputs(train_labels=np.arange(36) % 5, val_labels=np.arange(12) % 5,
-                       labeled=np.arange(0, 36, 4), pool=np.setdiff1d(np.arange(36), np.arange(0, 36, 4)),
+                       labeled=np.arange(0, 36, 4), pool_rows=np.setdiff1d(np.arange(36), np.arange(0, 36, 4)),
                        train_acts=acts[freeze], val_acts=acts[freeze], num_classes=5,
                        cache_dir=None if cache_dir is None else str(cache_dir))
 
@@ -113,7 +113,7 @@ def test_models_and_scores_are_cached_per_state_and_rows(acts, tmp_path, monkeyp
 @pytest.mark.parametrize("name", sorted(strategies.REGISTRY))
 def test_a_trial_never_adds_a_labeled_row(acts, name, tmp_path):
     inp = inputs_for(acts, "pooler", tmp_path)
-    pool = set(inp.pool.tolist())
+    pool = set(inp.pool_rows.tolist())
     for fraction, n in ((0, 0), (1, 9), (2, 18), (3, 27), (4, 27)):
         added = select_rows(Cell("real", name, fraction, "pooler", 0), inp, RECIPE, SELECTION)
         assert len(added) == n and len(set(added.tolist())) == n
@@ -141,10 +141,10 @@ def test_fractions_and_strategies_of_a_freeze_and_seed_share_one_model(acts, tmp
 def test_entropy_adds_the_rows_its_model_is_least_sure_of(acts):
     inp = inputs_for(acts, "last-linear")
     model = model_for(acts, "last-linear")
-    probs = train.predict_proba(model, inp.train_acts, inp.pool)
+    probs = train.predict_proba(model, inp.train_acts, inp.pool_rows)
     ent = np.array([stats.entropy(p) for p in probs])
     added = select_rows(Cell("real", "entropy", 1, "last-linear", 0), inp, RECIPE, SELECTION)
-    assert set(added.tolist()) == set(inp.pool[np.argsort(-ent)[:9]].tolist())
+    assert set(added.tolist()) == set(inp.pool_rows[np.argsort(-ent)[:9]].tolist())
 
 
 def test_multi_round_retrains_on_what_it_acquired(acts, tmp_path, monkeypatch):
@@ -172,7 +172,7 @@ def test_each_round_takes_the_top_of_a_model_trained_on_everything_so_far(acts):
     first = select_rows(Cell("real", "entropy", 1, "pooler", 0), inp, RECIPE, SelectionConfig(rounds=1))
     second = np.setdiff1d(added, first)
     assert len(second) == 9
-    remaining, rows = inp.pool, inp.labeled
+    remaining, rows = inp.pool_rows, inp.labeled
     for picks in (first, second):
         model = train.build_model(inp.train_acts, 5, RECIPE, 0)
         train.fit(model, inp.train_acts, rows, inp.train_labels[rows], RECIPE, 0)

@@ -28,6 +28,7 @@ import pandas as pd
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from raysweep.console import progress
 from raysweep.errors import RaysweepError
 from raysweep.llm.client import GeneratorActor, one_line
 from raysweep.llm.config import (EMBEDDED_MODEL, OPENAI_URL, KeyRoute, LLMConfig, endpoint_host,
@@ -39,6 +40,7 @@ from raysweep.llm.prompt import (DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messa
                                  examples_digest, template_digest)
 from raysweep.llm.server import ServerError, embedded_server, response_format_for
 from raysweep.llm.store import STORE_NAME, ResponseStore, StoreError, check_setup, cost_usd, totals
+from raysweep.runtime import start_ray, stop_ray
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +311,13 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         store.append(record)  # on disk before anything parses it
         records[record["request_id"]] = record
         new_records.append(record)
+        bar.update(1)
 
     with ExitStack() as stack:
+        # In calls, the number needed if every sample were kept: parse failures and duplicates
+        # may take more (up to the budget), which the bar then counts past its end.
+        needed = -(-max(0, cfg.n_rows - len(state.kept)) // endpoint.samples_per_call)
+        bar = stack.enter_context(progress(min(needed, max(0, budget - len(records))), "LLM calls", "calls"))
         pool = None
         while True:
             ids = plan_calls(set(records), len(state.kept), cfg.n_rows, endpoint.samples_per_call, budget)
@@ -375,10 +382,7 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
 def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int,
             say: Callable[[str], None]) -> Iterator[GeneratorPool]:
     """Ray (if nobody started it), the endpoint, the shared limiter and the generator pool."""
-    started_ray = False
-    if not ray.is_initialized():
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-        started_ray = True
+    started_ray = start_ray()  # the caller's Ray if it started one (raysweep run / generate)
     limiter = pool = None
     try:
         with running(endpoint, cfg, out_dir) as live:
@@ -410,7 +414,7 @@ def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int,
         if limiter is not None:
             ray.kill(limiter)
         if started_ray:
-            ray.shutdown()
+            stop_ray()
 
 
 def _write_logs(out_dir: Path, state: _State) -> None:

@@ -8,7 +8,6 @@ matches the config.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from string import Template
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from raysweep.config import ConfigError
+from raysweep.hashing import json_digest, text_digest
 
 SST5_CLASS_NAMES = ("very negative", "negative", "neutral", "positive", "very positive")
 
@@ -70,13 +70,13 @@ def build_messages(template: str, n: int, examples: pd.DataFrame, per_class: int
 
 
 def template_digest(template: str) -> str:
-    return hashlib.sha256(template.encode()).hexdigest()[:16]
+    return text_digest(template, 16)
 
 
 def examples_digest(examples: pd.DataFrame) -> str:
     """Which real rows the prompts draw from: another labeled split means other prompts."""
     pairs = sorted(zip(examples["text"].astype(str), examples["label"].astype(int), strict=True))
-    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()[:16]
+    return json_digest(pairs, 16, ascii_only=False)
 
 
 def check_examples(examples: pd.DataFrame, num_classes: int) -> None:

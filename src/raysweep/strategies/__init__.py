@@ -100,22 +100,11 @@ class RankingStrategy(Strategy):
         return np.lexsort((tie, -scores))[:n]
 
 
-class NotImplementedStrategy(Strategy):
-    """A name the study uses that a later issue implements; the config rejects it clearly."""
-
-    def __init__(self, name: str, summary: str):
-        self.name = name  # type: ignore[misc]
-        self.summary = summary  # type: ignore[misc]
-
-    def select(self, view, n, rng):
-        raise NotImplementedError(f"strategy {self.name!r} is not implemented yet")
-
-
 REGISTRY: dict[str, Strategy] = {}
 
 
 def register(strategy: Strategy) -> Strategy:
-    if strategy.name in REGISTRY and not isinstance(REGISTRY[strategy.name], NotImplementedStrategy):
+    if strategy.name in REGISTRY:
         raise ValueError(f"strategy {strategy.name!r} is registered twice")
     REGISTRY[strategy.name] = strategy
     return strategy
