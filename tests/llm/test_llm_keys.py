@@ -135,6 +135,7 @@ def test_a_key_the_generator_cannot_find_fails_each_call_in_one_line_before_any_
     assert server.arrivals == []
 
 
+@pytest.mark.slow  # starts a local Ray
 def test_the_key_does_not_travel_through_ray(ray_local, env, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     """The session's Ray started before the key was set, so its workers lack it; the key is not
     shipped to them either (it was, in a runtime_env that Ray logs), so every call stops at once."""
