@@ -236,7 +236,6 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
         raise JobError(str(exc)) from None
     for label, value in [("--output", output), *(("--set", o.partition("=")[2]) for o in overrides)]:
         refuse_credentials(value, label, "Ray would show in the job's entrypoint and metadata")
-    key = cfg.llm.key_route()
     project = find_project(sweep)
     sweep_rel = sweep.resolve().relative_to(project)
     if _ignored(project, project / sweep_rel):
@@ -248,7 +247,7 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
     metadata = {"sweep": str(sweep_rel)}
     if output:
         metadata["output"] = output
-    env = runtime_env(project, env_keys, key.env if key else None)
+    env = runtime_env(project, env_keys, cfg.llm.api_key_env)
     deadline = time.monotonic() + AGENT_WAIT_S
     while True:
         try:

@@ -44,12 +44,13 @@ def test_a_base_url_must_name_its_key_or_say_it_needs_none():
     assert load_llm_config({"base_url": "http://10.0.0.1:8000/v1", "api_key_env": "MY_KEY"}).key_route() == KeyRoute(env="MY_KEY")
     assert load_llm_config({}).key_route() == KeyRoute(env="OPENAI_API_KEY")
     assert load_llm_config({"api_key_file": "~/k"}).key_route() == KeyRoute(file="~/k")
+    # The file wins: `--set llm.api_key_file=...` on a sweep file that names a variable.
+    assert load_llm_config({"api_key_env": "K", "api_key_file": "~/k"}).key_route() == KeyRoute(file="~/k")
 
 
 @pytest.mark.parametrize("data, message", [
     ({"base_url": f"http://user:{SENTINEL}@10.0.0.1/v1", "api_key_env": "none"}, "llm.base_url: holds a credential"),
     ({"base_url": f"https://x.example/v1?api-key={SENTINEL}", "api_key_env": "none"}, "llm.base_url: holds a credential"),
-    ({"api_key_env": "K", "api_key_file": "/k"}, "llm.api_key_file: give api_key_env or api_key_file, not both"),
     ({"api_key_env": SENTINEL}, "llm.api_key_env: is not an environment variable name"),
 ])
 def test_a_credential_in_the_config_is_refused(data, message):

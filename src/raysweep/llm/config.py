@@ -163,8 +163,9 @@ class LLMConfig:
     # The variable holding the key; the key never goes in a file. None: OPENAI_API_KEY, sent to
     # OpenAI only, so a `base_url` must name its own variable, or "none" when it needs no key.
     api_key_env: str | None = None
-    # Instead: a file holding the key (mode 0600), read on each machine that makes calls; the
-    # route for a cluster, whose nodes get it through cluster.yaml's file_mounts (docs/cluster.md).
+    # A file holding the key (mode 0600), read on each machine that makes calls, instead of
+    # api_key_env when given: the route for a cluster, whose nodes get it through cluster.yaml's
+    # file_mounts (docs/cluster.md), and `--set` on a sweep file that names a variable.
     api_key_file: str | None = None
     n_rows: int = 1000  # generated rows to keep, after parse failures, duplicates and leaks
     samples_per_call: int = 100  # "generate N samples", as in the study
@@ -200,8 +201,6 @@ class LLMConfig:
         _check(self.api_key_env is None or self.api_key_env.isidentifier(),
                "api_key_env: is not an environment variable name (name the variable that holds the key; "
                "the key itself never goes here, and is not repeated in this message)")
-        _check(not (self.api_key_env and self.api_key_file),
-               "api_key_file: give api_key_env or api_key_file, not both")
         _check(self.api_key_file is None or bool(self.api_key_file.strip()), "api_key_file: must not be empty")
         _check(self.base_url is None or self.api_key_env is not None or self.api_key_file is not None,
                f"base_url: say which variable holds the key for {endpoint_host(self.base_url or '')} "
