@@ -100,11 +100,12 @@ def main() -> None:
 @_verbosity_options
 def run(sweep_file, output, overrides, address, retry_failed, verbose, quiet) -> None:
     """Run every cell of SWEEP_FILE not yet finished in OUTPUT and write OUTPUT/trials.csv."""
-    from raysweep.sweep import run_sweep
+    from raysweep.sweep import check_output, run_sweep
 
     verbosity = _verbosity(verbose, quiet)
     try:
         cfg = load_sweep(sweep_file, overrides)  # before the log file: bad input is one line, nothing written
+        check_output(output)
         with _logged("run", output, cfg.name, verbosity, address):
             table = run_sweep(cfg, output, address=address, retry_failed=retry_failed, log=console.line)
     except RaysweepError as exc:

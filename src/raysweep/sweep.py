@@ -375,11 +375,9 @@ def _tune_trainable(config: dict, context: dict, cells: dict, output: str, threa
 # --------------------------------------------------------------------------- running
 
 
-def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, retry_failed: bool = False,
-              use_ray_data: bool = True, log=print) -> pd.DataFrame:
-    """Run every cell of `cfg` not yet finished in `output`; write and return trials.csv."""
-    from ray import tune
-
+def check_output(output: str | Path) -> None:
+    """Refuse an output whose credentials a run would leak (a StorageError, one line), before any
+    work: the CLI calls it before it opens the run's log file, run_sweep again for library users."""
     # Tune pickles its storage filesystem, keys and all, into tuner.pkl and its state files.
     refuse_credentials(str(output), "output", "Tune would write into its experiment state (tuner.pkl)")
     copied = [name for name in TUNE_COPIES if os.environ.get(name)]
@@ -388,6 +386,14 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
                            "every trial's runtime environment, which Ray logs in clear; put the keys in "
                            "~/.aws/credentials (AWS_PROFILE picks a profile) or use an instance profile "
                            "(docs/cluster.md#secrets)")
+
+
+def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, retry_failed: bool = False,
+              use_ray_data: bool = True, log=print) -> pd.DataFrame:
+    """Run every cell of `cfg` not yet finished in `output`; write and return trials.csv."""
+    from ray import tune
+
+    check_output(output)
     out = Output(output)
     out.mkdir("cells")
     out.write_text("sweep.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
