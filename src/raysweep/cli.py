@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -9,10 +10,24 @@ import click
 from raysweep.config import load_sweep
 from raysweep.errors import RaysweepError
 
+# Exit codes: 2 bad input (nothing was done), 3 a run that finished with failed cells.
+EXIT_BAD_INPUT = 2
+EXIT_FAILED_CELLS = 3
+FIRST_ERRORS = 3  # failed cells whose error a run prints; trials.csv holds them all
+
 
 def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
+    for line in str(exc).splitlines() or [type(exc).__name__]:  # a preflight lists every problem, one a line
+        click.echo(f"error: {line}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _load_checked(sweep_file, overrides, **kwargs):
+    """The sweep, checked against its data, encoders and machine before any work (raysweep.preflight)."""
+    from raysweep.preflight import preflight
+
+    cfg = load_sweep(sweep_file, overrides)
+    return cfg, preflight(cfg, where=str(sweep_file), **kwargs)
 
 
 @click.group()
@@ -33,7 +48,7 @@ def run(sweep_file, output, overrides, address, retry_failed) -> None:
     from raysweep.sweep import run_sweep
 
     try:
-        cfg = load_sweep(sweep_file, overrides)
+        cfg, _ = _load_checked(sweep_file, overrides, address=address)
         table = run_sweep(cfg, output, address=address, retry_failed=retry_failed)
     except RaysweepError as exc:
         _fail(exc)
@@ -44,6 +59,15 @@ def run(sweep_file, output, overrides, address, retry_failed) -> None:
             keys = [k for k in ("encoder", "pooling", "pool", "strategy", "freeze") if ok[k].nunique() > 1]
             summary = ok.groupby([*keys, "fraction"])["val_accuracy"].agg(["mean", "std", "count"])
             click.echo(summary.rename(columns={"count": "seeds"}).round(4).to_string())
+        failed = table[table["status"] == "failed"]
+        if len(failed):
+            # A script (or CI) must see that cells failed: exit non-zero, with the first few errors.
+            click.echo(f"error: {len(failed)} of {len(table)} cells failed; the first:", err=True)
+            for row in failed.head(FIRST_ERRORS).itertuples():
+                click.echo(f"  {row.cell_id} ({row.pool} {row.strategy} {row.freeze} x{row.fraction:g} "
+                           f"seed {row.seed}): {row.error}", err=True)
+            click.echo("  (all errors: the `error` column of trials.csv; --retry-failed runs them again)", err=True)
+            sys.exit(EXIT_FAILED_CELLS)
 
 
 @main.command()
@@ -64,7 +88,7 @@ def generate(sweep_file, output, overrides, address) -> None:
     from raysweep.sweep import init_ray
 
     try:
-        cfg = load_sweep(sweep_file, overrides)
+        cfg, _ = _load_checked(sweep_file, overrides, address=address)
         cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else Path(output).resolve() / "cache"
         if reuse(cfg, Path(output).resolve()) is None:  # a complete directory needs no Ray
             init_ray(address)
@@ -82,16 +106,43 @@ def generate(sweep_file, output, overrides, address) -> None:
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
-def check(sweep_file, overrides) -> None:
-    """Validate SWEEP_FILE and print its cells without running anything."""
-    from raysweep.sweep import expand
-
+@click.option("--output", "-o", default=None, help="Also count the cells already done in this results directory or URI.")
+@click.option("--address", default=None, help="Check the resources against this cluster (default: this machine).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (for scripts).")
+def check(sweep_file, overrides, output, address, as_json) -> None:
+    """Validate SWEEP_FILE against its data, encoders and machine, and print its grid without running anything."""
     try:
-        cfg = load_sweep(sweep_file, overrides)
+        _, plan = _load_checked(sweep_file, overrides, address=address, output=output)
     except RaysweepError as exc:
+        if as_json:
+            problems = getattr(exc, "problems", None) or [str(exc)]
+            click.echo(json.dumps({"sweep": str(sweep_file), "valid": False, "problems": problems}))
+            sys.exit(EXIT_BAD_INPUT)
         _fail(exc)
-    cells = expand(cfg)
-    click.echo(f"{sweep_file}: valid, {len(cells)} cells")
+    if as_json:
+        click.echo(json.dumps(plan.to_json(str(sweep_file)), indent=1))
+        return
+    click.echo(f"{sweep_file}: valid, {len(plan.cells)} cells" + (f"; {plan.data}" if plan.data else ""))
+    for name, values in plan.by_value().items():
+        # One line per compared parameter: each value's cells (and, with --output, how many are done).
+        shown = [f"{v} {c['cells']}" + (f" ({c['done']} done)" if plan.status is not None else "")
+                 for v, c in values.items()]
+        click.echo(f"  {name:9s} " + ", ".join(shown))
+    for pool in sorted(plan.pool_sizes):
+        if pool not in {c.pool for c in plan.cells}:
+            continue
+        adds = []
+        for f in sorted({c.fraction for c in plan.cells}):
+            rows, capped = plan.adds(f, pool)
+            adds.append(f"x{f:g} {rows}" + (" (capped: the whole pool)" if capped else ""))
+        click.echo(f"  rows added from {pool} (pool {plan.pool_sizes[pool]}, labeled {plan.n_labeled}): "
+                   + ", ".join(adds))
+    if plan.status is not None:
+        s = plan.to_json(str(sweep_file))["status"]
+        click.echo(f"  in {output}: {s['done']} done, {s['failed']} failed, {s['running']} running, "
+                   f"{s['pending']} to run")
+    for note in plan.notes:
+        click.echo(f"  note: {note}")
 
 
 @main.command()
@@ -149,6 +200,7 @@ def submit(sweep_file, address, output, overrides, env_keys) -> None:
 
     address = address or jobs.DEFAULT_ADDRESS
     try:
+        _load_checked(sweep_file, overrides, remote=True)  # the cluster's resources: cluster.capacity at merge
         job_id = jobs.submit(sweep_file, address, output, overrides, env_keys)
     except RaysweepError as exc:
         _fail(exc)

@@ -263,4 +263,4 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     try:
         return from_dict(SweepConfig, data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError("\n".join(f"{path}: {line}" for line in str(exc).splitlines())) from None

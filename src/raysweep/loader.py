@@ -33,7 +33,7 @@ MAX_YAML_BYTES = 256 * 1024
 
 
 class ConfigError(RaysweepError, ValueError):
-    """A sweep file or override that does not validate; the message names the key path."""
+    """A sweep file or override that does not validate: one line per problem, each naming its key path."""
 
 
 def require(cond: bool, message: str) -> None:
@@ -199,14 +199,19 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {describe(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for key, value in data.items():
+    kwargs, errors = {}, []
+    for key, value in data.items():  # every bad key is reported, not only the first
         sub = f"{path}.{key}" if path else str(key)
         name = str(key).replace("-", "_")
-        if name not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"{sub}: unknown key (known keys here: {known})")
-        kwargs[name] = _coerce(hints[name], value, sub)
+        try:
+            if name not in fields:
+                known = ", ".join(sorted(fields))
+                raise ConfigError(f"{sub}: unknown key (known keys here: {known})")
+            kwargs[name] = _coerce(hints[name], value, sub)
+        except ConfigError as exc:
+            errors.extend(str(exc).splitlines())
+    if errors:  # one line each; a section's cross-field rules wait until its keys are right
+        raise ConfigError("\n".join(errors))
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if check is not None:
