@@ -70,8 +70,29 @@ _SafeLoader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != 
 _SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
+# Flow brackets ([ {) open at once. PyYAML's scanner re-checks every open level at each token, so
+# 100,000 of them took seconds before failing; a sweep file nests three or four.
+MAX_FLOW_DEPTH = 100
+
+
+def _flow_depth_exceeded(text: str) -> bool:
+    """Whether `text` opens more than MAX_FLOW_DEPTH brackets at once (quotes ignored: a
+    sweep's strings do not hold a hundred brackets)."""
+    depth = 0
+    for c in text:
+        if c in "[{":
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                return True
+        elif c in "]}" and depth:
+            depth -= 1
+    return False
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """The value of YAML `text`; a ConfigError starting with `where` if it cannot be read safely."""
+    if _flow_depth_exceeded(text):
+        raise ConfigError(f"{where}: nested more than {MAX_FLOW_DEPTH} levels deep, not a sweep file")
     try:
         return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - _SafeLoader is a SafeLoader
     except _AliasRefused as exc:
@@ -83,7 +104,7 @@ def parse_yaml(text: str, where: str) -> Any:
         problem = " ".join(str(getattr(exc, "problem", "") or "").split())
         raise ConfigError(f"{where}:{line} is not valid YAML" + (f" ({problem})" if problem else "")) from None
     except RecursionError:
-        raise ConfigError(f"{where}: nested too deeply to be a sweep file") from None
+        raise ConfigError(f"{where}: nested too deeply, not a sweep file") from None
 
 
 def read_yaml_file(path: str | Path) -> Any:
