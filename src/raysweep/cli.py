@@ -122,27 +122,8 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
     if as_json:
         click.echo(json.dumps(plan.to_json(str(sweep_file)), indent=1))
         return
-    click.echo(f"{sweep_file}: valid, {len(plan.cells)} cells" + (f"; {plan.data}" if plan.data else ""))
-    for name, values in plan.by_value().items():
-        # One line per compared parameter: each value's cells (and, with --output, how many are done).
-        shown = [f"{v} {c['cells']}" + (f" ({c['done']} done)" if plan.status is not None else "")
-                 for v, c in values.items()]
-        click.echo(f"  {name:9s} " + ", ".join(shown))
-    for pool in sorted(plan.pool_sizes):
-        if pool not in {c.pool for c in plan.cells}:
-            continue
-        adds = []
-        for f in sorted({c.fraction for c in plan.cells}):
-            rows, capped = plan.adds(f, pool)
-            adds.append(f"x{f:g} {rows}" + (" (capped: the whole pool)" if capped else ""))
-        click.echo(f"  rows added from {pool} (pool {plan.pool_sizes[pool]}, labeled {plan.n_labeled}): "
-                   + ", ".join(adds))
-    if plan.status is not None:
-        s = plan.to_json(str(sweep_file))["status"]
-        click.echo(f"  in {output}: {s['done']} done, {s['failed']} failed, {s['running']} running, "
-                   f"{s['pending']} to run")
-    for note in plan.notes:
-        click.echo(f"  note: {note}")
+    for line in plan.lines(str(sweep_file), output):
+        click.echo(line)
 
 
 @main.command()

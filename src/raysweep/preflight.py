@@ -65,17 +65,47 @@ class Plan:
                     counts["done"] += self.status[i] == "ok"
         return {name: {v: dict(c) for v, c in values.items()} for name, values in out.items()}
 
-    def to_json(self, sweep: str) -> dict:
+    def added_rows(self) -> list[dict]:
+        """Per pool of the grid and fraction: the rows a cell adds, and whether the pool capped them."""
         fractions = sorted({c.fraction for c in self.cells})
-        pools = sorted({c.pool for c in self.cells})
+        pools = sorted({c.pool for c in self.cells} & set(self.pool_sizes))
+        return [dict(zip(("fraction", "pool", "rows", "capped"), (f, p, *self.adds(f, p))))
+                for p in pools for f in fractions]
+
+    def status_counts(self) -> dict[str, int] | None:
+        if self.status is None:
+            return None
+        return {k: self.status.count(v) for k, v in
+                (("done", "ok"), ("failed", "failed"), ("running", "running"), ("pending", None))}
+
+    def to_json(self, sweep: str) -> dict:
         out = {"sweep": sweep, "valid": True, "cells": len(self.cells), "data": self.data,
-               "labeled": self.n_labeled, "pools": self.pool_sizes,
-               "fractions": [{"fraction": f, "pool": p, "rows": self.adds(f, p)[0], "capped": self.adds(f, p)[1]}
-                             for p in pools for f in fractions],
+               "labeled": self.n_labeled, "pools": self.pool_sizes, "fractions": self.added_rows(),
                "by": self.by_value(), "notes": self.notes}
         if self.status is not None:
-            out["status"] = {k: self.status.count(v) for k, v in
-                             (("done", "ok"), ("failed", "failed"), ("running", "running"), ("pending", None))}
+            out["status"] = self.status_counts()
+        return out
+
+    def lines(self, sweep: str, output: str | None = None) -> list[str]:
+        """What `raysweep check` prints: the grid by compared value, the rows each fraction adds,
+        the cells already done in `output`."""
+        out = [f"{sweep}: valid, {len(self.cells)} cells" + (f"; {self.data}" if self.data else "")]
+        for name, values in self.by_value().items():
+            shown = [f"{v} {c['cells']}" + (f" ({c['done']} done)" if self.status is not None else "")
+                     for v, c in values.items()]
+            out.append(f"  {name:9s} " + ", ".join(shown))
+        by_pool: dict[str, list[str]] = {}
+        for a in self.added_rows():
+            by_pool.setdefault(a["pool"], []).append(
+                f"x{a['fraction']:g} {a['rows']}" + (" (capped: the whole pool)" if a["capped"] else ""))
+        for pool, adds in by_pool.items():
+            out.append(f"  rows added from {pool} (pool {self.pool_sizes[pool]}, labeled {self.n_labeled}): "
+                       + ", ".join(adds))
+        if self.status is not None:
+            s = self.status_counts()
+            out.append(f"  in {output}: {s['done']} done, {s['failed']} failed, {s['running']} running, "
+                       f"{s['pending']} to run")
+        out.extend(f"  note: {note}" for note in self.notes)
         return out
 
 
