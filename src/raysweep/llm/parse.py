@@ -46,6 +46,10 @@ FAILURES = {
 TEXT_KEYS = ("sentence", "text", "review", "sample", "content")
 LABEL_KEYS = ("label", "sentiment", "class", "score", "rating")
 
+# A reply of pairs nests three levels ([ [ ... ] ]), four when wrapped in an object. Far deeper is
+# no reply of samples, and scanning or decoding it would only cost time (or the stack).
+MAX_DEPTH = 32
+
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|$)", re.DOTALL)
 _INT = re.compile(r"^\s*(-?\d{1,9})\s*$")
 _LEADING_INT = re.compile(r"^\s*(-?\d{1,9})\b")
@@ -111,7 +115,11 @@ def _decode(content: str, out: ParsedReply):
         out.fail("not_json", content)
         return None
     start = min(starts)
-    closed_at, cut_at, open_stack = _scan(text, start)
+    try:
+        closed_at, cut_at, open_stack = _scan(text, start)
+    except _TooDeep:
+        out.fail("not_json", content)
+        return None
     if closed_at is not None:
         body = text[start:closed_at]
         if (text[:start].strip() or text[closed_at:].strip()) and not fence:
@@ -145,6 +153,10 @@ def _decode(content: str, out: ParsedReply):
     return value
 
 
+class _TooDeep(Exception):
+    pass
+
+
 def _scan(text: str, start: int):
     """Walk the JSON from `start`, aware of strings.
 
@@ -170,6 +182,8 @@ def _scan(text: str, start: int):
             quote = c
         elif c in "[{":
             stack.append(c)
+            if len(stack) > MAX_DEPTH:
+                raise _TooDeep
         elif c in "]}":
             stack.pop()
             if not stack:
