@@ -225,6 +225,10 @@ def test_check_prints_the_grid_and_json(tmp_path):
     assert doc["by"]["freeze"] == {"last-linear": {"cells": 3, "done": 1}, "pooler": {"cells": 3, "done": 0}}
     assert {"fraction": 5.0, "pool": "real", "rows": 15, "capped": True} in doc["fractions"]
 
+    # The largest finite fraction is the whole pool too, not an overflow.
+    huge = run_cli("check", path, "--set", "compare.fraction=[1e308]")
+    assert huge.exit_code == 0 and "x1e+308 15 (capped: the whole pool)" in huge.output, huge.output
+
     bad = run_cli("check", path, "--json", "--set", "recipe.epochs=0")
     assert bad.exit_code == EXIT_BAD_INPUT
     assert json.loads(bad.output) == {"sweep": str(path), "valid": False,

@@ -48,9 +48,8 @@ class Plan:
         """(rows a cell of `fraction` adds from `pool`, whether the pool capped it)."""
         from raysweep.train import rows_to_add
 
-        wanted = int(round(fraction * self.n_labeled))
         got = rows_to_add(fraction, self.n_labeled, self.pool_sizes[pool])
-        return got, got < wanted
+        return got, round(fraction * self.n_labeled, 0) > got  # a float round: 1e308 x |labeled| is inf
 
     def by_value(self) -> dict[str, dict[str, dict[str, int]]]:
         """{parameter: {value: {"cells": n, "done": n}}} for every compared parameter."""
