@@ -194,3 +194,52 @@ def test_overrides_parse_values_as_yaml_safely():
     assert data == {"recipe": {"lr": 0.001}, "compare": {"fraction": [0, 1]}}
     with pytest.raises(ConfigError, match="YAML aliases"):
         apply_overrides({}, ["recipe.betas=[&a 0.9, *a]"])
+
+
+# --------------------------------------------------------------------------- the preflight
+
+
+PREFLIGHT_KEYS = ["compare.fraction", "selection.k", "encoder.max_length", "resources.cpus_per_trial",
+                  "resources.gpus_per_trial", "split.labeled_fraction", "compare.strategy", "data.num_classes",
+                  "llm.n_rows", "compare.pool"]
+numbers_or_values = (st.integers(min_value=-5, max_value=10**12) | st.floats(min_value=-1e308, max_value=1e308)
+                     | st.lists(st.floats(min_value=0, max_value=1e308) | st.integers(0, 10**9), min_size=1,
+                                max_size=3, unique=True) | values)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    rows = [("train", f"sentence {c} {i}", c) for c in range(5) for i in range(6)] + \
+           [("dev", f"dev sentence {c}", c) for c in range(5)]
+    path = tmp_path_factory.mktemp("data") / "small.csv"
+    path.write_text("split,text,label\n" + "".join(f"{s},{t},{label}\n" for s, t, label in rows))
+    from transformers import AutoConfig  # noqa: F401 - imported once here, not inside the first timed example
+
+    import raysweep.sweep  # noqa: F401
+    return path
+
+
+@settings(max_examples=40)
+@given(key=st.sampled_from(PREFLIGHT_KEYS), value=numbers_or_values)
+def test_the_preflight_answers_any_value_with_a_plan_or_lines(tmp_path_factory, small_data, key, value):
+    from raysweep.errors import RaysweepError
+    from raysweep.preflight import preflight
+
+    path = tmp_path_factory.mktemp("sweep") / "sweep.yaml"
+    doc = nested(key, value)
+    doc.setdefault("data", {})["path"] = str(small_data)
+    try:
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    except yaml.YAMLError:
+        return
+    try:
+        cfg = load_sweep(path)
+    except ConfigError:
+        return  # the loader's answer, tested above
+    try:
+        plan = timed(lambda: preflight(cfg, where=str(path)))
+    except RaysweepError as exc:
+        assert all(line.strip() for line in str(exc).splitlines())
+        return
+    assert plan.lines(str(path))[0].startswith(f"{path}: valid, ")
+    json.dumps(plan.to_json(str(path)))
