@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raysweep.config import SweepConfig
+from raysweep.encoders import SHORT_NAMES
 from raysweep.errors import RaysweepError
 
 COMPARED = ("encoder", "pooling", "pool", "strategy", "freeze", "fraction", "seed")
@@ -212,10 +213,12 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
                 plan.pool_sizes[pool] = cfg.llm.n_rows
 
     # The encoders: resolved as a trial will, but only their config is read (not the weights).
-    names = [("compare.encoder[%d]" % i, n) for i, n in enumerate(cfg.compare.encoder)] or [("encoder.name",
-                                                                                            cfg.encoder.name)]
+    # A split-zip encoder (mpnet-base) not yet assembled is assembled here, into the encoder cache
+    # (never the output): a run would do it next anyway, and its config is inside the zip.
+    names = [(f"compare.encoder[{i}]", n) for i, n in enumerate(cfg.compare.encoder)] or [("encoder.name",
+                                                                                          cfg.encoder.name)]
     for key, name in names:
-        if remote and not Path(name).exists() and name not in ("minilm", "mpnet-base"):
+        if remote and not Path(name).exists() and name not in SHORT_NAMES:
             continue  # a Hugging Face name: the cluster's cache or hub decides
         problem = _check_encoder(name, key, cfg.encoder.max_length)
         if problem:
