@@ -55,7 +55,7 @@ def _csv(tmp_path, text):
     ("split,text,label\ntrain,x,1\ntrain,y,7\n", "row 3: label '7' is outside 0..4"),
     ("split,text,label\ntrain,x,1\ntrain,  ,2\n", "row 3: empty text in column 'text'"),
     ("split,text,label\ntrain,x,one\n", "row 2: label 'one' is not a number"),
-    ("split,text,label\ntrain,x,1.5\n", "row 2: label '1.5' is outside 0..4"),
+    ("split,text,label\ntrain,x,1.5\n", "row 2: label '1.5' is not a whole number"),
     ("split,text,label\ntest,x,1\n", "row 2: split 'test' is neither 'train' nor 'dev'"),
     ("split,text,label\ntrain,x,1\n", "needs both 'train' and 'dev' rows"),
 ])

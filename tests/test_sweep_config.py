@@ -37,6 +37,13 @@ def test_defaults_are_the_study():
     ("encoder:\n  pooling: max\n", "encoder.pooling: 'max' is not one of pooler, cls, mean"),
     ("replicate:\n  seed: [0, 0]\n", "replicate.seed: has a repeated value"),
     ("split:\n  stratify: yes please\n", "split.stratify: expected true or false, got 'yes please'"),
+    ("compare:\n  fraction: [.inf]\n", "compare.fraction[0]: expected a finite number, got inf"),
+    ("recipe:\n  lr: .nan\n", "recipe.lr: expected a finite number, got nan"),
+    ("replicate:\n  seed: [0, -1]\n", "replicate.seed[1]: must be 0 or more"),
+    ("split:\n  seed: -1\n", "split.seed: must be 0 or more"),
+    ("teacher:\n  seed: -3\n", "teacher.seed: must be 0 or more"),
+    ("llm:\n  seed: -1\n", "llm.seed: must be 0 or more"),
+    ("llm:\n  template: \"no placeholder\\0here\"\n", "llm.template: 'no placeholder\\x00here' has no $n"),
     ("- a\n- b\n", "the top level must be a mapping"),
     ("recipe: [\n", "is not valid YAML"),
 ])
@@ -118,3 +125,29 @@ def test_encoders_sweeps_validate():
     for name in ("encoders.yaml", "encoders-small.yaml"):
         cfg = load_sweep(root / name)
         assert cfg.encoders == ["minilm", "mpnet-base"] and cfg.poolings == ["pooler", "cls", "mean"]
+
+
+def test_every_bad_key_is_listed_one_line_each(tmp_path):
+    path = write(tmp_path, "recipe:\n  epochs: ten\n  lr: .inf\ncompare:\n  fraction: [-1]\nsplit:\n  sed: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path)
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["recipe.epochs", "recipe.lr", "compare.fraction[0]", "split.sed"]
+    assert all(line.startswith(f"{path}: ") for line in lines)
+
+
+def test_the_llm_section_is_typed_and_needs_no_import_between_the_two_config_modules():
+    import ast
+    from pathlib import Path
+
+    from raysweep.llm.config import LLMConfig
+
+    assert isinstance(from_dict(SweepConfig, {}).llm, LLMConfig)
+    assert isinstance(from_dict(SweepConfig, {"llm": None}).llm, LLMConfig)
+    src = Path(__file__).resolve().parents[1] / "src" / "raysweep" / "llm" / "config.py"
+    imported = {node.module for node in ast.walk(ast.parse(src.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert "raysweep.config" not in imported and "raysweep.loader" in imported
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path):
+    assert load_sweep(write(tmp_path, "recipe:\n  lr: 1e-3\n")).recipe.lr == 0.001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import traceback
@@ -15,10 +16,24 @@ from raysweep import console
 from raysweep.config import load_sweep
 from raysweep.errors import RaysweepError
 
+# Exit codes: 2 bad input (nothing was done), 3 a run that finished with failed cells.
+EXIT_BAD_INPUT = 2
+EXIT_FAILED_CELLS = 3
+FIRST_ERRORS = 3  # failed cells whose error a run prints; trials.csv holds them all
+
 
 def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
+    for line in str(exc).splitlines() or [type(exc).__name__]:  # a preflight lists every problem, one a line
+        click.echo(f"error: {line}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _load_checked(sweep_file, overrides, **kwargs):
+    """The sweep, checked against its data, encoders and machine before any work (raysweep.preflight)."""
+    from raysweep.preflight import preflight
+
+    cfg = load_sweep(sweep_file, overrides)
+    return cfg, preflight(cfg, where=str(sweep_file), **kwargs)
 
 
 class _Unexpected(RaysweepError):
@@ -104,7 +119,8 @@ def run(sweep_file, output, overrides, address, retry_failed, verbose, quiet) ->
 
     verbosity = _verbosity(verbose, quiet)
     try:
-        cfg = load_sweep(sweep_file, overrides)  # before the log file: bad input is one line, nothing written
+        # Before the log file: bad input is one line (or one per problem), nothing written.
+        cfg, _ = _load_checked(sweep_file, overrides, address=address)
         check_output(output)
         with _logged("run", output, cfg.name, verbosity, address):
             table = run_sweep(cfg, output, address=address, retry_failed=retry_failed, log=console.line)
@@ -117,6 +133,15 @@ def run(sweep_file, output, overrides, address, retry_failed, verbose, quiet) ->
             keys = [k for k in ("encoder", "pooling", "pool", "strategy", "freeze") if ok[k].nunique() > 1]
             summary = ok.groupby([*keys, "fraction"])["val_accuracy"].agg(["mean", "std", "count"])
             click.echo(summary.rename(columns={"count": "seeds"}).round(4).to_string())
+        failed = table[table["status"] == "failed"]
+        if len(failed):
+            # A script (or CI) must see that cells failed: exit non-zero, with the first few errors.
+            click.echo(f"error: {len(failed)} of {len(table)} cells failed; the first:", err=True)
+            for row in failed.head(FIRST_ERRORS).itertuples():
+                click.echo(f"  {row.cell_id} ({row.pool} {row.strategy} {row.freeze} x{row.fraction:g} "
+                           f"seed {row.seed}): {row.error}", err=True)
+            click.echo("  (all errors: the `error` column of trials.csv; --retry-failed runs them again)", err=True)
+            sys.exit(EXIT_FAILED_CELLS)
 
 
 @main.command()
@@ -137,7 +162,7 @@ def generate(sweep_file, output, overrides, address, verbose, quiet) -> None:
 
     verbosity = _verbosity(verbose, quiet)
     try:
-        cfg = load_sweep(sweep_file, overrides)
+        cfg, _ = _load_checked(sweep_file, overrides, address=address)
         cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else Path(output).resolve() / "cache"
         with _logged("generate", output, cfg.name, verbosity, address):
             if reuse(cfg, Path(output).resolve()) is None:  # a complete directory needs no Ray
@@ -156,16 +181,24 @@ def generate(sweep_file, output, overrides, address, verbose, quiet) -> None:
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
-def check(sweep_file, overrides) -> None:
-    """Validate SWEEP_FILE and print its cells without running anything."""
-    from raysweep.sweep import expand
-
+@click.option("--output", "-o", default=None, help="Also count the cells already done in this results directory or URI.")
+@click.option("--address", default=None, help="Check the resources against this cluster (default: this machine).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (for scripts).")
+def check(sweep_file, overrides, output, address, as_json) -> None:
+    """Validate SWEEP_FILE against its data, encoders and machine, and print its grid without running anything."""
     try:
-        cfg = load_sweep(sweep_file, overrides)
+        _, plan = _load_checked(sweep_file, overrides, address=address, output=output)
     except RaysweepError as exc:
+        if as_json:
+            problems = getattr(exc, "problems", None) or [str(exc)]
+            click.echo(json.dumps({"sweep": str(sweep_file), "valid": False, "problems": problems}))
+            sys.exit(EXIT_BAD_INPUT)
         _fail(exc)
-    cells = expand(cfg)
-    click.echo(f"{sweep_file}: valid, {len(cells)} cells")
+    if as_json:
+        click.echo(json.dumps(plan.to_json(str(sweep_file)), indent=1))
+        return
+    for line in plan.lines(str(sweep_file), output):
+        click.echo(line)
 
 
 @main.command()
@@ -222,6 +255,7 @@ def submit(sweep_file, address, output, overrides, env_keys) -> None:
 
     address = address or jobs.DEFAULT_ADDRESS
     try:
+        _load_checked(sweep_file, overrides, remote=True)  # the cluster's resources: cluster.capacity at merge
         job_id = jobs.submit(sweep_file, address, output, overrides, env_keys)
     except RaysweepError as exc:
         _fail(exc)

@@ -9,164 +9,14 @@ value of the wrong type is a one-line `ConfigError` that names the key's path
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
+from raysweep.llm.config import LLMConfig
+from raysweep.loader import ConfigError, apply_overrides, describe, from_dict, read_yaml_file, require, to_dict
 
-from raysweep.errors import RaysweepError
-
-
-class ConfigError(RaysweepError, ValueError):
-    """A sweep file or override that does not validate; the message names the key path."""
-
-
-# --------------------------------------------------------------------------- generic loader
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    """Check `value` against the annotation `tp` and return it in that type."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {_describe(value)} fits none of {tp}")
-    if origin is typing.Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"{path}: {_describe(value)} is not one of {choices}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            # A scalar where a list is expected is a one-element list: `seeds: 0` means `[0]`.
-            value = [value]
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-        item = args[0] if args else Any
-        out = [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
-        key_t, val_t = args or (Any, Any)
-        return {_coerce(key_t, k, path): _coerce(val_t, v, f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, path)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
-    raise TypeError(f"{path}: unsupported annotation {tp!r}")  # a bug in a dataclass, not in the file
-
-
-def from_dict(cls: type, data: Any, path: str = "") -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and bad values.
-
-    After construction the dataclass's own `validate()` (if any) checks cross-field rules;
-    it raises ConfigError with a path relative to the dataclass, which is prefixed here.
-    """
-    where = path or "<top>"
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {_describe(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for key, value in data.items():
-        sub = f"{path}.{key}" if path else str(key)
-        name = str(key).replace("-", "_")
-        if name not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"{sub}: unknown key (known keys here: {known})")
-        kwargs[name] = _coerce(hints[name], value, sub)
-    obj = cls(**kwargs)
-    check = getattr(obj, "validate", None)
-    if check is not None:
-        try:
-            check()
-        except ConfigError as exc:
-            msg = str(exc)
-            raise ConfigError(f"{path}.{msg}" if path else msg) from None
-    return obj
-
-
-def to_dict(obj: Any) -> Any:
-    """The plain-YAML form of a config (tuples become lists so that it round-trips)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `key.path=value` overrides (values parsed as YAML) to a raw mapping.
-
-    The result is validated like the file itself, so `--set recipe.epochs=ten` fails the
-    same way a bad file would.
-    """
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item}: expected key.path=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
-        node = data
-        parts = key.strip().split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
-            node = child
-        node[parts[-1]] = value
-    return data
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
+__all__ = ["ConfigError", "SweepConfig", "apply_overrides", "from_dict", "load_sweep", "parse_freeze", "to_dict"]
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -203,8 +53,8 @@ class DataConfig:
     )
 
     def validate(self) -> None:
-        _check(self.num_classes >= 2, "num_classes: needs at least 2 classes")
-        _check(len(self.class_names) == self.num_classes,
+        require(self.num_classes >= 2, "num_classes: needs at least 2 classes")
+        require(len(self.class_names) == self.num_classes,
                f"class_names: {len(self.class_names)} names for {self.num_classes} classes")
 
 
@@ -215,7 +65,8 @@ class SplitConfig:
     seed: int = 0  # fixed across the sweep: every trial sees the same D_labeled
 
     def validate(self) -> None:
-        _check(0.0 < self.labeled_fraction < 1.0, "labeled_fraction: must be between 0 and 1")
+        require(0.0 < self.labeled_fraction < 1.0, "labeled_fraction: must be between 0 and 1")
+        require(self.seed >= 0, "seed: must be 0 or more")
 
 
 @dataclass
@@ -227,31 +78,33 @@ class EncoderConfig:
     actors: int = 0  # Ray Data actors for frozen activations; 0: one per available CPU/GPU
 
     def validate(self) -> None:
-        _check(self.pooling in POOLINGS, f"pooling: {self.pooling!r} is not one of {', '.join(POOLINGS)}")
-        _check(self.max_length >= 8, "max_length: must be at least 8")
-        _check(self.batch_size >= 1, "batch_size: must be at least 1")
-        _check(self.actors >= 0, "actors: must be 0 (automatic) or more")
+        require(self.pooling in POOLINGS, f"pooling: {self.pooling!r} is not one of {', '.join(POOLINGS)}")
+        require(self.max_length >= 8, "max_length: must be at least 8")
+        require(self.batch_size >= 1, "batch_size: must be at least 1")
+        require(self.actors >= 0, "actors: must be 0 (automatic) or more")
 
 
 @dataclass
 class RecipeConfig:
-    epochs: int = 50
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
+    """How the unfrozen part is trained: the study's recipe unless a sweep says otherwise."""
+
+    epochs: int = 50  # the study's; cached last-linear / pooler trials cost ms per epoch, so 50 is cheap
+    lr: float = 1e-3  # Adam's step size, the study's; a head over frozen features tolerates this high a rate
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's moment decays: PyTorch's defaults, as in the study
+    weight_decay: float = 0.0  # off in the study: dropout is the head's only regulariser
     step_size: int = 20  # StepLR: the learning rate is multiplied by gamma every step_size epochs
-    gamma: float = 0.5
-    batch_size: int = 32
+    gamma: float = 0.5  # StepLR's factor: halving every 20 epochs settles the 50-epoch run (the study's)
+    batch_size: int = 32  # the study's; small batches give the few hundred labeled rows many updates
     dropout: float = 0.5  # the head's dropout, before its linear layer
 
     def validate(self) -> None:
-        _check(self.epochs >= 1, "epochs: must be at least 1")
-        _check(self.lr > 0, "lr: must be positive")
-        _check(all(0 <= b < 1 for b in self.betas), "betas: each must be in [0, 1)")
-        _check(self.step_size >= 1, "step_size: must be at least 1")
-        _check(0 < self.gamma <= 1, "gamma: must be in (0, 1]")
-        _check(self.batch_size >= 1, "batch_size: must be at least 1")
-        _check(0 <= self.dropout < 1, "dropout: must be in [0, 1)")
+        require(self.epochs >= 1, "epochs: must be at least 1")
+        require(self.lr > 0, "lr: must be positive")
+        require(all(0 <= b < 1 for b in self.betas), "betas: each must be in [0, 1)")
+        require(self.step_size >= 1, "step_size: must be at least 1")
+        require(0 < self.gamma <= 1, "gamma: must be in (0, 1]")
+        require(self.batch_size >= 1, "batch_size: must be at least 1")
+        require(0 <= self.dropout < 1, "dropout: must be in [0, 1)")
 
 
 @dataclass
@@ -268,14 +121,14 @@ class CompareConfig:
 
     def validate(self) -> None:
         for i, how in enumerate(self.pooling):
-            _check(how in POOLINGS, f"pooling[{i}]: {how!r} is not one of {', '.join(POOLINGS)}")
+            require(how in POOLINGS, f"pooling[{i}]: {how!r} is not one of {', '.join(POOLINGS)}")
         for name in ("encoder", "pooling"):
             values = getattr(self, name)
-            _check(len(set(values)) == len(values), f"{name}: has a repeated value")
+            require(len(set(values)) == len(values), f"{name}: has a repeated value")
         for i, pool in enumerate(self.pool):
-            _check(pool in POOLS, f"pool[{i}]: {pool!r} is not one of {', '.join(POOLS)}")
+            require(pool in POOLS, f"pool[{i}]: {pool!r} is not one of {', '.join(POOLS)}")
         for i, frac in enumerate(self.fraction):
-            _check(frac >= 0, f"fraction[{i}]: must be 0 or more (x |labeled| rows are added)")
+            require(frac >= 0, f"fraction[{i}]: must be 0 or more (x |labeled| rows are added)")
         for i, name in enumerate(self.freeze):
             try:
                 parse_freeze(name)
@@ -288,8 +141,8 @@ class CompareConfig:
                 raise ConfigError(f"strategy[{i}]: unknown strategy {name!r} (known: {', '.join(sorted(REGISTRY))})")
         for name in ("pool", "strategy", "fraction", "freeze"):
             values = getattr(self, name)
-            _check(len(values) > 0, f"{name}: needs at least one value")
-            _check(len(set(values)) == len(values), f"{name}: has a repeated value")
+            require(len(values) > 0, f"{name}: needs at least one value")
+            require(len(set(values)) == len(values), f"{name}: has a repeated value")
 
 
 @dataclass
@@ -299,8 +152,10 @@ class ReplicateConfig:
     seed: list[int] = field(default_factory=lambda: [0, 1, 2])
 
     def validate(self) -> None:
-        _check(len(self.seed) > 0, "seed: needs at least one value")
-        _check(len(set(self.seed)) == len(self.seed), "seed: has a repeated value")
+        require(len(self.seed) > 0, "seed: needs at least one value")
+        for i, seed in enumerate(self.seed):  # numpy refuses negative seeds, deep inside a trial
+            require(seed >= 0, f"seed[{i}]: must be 0 or more")
+        require(len(set(self.seed)) == len(self.seed), "seed: has a repeated value")
 
 
 @dataclass
@@ -310,9 +165,11 @@ class ResourcesConfig:
     max_concurrent: int = 0  # 0: as many as the cluster's resources allow
 
     def validate(self) -> None:
-        _check(self.cpus_per_trial > 0, "cpus_per_trial: must be positive")
-        _check(self.gpus_per_trial >= 0, "gpus_per_trial: must be 0 or more")
-        _check(self.max_concurrent >= 0, "max_concurrent: must be 0 or more")
+        require(self.cpus_per_trial > 0, "cpus_per_trial: must be positive")
+        require(self.gpus_per_trial >= 0, "gpus_per_trial: must be 0 or more")
+        require(self.max_concurrent >= 0, "max_concurrent: must be 0 or more")
+        # Whether the machine or cluster can ever provide this is checked against the data and the
+        # cluster before any work (raysweep.preflight), not here: it needs more than the file.
 
 
 @dataclass
@@ -326,11 +183,11 @@ class SelectionConfig:
     batch_size: int = 1024  # pool rows per Ray Data block; larger blocks cost less scheduling per row
 
     def validate(self) -> None:
-        _check(self.k >= 1, "k: must be at least 1")
-        _check(self.mc_samples >= 2, "mc_samples: needs at least 2 samples to disagree")
-        _check(self.rounds >= 1, "rounds: must be at least 1 (1 is single-shot)")
-        _check(self.actors >= 0, "actors: must be 0 (automatic) or more")
-        _check(self.batch_size >= 1, "batch_size: must be at least 1")
+        require(self.k >= 1, "k: must be at least 1")
+        require(self.mc_samples >= 2, "mc_samples: needs at least 2 samples to disagree")
+        require(self.rounds >= 1, "rounds: must be at least 1 (1 is single-shot)")
+        require(self.actors >= 0, "actors: must be 0 (automatic) or more")
+        require(self.batch_size >= 1, "batch_size: must be at least 1")
 
 
 @dataclass
@@ -347,7 +204,8 @@ class TeacherConfig:
             parse_freeze(self.freeze)
         except ConfigError as exc:
             raise ConfigError(f"freeze: {exc}") from None
-        _check(self.epochs is None or self.epochs >= 1, "epochs: must be at least 1")
+        require(self.epochs is None or self.epochs >= 1, "epochs: must be at least 1")
+        require(self.seed >= 0, "seed: must be 0 or more")
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -365,9 +223,8 @@ class SweepConfig:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    # The `llm:` section (raysweep.llm.config.LLMConfig). Kept untyped here and validated in
-    # `validate` because the LLM package imports this module; after loading it is an LLMConfig.
-    llm: Any = None
+    # Where generated sentences come from and what they may cost (`llm:`; read only by LLM pools).
+    llm: LLMConfig = field(default_factory=LLMConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     cache_dir: str | None = None  # frozen activations; None: <output>/cache
     # Generated rows, their teacher labels and the paid responses (`raysweep generate`);
@@ -389,30 +246,21 @@ class SweepConfig:
         return any(pool != "real" for pool in self.compare.pool)
 
     def validate(self) -> None:
-        from raysweep.llm.config import LLMConfig, load_llm_config  # late: raysweep.llm imports this module
-
         # The name is a directory of Tune's (<output>/tune/<name>) and of a URI output's generation
         # (~/.cache/raysweep/generation/<name>): a separator or ".." would write outside them.
-        _check(bool(SAFE_NAME.fullmatch(self.name)) and ".." not in self.name and self.name != ".",
-               f"name: {_describe(self.name)} is not a safe name (letters, digits, '-', '_' and '.'; "
-               "no path separators, no '..')")
-        if not isinstance(self.llm, LLMConfig):
-            self.llm = load_llm_config(self.llm, "llm")
+        require(bool(SAFE_NAME.fullmatch(self.name)) and ".." not in self.name and self.name != ".",
+                f"name: {describe(self.name)} is not a safe name (letters, digits, '-', '_' and '.'; "
+                "no path separators, no '..')")
 
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
-    """Read a sweep YAML, apply `--set` overrides, validate into a SweepConfig."""
+    """Read a sweep YAML, apply `--set` overrides, validate into a SweepConfig.
+
+    This checks the file alone; `raysweep.preflight` checks it against the data, the encoder
+    and the machine before any work.
+    """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    data = read_yaml_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -421,4 +269,4 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     try:
         return from_dict(SweepConfig, data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError("\n".join(f"{path}: {line}" for line in str(exc).splitlines())) from None

@@ -66,28 +66,59 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
-    suffixes = [s.lower() for s in path.suffixes]
-    compressed = suffixes[-1:] == [".gz"]
-    kind = (suffixes[-2] if compressed and len(suffixes) >= 2 else suffixes[-1]) if suffixes else ""
+    if path.is_dir():
+        raise DataError(f"{path}: a directory, not a data file")
+    kind, compressed = _kind(path)
     try:
         if kind in (".csv", ".tsv"):
             sep = "\t" if kind == ".tsv" else ","
-            if compressed:
-                with gzip.open(path, "rb") as fh:
-                    fh.read(1)  # a plain file named .gz fails here, not deep inside pandas
+            _check_header(path, sep, compressed)
             # keep_default_na=False: "NA" and "null" are real words in a sentence data set.
             return pd.read_csv(path, sep=sep, keep_default_na=False, dtype=str, quoting=csv.QUOTE_MINIMAL,
                                encoding="utf-8")
         if kind == ".parquet":
-            return pd.read_parquet(path)
+            df = pd.read_parquet(path)
+            _check_unique(f"{path}: schema", [str(c) for c in df.columns])
+            return df
         if kind in (".jsonl", ".ndjson"):
             return _read_jsonl(path, compressed)
     except DataError:
         raise
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError, ImportError) as exc:
+    except (ValueError, OSError, UnicodeDecodeError, csv.Error, pd.errors.ParserError, ImportError) as exc:
         name = {".parquet": "Parquet", ".jsonl": "JSONL", ".ndjson": "JSONL"}.get(kind, "CSV")
         raise _sniff_error(path, name, exc) from None
     raise DataError(f"{path}: unknown file type {kind or '(no suffix)'!r} (use .csv, .tsv, .parquet or .jsonl)")
+
+
+def _kind(path: Path) -> tuple[str, bool]:
+    """(the format suffix, gzip-compressed) of a data file's name."""
+    suffixes = [s.lower() for s in path.suffixes]
+    compressed = suffixes[-1:] == [".gz"]
+    kind = (suffixes[-2] if compressed and len(suffixes) >= 2 else suffixes[-1]) if suffixes else ""
+    return kind, compressed
+
+
+def first_row(path: Path) -> int:
+    """The number a user sees for the file's first data row: 2 below a CSV header, else 1
+    (a JSONL line, a Parquet row)."""
+    return 2 if _kind(path)[0] in (".csv", ".tsv") else 1
+
+
+def _check_header(path: Path, sep: str, compressed: bool) -> None:
+    """A CSV's header, read before pandas: pandas renames a repeated column to `name.1` and
+    would then read the first of two `label` columns without a word."""
+    opener = gzip.open if compressed else open
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # a plain file named .gz fails here
+        header = next(csv.reader(fh, delimiter=sep), [])
+    _check_unique(f"{path}: row 1", [h.strip() for h in header])
+
+
+def _check_unique(where: str, columns: list[str]) -> None:
+    seen = set()
+    for name in columns:
+        if name in seen:
+            raise DataError(f"{where}: column {name!r} appears twice")
+        seen.add(name)
 
 
 def _read_jsonl(path: Path, compressed: bool) -> pd.DataFrame:
@@ -101,6 +132,8 @@ def _read_jsonl(path: Path, compressed: bool) -> pd.DataFrame:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
+            except (ValueError, RecursionError) as exc:  # a number of 5,000 digits; nesting beyond the stack
+                raise DataError(f"{path}: line {lineno}: not usable JSON ({type(exc).__name__})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
             rows.append(obj)
@@ -112,7 +145,7 @@ def clean_labeled(df: pd.DataFrame, path: str | Path, text_column: str, label_co
     """Check and normalise a labeled table to columns (text, label:int64).
 
     `row_offset` turns a 0-based position into the row number a user sees in the file
-    (2 for a CSV with a header row, 1 for JSONL lines).
+    (2 for a CSV with a header row, 1 for JSONL lines and Parquet rows).
     """
     for col in (text_column, label_column):
         if col not in df.columns:
@@ -122,35 +155,48 @@ def clean_labeled(df: pd.DataFrame, path: str | Path, text_column: str, label_co
     out_labels = np.empty(len(df), dtype=np.int64)
     for i, (text, label) in enumerate(zip(texts, labels)):
         row = i + row_offset
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):  # JSONL and Parquet keep their types: 5 or null is no sentence
+            what = "no text" if text is None or text != text else f"{type(text).__name__} {_short(text)}, not text,"
+            raise DataError(f"{path}: row {row}: {what} in column {text_column!r}")
+        if not text.strip():
             raise DataError(f"{path}: row {row}: empty text in column {text_column!r}")
         try:
             value = float(label)
-        except (TypeError, ValueError):
-            raise DataError(f"{path}: row {row}: label {label!r} is not a number") from None
-        if not value.is_integer() or not 0 <= value < num_classes:
-            raise DataError(f"{path}: row {row}: label {label!r} is outside 0..{num_classes - 1}")
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"{path}: row {row}: label {_short(label)} is not a number") from None
+        if not value.is_integer():
+            raise DataError(f"{path}: row {row}: label {_short(label)} is not a whole number (labels are 0..{num_classes - 1})")
+        if not 0 <= value < num_classes:
+            raise DataError(f"{path}: row {row}: label {_short(label)} is outside 0..{num_classes - 1}")
         out_labels[i] = int(value)
     return pd.DataFrame({"text": texts.astype(str).str.strip().to_numpy(), "label": out_labels})
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def load_dataset(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(train, val, source) from the configured file, or the bundled SST-5."""
     path = Path(cfg.path) if cfg.path else bundled_path()
     df = read_table(path)
-    row_offset = 1 if path.suffix.lower() in (".jsonl", ".ndjson") else 2
+    row_offset = first_row(path)
     if cfg.split_column not in df.columns:
         raise DataError(f"{path}: missing column {cfg.split_column!r} (it says which rows are train and which dev)")
     split = df[cfg.split_column].astype(str).str.strip().str.lower()
     bad = ~split.isin(["train", "dev"])
     if bad.any():
         pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}: row {pos + row_offset}: split {df[cfg.split_column].iloc[pos]!r} is neither 'train' nor 'dev'")
+        raise DataError(f"{path}: row {pos + row_offset}: split {_short(df[cfg.split_column].iloc[pos])} is neither 'train' nor 'dev'")
     table = clean_labeled(df, path, cfg.text_column, cfg.label_column, cfg.num_classes, row_offset)
     train = table[(split == "train").to_numpy()].reset_index(drop=True)
     val = table[(split == "dev").to_numpy()].reset_index(drop=True)
     if len(train) == 0 or len(val) == 0:
         raise DataError(f"{path}: needs both 'train' and 'dev' rows (found {len(train)} train, {len(val)} dev)")
+    classes = np.unique(train["label"])
+    if len(classes) < 2:  # a classifier of one class learns nothing, and every score is constant
+        raise DataError(f"{path}: the train rows hold only label {classes[0]}: at least 2 classes are needed")
     source = "bundled SST-5" if not cfg.path else str(path)
     return train, val, source
 
@@ -179,6 +225,9 @@ def split_labeled(labels: np.ndarray, cfg: SplitConfig) -> tuple[np.ndarray, np.
         labeled = np.sort(rng.permutation(n)[:take])
     if len(labeled) == 0 or len(labeled) == n:
         raise DataError(f"split: labeled_fraction {cfg.labeled_fraction} leaves {len(labeled)} of {n} rows labeled")
+    if len(np.unique(labels[labeled])) < 2:
+        raise DataError(f"split: labeled_fraction {cfg.labeled_fraction} leaves one class in the {len(labeled)} "
+                        "labeled rows: at least 2 are needed")
     unlabeled = np.setdiff1d(np.arange(n), labeled)
     return labeled.astype(np.int64), unlabeled.astype(np.int64)
 

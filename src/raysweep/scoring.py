@@ -20,7 +20,6 @@ per chunk, so their results are identical and never depend on how the rows were 
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 from dataclasses import dataclass

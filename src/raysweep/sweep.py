@@ -549,10 +549,10 @@ def _trial_progress(bar):
     return TrialProgress()
 
 
-def cell_progress(cfg: SweepConfig, output: str | Path, now: float | None = None) -> dict[str, int]:
-    """How many of the sweep's cells in `output` are done, running now, failed and still to run.
+def cell_statuses(cfg: SweepConfig, output: str | Path, now: float | None = None) -> list[str | None]:
+    """Per cell of `expand(cfg)`: 'ok', 'failed', 'running' or None (still to run) in `output`.
 
-    An LLM pool's cells count as pending until its generation directory is complete.
+    An LLM pool's cells count as still to run until its generation directory is complete.
     """
     out = Output(output)
     digest = None
@@ -566,7 +566,12 @@ def cell_progress(cfg: SweepConfig, output: str | Path, now: float | None = None
     done = read_cells(out)
     running = running_cells(out, now)
     ids = cell_ids(cfg, expand(cfg), digest)
-    status = [done.get(i, {}).get("status") or ("running" if i in running else None) for i in ids]
+    return [done.get(i, {}).get("status") or ("running" if i in running else None) for i in ids]
+
+
+def cell_progress(cfg: SweepConfig, output: str | Path, now: float | None = None) -> dict[str, int]:
+    """How many of the sweep's cells in `output` are done, running now, failed and still to run."""
+    status = cell_statuses(cfg, output, now)
     return {"cells": len(status), "done": status.count("ok"), "running": status.count("running"),
             "failed": status.count("failed"), "pending": sum(s is None for s in status)}
 

@@ -62,7 +62,8 @@ def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
     after rounding (4 x 1,709 = 6,836 > 6,835): it means "the whole pool", so it is capped
     and the trial records how many rows it really added.
     """
-    return min(int(round(fraction * n_labeled)), pool_size)
+    # Capped before rounding: the same numbers, and a fraction of 1e308 (x |labeled| = inf) is the pool.
+    return int(round(min(fraction * n_labeled, pool_size)))
 
 
 def select_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = None,

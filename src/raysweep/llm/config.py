@@ -1,6 +1,6 @@
 """The `llm:` section of a sweep file: where generated sentences come from and what they may cost.
 
-Validated like the rest of the sweep (`raysweep.config.from_dict`): an unknown key or a value of
+Validated like the rest of the sweep (`raysweep.loader.from_dict`): an unknown key or a value of
 the wrong type is a one-line `ConfigError` naming the key path (`llm.limits.rpm: unknown key`).
 
 The API key is never part of the config: `api_key_env` names the environment variable that
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from raysweep.config import ConfigError, _check, from_dict
 from raysweep.errors import RaysweepError
+from raysweep.loader import ConfigError, from_dict, require
 
 # The placeholders a prompt template must use (string.Template syntax, so that literal JSON
 # braces in a template need no escaping).
@@ -98,11 +98,11 @@ class LimitsConfig:
     jitter_seconds: float = 0.5
 
     def validate(self) -> None:
-        _check(self.requests_per_minute >= 0, "requests_per_minute: must be 0 (no limit) or more")
-        _check(self.tokens_per_minute >= 0, "tokens_per_minute: must be 0 (no limit) or more")
-        _check(self.burst_seconds > 0, "burst_seconds: must be positive")
-        _check(0 < self.headroom <= 1, "headroom: must be in (0, 1]")
-        _check(0 <= self.jitter_seconds < self.burst_seconds, "jitter_seconds: must be 0 or more and below burst_seconds")
+        require(self.requests_per_minute >= 0, "requests_per_minute: must be 0 (no limit) or more")
+        require(self.tokens_per_minute >= 0, "tokens_per_minute: must be 0 (no limit) or more")
+        require(self.burst_seconds > 0, "burst_seconds: must be positive")
+        require(0 < self.headroom <= 1, "headroom: must be in (0, 1]")
+        require(0 <= self.jitter_seconds < self.burst_seconds, "jitter_seconds: must be 0 or more and below burst_seconds")
 
 
 @dataclass
@@ -113,8 +113,8 @@ class PriceConfig:
     completion: float = 0.0
 
     def validate(self) -> None:
-        _check(self.prompt >= 0, "prompt: must be 0 or more")
-        _check(self.completion >= 0, "completion: must be 0 or more")
+        require(self.prompt >= 0, "prompt: must be 0 or more")
+        require(self.completion >= 0, "completion: must be 0 or more")
 
 
 def _default_prices() -> dict[str, PriceConfig]:
@@ -148,12 +148,12 @@ class EmbeddedConfig:
     timeout: float = 1800.0
 
     def validate(self) -> None:
-        _check(self.n_ctx >= 256, "n_ctx: must be at least 256")
-        _check(self.n_threads >= 1, "n_threads: must be at least 1")
-        _check(self.samples_per_call >= 1, "samples_per_call: must be at least 1")
-        _check(1 <= self.max_tokens < self.n_ctx, "max_tokens: must be at least 1 and below n_ctx")
-        _check(self.startup_timeout > 0, "startup_timeout: must be positive")
-        _check(self.timeout > 0, "timeout: must be positive")
+        require(self.n_ctx >= 256, "n_ctx: must be at least 256")
+        require(self.n_threads >= 1, "n_threads: must be at least 1")
+        require(self.samples_per_call >= 1, "samples_per_call: must be at least 1")
+        require(1 <= self.max_tokens < self.n_ctx, "max_tokens: must be at least 1 and below n_ctx")
+        require(self.startup_timeout > 0, "startup_timeout: must be positive")
+        require(self.timeout > 0, "timeout: must be positive")
 
 
 @dataclass
@@ -193,30 +193,31 @@ class LLMConfig:
             address, _, query = self.base_url.partition("?")
             secret_option = any(word in name.lower() for name, _ in parse_qsl(query)
                                 for word in ("key", "token", "secret", "sig"))
-            _check("@" not in address and not secret_option,
+            require("@" not in address and not secret_option,
                    "base_url: holds a credential; put the key in a variable and name it in api_key_env")
-        _check(self.base_url is None or self.base_url.startswith(("http://", "https://")),
+        require(self.base_url is None or self.base_url.startswith(("http://", "https://")),
                f"base_url: {self.base_url!r} is not an http(s) URL")
-        _check(bool(self.model.strip()), "model: must not be empty")
-        _check(self.api_key_env is None or self.api_key_env.isidentifier(),
+        require(bool(self.model.strip()), "model: must not be empty")
+        require(self.api_key_env is None or self.api_key_env.isidentifier(),
                "api_key_env: is not an environment variable name (name the variable that holds the key; "
                "the key itself never goes here, and is not repeated in this message)")
-        _check(self.api_key_file is None or bool(self.api_key_file.strip()), "api_key_file: must not be empty")
-        _check(self.base_url is None or self.api_key_env is not None or self.api_key_file is not None,
+        require(self.api_key_file is None or bool(self.api_key_file.strip()), "api_key_file: must not be empty")
+        require(self.base_url is None or self.api_key_env is not None or self.api_key_file is not None,
                f"base_url: say which variable holds the key for {endpoint_host(self.base_url or '')} "
                f"(api_key_env: NAME), or that it needs none (api_key_env: {NO_KEY}); "
                f"{DEFAULT_KEY_ENV} is sent to OpenAI only")
-        _check(self.n_rows >= 1, "n_rows: must be at least 1")
-        _check(self.samples_per_call >= 1, "samples_per_call: must be at least 1")
-        _check(self.examples_per_class >= 0, "examples_per_class: must be 0 or more")
-        _check(0 <= self.temperature <= 2, "temperature: must be in [0, 2]")
-        _check(self.max_tokens >= 1, "max_tokens: must be at least 1")
-        _check(self.concurrency >= 1, "concurrency: must be at least 1")
-        _check(self.retries >= 0, "retries: must be 0 or more")
-        _check(self.retry_backoff >= 0, "retry_backoff: must be 0 or more")
-        _check(self.timeout > 0, "timeout: must be positive")
-        _check(self.max_requests >= 0, "max_requests: must be 0 (automatic) or more")
-        _check(0 < self.near_duplicate <= 1, "near_duplicate: must be in (0, 1]")
+        require(self.n_rows >= 1, "n_rows: must be at least 1")
+        require(self.samples_per_call >= 1, "samples_per_call: must be at least 1")
+        require(self.examples_per_class >= 0, "examples_per_class: must be 0 or more")
+        require(0 <= self.temperature <= 2, "temperature: must be in [0, 2]")
+        require(self.max_tokens >= 1, "max_tokens: must be at least 1")
+        require(self.concurrency >= 1, "concurrency: must be at least 1")
+        require(self.retries >= 0, "retries: must be 0 or more")
+        require(self.retry_backoff >= 0, "retry_backoff: must be 0 or more")
+        require(self.timeout > 0, "timeout: must be positive")
+        require(self.max_requests >= 0, "max_requests: must be 0 (automatic) or more")
+        require(0 < self.near_duplicate <= 1, "near_duplicate: must be in (0, 1]")
+        require(self.seed >= 0, "seed: must be 0 or more")  # numpy's seed sequence refuses negatives
         if self.template is not None:
             try:
                 load_template(self.template)
@@ -246,9 +247,10 @@ def load_template(value: str) -> str:
     else:
         path = Path(value).expanduser()
         try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{value!r} has no $n, so it names a template file, which cannot be read ({exc.strerror})") from None
+            text = path.read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path, or a file that is not UTF-8
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigError(f"{value!r} has no $n, so it names a template file, which cannot be read ({reason})") from None
     for placeholder in TEMPLATE_PLACEHOLDERS:
         if placeholder not in text:
             raise ConfigError(f"the template has no {placeholder} placeholder")

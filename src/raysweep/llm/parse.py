@@ -33,7 +33,8 @@ REPAIRS = {
 # Dropped: counted in the failure log.
 FAILURES = {
     "empty_reply": "the reply had no content",
-    "not_json": "no JSON could be read from the reply",
+    "not_text": "the reply's content was not text (a list, a number, an object)",
+    "not_json": "no JSON could be read from the reply (or it nests too deeply, or holds a number too long to read)",
     "no_list": "the JSON holds no list of samples",
     "truncated_item": "the item cut off at the end of a truncated reply",
     "bad_item": "an item that is neither a [sentence, label] pair nor a dict with both",
@@ -45,9 +46,18 @@ FAILURES = {
 TEXT_KEYS = ("sentence", "text", "review", "sample", "content")
 LABEL_KEYS = ("label", "sentiment", "class", "score", "rating")
 
+# A reply of pairs nests three levels ([ [ ... ] ]), four when wrapped in an object. Far deeper is
+# no reply of samples, and scanning or decoding it would only cost time (or the stack).
+MAX_DEPTH = 32
+
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|$)", re.DOTALL)
-_INT = re.compile(r"^\s*(-?\d+)\s*$")
-_LEADING_INT = re.compile(r"^\s*(-?\d+)\b")
+_INT = re.compile(r"^\s*(-?\d{1,9})\s*$")
+_LEADING_INT = re.compile(r"^\s*(-?\d{1,9})\b")
+
+# The study's words for SST-5's five classes: its prompt says "somewhat negative" and "somewhat
+# positive" where SST-5's class names say "negative" and "positive". A model may answer in
+# either, so with five classes both map (the data's own class names first).
+STUDY_WORDS = ("very negative", "somewhat negative", "neutral", "somewhat positive", "very positive")
 
 
 @dataclass
@@ -57,14 +67,27 @@ class ParsedReply:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (kind, the offending text, shortened)
 
     def fail(self, kind: str, detail: object) -> None:
-        text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, default=str)
-        self.failures.append((kind, text[:200]))
+        if isinstance(detail, str):
+            text = detail[:200]
+        else:
+            try:
+                text = json.dumps(detail, ensure_ascii=False, default=str)[:200]
+            except (ValueError, RecursionError):  # nested too deeply, or an int too long to print
+                text = f"<{type(detail).__name__}>"
+        self.failures.append((kind, text))
 
 
-def parse_reply(content: str | None, class_names) -> ParsedReply:
+def parse_reply(content: object, class_names) -> ParsedReply:
     """Rows from one reply's text. A reply cut off at max_tokens (finish_reason 'length') shows
-    it in the JSON itself, an unclosed list, so the text is all that is needed."""
+    it in the JSON itself, an unclosed list, so the text is all that is needed.
+
+    Whatever `content` is (a stored reply may hold anything a server sent), the result is rows
+    and logged failures, never an exception: a reply must not stop a run, this one or a later one.
+    """
     out = ParsedReply()
+    if content is not None and not isinstance(content, str):
+        out.fail("not_text", content)
+        return out
     if content is None or not content.strip():
         out.fail("empty_reply", content or "")
         return out
@@ -92,7 +115,11 @@ def _decode(content: str, out: ParsedReply):
         out.fail("not_json", content)
         return None
     start = min(starts)
-    closed_at, cut_at, open_stack = _scan(text, start)
+    try:
+        closed_at, cut_at, open_stack = _scan(text, start)
+    except _TooDeep:
+        out.fail("not_json", content)
+        return None
     if closed_at is not None:
         body = text[start:closed_at]
         if (text[:start].strip() or text[closed_at:].strip()) and not fence:
@@ -114,13 +141,20 @@ def _decode(content: str, out: ParsedReply):
         return json.loads(body)
     except json.JSONDecodeError:
         pass
+    except (ValueError, RecursionError):  # an int of thousands of digits; nesting beyond the stack
+        out.fail("not_json", content)
+        return None
     try:
         value = ast.literal_eval(body)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
         out.fail("not_json", content)
         return None
     out.repairs["python_literal"] += 1
     return value
+
+
+class _TooDeep(Exception):
+    pass
 
 
 def _scan(text: str, start: int):
@@ -130,7 +164,10 @@ def _scan(text: str, start: int):
     complete container inside it, the containers still open at that point).
     """
     stack: list[str] = []
-    cut_at, cut_stack = None, []
+    # The containers open at the last cut are stack[:cut_depth] at the end: every pop is a close,
+    # which moves the cut, so nothing below it changes after. (Copying the stack at each close
+    # made a reply of 50,000 nested brackets take seconds.)
+    cut_at, cut_depth = None, 0
     quote = None
     i = start
     while i < len(text):
@@ -145,13 +182,15 @@ def _scan(text: str, start: int):
             quote = c
         elif c in "[{":
             stack.append(c)
+            if len(stack) > MAX_DEPTH:
+                raise _TooDeep
         elif c in "]}":
             stack.pop()
             if not stack:
-                return i + 1, cut_at, cut_stack
-            cut_at, cut_stack = i + 1, list(stack)
+                return i + 1, cut_at, stack[:cut_depth]
+            cut_at, cut_depth = i + 1, len(stack)
         i += 1
-    return None, cut_at, cut_stack
+    return None, cut_at, stack[:cut_depth]
 
 
 def _strip_trailing_commas(body: str) -> tuple[str, int]:
@@ -268,6 +307,9 @@ def _label(value, class_names) -> tuple[int | None, str | None]:
     if match:
         return int(match.group(1)), "label_format"
     names = {_name(n): i for i, n in enumerate(class_names)}
+    if len(class_names) == len(STUDY_WORDS):
+        for i, word in enumerate(STUDY_WORDS):
+            names.setdefault(_name(word), i)
     if _name(value) in names:
         return names[_name(value)], "label_name"
     match = _LEADING_INT.match(value)
@@ -277,7 +319,8 @@ def _label(value, class_names) -> tuple[int | None, str | None]:
 
 
 def _name(value: str) -> str:
-    return " ".join(value.lower().replace("_", " ").replace("-", " ").split())
+    """A label name with case, spacing and punctuation forgiven: "Very_Positive." is "very positive"."""
+    return " ".join(re.sub(r"[\W_]+", " ", str(value).lower()).split())
 
 
 def failure_counts(replies: list[ParsedReply]) -> tuple[dict, dict]:

@@ -14,8 +14,8 @@ from string import Template
 import numpy as np
 import pandas as pd
 
-from raysweep.config import ConfigError
 from raysweep.hashing import json_digest, text_digest
+from raysweep.loader import ConfigError
 
 SST5_CLASS_NAMES = ("very negative", "negative", "neutral", "positive", "very positive")
 

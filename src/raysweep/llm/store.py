@@ -42,8 +42,8 @@ class ResponseStore:
             if line.strip():
                 try:
                     records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    if not last:
+                except (ValueError, RecursionError) as exc:  # RecursionError: nesting beyond the stack
+                    if not last or not isinstance(exc, json.JSONDecodeError):
                         raise StoreError(f"{self.path}:{lineno}: not a JSON record; the store is damaged") from None
                     # The final line: a write cut short by a kill. Cut it so appends start clean.
                     with open(self.path, "r+b") as f:
