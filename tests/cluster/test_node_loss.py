@@ -31,7 +31,8 @@ DRIVER = """
 import sys
 from raysweep.config import load_sweep
 from raysweep.sweep import run_sweep
-run_sweep(load_sweep(sys.argv[1]), sys.argv[2], address=sys.argv[3], use_ray_data=False)
+# Every node of this test sees the same disk: the local output is shared, as the flag says.
+run_sweep(load_sweep(sys.argv[1]), sys.argv[2], address=sys.argv[3], use_ray_data=False, shared_output=True)
 """
 
 NODE = dict(memory=1024**3, object_store_memory=80 * 1024**2)  # each node would count all the machine's RAM
