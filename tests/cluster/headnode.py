@@ -55,6 +55,7 @@ def stop_by_pid(proc: subprocess.Popen, grace: float = 5.0) -> None:
 
     `ray start --block` alone took over 30 s to stop its node on SIGTERM here (and its children
     10 s more): a test's node holds nothing worth a graceful stop, so everyone gets `grace`."""
+    import ray  # noqa: F401 - Ray bundles psutil (ray/thirdparty_files) and puts it on sys.path
     import psutil
 
     try:
