@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from headnode import six_cells
 
 from raysweep.config import load_sweep
 from raysweep.sweep import cell_id, cell_progress, expand, fixed_digest
@@ -63,17 +64,7 @@ def test_killing_a_worker_mid_sweep_loses_no_cell_and_reruns_none(tmp_path, tiny
     # The nodes and the driver inherit this: no token auth between processes of one test.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    sweep = tmp_path / "loss.yaml"
-    # 6 cells of a few seconds each (tiny encoder, many epochs): time to kill one mid-trial.
-    sweep.write_text(f"""
-name: loss
-compare: {{strategy: [random], fraction: [0, 1, 2], freeze: [last-linear]}}
-replicate: {{seed: [0, 1]}}
-data: {{path: {sst5_subset}}}
-encoder: {{name: {tiny_bert}, max_length: 32}}
-recipe: {{epochs: 600}}
-resources: {{cpus_per_trial: 1}}
-""")
+    sweep = six_cells(tmp_path / "loss.yaml", "loss", sst5_subset, tiny_bert, epochs=600)
     cfg = load_sweep(sweep)
     fixed = fixed_digest(cfg)
     ids = {cell_id(c, fixed) for c in expand(cfg)}

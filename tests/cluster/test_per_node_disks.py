@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from headnode import six_cells, wait_job
 from pernode import PerNodeCluster, skip_reason
 
 from raysweep.config import load_sweep
@@ -188,18 +189,6 @@ teacher: {{freeze: pooler, epochs: 1}}
     assert "teacher (pooler" in log
 
 
-def _wait_job(address: str, job_id: str, timeout: float = 600):
-    from raysweep import jobs
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = jobs.status(address, job_id)
-        if state.finished:
-            return state
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} still {state.status} after {timeout:.0f} s")
-
-
 def _driver_processes(output: str) -> list:
     """The job's driver: the `python -m raysweep.cli run ... --output OUTPUT` process(es)."""
     import ray  # noqa: F401 - Ray bundles psutil
@@ -228,17 +217,7 @@ def test_a_submitted_sweep_whose_driver_is_killed_resumes_when_submitted_again(c
     project = tmp_path / "proj"
     (project / "sweeps").mkdir(parents=True)
     (project / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
-    sweep = project / "sweeps" / "killed.yaml"
-    # Six cells of a few seconds each on two one-CPU workers: time to kill the driver mid-sweep.
-    sweep.write_text(f"""
-name: killed
-compare: {{strategy: [random], fraction: [0, 1, 2], freeze: [last-linear]}}
-replicate: {{seed: [0, 1]}}
-data: {{path: {sst5_subset}}}
-encoder: {{name: {tiny_bert}, max_length: 32}}
-recipe: {{epochs: 5}}
-resources: {{cpus_per_trial: 1}}
-""")
+    sweep = six_cells(project / "sweeps" / "killed.yaml", "killed", sst5_subset, tiny_bert, epochs=5)
     overrides = ["recipe.epochs=400"]  # status must be told these to find the cells
     out = tmp_path / "shared" / "out"
     output = f"file://{out}"
@@ -255,7 +234,7 @@ resources: {{cpus_per_trial: 1}}
     assert drivers, "the job's driver process was not found"
     for proc in drivers:
         os.kill(proc.pid, signal.SIGKILL)
-    state = _wait_job(cluster.dashboard, first)
+    state = wait_job(cluster.dashboard, first, timeout=600)
     assert state.status == "FAILED", state
     # Trials already running may still finish after their driver died (PITFALLS.md): wait for
     # them to end, so that what counts as "finished before the resubmit" no longer moves.
@@ -266,7 +245,7 @@ resources: {{cpus_per_trial: 1}}
     assert 0 < len(before) < len(ids), sorted(before)
 
     second = jobs.submit(sweep, cluster.dashboard, output, overrides)
-    state = _wait_job(cluster.dashboard, second)
+    state = wait_job(cluster.dashboard, second, timeout=600)
     assert state.status == "SUCCEEDED", "".join(jobs.logs(cluster.dashboard, second))[-3000:]
     logs = "".join(jobs.logs(cluster.dashboard, second))
     assert f"{len(ids)} cells, {len(before)} already done, {len(ids) - len(before)} to run" in logs, logs[-3000:]
