@@ -115,6 +115,14 @@ def test_an_entry_ships_by_object_store_when_small_else_by_storage(tmp_path, ray
     with pytest.raises(StorageError, match=r"big: no such cache entry on node .*give --output a storage URI") as info:
         storage.receive(by_path)
     assert "\n" not in str(info.value)
+    # Raised in a remote task, it reaches the driver as itself: one line, no remote traceback.
+    import ray
+
+    from raysweep import cluster
+
+    with pytest.raises(StorageError) as info:
+        cluster.get(ray.remote(storage.receive).remote(by_path))
+    assert "no such cache entry on node" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_analyze_copies_only_what_the_report_reads_from_a_uri(tmp_path):

@@ -17,7 +17,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,10 +121,52 @@ class PerNodeCluster:
         raise RuntimeError(f"{count} nodes were not alive within {timeout:.0f} s (last: {alive})")
 
     def remove_worker(self, node: Node) -> None:
-        """The worker dies at once, with every process of its node (no graceful shutdown)."""
-        stop_by_pid(node.proc, grace=2.0)
+        """The worker dies at once, with every process of its node: SIGKILL, no graceful stop.
+        Its tmpfs goes with its mount namespace, as a lost instance's disk does."""
+        import ray  # noqa: F401 - Ray bundles psutil
+        import psutil
+
+        try:
+            procs = [psutil.Process(node.proc.pid), *psutil.Process(node.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        node.proc.wait()
+        psutil.wait_procs(procs, timeout=10)
 
     def shutdown(self) -> None:
         for node in [*self.workers, self.head]:
             if node is not None and node.proc.poll() is None:
                 stop_by_pid(node.proc)
+
+
+@contextmanager
+def per_node_cluster(workers: int):
+    """A head and `workers` one-CPU workers with per-node raysweep homes, stopped (by PID) after.
+
+    Every node and driver gets the same environment: no token auth between the processes of a
+    test, RAYSWEEP_HOME (each worker's own tmpfs, the driver's real directory), and a training log
+    every process appends to ($RAYSWEEP_TRAINING_LOG, at `cluster.root / "trainings.jsonl"`)."""
+    root = Path(tempfile.mkdtemp(prefix="rs-pernode-", dir="/tmp"))
+    home = root / "home"  # RAYSWEEP_HOME: ~/.cache/raysweep on a real node
+    home.mkdir()
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAYSWEEP_HOME=str(home),
+               RAYSWEEP_TRAINING_LOG=str(root / "trainings.jsonl"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+               # A job's entrypoint runs the `python` first on the head's PATH: this venv's.
+               PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    env.pop("RAY_ADDRESS", None)
+    cluster = PerNodeCluster(root=root, node_local=[home], env=env)
+    try:
+        cluster.start_head()
+        for _ in range(workers):
+            cluster.add_worker()
+        cluster.wait_for_nodes(1 + workers)
+        yield cluster
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(root, ignore_errors=True)

@@ -15,17 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from headnode import six_cells, wait_job
-from pernode import PerNodeCluster, skip_reason
+from pernode import PerNodeCluster, per_node_cluster, skip_reason
 
 from raysweep.config import load_sweep
 from raysweep.sweep import cell_ids, expand
@@ -61,27 +59,10 @@ def sst5_1100(tmp_path_factory):
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster():
     """The head and two workers; stopped (by PID) after the test."""
-    root = Path(tempfile.mkdtemp(prefix="rs-pernode-", dir="/tmp"))
-    home = root / "home"  # RAYSWEEP_HOME: ~/.cache/raysweep on a real node
-    home.mkdir()
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAYSWEEP_HOME=str(home),
-               RAYSWEEP_TRAINING_LOG=str(root / "trainings.jsonl"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-               # A job's entrypoint runs the `python` first on the head's PATH: this venv's.
-               PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
-    env.pop("RAY_ADDRESS", None)
-    c = PerNodeCluster(root=root, node_local=[home], env=env)
-    try:
-        c.start_head()
-        c.add_worker()
-        c.add_worker()
-        c.wait_for_nodes(3)
+    with per_node_cluster(workers=2) as c:
         yield c
-    finally:
-        c.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def run_driver(c: PerNodeCluster, sweep: Path, output: str, tmp_path: Path, object_store_max: int) -> tuple[str, int]:
