@@ -58,9 +58,12 @@ def sst5_1100(tmp_path_factory):
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster():
-    """The head and two workers; stopped (by PID) after the test."""
+    """The head and two workers, shared by this module's tests (each reads only the trainings
+    logged since it started); stopped (by PID) after the last one."""
+    if WHY_NOT is not None:
+        pytest.skip(WHY_NOT)
     with per_node_cluster(workers=2) as c:
         yield c
 
@@ -82,9 +85,10 @@ def run_driver(c: PerNodeCluster, sweep: Path, output: str, tmp_path: Path, obje
     return text, driver.pid
 
 
-def trainings(c: PerNodeCluster) -> list[dict]:
+def trainings(c: PerNodeCluster, since: int = 0) -> list[dict]:
+    """The models trained on the cluster (every node's and driver's log lines), from line `since` on."""
     path = c.root / "trainings.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().splitlines()][since:] if path.exists() else []
 
 
 def check_cells(cfg, out: Path, generated: str | None = None) -> pd.DataFrame:
@@ -110,6 +114,7 @@ resources: {{cpus_per_trial: 1}}
 """)
     cfg = load_sweep(sweep)
     out = tmp_path / "shared" / "out"
+    mark = len(trainings(cluster))
     log, driver_pid = run_driver(cluster, sweep, f"file://{out}", tmp_path, object_store_max=0)
 
     table = check_cells(cfg, out)
@@ -120,13 +125,14 @@ resources: {{cpus_per_trial: 1}}
     assert len(scored) == 1 and "Ray Data for 1 token-level" in scored[0], scored
     # One scoring model per freeze mode, trained once, on a worker (the head has no CPU); the
     # driver got each back and published it, so no trial trained one again. Each cell trained once.
-    done = trainings(cluster)
+    done = trainings(cluster, mark)
     models = [t for t in done if t["kind"] == "model"]
     assert len(models) == 3 and len({t["key"] for t in models}) == 3, models
     trials = [t for t in done if t["kind"] == "trial"]
     assert len(trials) == 9 and len({t["key"] for t in trials}) == 9, trials
     assert all(t["pid"] != driver_pid and t["node"] for t in done), "a model was trained on the driver"
-    assert len(list((cluster.root / "home" / "cache" / "selection" / "models").glob("*.pt"))) == 3
+    driver_models = {p.stem for p in (cluster.root / "home" / "cache" / "selection" / "models").glob("*.pt")}
+    assert {t["key"] for t in models} <= driver_models  # each came back to the driver's cache
     assert (out / "diagnostics" / "correlation.csv").exists()
 
 
@@ -151,6 +157,7 @@ teacher: {{freeze: pooler, epochs: 1}}
 """)
         cfg = load_sweep(sweep)
         out = tmp_path / "shared" / "out"
+        mark = len(trainings(cluster))
         # The default split: the teacher's and the scoring model's activations are small, so they
         # reach the workers through the object store; the trials' through the output's storage.
         log, driver_pid = run_driver(cluster, sweep, f"file://{out}", tmp_path, object_store_max=64 * 1024**2)
@@ -162,7 +169,7 @@ teacher: {{freeze: pooler, epochs: 1}}
     table = check_cells(cfg, out, summary["rows_digest"])
     assert len(table) == 4 and set(table["n_added"]) == {20}
     # The teacher and the LLM pool's scoring model: each trained once, on a worker; each cell once.
-    done = trainings(cluster)
+    done = trainings(cluster, mark)
     models = [t for t in done if t["kind"] == "model"]
     assert len(models) == 2 and len({t["key"] for t in models}) == 2, models
     assert len([t for t in done if t["kind"] == "trial"]) == 4
@@ -205,6 +212,7 @@ def test_a_submitted_sweep_whose_driver_is_killed_resumes_when_submitted_again(c
     cfg = load_sweep(sweep, overrides)
     ids = set(cell_ids(cfg, expand(cfg)))
 
+    mark = len(trainings(cluster))
     first = jobs.submit(sweep, cluster.dashboard, output, overrides)
     deadline = time.monotonic() + 600
     while not list((out / "cells").glob("*.json")):  # (glob of a missing directory: nothing)
@@ -234,7 +242,7 @@ def test_a_submitted_sweep_whose_driver_is_killed_resumes_when_submitted_again(c
     table = check_cells(cfg, out)
     after = {p.stem: (p.stat().st_mtime_ns, p.read_text()) for p in (out / "cells").glob("*.json")}
     assert {cid: after[cid] for cid in before} == before  # no finished cell ran again
-    trained = [json.loads(t["key"]) for t in trainings(cluster) if t["kind"] == "trial"]
+    trained = [json.loads(t["key"]) for t in trainings(cluster, mark) if t["kind"] == "trial"]
     done_before = [c for c in expand(cfg) if cell_ids(cfg, [c])[0] in before]
     for cell in done_before:
         assert sum(t == dataclasses.asdict(cell) for t in trained) == 1, cell
