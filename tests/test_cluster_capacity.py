@@ -61,3 +61,11 @@ def test_a_local_output_is_refused_on_a_multi_node_cluster_before_anything_is_wr
     # One node that cannot grow: a local path is fine, so the check passes.
     monkeypatch.setattr(cluster, "capacity", lambda address=None: Capacity((NodeShape("local", 2, 0, 1, 1),), "x"))
     sweep.check_local_output(sweep.Output(out), "10.0.0.1:6379")
+
+
+def test_submit_passes_shared_output_on_to_the_jobs_run():
+    from raysweep.jobs import build_entrypoint
+
+    assert build_entrypoint("sweeps/x.yaml", "/nfs/out", ["a.b=1"], shared_output=True).endswith(
+        "--address auto --set a.b=1 --shared-output")
+    assert "--shared-output" not in build_entrypoint("sweeps/x.yaml", "/nfs/out")
