@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from raysweep import sweep
 from raysweep.cli import EXIT_BAD_INPUT, main
+from raysweep.cluster import Capacity, NodeShape
 from raysweep.config import load_sweep
 from raysweep.preflight import PreflightError, preflight
 
@@ -155,7 +156,7 @@ def test_the_hang_cases_fail_fast(tmp_path, no_run):
                          "--set", f"resources.{key}={value}")
         assert time.process_time() - start < 20
         assert result.exit_code == EXIT_BAD_INPUT
-        assert f"resources.{key}: {value} per trial, but this machine has" in result.stderr
+        assert f"resources.{key}: {value} per trial, but no node has or can get more than" in result.stderr
         assert not (tmp_path / "out").exists() and no_run == []
 
 
@@ -259,7 +260,7 @@ def test_every_shipped_sweep_passes_the_preflight(name, monkeypatch):
     (Each reads the bundled data and an encoder config: about half a second.)"""
     from raysweep import preflight as pf
 
-    monkeypatch.setattr(pf, "capacity", lambda address: pf._LocalCapacity(cpus=64, gpus=8))
+    monkeypatch.setattr(pf, "capacity", lambda address: Capacity((NodeShape("big", 64, 8, running=1, max_count=1),), "test"))
     cfg = load_sweep(SWEEPS / name)
     try:
         plan = preflight(cfg, where=name)

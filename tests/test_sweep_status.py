@@ -121,3 +121,22 @@ def test_a_retried_trial_reports_the_record_its_lost_node_wrote_instead_of_runni
     monkeypatch.setattr(ray.tune, "report", reports.append)
     sweep._tune_trainable({"cell_id": "c1"}, context={}, cells={"c1": asdict(cell)}, output=str(tmp_path), threads=1)
     assert runs == [] and reports == [{"status": "ok", "val_accuracy": 0.25}]
+
+
+def test_status_counts_the_grid_that_was_run_with_the_same_set_overrides(tmp_path, sweep_file):
+    # A sweep run with --set recipe.epochs=1 has other cell ids (recipe is a fixed setting):
+    # status must apply the same overrides to find its cells.
+    overrides = ["recipe.epochs=1", "compare.fraction=[1]"]
+    cfg = load_sweep(sweep_file, overrides)
+    cells = tmp_path / "out" / "cells"
+    cells.mkdir(parents=True)
+    for cid in ids_of(cfg):
+        write(cells / f"{cid}.json", {"status": "ok"})
+    runner = CliRunner()
+    args = ["status", "--sweep", str(sweep_file), "--output", str(tmp_path / "out")]
+    without = runner.invoke(main, args)
+    assert without.exit_code == 0 and "6 cells, 0 done" in without.output, without.output
+    sets = [w for o in overrides for w in ("--set", o)]
+    result = runner.invoke(main, [*args, *sets])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "2 cells, 2 done, 0 running, 0 failed, 0 pending"

@@ -13,6 +13,7 @@ import pytest
 from raysweep import sweep
 from raysweep.config import load_sweep
 from raysweep.storage import Output, StorageError
+from raysweep.train import Cell
 
 
 def digest_tree(root: Path) -> dict[str, str]:
@@ -75,14 +76,53 @@ def test_a_trial_fetches_what_its_node_lacks(tmp_path):
     train, val = make_entry(driver / "tr", b"train"), make_entry(driver / "va", b"val")
     (driver / "selection" / "models").mkdir(parents=True)
     (driver / "selection" / "models" / "m.pt").write_bytes(b"model")
-    context = {"cache_dir": str(driver), "artifacts": {"e|pooler|last-linear": (str(train), str(val))}}
-    sweep.publish_cache(out, context, log=lambda *_: None)
+    gen = make_entry(driver / "tr+gen", b"train and generated")
+    context = {"cache_dir": str(driver), "artifacts": {"e|pooler|last-linear": (str(train), str(val)),
+                                                       "e|pooler|last-linear|generated": (str(gen), str(val))}}
+    sweep.publish_entries(out, context, log=lambda *_: None)
+    sweep.publish_selection(out, context, log=lambda *_: None)
     expected = digest_tree(driver)
     import shutil
 
     shutil.rmtree(driver)  # another node: same path, nothing in it yet
-    sweep.fetch_cache(out, context, "e|pooler|last-linear")
-    assert digest_tree(driver) == expected
+    sweep.fetch_cache(out, context, Cell("real", "random", 1.0, "last-linear", 0, "e", "pooler"))
+    assert not gen.exists()  # a real-pool trial fetches only what it reads
+    sweep._fetched.clear()
+    sweep.fetch_cache(out, context, Cell("llm", "random", 1.0, "last-linear", 0, "e", "pooler"))
+    visible = {k: v for k, v in digest_tree(driver).items() if not Path(k).name.startswith(".")}  # not the locks
+    assert visible == expected
+
+
+@pytest.mark.slow  # starts Ray (a few seconds)
+def test_an_entry_ships_by_object_store_when_small_else_by_storage(tmp_path, ray_local, monkeypatch):
+    from raysweep import storage
+
+    out = Output(f"file://{tmp_path}/store")
+    small = make_entry(tmp_path / "driver" / "small", b"s" * 1000)
+    big = make_entry(tmp_path / "driver" / "big", b"b" * 5000)
+    monkeypatch.setattr(storage, "OBJECT_STORE_MAX_BYTES", 4000)  # small: 2,011 bytes; big: 10,011
+    by_ref, by_uri, by_path = storage.ship(small, out), storage.ship(big, out), storage.ship(big, None)
+    assert by_ref.files is not None and by_ref.uri is None
+    assert by_uri.uri == out.spec and by_uri.files is None and out.exists("cache/big/meta.json")
+    assert by_path.uri is None and by_path.files is None
+    expected = {"small": digest_tree(small), "big": digest_tree(big)}
+    import shutil
+
+    shutil.rmtree(tmp_path / "driver")  # a node with its own disk
+    assert digest_tree(storage.receive(by_ref)) == expected["small"]
+    assert digest_tree(storage.receive(by_uri)) == expected["big"]
+    shutil.rmtree(tmp_path / "driver" / "big")
+    with pytest.raises(StorageError, match=r"big: no such cache entry on node .*give --output a storage URI") as info:
+        storage.receive(by_path)
+    assert "\n" not in str(info.value)
+    # Raised in a remote task, it reaches the driver as itself: one line, no remote traceback.
+    import ray
+
+    from raysweep import cluster
+
+    with pytest.raises(StorageError) as info:
+        cluster.get(ray.remote(storage.receive).remote(by_path))
+    assert "no such cache entry on node" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_analyze_copies_only_what_the_report_reads_from_a_uri(tmp_path):
@@ -159,7 +199,8 @@ def test_a_sweep_into_a_file_uri_writes_what_a_local_path_gets(tmp_path, tiny_cs
     for name in entries:
         assert digest_tree(b / "cache" / name) == digest_tree(node_cache / name)
     assert sorted(p.name for p in (a / "cache").iterdir() if (p / "meta.json").exists()) == entries
-    assert f"cache: 4 of 4 activation entries and 0 scoring files uploaded to file://{b}/cache" in lines
+    assert f"cache: 4 of 4 activation entries uploaded to file://{b}/cache" in lines
+    assert not [line for line in lines if "scoring files" in line]  # random: no scoring model, nothing to publish
     assert sweep.cell_progress(cfg, f"file://{b}") == {"cells": 4, "done": 4, "running": 0, "failed": 0,
                                                        "pending": 0}
 
@@ -274,3 +315,27 @@ def test_a_sweep_into_s3_through_a_real_s3_api(tmp_path, tiny_csv, tiny_bert, ra
         remote = pd.read_csv(f)
     assert sorted(remote["cell_id"]) == sorted(ids)
     assert sweep.cell_progress(cfg, uri) == {"cells": 4, "done": 4, "running": 0, "failed": 0, "pending": 0}
+
+
+@pytest.mark.slow  # draws the report's figures (~20 s on a busy 2-core machine)
+def test_a_report_of_a_uri_names_the_uri_not_its_temporary_copy(tmp_path):
+    import sys
+
+    from click.testing import CliRunner
+
+    from raysweep.cli import main
+
+    sys.path.insert(0, str(Path(__file__).parent / "analysis"))
+    try:
+        from handmade import write_trials
+    finally:
+        sys.path.pop(0)
+    write_trials(tmp_path / "store" / "paper")
+    uri = f"file://{tmp_path}/store/paper"
+    result = CliRunner().invoke(main, ["analyze", uri, "--output", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"(`{uri}`)" in md  # the summary's list of sweeps
+    assert f"raysweep analyze {uri} --output {tmp_path / 'report'}" in md
+    assert f"--output {uri}-rerun" in md and f"copy `{uri}/sweep.yaml` here first" in md
+    assert "/tmp/tmp" not in md.replace(str(tmp_path), "")  # no trace of the staging directory

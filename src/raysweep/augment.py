@@ -41,6 +41,7 @@ from raysweep.embed import ensure_activation_sets, load_activations
 from raysweep.errors import RaysweepError
 from raysweep.hashing import json_digest
 from raysweep.runtime import ray_running
+from raysweep.storage import Output
 from raysweep.train import predict_proba
 
 GENERATED = "generated.csv"
@@ -119,18 +120,21 @@ def reuse(cfg: SweepConfig, gen_dir: str | Path) -> Generated | None:
 
 
 def run_generation(cfg: SweepConfig, gen_dir: str | Path, cache_dir: str | Path, use_ray: bool = True,
-                   log=print) -> Generated:
-    """Generate (or resume) `cfg.llm.n_rows` rows, relabel them with the teacher, write `gen_dir`."""
+                   log=print, out: Output | None = None) -> Generated:
+    """Generate (or resume) `cfg.llm.n_rows` rows, relabel them with the teacher, write `gen_dir`.
+
+    `out`: the sweep's output; with a storage URI, a teacher trained on another node reads its
+    activations from `<out>/cache/` when they are too large for the object store."""
     gen_dir = Path(gen_dir)
     found = reuse(cfg, gen_dir)
     if found is not None:
         log(f"generation: reusing {gen_dir} ({len(found.rows)} rows, agreement {found.summary['agreement']:.3f})")
         return found
     with ray_running(enabled=use_ray):  # the caller's Ray if it started one, else a local one for this run
-        return _run(cfg, gen_dir, cache_dir, use_ray, log)
+        return _run(cfg, gen_dir, cache_dir, use_ray, log, out)
 
 
-def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, log) -> Generated:
+def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, log, out: Output | None) -> Generated:
     from raysweep.llm.generate import generate
 
     start = time.perf_counter()
@@ -143,7 +147,7 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
     if result.rows.empty:
         raise GenerationDirError(f"{gen_dir}: the LLM produced no usable row; see parse_failures.jsonl there")
     gen_texts = result.rows["text"].astype(str).tolist()
-    teacher = relabel(cfg, splits, gen_texts, cache_dir, use_ray=use_ray, log=log)
+    teacher = relabel(cfg, splits, gen_texts, cache_dir, use_ray=use_ray, log=log, out=out)
 
     rows = result.rows.assign(teacher_label=teacher["labels"])
     llm, tea = rows["llm_label"].to_numpy(), rows["teacher_label"].to_numpy()
@@ -169,7 +173,7 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
 
 
 def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: str | Path, use_ray: bool = True,
-            log=print) -> dict:
+            log=print, out: Output | None = None) -> dict:
     """Train the teacher on every real train row and label `gen_texts` with it.
 
     Returns the labels, the teacher's val accuracy, and sentence vectors of the real train rows
@@ -189,8 +193,13 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     recipe = replace(cfg.recipe, epochs=cfg.teacher.epochs or cfg.recipe.epochs)
     rows = np.arange(len(splits.train))
     labels = splits.train["label"].to_numpy()
-    if use_ray:
-        _train_remote(train_acts, rows, labels, cfg, recipe, cache_dir)
+    if use_ray and not scoring.model_path(cache_dir, train_acts, rows, labels, cfg.data.num_classes, recipe,
+                                          cfg.teacher.seed).exists():
+        # A Ray task with a trial's resources: on a cluster it lands on a GPU worker instead of the
+        # head node that runs this driver. Its state comes back here, into this node's cache.
+        res = cfg.resources
+        scoring.train_remote([(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed)], cache_dir,
+                             out, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial)
     teacher = scoring.trained_model(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed,
                                     cache_dir)
     val_pred = predict_proba(teacher, val_acts).argmax(1)
@@ -203,17 +212,6 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
         "generated_vectors": sentence["generated"].dense().numpy(),
         "seconds": round(time.perf_counter() - start, 2),
     }
-
-
-def _train_remote(acts, rows, labels, cfg: SweepConfig, recipe, cache_dir) -> None:
-    """Train the teacher into the cache as a Ray task with a trial's resources: on a cluster it
-    lands on a GPU worker instead of the head node that runs this driver."""
-    import ray
-
-    res = cfg.resources
-    task = ray.remote(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)(scoring._train_job)
-    ray.get(task.remote(str(acts.path), rows, labels, cfg.data.num_classes, to_dict(recipe), cfg.teacher.seed,
-                        str(cache_dir)))
 
 
 def _write(gen_dir: Path, rows: pd.DataFrame, summary: dict, real: np.ndarray, generated: np.ndarray,

@@ -22,6 +22,11 @@ EXIT_FAILED_CELLS = 3
 FIRST_ERRORS = 3  # failed cells whose error a run prints; trials.csv holds them all
 
 
+# A local --output on a cluster of several nodes is refused unless the user says this.
+SHARED_OUTPUT_HELP = ("OUTPUT is a local path that every node of the cluster mounts (NFS, EFS); without it a local "
+                      "path is refused on a cluster that has or can scale to several nodes.")
+
+
 def _fail(exc: Exception) -> None:
     for line in str(exc).splitlines() or [type(exc).__name__]:  # a preflight lists every problem, one a line
         click.echo(f"error: {line}", err=True)
@@ -112,8 +117,9 @@ def main() -> None:
               help="Override a field of the sweep file (repeatable), e.g. --set recipe.epochs=5.")
 @click.option("--address", default=None, help="Ray cluster address (default: a fresh local Ray; 'auto' joins one).")
 @click.option("--retry-failed", is_flag=True, help="Run the cells that failed before again.")
+@click.option("--shared-output", is_flag=True, help=SHARED_OUTPUT_HELP)
 @_verbosity_options
-def run(sweep_file, output, overrides, address, retry_failed, verbose, quiet) -> None:
+def run(sweep_file, output, overrides, address, retry_failed, shared_output, verbose, quiet) -> None:
     """Run every cell of SWEEP_FILE not yet finished in OUTPUT and write OUTPUT/trials.csv."""
     from raysweep.sweep import check_output, run_sweep
 
@@ -123,7 +129,8 @@ def run(sweep_file, output, overrides, address, retry_failed, verbose, quiet) ->
         cfg, _ = _load_checked(sweep_file, overrides, address=address)
         check_output(output)
         with _logged("run", output, cfg.name, verbosity, address):
-            table = run_sweep(cfg, output, address=address, retry_failed=retry_failed, log=console.line)
+            table = run_sweep(cfg, output, address=address, retry_failed=retry_failed, log=console.line,
+                              shared_output=shared_output)
     except RaysweepError as exc:
         _fail(exc)
     if len(table):
@@ -224,17 +231,19 @@ def analyze(results_dirs, output, seed) -> None:
     from raysweep.storage import Output, StorageError, is_uri
 
     with tempfile.TemporaryDirectory() as staging:
-        dirs = []
+        dirs, sources = [], []  # sources: how the report names each (the URI, not the temporary copy)
         try:
             for i, d in enumerate(results_dirs):
                 if is_uri(d):  # its results files, copied here; named as the URI ends (the report's fallback name)
                     out = Output(d)
                     dirs.append(out.fetch_results(Path(staging) / str(i) / out.uri.rsplit("/", 1)[-1]))
+                    sources.append(out.uri)  # redacted: no keys, no query options
                 elif Path(d).is_dir():
                     dirs.append(Path(d))
+                    sources.append(str(Path(d)))
                 else:
                     raise StorageError(f"{d}: no such results directory")
-            report = write_report(dirs, Path(output), seed=seed)
+            report = write_report(dirs, Path(output), seed=seed, sources=sources)
         except RaysweepError as exc:  # e.g. a results file that is there but malformed; the message names it
             _fail(exc)
     click.echo(f"wrote {report} and {report.with_suffix('.html')}")
@@ -249,14 +258,15 @@ def analyze(results_dirs, output, seed) -> None:
 @click.option("--env", "env_keys", multiple=True, metavar="NAME",
               help="Pass this local environment variable to the job (not a secret: Ray records it in clear; "
                    "an API key goes as llm.api_key_file, see docs/cluster.md).")
-def submit(sweep_file, address, output, overrides, env_keys) -> None:
+@click.option("--shared-output", is_flag=True, help=SHARED_OUTPUT_HELP)
+def submit(sweep_file, address, output, overrides, env_keys, shared_output) -> None:
     """Submit SWEEP_FILE to a Ray cluster as a Ray Job; print its id and dashboard page."""
     from raysweep import jobs
 
     address = address or jobs.DEFAULT_ADDRESS
     try:
-        _load_checked(sweep_file, overrides, remote=True)  # the cluster's resources: cluster.capacity at merge
-        job_id = jobs.submit(sweep_file, address, output, overrides, env_keys)
+        _load_checked(sweep_file, overrides, remote=True)
+        job_id = jobs.submit(sweep_file, address, output, overrides, env_keys, shared_output=shared_output)
     except RaysweepError as exc:
         _fail(exc)
     click.echo(f"submitted {job_id}")
@@ -270,7 +280,9 @@ def submit(sweep_file, address, output, overrides, env_keys) -> None:
 @click.option("--sweep", "sweep_file", type=click.Path(dir_okay=False), default=None,
               help="With --output: count this sweep's cells in a results directory you can read.")
 @click.option("--output", "-o", default=None, type=click.Path(file_okay=False), help="Results directory or URI.")
-def status(job_id, address, sweep_file, output) -> None:
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="The overrides the sweep was run or submitted with: they change its cells' ids.")
+def status(job_id, address, sweep_file, output, overrides) -> None:
     """A job's state (JOB_ID), and/or a sweep's cells done / running / failed / pending (--sweep and --output)."""
     from raysweep import jobs
 
@@ -285,7 +297,7 @@ def status(job_id, address, sweep_file, output) -> None:
         from raysweep.sweep import cell_progress
 
         try:
-            counts = cell_progress(load_sweep(sweep_file), output)
+            counts = cell_progress(load_sweep(sweep_file, overrides), output)
         except RaysweepError as exc:
             _fail(exc)
         click.echo(", ".join(f"{n} {what}" for what, n in counts.items()))

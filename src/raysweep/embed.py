@@ -147,15 +147,14 @@ def _compute_ray(encoder: str, texts: list[str], boundaries: list[Boundary], bat
     import pandas as pd
     import ray
 
-    resources = ray.available_resources()
-    gpus = int(resources.get("GPU", 0))
-    if actors <= 0:
-        actors = gpus if gpus else max(1, int(resources.get("CPU", 1)))
+    from raysweep.cluster import actor_pool
+
+    pool = actor_pool(actors)  # what the cluster can grow to, not what is free this instant
     order = _by_length(texts)
     # Many blocks per actor: one DataFrame is one block, and one block feeds one actor. Rows are
     # sorted by length, so the last blocks are the slowest: small blocks keep every actor busy
     # to the end (with 4 blocks per actor, one actor spent the last 15% of an MPNet pass alone).
-    n_blocks = max(1, min(len(texts) // batch_size, actors * 16))
+    n_blocks = max(1, min(len(texts) // batch_size, pool.max_size * 16))
     chunks = [pd.DataFrame({"row": idx, "text": [texts[i] for i in idx]}) for idx in np.array_split(order, n_blocks)]
     ds = ray.data.from_pandas([c for c in chunks if len(c)])
     ds = ds.map_batches(
@@ -164,9 +163,9 @@ def _compute_ray(encoder: str, texts: list[str], boundaries: list[Boundary], bat
                                "threads": 1},
         batch_size=batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        compute=pool.strategy(),
         num_cpus=1,  # one torch thread per actor; on GPU nodes the CPU only tokenizes
-        num_gpus=1 if gpus else 0,
+        num_gpus=pool.gpus,
     )
     out = [[None] * len(texts) for _ in boundaries]
     with progress(len(texts), "encoder pass") as bar:

@@ -170,7 +170,7 @@ def _ignored(project: Path, path: Path) -> bool:
     return False
 
 
-def build_entrypoint(sweep_rel: str, output: str, overrides: Sequence[str] = ()) -> str:
+def build_entrypoint(sweep_rel: str, output: str, overrides: Sequence[str] = (), shared_output: bool = False) -> str:
     """The shell command the job runs on the head, from the uploaded working_dir.
 
     `python -m raysweep.cli` rather than the `raysweep` script: the module comes from the
@@ -182,6 +182,8 @@ def build_entrypoint(sweep_rel: str, output: str, overrides: Sequence[str] = ())
     words = ["python", "-m", "raysweep.cli", "run", sweep_rel, "--output", output, "--address", "auto"]
     for item in overrides:
         words += ["--set", item]
+    if shared_output:
+        words.append("--shared-output")
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -216,7 +218,7 @@ def runtime_env(project: Path, env_keys: Sequence[str] = (), key_env: str | None
 
 
 def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str = "", overrides: Sequence[str] = (),
-           env_keys: Sequence[str] = (), *, command: str | None = None) -> str:
+           env_keys: Sequence[str] = (), *, command: str | None = None, shared_output: bool = False) -> str:
     """Submit the sweep as a Ray Job; returns its job (submission) id.
 
     The sweep and overrides are validated here first, so a typo fails before anything is
@@ -243,7 +245,7 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
                        "move it to sweeps/ or un-ignore it")
     if command is None:
         _check_output(output)
-        command = build_entrypoint(str(sweep_rel), output, overrides)
+        command = build_entrypoint(str(sweep_rel), output, overrides, shared_output)
     metadata = {"sweep": str(sweep_rel)}
     if output:
         metadata["output"] = output

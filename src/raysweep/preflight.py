@@ -14,7 +14,6 @@ fraction adds (capped to the whole pool), and with an output directory the cells
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,31 +111,13 @@ class Plan:
 # --------------------------------------------------------------------------- the machine
 
 
-@dataclass
-class _LocalCapacity:
-    cpus: float
-    gpus: float
-
-    def fits(self, cpus: float, gpus: float) -> bool:
-        return cpus <= self.cpus and gpus <= self.gpus
-
-    def __str__(self) -> str:
-        return f"this machine has {self.cpus:g} CPUs and {self.gpus:g} GPUs"
-
-
 def capacity(address: str | None):
-    """What one node of the machine or cluster that runs the trials can ever give a trial, or
-    None when that is not known here.
+    """What the machine or cluster that runs the trials has or can scale to: the local machine
+    without an address, else the running cluster's nodes plus its autoscaler's node types
+    (raysweep.cluster.capacity, which joins the cluster at `address` to ask)."""
+    from raysweep.cluster import capacity as cluster_capacity
 
-    To be replaced by `raysweep.cluster.capacity(address)` (the cluster issue, written in
-    parallel), which also counts a running cluster's nodes and its autoscaler's node types;
-    until then only a local run (no address) is checked, against this machine.
-    """
-    if address not in (None, "local"):
-        return None
-    import torch
-
-    return _LocalCapacity(float(os.cpu_count() or 1), float(torch.cuda.device_count()))
+    return cluster_capacity(address)
 
 
 # --------------------------------------------------------------------------- the checks
@@ -228,11 +209,12 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     res = cfg.resources
     cap = None if remote else capacity(address)
     if cap is not None and not cap.fits(res.cpus_per_trial, res.gpus_per_trial):
-        for what, asked, have in (("cpus_per_trial", res.cpus_per_trial, cap.cpus),
-                                  ("gpus_per_trial", res.gpus_per_trial, cap.gpus)):
+        shapes = [sh for sh in cap.shapes if sh.max_count > 0]
+        for what, asked, have in (("cpus_per_trial", res.cpus_per_trial, max((sh.cpus for sh in shapes), default=0)),
+                                  ("gpus_per_trial", res.gpus_per_trial, max((sh.gpus for sh in shapes), default=0))):
             if asked > have:
-                problems.append(f"{prefix}resources.{what}: {asked:g} per trial, but {cap} "
-                                "(the trials would wait forever)")
+                problems.append(f"{prefix}resources.{what}: {asked:g} per trial, but no node has or can get more "
+                                f"than {have:g} ({cap.describe()}; the trials would wait forever)")
 
     if problems:
         raise PreflightError(problems)

@@ -31,9 +31,11 @@ import torch
 from raysweep import strategies, train
 from raysweep.backbone import Classifier
 from raysweep.config import RecipeConfig, SelectionConfig, to_dict
+from raysweep.cluster import actor_pool, get
 from raysweep.console import progress
 from raysweep.embed import Activations, load_activations
 from raysweep.hashing import Digest, json_digest
+from raysweep.storage import Output, Shipped, receive, ship
 from raysweep.strategies.diversity import gradient_embeddings
 
 FORMAT_VERSION = 1  # bump when what is stored changes: old entries are then simply not found
@@ -86,6 +88,16 @@ def model_key(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_class
                     "recipe": to_dict(recipe), "seed": seed})
 
 
+def model_path(cache_dir: str | Path, acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int,
+               recipe: RecipeConfig, seed: int) -> Path:
+    return Path(cache_dir) / "selection" / "models" / f"{model_key(acts, rows, labels, num_classes, recipe, seed)}.pt"
+
+
+def save_state(path: Path, state: bytes) -> None:
+    """Store a model state trained elsewhere (a remote task's return value) under its cache key."""
+    _atomic_save(path, lambda tmp: tmp.write_bytes(state))
+
+
 def trained_model(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
                   seed: int, cache_dir: str | Path | None = None) -> Classifier:
     """The model a trial with these rows would train (`train.build_model` + `train.fit`), from the
@@ -93,11 +105,12 @@ def trained_model(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_c
     model = train.build_model(acts, num_classes, recipe, seed)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / "selection" / "models" / f"{model_key(acts, rows, labels, num_classes, recipe, seed)}.pt"
+        path = model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed)
         if path.exists():
             model.load_state_dict(torch.load(path, weights_only=True))
             return model
     train.fit(model, acts, np.asarray(rows), np.asarray(labels), recipe, seed)
+    train.log_training("model", model_key(acts, rows, labels, num_classes, recipe, seed))
     if path is not None:
         _atomic_save(path, lambda tmp: torch.save(model.state_dict(), tmp))
     return model
@@ -204,7 +217,7 @@ class PoolScorer:
     def _model(self, j: int) -> tuple[Classifier, Activations]:
         if j not in self.loaded:
             spec = self.jobs[j]
-            acts = load_activations(spec["acts_path"])
+            acts = load_activations(receive(spec["acts"]))  # fetched once per node (storage.receive)
             state = torch.load(io.BytesIO(spec["state"]), weights_only=True)
             self.loaded[j] = (rebuild(acts, state, spec["dropout"]).to(self.device), acts)
         return self.loaded[j]
@@ -218,37 +231,39 @@ class PoolScorer:
         return {"job": np.asarray(batch["job"]), "pos": np.asarray(batch["pos"]), **out}
 
 
-def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None) -> list[dict[str, np.ndarray]]:
-    """Score every job in one Ray Data pass (all jobs compute the same kinds of score)."""
+def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None, out: Output | None = None
+               ) -> list[dict[str, np.ndarray]]:
+    """Score every job in one Ray Data pass (all jobs compute the same kinds of score).
+
+    The actors find each job's activations through `storage.ship` (the object store for a small
+    entry, `out`'s storage for token states), so they may run on nodes that never saw the
+    driver's cache."""
     import pandas as pd
     import ray
 
-    resources = ray.available_resources()
-    gpus = int(resources.get("GPU", 0))
-    if actors <= 0:
-        actors = gpus if gpus else max(1, int(resources.get("CPU", 1)))
+    pool = actor_pool(actors)
     frames, specs = [], []
     for j, job in enumerate(jobs):
         chunks = chunk_plan(job.acts, job.rows)
         n_chunks = int(chunks.max()) + 1
         # Blocks of whole chunks of one job; a small job still gets two blocks per actor.
-        per_block = max(1, min(block_rows // CHUNK, -(-n_chunks // (actors * 2))))
+        per_block = max(1, min(block_rows // CHUNK, -(-n_chunks // (pool.max_size * 2))))
         positions = np.arange(len(job.rows))
         for first in range(0, n_chunks, per_block):
             at = positions[(chunks >= first) & (chunks < first + per_block)]
             frames.append(pd.DataFrame({"job": j, "pos": at, "row": job.rows[at], "chunk": chunks[at]}))
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in job.model.state_dict().items()}, buf)
-        specs.append({"state": buf.getvalue(), "acts_path": str(job.acts.path), "dropout": job.model.dropout.p,
+        specs.append({"state": buf.getvalue(), "acts": ship(job.acts.path, out), "dropout": job.model.dropout.p,
                       "base": job.base, "mc_samples": job.mc_samples, "seed": job.seed})
     ds = ray.data.from_pandas(frames).map_batches(
         PoolScorer,
         fn_constructor_kwargs={"jobs": specs},
         batch_size=None,  # one call per block: blocks are whole chunks of one job, and must stay so
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=min(actors, len(frames))),
+        compute=pool.strategy(limit=len(frames)),
         num_cpus=1,
-        num_gpus=1 if gpus else 0,
+        num_gpus=pool.gpus,
     )
     outs: list[dict[str, np.ndarray]] = [{} for _ in jobs]
     seen = [np.zeros(len(job.rows), dtype=bool) for job in jobs]
@@ -280,7 +295,7 @@ def _cache_paths(job: ScoringJob, cache_dir: str | Path | None) -> tuple[Path | 
 
 
 def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_ray: bool = False,
-               actors: int = 0, block_rows: int = 1024, log=None) -> list[Scores]:
+               actors: int = 0, block_rows: int = 1024, log=None, out: Output | None = None) -> list[Scores]:
     """Scores of each job, from the cache where present, the rest computed now.
 
     `use_ray` scores through Ray Data (Ray must be initialised), every job in one pass so the
@@ -317,7 +332,7 @@ def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_
             # One pass per kind of score; in a sweep every job asks for the same kinds: one pass.
             for kind in sorted({(m.base, m.mc_samples) for _, m in remote}):
                 group = [(i, m) for i, m in remote if (m.base, m.mc_samples) == kind]
-                outs.update(zip([i for i, _ in group], _score_ray([m for _, m in group], actors, block_rows, bar)))
+                outs.update(zip([i for i, _ in group], _score_ray([m for _, m in group], actors, block_rows, bar, out)))
         device = _device()
         for i, m, _, _ in todo:
             if i not in outs:
@@ -389,15 +404,42 @@ def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool_
 # --------------------------------------------------------------------------- the sweep's shared pass
 
 
-def _train_job(acts_path: str, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: dict, seed: int,
-               cache_dir: str) -> None:
-    """Ray task: train one scoring model into the cache (one torch thread: it shares the node)."""
+def _train_job(acts: Shipped, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: dict,
+               seed: int) -> bytes:
+    """Ray task: train one model and return its state (one torch thread: it shares the node).
+
+    It may run on a node that never saw the driver's cache: the activations come through
+    `storage.receive`, and the state goes back as the return value (tens of KB for a head, a few
+    MB with an encoder layer), which the driver stores under the model's cache key. Nothing is
+    left on the node for the driver to miss and train again."""
     torch.set_num_threads(1)
-    trained_model(load_activations(acts_path), rows, labels, num_classes, RecipeConfig(**recipe), seed, cache_dir)
+    model = trained_model(load_activations(receive(acts)), rows, labels, num_classes, RecipeConfig(**recipe), seed)
+    buf = io.BytesIO()
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, RecipeConfig, int]], cache_dir: str | Path,
+                 out: Output | None = None, cpus: float = 1, gpus: float = 0) -> None:
+    """Train each (acts, rows, labels, num_classes, recipe, seed) as a parallel Ray task with
+    `cpus`/`gpus` each, and store every returned state in the driver's cache (`trained_model`
+    then loads it)."""
+    import ray
+
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_job)
+    shipped = {}
+    refs = []
+    for acts, rows, labels, num_classes, recipe, seed in jobs:
+        if acts.path not in shipped:
+            shipped[acts.path] = ship(acts.path, out)
+        refs.append(task.remote(shipped[acts.path], rows, labels, num_classes, to_dict(recipe), seed))
+    for (acts, rows, labels, num_classes, recipe, seed), state in zip(jobs, get(refs)):
+        save_state(model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed), state)
 
 
 def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConfig, selection: SelectionConfig,
-                   mc: bool = False, use_ray: bool = False, log=print) -> dict[tuple[str, int], strategies.PoolView]:
+                   mc: bool = False, use_ray: bool = False, log=print,
+                   out: Output | None = None) -> dict[tuple[str, int], strategies.PoolView]:
     """For each (freeze, seed): the model trained on `labeled` and its scores of pool and labeled
     rows, in the cache where trials look for them. Returns each job's view (probs, embeddings).
 
@@ -413,13 +455,9 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
         if inp.cache_dir is None or not (Path(inp.cache_dir) / "selection" / "models" / f"{key}.pt").exists():
             missing.append((freeze, seed))
     if use_ray and missing:
-        import ray
-
-        remote = ray.remote(num_cpus=1)(_train_job)
-        ray.get([remote.remote(str(inputs[f].train_acts.path), inputs[f].labeled,
-                               inputs[f].train_labels[inputs[f].labeled], inputs[f].num_classes, to_dict(recipe), s,
-                               inputs[f].cache_dir)
-                 for f, s in missing if inputs[f].cache_dir is not None])
+        train_remote([(inputs[f].train_acts, inputs[f].labeled, inputs[f].train_labels[inputs[f].labeled],
+                       inputs[f].num_classes, recipe, s) for f, s in missing if inputs[f].cache_dir is not None],
+                     inputs[missing[0][0]].cache_dir, out)
     if missing and log is not None:
         log(f"trained {len(missing)} scoring models on labeled in {time.perf_counter() - start:.1f} s")
     needs = frozenset({"probs", "embeddings", "labeled_embeddings"} | ({"mc_probs"} if mc else set()))
@@ -430,7 +468,7 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
                               seed, inp.cache_dir)
         scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool_rows, inp.labeled, selection, seed))
     cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
-    scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log)
+    scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log, out)
     return {(f, s): _view(needs, sc, len(inputs[f].pool_rows), inputs[f].train_labels[inputs[f].labeled])
             for (f, s), sc in zip(jobs, scores)}
 

@@ -8,7 +8,12 @@ never half of it. On a local filesystem a write goes to a temporary name and is 
 
 What stays on a node's own disk is the activation cache: trials memory-map it. For a URI output
 the driver uploads each entry it computed under `<output>/cache/<key>/`, and a node downloads an
-entry it lacks once, into a temporary directory renamed into place (see `fetch_dir`).
+entry it lacks once, into a temporary directory renamed into place (see `fetch_tree`), under a
+per-node lock so that two trials of one node do not download it twice (`fetch_entry`).
+
+Remote tasks and actors (scoring models, the teacher, the pool scorer) get their entries the same
+way or, when an entry is small, through Ray's object store (`ship` on the driver, `receive` on
+the node): see docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import functools
 import os
 import re
 import shutil
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pyarrow.fs as pafs
+from filelock import FileLock
 
 from raysweep.errors import RaysweepError
 
@@ -292,3 +299,76 @@ class Output:
         except OSError:  # another trial on this node was first
             shutil.rmtree(tmp, ignore_errors=True)
         return True
+
+
+# --------------------------------------------------------------------------- cache entries on other nodes
+
+# An entry up to this size travels to a remote task through Ray's object store, a larger one
+# through the output's storage. Token states of a whole split are hundreds of MB (SST-5 train,
+# MiniLM: ~330 MB), more than the object store of a small node holds, while a pooled entry
+# (SST-5 train, MiniLM: 13 MB) is cheaper to put once than to upload, list and download.
+OBJECT_STORE_MAX_BYTES = 64 * 1024**2
+
+
+def node_lock(path: Path) -> FileLock:
+    """A lock beside `path` on this node's disk: one process of the node fetches it, the others
+    wait and then find it there (dot-named, so never uploaded with a cache entry)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.parent / f".{path.name}.lock"))
+
+
+def fetch_entry(out: Output, path: Path) -> bool:
+    """Download the cache entry `<output>/cache/<name>/` into `path` once per node; True if
+    this call downloaded it."""
+    if (path / "meta.json").exists():  # a local stat once the entry is here
+        return False
+    with node_lock(path):
+        return out.fetch_tree(f"cache/{path.name}", path)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """How one cache entry reaches a remote task: `path` is where the driver has it and where a
+    node puts it; the bytes come from `files` (an object store ref) or `uri`'s cache/, else the
+    node must see `path` itself (one node, or a filesystem every node mounts)."""
+
+    path: str
+    uri: str | None = None
+    files: object = None  # ray.ObjectRef of {relative name: bytes}
+
+
+def ship(entry: Path, out: Output | None = None) -> Shipped:
+    """On the driver: make the complete cache entry `entry` reachable from any node."""
+    files = [p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    if sum(p.stat().st_size for p in files) <= OBJECT_STORE_MAX_BYTES:
+        import ray
+
+        return Shipped(str(entry), files=ray.put({p.relative_to(entry).as_posix(): p.read_bytes() for p in files}))
+    if out is not None and out.is_uri:
+        out.upload_tree(entry, f"cache/{entry.name}")  # content-addressed: a no-op when published already
+        return Shipped(str(entry), uri=out.spec)
+    return Shipped(str(entry))
+
+
+def receive(shipped: Shipped) -> Path:
+    """On the node a task runs on: the shipped entry on this node's disk, put there once per node."""
+    path = Path(shipped.path)
+    if (path / "meta.json").exists():
+        return path
+    if shipped.files is None and shipped.uri is None:
+        raise StorageError(f"{path}: no such cache entry on node {socket.gethostname()}: the nodes do not share "
+                           "this disk, so give --output a storage URI (s3://..., gs://...) that every node reaches")
+    if shipped.uri is not None:
+        fetch_entry(Output(shipped.uri), path)
+        return path
+    import ray
+
+    with node_lock(path):
+        if not (path / "meta.json").exists():
+            tmp = path.parent / f".{path.name}.recv-{os.getpid()}-{threading.get_ident()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            for name, data in sorted(ray.get(shipped.files).items(), key=lambda kv: kv[0] == "meta.json"):
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_bytes(data)
+            os.rename(tmp, path)
+    return path

@@ -43,7 +43,7 @@ from raysweep.embed import concatenate_entries, ensure_activation_sets, load_act
 from raysweep.encoders import cache_home
 from raysweep.hashing import json_digest
 from raysweep.runtime import start_ray
-from raysweep.storage import Output, StorageError, refuse_credentials
+from raysweep.storage import Output, StorageError, fetch_entry, node_lock, refuse_credentials
 from raysweep.train import Cell, TrialInputs, run_trial
 
 # A trial rewrites its cells/<id>.running every HEARTBEAT_S; a marker older than STALE_S is a trial
@@ -264,7 +264,8 @@ def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: boo
             for pooling in cfg.poolings:
                 inputs = {f: trial_inputs(context, f"{encoder}|{pooling}|{f}", source) for f in cfg.compare.freeze}
                 views = scoring.prepare_scores(jobs, inputs, RecipeConfig(**context["recipe"]), cfg.selection,
-                                               mc="mc_probs" in needs, use_ray=use_ray, log=log)
+                                               mc="mc_probs" in needs, use_ray=use_ray, log=log,
+                                               out=out if out.is_uri else None)
                 # One encoder and pooling (the study's case): diagnostics/ itself; else one folder each.
                 # The real pool's are the study's diagnostic; the generated pool's go beside them.
                 rel = ("diagnostics" if source == "real" else "diagnostics-generated") + (
@@ -328,24 +329,40 @@ def run_cell(cell: Cell, cid: str, context: dict, out: Output) -> dict:
 _fetched: set[str] = set()  # outputs whose scoring files this process has fetched (see fetch_cache)
 
 
-def publish_cache(out: Output, context: dict, log=print) -> None:
-    """A URI output: copy the activation entries the trials read, and the driver's scoring models
-    and pool scores, from the driver's cache to <output>/cache/, where every node finds them."""
-    cache_dir = Path(context["cache_dir"])
+def publish_entries(out: Output, context: dict, log=print) -> None:
+    """A URI output: copy the activation entries the trials read from the driver's cache to
+    <output>/cache/, where every node finds them. Before any remote work: the scoring tasks and
+    actors of `prepare_selection` read them too."""
     entries = sorted({Path(p) for pair in context["artifacts"].values() for p in pair})
     copied = sum(out.upload_tree(p, f"cache/{p.name}") > 0 for p in entries)
-    scores = out.upload_tree(cache_dir / "selection", "cache/selection") if (cache_dir / "selection").is_dir() else 0
-    log(f"cache: {copied} of {len(entries)} activation entries and {scores} scoring files uploaded to "
-        f"{out.show('cache')}")
+    log(f"cache: {copied} of {len(entries)} activation entries uploaded to {out.show('cache')}")
 
 
-def fetch_cache(out: Output, context: dict, variant: str) -> None:
-    """Before a node's first trial of `variant`: download the activation entries it lacks from
-    <output>/cache/ into the node's cache (the same path as the driver's), and the scoring files once."""
-    for path in context["artifacts"][variant]:  # a local stat once the entry is here
-        out.fetch_tree(f"cache/{Path(path).name}", Path(path))
+def publish_selection(out: Output, context: dict, log=print) -> None:
+    """A URI output: copy the scoring models and pool scores (all in the driver's cache: remote
+    training returns its states to the driver) to <output>/cache/selection/ for the trials."""
+    selection = Path(context["cache_dir"]) / "selection"
+    if selection.is_dir():
+        log(f"cache: {out.upload_tree(selection, 'cache/selection')} scoring files uploaded to "
+            f"{out.show('cache/selection')}")
+
+
+def artifact_key(cell: Cell) -> str:
+    """The key of `context["artifacts"]` a cell's trial reads: an LLM pool's trials read the
+    real train rows followed by the generated ones."""
+    return cell.variant if cell.pool == "real" else f"{cell.variant}|generated"
+
+
+def fetch_cache(out: Output, context: dict, cell: Cell) -> None:
+    """Before a node's first trial of `cell`'s inputs: download the activation entries it lacks from
+    <output>/cache/ into the node's cache (the same path as the driver's), and the scoring files
+    once; each under a per-node lock, so the trials of one node download nothing twice."""
+    for path in context["artifacts"][artifact_key(cell)]:
+        fetch_entry(out, Path(path))
     if out.spec not in _fetched:  # a listing of the store: once per process and output
-        out.fetch_tree("cache/selection", Path(context["cache_dir"]) / "selection", marker=None)
+        selection = Path(context["cache_dir"]) / "selection"
+        with node_lock(selection):
+            out.fetch_tree("cache/selection", selection, marker=None)
         _fetched.add(out.spec)
 
 
@@ -366,7 +383,7 @@ def _tune_trainable(config: dict, context: dict, cells: dict, output: str, threa
         record = None  # torn by the node's death: run the cell again
     if record is None:
         if out.is_uri:
-            fetch_cache(out, context, Cell(**cells[cid]).variant)
+            fetch_cache(out, context, Cell(**cells[cid]))
         record = run_cell(Cell(**cells[cid]), cid, context, out)
     metrics = {k: v for k, v in record["metrics"].items() if k != "confusion"}
     tune.report({"status": record["status"], **metrics})
@@ -389,12 +406,17 @@ def check_output(output: str | Path) -> None:
 
 
 def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, retry_failed: bool = False,
-              use_ray_data: bool = True, log=print) -> pd.DataFrame:
-    """Run every cell of `cfg` not yet finished in `output`; write and return trials.csv."""
+              use_ray_data: bool = True, log=print, shared_output: bool = False) -> pd.DataFrame:
+    """Run every cell of `cfg` not yet finished in `output`; write and return trials.csv.
+
+    `shared_output`: `output` is a local path that every node of the cluster mounts (NFS, EFS);
+    without it, a local path is refused on a cluster that has or can scale to several nodes."""
     from ray import tune
 
     check_output(output)
     out = Output(output)
+    if not out.is_uri and not shared_output and address not in (None, "local"):
+        check_local_output(out, address)
     out.mkdir("cells")
     out.write_text("sweep.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     if cfg.cache_dir:
@@ -415,7 +437,8 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         generated = augment.reuse(cfg, gen_dir)
         if generated is None:
             start_ray(address)
-            generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray_data, log=log)
+            generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray_data, log=log,
+                                               out=out if out.is_uri else None)
         else:
             log(f"generation: reusing {gen_dir} ({len(generated.rows)} rows)")
         if out.is_uri:
@@ -430,21 +453,17 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
 
     if todo:
         start_ray(address)
-        import ray
-
-        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-        if nodes > 1 and not out.is_uri:
-            # Trials write cells/ and read cache/ on their own node: fine on one machine or a shared
-            # filesystem, lost results and failed cells on a worker's private disk.
-            log(f"warning: the output {out} is a local path and the cluster has {nodes} nodes: every node "
-                f"must see this same directory (a shared filesystem); otherwise use an s3:// or gs:// URI")
         t0 = time.perf_counter()
         context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log,
                           generated=generated.rows if generated else None)
         context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir))
+        # Publish before the first remote work that reads the entries, collect after the work
+        # that makes scoring models and scores (their states come back to this driver's cache).
+        if out.is_uri:
+            publish_entries(out, context, log=log)
         prepare_selection(cfg, context, out, use_ray=use_ray_data, log=log)
         if out.is_uri:
-            publish_cache(out, context, log=log)
+            publish_selection(out, context, log=log)
         for _, i in todo:  # failed records about to be re-run (--retry-failed): see _tune_trainable
             if i in done:
                 out.delete(f"cells/{i}.json")
@@ -512,6 +531,18 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
 # (ray/tune/execution/class_cache.py in Ray 2.60), which Ray writes in clear to every node's
 # runtime_env_agent.log.
 TUNE_COPIES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+
+
+def check_local_output(out: Output, address: str) -> None:
+    """Refuse a local output path on a cluster that has, or can scale to, more than one node:
+    each node's trials would write cells/ and read cache/ on their own disk, losing results."""
+    from raysweep.cluster import capacity
+
+    cap = capacity(address)
+    if cap.multi_node:
+        raise StorageError(f"--output {out}: a local path, but the cluster has or can scale to {cap.max_nodes} nodes "
+                           f"({cap.describe()}), and each would write and read its own disk: give a storage URI every node "
+                           f"reaches (s3://..., gs://...) or, if every node mounts {out}, --shared-output")
 
 
 @contextmanager

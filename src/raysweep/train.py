@@ -9,8 +9,12 @@ batch order), so a trial is reproducible bit for bit on CPU with the same thread
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -125,6 +129,26 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, lengths: np.nd
         yield batches[i]
 
 
+# Names a file every process of a run can append to (on one machine, or a shared filesystem):
+# each model actually trained appends one JSON line there. The per-node-disk tests read it to
+# prove that nothing is trained twice and to see on which node each model was trained.
+TRAINING_LOG_ENV = "RAYSWEEP_TRAINING_LOG"
+
+
+def log_training(kind: str, key: str) -> None:
+    """Append {kind, key, host, pid, node} to $RAYSWEEP_TRAINING_LOG, if it is set."""
+    path = os.environ.get(TRAINING_LOG_ENV)
+    if not path:
+        return
+    node = None
+    if "ray" in sys.modules:  # never import Ray just for this: trials and tests may run without it
+        ray = sys.modules["ray"]
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    line = json.dumps({"kind": kind, "key": key, "host": socket.gethostname(), "pid": os.getpid(), "node": node})
+    with open(path, "a", encoding="utf-8") as f:  # one short O_APPEND write: lines of processes do not mix
+        f.write(line + "\n")
+
+
 def fit(model: Classifier, acts: Activations, rows: np.ndarray, labels: np.ndarray, recipe: RecipeConfig,
         seed: int) -> float:
     """Train `model` on `rows` of cached `acts` with the recipe; returns the last epoch's mean loss."""
@@ -211,6 +235,7 @@ def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: 
     model = build_model(inputs.train_acts, inputs.num_classes, recipe, cell.seed)
     t0 = time.perf_counter()
     final_loss = fit(model, inputs.train_acts, rows, labels, recipe, cell.seed)
+    log_training("trial", json.dumps(asdict(cell), sort_keys=True))
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     classes = list(range(inputs.num_classes))

@@ -55,6 +55,7 @@ def stop_by_pid(proc: subprocess.Popen, grace: float = 5.0) -> None:
 
     `ray start --block` alone took over 30 s to stop its node on SIGTERM here (and its children
     10 s more): a test's node holds nothing worth a graceful stop, so everyone gets `grace`."""
+    import ray  # noqa: F401 - Ray bundles psutil (ray/thirdparty_files) and puts it on sys.path
     import psutil
 
     try:
@@ -78,3 +79,31 @@ def stop_by_pid(proc: subprocess.Popen, grace: float = 5.0) -> None:
             child.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+def wait_job(address: str, job_id: str, timeout: float = 120):
+    """The job's final JobState (raysweep.jobs.status) once it has finished."""
+    from raysweep import jobs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = jobs.status(address, job_id)
+        if state.finished:
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {state.status} after {timeout} s")
+
+
+def six_cells(path: Path, name: str, data: Path, encoder: str, epochs: int) -> Path:
+    """A sweep of 6 cells (random, fractions 0-2, seeds 0 and 1, last-linear) on the tiny encoder,
+    each a few seconds with enough epochs: time to kill a node or a driver mid-sweep."""
+    path.write_text(f"""
+name: {name}
+compare: {{strategy: [random], fraction: [0, 1, 2], freeze: [last-linear]}}
+replicate: {{seed: [0, 1]}}
+data: {{path: {data}}}
+encoder: {{name: {encoder}, max_length: 32}}
+recipe: {{epochs: {epochs}}}
+resources: {{cpus_per_trial: 1}}
+""")
+    return path

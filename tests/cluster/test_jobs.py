@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from headnode import wait_job
 
 from raysweep import jobs
 from raysweep.jobs import JobError
@@ -213,14 +214,7 @@ def test_nobody_listening_is_one_line(no_token_env):
 
 # --- real jobs on a real head node ----------------------------------------------------------------
 
-def _wait(address, job_id, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = jobs.status(address, job_id)
-        if state.finished:
-            return state
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {state.status} after {timeout} s")
+_wait = wait_job
 
 
 @pytest.mark.slow

@@ -1,26 +1,26 @@
 """A worker node dies mid-sweep: the sweep still finishes every cell, once.
 
-A real two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`: a head without CPUs,
-so every trial runs on a worker node, and one worker with 1 CPU). The sweep's driver runs in a
-subprocess, as `raysweep run --address` would. Once a cell is finished and another is running
-on the worker, the worker node is killed (every one of its processes, no graceful shutdown) and a
-second worker joins, as an autoscaler would bring one. Only the nodes this test started are
-stopped: the cluster object kills its own processes by PID.
+A real Ray cluster on this machine whose nodes share nothing but storage (tests/cluster/pernode.py):
+a head without CPUs, as cluster.yaml's, so every trial runs on a worker, and one worker with
+1 CPU in its own mount namespace with an empty cache home. The output is a `file://` URI (the
+storage). The sweep's driver runs in a subprocess, as `raysweep run --address` would. Once a
+cell is finished and another is running on the worker, the worker node is killed (every one of
+its processes, SIGKILL, its disk gone with it) and a second, empty worker joins, as an autoscaler
+would bring one. Only the processes this test started are stopped, by their PIDs.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from headnode import six_cells
+from pernode import per_node_cluster, skip_reason
 
 from raysweep.config import load_sweep
 from raysweep.sweep import cell_id, cell_progress, expand, fixed_digest
@@ -34,7 +34,7 @@ from raysweep.sweep import run_sweep
 run_sweep(load_sweep(sys.argv[1]), sys.argv[2], address=sys.argv[3], use_ray_data=False)
 """
 
-NODE = dict(memory=1024**3, object_store_memory=80 * 1024**2)  # each node would count all the machine's RAM
+WHY_NOT = skip_reason()
 
 
 def finished(cells: Path) -> dict[str, tuple[int, str]]:
@@ -56,80 +56,60 @@ def tune_trials(tune_dir: Path) -> list[dict]:
     return out
 
 
-def test_killing_a_worker_mid_sweep_loses_no_cell_and_reruns_none(tmp_path, tiny_bert, sst5_subset, monkeypatch):
-    from ray.cluster_utils import Cluster
-
-    # The nodes and the driver inherit this: no token auth between processes of one test.
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    sweep = tmp_path / "loss.yaml"
-    # 6 cells of a few seconds each (tiny encoder, many epochs): time to kill one mid-trial.
-    sweep.write_text(f"""
-name: loss
-compare: {{strategy: [random], fraction: [0, 1, 2], freeze: [last-linear]}}
-replicate: {{seed: [0, 1]}}
-data: {{path: {sst5_subset}}}
-encoder: {{name: {tiny_bert}, max_length: 32}}
-recipe: {{epochs: 600}}
-resources: {{cpus_per_trial: 1}}
-""")
+@pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
+def test_killing_a_worker_mid_sweep_loses_no_cell_and_reruns_none(tmp_path, tiny_bert, sst5_subset):
+    sweep = six_cells(tmp_path / "loss.yaml", "loss", sst5_subset, tiny_bert, epochs=600)
     cfg = load_sweep(sweep)
     fixed = fixed_digest(cfg)
     ids = {cell_id(c, fixed) for c in expand(cfg)}
     out = tmp_path / "out"
     cells = out / "cells"
 
-    root = Path(tempfile.mkdtemp(prefix="rs-loss-", dir="/tmp"))
-    cluster = driver = log = None
-    try:
-        cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
-                          head_node_args=dict(num_cpus=0, temp_dir=str(root / "head"), include_dashboard=False, **NODE))
-        first = cluster.add_node(num_cpus=1, temp_dir=str(root / "w1"), **NODE)
-        log = open(tmp_path / "driver.log", "w")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(sweep), str(out), cluster.address],
-                                  stdout=log, stderr=subprocess.STDOUT, env=env)
+    driver = log = None
+    with per_node_cluster(workers=1) as cluster:
+        try:
+            log = open(tmp_path / "driver.log", "w")
+            driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(sweep), f"file://{out}", cluster.gcs],
+                                      stdout=log, stderr=subprocess.STDOUT, env=cluster.env)
 
-        # Wait for: one cell finished, and another that has only just started on the (only) worker.
-        # Killing a trial that just started, not one that may be about to write its record, keeps
-        # the kill from racing the trial's end (a race the sweep survives, but then nothing was killed).
-        deadline = time.monotonic() + 240
-        seen: set[str] = set()
-        while True:
-            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no cell started after another finished within 240 s"
-            done = finished(cells) if cells.exists() else {}
-            started = markers(cells) - set(done) if cells.exists() else set()
-            if done and started - seen:
-                break
-            seen |= started
-            time.sleep(0.1)
+            # Wait for: one cell finished, and another that has only just started on the (only) worker.
+            # Killing a trial that just started, not one that may be about to write its record, keeps
+            # the kill from racing the trial's end (a race the sweep survives, but then nothing was killed).
+            deadline = time.monotonic() + 400
+            seen: set[str] = set()
+            while True:
+                assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no cell started after another finished within 400 s"
+                done = finished(cells)
+                started = markers(cells) - set(done)
+                if done and started - seen:
+                    break
+                seen |= started
+                time.sleep(0.1)
 
-        cluster.remove_node(first, allow_graceful=False)
-        # The node's raylet is gone at once; its worker processes notice and exit a moment later.
-        # Only once they are gone can nothing on the dead node write any more: the marker's pid tells.
-        deadline = time.monotonic() + 30
-        while cell_progress(cfg, out)["running"] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        before = finished(cells)
-        killed = markers(cells) - set(before)
-        assert before and killed, (sorted(before), sorted(markers(cells)))
-        progress = cell_progress(cfg, out)
-        assert progress == {"cells": 6, "done": len(before), "running": 0, "failed": 0, "pending": 6 - len(before)}
+            cluster.remove_worker(cluster.workers[0])
+            # Every process of the node is gone: nothing on it can write any more.
+            before = finished(cells)
+            killed = markers(cells) - set(before)
+            assert before and killed, (sorted(before), sorted(markers(cells)))
+            progress = cell_progress(cfg, out)
+            assert progress == {"cells": 6, "done": len(before), "running": 0, "failed": 0,
+                                "pending": 6 - len(before)}
 
-        cluster.add_node(num_cpus=1, temp_dir=str(root / "w2"), **NODE)
-        driver.wait(timeout=300)
-        assert driver.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
-    finally:
-        if driver is not None and driver.poll() is None:
-            driver.kill()
-            driver.wait()
-        if log is not None:
-            log.close()
-        if cluster is not None:
-            cluster.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
+            cluster.add_worker()  # empty disk: it fetches what its trials read from the storage
+            driver.wait(timeout=600)
+            assert driver.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
+        finally:
+            if driver is not None and driver.poll() is None:
+                driver.kill()
+                driver.wait()
+            if log is not None:
+                log.close()
+        trained = [t for t in (json.loads(line) for line in (cluster.root / "trainings.jsonl").read_text().splitlines())
+                   if t["kind"] == "trial"]
 
+    # Each cell's model was trained to the end once: the killed trial never finished its training.
+    assert len(trained) == 6 and len({t["key"] for t in trained}) == 6, trained
     table = pd.read_csv(out / "trials.csv")
     assert sorted(table["cell_id"]) == sorted(ids) and set(table["status"]) == {"ok"}
     after = finished(cells)

@@ -41,6 +41,10 @@ class Run:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (figure, why)
     cells: pd.DataFrame | None = None  # tables.cell_table(ok)
     paired: pd.DataFrame | None = None  # strategy minus random over seeds and fractions (headline)
+    sources: list[str] | None = None  # how each result is named (a URI it was copied from); None: its dir
+
+    def source(self, res: Results) -> str:
+        return self.sources[self.results.index(res)] if self.sources else str(res.dir)
 
     @property
     def fig_dir(self) -> Path:
@@ -65,10 +69,13 @@ class Run:
             self.doc.para(f"{len(shown)} rows: see `tables/{name}.md` and `tables/{name}.csv`.")
 
 
-def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = stats.N_BOOT, seed: int = 0) -> Path:
+def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = stats.N_BOOT, seed: int = 0,
+            sources: list[str] | None = None) -> Path:
     """Write report.md, report.html, figures/ and tables/ for `results_dirs` into `output_dir`.
 
     Returns the path of report.md. `seed` seeds the bootstrap and the figures' subsampling.
+    `sources` names each results directory in the report where it is a temporary local copy
+    (of a storage URI, in its redacted form: `raysweep analyze s3://...`).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +84,8 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = stats.N_BO
     ok = trials[trials["status"] == "ok"].copy()
     run = Run(results=results, output_dir=output_dir, n_boot=n_boot, seed=seed,
               doc=Doc(title=f"raysweep report: {', '.join(r.name for r in results)}"),
-              trials=trials, ok=ok, varying=stats.varying_parameters(ok) if len(ok) else [])
+              trials=trials, ok=ok, varying=stats.varying_parameters(ok) if len(ok) else [],
+              sources=[str(x) for x in sources] if sources else None)
     if len(ok):
         run.cells = tables.cell_table(ok)
 
@@ -108,7 +116,7 @@ def summary(run: Run) -> None:
     doc.heading("Summary")
     low, high = stats.seed_counts(ok)
     n_cells = len(ok.groupby(stats.cell_columns(ok), dropna=False)) if len(ok) else 0
-    items = [f"Sweeps: {', '.join(f'**{r.name}** (`{r.dir}`)' for r in run.results)}",
+    items = [f"Sweeps: {', '.join(f'**{r.name}** (`{run.source(r)}`)' for r in run.results)}",
              f"Trials: {len(trials)} ({len(ok)} ok, {len(trials) - len(ok)} failed) in {n_cells} cells with "
              f"results; seeds per cell: {low if low == high else f'{low}-{high}'}",
              "Parameters that vary: " + (", ".join(f"`{p}`" for p in run.varying) or "none")]
@@ -310,11 +318,16 @@ def reproduce(run: Run) -> None:
                      f"Nuisance (replicated): {', '.join(f'`{k}`' for k in replicate) or 'none'}",
                      "Fixed: everything else below"])
         doc.code(yaml.safe_dump(res.config, sort_keys=False, default_flow_style=None), "yaml")
-        doc.para("Rerun the sweep from its resolved config:")
-        doc.code(f"raysweep run {shlex.quote(str(res.dir / 'sweep.yaml'))} --output "
-                 f"{shlex.quote(str(res.dir) + '-rerun')}", "sh")
+        where = run.source(res)
+        if "://" in where:  # `raysweep run` reads a local sweep file
+            doc.para(f"Rerun the sweep from its resolved config (copy `{where}/sweep.yaml` here first):")
+            sweep_file = "sweep.yaml"
+        else:
+            doc.para("Rerun the sweep from its resolved config:")
+            sweep_file = f"{where}/sweep.yaml"
+        doc.code(f"raysweep run {shlex.quote(sweep_file)} --output {shlex.quote(where + '-rerun')}", "sh")
     doc.para("Rebuild this report:")
-    doc.code("raysweep analyze " + " ".join(shlex.quote(str(r.dir)) for r in run.results)
+    doc.code("raysweep analyze " + " ".join(shlex.quote(run.source(r)) for r in run.results)
              + f" --output {shlex.quote(str(run.output_dir))}", "sh")
 
 
