@@ -37,7 +37,7 @@ from sklearn.metrics import confusion_matrix
 
 from raysweep import scoring
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import SweepConfig, to_dict
+from raysweep.config import SweepConfig, parse_lora, to_dict
 from raysweep.data import Splits, load_splits
 from raysweep.embed import ensure_activation_sets, load_activations
 from raysweep.errors import RaysweepError
@@ -196,7 +196,9 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     start = time.perf_counter()
     enc = cfg.encoder
     backbone = load_backbone(enc.name)
-    b_teacher = boundary_for(cfg.teacher.freeze, backbone.num_layers, enc.pooling, enc.max_length)
+    b_teacher = boundary_for(cfg.teacher.freeze, backbone.num_layers, enc.pooling, enc.max_length,
+                             backbone.hidden_size)
+    lora = parse_lora(cfg.teacher.freeze)
     b_sentence = boundary_for("last-linear", backbone.num_layers, enc.pooling, enc.max_length)
     boundaries = [b_teacher] if b_teacher == b_sentence else [b_teacher, b_sentence]
     texts = {"train": splits.train["text"].tolist(), "val": splits.val["text"].tolist(), "generated": gen_texts}
@@ -207,9 +209,9 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     rows = np.arange(len(splits.train))
     labels = splits.train["label"].to_numpy()
     if use_ray:
-        _train_remote(train_acts, rows, labels, cfg, recipe, cache_dir)
+        _train_remote(train_acts, rows, labels, cfg, recipe, cache_dir, lora)
     teacher = scoring.trained_model(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed,
-                                    cache_dir)
+                                    cache_dir, lora)
     val_pred = predict_proba(teacher, val_acts).argmax(1)
     sentence = {name: load_activations(paths[name][-1]) for name in ("train", "generated")}
     return {
@@ -222,7 +224,7 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     }
 
 
-def _train_remote(acts, rows, labels, cfg: SweepConfig, recipe, cache_dir) -> None:
+def _train_remote(acts, rows, labels, cfg: SweepConfig, recipe, cache_dir, lora=None) -> None:
     """Train the teacher into the cache as a Ray task with a trial's resources: on a cluster it
     lands on a GPU worker instead of the head node that runs this driver."""
     import ray
@@ -230,7 +232,7 @@ def _train_remote(acts, rows, labels, cfg: SweepConfig, recipe, cache_dir) -> No
     res = cfg.resources
     task = ray.remote(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)(scoring._train_job)
     ray.get(task.remote(str(acts.path), rows, labels, cfg.data.num_classes, to_dict(recipe), cfg.teacher.seed,
-                        str(cache_dir)))
+                        str(cache_dir), lora))
 
 
 def _write(gen_dir: Path, rows: pd.DataFrame, summary: dict, real: np.ndarray, generated: np.ndarray,

@@ -84,14 +84,21 @@ def generate(sweep_file, output, overrides, address) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
 def check(sweep_file, overrides) -> None:
     """Validate SWEEP_FILE and print its cells without running anything."""
-    from raysweep.sweep import expand
+    from raysweep.sweep import expand, trainable_counts
 
     try:
         cfg = load_sweep(sweep_file, overrides)
+        counts = trainable_counts(cfg)  # loads each encoder: checks every freeze mode fits it
     except RaysweepError as exc:
         _fail(exc)
     cells = expand(cfg)
     click.echo(f"{sweep_file}: valid, {len(cells)} cells")
+    for encoder, per_freeze in counts.items():
+        if isinstance(per_freeze, str):
+            click.echo(f"trainable parameters ({encoder}): not counted, {per_freeze}")
+        else:
+            click.echo(f"trainable parameters ({encoder}): "
+                       + ", ".join(f"{f} {n:,}" for f, n in per_freeze.items()))
 
 
 @main.command()

@@ -19,6 +19,7 @@ per chunk, so their results are identical and never depend on how the rows were 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -32,7 +33,7 @@ import torch
 
 from raysweep import strategies, train
 from raysweep.backbone import Classifier
-from raysweep.config import RecipeConfig, SelectionConfig, to_dict
+from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig, to_dict
 from raysweep.embed import Activations, load_activations
 from raysweep.strategies.diversity import gradient_embeddings
 
@@ -84,20 +85,24 @@ def _device() -> str:
 
 
 def model_key(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-              seed: int) -> str:
-    return _digest({"v": FORMAT_VERSION, "acts": acts.path.name, "rows": array_digest(np.asarray(rows, np.int64)),
-                    "labels": array_digest(np.asarray(labels, np.int64)), "classes": num_classes,
-                    "recipe": to_dict(recipe), "seed": seed})
+              seed: int, lora: LoraSpec | None = None) -> str:
+    spec = {"v": FORMAT_VERSION, "acts": acts.path.name, "rows": array_digest(np.asarray(rows, np.int64)),
+            "labels": array_digest(np.asarray(labels, np.int64)), "classes": num_classes,
+            "recipe": to_dict(recipe), "seed": seed}
+    if lora is not None:  # a LoRA mode shares top-K's activations; only then is the key told apart
+        spec["lora"] = dataclasses.asdict(lora)
+    return _digest(spec)
 
 
 def trained_model(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-                  seed: int, cache_dir: str | Path | None = None) -> Classifier:
+                  seed: int, cache_dir: str | Path | None = None, lora: LoraSpec | None = None) -> Classifier:
     """The model a trial with these rows would train (`train.build_model` + `train.fit`), from the
     cache when another trial or the sweep's driver trained it already."""
-    model = train.build_model(acts, num_classes, recipe, seed)
+    model = train.build_model(acts, num_classes, recipe, seed, lora=lora)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / "selection" / "models" / f"{model_key(acts, rows, labels, num_classes, recipe, seed)}.pt"
+        key = model_key(acts, rows, labels, num_classes, recipe, seed, lora)
+        path = Path(cache_dir) / "selection" / "models" / f"{key}.pt"
         if path.exists():
             model.load_state_dict(torch.load(path, weights_only=True))
             return model
@@ -107,11 +112,12 @@ def trained_model(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_c
     return model
 
 
-def rebuild(acts: Activations, state: dict, dropout: float) -> Classifier:
+def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | None = None) -> Classifier:
     """A classifier over `acts` with a given state (the Ray Data actors' copy of the model)."""
     num_classes = state["linear.weight"].shape[0]
     init = acts.init_modules()
-    model = Classifier(acts.boundary, acts.hidden_size, num_classes, dropout, top=init["top"], dense=init["dense"])
+    model = Classifier(acts.boundary, acts.hidden_size, num_classes, dropout, top=init["top"], dense=init["dense"],
+                       lora=lora)
     model.load_state_dict(state)
     return model
 
@@ -210,7 +216,8 @@ class PoolScorer:
             spec = self.jobs[j]
             acts = load_activations(spec["acts_path"])
             state = torch.load(io.BytesIO(spec["state"]), weights_only=True)
-            self.loaded[j] = (rebuild(acts, state, spec["dropout"]).to(self.device), acts)
+            lora = LoraSpec(**spec["lora"]) if spec["lora"] else None
+            self.loaded[j] = (rebuild(acts, state, spec["dropout"], lora).to(self.device), acts)
         return self.loaded[j]
 
     def __call__(self, batch: dict) -> dict:
@@ -243,7 +250,9 @@ def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int) -> list[dic
             frames.append(pd.DataFrame({"job": j, "pos": at, "row": job.rows[at], "chunk": chunks[at]}))
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in job.model.state_dict().items()}, buf)
+        lora = dataclasses.asdict(job.model.lora) if job.model.lora is not None else None
         specs.append({"state": buf.getvalue(), "acts_path": str(job.acts.path), "dropout": job.model.dropout.p,
+                      "lora": lora,
                       "base": job.base, "mc_samples": job.mc_samples, "seed": job.seed})
     ds = ray.data.from_pandas(frames).map_batches(
         PoolScorer,
@@ -390,10 +399,11 @@ def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool:
 
 
 def _train_job(acts_path: str, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: dict, seed: int,
-               cache_dir: str) -> None:
+               cache_dir: str, lora: LoraSpec | None = None) -> None:
     """Ray task: train one scoring model into the cache (one torch thread: it shares the node)."""
     torch.set_num_threads(1)
-    trained_model(load_activations(acts_path), rows, labels, num_classes, RecipeConfig(**recipe), seed, cache_dir)
+    trained_model(load_activations(acts_path), rows, labels, num_classes, RecipeConfig(**recipe), seed, cache_dir,
+                  lora)
 
 
 def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConfig, selection: SelectionConfig,
@@ -409,7 +419,8 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
     missing = []
     for freeze, seed in jobs:
         inp = inputs[freeze]
-        key = model_key(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe, seed)
+        key = model_key(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe, seed,
+                        inp.lora)
         if inp.cache_dir is None or not (Path(inp.cache_dir) / "selection" / "models" / f"{key}.pt").exists():
             missing.append((freeze, seed))
     if use_ray and missing:
@@ -418,7 +429,7 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
         remote = ray.remote(num_cpus=1)(_train_job)
         ray.get([remote.remote(str(inputs[f].train_acts.path), inputs[f].labeled,
                                inputs[f].train_labels[inputs[f].labeled], inputs[f].num_classes, to_dict(recipe), s,
-                               inputs[f].cache_dir)
+                               inputs[f].cache_dir, inputs[f].lora)
                  for f, s in missing if inputs[f].cache_dir is not None])
     if missing and log is not None:
         log(f"trained {len(missing)} scoring models on labeled in {time.perf_counter() - start:.1f} s")
@@ -427,7 +438,7 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
     for freeze, seed in jobs:
         inp = inputs[freeze]
         model = trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe,
-                              seed, inp.cache_dir)
+                              seed, inp.cache_dir, inp.lora)
         scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool, inp.labeled, selection, seed))
     cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
     scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log)
