@@ -1,6 +1,7 @@
 """LoRA freeze modes: parsing, where the adapters go per architecture, what trains, and that the
 cached and uncached paths agree (logits and gradients) on the tiny BERT, RoBERTa, DistilBERT and MPNet."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,3 +140,57 @@ def test_cached_and_full_paths_give_the_same_lora_logits_and_gradients(tiny_enco
     assert any(".lora_A." in n for n in grads) and any(".lora_B." in n for n in grads)
     for name, grad in grads.items():
         assert grad.abs().sum() > 0, name  # every adapter learns something from this batch
+
+
+def test_a_lora_trial_records_its_trainable_count_and_its_scoring_model_is_its_own(tiny_bert, tmp_path):
+    """LoRA shares top-K's activation entry: the trial and the scoring cache must still tell them apart."""
+    from raysweep import scoring
+    from raysweep.config import RecipeConfig, SelectionConfig
+    from raysweep.embed import ensure_activations, load_activations
+    from raysweep.train import Cell, TrialInputs, run_trial
+
+    from tiny import TINY_TEXTS
+
+    backbone = Backbone(tiny_bert)
+    recipe = RecipeConfig(epochs=2, batch_size=4)
+    [path] = ensure_activations(tiny_bert, TINY_TEXTS * 4, [boundary_for("top-2", LAYERS, "pooler", 32)], tmp_path,
+                                use_ray=False, log=lambda *_: None)
+    acts = load_activations(path)
+    assert boundary_for("lora-r2-k2", LAYERS, "pooler", 32) == acts.boundary  # one cache entry for both
+
+    def inputs(freeze):
+        return TrialInputs(train_labels=np.arange(32) % CLASSES, val_labels=np.arange(32) % CLASSES,
+                           labeled=np.arange(8), pool=np.arange(8, 32), train_acts=acts, val_acts=acts,
+                           num_classes=CLASSES, cache_dir=str(tmp_path / "scoring"), lora=parse_lora(freeze))
+
+    lora = run_trial(Cell("real", "entropy", 1, "lora-r2-k2", 0), inputs("lora-r2-k2"), recipe, SelectionConfig())
+    top = run_trial(Cell("real", "entropy", 1, "top-2", 0), inputs("top-2"), recipe, SelectionConfig())
+    assert lora["trainable_params"] == trainable_parameters(backbone, "lora-r2-k2", CLASSES) == 2 * 4 * 2 * 32 + HEAD
+    assert top["trainable_params"] == trainable_parameters(backbone, "top-2", CLASSES) > lora["trainable_params"]
+    rows, labels = np.arange(8), np.arange(8) % CLASSES
+    keys = {scoring.model_key(acts, rows, labels, CLASSES, recipe, 0, parse_lora(f)) for f in ("top-2", "lora-r2-k2",
+                                                                                               "lora-r4-k2")}
+    assert len(keys) == 3
+    # the Ray Data actors' copy: a LoRA model rebuilt from its state scores exactly as the original
+    model = scoring.trained_model(acts, rows, labels, CLASSES, recipe, 0, tmp_path / "scoring", parse_lora("lora-r2-k2"))
+    copy = scoring.rebuild(acts, model.state_dict(), recipe.dropout, model.lora)
+    from raysweep.train import predict_proba
+
+    np.testing.assert_array_equal(predict_proba(copy, acts), predict_proba(model, acts))
+
+
+def test_check_prints_the_trainable_count_per_freeze_mode_and_refuses_a_mode_too_deep(tiny_bert, tmp_path):
+    from click.testing import CliRunner
+
+    from raysweep.cli import main
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"encoder: {{name: {tiny_bert}}}\ncompare: {{freeze: [pooler, lora-r2-k2, lora-r2-k2-ffn]}}\n"
+                     f"replicate: {{seed: [0]}}\n")
+    result = CliRunner().invoke(main, ["check", str(sweep)])
+    assert result.exit_code == 0, result.output
+    assert f"trainable parameters ({tiny_bert}): pooler {HEAD:,}, lora-r2-k2 {2 * 4 * 2 * 32 + HEAD:,}, " \
+           f"lora-r2-k2-ffn {2 * 4 * 2 * 32 + 2 * 2 * 2 * 48 + HEAD:,}" in result.output
+    result = CliRunner().invoke(main, ["check", str(sweep), "--set", "compare.freeze=[lora-r2-k4]"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == "error: freeze 'lora-r2-k4' trains 4 layers but the encoder has 3"
