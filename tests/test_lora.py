@@ -194,3 +194,20 @@ def test_check_prints_the_trainable_count_per_freeze_mode_and_refuses_a_mode_too
     result = CliRunner().invoke(main, ["check", str(sweep), "--set", "compare.freeze=[lora-r2-k4]"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == "error: freeze 'lora-r2-k4' trains 4 layers but the encoder has 3"
+
+
+def test_cell_ids_are_frozen_and_a_lora_mode_is_one_more_freeze_string():
+    """LoRA added no field to the cell id: the freeze string tells the modes apart, and the ids of
+    the existing modes are those computed before LoRA existed (values frozen here)."""
+    from raysweep.sweep import cell_id, fixed_digest, selection_settings
+    from raysweep.train import Cell
+
+    cfg = from_dict(SweepConfig, {})
+    fixed = fixed_digest(cfg)
+
+    def cid(freeze, strategy="random"):
+        return cell_id(Cell("real", strategy, 1.0, freeze, 0), fixed, selection_settings(strategy, cfg.selection))
+
+    assert cid("pooler") == "7222ef7cbfbab227" and cid("last-attention") == "01907905502cfc79"
+    assert cid("lora-r8-k1") == "74a456efdb38f79f" and cid("lora-r8-k2-ffn") == "d609dac789439cec"
+    assert cid("lora-r8-k1", "entropy") == "c33e7e901bf201b4"
