@@ -5,7 +5,7 @@ for the cached path (train the top on stored boundary features) and the no-cache
 (run the frozen encoder on every step), and the speed-up. Both paths run the same recipe,
 rows and seed, and the script checks that they reach the same final loss.
 
-    python benchmarks/cache_speedup.py [--rows 512] [--epochs 2] [--encoder minilm] [--threads 1]
+    python benchmarks/cache_speedup.py [--rows 512] [--epochs 2] [--encoder minilm] [--threads 1] [--freeze lora ...]
 
 The cache is built in-process here (its one-off cost is printed too): this measures the
 per-trial training cost that the cache removes, which every trial of a grid pays.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from raysweep.backbone import Classifier, FullEncoderClassifier, boundary_for, load_backbone
-from raysweep.config import DataConfig, RecipeConfig, SplitConfig
+from raysweep.config import DataConfig, RecipeConfig, SplitConfig, parse_lora
 from raysweep.data import load_splits
 from raysweep.embed import ensure_activations, load_activations
 from raysweep.train import build_model, fit, fit_uncached
@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--pooling", default="pooler")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a trial gets cpus_per_trial)")
+    parser.add_argument("--freeze", nargs="+", default=["last-linear", "pooler", "last-attention"],
+                        help="freeze modes to time (e.g. lora-r8-k1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -52,14 +54,14 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as cache:
-        for freeze in ("last-linear", "pooler", "last-attention"):
+        for freeze in args.freeze:
             boundary = boundary_for(freeze, backbone.num_layers, args.pooling, 64)
             t = time.perf_counter()
             [path] = ensure_activations(args.encoder, texts, [boundary], cache, use_ray=False, log=lambda *_: None)
             build_s = time.perf_counter() - t
             acts = load_activations(path)
 
-            model = build_model(acts, 5, recipe, seed=0)
+            model = build_model(acts, 5, recipe, seed=0, lora=parse_lora(freeze))
             t = time.perf_counter()
             cached_loss = fit(model, acts, np.arange(len(rows)), labels, recipe, seed=0)
             cached_s = (time.perf_counter() - t) / args.epochs
@@ -67,7 +69,8 @@ def main() -> None:
             torch.manual_seed(0)
             init = acts.init_modules()
             full = FullEncoderClassifier(backbone, Classifier(boundary, acts.hidden_size, 5, recipe.dropout,
-                                                              top=init["top"], dense=init["dense"]))
+                                                              top=init["top"], dense=init["dense"],
+                                                              lora=parse_lora(freeze)))
             t = time.perf_counter()
             full_loss = fit_uncached(full, texts, labels, recipe, seed=0)
             full_s = (time.perf_counter() - t) / args.epochs

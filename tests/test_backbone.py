@@ -10,7 +10,7 @@ from raysweep.backbone import (Backbone, Classifier, FullEncoderClassifier, boun
                                pool)
 from raysweep.embed import ensure_activations, load_activations
 
-from tiny import TINY_TEXTS
+from tiny import TINY_TEXTS, cached_and_full_gradients
 
 
 def classifier(backbone, freeze, pooling="pooler", seed=0):
@@ -66,27 +66,7 @@ def test_cached_and_full_paths_give_the_same_logits_and_gradients(tiny_encoder, 
     backbone.model.train()  # dropout would be on if the frozen part did not force eval mode
     cached = classifier(backbone, freeze, pooling)
     full = FullEncoderClassifier(backbone, classifier(backbone, freeze, pooling))
-    [path] = ensure_activations(tiny_encoder, TINY_TEXTS, [cached.boundary], tmp_path, use_ray=False,
-                                batch_size=3, log=lambda *_: None)
-    acts = load_activations(path)
-    rows = np.array([5, 0, 3, 7])
-    labels = torch.tensor([0, 1, 4, 2])
-
-    torch.manual_seed(123)
-    x, mask = acts.batch(rows)
-    logits_cached = cached(x, mask)
-    torch.nn.functional.cross_entropy(logits_cached, labels).backward()
-
-    torch.manual_seed(123)  # the head's dropout draws the same mask in both paths
-    logits_full = full([TINY_TEXTS[i] for i in rows])
-    torch.nn.functional.cross_entropy(logits_full, labels).backward()
-
-    torch.testing.assert_close(logits_cached, logits_full, rtol=1e-5, atol=1e-6)
-    grads_cached = dict((n, p.grad) for n, p in cached.named_parameters() if p.requires_grad)
-    grads_full = dict((n, p.grad) for n, p in full.classifier.named_parameters() if p.requires_grad)
-    assert grads_cached.keys() == grads_full.keys() and grads_cached
-    for name in grads_cached:
-        torch.testing.assert_close(grads_cached[name], grads_full[name], rtol=1e-4, atol=1e-6, msg=name)
+    cached_and_full_gradients(cached, full, tiny_encoder, tmp_path)
 
 
 @pytest.mark.parametrize("pooling", ["pooler", "cls", "mean"])

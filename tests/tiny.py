@@ -47,3 +47,37 @@ def make_tiny_encoder(arch: str, path) -> str:
 
 
 ARCHITECTURES = ("bert", "roberta", "distilbert", "mpnet")
+
+
+def cached_and_full_gradients(cached, full, encoder_path, cache_dir) -> dict:
+    """Run one batch of TINY_TEXTS through `cached` (a Classifier on cached activations) and
+    `full` (a FullEncoderClassifier with an identical classifier), backward a loss through both,
+    assert the logits and every trainable parameter's gradient agree; return the gradients."""
+    import numpy as np
+    import torch
+
+    from raysweep.embed import ensure_activations, load_activations
+
+    [path] = ensure_activations(encoder_path, TINY_TEXTS, [cached.boundary], cache_dir, use_ray=False,
+                                batch_size=3, log=lambda *_: None)
+    acts = load_activations(path)
+    rows = np.array([5, 0, 3, 7])
+    labels = torch.tensor([0, 1, 4, 2])
+
+    torch.manual_seed(123)
+    x, mask = acts.batch(rows)
+    logits_cached = cached(x, mask)
+    torch.nn.functional.cross_entropy(logits_cached, labels).backward()
+
+    torch.manual_seed(123)  # the top layers' and head's dropout draw the same masks in both paths
+    logits_full = full([TINY_TEXTS[i] for i in rows])
+    torch.nn.functional.cross_entropy(logits_full, labels).backward()
+
+    torch.testing.assert_close(logits_cached, logits_full, rtol=1e-5, atol=1e-6)
+    grads_cached = {n: p.grad for n, p in cached.named_parameters() if p.requires_grad}
+    grads_full = {n: p.grad for n, p in full.classifier.named_parameters() if p.requires_grad}
+    assert grads_cached.keys() == grads_full.keys() and grads_cached
+    for name in grads_cached:
+        assert grads_cached[name] is not None, name
+        torch.testing.assert_close(grads_cached[name], grads_full[name], rtol=1e-4, atol=1e-6, msg=name)
+    return grads_cached

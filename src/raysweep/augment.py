@@ -35,7 +35,7 @@ from sklearn.metrics import confusion_matrix
 
 from raysweep import scoring
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import SweepConfig, to_dict
+from raysweep.config import SweepConfig, parse_lora, to_dict
 from raysweep.data import Splits, load_splits
 from raysweep.embed import ensure_activation_sets, load_activations
 from raysweep.errors import RaysweepError
@@ -183,7 +183,9 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     start = time.perf_counter()
     enc = cfg.encoder
     backbone = load_backbone(enc.name)
-    b_teacher = boundary_for(cfg.teacher.freeze, backbone.num_layers, enc.pooling, enc.max_length)
+    b_teacher = boundary_for(cfg.teacher.freeze, backbone.num_layers, enc.pooling, enc.max_length,
+                             backbone.hidden_size)
+    lora = parse_lora(cfg.teacher.freeze)
     b_sentence = boundary_for("last-linear", backbone.num_layers, enc.pooling, enc.max_length)
     boundaries = [b_teacher] if b_teacher == b_sentence else [b_teacher, b_sentence]
     texts = {"train": splits.train["text"].tolist(), "val": splits.val["text"].tolist(), "generated": gen_texts}
@@ -194,14 +196,14 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     rows = np.arange(len(splits.train))
     labels = splits.train["label"].to_numpy()
     if use_ray and not scoring.model_path(cache_dir, train_acts, rows, labels, cfg.data.num_classes, recipe,
-                                          cfg.teacher.seed).exists():
+                                          cfg.teacher.seed, lora).exists():
         # A Ray task with a trial's resources: on a cluster it lands on a GPU worker instead of the
         # head node that runs this driver. Its state comes back here, into this node's cache.
         res = cfg.resources
-        scoring.train_remote([(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed)], cache_dir,
-                             out, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial)
+        job = (train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed, lora)
+        scoring.train_remote([job], cache_dir, out, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial)
     teacher = scoring.trained_model(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed,
-                                    cache_dir)
+                                    cache_dir, lora)
     val_pred = predict_proba(teacher, val_acts).argmax(1)
     sentence = {name: load_activations(paths[name][-1]) for name in ("train", "generated")}
     return {

@@ -193,8 +193,14 @@ def generate(sweep_file, output, overrides, address, verbose, quiet) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (for scripts).")
 def check(sweep_file, overrides, output, address, as_json) -> None:
     """Validate SWEEP_FILE against its data, encoders and machine, and print its grid without running anything."""
+    from raysweep.sweep import trainable_counts
+
     try:
-        _, plan = _load_checked(sweep_file, overrides, address=address, output=output)
+        cfg, plan = _load_checked(sweep_file, overrides, address=address, output=output)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per encoder is noise in check's report
+        counts = trainable_counts(cfg)  # loads each encoder: every freeze mode must fit it
     except RaysweepError as exc:
         if as_json:
             problems = getattr(exc, "problems", None) or [str(exc)]
@@ -202,10 +208,15 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
             sys.exit(EXIT_BAD_INPUT)
         _fail(exc)
     if as_json:
-        click.echo(json.dumps(plan.to_json(str(sweep_file)), indent=1))
+        click.echo(json.dumps({**plan.to_json(str(sweep_file)), "trainable_params": counts}, indent=1))
         return
     for line in plan.lines(str(sweep_file), output):
         click.echo(line)
+    for encoder, per_freeze in counts.items():
+        if isinstance(per_freeze, str):
+            click.echo(f"trainable parameters ({encoder}): not counted, {per_freeze}")
+        else:
+            click.echo(f"trainable parameters ({encoder}): " + ", ".join(f"{f} {n:,}" for f, n in per_freeze.items()))
 
 
 @main.command()

@@ -32,13 +32,54 @@ POOLS = ("real", "llm", "llm_teacher")
 POOLINGS = ("pooler", "cls", "mean")
 
 
+# `lora` alone: rank 8 (peft's own default rank) on the one top layer that last-attention trains
+# in full, so `lora` against `last-attention` is the study's question with nothing else changed.
+LORA_DEFAULT = "lora-r8-k1"
+_LORA = re.compile(r"lora-r(\d+)-k(\d+)(-ffn)?")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA freeze mode: low-rank adapters on the top `layers` encoder layers, whose own weights
+    stay frozen; the pooler dense and the head train in full, as in `pooler` mode."""
+
+    rank: int
+    layers: int
+    feed_forward: bool = False  # adapters on the feed-forward projections too, not only attention's
+
+    @property
+    def alpha(self) -> int:
+        # The adapter's output is scaled by alpha / rank; alpha = 2 x rank keeps that scale at 2
+        # for every rank (a common choice), so ranks compare without retuning the learning rate.
+        return 2 * self.rank
+
+
+def parse_lora(name: str) -> LoraSpec | None:
+    """The LoRA settings of freeze mode `name` (`lora`, `lora-rR-kK`, `lora-rR-kK-ffn`), None for
+    the other modes."""
+    name = LORA_DEFAULT if name == "lora" else name
+    m = _LORA.fullmatch(name)
+    if not name.startswith("lora"):
+        return None
+    if m is None or int(m[1]) < 1 or int(m[2]) < 1:
+        raise ConfigError(f"{name!r} is not a LoRA freeze mode (lora, or lora-rR-kK[-ffn] with rank R >= 1 on "
+                          f"the top K >= 1 layers)")
+    return LoraSpec(rank=int(m[1]), layers=int(m[2]), feed_forward=bool(m[3]))
+
+
 def parse_freeze(name: str) -> tuple[int, bool]:
-    """Freeze mode name -> (top layers trained, pooler trained)."""
+    """Freeze mode name -> (top layers trained, pooler trained).
+
+    For a LoRA mode the "trained" top layers are those that carry adapters: the cache boundary
+    (token states entering them) is the same as `top-K`'s, which is what matters here.
+    """
     if name in FREEZE_MODES:
         return FREEZE_MODES[name]
     if name.startswith("top-") and name[4:].isdigit() and int(name[4:]) >= 1:
         return int(name[4:]), True
-    raise ConfigError(f"{name!r} is not a freeze mode ({', '.join(FREEZE_MODES)} or top-K)")
+    if name.startswith("lora"):
+        return parse_lora(name).layers, True
+    raise ConfigError(f"{name!r} is not a freeze mode ({', '.join(FREEZE_MODES)}, top-K, lora or lora-rR-kK[-ffn])")
 
 
 @dataclass

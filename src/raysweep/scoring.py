@@ -19,6 +19,7 @@ per chunk, so their results are identical and never depend on how the rows were 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import time
@@ -30,8 +31,8 @@ import torch
 
 from raysweep import strategies, train
 from raysweep.backbone import Classifier
-from raysweep.config import RecipeConfig, SelectionConfig, to_dict
 from raysweep.cluster import actor_pool, get
+from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig, to_dict
 from raysweep.console import progress
 from raysweep.embed import Activations, load_activations
 from raysweep.hashing import Digest, json_digest
@@ -82,15 +83,19 @@ def _device() -> str:
 
 
 def model_key(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-              seed: int) -> str:
-    return _digest({"v": FORMAT_VERSION, "acts": acts.path.name, "rows": array_digest(np.asarray(rows, np.int64)),
-                    "labels": array_digest(np.asarray(labels, np.int64)), "classes": num_classes,
-                    "recipe": to_dict(recipe), "seed": seed})
+              seed: int, lora: LoraSpec | None = None) -> str:
+    spec = {"v": FORMAT_VERSION, "acts": acts.path.name, "rows": array_digest(np.asarray(rows, np.int64)),
+            "labels": array_digest(np.asarray(labels, np.int64)), "classes": num_classes,
+            "recipe": to_dict(recipe), "seed": seed}
+    if lora is not None:  # a LoRA mode shares top-K's activations; only then is the key told apart
+        spec["lora"] = dataclasses.asdict(lora)
+    return _digest(spec)
 
 
 def model_path(cache_dir: str | Path, acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int,
-               recipe: RecipeConfig, seed: int) -> Path:
-    return Path(cache_dir) / "selection" / "models" / f"{model_key(acts, rows, labels, num_classes, recipe, seed)}.pt"
+               recipe: RecipeConfig, seed: int, lora: LoraSpec | None = None) -> Path:
+    key = model_key(acts, rows, labels, num_classes, recipe, seed, lora)
+    return Path(cache_dir) / "selection" / "models" / f"{key}.pt"
 
 
 def save_state(path: Path, state: bytes) -> None:
@@ -99,28 +104,29 @@ def save_state(path: Path, state: bytes) -> None:
 
 
 def trained_model(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-                  seed: int, cache_dir: str | Path | None = None) -> Classifier:
+                  seed: int, cache_dir: str | Path | None = None, lora: LoraSpec | None = None) -> Classifier:
     """The model a trial with these rows would train (`train.build_model` + `train.fit`), from the
     cache when another trial or the sweep's driver trained it already."""
-    model = train.build_model(acts, num_classes, recipe, seed)
+    model = train.build_model(acts, num_classes, recipe, seed, lora=lora)
     path = None
     if cache_dir is not None:
-        path = model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed)
+        path = model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora)
         if path.exists():
             model.load_state_dict(torch.load(path, weights_only=True))
             return model
     train.fit(model, acts, np.asarray(rows), np.asarray(labels), recipe, seed)
-    train.log_training("model", model_key(acts, rows, labels, num_classes, recipe, seed))
+    train.log_training("model", model_key(acts, rows, labels, num_classes, recipe, seed, lora))
     if path is not None:
         _atomic_save(path, lambda tmp: torch.save(model.state_dict(), tmp))
     return model
 
 
-def rebuild(acts: Activations, state: dict, dropout: float) -> Classifier:
+def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | None = None) -> Classifier:
     """A classifier over `acts` with a given state (the Ray Data actors' copy of the model)."""
     num_classes = state["linear.weight"].shape[0]
     init = acts.init_modules()
-    model = Classifier(acts.boundary, acts.hidden_size, num_classes, dropout, top=init["top"], dense=init["dense"])
+    model = Classifier(acts.boundary, acts.hidden_size, num_classes, dropout, top=init["top"], dense=init["dense"],
+                       lora=lora)
     model.load_state_dict(state)
     return model
 
@@ -219,7 +225,8 @@ class PoolScorer:
             spec = self.jobs[j]
             acts = load_activations(receive(spec["acts"]))  # fetched once per node (storage.receive)
             state = torch.load(io.BytesIO(spec["state"]), weights_only=True)
-            self.loaded[j] = (rebuild(acts, state, spec["dropout"]).to(self.device), acts)
+            lora = LoraSpec(**spec["lora"]) if spec["lora"] else None
+            self.loaded[j] = (rebuild(acts, state, spec["dropout"], lora).to(self.device), acts)
         return self.loaded[j]
 
     def __call__(self, batch: dict) -> dict:
@@ -254,7 +261,9 @@ def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None, o
             frames.append(pd.DataFrame({"job": j, "pos": at, "row": job.rows[at], "chunk": chunks[at]}))
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in job.model.state_dict().items()}, buf)
+        lora = dataclasses.asdict(job.model.lora) if job.model.lora is not None else None
         specs.append({"state": buf.getvalue(), "acts": ship(job.acts.path, out), "dropout": job.model.dropout.p,
+                      "lora": lora,
                       "base": job.base, "mc_samples": job.mc_samples, "seed": job.seed})
     ds = ray.data.from_pandas(frames).map_batches(
         PoolScorer,
@@ -405,7 +414,7 @@ def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool_
 
 
 def _train_job(acts: Shipped, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: dict,
-               seed: int) -> bytes:
+               seed: int, lora: LoraSpec | None = None) -> bytes:
     """Ray task: train one model and return its state (one torch thread: it shares the node).
 
     It may run on a node that never saw the driver's cache: the activations come through
@@ -413,15 +422,17 @@ def _train_job(acts: Shipped, rows: np.ndarray, labels: np.ndarray, num_classes:
     MB with an encoder layer), which the driver stores under the model's cache key. Nothing is
     left on the node for the driver to miss and train again."""
     torch.set_num_threads(1)
-    model = trained_model(load_activations(receive(acts)), rows, labels, num_classes, RecipeConfig(**recipe), seed)
+    model = trained_model(load_activations(receive(acts)), rows, labels, num_classes, RecipeConfig(**recipe), seed,
+                          lora=lora)
     buf = io.BytesIO()
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
     return buf.getvalue()
 
 
-def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, RecipeConfig, int]], cache_dir: str | Path,
+def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, RecipeConfig, int, LoraSpec | None]],
+                 cache_dir: str | Path,
                  out: Output | None = None, cpus: float = 1, gpus: float = 0) -> None:
-    """Train each (acts, rows, labels, num_classes, recipe, seed) as a parallel Ray task with
+    """Train each (acts, rows, labels, num_classes, recipe, seed, lora) as a parallel Ray task with
     `cpus`/`gpus` each, and store every returned state in the driver's cache (`trained_model`
     then loads it)."""
     import ray
@@ -429,12 +440,12 @@ def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, Reci
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_job)
     shipped = {}
     refs = []
-    for acts, rows, labels, num_classes, recipe, seed in jobs:
+    for acts, rows, labels, num_classes, recipe, seed, lora in jobs:
         if acts.path not in shipped:
             shipped[acts.path] = ship(acts.path, out)
-        refs.append(task.remote(shipped[acts.path], rows, labels, num_classes, to_dict(recipe), seed))
-    for (acts, rows, labels, num_classes, recipe, seed), state in zip(jobs, get(refs)):
-        save_state(model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed), state)
+        refs.append(task.remote(shipped[acts.path], rows, labels, num_classes, to_dict(recipe), seed, lora))
+    for (acts, rows, labels, num_classes, recipe, seed, lora), state in zip(jobs, get(refs)):
+        save_state(model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora), state)
 
 
 def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConfig, selection: SelectionConfig,
@@ -451,12 +462,14 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
     missing = []
     for freeze, seed in jobs:
         inp = inputs[freeze]
-        key = model_key(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe, seed)
-        if inp.cache_dir is None or not (Path(inp.cache_dir) / "selection" / "models" / f"{key}.pt").exists():
+        if inp.cache_dir is None or not model_path(inp.cache_dir, inp.train_acts, inp.labeled,
+                                                   inp.train_labels[inp.labeled], inp.num_classes, recipe, seed,
+                                                   inp.lora).exists():
             missing.append((freeze, seed))
     if use_ray and missing:
         train_remote([(inputs[f].train_acts, inputs[f].labeled, inputs[f].train_labels[inputs[f].labeled],
-                       inputs[f].num_classes, recipe, s) for f, s in missing if inputs[f].cache_dir is not None],
+                       inputs[f].num_classes, recipe, s, inputs[f].lora)
+                      for f, s in missing if inputs[f].cache_dir is not None],
                      inputs[missing[0][0]].cache_dir, out)
     if missing and log is not None:
         log(f"trained {len(missing)} scoring models on labeled in {time.perf_counter() - start:.1f} s")
@@ -465,7 +478,7 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
     for freeze, seed in jobs:
         inp = inputs[freeze]
         model = trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe,
-                              seed, inp.cache_dir)
+                              seed, inp.cache_dir, inp.lora)
         scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool_rows, inp.labeled, selection, seed))
     cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
     scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log, out)

@@ -37,7 +37,7 @@ import yaml
 
 from raysweep import augment, console, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, to_dict
+from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, parse_lora, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.encoders import cache_home
@@ -53,7 +53,7 @@ STALE_S = 4 * HEARTBEAT_S
 
 PARAMS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling")
 METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
-           "select_s", "train_s", "eval_s", "trial_s", "wall_s")
+           "trainable_params", "select_s", "train_s", "eval_s", "trial_s", "wall_s")
 
 
 def fixed_digest(cfg: SweepConfig) -> str:
@@ -101,6 +101,28 @@ def expand(cfg: SweepConfig) -> list[Cell]:
     return [Cell(pool, strategy, float(fraction), freeze, int(seed), encoder, pooling)
             for encoder, pooling, pool, strategy, freeze, fraction, seed in itertools.product(
                 cfg.encoders, cfg.poolings, c.pool, c.strategy, c.freeze, c.fraction, cfg.replicate.seed)]
+
+
+def trainable_counts(cfg: SweepConfig) -> dict[str, dict[str, int] | str]:
+    """Per encoder, each freeze mode's trainable-parameter count, or why the encoder was not loaded.
+
+    A freeze mode that does not fit an encoder (more layers than it has, a LoRA rank wider than
+    its hidden size) raises EncoderError: `raysweep check` reports it before any work. An encoder
+    that cannot be loaded here (a hub name on an offline laptop) is not an error of the sweep file.
+    """
+    from raysweep.backbone import trainable_parameters
+    from raysweep.encoders import EncoderError
+
+    counts = {}
+    for encoder in cfg.encoders:
+        try:
+            backbone = load_backbone(encoder)
+        except EncoderError as exc:
+            counts[encoder] = str(exc)
+            continue
+        counts[encoder] = {f: trainable_parameters(backbone, f, cfg.data.num_classes, cfg.poolings[0],
+                                                   cfg.encoder.max_length) for f in cfg.compare.freeze}
+    return counts
 
 
 # --------------------------------------------------------------------------- cell results on disk
@@ -184,7 +206,8 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
     artifacts = {}
     for encoder in cfg.encoders:
         backbone = load_backbone(encoder)
-        boundaries = {(pooling, f): boundary_for(f, backbone.num_layers, pooling, cfg.encoder.max_length)
+        boundaries = {(pooling, f): boundary_for(f, backbone.num_layers, pooling, cfg.encoder.max_length,
+                                                 backbone.hidden_size)
                       for pooling in cfg.poolings for f in cfg.compare.freeze}
         unique = sorted(set(boundaries.values()), key=lambda b: (b.kind, b.layer, b.pooling))
         # One encoder pass per encoder serves every pooling, freeze mode and text set.
@@ -240,7 +263,7 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
     return TrialInputs(train_labels=labels, val_labels=context["val_labels"],
                        labeled=context["labeled"], pool_rows=rows, train_acts=_activations(train_path),
                        val_acts=_activations(val_path), num_classes=context["num_classes"],
-                       cache_dir=context.get("cache_dir"))
+                       cache_dir=context.get("cache_dir"), lora=parse_lora(variant.rsplit("|", 1)[-1]))
 
 
 def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: bool, log=print) -> None:

@@ -22,8 +22,8 @@ from sklearn.metrics import confusion_matrix, f1_score
 from torch import nn
 
 from raysweep import scoring, strategies
-from raysweep.backbone import Classifier, FullEncoderClassifier
-from raysweep.config import RecipeConfig, SelectionConfig
+from raysweep.backbone import Classifier, FullEncoderClassifier, count_trainable
+from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
 from raysweep.embed import Activations
 
 
@@ -57,6 +57,9 @@ class TrialInputs:
     val_acts: Activations
     num_classes: int
     cache_dir: str | None = None  # where scoring models and pool scores are cached (see scoring.py); None: nowhere
+    # A LoRA freeze mode's adapters: its activations are top-K's (same boundary, same entry), so
+    # the activations alone cannot say that the top layers are adapted rather than trained.
+    lora: LoraSpec | None = None
 
 
 def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
@@ -98,7 +101,8 @@ def select_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
     remaining = pool_rows
     for step in (len(s) for s in np.array_split(np.arange(n), min(selection.rounds, n))):
         rows = np.concatenate([inputs.labeled, np.sort(chosen)])  # the rows the trial itself would train on
-        model = scoring.trained_model(acts, rows, labels[rows], inputs.num_classes, recipe, cell.seed, inputs.cache_dir)
+        model = scoring.trained_model(acts, rows, labels[rows], inputs.num_classes, recipe, cell.seed, inputs.cache_dir,
+                                      lora=inputs.lora)
         view = scoring.pool_view(strategy.needs, model, acts, remaining, rows, labels[rows], selection, cell.seed,
                                  cache_dir=inputs.cache_dir, log=log)
         picked = strategy(view, step, rng)
@@ -218,11 +222,12 @@ def predict_proba(model: Classifier, acts: Activations, rows: np.ndarray | None 
     return torch.cat(out).numpy() if out else np.zeros((0, model.linear.out_features), dtype=np.float32)
 
 
-def build_model(acts: Activations, num_classes: int, recipe: RecipeConfig, seed: int) -> Classifier:
+def build_model(acts: Activations, num_classes: int, recipe: RecipeConfig, seed: int,
+                lora: LoraSpec | None = None) -> Classifier:
     torch.manual_seed(seed)  # the initialisation + dropout stream
     init = acts.init_modules()
     return Classifier(acts.boundary, acts.hidden_size, num_classes, recipe.dropout,
-                      top=init["top"], dense=init["dense"])
+                      top=init["top"], dense=init["dense"], lora=lora)
 
 
 def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: SelectionConfig | None = None) -> dict:
@@ -232,7 +237,7 @@ def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: 
     select_s = time.perf_counter() - start
     rows = np.concatenate([inputs.labeled, added])
     labels = inputs.train_labels[rows]
-    model = build_model(inputs.train_acts, inputs.num_classes, recipe, cell.seed)
+    model = build_model(inputs.train_acts, inputs.num_classes, recipe, cell.seed, lora=inputs.lora)
     t0 = time.perf_counter()
     final_loss = fit(model, inputs.train_acts, rows, labels, recipe, cell.seed)
     log_training("trial", json.dumps(asdict(cell), sort_keys=True))
@@ -250,6 +255,7 @@ def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: 
         "n_labeled": int(len(inputs.labeled)),
         "n_added": int(len(added)),
         "n_train": int(len(rows)),
+        "trainable_params": count_trainable(model),
         "confusion": confusion_matrix(inputs.val_labels, val_pred, labels=classes).tolist(),
         "select_s": round(select_s, 4),
         "train_s": round(train_s, 4),
