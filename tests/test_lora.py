@@ -160,7 +160,7 @@ def test_a_lora_trial_records_its_trainable_count_and_its_scoring_model_is_its_o
 
     def inputs(freeze):
         return TrialInputs(train_labels=np.arange(32) % CLASSES, val_labels=np.arange(32) % CLASSES,
-                           labeled=np.arange(8), pool=np.arange(8, 32), train_acts=acts, val_acts=acts,
+                           labeled=np.arange(8), pool_rows=np.arange(8, 32), train_acts=acts, val_acts=acts,
                            num_classes=CLASSES, cache_dir=str(tmp_path / "scoring"), lora=parse_lora(freeze))
 
     lora = run_trial(Cell("real", "entropy", 1, "lora-r2-k2", 0), inputs("lora-r2-k2"), recipe, SelectionConfig())
