@@ -271,3 +271,24 @@ def test_one_strategy_several_pools_compares_each_pool_with_real(tmp_path):
     assert "**llm vs real** (freeze pooler; fractions 1, 2; 3 seeds): accuracy -1.0 points" in findings
     assert "*LLM rows help less than real rows* (accuracy, 3 seeds per point): supported in all comparisons." in findings
     assert all("| baseline |" in line for line in head.splitlines() if line.startswith("| real |"))
+
+
+def test_findings_are_checked_on_the_test_split(tmp_path):
+    d = write_trials(tmp_path / "with-test")
+    trials = pd.read_csv(d / "trials.csv")
+    # On test, entropy's +2 points of val hold in last-linear and vanish in pooler (where test = random's val).
+    gain = (trials.strategy == "entropy") & (trials.fraction > 0)
+    trials["test_accuracy"] = trials["val_accuracy"] - 0.02 * (gain & (trials.freeze == "pooler"))
+    trials["test_macro_f1"] = trials["val_macro_f1"]
+    trials.to_csv(d / "trials.csv", index=False)
+    out = analyze([d], tmp_path / "out", n_boot=100)
+    md = out.read_text()
+    findings = md.split("## Findings")[1].split("## Summary")[0]
+    assert "checked on the `test` split" in findings
+    assert "(freeze last-linear; fractions 1, 2; 3 seeds): accuracy +2.0 points" in findings
+    assert "On test: +2.0 [+2.0, +2.0], agrees." in findings
+    assert "On test: +0.0 [+0.0, +0.0], **disagrees**." in findings
+    table = pd.read_csv(out.parent / "tables" / "compare_strategy.csv")
+    acc = table[table.metric == "val_accuracy"].set_index("freeze")
+    assert acc.loc["last-linear", "test_agrees"] and not acc.loc["pooler", "test_agrees"]
+

@@ -70,8 +70,8 @@ def read_trials(path: Path) -> pd.DataFrame:
     if absent:
         raise ResultsError(f"{path}: missing column(s) {', '.join(absent)}")
     df["status"] = df["status"].astype(str).str.strip().str.lower()
-    for col in ("fraction", "val_accuracy", "val_macro_f1", "train_accuracy", "n_labeled", "n_added",
-                "n_train", "wall_s", "train_s"):
+    for col in ("fraction", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "train_accuracy",
+                "n_labeled", "n_added", "n_train", "wall_s", "train_s"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["seed"] = pd.to_numeric(df["seed"], errors="raise").astype(int)
