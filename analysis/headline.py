@@ -13,17 +13,14 @@ from pathlib import Path
 from raysweep.analysis import stats, tables
 from raysweep.analysis.document import markdown_table
 from raysweep.analysis.report import headline_table
-from raysweep.analysis.results import combined_trials, load_many
+from raysweep.analysis.results import successful_trials
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results_dirs", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    trials = combined_trials(load_many(args.results_dirs))
-    ok = trials[trials["status"] == "ok"]
-    if not len(ok):
-        raise SystemExit("no successful trials")
+    ok = successful_trials(args.results_dirs)
     head, factor, baseline, _ = headline_table(ok)
     print(markdown_table(tables.show_headline(head, stats.varying_parameters(ok), has_diff="mean_diff" in head.columns,
                                               factor=factor, baseline=baseline)))

@@ -240,6 +240,18 @@ def test_headline_script_prints_the_reports_headline(full_report, capsys):
     assert capsys.readouterr().out == (full_report.parent / "tables" / "headline.md").read_text()
 
 
+def test_seeds_needed_script_prints_the_report_estimates(full_report, capsys):
+    spec = importlib.util.spec_from_file_location("seeds_needed", REPO / "analysis" / "seeds_needed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(full_report.parent.parent / "results")])
+    out = capsys.readouterr().out
+    table = pd.read_csv(full_report.parent / "tables" / "compare_strategy.csv")
+    assert out.count("| entropy vs random | freeze ") == len(table) == 4
+    assert "| accuracy | 1, 2 | 3 | +2.00 | 0.00 | 0.000 | 2 | 2 |" in out
+    assert "compute per seed of this grid: 2.0 trial-minutes" in out
+
+
 def test_entropy_sqbc_correlation_reads_past_the_summary_file(full_report):
     import numpy as np
     from scipy.stats import spearmanr

@@ -164,6 +164,16 @@ def load_many(results_dirs: list[str | Path]) -> list[Results]:
     return results
 
 
+def successful_trials(results_dirs: list[str | Path]) -> pd.DataFrame:
+    """The successful trials of several results directories read as one (`combined_trials`);
+    a ResultsError when there are none."""
+    trials = combined_trials(load_many(results_dirs))
+    ok = trials[trials["status"] == "ok"]
+    if not len(ok):
+        raise ResultsError(f"{', '.join(map(str, results_dirs))}: no successful trials")
+    return ok
+
+
 # Settings of a sweep that say how its cells ran, not what they were: sweeps that differ only in
 # these (and in their grids) ran cells of one larger grid.
 _NOT_FIXED = ("name", "description", "compare", "replicate", "resources", "cache_dir", "generation_dir")
