@@ -145,7 +145,8 @@ def claims(tables: dict[str, pd.DataFrame], correlations: pd.DataFrame | None, n
 
 def method_note() -> str:
     return (f"Findings are drawn on `val` with the seed as the unit: each seed's mean difference over the "
-            f"comparison's usable fractions, a two-sided {TEST_NAME} with its 95% t-interval, Holm-corrected "
+            f"comparison's usable fractions, a two-sided {TEST_NAME} with its 95% t-interval (not a permutation "
+            f"test: over n seeds the exact sign-flip test's smallest p is 2/2^n, 0.0625 at 5 seeds), Holm-corrected "
             f"within each table (one table per compared factor and metric) at alpha {ALPHA}. Seeds needed: "
             f"the seeds at which that test reaches 80% power at the table's Holm threshold (alpha / m), given "
             f"the observed between-seed sd.")
