@@ -57,7 +57,7 @@ def sentence(row: pd.Series, factor: str, context: list[str], m: int) -> str:
     else:
         text += (f"; does not survive Holm over {m} comparisons (Holm p {_p(row['p_holm'])}). For 80% power: "
                  f"{seeds_str(row['seeds_observed'])} at the observed size, "
-                 f"{seeds_str(row['seeds_min_effect'])} at {points(MIN_EFFECT, signed=False)} point.")
+                 f"{seeds_str(row['seeds_min_effect'])} at {100 * MIN_EFFECT:g} point.")
     if "test_mean_diff" in row and not pd.isna(row.get("test_mean_diff")):
         verdict = "agrees" if bool(row["test_agrees"]) else "**disagrees**"
         text += (f" On test: {points(row['test_mean_diff'])} {interval(row['test_ci_low'], row['test_ci_high'])}, "
@@ -110,9 +110,9 @@ def claims(tables: dict[str, pd.DataFrame], correlations: pd.DataFrame | None, n
                 spans = "; ".join(f"{r['freeze']} {points(r['mean_diff'])} {interval(r['ci_low'], r['ci_high'])}"
                                   for _, r in sq.iterrows())
                 verdict = ("contradicted: SQBC differs from random after the correction" if differs else
-                           f"supported: every interval lies within \u00b1{points(MIN_EFFECT, False)} point" if within
+                           f"supported: every interval lies within \u00b1{100 * MIN_EFFECT:g} point" if within
                            else f"not shown: no significant difference, but an interval reaches beyond "
-                                f"\u00b1{points(MIN_EFFECT, False)} point")
+                                f"\u00b1{100 * MIN_EFFECT:g} point")
                 out.append(f"*SQBC is close to random* ({name}, {n_seeds}; {spans}): {verdict}.")
         if pool is not None and len(pool):
             rows = pool[(pool["metric"] == metric) & (pool["pool"] == "llm")]
