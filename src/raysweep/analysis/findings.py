@@ -33,6 +33,10 @@ def seeds_str(n: float) -> str:
     return "more than 1,000 seeds" if math.isinf(n) else f"{int(n)} seeds"
 
 
+def comparisons_str(m: int) -> str:
+    return f"{m} comparison{'s' if m != 1 else ''}"
+
+
 def _p(p: float) -> str:
     """'= 0.012' or '< 0.001', to follow a 'p'."""
     return "= n/a" if math.isnan(p) else (f"= {p:.3f}" if p >= 0.001 else "< 0.001")
@@ -53,9 +57,9 @@ def sentence(row: pd.Series, factor: str, context: list[str], m: int) -> str:
     if math.isnan(row["p"]):
         text += "; too few seeds for a test."
     elif row["significant"]:
-        text += f"; survives Holm over {m} comparisons (Holm p {_p(row['p_holm'])})."
+        text += f"; survives Holm over {comparisons_str(m)} (Holm p {_p(row['p_holm'])})."
     else:
-        text += (f"; does not survive Holm over {m} comparisons (Holm p {_p(row['p_holm'])}). For 80% power: "
+        text += (f"; does not survive Holm over {comparisons_str(m)} (Holm p {_p(row['p_holm'])}). For 80% power: "
                  f"{seeds_str(row['seeds_observed'])} at the observed size, "
                  f"{seeds_str(row['seeds_min_effect'])} at {100 * MIN_EFFECT:g} point.")
     if "test_mean_diff" in row and not pd.isna(row.get("test_mean_diff")):
@@ -88,7 +92,7 @@ def _verdict_better(rows: pd.DataFrame) -> str:
         return f"contradicted: significantly worse for {names(down.iloc[:, :2])}"
     if len(up):
         return f"mixed: better for {names(up.iloc[:, :2])}, worse for {names(down.iloc[:, :2])}"
-    return f"not shown: none of {len(rows)} comparisons survives the correction"
+    return f"not shown: none of {comparisons_str(len(rows))} survives the correction"
 
 
 def claims(tables: dict[str, pd.DataFrame], correlations: pd.DataFrame | None, n_seeds: str) -> list[str]:
@@ -122,14 +126,14 @@ def claims(tables: dict[str, pd.DataFrame], correlations: pd.DataFrame | None, n
                 verdict = ("supported in all comparisons" if worse.all() else
                            "contradicted: LLM rows do significantly better somewhere" if better.any() else
                            f"supported in {int(worse.sum())} of {len(rows)} comparisons" if worse.any() else
-                           f"not shown: none of {len(rows)} comparisons survives the correction")
+                           f"not shown: none of {comparisons_str(len(rows))} survives the correction")
                 out.append(f"*LLM rows help less than real rows* ({name}, {n_seeds}): {verdict}.")
         if teacher is not None and len(teacher):
             rows = teacher[teacher["metric"] == metric]
             if len(rows):
                 verdict = (f"supported in {int(rows['significant'].sum())} of {len(rows)} comparisons"
                            if rows["significant"].any() else
-                           f"not shown: none of {len(rows)} comparisons survives the correction")
+                           f"not shown: none of {comparisons_str(len(rows))} survives the correction")
                 out.append(f"*Teacher relabeling changes the result* ({name}, {n_seeds}): {verdict}.")
     if correlations is not None and len(correlations):
         overall = correlations[correlations["seed"].astype(str) == "all"]
