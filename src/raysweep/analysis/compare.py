@@ -319,8 +319,9 @@ def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = 
             warnings.simplefilter("ignore", RuntimeWarning)  # the mean of a curve point no drawn seed has
             target, needed = answer(np.nanmean(values, axis=2))
             draws = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
-            boot = np.array([answer(np.nanmean(values[:, :, d], axis=2))[1] for d in draws]) if len(seeds) > 1 \
-                else np.full((0, len(levels)), math.nan)
+            # every resample's mean curves at once: values[:, :, draws] is (level, fraction, resample, seed)
+            curves = np.nanmean(values[:, :, draws], axis=3) if len(seeds) > 1 else np.empty((len(levels), 0, 0))
+            boot = np.array([answer(curves[:, :, b])[1] for b in range(curves.shape[2])]).reshape(-1, len(levels))
         for i, level in enumerate(levels):
             b = np.where(np.isnan(boot[:, i]), math.inf, boot[:, i]) if len(boot) else np.array([])
             # inverted_cdf: an order statistic, so a bound among the "not reached" draws is inf, not NaN
