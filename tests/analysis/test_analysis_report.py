@@ -304,3 +304,12 @@ def test_findings_are_checked_on_the_test_split(tmp_path):
     acc = table[table.metric == "val_accuracy"].set_index("freeze")
     assert acc.loc["last-linear", "test_agrees"] and not acc.loc["pooler", "test_agrees"]
 
+
+def test_a_freeze_mode_short_of_the_largest_fraction_still_gets_its_confusion_panel(trials_dir, tmp_path):
+    from raysweep.analysis import figures
+    from raysweep.analysis.results import combined_trials, load_many
+
+    ok = combined_trials(load_many([trials_dir])).query("status == 'ok'")
+    partial = ok[~((ok.freeze == "pooler") & (ok.fraction == 2))]  # a sweep still running its pooler cells
+    assert figures.val_confusion(partial, tmp_path).is_file()
+

@@ -424,7 +424,9 @@ def val_confusion(trials: pd.DataFrame, out_dir: Path, class_names: list[str] | 
     """
     data = trials.assign(_confusion=confusions(trials)).dropna(subset=["_confusion"])
     panels = stats.freeze_order(data)
-    summary = stats.summarize(data[data["fraction"] == data["fraction"].max()], "val_accuracy")
+    # Each freeze mode's own largest fraction: a sweep still running may not have reached the grid's in every mode.
+    largest = data.groupby("freeze")["fraction"].transform("max")
+    summary = stats.summarize(data[data["fraction"] == largest], "val_accuracy")
     cells = stats.cell_columns(data)
     with _style():
         mats = []
