@@ -173,3 +173,9 @@ def test_test_split_check_flags_disagreement():
     out = compare.with_test_check(val, test).set_index("strategy")["test_agrees"]
     # a: survives on val, test interval includes 0; b: same sign, not significant; c: the other sign.
     assert out.to_dict() == {"a": False, "b": True, "c": False}
+
+
+def test_labels_needed_skips_a_panel_with_one_fraction(ok):
+    one = ok[(ok.freeze == "last-linear") | (ok.fraction == 1)]  # pooler has only fraction 1 left
+    assert set(compare.labels_needed(one, n_boot=50)["freeze"]) == {"last-linear"}
+

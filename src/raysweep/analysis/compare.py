@@ -298,6 +298,8 @@ def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = 
         key = key if isinstance(key, tuple) else (key,)
         levels = sorted(set(group[factor]), key=str)
         fractions = np.sort(group["fraction"].unique())
+        if len(fractions) < 2:  # one point is no curve: nothing to interpolate
+            continue
         seeds = np.sort(group["seed"].unique())
         # values[level, fraction, seed]; x per (level, fraction) is the mean rows added there
         values = np.full((len(levels), len(fractions), len(seeds)), math.nan)

@@ -319,7 +319,7 @@ def detail_tables(run: Run, extras: list[dict[str, list[dict]]]) -> None:
                 doc.heading(f"Each strategy vs `{baseline}`, per fraction (secondary)", level=3)
                 doc.para("The same test at each usable fraction on its own; Holm within each metric's table.")
                 run.table(by_fraction, tables.show_compare(by_fraction, "strategy", varying),
-                          "compare_strategy_by_fraction", inline=False)
+                          "compare_strategy_by_fraction")
         if not run.comparisons:
             doc.para(f"No paired comparisons: {no_pairs_reason(ok)}.")
         labels_needed(run)
