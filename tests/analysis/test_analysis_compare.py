@@ -179,3 +179,18 @@ def test_labels_needed_skips_a_panel_with_one_fraction(ok):
     one = ok[(ok.freeze == "last-linear") | (ok.fraction == 1)]  # pooler has only fraction 1 left
     assert set(compare.labels_needed(one, n_boot=50)["freeze"]) == {"last-linear"}
 
+
+
+def test_the_sqbc_claim_is_an_equivalence_at_one_point():
+    from raysweep.analysis import findings
+
+    def verdict(low, high, significant=False):
+        t = pd.DataFrame({"strategy": ["sqbc"], "freeze": ["pooler"], "metric": ["val_accuracy"], "baseline": "random",
+                          "mean_diff": [(low + high) / 2], "ci_low": [low], "ci_high": [high],
+                          "significant": [significant]})
+        return findings.claims({"strategy": t}, None, "5 seeds")[0]
+
+    assert "supported" in verdict(-0.004, 0.006) and "differs" not in verdict(-0.004, 0.006)
+    assert "supported" in verdict(0.003, 0.009, True) and "differs from random" in verdict(0.003, 0.009, True)
+    assert "not shown" in verdict(-0.004, 0.016)
+    assert "contradicted" in verdict(0.012, 0.03, True)

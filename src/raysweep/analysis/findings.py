@@ -109,14 +109,16 @@ def claims(tables: dict[str, pd.DataFrame], correlations: pd.DataFrame | None, n
                 out.append(f"*Uncertainty sampling beats random* ({name}, {n_seeds}): {_verdict_better(ctx)}.")
             sq = strat[(strat["metric"] == metric) & (strat["strategy"] == "sqbc")]
             if len(sq):
+                # "Close" is an equivalence question: within 1 point, significant or not.
                 within = ((sq["ci_low"] > -MIN_EFFECT) & (sq["ci_high"] < MIN_EFFECT)).all()
-                differs = sq["significant"].any()
+                beyond = ((sq["ci_low"] > MIN_EFFECT) | (sq["ci_high"] < -MIN_EFFECT)).any()
                 spans = "; ".join(f"{r['freeze']} {points(r['mean_diff'])} {interval(r['ci_low'], r['ci_high'])}"
                                   for _, r in sq.iterrows())
-                verdict = ("contradicted: SQBC differs from random after the correction" if differs else
-                           f"supported: every interval lies within \u00b1{100 * MIN_EFFECT:g} point" if within
-                           else f"not shown: no significant difference, but an interval reaches beyond "
-                                f"\u00b1{100 * MIN_EFFECT:g} point")
+                verdict = (f"supported: every interval lies within \u00b1{100 * MIN_EFFECT:g} point" if within else
+                           f"contradicted: an interval lies wholly beyond \u00b1{100 * MIN_EFFECT:g} point" if beyond
+                           else f"not shown: an interval reaches beyond \u00b1{100 * MIN_EFFECT:g} point")
+                if sq["significant"].any():
+                    verdict += " (and SQBC differs from random after the correction somewhere)"
                 out.append(f"*SQBC is close to random* ({name}, {n_seeds}; {spans}): {verdict}.")
         if pool is not None and len(pool):
             rows = pool[(pool["metric"] == metric) & (pool["pool"] == "llm")]
