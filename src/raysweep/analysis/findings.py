@@ -50,7 +50,7 @@ def context_str(row: pd.Series, context: list[str]) -> str:
 def sentence(row: pd.Series, factor: str, context: list[str], m: int) -> str:
     """One comparison as a sentence: effect, interval, p, Holm, seeds needed, the test split's check."""
     metric = METRIC_NAMES.get(row["metric"], row["metric"])
-    where = "; ".join(x for x in (context_str(row, context), f"fractions {row['fractions']}",
+    where = "; ".join(x for x in (context_str(row, context), f"fraction{'s' if ',' in str(row['fractions']) else ''} {row['fractions']}",
                                     f"{int(row['n_seeds'])} seeds") if x)
     text = (f"**{row[factor]} vs {row['baseline']}** ({where}): {metric} {points(row['mean_diff'])} points, "
             f"95% CI {interval(row['ci_low'], row['ci_high'])}, p {_p(row['p'])}")
