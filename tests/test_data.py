@@ -55,8 +55,15 @@ def _csv(tmp_path, text):
     ("split,text,label\ntrain,x,1\ntrain,y,7\n", "row 3: label '7' is outside 0..4"),
     ("split,text,label\ntrain,x,1\ntrain,  ,2\n", "row 3: empty text in column 'text'"),
     ("split,text,label\ntrain,x,one\n", "row 2: label 'one' is not a number"),
-    ("split,text,label\ntrain,x,1.5\n", "row 2: label '1.5' is not a whole number"),
-    ("split,text,label\ntest,x,1\n", "row 2: split 'test' is neither 'train' nor 'dev'"),
+    ("split,text,label
+train,x,1.5
+", "row 2: label '1.5' is not a whole number"),
+    ("split,text,label
+holdout,x,1
+", "row 2: split 'holdout' is not 'train', 'dev' or 'test'"),
+    ("split,text,label
+test,x,1
+", "needs both 'train' and 'dev' rows"),
     ("split,text,label\ntrain,x,1\n", "needs both 'train' and 'dev' rows"),
 ])
 def test_bad_rows_name_file_row_and_problem(tmp_path, body, message):
@@ -103,3 +110,16 @@ def test_split_is_seeded():
     c, _ = split_labeled(labels, SplitConfig(seed=2))
     assert a.tolist() == b.tolist()
     assert a.tolist() != c.tolist()
+
+
+def test_a_test_split_is_read_and_held_out(tmp_path):
+    rows = ROWS + [("test", "held out", 4), ("TEST ", "also held out", 0)]
+    path = tmp_path / "data.csv"
+    pd.DataFrame(rows, columns=["split", "text", "label"]).to_csv(path, index=False)
+    splits = load_splits(DataConfig(path=str(path)), SplitConfig(labeled_fraction=0.5, stratify=False))
+    assert splits.test["text"].tolist() == ["held out", "also held out"]
+    assert splits.test["label"].tolist() == [4, 0]
+    assert len(splits.train) == 3 and splits.val["text"].tolist() == ["fine"]  # test rows are in neither
+    assert splits.describe().endswith("val 1, test 2")
+    assert load_splits(DataConfig(), SplitConfig()).test is None  # the bundled SST-5 has no test split
+

@@ -68,3 +68,19 @@ def test_tiny_sweep_runs_resumes_and_grows(tmp_path, sst5_subset, ray_local):
     fixed = fixed_digest(grown_cfg)
     expected_new = {f"{cell_id(c, fixed)}.json" for c in expand(grown_cfg) if c.fraction == 2.0}
     assert new == expected_new
+
+
+def test_a_data_file_with_a_test_split_reports_test_metrics(tmp_path, sst5_subset, ray_local):
+    data = pd.read_csv(sst5_subset, keep_default_na=False)
+    dev = data.index[data.split == "dev"]
+    data.loc[dev[:40], "split"] = "test"  # 40 held-out rows, 60 left as dev
+    path = tmp_path / "with-test.csv"
+    data.to_csv(path, index=False)
+    cfg = load_sweep(sweep_file(tmp_path, path, "[1]"))
+    table = run_sweep(cfg, tmp_path / "out", log=lambda *_: None)
+    assert set(table["status"]) == {"ok"}
+    assert table["test_accuracy"].between(0, 1).all() and table["test_macro_f1"].between(0, 1).all()
+    confusion = json.loads(table["confusion"].iloc[0])
+    assert sum(map(sum, confusion)) == 60  # val is the 60 dev rows; the test rows are not in it
+    csv = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert list(csv.columns[csv.columns.get_loc("val_macro_f1") + 1:][:2]) == ["test_accuracy", "test_macro_f1"]

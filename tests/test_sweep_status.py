@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -18,6 +20,8 @@ from raysweep.cli import main
 from raysweep.config import load_sweep
 from raysweep.storage import Output
 from raysweep.train import Cell
+
+REPO = Path(__file__).resolve().parents[1]
 
 SWEEP = """
 name: status
@@ -140,3 +144,27 @@ def test_status_counts_the_grid_that_was_run_with_the_same_set_overrides(tmp_pat
     result = runner.invoke(main, [*args, *sets])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "2 cells, 2 done, 0 running, 0 failed, 0 pending"
+
+
+def test_trials_csv_has_test_columns_only_when_a_cell_has_test_metrics():
+    cfg = load_sweep(REPO / "sweeps" / "smoke.yaml")
+    cells = sweep.expand(cfg)[:2]
+    ids = sweep.cell_ids(cfg, cells)
+    val = {"val_accuracy": 0.4, "val_macro_f1": 0.3, "confusion": [[1]]}
+    plain = sweep.results_table(cells, ids, {i: {"status": "ok", "metrics": val} for i in ids}, cfg)
+    assert "test_accuracy" not in plain.columns
+    done = {ids[0]: {"status": "ok", "metrics": {**val, "test_accuracy": 0.35, "test_macro_f1": 0.25}},
+            ids[1]: {"status": "ok", "metrics": val}}
+    table = sweep.results_table(cells, ids, done, cfg)
+    assert list(table.columns[table.columns.get_loc("val_macro_f1") + 1:][:2]) == ["test_accuracy", "test_macro_f1"]
+    assert table["test_accuracy"].iloc[0] == 0.35 and pd.isna(table["test_accuracy"].iloc[1])
+
+
+def test_cell_ids_of_the_bundled_data_are_unchanged_by_the_test_split():
+    """Frozen ids of sweeps/selection-small.yaml cells: finished cells must keep their ids."""
+    cfg = load_sweep(REPO / "sweeps" / "selection-small.yaml")
+    cells = sweep.expand(cfg)
+    ids = dict(zip(cells, sweep.cell_ids(cfg, cells)))
+    assert ids[Cell("real", "random", 0.0, "last-linear", 0)] == "e495cf66983034f0"
+    assert ids[Cell("real", "random", 0.0, "last-linear", 1)] == "d5afff175a79011a"
+    assert ids[Cell("real", "entropy", 4.0, "last-linear", 0)] == "68722a0b4354c74e"

@@ -98,3 +98,18 @@ def test_cached_and_uncached_training_reach_the_same_loss(tiny_bert, inputs, fre
                                                                  top=init["top"], dense=init["dense"]))
     uncached = fit_uncached(full, TINY_TEXTS, labels, RECIPE, seed=0)
     assert uncached == pytest.approx(cached, rel=1e-5)
+
+
+def test_a_test_split_is_evaluated_with_the_same_model(inputs):
+    """With the val rows given again as `test`, the test metrics equal the val metrics exactly;
+    without a test split a trial reports no test metrics at all."""
+    from dataclasses import replace
+
+    inp = inputs["pooler"]
+    with_test = replace(inp, test_labels=inp.val_labels, test_acts=inp.val_acts)
+    cell = Cell("real", "random", 1, "pooler", 2)
+    out = run_trial(cell, with_test, RECIPE)
+    assert out["test_accuracy"] == out["val_accuracy"] and out["test_macro_f1"] == out["val_macro_f1"]
+    plain = run_trial(cell, inp, RECIPE)
+    assert "test_accuracy" not in plain and plain["val_accuracy"] == out["val_accuracy"]
+

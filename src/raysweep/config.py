@@ -87,7 +87,7 @@ class DataConfig:
     path: str | None = None  # CSV / Parquet / JSONL; None: the SST-5 copy shipped in the package
     text_column: str = "text"
     label_column: str = "label"
-    split_column: str = "split"  # rows 'train' and 'dev'; the study's D_val is dev
+    split_column: str = "split"  # rows 'train', 'dev' (the study's D_val) and optionally 'test' (held out)
     num_classes: int = 5
     class_names: list[str] = field(
         default_factory=lambda: ["very negative", "negative", "neutral", "positive", "very positive"]

@@ -1,6 +1,6 @@
 """Data: SST-5 (shipped with the package) or any labeled CSV / Parquet / JSONL file, and
 the study's seeded split of train into `labeled` (D_labeled) and `unlabeled` (D_unlabeled),
-with dev as `val` (D_val).
+with dev as `val` (D_val) and, when the file has one, a held-out `test` split.
 
 Every problem with a file is a one-line `DataError` naming the file, the row and the problem,
 because a sweep that dies an hour in on row 5,000 of a bad file is worse than one that refuses
@@ -31,10 +31,13 @@ class DataError(RaysweepError, ValueError):
 
 @dataclass
 class Splits:
-    """The study's three sets. `train` is labeled + unlabeled, in file order.
+    """The study's three sets (and a fourth when the file has it). `train` is labeled + unlabeled,
+    in file order.
 
     `labeled` and `unlabeled` are row positions into `train`, so every trial and every cached
-    activation refers to the same rows whatever the strategy picks.
+    activation refers to the same rows whatever the strategy picks. `test` is rows a user picks
+    nothing on: trials report their metrics there too, so a finding drawn on `val` (where the
+    winner is chosen) can be checked on rows that played no part in choosing it.
     """
 
     train: pd.DataFrame  # columns text, label
@@ -42,10 +45,12 @@ class Splits:
     labeled: np.ndarray  # positions into train
     unlabeled: np.ndarray  # positions into train
     source: str  # where the data came from, for the results' provenance
+    test: pd.DataFrame | None = None  # columns text, label; None: the file has no 'test' rows (bundled SST-5)
 
     def describe(self) -> str:
+        test = f", test {len(self.test)}" if self.test is not None else ""
         return (f"{self.source}: train {len(self.train)} (labeled {len(self.labeled)}, "
-                f"unlabeled {len(self.unlabeled)}), val {len(self.val)}")
+                f"unlabeled {len(self.unlabeled)}), val {len(self.val)}{test}")
 
 
 def bundled_path() -> Path:
@@ -179,26 +184,34 @@ def _short(value) -> str:
 
 def load_dataset(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(train, val, source) from the configured file, or the bundled SST-5."""
+    train, val, _, source = load_tables(cfg)
+    return train, val, source
+
+
+def load_tables(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, str]:
+    """(train, val, test, source): `test` is None when the file has no 'test' rows."""
     path = Path(cfg.path) if cfg.path else bundled_path()
     df = read_table(path)
     row_offset = first_row(path)
     if cfg.split_column not in df.columns:
         raise DataError(f"{path}: missing column {cfg.split_column!r} (it says which rows are train and which dev)")
     split = df[cfg.split_column].astype(str).str.strip().str.lower()
-    bad = ~split.isin(["train", "dev"])
+    bad = ~split.isin(["train", "dev", "test"])
     if bad.any():
         pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}: row {pos + row_offset}: split {_short(df[cfg.split_column].iloc[pos])} is neither 'train' nor 'dev'")
+        raise DataError(f"{path}: row {pos + row_offset}: split {_short(df[cfg.split_column].iloc[pos])} is not "
+                        "'train', 'dev' or 'test'")
     table = clean_labeled(df, path, cfg.text_column, cfg.label_column, cfg.num_classes, row_offset)
     train = table[(split == "train").to_numpy()].reset_index(drop=True)
     val = table[(split == "dev").to_numpy()].reset_index(drop=True)
+    test = table[(split == "test").to_numpy()].reset_index(drop=True)
     if len(train) == 0 or len(val) == 0:
         raise DataError(f"{path}: needs both 'train' and 'dev' rows (found {len(train)} train, {len(val)} dev)")
     classes = np.unique(train["label"])
     if len(classes) < 2:  # a classifier of one class learns nothing, and every score is constant
         raise DataError(f"{path}: the train rows hold only label {classes[0]}: at least 2 classes are needed")
     source = "bundled SST-5" if not cfg.path else str(path)
-    return train, val, source
+    return train, val, (test if len(test) else None), source
 
 
 # --------------------------------------------------------------------------- the split
@@ -233,6 +246,6 @@ def split_labeled(labels: np.ndarray, cfg: SplitConfig) -> tuple[np.ndarray, np.
 
 
 def load_splits(data: DataConfig, split: SplitConfig) -> Splits:
-    train, val, source = load_dataset(data)
+    train, val, test, source = load_tables(data)
     labeled, unlabeled = split_labeled(train["label"].to_numpy(), split)
-    return Splits(train=train, val=val, labeled=labeled, unlabeled=unlabeled, source=source)
+    return Splits(train=train, val=val, labeled=labeled, unlabeled=unlabeled, source=source, test=test)

@@ -54,6 +54,7 @@ STALE_S = 4 * HEARTBEAT_S
 PARAMS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling")
 METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
            "trainable_params", "select_s", "train_s", "eval_s", "trial_s", "wall_s")
+TEST_METRICS = ("test_accuracy", "test_macro_f1")  # columns only when the data has a test split
 
 
 def fixed_digest(cfg: SweepConfig) -> str:
@@ -172,17 +173,20 @@ def running_cells(out: Output, now: float | None = None) -> set[str]:
 
 def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig) -> pd.DataFrame:
     rows = []
+    records = [done[cid] for cid in ids if cid in done]
+    has_test = any(m in (rec.get("metrics") or {}) for rec in records for m in TEST_METRICS)
+    metrics = (*METRICS[:2], *TEST_METRICS, *METRICS[2:]) if has_test else METRICS
     for cell, cid in zip(cells, ids):
         rec = done.get(cid)
         if rec is None:
             continue
         row = {"cell_id": cid, **asdict(cell), "rounds": cfg.selection.rounds,
                "status": rec.get("status", "ok"), "error": rec.get("error", "")}
-        for m in METRICS:
+        for m in metrics:
             row[m] = rec.get("metrics", {}).get(m, np.nan)
         row["confusion"] = json.dumps(rec.get("metrics", {}).get("confusion")) if rec.get("metrics") else ""
         rows.append(row)
-    return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *METRICS, "confusion"])
+    return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *metrics, "confusion"])
 
 
 # --------------------------------------------------------------------------- preparing shared inputs
@@ -201,6 +205,8 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
     splits = load_splits(cfg.data, cfg.split)
     log(f"data: {splits.describe()}")
     texts = {"train": splits.train["text"].tolist(), "val": splits.val["text"].tolist()}
+    if splits.test is not None:
+        texts["test"] = splits.test["text"].tolist()
     if generated is not None and len(generated):
         texts["generated"] = generated["text"].astype(str).tolist()
     artifacts = {}
@@ -220,14 +226,16 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
                                                                cache_dir) for b in unique}
         elif generated is not None:  # nothing was generated: the LLM pools add no row
             paths["train+generated"] = paths["train"]
+        # (train, val) or, with a test split, (train, val, test): the entries a trial of the variant reads
+        held_out = lambda b: (str(paths["val"][b]), *([str(paths["test"][b])] if "test" in paths else []))  # noqa: E731
         for (pooling, f), b in boundaries.items():
-            artifacts[f"{encoder}|{pooling}|{f}"] = (str(paths["train"][b]), str(paths["val"][b]))
+            artifacts[f"{encoder}|{pooling}|{f}"] = (str(paths["train"][b]), *held_out(b))
             if generated is not None:
-                artifacts[f"{encoder}|{pooling}|{f}|generated"] = (str(paths["train+generated"][b]),
-                                                                   str(paths["val"][b]))
+                artifacts[f"{encoder}|{pooling}|{f}|generated"] = (str(paths["train+generated"][b]), *held_out(b))
     context = {
         "train_labels": splits.train["label"].to_numpy(),
         "val_labels": splits.val["label"].to_numpy(),
+        "test_labels": splits.test["label"].to_numpy() if splits.test is not None else None,
         "labeled": splits.labeled,
         "pool_rows": splits.unlabeled,
         "num_classes": cfg.data.num_classes,
@@ -252,10 +260,10 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
     the LLM (`llm`) or the teacher (`llm_teacher`); they add rows from the generated part only.
     """
     if pool == "real":
-        train_path, val_path = context["artifacts"][variant]
+        train_path, val_path, *test_path = context["artifacts"][variant]
         labels, rows = context["train_labels"], context["pool_rows"]
     else:
-        train_path, val_path = context["artifacts"][f"{variant}|generated"]
+        train_path, val_path, *test_path = context["artifacts"][f"{variant}|generated"]
         extra = context["generated_labels"][pool]
         n_real = len(context["train_labels"])
         labels = np.concatenate([context["train_labels"], extra])
@@ -263,7 +271,9 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
     return TrialInputs(train_labels=labels, val_labels=context["val_labels"],
                        labeled=context["labeled"], pool_rows=rows, train_acts=_activations(train_path),
                        val_acts=_activations(val_path), num_classes=context["num_classes"],
-                       cache_dir=context.get("cache_dir"), lora=parse_lora(variant.rsplit("|", 1)[-1]))
+                       cache_dir=context.get("cache_dir"), lora=parse_lora(variant.rsplit("|", 1)[-1]),
+                       test_labels=context.get("test_labels"),
+                       test_acts=_activations(test_path[0]) if test_path else None)
 
 
 def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: bool, log=print) -> None:

@@ -1,4 +1,5 @@
-"""One trial: select rows from a pool, train the unfrozen part, evaluate on val.
+"""One trial: select rows from a pool, train the unfrozen part, evaluate on val (and on test,
+when the data has a test split).
 
 A trial is (pool, strategy, fraction, freeze, seed) under a fixed recipe. It needs no Ray:
 the sweep calls `run_trial` inside a Tune trainable, and tests call it directly.
@@ -60,6 +61,8 @@ class TrialInputs:
     # A LoRA freeze mode's adapters: its activations are top-K's (same boundary, same entry), so
     # the activations alone cannot say that the top layers are adapted rather than trained.
     lora: LoraSpec | None = None
+    test_labels: np.ndarray | None = None  # the data's held-out test split, when it has one
+    test_acts: Activations | None = None
 
 
 def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
@@ -246,10 +249,17 @@ def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: 
     classes = list(range(inputs.num_classes))
     val_pred = predict_proba(model, inputs.val_acts).argmax(1)
     train_pred = predict_proba(model, inputs.train_acts, rows).argmax(1)
+    test = {}
+    if inputs.test_acts is not None:  # the same model on held-out rows nobody chose anything on
+        test_pred = predict_proba(model, inputs.test_acts).argmax(1)
+        test = {"test_accuracy": float((test_pred == inputs.test_labels).mean()),
+                "test_macro_f1": float(f1_score(inputs.test_labels, test_pred, labels=classes, average="macro",
+                                                zero_division=0))}
     eval_s = time.perf_counter() - t1
     return {
         "val_accuracy": float((val_pred == inputs.val_labels).mean()),
         "val_macro_f1": float(f1_score(inputs.val_labels, val_pred, labels=classes, average="macro", zero_division=0)),
+        **test,
         "train_accuracy": float((train_pred == labels).mean()),
         "final_loss": float(final_loss),
         "n_labeled": int(len(inputs.labeled)),

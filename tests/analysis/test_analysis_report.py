@@ -14,7 +14,8 @@ from raysweep.analysis import analyze
 from raysweep.analysis.report import real_labels
 from raysweep.analysis.results import load
 
-TRIAL_FIGURES = ["learning_curves", "learning_curves_macro_f1", "train_vs_val", "val_confusion",
+TRIAL_FIGURES = ["learning_curves", "learning_curves_macro_f1", "learning_curves_vs_random", "train_vs_val",
+                 "val_confusion",
                  "by_strategy", "by_fraction", "by_freeze", "by_seed"]
 EXTRA_FIGURES = ["llm_vs_teacher", "label_distribution", "embeddings_pca", "entropy_vs_sqbc"]
 REPO = Path(__file__).resolve().parents[2]
@@ -61,12 +62,12 @@ def test_report_numbers_match_the_hand_made_table(full_report):
     assert head.loc[("entropy", "pooler"), "aulc"] == pytest.approx(0.505, abs=1e-12)
     assert head.loc[("entropy", "pooler"), "mean_diff"] == pytest.approx(0.02, abs=1e-12)
     assert head.loc[("random", "last-linear"), "acc_at_max"] == pytest.approx(0.50, abs=1e-12)
-    # The printed headline: AULC 50.5 with the t-interval half-width 2.48 points, +2.0 pp marked *.
-    assert "| entropy | pooler | 3 | 50.5 [48.0, 53.0] | +2.0 [+2.0, +2.0] * | 56.0 [53.5, 58.5] |" in md
-    assert "| random | last-linear | 3 | 45.0 [42.5, 47.5] | baseline | 50.0 [47.5, 52.5] |" in md
+    # The printed headline: AULC 50.5 with the t-interval half-width 2.48 points, +2.0 pp surviving Holm.
+    assert "| entropy | pooler | 3 | 1, 2 | 50.5 [48.0, 53.0] | +2.0 [+2.0, +2.0] * | <0.001 | 56.0 [53.5, 58.5] |" in md
+    assert "| random | last-linear | 3 |  | 45.0 [42.5, 47.5] | baseline |  | 50.0 [47.5, 52.5] |" in md
     assert "Trials: 37 (36 ok, 1 failed)" in md
     assert "RuntimeError: out of memory" in md  # the failed cell and its error
-    for name in ("headline", "cells", "paired_strategy", "paired_strategy_by_fraction", "failed",
+    for name in ("headline", "cells", "compare_strategy", "compare_strategy_by_fraction", "labels_needed", "failed",
                  "generation", "entropy_sqbc_correlation"):
         assert (out / "tables" / f"{name}.csv").stat().st_size > 0
         assert (out / "tables" / f"{name}.md").read_text().startswith("| ")
@@ -106,8 +107,7 @@ def test_make_report_script(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("make_report", REPO / "analysis" / "make_report.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    (tmp_path / "empty").mkdir()
-    module.main([str(tmp_path / "empty"), "--output", str(tmp_path / "out"), "--n-boot", "100"])
+    module.main([str(write_trials(tmp_path / "results")), "--output", str(tmp_path / "out"), "--n-boot", "100"])
     assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "report.md")
     assert (tmp_path / "out" / "report.html").is_file()
 
@@ -146,15 +146,36 @@ def test_only_random_means_no_paired_differences(tmp_path):
     assert "no `random`" in no_pairs_reason(trials[trials.strategy == "entropy"])
 
 
-def test_a_directory_without_trials_still_gets_a_report(tmp_path):
-    results = tmp_path / "empty"
-    results.mkdir()
-    report = analyze([results], tmp_path / "out")
-    md = report.read_text()
-    assert "Trials: 0 (0 ok, 0 failed)" in md
-    assert "| learning_curves | no trials.csv with rows |" in md
-    assert "no sweep.yaml" in md
-    assert (report.parent / "report.html").is_file()
+def test_a_directory_without_results_is_refused_before_anything_is_written(tmp_path):
+    from click.testing import CliRunner
+
+    from raysweep.analysis.results import ResultsError
+    from raysweep.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ResultsError, match="no results to analyze"):
+        analyze([empty], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    # Beside a good directory too: a wrong path among several is named, not silently skipped.
+    result = CliRunner().invoke(main, ["analyze", str(write_trials(tmp_path / "good")), str(empty),
+                                       "--output", str(tmp_path / "out")])
+    assert result.exit_code != 0 and not (tmp_path / "out").exists()
+    assert result.output.strip().splitlines() == [f"error: {empty}: no results to analyze (no trials.csv in {empty}, "
+                                                  "no generation/ and no diagnostics/)"]
+    (empty / "trials.csv").write_text(",".join(["cell_id", "pool", "strategy", "fraction", "freeze", "seed", "status",
+                                                "val_accuracy"]) + "\n")  # a header and no rows
+    with pytest.raises(ResultsError, match="has no rows"):
+        analyze([empty], tmp_path / "out")
+
+
+def test_a_directory_of_failed_trials_still_gets_a_report(tmp_path):
+    results = write_trials(tmp_path / "failed")
+    trials = pd.read_csv(results / "trials.csv").assign(status="failed", error="RuntimeError: boom")
+    trials.to_csv(results / "trials.csv", index=False)
+    md = analyze([results], tmp_path / "out").read_text()
+    assert "Trials: 37 (0 ok, 37 failed)" in md
+    assert "| learning_curves | no successful trials |" in md
 
 
 def test_two_sweeps_are_told_apart(tmp_path):
@@ -219,6 +240,18 @@ def test_headline_script_prints_the_reports_headline(full_report, capsys):
     assert capsys.readouterr().out == (full_report.parent / "tables" / "headline.md").read_text()
 
 
+def test_seeds_needed_script_prints_the_report_estimates(full_report, capsys):
+    spec = importlib.util.spec_from_file_location("seeds_needed", REPO / "analysis" / "seeds_needed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(full_report.parent.parent / "results")])
+    out = capsys.readouterr().out
+    table = pd.read_csv(full_report.parent / "tables" / "compare_strategy.csv")
+    assert out.count("| entropy vs random | freeze ") == len(table) == 4
+    assert "| accuracy | 1, 2 | 3 | +2.00 | 0.00 | 0.000 | 2 | 2 |" in out
+    assert "compute per seed of this grid: 2.0 trial-minutes" in out
+
+
 def test_entropy_sqbc_correlation_reads_past_the_summary_file(full_report):
     import numpy as np
     from scipy.stats import spearmanr
@@ -246,4 +279,37 @@ def test_one_strategy_several_pools_compares_each_pool_with_real(tmp_path):
     assert "`vs real`" in head and "| vs real, pp [95% CI] |" in head
     rows = [line for line in head.splitlines() if line.startswith("| llm |")]
     assert rows and all("| -1.0 [-1.0, -1.0] * |" in line for line in rows)
+    findings = report.split("## Findings")[1].split("## Summary")[0]
+    assert "**llm vs real** (freeze pooler; fractions 1, 2; 3 seeds): accuracy -1.0 points" in findings
+    assert "*LLM rows help less than real rows* (accuracy, 3 seeds per point): supported in all comparisons." in findings
     assert all("| baseline |" in line for line in head.splitlines() if line.startswith("| real |"))
+
+
+def test_findings_are_checked_on_the_test_split(tmp_path):
+    d = write_trials(tmp_path / "with-test")
+    trials = pd.read_csv(d / "trials.csv")
+    # On test, entropy's +2 points of val hold in last-linear and vanish in pooler (where test = random's val).
+    gain = (trials.strategy == "entropy") & (trials.fraction > 0)
+    trials["test_accuracy"] = trials["val_accuracy"] - 0.02 * (gain & (trials.freeze == "pooler"))
+    trials["test_macro_f1"] = trials["val_macro_f1"]
+    trials.to_csv(d / "trials.csv", index=False)
+    out = analyze([d], tmp_path / "out", n_boot=100)
+    md = out.read_text()
+    findings = md.split("## Findings")[1].split("## Summary")[0]
+    assert "checked on the `test` split" in findings
+    assert "(freeze last-linear; fractions 1, 2; 3 seeds): accuracy +2.0 points" in findings
+    assert "On test: +2.0 [+2.0, +2.0], agrees." in findings
+    assert "On test: +0.0 [+0.0, +0.0], **disagrees**." in findings
+    table = pd.read_csv(out.parent / "tables" / "compare_strategy.csv")
+    acc = table[table.metric == "val_accuracy"].set_index("freeze")
+    assert acc.loc["last-linear", "test_agrees"] and not acc.loc["pooler", "test_agrees"]
+
+
+def test_a_freeze_mode_short_of_the_largest_fraction_still_gets_its_confusion_panel(trials_dir, tmp_path):
+    from raysweep.analysis import figures
+    from raysweep.analysis.results import combined_trials, load_many
+
+    ok = combined_trials(load_many([trials_dir])).query("status == 'ok'")
+    partial = ok[~((ok.freeze == "pooler") & (ok.fraction == 2))]  # a sweep still running its pooler cells
+    assert figures.val_confusion(partial, tmp_path).is_file()
+

@@ -80,52 +80,6 @@ def test_aulc_drops_a_seed_missing_a_fraction(ok):
     assert row["aulc"] == pytest.approx(0.49 - 0.005, abs=1e-12)  # seeds 0 and 1: offsets -0.01 and 0
 
 
-def test_paired_differences_are_paired(ok):
-    p = stats.paired_differences(ok, "strategy", "random", n_boot=2000, seed=0)
-    assert list(p["freeze"]) == ["last-linear", "pooler"] and set(p["strategy"]) == {"entropy"}
-    for _, row in p.iterrows():
-        # 2 fractions > 0 x 3 seeds; each pair differs by exactly 0.02 although seeds spread by 0.02.
-        assert (row["n_pairs"], row["n_seeds"]) == (6, 3)
-        assert row["mean_diff"] == pytest.approx(0.02, abs=1e-12)
-        assert row["ci_low"] == pytest.approx(0.02, abs=1e-12)
-        assert row["ci_high"] == pytest.approx(0.02, abs=1e-12)
-        assert row["significant"]
-
-
-def test_paired_differences_by_fraction(ok):
-    p = stats.paired_differences(ok, "strategy", "random", by_fraction=True, n_boot=500)
-    assert sorted(set(p["fraction"])) == [1.0, 2.0]  # fraction 0 adds nothing and is left out
-    assert (p["n_pairs"] == 3).all()
-    assert p["mean_diff"].to_numpy() == pytest.approx(np.full(4, 0.02), abs=1e-12)
-
-
-def test_paired_difference_not_significant_when_it_straddles_zero(ok):
-    # Entropy's gain becomes +0.02 on seeds 0 and 2 and -0.04 on seed 1: mean 0, interval across 0.
-    shifted = ok.copy()
-    mask = (shifted.strategy == "entropy") & (shifted.fraction > 0) & (shifted.seed == 1)
-    shifted.loc[mask, "val_accuracy"] -= 0.06
-    p = stats.paired_differences(shifted, "strategy", "random", n_boot=4000, seed=1)
-    for _, row in p.iterrows():
-        assert row["mean_diff"] == pytest.approx(0.0, abs=1e-12)
-        assert row["ci_low"] < 0 < row["ci_high"]
-        assert not row["significant"]
-        assert row["ci_low"] >= -0.04 - 1e-12 and row["ci_high"] <= 0.02 + 1e-12  # within the data's range
-
-
-def test_paired_differences_without_baseline_is_empty(ok):
-    assert len(stats.paired_differences(ok[ok.strategy != "random"], "strategy", "random")) == 0
-
-
-def test_bootstrap_interval_matches_the_normal_interval_on_a_large_sample():
-    x = np.random.default_rng(7).normal(0.3, 1.0, size=400)
-    low, high = stats.bootstrap_mean_ci(x, n_boot=10_000, seed=0)
-    half = 1.959964 * x.std(ddof=1) / math.sqrt(len(x))
-    assert low == pytest.approx(x.mean() - half, abs=0.1 * half)
-    assert high == pytest.approx(x.mean() + half, abs=0.1 * half)
-    assert (low, high) == stats.bootstrap_mean_ci(x, n_boot=10_000, seed=0)  # seeded: repeatable
-    assert (low, high) != stats.bootstrap_mean_ci(x, n_boot=10_000, seed=1)
-
-
 def test_pearson_matches_numpy():
     rng = np.random.default_rng(3)
     x = rng.random(200)

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from raysweep.analysis import stats  # noqa: E402
+from raysweep.analysis import compare, stats  # noqa: E402
 
 METRIC_LABELS = {
     "val_accuracy": "validation accuracy",
@@ -32,6 +32,7 @@ METRIC_LABELS = {
 FRACTION_LABEL = "rows added (\u00d7 |labeled|)"
 SERIES_CANDIDATES = ("sweep", "pool", "strategy", "encoder", "pooling", "rounds")
 SCATTER_MAX = 4000  # points drawn per scatter panel; statistics always use every row
+MANY_LINES = 4  # more lines than this in one panel: no bands there (they overlap), differences drawn apart
 
 
 @contextlib.contextmanager
@@ -145,8 +146,12 @@ def learning_curves(trials: pd.DataFrame, out_dir: Path, metric: str = "val_accu
     """Metric vs added fraction, one panel per freeze mode, one line per strategy/pool (Figs. 2-3)."""
     data, lines = lines_for(trials.dropna(subset=[metric]))
     panels = stats.freeze_order(data)
+    many = len(lines.hue_order) > MANY_LINES
+    note = (f"mean over seeds; {stats.seed_note(trials)}; {len(lines.hue_order)} lines, so no bands "
+            f"(intervals: the differences figure)" if many else _band_note(trials))
     with _style():
-        g = sns.relplot(data=data, x="fraction", y=metric, kind="line", errorbar=_interval, marker="o",
+        g = sns.relplot(data=data, x="fraction", y=metric, kind="line", errorbar=None if many else _interval,
+                        marker="o",
                         markersize=5, height=3.3, aspect=1.15, facet_kws={"sharey": True, "sharex": True},
                         **_facet_kws(lines, panels))
         _titles(g, lines)
@@ -154,9 +159,66 @@ def learning_curves(trials: pd.DataFrame, out_dir: Path, metric: str = "val_accu
         for ax in g.axes.flat:
             ax.set_xticks(sorted(data["fraction"].unique()))
         label = METRIC_LABELS.get(metric, metric)
-        g.figure.suptitle(f"{label[0].upper() + label[1:]} vs added rows\n{_band_note(trials)}",
-                          y=1.0, va="bottom")
+        g.figure.suptitle(f"{label[0].upper() + label[1:]} vs added rows\n{note}", y=1.0, va="bottom")
         return _save(g.figure, out_dir, name)
+
+
+def differences(trials: pd.DataFrame, out_dir: Path, metric: str = "val_accuracy", factor: str = "strategy",
+                baseline: str = "random", name: str = "learning_curves_vs_random") -> Path:
+    """Small multiples: each level of `factor` minus `baseline` at each fraction, one panel per
+    (level, context), so many strategies do not overlap. Each dot is one seed's paired difference;
+    the line is their mean with a 95% t-interval band. Pairs that are one training (fraction 0, the
+    whole pool) are drawn hollow on the zero line: they are left out of every test."""
+    data = trials.dropna(subset=[metric]).assign(_training=compare.training_keys(trials.dropna(subset=[metric])))
+    context = [c for c in stats.cell_columns(data) if c not in (factor, "fraction")
+               and data[c].nunique(dropna=False) > 1]
+    pairs = []
+    groups = data.groupby(context, sort=False, dropna=False) if context else [((), data)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        base = group[group[factor] == baseline]
+        for level in sorted(set(group[factor]) - {baseline}, key=str):
+            other = group[group[factor] == level]
+            p = other.merge(base, on=["fraction", "seed"], suffixes=("", "_b"))[
+                ["fraction", "seed", metric, f"{metric}_b", "_training", "_training_b"]]
+            p["diff"] = 100 * (p[metric] - p[f"{metric}_b"])
+            p["shared"] = p["_training"] == p["_training_b"]
+            p["row"] = " \u00b7 ".join(_fmt(v) for v in key) if key else ""
+            p["col"] = level
+            pairs.append(p)
+    table = pd.concat(pairs, ignore_index=True)
+    rows = list(dict.fromkeys(table["row"]))
+    if "freeze" in context:  # the study's order of freeze modes, top to bottom
+        rank = {f: i for i, f in enumerate(stats.FREEZE_ORDER)}
+        rows.sort(key=lambda r: rank.get(r.split(" \u00b7 ")[context.index("freeze")], len(rank)))
+    cols = stats.baseline_first(table["col"])
+    with _style():
+        fig, axes = plt.subplots(len(rows), len(cols), figsize=(max(5.0, 2.3 * len(cols) + 0.8), 2.2 * len(rows) + 1.2),
+                                 sharex=True, sharey=True, squeeze=False)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                ax = axes[i][j]
+                part = table[(table["row"] == r) & (table["col"] == c)]
+                ax.axhline(0, color="0.5", linewidth=0.8, linestyle="--")
+                used, shared = part[~part["shared"]], part[part["shared"]]
+                ax.scatter(used["fraction"], used["diff"], s=10, alpha=0.5, color="C0")
+                ax.scatter(shared["fraction"], shared["diff"], s=14, facecolors="none", edgecolors="0.5")
+                curve = used.groupby("fraction")["diff"].agg(list).sort_index()
+                if len(curve):
+                    mean = [stats.mean_ci(v)[0] for v in curve]
+                    band = [_interval(v) for v in curve]
+                    ax.plot(curve.index, mean, color="C0", marker="o", markersize=4)
+                    ax.fill_between(curve.index, [b[0] for b in band], [b[1] for b in band], color="C0", alpha=0.2)
+                ax.set_title(f"{c} \u2212 {baseline}" + (f"\n{r}" if r else ""), fontsize="small")
+                ax.set_xticks(sorted(table["fraction"].unique()))
+                if i == len(rows) - 1:
+                    ax.set_xlabel(FRACTION_LABEL)
+        fig.supylabel(f"\u0394 {METRIC_LABELS.get(metric, metric)}, points")
+        fig.suptitle(f"Each {factor} minus {baseline}, paired on seed ({stats.seed_note(trials)})\n"
+                     f"dots: seeds; line, band: mean, 95% t-interval\nhollow: one training, left out of every test",
+                     fontsize="medium")
+        fig.tight_layout()
+        return _save(fig, out_dir, name)
 
 
 def train_vs_val(trials: pd.DataFrame, out_dir: Path, name: str = "train_vs_val") -> Path:
@@ -362,7 +424,9 @@ def val_confusion(trials: pd.DataFrame, out_dir: Path, class_names: list[str] | 
     """
     data = trials.assign(_confusion=confusions(trials)).dropna(subset=["_confusion"])
     panels = stats.freeze_order(data)
-    summary = stats.summarize(data[data["fraction"] == data["fraction"].max()], "val_accuracy")
+    # Each freeze mode's own largest fraction: a sweep still running may not have reached the grid's in every mode.
+    largest = data.groupby("freeze")["fraction"].transform("max")
+    summary = stats.summarize(data[data["fraction"] == largest], "val_accuracy")
     cells = stats.cell_columns(data)
     with _style():
         mats = []

@@ -17,12 +17,44 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep.analysis import figures, stats, tables
+from raysweep.analysis import compare, figures, findings, stats, tables
 from raysweep.analysis.document import Doc
-from raysweep.analysis.results import Results, combined_trials, load_many
+from raysweep.analysis.results import Results, ResultsError, combined_trials, load_many
 from raysweep.analysis.tables import pct_ci, value_str
 
 MAX_REPORT_ROWS = 80  # longer tables are linked (CSV and Markdown) instead of printed in the report
+METRICS = ("val_accuracy", "val_macro_f1")  # findings are drawn on both
+TEST_METRICS = {"val_accuracy": "test_accuracy", "val_macro_f1": "test_macro_f1"}  # the same, on the test split
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A question the sweep can answer: each level of `factor` against a baseline level."""
+
+    factor: str
+    baselines: tuple[str, ...]  # the first present is the baseline; none present: the first value by name
+    levels: tuple[str, ...] | None = None  # compare only these levels (default: all others)
+    fallback: bool = False  # with none of `baselines` present, compare with the first value by name
+
+    def baseline(self, values) -> str | None:
+        present = set(values)
+        found = next((b for b in self.baselines if b in present), None)
+        return found if found is not None or not self.fallback else stats.baseline_first(present)[0]
+
+    def title(self, baseline: str) -> str:
+        what = ", ".join(f"`{v}`" for v in self.levels) if self.levels else f"Each {self.factor}"
+        return f"{what} vs `{baseline}`"
+
+
+# Each table is one family for Holm. The teacher's question (does relabeling change the result?)
+# is a table of its own: it is not a question about LLM rows against real rows.
+COMPARISONS = {
+    "strategy": Comparison("strategy", ("random",)),
+    "pool": Comparison("pool", ("real",)),
+    "teacher": Comparison("pool", ("llm",), levels=("llm_teacher",)),
+    "pooling": Comparison("pooling", ("pooler",), fallback=True),
+    "encoder": Comparison("encoder", ("minilm",), fallback=True),
+}
 
 
 @dataclass
@@ -40,8 +72,10 @@ class Run:
     figures: list[tuple[Path, str]] = field(default_factory=list)  # (png, caption)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (figure, why)
     cells: pd.DataFrame | None = None  # tables.cell_table(ok)
-    paired: pd.DataFrame | None = None  # strategy minus random over seeds and fractions (headline)
     sources: list[str] | None = None  # how each result is named (a URI it was copied from); None: its dir
+    # factor -> its comparison table (compare.compare, both metrics, with the test split's check)
+    comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
+    correlations: pd.DataFrame | None = None  # entropy vs SQBC, per freeze (seed "all") and per seed
 
     def source(self, res: Results) -> str:
         return self.sources[self.results.index(res)] if self.sources else str(res.dir)
@@ -69,17 +103,23 @@ class Run:
             self.doc.para(f"{len(shown)} rows: see `tables/{name}.md` and `tables/{name}.csv`.")
 
 
-def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = stats.N_BOOT, seed: int = 0,
+def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = compare.LABELS_BOOT, seed: int = 0,
             sources: list[str] | None = None) -> Path:
     """Write report.md, report.html, figures/ and tables/ for `results_dirs` into `output_dir`.
 
-    Returns the path of report.md. `seed` seeds the bootstrap and the figures' subsampling.
-    `sources` names each results directory in the report where it is a temporary local copy
-    (of a storage URI, in its redacted form: `raysweep analyze s3://...`).
+    Returns the path of report.md. `seed` seeds the labels-needed seed bootstrap (`n_boot`
+    resamples) and the figures' subsampling. A directory holding nothing the report reads is a
+    ResultsError naming it, raised before anything is written. `sources` names each results
+    directory in the report where it is a temporary local copy (of a storage URI, in its
+    redacted form: `raysweep analyze s3://...`).
     """
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     results = load_many([Path(d) for d in results_dirs])
+    for i, res in enumerate(results):
+        if not has_results(res):
+            raise ResultsError(f"{sources[i] if sources else res.dir}: no results to analyze ({res.missing['trials.csv']}, no generation/ "
+                               "and no diagnostics/)")
+    output_dir.mkdir(parents=True, exist_ok=True)
     trials = combined_trials(results)
     ok = trials[trials["status"] == "ok"].copy()
     run = Run(results=results, output_dir=output_dir, n_boot=n_boot, seed=seed,
@@ -88,7 +128,10 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = stats.N_BO
               sources=[str(x) for x in sources] if sources else None)
     if len(ok):
         run.cells = tables.cell_table(ok)
+        run.comparisons = comparisons(ok)
+    run.correlations = correlation_table(results)
 
+    findings_section(run)
     summary(run)
     headline(run)
     trial_figures(run)
@@ -131,35 +174,63 @@ def summary(run: Run) -> None:
         doc.para(f"Best cell by mean validation accuracy: {desc}: **{acc}%** over {int(best['n_seeds'])} seed(s).")
 
 
+def findings_section(run: Run) -> None:
+    """Sentences generated from the comparison tables, then the study's claims checked against them."""
+    doc, ok = run.doc, run.ok
+    doc.heading("Findings")
+    if not run.comparisons:
+        doc.para(f"No comparison to state: {no_pairs_reason(ok) if len(ok) else 'no successful trials'}.")
+    else:
+        note = findings.method_note()
+        if any("test_mean_diff" in t.columns for t in run.comparisons.values()):
+            note += (" Each finding is checked on the `test` split (the same comparison on test_accuracy / "
+                     "test_macro_f1); it **disagrees** when the test mean has the other sign, or when a finding that "
+                     "survives the correction on val has a test interval that includes 0.")
+        else:
+            note += " The trials have no `test` split, so no finding is checked on held-out rows."
+        doc.para(note)
+    for key, table in run.comparisons.items():
+        spec = COMPARISONS[key]
+        doc.heading(spec.title(table["baseline"].iloc[0]), level=3)
+        context = [c for c in table.columns if c in run.varying and c not in (spec.factor, "fraction")]
+        doc.bullets(findings.table_sentences(table, spec.factor, context))
+    claims = findings.claims(run.comparisons, run.correlations, stats.seed_note(ok) if len(ok) else "no seeds")
+    doc.heading("The study's claims", level=3)
+    if claims:
+        doc.bullets(claims)
+    else:
+        doc.para("This sweep covers none of the study's claims (they need strategies with `random`, an `llm` pool "
+                 "with `real`, or entropy / SQBC diagnostics).")
+
+
 def headline(run: Run) -> None:
-    """AULC per curve with the paired difference to `random`: the study's question in one table."""
+    """AULC per curve over one fraction range, with the fair difference to the baseline."""
     doc, ok = run.doc, run.ok
     doc.heading("Headline: area under the learning curve")
     if not len(ok):
         doc.para("No successful trials, so there is no headline table.")
         return
-    aulc = stats.aulc_table(ok)
-    paired = run.paired = stats.paired_differences(ok, "strategy", "random", n_boot=run.n_boot, seed=run.seed)
-    factor, baseline = "strategy", "random"
-    if not len(paired) and "pool" in run.varying and "real" in set(ok["pool"]):
-        # One strategy, several pools (the study's Figure 2): the question is LLM rows vs real rows.
-        factor, baseline = "pool", "real"
-        paired = stats.paired_differences(ok, "pool", "real", n_boot=run.n_boot, seed=run.seed)
-    head = tables.headline_table(aulc, paired, run.cells)
-    text = ("AULC: trapezoidal area under validation accuracy vs added fraction, divided by the fraction "
-            "range (the curve's average height), per seed, then mean over seeds with a 95% t-interval. ")
-    if len(paired):
-        text += (f"`vs {baseline}`: mean paired difference to the `{baseline}` {factor} over seeds and fractions > 0, "
-                 "in percentage points, with a seeded percentile-bootstrap 95% interval; `*` marks an interval "
-                 "that excludes 0 (not corrected for multiple comparisons).")
+    head, factor, baseline, common = headline_table(ok, run.comparisons, run.cells)
+    has_diff = "mean_diff" in head.columns
+    if len(common) >= 2:
+        text = (f"AULC over the fractions every curve has ({', '.join(f'{f:g}' for f in common)}): trapezoidal area "
+                "under validation accuracy vs added fraction, divided by the fraction range (the curve's average "
+                "height), per seed, then mean over seeds with a 95% t-interval. ")
+    else:
+        text = ("The curves share fewer than two fractions, so each AULC spans its own range (the `fractions` "
+                "column) and the areas do not compare across ranges. ")
+    if has_diff:
+        text += (f"`vs {baseline}`: the mean over seeds of each seed's mean difference to `{baseline}` over the "
+                 f"fractions where the two could differ (the Findings say which), in percentage points, with its "
+                 f"95% t-interval; `*`: survives Holm within the table (see Findings).")
     else:
         text += f"No paired differences: {no_pairs_reason(ok)}."
     doc.para(text)
-    if aulc["aulc"].isna().all():
+    if head["aulc"].isna().all():
         doc.para("AULC needs at least two fractions per curve and this sweep has one, so only the accuracy is shown.")
     if stats.seed_counts(ok)[1] == 1:
         doc.para("Every cell has one seed, so no row has an interval.")
-    run.table(head, tables.show_headline(head, run.varying, has_diff=len(paired) > 0, factor=factor,
+    run.table(head, tables.show_headline(head, run.varying, has_diff=has_diff, factor=factor,
                                          baseline=baseline), "headline")
 
 
@@ -175,6 +246,11 @@ def trial_figures(run: Run) -> None:
     if "val_macro_f1" in ok.columns and ok["val_macro_f1"].notna().any():
         add((figures.learning_curves(ok, run.fig_dir, "val_macro_f1", name="learning_curves_macro_f1"),
              "Validation macro-F1 vs added rows per freeze mode."))
+    if "strategy" in run.comparisons:
+        baseline = run.comparisons["strategy"]["baseline"].iloc[0]
+        add((figures.differences(ok, run.fig_dir, "val_accuracy", "strategy", baseline),
+             f"Each strategy minus `{baseline}` in validation accuracy, one panel per strategy and freeze mode: "
+             "the learning curves' differences without overlapping bands."))
     if "train_accuracy" in ok.columns and ok["train_accuracy"].notna().any():
         add((figures.train_vs_val(ok, run.fig_dir), "Train vs validation accuracy: the gap between them is over-fitting."))
     else:
@@ -197,7 +273,7 @@ def sweep_extras(run: Run, res: Results) -> dict[str, list[dict]]:
     tag = f"{_slug(res.name)}-" if run.several else ""
     where = f" ({res.name})" if run.several else ""
     add, skip = run.figures.append, run.skipped.append
-    generation, correlations = [], []
+    generation = []
     if res.generated is not None:
         png, agreement = figures.label_confusion(res.generated, run.fig_dir, res.class_names,
                                                  name=f"{tag}llm_vs_teacher")
@@ -225,14 +301,9 @@ def sweep_extras(run: Run, res: Results) -> dict[str, list[dict]]:
     if res.diagnostics is not None:
         add((figures.entropy_vs_sqbc(res.diagnostics, run.fig_dir, seed=run.seed, name=f"{tag}entropy_vs_sqbc"),
              f"Entropy vs SQBC disagreement per pool row{where}; the study found r = 0.161."))
-        for freeze, part in res.diagnostics.groupby("freeze", sort=False):
-            for s, rows in [("all", part), *part.groupby("seed", sort=True)]:
-                correlations.append({"sweep": res.name, "freeze": freeze, "seed": s,
-                                     **stats.pearson(rows["entropy"], rows["sqbc"]),
-                                     "spearman": stats.spearman(rows["entropy"], rows["sqbc"])})
     else:
         skip((f"{tag}entropy_vs_sqbc", res.missing["diagnostics"] + where))
-    return {"generation": generation, "correlations": correlations}
+    return {"generation": generation}
 
 
 def detail_tables(run: Run, extras: list[dict[str, list[dict]]]) -> None:
@@ -240,22 +311,26 @@ def detail_tables(run: Run, extras: list[dict[str, list[dict]]]) -> None:
     doc.heading("Tables")
     doc.para("All tables are also written as CSV (raw numbers) and Markdown under `tables/`.")
     if len(ok):
-        paired = run.paired
-        if len(paired):
-            run.table(paired, tables.show_paired(paired, "strategy", varying), "paired_strategy", inline=False)
-            by_fraction = stats.paired_differences(ok, "strategy", "random", by_fraction=True,
-                                                   n_boot=run.n_boot, seed=run.seed)
-            doc.heading("Strategy minus `random`, per fraction", level=3)
-            doc.para("Paired on seed at each fraction; percentile-bootstrap 95% interval; `*`: excludes 0.")
-            run.table(by_fraction, tables.show_paired(by_fraction, "strategy", varying), "paired_strategy_by_fraction")
-        else:
-            doc.para(f"No paired strategy differences: {no_pairs_reason(ok)}.")
-        if "pool" in varying and "real" in set(ok["pool"]):
-            pool_diff = stats.paired_differences(ok, "pool", "real", n_boot=run.n_boot, seed=run.seed)
-            doc.heading("Pool minus `real`, over seeds and fractions", level=3)
-            doc.para("Each LLM pool's trial minus the `real` trial with the same strategy, seed and fraction > 0; "
-                     "percentile-bootstrap 95% interval; `*`: excludes 0.")
-            run.table(pool_diff, tables.show_paired(pool_diff, "pool", varying), "paired_pool")
+        for key, table in run.comparisons.items():
+            spec = COMPARISONS[key]
+            baseline = table["baseline"].iloc[0]
+            doc.heading(f"{spec.title(baseline)}: the seed as the unit", level=3)
+            doc.para(f"Per comparison and metric: the fractions used and those left out (why), the mean of the "
+                     f"per-seed mean differences with its 95% t-interval, p of the {compare.TEST_NAME}, Holm within "
+                     f"each metric's table, and the seeds needed for 80% power at the observed effect and at "
+                     f"{100 * compare.MIN_EFFECT:g} point. `*`: survives Holm.")
+            run.table(table, tables.show_compare(table, spec.factor, varying), f"compare_{key}")
+            if key == "strategy":
+                by_fraction = pd.concat([compare.compare(ok, "strategy", baseline, m, by_fraction=True)
+                                         for m in METRICS if m in ok.columns and ok[m].notna().any()],
+                                        ignore_index=True)
+                doc.heading(f"Each strategy vs `{baseline}`, per fraction (secondary)", level=3)
+                doc.para("The same test at each usable fraction on its own; Holm within each metric's table.")
+                run.table(by_fraction, tables.show_compare(by_fraction, "strategy", varying),
+                          "compare_strategy_by_fraction")
+        if not run.comparisons:
+            doc.para(f"No paired comparisons: {no_pairs_reason(ok)}.")
+        labels_needed(run)
         doc.heading("Every cell", level=3)
         doc.para("Mean over seeds with a 95% t-interval, in percent.")
         run.table(run.cells, tables.show_cells(run.cells, varying), "cells")
@@ -266,9 +341,8 @@ def detail_tables(run: Run, extras: list[dict[str, list[dict]]]) -> None:
             gen = gen.drop(columns=["sweep"])
         doc.heading("LLM generation", level=3)
         run.table(gen, gen, "generation")
-    correlations = [row for e in extras for row in e["correlations"]]
-    if correlations:
-        corr = pd.DataFrame(correlations)
+    if run.correlations is not None:
+        corr = run.correlations
         shown = corr.assign(**{c: corr[c].map(lambda v: f"{v:.3f}") for c in ("r", "ci_low", "ci_high", "spearman")},
                             p=corr["p"].map(lambda v: f"{v:.2g}"))
         if not run.several:
@@ -277,6 +351,22 @@ def detail_tables(run: Run, extras: list[dict[str, list[dict]]]) -> None:
         doc.para("Pearson r with a 95% interval (Fisher z) and two-sided p, per freeze mode over all seeds "
                  "and per seed, with Spearman's rank correlation beside it; the study reports Pearson 0.161.")
         run.table(corr, shown, "entropy_sqbc_correlation")
+
+
+def labels_needed(run: Run) -> None:
+    """Rows added until each strategy's curve reaches a share of the best curve's end point."""
+    ok, doc = run.ok, run.doc
+    factor = "strategy" if "strategy" in run.varying else ("pool" if "pool" in run.varying else None)
+    if factor is None or ok["fraction"].nunique() < 2:
+        return
+    table = pd.concat([compare.labels_needed(ok, m, factor, n_boot=run.n_boot, seed=run.seed).assign(metric=m)
+                       for m in METRICS if m in ok.columns and ok[m].notna().any()], ignore_index=True)
+    doc.heading("Labels needed", level=3)
+    doc.para(f"Rows added until a {factor}'s mean learning curve reaches {100 * compare.LABELS_SHARE:g}% of the best "
+             f"curve's end point (its value at its largest fraction), interpolating linearly between fractions; "
+             f"“not reached” is an answer. Interval: seed bootstrap ({run.n_boot:,} resamples of the seeds, "
+             f"the same draw for every curve of a panel, seed {run.seed}).")
+    run.table(table, tables.show_labels_needed(table, factor, run.varying), "labels_needed")
 
 
 def failed_trials(run: Run) -> None:
@@ -338,14 +428,87 @@ def method(run: Run) -> None:
         "Mean over seeds with a two-sided 95% Student-t interval, mean ± t(0.975, n-1)·sd/√n; none for one seed.",
         "AULC: per seed, the trapezoidal area under the metric vs `fraction`, divided by max − min fraction; "
         "only seeds with every fraction of the curve count; then mean and t-interval over seeds.",
-        "Paired differences: a strategy's trial minus the `random` trial with the same seed, fraction and "
-        "other parameters; fraction 0 (no rows added) is left out. Interval: percentile bootstrap of the mean "
-        f"difference, {run.n_boot:,} resamples of the pairs, seed {run.seed}. `*`: the interval excludes 0.",
+        "Comparisons (Findings, headline `vs` column, `compare_*` tables): " + findings.method_note()
+        + " A pair whose two trials are one training (fraction 0: no rows added; between strategies, a fraction "
+        "that takes the whole pool) differs by zero by construction and is left out with its whole fraction; each "
+        "table says which fractions it used. Where the trials do not record which training a cell shares, it is "
+        "derived: a trial that added fewer rows than it asked for (round(fraction \u00d7 n_labeled)) took the whole "
+        "pool, whose size is then its n_added.",
+        "Labels needed: see that table; its interval is the only bootstrap in the report (seeds resampled), since "
+        "\u201cnot reached\u201d has no mean to take a t-interval of.",
         "Figures draw the same mean and t-interval as the tables; each states its number of seeds.",
     ])
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def has_results(res: Results) -> bool:
+    """Whether a results directory holds anything the report reads: trials, generated rows or diagnostics."""
+    return any(x is not None and len(x) for x in (res.trials, res.generated, res.diagnostics))
+
+
+def comparisons(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Every comparison the trials can answer (see COMPARISONS), on val accuracy and macro-F1, each
+    with the same comparison on the test split beside it when the trials have one."""
+    out = {}
+    varying = stats.varying_parameters(ok)
+    for key, spec in COMPARISONS.items():
+        if spec.factor not in varying:
+            continue
+        baseline = spec.baseline(ok[spec.factor])
+        if baseline is None or (spec.levels and not set(spec.levels) & set(ok[spec.factor])):
+            continue
+        parts = []
+        for metric in METRICS:
+            if metric not in ok.columns or ok[metric].isna().all():
+                continue
+            val = compare.compare(ok, spec.factor, baseline, metric, levels=spec.levels)
+            test_metric = TEST_METRICS[metric]
+            if test_metric in ok.columns and ok[test_metric].notna().any():
+                test = compare.compare(ok, spec.factor, baseline, test_metric, levels=spec.levels)
+                val = compare.with_test_check(val, test.assign(metric=metric))
+            parts.append(val)
+        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        if len(table):
+            out[key] = table
+    return out
+
+
+def headline_table(ok: pd.DataFrame, comparisons_: dict[str, pd.DataFrame] | None = None,
+                   cells: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str, str, list[float]]:
+    """(table, factor, baseline, common fractions) of the headline: AULC per curve over the fractions
+    every curve has, the val-accuracy comparison with `random` (else `real`), the accuracy at the
+    largest fraction. `comparisons_` and `cells` are computed here when not given."""
+    comparisons_ = comparisons(ok) if comparisons_ is None else comparisons_
+    cells = tables.cell_table(ok) if cells is None else cells
+    common = common_fractions(ok)
+    aulc = stats.aulc_table(ok[ok["fraction"].isin(common)] if len(common) >= 2 else ok)
+    key = next((k for k in ("strategy", "pool") if k in comparisons_), None)
+    diff = comparisons_[key] if key else pd.DataFrame()
+    diff = diff[diff["metric"] == "val_accuracy"] if len(diff) else diff
+    factor, baseline = (COMPARISONS[key].factor, diff["baseline"].iloc[0]) if len(diff) else ("strategy", "random")
+    return tables.headline_table(aulc, diff, cells), factor, baseline, common
+
+
+def common_fractions(ok: pd.DataFrame) -> list[float]:
+    """The fractions every learning curve has: one range for every AULC of a table."""
+    by = [c for c in stats.cell_columns(ok) if c != "fraction"]
+    sets = [set(g["fraction"]) for _, g in ok.groupby(by, dropna=False)] if by else [set(ok["fraction"])]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def correlation_table(results: list[Results]) -> pd.DataFrame | None:
+    """Entropy vs SQBC per sweep and freeze mode, over all seeds (`seed` "all") and per seed."""
+    rows = []
+    for res in results:
+        if res.diagnostics is None:
+            continue
+        for freeze, part in res.diagnostics.groupby("freeze", sort=False):
+            for s, sub in [("all", part), *part.groupby("seed", sort=True)]:
+                rows.append({"sweep": res.name, "freeze": freeze, "seed": s, **stats.pearson(sub["entropy"], sub["sqbc"]),
+                             "spearman": stats.spearman(sub["entropy"], sub["sqbc"])})
+    return pd.DataFrame(rows) if rows else None
 
 
 def real_labels(res: Results) -> tuple[pd.Series | None, str]:

@@ -70,8 +70,8 @@ def read_trials(path: Path) -> pd.DataFrame:
     if absent:
         raise ResultsError(f"{path}: missing column(s) {', '.join(absent)}")
     df["status"] = df["status"].astype(str).str.strip().str.lower()
-    for col in ("fraction", "val_accuracy", "val_macro_f1", "train_accuracy", "n_labeled", "n_added",
-                "n_train", "wall_s", "train_s"):
+    for col in ("fraction", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "train_accuracy",
+                "n_labeled", "n_added", "n_train", "wall_s", "train_s"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["seed"] = pd.to_numeric(df["seed"], errors="raise").astype(int)
@@ -162,6 +162,16 @@ def load_many(results_dirs: list[str | Path]) -> list[Results]:
         if names.count(r.name) > 1:
             r.name = f"{r.name} #{i + 1}"
     return results
+
+
+def successful_trials(results_dirs: list[str | Path]) -> pd.DataFrame:
+    """The successful trials of several results directories read as one (`combined_trials`);
+    a ResultsError when there are none."""
+    trials = combined_trials(load_many(results_dirs))
+    ok = trials[trials["status"] == "ok"]
+    if not len(ok):
+        raise ResultsError(f"{', '.join(map(str, results_dirs))}: no successful trials")
+    return ok
 
 
 # Settings of a sweep that say how its cells ran, not what they were: sweeps that differ only in

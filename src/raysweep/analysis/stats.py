@@ -1,4 +1,4 @@
-"""Statistics over a sweep's trials: means with 95% intervals, AULC, paired bootstrap differences.
+"""Statistics over a sweep's trials: means with 95% intervals, AULC, correlations.
 
 Everything here is a pure function of a trials table (one row per successful trial, columns as
 in `trials.csv`), so the numbers in the report can be checked by hand on a small table.
@@ -12,12 +12,8 @@ Definitions used throughout (the report repeats them):
   in the metric's own units. A curve needs at least two fractions. Per group it is computed per
   seed (seeds lacking any of the group's fractions are left out) and then averaged over seeds,
   with the same t interval.
-- A **paired difference** compares a level of a factor (a strategy, a pool) to a baseline level
-  (`random`, `real`) in the same context (sweep, freeze, pool, ...): each pair is the two trials
-  that share `fraction` and `seed`; fraction 0 adds no rows, so the factor cannot act there and
-  those pairs are left out. The mean difference gets a percentile bootstrap 95% interval
-  (pairs resampled with replacement, seeded); it is marked significant when the interval
-  excludes 0. The mark is per comparison, not corrected for the number of comparisons.
+- Comparisons between levels of a factor (fair pairs, the seed as the unit, Holm) are in
+  `compare`.
 """
 
 from __future__ import annotations
@@ -34,7 +30,6 @@ PARAMETERS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pool
 BASELINES = ("random", "real")  # what the other strategies and pools are compared with; listed first
 FREEZE_ORDER = ("last-linear", "pooler", "last-attention")  # the study's order: least to most trained
 CONFIDENCE = 0.95
-N_BOOT = 10_000  # bootstrap resamples: the interval's ends are stable to ~0.1 point at this size
 
 
 def parameter_columns(df: pd.DataFrame) -> list[str]:
@@ -148,60 +143,6 @@ def aulc_table(df: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
                      "aulc": mean, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows, columns=[*by, "n_fractions", "fraction_min", "fraction_max", "n_seeds",
                                        "n_seeds_dropped", "aulc", "ci_low", "ci_high"])
-
-
-def bootstrap_mean_ci(values, n_boot: int = N_BOOT, seed: int = 0,
-                      confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (resampled with replacement)."""
-    x = np.asarray(values, dtype=float)
-    if len(x) == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
-
-
-def paired_differences(df: pd.DataFrame, factor: str = "strategy", baseline: str = "random",
-                       metric: str = "val_accuracy", by_fraction: bool = False,
-                       n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
-    """Each level of `factor` minus `baseline`, paired on (fraction, seed) within each context.
-
-    The context is every other cell column (sweep, pool, freeze, ...). With `by_fraction` the
-    pairs are also split by fraction, so each row is a difference over seeds at one fraction.
-    Every comparison draws its bootstrap from a fresh generator seeded with `seed`, so a row's
-    interval does not depend on which other comparisons are in the table.
-    """
-    context = [c for c in cell_columns(df) if c not in (factor, "fraction")]
-    out_cols = [*context, *(["fraction"] if by_fraction else []), factor, "baseline", "n_pairs", "n_seeds",
-                "mean_diff", "ci_low", "ci_high", "significant"]
-    if factor not in df.columns or baseline not in set(df[factor]):
-        return pd.DataFrame(columns=out_cols)
-    data = df[df["fraction"] > 0]
-    rows = []
-    groups = data.groupby(context, sort=True, dropna=False) if context else [((), data)]
-    for key, group in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        base = group[group[factor] == baseline][["fraction", "seed", metric]]
-        for level in sorted(set(group[factor]) - {baseline}, key=str):
-            other = group[group[factor] == level][["fraction", "seed", metric]]
-            pairs = other.merge(base, on=["fraction", "seed"], suffixes=("", "_base")).dropna()
-            pairs["diff"] = pairs[metric] - pairs[f"{metric}_base"]
-            parts = pairs.groupby("fraction", sort=True) if by_fraction else [(None, pairs)]
-            for fraction, part in parts:
-                if len(part) == 0:
-                    continue
-                low, high = bootstrap_mean_ci(part["diff"], n_boot=n_boot, seed=seed)
-                row = dict(zip(context, key))
-                if by_fraction:
-                    row["fraction"] = fraction
-                row.update({factor: level, "baseline": baseline, "n_pairs": int(len(part)),
-                            "n_seeds": int(part["seed"].nunique()), "mean_diff": float(part["diff"].mean()),
-                            "ci_low": low, "ci_high": high,
-                            "significant": bool(low > 0 or high < 0)})
-                rows.append(row)
-    return pd.DataFrame(rows, columns=out_cols)
 
 
 def pearson(x, y) -> dict:

@@ -24,7 +24,14 @@ def pct_ci(mean: float, low: float, high: float) -> str:
 def pp_ci(mean: float, low: float, high: float, significant: bool) -> str:
     if mean is None or math.isnan(mean):
         return ""
+    if math.isnan(low):
+        return f"{100 * mean:+.1f}"
     return f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]" + (" *" if significant else "")
+
+
+def _true(value) -> bool:
+    """A flag that may be missing (NaN after a merge): only a real True counts."""
+    return bool(pd.notna(value) and value)
 
 
 def value_str(v) -> str:
@@ -64,13 +71,15 @@ def cell_table(ok: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=[c for c in out.columns if c.endswith("_n")])
 
 
-def headline_table(aulc: pd.DataFrame, paired: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """AULC, the difference to `random` and the accuracy at the largest fraction, one row per curve."""
+def headline_table(aulc: pd.DataFrame, diff: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """AULC, the difference to the baseline (a `compare.compare` table of val accuracy) and the
+    accuracy at the largest fraction, one row per curve."""
     keys = [c for c in aulc.columns if c in stats.parameter_columns(aulc)]
     head = aulc.copy()
-    if len(paired):
-        diff = paired[[*keys, "n_pairs", "mean_diff", "ci_low", "ci_high", "significant"]].rename(
-            columns={"ci_low": "diff_ci_low", "ci_high": "diff_ci_high"})
+    if len(diff):
+        diff = diff[[*keys, "fractions", "n_seeds", "mean_diff", "ci_low", "ci_high", "p", "p_holm",
+                     "significant"]].rename(columns={"ci_low": "diff_ci_low", "ci_high": "diff_ci_high",
+                                                     "n_seeds": "diff_n_seeds", "fractions": "diff_fractions"})
         head = head.merge(diff, on=keys, how="left")
     last = cells.merge(cells.groupby(keys, dropna=False)["fraction"].max().rename("fraction_max").reset_index(),
                        on=keys)
@@ -95,32 +104,81 @@ def show_headline(head: pd.DataFrame, varying: list[str], has_diff: bool, factor
     for _, r in head.loc[order].iterrows():
         row = {c: value_str(r[c]) for c in cols}
         row["seeds"] = int(r["n_seeds"])
+        if has_diff:
+            row["compared at fractions"] = "" if r.get(factor) == baseline else (r.get("diff_fractions") or "")
         if len(ranges) > 1:
             row["fractions"] = f"{value_str(r['fraction_min'])}-{value_str(r['fraction_max'])}"
         row["AULC % [95% CI]"] = pct_ci(r["aulc"], r["ci_low"], r["ci_high"])
         if has_diff:
             row[f"vs {baseline}, pp [95% CI]"] = ("baseline" if r.get(factor) == baseline else
                                              pp_ci(r.get("mean_diff", math.nan), r.get("diff_ci_low", math.nan),
-                                                    r.get("diff_ci_high", math.nan), bool(r.get("significant"))))
+                                                    r.get("diff_ci_high", math.nan), _true(r.get("significant"))))
+            row["Holm p"] = "" if r.get(factor) == baseline else p_str(r.get("p_holm", math.nan))
         row["acc % at largest fraction [95% CI]"] = pct_ci(r["acc_at_max"], r["acc_at_max_ci_low"],
                                                              r["acc_at_max_ci_high"])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def show_paired(paired: pd.DataFrame, factor: str, varying: list[str]) -> pd.DataFrame:
-    cols = [c for c in _shown_params(paired, varying) if c != factor]
-    if "fraction" in paired.columns:
-        cols = [c for c in cols if c != "fraction"] + ["fraction"]
-    order = paired.assign(_f=_freeze_rank(paired)).sort_values(
-        ["_f", *[c for c in cols if c != "freeze"], factor]).index
+def p_str(p) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return ""
+    return f"{p:.3f}" if p >= 0.001 else "<0.001"
+
+
+def seeds_str(n) -> str:
+    if n is None or math.isnan(n):
+        return ""
+    return ">1000" if math.isinf(n) else str(int(n))
+
+
+def show_compare(table: pd.DataFrame, factor: str, varying: list[str]) -> pd.DataFrame:
+    """A `compare.compare` table as printed: one row per comparison and metric."""
+    cols = [c for c in _shown_params(table, varying) if c not in (factor, "fraction")]
+    order = table.assign(_f=_freeze_rank(table), _m=table["metric"].map({"val_accuracy": 0}).fillna(1)).sort_values(
+        ["_m", "_f", *[c for c in cols if c != "freeze"], factor, *(["fraction"] if "fraction" in table else [])]).index
     rows = []
-    for _, r in paired.loc[order].iterrows():
+    for _, r in table.loc[order].iterrows():
         row = {c: value_str(r[c]) for c in cols}
         row[factor] = r[factor]
-        row["pairs"] = int(r["n_pairs"])
+        row["metric"] = str(r["metric"]).replace("val_", "")
+        row["fractions"] = r["fractions"]
+        row["left out"] = r["excluded"]
+        row["seeds"] = int(r["n_seeds"])
         row[f"minus {r['baseline']}, pp [95% CI]"] = pp_ci(r["mean_diff"], r["ci_low"], r["ci_high"],
-                                                             bool(r["significant"]))
+                                                             _true(r["significant"]))
+        row["p"] = p_str(r["p"])
+        row["Holm p"] = p_str(r["p_holm"])
+        row["seeds for 80% power (observed / 1 pt)"] = (f"{seeds_str(r['seeds_observed'])} / "
+                                                         f"{seeds_str(r['seeds_min_effect'])}")
+        if "test_mean_diff" in table.columns:
+            row["on test, pp [95% CI]"] = pp_ci(r["test_mean_diff"], r["test_ci_low"], r["test_ci_high"], False)
+            row["test agrees"] = "" if pd.isna(r["test_agrees"]) else ("yes" if r["test_agrees"] else "NO")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rows_str(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return "not reached"
+    return f"{value:,.0f}"
+
+
+def show_labels_needed(table: pd.DataFrame, factor: str, varying: list[str]) -> pd.DataFrame:
+    cols = [c for c in _shown_params(table, varying) if c != factor]
+    order = table.assign(_f=_freeze_rank(table), _m=table["metric"].map({"val_accuracy": 0}).fillna(1)).sort_values(
+        ["_m", "_f", *[c for c in cols if c != "freeze"], factor]).index
+    rows = []
+    for _, r in table.loc[order].iterrows():
+        row = {c: value_str(r[c]) for c in cols}
+        row[factor] = r[factor]
+        row["metric"] = str(r["metric"]).replace("val_", "")
+        row["target %"] = f"{100 * r['target']:.1f}"
+        unit = "rows added" if r["x"] == "n_added" else "fraction"
+        interval = ("" if math.isnan(r["ci_low"]) or (math.isnan(r["rows_needed"]) and math.isinf(r["ci_low"]))
+                    else f" [{rows_str(r['ci_low'])}, {rows_str(r['ci_high'])}]")
+        row[f"{unit} needed [95% CI]"] = rows_str(r["rows_needed"]) + interval
+        row["reached in % of resamples"] = "" if math.isnan(r["reached_share"]) else f"{100 * r['reached_share']:.0f}"
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,0 +1,158 @@
+"""The report's findings: sentences generated from the comparison tables, and the study's claims
+checked against them.
+
+Nothing here computes a statistic: every number comes from a `compare.compare` table (with
+`compare.with_test_check` columns when the trials have a test split) or from the entropy / SQBC
+correlation rows, so a sentence and its table row always agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from raysweep.analysis.compare import ALPHA, MIN_EFFECT, TEST_NAME
+
+METRIC_NAMES = {"val_accuracy": "accuracy", "val_macro_f1": "macro-F1"}
+UNCERTAINTY = ("entropy", "margin", "least-confidence")  # the study's "uncertainty sampling" strategies
+WEAK_R = 0.3  # |Pearson r| below this is called weak
+
+
+def points(value: float, signed: bool = True) -> str:
+    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
+def interval(low: float, high: float) -> str:
+    return f"[{points(low)}, {points(high)}]" if not math.isnan(low) else "[no interval]"
+
+
+def seeds_str(n: float) -> str:
+    if n is None or math.isnan(n):
+        return "no seed count (no effect to detect)"
+    return "more than 1,000 seeds" if math.isinf(n) else f"{int(n)} seeds"
+
+
+def comparisons_str(m: int) -> str:
+    return f"{m} comparison{'s' if m != 1 else ''}"
+
+
+def _p(p: float) -> str:
+    """'= 0.012' or '< 0.001', to follow a 'p'."""
+    return "= n/a" if math.isnan(p) else (f"= {p:.3f}" if p >= 0.001 else "< 0.001")
+
+
+def context_str(row: pd.Series, context: list[str]) -> str:
+    parts = [f"{c} {row[c]:g}" if isinstance(row[c], float) else f"{c} {row[c]}" for c in context]
+    return ", ".join(parts)
+
+
+def sentence(row: pd.Series, factor: str, context: list[str], m: int) -> str:
+    """One comparison as a sentence: effect, interval, p, Holm, seeds needed, the test split's check."""
+    metric = METRIC_NAMES.get(row["metric"], row["metric"])
+    where = "; ".join(x for x in (context_str(row, context), f"fraction{'s' if ',' in str(row['fractions']) else ''} {row['fractions']}",
+                                    f"{int(row['n_seeds'])} seeds") if x)
+    text = (f"**{row[factor]} vs {row['baseline']}** ({where}): {metric} {points(row['mean_diff'])} points, "
+            f"95% CI {interval(row['ci_low'], row['ci_high'])}, p {_p(row['p'])}")
+    if math.isnan(row["p"]):
+        text += "; too few seeds for a test."
+    elif row["significant"]:
+        text += f"; survives Holm over {comparisons_str(m)} (Holm p {_p(row['p_holm'])})."
+    else:
+        text += (f"; does not survive Holm over {comparisons_str(m)} (Holm p {_p(row['p_holm'])}). For 80% power: "
+                 f"{seeds_str(row['seeds_observed'])} at the observed size, "
+                 f"{seeds_str(row['seeds_min_effect'])} at {100 * MIN_EFFECT:g} point.")
+    if "test_mean_diff" in row and not pd.isna(row.get("test_mean_diff")):
+        verdict = "agrees" if bool(row["test_agrees"]) else "**disagrees**"
+        text += (f" On test: {points(row['test_mean_diff'])} {interval(row['test_ci_low'], row['test_ci_high'])}, "
+                 f"{verdict}.")
+    return text
+
+
+def table_sentences(table: pd.DataFrame, factor: str, context: list[str]) -> list[str]:
+    """One sentence per row, per metric (Holm's m is the number of rows of that metric's table)."""
+    out = []
+    for _, part in table.groupby("metric", sort=False):
+        m = int(part["p"].notna().sum())
+        out += [sentence(r, factor, context, m) for _, r in part.iterrows()]
+    return out
+
+
+# --------------------------------------------------------------------------- the study's claims
+
+
+def _verdict_better(rows: pd.DataFrame) -> str:
+    up = rows[rows["significant"] & (rows["mean_diff"] > 0)]
+    down = rows[rows["significant"] & (rows["mean_diff"] < 0)]
+    names = lambda rs: ", ".join(f"{r.iloc[0]} ({r.iloc[1]})" for _, r in rs.iterrows())  # noqa: E731
+    if len(up) and not len(down):
+        rest = len(rows) - len(up)
+        return f"supported for {names(up.iloc[:, :2])}" + (f"; not shown in {rest} of {len(rows)}" if rest else "")
+    if len(down) and not len(up):
+        return f"contradicted: significantly worse for {names(down.iloc[:, :2])}"
+    if len(up):
+        return f"mixed: better for {names(up.iloc[:, :2])}, worse for {names(down.iloc[:, :2])}"
+    return f"not shown: none of {comparisons_str(len(rows))} survives the correction"
+
+
+def claims(tables: dict[str, pd.DataFrame], correlations: pd.DataFrame | None, n_seeds: str) -> list[str]:
+    """The study's claims, each with what this sweep says about it, per metric."""
+    out = []
+    strat = tables.get("strategy")
+    pool = tables.get("pool")
+    teacher = tables.get("teacher")
+    for metric, name in METRIC_NAMES.items():
+        if strat is not None and len(strat):
+            rows = strat[(strat["metric"] == metric) & strat["strategy"].isin(UNCERTAINTY)]
+            if len(rows):
+                ctx = rows[["strategy", "freeze"]].join(rows.drop(columns=["strategy", "freeze"]))
+                out.append(f"*Uncertainty sampling beats random* ({name}, {n_seeds}): {_verdict_better(ctx)}.")
+            sq = strat[(strat["metric"] == metric) & (strat["strategy"] == "sqbc")]
+            if len(sq):
+                # "Close" is an equivalence question: within 1 point, significant or not.
+                within = ((sq["ci_low"] > -MIN_EFFECT) & (sq["ci_high"] < MIN_EFFECT)).all()
+                beyond = ((sq["ci_low"] > MIN_EFFECT) | (sq["ci_high"] < -MIN_EFFECT)).any()
+                spans = "; ".join(f"{r['freeze']} {points(r['mean_diff'])} {interval(r['ci_low'], r['ci_high'])}"
+                                  for _, r in sq.iterrows())
+                verdict = (f"supported: every interval lies within \u00b1{100 * MIN_EFFECT:g} point" if within else
+                           f"contradicted: an interval lies wholly beyond \u00b1{100 * MIN_EFFECT:g} point" if beyond
+                           else f"not shown: an interval reaches beyond \u00b1{100 * MIN_EFFECT:g} point")
+                if sq["significant"].any():
+                    verdict += " (and SQBC differs from random after the correction somewhere)"
+                out.append(f"*SQBC is close to random* ({name}, {n_seeds}; {spans}): {verdict}.")
+        if pool is not None and len(pool):
+            rows = pool[(pool["metric"] == metric) & (pool["pool"] == "llm")]
+            if len(rows):
+                worse = rows["significant"] & (rows["mean_diff"] < 0)
+                better = rows["significant"] & (rows["mean_diff"] > 0)
+                verdict = ("supported in all comparisons" if worse.all() else
+                           "contradicted: LLM rows do significantly better somewhere" if better.any() else
+                           f"supported in {int(worse.sum())} of {len(rows)} comparisons" if worse.any() else
+                           f"not shown: none of {comparisons_str(len(rows))} survives the correction")
+                out.append(f"*LLM rows help less than real rows* ({name}, {n_seeds}): {verdict}.")
+        if teacher is not None and len(teacher):
+            rows = teacher[teacher["metric"] == metric]
+            if len(rows):
+                verdict = (f"supported in {int(rows['significant'].sum())} of {len(rows)} comparisons"
+                           if rows["significant"].any() else
+                           f"not shown: none of {comparisons_str(len(rows))} survives the correction")
+                out.append(f"*Teacher relabeling changes the result* ({name}, {n_seeds}): {verdict}.")
+    if correlations is not None and len(correlations):
+        overall = correlations[correlations["seed"].astype(str) == "all"]
+        if len(overall):
+            parts = "; ".join(f"{r['freeze']}: r = {r['r']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+                              for _, r in overall.iterrows())
+            weak = (overall["r"].abs() < WEAK_R).all()
+            out.append(f"*Entropy and SQBC disagreement correlate weakly (the study: 0.161)* ({parts}): "
+                       + ("supported" if weak else f"not everywhere: some |r| \u2265 {WEAK_R}")
+                       + f" (weak: |r| < {WEAK_R}).")
+    return out
+
+
+def method_note() -> str:
+    return (f"Findings are drawn on `val` with the seed as the unit: each seed's mean difference over the "
+            f"comparison's usable fractions, a two-sided {TEST_NAME} with its 95% t-interval (not a permutation "
+            f"test: over n seeds the exact sign-flip test's smallest p is 2/2^n, 0.0625 at 5 seeds), Holm-corrected "
+            f"within each table (one table per compared factor and metric) at alpha {ALPHA}. Seeds needed: "
+            f"the seeds at which that test reaches 80% power at the table's Holm threshold (alpha / m), given "
+            f"the observed between-seed sd.")
