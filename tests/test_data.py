@@ -55,15 +55,9 @@ def _csv(tmp_path, text):
     ("split,text,label\ntrain,x,1\ntrain,y,7\n", "row 3: label '7' is outside 0..4"),
     ("split,text,label\ntrain,x,1\ntrain,  ,2\n", "row 3: empty text in column 'text'"),
     ("split,text,label\ntrain,x,one\n", "row 2: label 'one' is not a number"),
-    ("split,text,label
-train,x,1.5
-", "row 2: label '1.5' is not a whole number"),
-    ("split,text,label
-holdout,x,1
-", "row 2: split 'holdout' is not 'train', 'dev' or 'test'"),
-    ("split,text,label
-test,x,1
-", "needs both 'train' and 'dev' rows"),
+    ("split,text,label\ntrain,x,1.5\n", "row 2: label '1.5' is not a whole number"),
+    ("split,text,label\nholdout,x,1\n", "row 2: split 'holdout' is not 'train', 'dev' or 'test'"),
+    ("split,text,label\ntest,x,1\n", "needs both 'train' and 'dev' rows"),
     ("split,text,label\ntrain,x,1\n", "needs both 'train' and 'dev' rows"),
 ])
 def test_bad_rows_name_file_row_and_problem(tmp_path, body, message):
