@@ -90,7 +90,7 @@ BAD_DATA = {
                       "row 4: label '9' is outside 0..4"),
     "empty text": ("empty.csv", lambda p: write_rows(p, with_row(0, ("train", "  ", 1))),
                    "row 2: empty text in column 'text'"),
-    "unknown split": ("split.csv", lambda p: write_rows(p, with_row(3, ("test", "x y", 1))),
+    "unknown split": ("split.csv", lambda p: write_rows(p, with_row(3, ("holdout", "x y", 1))),
                       "row 5: split 'test' is neither"),
     "no dev rows": ("nodev.csv", lambda p: write_rows(p, [r for r in GOOD_ROWS if r[0] == "train"]),
                     "needs both 'train' and 'dev' rows"),
