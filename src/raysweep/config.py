@@ -396,6 +396,12 @@ class SweepConfig:
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
     """Read a sweep YAML, apply `--set` overrides, validate into a SweepConfig."""
+    return load_config(SweepConfig, path, overrides)
+
+
+def load_config(cls: type, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Read a YAML file of the dataclass `cls` (a sweep, a `raysweep select` project), apply
+    `--set` overrides, validate; every error is one line naming the file and the key."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -413,6 +419,6 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raise ConfigError(f"{path}: the top level must be a mapping")
     data = apply_overrides(data, list(overrides))
     try:
-        return from_dict(SweepConfig, data)
+        return from_dict(cls, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
