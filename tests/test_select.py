@@ -167,3 +167,19 @@ def test_label_studio_export_formats_are_read(tmp_path):
     minimal = [{"id": 1, "row_id": 7, "text": "x", "label": "pos"}, {"id": 2, "row_id": "b", "text": "y"}]
     (tmp_path / "min.json").write_text(json.dumps(minimal))
     assert labelstudio.read_export(tmp_path / "min.json") == ([(1, "7", "pos")], ["b"])
+
+
+def test_the_strategy_can_come_from_a_finished_sweep_with_its_caveat(project, tmp_path):
+    d, _ = project
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [{"cell_id": f"{s}{f}{seed}", "pool": "real", "strategy": s, "fraction": f, "freeze": "pooler",
+             "seed": seed, "status": "ok", "val_accuracy": acc + 0.01 * seed}
+            for s, acc in (("random", 0.40), ("margin", 0.43), ("entropy", 0.41)) for f in (0, 1, 2) for seed in (0, 1)]
+    pd.DataFrame(rows).to_csv(results / "trials.csv", index=False)
+    best, caveat = labeling.strategy_from_results(results, "pooler")
+    assert best == "margin" and "+3.0 points over random" in caveat and "2 seed(s)" in caveat
+    result = _run("--project", d, "--results", results)
+    assert result.exit_code == 0, result.output
+    assert "strategy margin from" in result.output and "need not win on yours" in result.output
+    assert json.loads((d / "rounds" / "round-001" / "round.json").read_text())["strategy"] == "margin"

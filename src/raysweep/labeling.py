@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,34 @@ def load_project_config(project_dir: Path, overrides: list[str] | tuple[str, ...
         return from_dict(ProjectConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{path if path.exists() else 'project'}: {exc}") from None
+
+
+def strategy_from_results(results_dir: str | Path, freeze: str) -> tuple[str, str]:
+    """(strategy, caveat) from a finished sweep's trials.csv: the strategy with the highest mean
+    validation accuracy over its cells that added rows (fraction > 0, the project's freeze mode
+    when the sweep has it). The caveat says what the choice rests on, to be printed with it."""
+    from raysweep.analysis.results import read_trials
+
+    path = Path(results_dir) / "trials.csv"
+    if not path.exists():
+        raise DataError(f"{path}: no such file (name a finished sweep's results directory)")
+    ok = read_trials(path)
+    ok = ok[(ok["status"] == "ok") & (ok["fraction"] > 0) & (ok["pool"] == "real")]
+    if freeze in set(ok["freeze"]):
+        ok = ok[ok["freeze"] == freeze]
+    if ok["strategy"].nunique() < 2:
+        raise DataError(f"{path}: compares fewer than 2 strategies on the real pool; nothing to choose from")
+    means = ok.groupby("strategy")["val_accuracy"].mean().sort_values(ascending=False)
+    best = str(means.index[0])
+    seeds = ok.loc[ok["strategy"] == best, "seed"].nunique()
+    versus = (f"{100 * (means[best] - means['random']):+.1f} points over random"
+              if "random" in means.index and best != "random" else f"runner-up {means.index[1]} at "
+              f"{100 * means.iloc[1]:.1f}%")
+    caveat = (f"strategy {best} from {path}: mean validation accuracy {100 * means[best]:.1f}% ({versus}) over "
+              f"{seeds} seed(s) and freeze mode(s) {', '.join(sorted(set(ok['freeze'])))}, on that sweep's data. "
+              "A mean difference is not a significant one (see its report's paired intervals), and a strategy "
+              "that wins on one data set need not win on yours.")
+    return best, caveat
 
 
 # --------------------------------------------------------------------------- the project's rows
@@ -352,16 +381,36 @@ def activations(project: Project, use_ray: bool, log=print):
 
 def next_round(project: Project, use_ray: bool = True, log=print) -> Path:
     """Train on every labeled row, estimate accuracy, choose the next batch, write its files."""
-    cfg, classes = project.cfg, project.classes
+    if not ((project.labels < 0) & ~project.offered).any():  # before the encoder pass, not after it
+        raise DataError(f"{project.dir}: no row left to offer ({int((project.labels >= 0).sum())} labeled, "
+                        f"{int(((project.labels < 0) & project.offered).sum())} offered and not labeled)")
     start = time.perf_counter()
     acts = activations(project, use_ray, log)
     encoded_s = time.perf_counter() - start
+    with _one_thread():
+        return _choose(project, acts, encoded_s, use_ray, log)
+
+
+@contextmanager
+def _one_thread():
+    """Train and score the head on one torch thread. A head step is a few small matrix products:
+    a second thread only adds OpenMP spin-waits, and on a busy 2-core machine the 5-fold estimate
+    of the README's example took 289 s with two threads against 7.3 s with one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Path:
+    cfg, classes = project.cfg, project.classes
     labeled = np.flatnonzero(project.labels >= 0)
     pool = np.flatnonzero((project.labels < 0) & ~project.offered)
     n = min(cfg.batch, len(pool))
-    if n == 0:
-        raise DataError(f"{project.dir}: no row left to offer ({int((project.labels >= 0).sum())} labeled, "
-                        f"{int(((project.labels < 0) & project.offered).sum())} offered and not labeled)")
     rng = np.random.default_rng([cfg.seed, len(project.rounds), 1])
     y = project.labels[labeled]
     t0 = time.perf_counter()
@@ -447,11 +496,17 @@ def write_round(project: Project, rows: np.ndarray, probs: np.ndarray | None, sc
 
 
 def select(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), labels: str | Path | None = None,
-           sweep_file: str | None = None, use_ray: bool = True, log=print) -> Path:
+           sweep_file: str | None = None, results_dir: str | Path | None = None, use_ray: bool = True,
+           log=print) -> Path:
     """One step of the loop: merge returned `labels` (if given) into the open round, then write
-    the next round's batch. Everything is checked before any encoder pass or training."""
+    the next round's batch. Everything is checked before any encoder pass or training.
+    `results_dir`: take the strategy from a finished sweep (`strategy_from_results`)."""
     project_dir = Path(project_dir)
     cfg = load_project_config(project_dir, overrides, sweep_file)
+    if results_dir is not None:
+        best, caveat = strategy_from_results(results_dir, cfg.freeze)
+        cfg = load_project_config(project_dir, [*overrides, f"strategy={best}"], sweep_file)
+        log(caveat)
     project = load_project(project_dir, cfg)
     if labels is not None:  # checked whole before anything is written (read_returned)
         merge_labels(labels, project, log)
