@@ -183,3 +183,17 @@ def test_the_strategy_can_come_from_a_finished_sweep_with_its_caveat(project, tm
     assert result.exit_code == 0, result.output
     assert "strategy margin from" in result.output and "need not win on yours" in result.output
     assert json.loads((d / "rounds" / "round-001" / "round.json").read_text())["strategy"] == "margin"
+
+
+def test_settings_come_from_a_sweep_file_then_set(tmp_path):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("compare: {strategy: [margin], freeze: [last-linear, pooler]}\nrecipe: {epochs: 7}\n"
+                     "encoder: {max_length: 32}\n")
+    cfg = labeling.load_project_config(tmp_path, ["batch=9"], str(sweep))
+    assert (cfg.strategy, cfg.freeze, cfg.batch) == ("margin", "pooler", 9)  # two freeze modes: the project's own
+    assert cfg.recipe.epochs == 7 and cfg.encoder.max_length == 32
+    with pytest.raises(labeling.ConfigError, match="batch: must be at least 1"):
+        labeling.load_project_config(tmp_path, ["batch=0"])
+    (tmp_path / "project.yaml").write_text("batchsize: 3\n")
+    with pytest.raises(labeling.ConfigError, match="project.yaml: batchsize: unknown key"):
+        labeling.load_project_config(tmp_path)
