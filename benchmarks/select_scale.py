@@ -107,7 +107,18 @@ def main() -> None:
         make_project(d, args.rows, args.labeled, args.batch, args.freeze, encoder)
         cmd = [sys.executable, __file__, "--child", str(d), "--threads", str(args.threads)] + (
             ["--no-ray"] if args.no_ray else [])
-        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=os.environ).stdout
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=os.environ)
+        start = time.perf_counter()
+        while proc.poll() is None:  # the round's memory as it goes: a run cut short still shows its growth
+            time.sleep(30)
+            status = Path(f"/proc/{proc.pid}/status")
+            rss = next((ln.split()[1] for ln in status.read_text().splitlines() if ln.startswith("VmRSS:")), "?") \
+                if status.exists() else "?"
+            print(f"[{time.perf_counter() - start:6.0f} s] RSS {int(rss) // 1024 if rss != '?' else '?'} MB",
+                  file=sys.stderr, flush=True)
+        out = proc.stdout.read()
+        if proc.returncode:
+            raise SystemExit(f"the round failed (exit {proc.returncode})")
         result = json.loads(out.strip().splitlines()[-1])
     load = os.getloadavg()[0]
     where = f"in-process, {args.threads or 'default'} thread(s)" if args.no_ray else "Ray Data"
