@@ -91,7 +91,7 @@ BAD_DATA = {
     "empty text": ("empty.csv", lambda p: write_rows(p, with_row(0, ("train", "  ", 1))),
                    "row 2: empty text in column 'text'"),
     "unknown split": ("split.csv", lambda p: write_rows(p, with_row(3, ("holdout", "x y", 1))),
-                      "row 5: split 'test' is neither"),
+                      "row 5: split 'holdout' is not 'train', 'dev' or 'test'"),
     "no dev rows": ("nodev.csv", lambda p: write_rows(p, [r for r in GOOD_ROWS if r[0] == "train"]),
                     "needs both 'train' and 'dev' rows"),
     "missing column": ("cols.csv", lambda p: write_rows(p, GOOD_ROWS, ("split", "sentence", "label")),

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from raysweep.chosen import read_chosen
 from raysweep.config import load_sweep
 from raysweep.sweep import cell_id, cell_progress, expand, fixed_digest, run_sweep
 
@@ -50,6 +51,13 @@ def test_tiny_sweep_runs_resumes_and_grows(tmp_path, sst5_subset, ray_local):
         assert col in csv.columns
     assert sum(sum(r) for r in json.loads(csv["confusion"][0])) == 100
     assert (out / "sweep.yaml").exists()
+    # Every cell's chosen rows are on record: none for fraction 0, |labeled| pool rows for fraction 1.
+    chosen_rows, rows_table = read_chosen(out)
+    assert set(chosen_rows["cell_id"]) == set(table.loc[table["fraction"] > 0, "cell_id"])
+    assert len(chosen_rows) == 2 * n_labeled and chosen_rows["score"].isna().all()  # random: no scores
+    assert len(rows_table) == len(train) and not rows_table.loc[chosen_rows["row"], "labeled"].any()
+    assert sorted(p.name for p in (out / "chosen").iterdir() if not p.name.startswith("rows-")) == sorted(
+        f"{i}.parquet" for i in table["cell_id"])
 
     # Running again runs nothing: every cell is done.
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}

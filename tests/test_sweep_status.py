@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -19,7 +20,7 @@ from raysweep import sweep
 from raysweep.cli import main
 from raysweep.config import load_sweep
 from raysweep.storage import Output
-from raysweep.train import Cell
+from raysweep.train import Cell, Chosen
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,10 +102,11 @@ def test_a_trial_marks_its_cell_running_until_its_record_is_written(tmp_path, mo
     def fake_trial(cell, inputs, recipe, selection):
         seen["marker"] = json.loads((tmp_path / "cells" / "c1.running").read_text())
         seen["running"] = sweep.running_cells(out)
-        return {"val_accuracy": 0.5}
+        return {"val_accuracy": 0.5}, Chosen.empty()
 
-    monkeypatch.setattr(sweep, "run_trial", fake_trial)
-    monkeypatch.setattr(sweep, "trial_inputs", lambda context, variant, pool="real": None)
+    monkeypatch.setattr(sweep, "run_trial_rows", fake_trial)
+    monkeypatch.setattr(sweep.chosen, "write_cell", lambda *a: None)
+    monkeypatch.setattr(sweep, "trial_inputs", lambda context, variant, pool="real": SimpleNamespace(train_labels=None))
     record = sweep.run_cell(Cell("real", "random", 1.0, "last-linear", 0), "c1", {"recipe": {}}, out)
     assert seen["running"] == {"c1"}
     assert seen["marker"]["host"] == socket.gethostname() and seen["marker"]["pid"] == os.getpid()

@@ -219,6 +219,33 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
             click.echo(f"trainable parameters ({encoder}): " + ", ".join(f"{f} {n:,}" for f, n in per_freeze.items()))
 
 
+@main.command(name="select")
+@click.option("--project", "project_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Project directory: unlabeled.csv, optionally labeled.csv and project.yaml, and rounds/.")
+@click.option("--labels", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="The last batch's labels: CSV/JSONL/Parquet with id and label, or a Label Studio JSON export.")
+@click.option("--sweep", "sweep_file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Take encoder, recipe, selection (and a single strategy / freeze mode) from this sweep file.")
+@click.option("--results", "results_dir", default=None, type=click.Path(file_okay=False, exists=True),
+              help="Take the strategy from a finished sweep's results directory (its caveat is printed).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a project setting (repeatable), e.g. --set strategy=margin --set batch=100.")
+@click.option("--undo", is_flag=True, help="Take the last round back (its labels, or its batch); nothing is deleted.")
+@click.option("--no-ray", is_flag=True, help="Encode and score in this process even for a large pool.")
+def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, no_ray) -> None:
+    """Write the next batch to label for a project; with --labels, merge the last batch's labels first."""
+    from raysweep import labeling
+
+    try:
+        if undo:
+            labeling.undo(project_dir, log=click.echo)
+            return
+        labeling.select(project_dir, overrides, labels=labels, sweep_file=sweep_file, results_dir=results_dir,
+                        use_ray=not no_ray, log=click.echo)
+    except RaysweepError as exc:
+        _fail(exc)
+
+
 @main.command()
 def strategies() -> None:
     """List the registered data-selection strategies, one line each."""

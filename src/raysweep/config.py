@@ -12,9 +12,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from raysweep.llm.config import LLMConfig
-from raysweep.loader import ConfigError, apply_overrides, describe, from_dict, read_yaml_file, require, to_dict
+from raysweep.loader import (
+    ConfigError,
+    apply_overrides,
+    describe,
+    from_dict,
+    read_yaml_file,
+    require,
+    to_dict,
+)
 
 __all__ = ["ConfigError", "SweepConfig", "apply_overrides", "from_dict", "load_sweep", "parse_freeze", "to_dict"]
 
@@ -300,6 +309,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     This checks the file alone; `raysweep.preflight` checks it against the data, the encoder
     and the machine before any work.
     """
+    return load_config(SweepConfig, path, overrides)
+
+
+def load_config(cls: type, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Read a YAML file of the dataclass `cls` (a sweep, a `raysweep select` project), apply
+    `--set` overrides, validate; every error is one line (one per problem) naming the file and the key."""
     path = Path(path)
     data = read_yaml_file(path)
     if data is None:
@@ -308,6 +323,6 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raise ConfigError(f"{path}: the top level must be a mapping")
     data = apply_overrides(data, list(overrides))
     try:
-        return from_dict(SweepConfig, data)
+        return from_dict(cls, data)
     except ConfigError as exc:
         raise ConfigError("\n".join(f"{path}: {line}" for line in str(exc).splitlines())) from None

@@ -225,13 +225,13 @@ class Output:
     @_one_line_errors("copy results from")
     def fetch_results(self, local: Path) -> Path:
         """Copy what `raysweep analyze` reads (analysis/results.py) into the local directory `local`:
-        trials.csv, sweep.yaml, generation/ and diagnostics/; not cells/, tune/ or the cache."""
+        trials.csv, sweep.yaml, generation/, diagnostics/ and chosen/; not cells/, tune/ or the cache."""
         local.mkdir(parents=True, exist_ok=True)
         for name in ("trials.csv", "sweep.yaml"):
             text = self.read_text(name)
             if text is not None:
                 (local / name).write_text(text)
-        for folder in ("generation", "diagnostics"):
+        for folder in ("generation", "diagnostics", "chosen"):
             self.fetch_tree(folder, local / folder, marker=None)
         return local
 

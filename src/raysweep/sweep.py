@@ -6,6 +6,7 @@ Layout of an output directory:
     cells/<id>.running  a cell a trial is running now: host, pid, start time; rewritten every
                       HEARTBEAT_S while it runs and removed once cells/<id>.json is written
     tune/             Ray Tune's own experiment directory
+    chosen/           the rows each cell added, with score and rank (chosen.py)
     cache/            cached frozen activations (unless `cache_dir` points elsewhere); for a URI
                       output, a copy of the entries the trials need, which each node fetches into
                       its own disk cache (storage.py)
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raysweep import augment, console, scoring, strategies
+from raysweep import augment, chosen, console, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, parse_lora, to_dict
 from raysweep.data import load_splits
@@ -44,7 +45,7 @@ from raysweep.encoders import cache_home
 from raysweep.hashing import json_digest
 from raysweep.runtime import start_ray
 from raysweep.storage import Output, StorageError, fetch_entry, node_lock, refuse_credentials
-from raysweep.train import Cell, TrialInputs, run_trial
+from raysweep.train import Cell, TrialInputs, run_trial_rows
 
 # A trial rewrites its cells/<id>.running every HEARTBEAT_S; a marker older than STALE_S is a trial
 # that died with its node (nothing else removes the marker then), so it no longer counts as running.
@@ -241,6 +242,7 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
         "num_classes": cfg.data.num_classes,
         "artifacts": artifacts,  # by Cell.variant (+ "|generated" for the LLM pools)
         "recipe": to_dict(cfg.recipe),
+        "train_texts": texts["train"],  # for chosen/'s rows table; run_sweep takes it out before the trials
     }
     if generated is not None:
         context["generated_labels"] = {"llm": generated["llm_label"].to_numpy(dtype=np.int64),
@@ -348,8 +350,11 @@ def run_cell(cell: Cell, cid: str, context: dict, out: Output) -> dict:
         start = time.perf_counter()
         record = {"cell_id": cid, "cell": asdict(cell)}
         try:
-            metrics = run_trial(cell, trial_inputs(context, cell.variant, cell.pool), RecipeConfig(**context["recipe"]),
-                                SelectionConfig(**context.get("selection", {})))
+            inputs = trial_inputs(context, cell.variant, cell.pool)
+            metrics, rows = run_trial_rows(cell, inputs, RecipeConfig(**context["recipe"]),
+                                           SelectionConfig(**context.get("selection", {})))
+            # Before the cell's record: a cell that counts as finished has its chosen rows on record.
+            chosen.write_cell(out, cid, rows, inputs.train_labels, context.get("fixed"))
             metrics["wall_s"] = round(time.perf_counter() - start, 4)
             record.update(status="ok", metrics=metrics)
         except Exception as exc:  # noqa: BLE001 - recorded with its message, shown in trials.csv
@@ -489,7 +494,9 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         t0 = time.perf_counter()
         context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log,
                           generated=generated.rows if generated else None)
-        context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir))
+        context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir), fixed=fixed_digest(cfg))
+        chosen.write_rows_table(out, context["fixed"], context.pop("train_texts"), context["train_labels"],
+                                context["labeled"])
         # Publish before the first remote work that reads the entries, collect after the work
         # that makes scoring models and scores (their states come back to this driver's cache).
         if out.is_uri:

@@ -76,12 +76,22 @@ def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
     return int(round(min(fraction * n_labeled, pool_size)))
 
 
-def select_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = None,
-                selection: SelectionConfig | None = None, log=None) -> np.ndarray:
-    """Positions into train of the rows this trial adds to `labeled`, sorted.
+@dataclass
+class Chosen:
+    """The rows a trial added, in the order its strategy picked them (what chosen/ records)."""
 
-    Sorted because the trained model should depend on which rows were added, not on the order
-    a strategy ranked them in: every strategy that adds the whole pool then trains the same model.
+    rows: np.ndarray  # positions into train, pick order
+    scores: np.ndarray  # the strategy's score of each pick when it ranked them; NaN for random / greedy picks
+    steps: np.ndarray  # the acquisition step (0 .. rounds-1) each row was picked in
+
+    @classmethod
+    def empty(cls) -> Chosen:
+        return cls(np.empty(0, dtype=np.int64), np.empty(0), np.empty(0, dtype=np.int64))
+
+
+def choose_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = None,
+                selection: SelectionConfig | None = None, log=None) -> Chosen:
+    """The rows this trial adds to `labeled`, in pick order, with their scores and steps.
 
     A model-based strategy ranks the pool by the model trained on `labeled` with this trial's
     freeze mode, recipe and seed (shared through `inputs.cache_dir` by every fraction and every
@@ -90,28 +100,46 @@ def select_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
     """
     selection = selection or SelectionConfig()
     strategy = strategies.get(cell.strategy).configure(selection)
-    pool_rows = inputs.pool_rows
-    n = rows_to_add(cell.fraction, len(inputs.labeled), len(pool_rows))
-    if n == len(pool_rows):  # no choice to make: every strategy adds the whole pool, no scoring needed
-        return np.sort(pool_rows)
+    pool = inputs.pool_rows
+    n = rows_to_add(cell.fraction, len(inputs.labeled), len(pool))
+    if n == len(pool):  # no choice to make: every strategy adds the whole pool, no scoring needed
+        return Chosen(np.asarray(pool, dtype=np.int64), np.full(n, np.nan), np.zeros(n, dtype=np.int64))
     rng = np.random.default_rng([cell.seed, 1])  # the selection stream
     if not strategy.needs or n == 0:
-        return np.sort(pool_rows[strategy(strategies.PoolView(size=len(pool_rows)), n, rng)])
+        picked, scores = strategy.ranked(strategies.PoolView(size=len(pool)), n, rng)
+        return Chosen(pool[picked], _or_nan(scores, len(picked)), np.zeros(len(picked), dtype=np.int64))
     if recipe is None:
         raise ValueError(f"strategy {cell.strategy!r} trains a model to score the pool: select_rows needs the recipe")
     acts, labels = inputs.train_acts, inputs.train_labels
-    chosen = np.empty(0, dtype=np.int64)
-    remaining = pool_rows
-    for step in (len(s) for s in np.array_split(np.arange(n), min(selection.rounds, n))):
-        rows = np.concatenate([inputs.labeled, np.sort(chosen)])  # the rows the trial itself would train on
+    chosen, scored, steps = [], [], []
+    remaining = pool
+    for i, step in enumerate(len(s) for s in np.array_split(np.arange(n), min(selection.rounds, n))):
+        so_far = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
+        rows = np.concatenate([inputs.labeled, np.sort(so_far)])  # the rows the trial itself would train on
         model = scoring.trained_model(acts, rows, labels[rows], inputs.num_classes, recipe, cell.seed, inputs.cache_dir,
                                       lora=inputs.lora)
         view = scoring.pool_view(strategy.needs, model, acts, remaining, rows, labels[rows], selection, cell.seed,
                                  cache_dir=inputs.cache_dir, log=log)
-        picked = strategy(view, step, rng)
-        chosen = np.concatenate([chosen, remaining[picked]])
+        picked, scores = strategy.ranked(view, step, rng)
+        chosen.append(remaining[picked])
+        scored.append(_or_nan(scores, len(picked)))
+        steps.append(np.full(len(picked), i, dtype=np.int64))
         remaining = np.delete(remaining, picked)
-    return np.sort(chosen)
+    return Chosen(np.concatenate(chosen), np.concatenate(scored), np.concatenate(steps))
+
+
+def _or_nan(scores: np.ndarray | None, n: int) -> np.ndarray:
+    return np.full(n, np.nan) if scores is None else np.asarray(scores, dtype=np.float64)
+
+
+def select_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = None,
+                selection: SelectionConfig | None = None, log=None) -> np.ndarray:
+    """Positions into train of the rows this trial adds to `labeled`, sorted (see `choose_rows`).
+
+    Sorted because the trained model should depend on which rows were added, not on the order
+    a strategy ranked them in: every strategy that adds the whole pool then trains the same model.
+    """
+    return np.sort(choose_rows(cell, inputs, recipe, selection, log).rows)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, lengths: np.ndarray | None = None):
@@ -235,8 +263,15 @@ def build_model(acts: Activations, num_classes: int, recipe: RecipeConfig, seed:
 
 def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: SelectionConfig | None = None) -> dict:
     """Select, train, evaluate. Returns the metrics of one row of trials.csv."""
+    return run_trial_rows(cell, inputs, recipe, selection)[0]
+
+
+def run_trial_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig,
+                   selection: SelectionConfig | None = None) -> tuple[dict, Chosen]:
+    """`run_trial`, also returning the rows it added in pick order (the sweep records them)."""
     start = time.perf_counter()
-    added = select_rows(cell, inputs, recipe, selection)
+    chosen = choose_rows(cell, inputs, recipe, selection)
+    added = np.sort(chosen.rows)
     select_s = time.perf_counter() - start
     rows = np.concatenate([inputs.labeled, added])
     labels = inputs.train_labels[rows]
@@ -271,4 +306,4 @@ def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: 
         "train_s": round(train_s, 4),
         "eval_s": round(eval_s, 4),
         "trial_s": round(time.perf_counter() - start, 4),
-    }
+    }, chosen

@@ -325,13 +325,18 @@ def label_confusion(generated: pd.DataFrame, out_dir: Path, class_names: list[st
 def label_distribution(real_labels: pd.Series, generated: pd.DataFrame, out_dir: Path,
                        class_names: list[str] | None = None, name: str = "label_distribution") -> Path:
     """Share of each class in the real pool and in the generated rows (Fig. 5)."""
+    sources = [("real", real_labels.dropna()), ("generated (LLM label)", generated["llm_label"].dropna()),
+               ("generated (teacher label)", generated["teacher_label"].dropna())]
+    return class_shares(sources, out_dir, class_names, "Label distribution: real vs generated", name)
+
+
+def class_shares(sources: list[tuple[str, pd.Series]], out_dir: Path, class_names: list[str] | None, title: str,
+                 name: str, xlabel: str = "class") -> Path:
+    """Bars of each class's share of the labels of each (source, labels), side by side per class."""
     parts = []
-    sources = [("real", real_labels.dropna())]
-    sources.append(("generated (LLM label)", generated["llm_label"].dropna()))
-    sources.append(("generated (teacher label)", generated["teacher_label"].dropna()))
     order = None
     for source, labels in sources:
-        names, order_here = label_names(labels, class_names)
+        names, order_here = label_names(labels.reset_index(drop=True), class_names)
         order = order or order_here
         share = names.value_counts(normalize=True)
         parts.append(pd.DataFrame({"class": share.index, "share": share.to_numpy(),
@@ -341,11 +346,11 @@ def label_distribution(real_labels: pd.Series, generated: pd.DataFrame, out_dir:
     with _style():
         fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(order) + 2), 3.8))
         sns.barplot(data=data, x="class", y="share", hue="source", order=order, ax=ax)
-        ax.set_xlabel("class")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("share of rows")
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        ax.set_title("Label distribution: real vs generated", fontsize="medium")
+        ax.set_title(title, fontsize="medium")
         return _save(fig, out_dir, name)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep.analysis import compare, figures, findings, stats, tables
+from raysweep.analysis import compare, figures, findings, selection, stats, tables
 from raysweep.analysis.document import Doc
 from raysweep.analysis.results import Results, ResultsError, combined_trials, load_many
 from raysweep.analysis.tables import pct_ci, value_str
@@ -141,6 +141,7 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = compare.LA
         run.doc.heading(f"`{png.stem}`", level=3)
         run.doc.figure(png, caption)
     detail_tables(run, extras)
+    selection.section(run)  # the rows each strategy chose (analysis/selection.py)
     failed_trials(run)
     skipped_figures(run)
     reproduce(run)

@@ -68,16 +68,29 @@ class Strategy:
 
     def __call__(self, view: PoolView, n: int, rng: np.random.Generator) -> np.ndarray:
         """Check `n` against the pool, then select: `n` distinct pool indices, best first."""
+        return self.ranked(view, n, rng)[0]
+
+    def ranked(self, view: PoolView, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """What `__call__` selects, with each pick's score (higher is picked first), or None for a
+        strategy that builds its batch without one (random, the greedy diversity strategies).
+
+        The scores go on record beside the chosen rows (sweep.py's chosen/); the same random
+        stream is drawn as by `__call__`, so the picks are identical."""
         if n < 0:
             raise ValueError(f"{self.name}: cannot select {n} rows")
         if n > view.size:
             raise PoolExhaustedError(f"{self.name}: asked for {n} rows but the pool has {view.size}")
         if n == 0:
-            return np.empty(0, dtype=np.int64)
+            return np.empty(0, dtype=np.int64), None
         missing = [need for need in sorted(self.needs) if getattr(view, need, None) is None]
         if missing:
             raise ValueError(f"{self.name}: the pool view lacks {', '.join(missing)}")
-        return np.asarray(self.select(view, n, rng), dtype=np.int64)
+        picked, scores = self.select_scored(view, n, rng)
+        return np.asarray(picked, dtype=np.int64), scores
+
+    def select_scored(self, view: PoolView, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """`select` and the picks' scores; strategies without a per-row score keep this default."""
+        return self.select(view, n, rng), None
 
 
 class RankingStrategy(Strategy):
@@ -92,12 +105,16 @@ class RankingStrategy(Strategy):
         raise NotImplementedError
 
     def select(self, view, n, rng):
+        return self.select_scored(view, n, rng)[0]
+
+    def select_scored(self, view, n, rng):
         scores = np.asarray(self.scores(view), dtype=np.float64)
         if scores.shape != (view.size,):
             raise ValueError(f"{self.name}: {scores.shape} scores for a pool of {view.size}")
         tie = rng.permutation(view.size)
         # lexsort sorts by the last key first: descending score, then the seeded order.
-        return np.lexsort((tie, -scores))[:n]
+        picked = np.lexsort((tie, -scores))[:n]
+        return picked, scores[picked]
 
 
 REGISTRY: dict[str, Strategy] = {}
