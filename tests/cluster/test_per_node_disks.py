@@ -151,7 +151,7 @@ data: {{path: {sst5_subset}}}
 encoder: {{name: {tiny_bert}, max_length: 32}}
 recipe: {{epochs: 1}}
 resources: {{cpus_per_trial: 1}}
-llm: {{base_url: {server.base_url}, model: fake-model, n_rows: 20, samples_per_call: 5, concurrency: 2,
+llm: {{base_url: {server.base_url}, api_key_env: none, model: fake-model, n_rows: 20, samples_per_call: 5, concurrency: 2,
       retry_backoff: 0.01, timeout: 10}}
 teacher: {{freeze: pooler, epochs: 1}}
 """)
