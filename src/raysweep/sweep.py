@@ -441,6 +441,9 @@ def check_output(output: str | Path) -> None:
                            "every trial's runtime environment, which Ray logs in clear; put the keys in "
                            "~/.aws/credentials (AWS_PROFILE picks a profile) or use an instance profile "
                            "(docs/cluster.md#secrets)")
+    out = Output(output)
+    if out.is_uri:  # an unreachable or denied store is one line now, not after the log file's first line
+        out.exists("sweep.yaml")
 
 
 def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, retry_failed: bool = False,
