@@ -14,7 +14,7 @@ import click
 
 from raysweep import console
 from raysweep.config import load_sweep
-from raysweep.errors import RaysweepError
+from raysweep.errors import RaysweepError, first_line
 
 # Exit codes: 2 bad input (nothing was done), 3 a run that finished with failed cells.
 EXIT_BAD_INPUT = 2
@@ -79,7 +79,7 @@ def _logged(command: str, output: str, name: str, verbosity: int, address: str |
                 raise  # its message is the one line the user needs
             except Exception as exc:  # noqa: BLE001 - a bug: its traceback goes to the log, a pointer to the terminal
                 session.to_log(traceback.format_exc())
-                raise _Unexpected(f"unexpected {type(exc).__name__}: {_first_line(exc)}; "
+                raise _Unexpected(f"unexpected {type(exc).__name__}: {first_line(exc)}; "
                                   f"the traceback is in {path}") from None
             finally:
                 stop_ray()
@@ -89,12 +89,8 @@ def _logged(command: str, output: str, name: str, verbosity: int, address: str |
                 out.mkdir("logs")
                 out.write_text(f"logs/{filename}", path.read_text(encoding="utf-8"))
             except (OSError, RaysweepError) as exc:
-                click.echo(f"warning: could not copy the log to {out.show('logs')}: {_first_line(exc)}", err=True)
+                click.echo(f"warning: could not copy the log to {out.show('logs')}: {first_line(exc)}", err=True)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _verbosity_options(f):
@@ -127,7 +123,7 @@ def run(sweep_file, output, overrides, address, retry_failed, shared_output, ver
     try:
         # Before the log file: bad input is one line (or one per problem), nothing written.
         cfg, _ = _load_checked(sweep_file, overrides, address=address)
-        check_output(output)
+        check_output(output, probe=True)
         with _logged("run", output, cfg.name, verbosity, address):
             table = run_sweep(cfg, output, address=address, retry_failed=retry_failed, log=console.line,
                               shared_output=shared_output)

@@ -12,3 +12,10 @@ from __future__ import annotations
 
 class RaysweepError(Exception):
     """A user-facing error: its message is one line the CLI prints as it is."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (its type name if it has none): what a one-line error
+    may quote of an error from a library, whose message can run to many lines."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

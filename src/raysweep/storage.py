@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pyarrow.fs as pafs
 from filelock import FileLock
 
-from raysweep.errors import RaysweepError
+from raysweep.errors import RaysweepError, first_line
 
 SCHEMES = ("s3://", "gs://", "gcs://", "file://", "hdfs://", "abfs://", "abfss://")
 
@@ -93,10 +93,6 @@ def scrub(message: str, uri: str) -> str:
     return message
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
 
 def _one_line_errors(verb: str):
     """Method decorator: an OSError from the filesystem (a region that cannot be resolved, an
@@ -110,7 +106,7 @@ def _one_line_errors(verb: str):
             except OSError as exc:
                 what = f" {args[0]}" if args and isinstance(args[0], str) and args[0] else ""
                 raise StorageError(f"output {self.uri}: cannot {verb}{what} "
-                                   f"({scrub(_first_line(exc), self.spec)})") from None
+                                   f"({scrub(first_line(exc), self.spec)})") from None
         return call
     return wrap
 
@@ -136,7 +132,7 @@ class Output:
                 # typo in the bucket or a denied HeadBucket fail now, as OSError.
                 self.fs, path = pafs.FileSystem.from_uri(text)
             except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
-                raise StorageError(f"output {shown}: {scrub(_first_line(exc), text)}") from None
+                raise StorageError(f"output {shown}: {scrub(first_line(exc), text)}") from None
             self.root = path.rstrip("/")
             if not self.root:
                 raise StorageError(f"output {shown}: names no bucket or directory after the scheme")

@@ -430,7 +430,7 @@ def _tune_trainable(config: dict, context: dict, cells: dict, output: str, threa
 # --------------------------------------------------------------------------- running
 
 
-def check_output(output: str | Path) -> None:
+def check_output(output: str | Path, probe: bool = False) -> None:
     """Refuse an output whose credentials a run would leak (a StorageError, one line), before any
     work: the CLI calls it before it opens the run's log file, run_sweep again for library users."""
     # Tune pickles its storage filesystem, keys and all, into tuner.pkl and its state files.
@@ -442,7 +442,7 @@ def check_output(output: str | Path) -> None:
                            "~/.aws/credentials (AWS_PROFILE picks a profile) or use an instance profile "
                            "(docs/cluster.md#secrets)")
     out = Output(output)
-    if out.is_uri:  # an unreachable or denied store is one line now, not after the log file's first line
+    if probe and out.is_uri:  # the CLI: an unreachable or denied store is one line before the log file's line
         out.exists("sweep.yaml")
 
 
