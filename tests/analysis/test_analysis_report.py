@@ -313,3 +313,18 @@ def test_a_freeze_mode_short_of_the_largest_fraction_still_gets_its_confusion_pa
     partial = ok[~((ok.freeze == "pooler") & (ok.fraction == 2))]  # a sweep still running its pooler cells
     assert figures.val_confusion(partial, tmp_path).is_file()
 
+
+
+@pytest.mark.parametrize("text, says", [
+    ("a: &x 1\nb: *x\n", "YAML aliases"),
+    ("name: [unclosed\n", "is not valid YAML"),
+])
+def test_a_results_sweep_yaml_is_read_by_the_one_loader(tmp_path, text, says):
+    from raysweep.analysis.results import ResultsError
+
+    results = write_trials(tmp_path / "r")
+    (results / "sweep.yaml").write_text(text)
+    with pytest.raises(ResultsError, match=says) as info:
+        analyze([results], tmp_path / "out")
+    assert "\n" not in str(info.value) and str(results / "sweep.yaml") in str(info.value)
+    assert not (tmp_path / "out").exists()

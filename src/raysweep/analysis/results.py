@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 
 from raysweep.errors import RaysweepError
+from raysweep.loader import ConfigError, read_yaml_file
 
 class ResultsError(RaysweepError, ValueError):
     """A results file that exists but cannot be read as the contract says; names the file."""
@@ -100,7 +101,12 @@ def _load(d: Path) -> Results:
     res = Results(dir=d, name=d.name)
 
     if (d / "sweep.yaml").is_file():
-        res.config = yaml.safe_load((d / "sweep.yaml").read_text()) or {}
+        # The one loader: a results directory is input like any other (it may come from elsewhere),
+        # so the same size, binary and alias rules apply as to a sweep file.
+        try:
+            res.config = read_yaml_file(d / "sweep.yaml") or {}
+        except ConfigError as exc:
+            raise ResultsError(str(exc)) from None
         if not isinstance(res.config, dict):
             raise ResultsError(f"{d / 'sweep.yaml'}: the top level must be a mapping")
         res.name = str(res.config.get("name") or d.name)
