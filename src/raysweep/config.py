@@ -91,6 +91,12 @@ def parse_freeze(name: str) -> tuple[int, bool]:
     raise ConfigError(f"{name!r} is not a freeze mode ({', '.join(FREEZE_MODES)}, top-K, lora or lora-rR-kK[-ffn])")
 
 
+def _trained_part(name: str) -> tuple:
+    """What freeze mode `name` trains, whatever its spelling: equal for modes that train the same model."""
+    lora = parse_lora(name)
+    return ("lora", lora) if lora else ("full", parse_freeze(name))
+
+
 @dataclass
 class DataConfig:
     path: str | None = None  # CSV / Parquet / JSONL; None: the SST-5 copy shipped in the package
@@ -179,11 +185,16 @@ class CompareConfig:
             require(pool in POOLS, f"pool[{i}]: {pool!r} is not one of {', '.join(POOLS)}")
         for i, frac in enumerate(self.fraction):
             require(frac >= 0, f"fraction[{i}]: must be 0 or more (x |labeled| rows are added)")
+        trains: dict[tuple, int] = {}
         for i, name in enumerate(self.freeze):
             try:
-                parse_freeze(name)
+                same = trains.setdefault(_trained_part(name), i)
             except ConfigError as exc:
                 raise ConfigError(f"freeze[{i}]: {exc}") from None
+            # Two spellings of one mode (`lora` and `lora-r8-k1`, `last-attention` and `top-1`) would
+            # train every cell twice under two names and compare a mode with itself.
+            require(same == i, f"freeze[{i}]: {name!r} trains the same model as freeze[{same}] "
+                               f"{self.freeze[same]!r}; keep one of them")
         from raysweep.strategies import REGISTRY
 
         for i, name in enumerate(self.strategy):
