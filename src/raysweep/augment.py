@@ -176,6 +176,26 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
     return Generated(rows, summary, gen_dir)
 
 
+def llm_estimate(cfg: SweepConfig, gen_dir: Path | None = None):
+    """The calls, tokens and dollars `cfg.llm` would still spend (llm/estimate.py), counting the
+    replies already in `gen_dir`'s store; nothing is called or started."""
+    from raysweep.llm.estimate import estimate
+    from raysweep.llm.store import STORE_NAME, ResponseStore
+
+    splits = load_splits(cfg.data, cfg.split)
+    stored = ResponseStore(gen_dir / STORE_NAME).load() if gen_dir is not None else []
+    return estimate(cfg.llm, examples_for(splits), cfg.data.class_names, stored)
+
+
+def cancel_generation(cfg: SweepConfig, gen_dir: Path, log=print) -> dict:
+    """`raysweep generate --cancel`: stop the open batches, keep what they finished in the store."""
+    from raysweep.llm.generate import generate
+
+    splits = load_splits(cfg.data, cfg.split)
+    return generate(cfg.llm, examples_for(splits), splits.val["text"].tolist(), gen_dir,
+                    class_names=cfg.data.class_names, say=log, cancel=True).summary
+
+
 def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: str | Path, use_ray: bool = True,
             log=print, out: Output | None = None) -> dict:
     """Train the teacher on every real train row and label `gen_texts` with it.

@@ -103,9 +103,6 @@ def _jsonl(text: str) -> list[dict]:
 class BatchRunner:
     def __init__(self, cfg, endpoint, out_dir: Path, params: dict, stored: Callable[[int], bool],
                  spent_usd: float = 0.0, wait: bool = True, note: Callable[[str], None] = lambda text: None):
-        if endpoint.kind == "embedded":
-            raise BatchError("llm.mode: batch needs a provider's Batch API; the embedded server has none "
-                             "(give llm.base_url or a key, or use mode: online)")
         self.cfg, self.endpoint, self.params, self.stored = cfg, endpoint, params, stored
         self.wait, self.note = wait, note
         key = endpoint.key.read() if endpoint.key is not None else None

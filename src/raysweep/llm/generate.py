@@ -289,11 +289,15 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
         raise GenerationError(str(exc)) from None
 
 
-def check_budget(cfg: LLMConfig, model: str) -> None:
-    """A cap on a model the price table does not know cannot be kept: refused before any call."""
-    if cfg.max_cost_usd is not None and cfg.price_for(model) is None:
-        raise GenerationError(f"llm.max_cost_usd: {model} has no price in llm.prices, so the budget cannot be "
-                              f"kept; add llm.prices.{model} (dollars per 1M tokens)")
+def check_endpoint(cfg: LLMConfig, endpoint: Endpoint) -> None:
+    """What the endpoint rules out, refused before any call: a budget on a model the price table
+    does not know (it could not be kept), batch mode on the embedded server (no Batch API)."""
+    if cfg.max_cost_usd is not None and cfg.price_for(endpoint.model) is None:
+        raise GenerationError(f"llm.max_cost_usd: {endpoint.model} has no price in llm.prices, so the budget cannot "
+                              f"be kept; add llm.prices.{endpoint.model} (dollars per 1M tokens)")
+    if cfg.mode == "batch" and endpoint.kind == "embedded":
+        raise GenerationError("llm.mode: batch needs a provider's Batch API; the embedded server has none "
+                              "(give llm.base_url or a key, or use mode: online)")
 
 
 class RunProgress:
@@ -337,7 +341,7 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
     check_examples(examples, len(class_names))
     val_texts = list(val_texts)
     endpoint = choose_endpoint(cfg)
-    check_budget(cfg, endpoint.model)
+    check_endpoint(cfg, endpoint)
     template = load_template(cfg.template) if cfg.template else DEFAULT_TEMPLATE
     # What makes a stored reply answer *this* config's call n. Limits, concurrency, prices and
     # the URL may change between runs; these may not.
