@@ -313,3 +313,17 @@ def test_a_freeze_mode_short_of_the_largest_fraction_still_gets_its_confusion_pa
     partial = ok[~((ok.freeze == "pooler") & (ok.fraction == 2))]  # a sweep still running its pooler cells
     assert figures.val_confusion(partial, tmp_path).is_file()
 
+
+
+def test_a_short_llm_pool_is_said_in_the_findings():
+    from types import SimpleNamespace
+
+    from raysweep.analysis.report import short_pools
+
+    short = SimpleNamespace(name="llm-small", generation={"complete": False, "rows_kept": 120, "rows_target": 300,
+                                                          "stopped": "budget", "cost_usd": 0.5})
+    full = SimpleNamespace(name="other", generation={"complete": True, "rows_kept": 300, "rows_target": 300})
+    assert short_pools([short, full, SimpleNamespace(name="real-only", generation=None)]) == [
+        "**The LLM pool is short** (llm-small): generation stopped at its budget (llm.max_cost_usd), keeping 120 of "
+        "the 300 rows asked for ($0.5000 spent); the `llm` and `llm_teacher` cells added at most 120 rows (their "
+        "`n_added`)."]
