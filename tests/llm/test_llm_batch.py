@@ -75,7 +75,7 @@ def test_failed_and_expired_requests_go_in_a_new_batch(fake_openai, batch_cfg, e
     assert sorted(r["request_id"] for r in stored(tmp_path)) == [0, 1, 2, 3]
     assert [r["batch_id"] for r in sorted(stored(tmp_path), key=lambda r: r["request_id"])] == [
         "batch_0", "batch_1", "batch_0", "batch_1"]
-    assert result.summary["retries"] == {"resubmitted": 2} or result.summary["retries"] == {}
+    assert (result.summary["batches_created"], result.summary["requests_resubmitted"]) == (2, 2)
 
 
 def test_requests_that_keep_failing_end_the_run_in_one_line(fake_openai, batch_cfg, examples, val_texts, tmp_path):

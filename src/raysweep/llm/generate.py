@@ -474,6 +474,8 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         "resumed_from": stored_before,
         "retries": {k.removeprefix("retried_"): v for k, v in sorted(counts.items()) if k.startswith("retried_")},
         "actor_restarts": counts["actor_restarts"],
+        **({"batches_created": counts["batches"], "requests_resubmitted": counts["resubmitted"]}
+           if cfg.mode == "batch" else {}),
         "elapsed_s": round(time.monotonic() - started, 2),
     }
     say(summary_line(summary))
