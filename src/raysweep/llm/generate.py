@@ -317,8 +317,8 @@ class RunProgress:
         self.usd += record.get("cost_usd") or 0.0
         self.waited_s += record.get("waited_s", 0.0)
         self.kept = kept
+        self.show()  # before the count moves: the bar redraws on update, with this detail
         self.bar.update(1)
-        self.show()
 
     def set_note(self, text: str) -> None:
         self.note = text
