@@ -10,6 +10,11 @@ only for those, and turns the store into rows.
 
 A call is numbered (`request_id`) and its prompt is a pure function of that number and the
 config, so "what is missing" is simply "which numbers are not in the store".
+
+Each round of missing calls goes either to the actor pool (online) or to one provider batch
+(`llm.mode: batch`, batch.py); both store replies the same way, both stop cleanly at
+`llm.max_cost_usd` (budget.py: every call reserves its worst case first), and the progress bar
+shows calls, rows kept, tokens, dollars and time waited on the limiter (`RunProgress`).
 """
 
 from __future__ import annotations
@@ -337,11 +342,11 @@ RECOUNT_EVERY_S = 2.0
 def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: Path,
               class_names, say: Callable[[str], None], wait: bool, cancel: bool) -> GenerationResult:
     started = time.monotonic()
-    out_dir.mkdir(parents=True, exist_ok=True)
     check_examples(examples, len(class_names))
     val_texts = list(val_texts)
     endpoint = choose_endpoint(cfg)
-    check_endpoint(cfg, endpoint)
+    check_endpoint(cfg, endpoint)  # before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
     template = load_template(cfg.template) if cfg.template else DEFAULT_TEMPLATE
     # What makes a stored reply answer *this* config's call n. Limits, concurrency, prices and
     # the URL may change between runs; these may not.
