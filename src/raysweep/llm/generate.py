@@ -127,9 +127,10 @@ class GeneratorPool:
         self.idle.append(actor)
 
     def run(self, calls: list[tuple], on_record: Callable[[dict], None],
-            drain_timeout: float) -> tuple[list[dict], str | None]:
+            drain_timeout: float, enough: Callable[[], bool] = lambda: False) -> tuple[list[dict], str | None]:
         """Run `calls` ((request_id, messages, seed) each); every record goes to `on_record` (the
         store) the moment it arrives, and a dead actor's call is queued again on a new actor.
+        Once `enough()` (the rows are there), no further call of the round is started.
 
         Returns (calls that gave up after their retries, the fatal error or None). On Ctrl-C the
         calls in flight, already being paid for, are awaited and stored before it propagates.
@@ -142,7 +143,7 @@ class GeneratorPool:
             self._new_actor()
 
         def dispatch():
-            while self.idle and pending and fatal is None and not self.budget_reached:
+            while self.idle and pending and fatal is None and not self.budget_reached and not enough():
                 actor, job = self.idle.pop(), pending.popleft()
                 in_flight[actor.call.remote(*job)] = (actor, job)
 
@@ -378,7 +379,9 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         store.append(record)  # on disk before anything parses it
         records[record["request_id"]] = record
         new_records.append(record)
-        if time.monotonic() - recounted >= RECOUNT_EVERY_S:
+        # Near n_rows every reply is counted, so that no call is started for rows already there.
+        if (time.monotonic() - recounted >= RECOUNT_EVERY_S
+                or len(state.kept) + endpoint.samples_per_call >= cfg.n_rows):
             state, recounted = evaluate(records, class_names, val_texts, cfg.near_duplicate), time.monotonic()
         shown.add(record, len(state.kept))
 
@@ -388,10 +391,10 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
 
     stopped: str | None = None
     with ExitStack() as stack:
-        # In calls, the number needed if every sample were kept: parse failures and duplicates
-        # may take more (up to the budget), which the bar then counts past its end.
-        needed = -(-max(0, cfg.n_rows - len(state.kept)) // endpoint.samples_per_call)
-        bar = stack.enter_context(progress(min(needed, max(0, budget - len(records))), "LLM calls", "calls"))
+        # In calls, the first round's (at the yield seen so far): if its replies keep fewer rows
+        # than that yield, more rounds follow (up to the call cap), which the bar counts past its end.
+        needed = len(plan_calls(set(records), len(state.kept), cfg.n_rows, endpoint.samples_per_call, budget))
+        bar = stack.enter_context(progress(needed, "LLM calls", "calls"))
         shown = RunProgress(bar, cfg.n_rows, len(state.kept))
         runner = pool = None
         if cfg.mode == "batch":
@@ -417,7 +420,8 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
                         stopped = "budget"  # not even one call fits: start nothing
                         break
                     pool = stack.enter_context(_launch(cfg, endpoint, out_dir, len(class_names), say, spent_before))
-                gave_up, fatal = pool.run(calls, on_record, drain_timeout=endpoint.timeout + 5)
+                gave_up, fatal = pool.run(calls, on_record, drain_timeout=endpoint.timeout + 5,
+                                          enough=lambda: len(state.kept) >= cfg.n_rows)
                 reached = pool.budget_reached
             if fatal:
                 raise GenerationError(f"{fatal} ({len(records)} paid replies are safe in {store.path})")
