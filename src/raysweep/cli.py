@@ -217,12 +217,15 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
 
         hf_logging.disable_progress_bar()  # a "Loading weights" bar per encoder is noise in check's report
         counts = trainable_counts(cfg)  # loads each encoder: every freeze mode must fit it
-        estimate = None
+        estimate, estimate_note = None, None
         if cfg.needs_generation:  # what the LLM rows will cost, calling nothing
             from raysweep.augment import llm_estimate
             from raysweep.sweep import generation_dir
 
-            estimate = llm_estimate(cfg, generation_dir(cfg, output) if output and not _is_uri(output) else None)
+            try:
+                estimate = llm_estimate(cfg, generation_dir(cfg, output) if output and not _is_uri(output) else None)
+            except RaysweepError as exc:  # e.g. the key is on the cluster, not here: the grid is still valid
+                estimate_note = f"llm: no cost estimate: {first_line(exc)}"
     except RaysweepError as exc:
         if as_json:
             problems = getattr(exc, "problems", None) or [str(exc)]
@@ -235,9 +238,8 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
         return
     for line in plan.lines(str(sweep_file), output):
         click.echo(line)
-    if estimate is not None:
-        for line in estimate.lines():
-            click.echo(f"  {line}")
+    for line in estimate.lines() if estimate is not None else [estimate_note] if estimate_note else []:
+        click.echo(f"  {line}")
     for encoder, per_freeze in counts.items():
         if isinstance(per_freeze, str):
             click.echo(f"trainable parameters ({encoder}): not counted, {per_freeze}")
