@@ -81,6 +81,20 @@ def test_progress_off_a_terminal_is_plain_periodic_lines(tmp_path, capsys, monke
     assert len(capsys.readouterr().out.splitlines()) == 9  # 10%, 20%, ... 90%
 
 
+def test_a_bar_s_detail_follows_its_count(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(console, "PLAIN_EVERY_S", 0.0)
+
+    def work():
+        with console.progress(3, "LLM calls", "calls") as bar:
+            for k in range(3):
+                bar.set_detail(f"rows {20 * k}/60, $0.0{k}")
+                bar.update(1)
+
+    run_session(tmp_path, console.DEFAULT, work)
+    assert capsys.readouterr().out.splitlines() == ["LLM calls: 1 of 3 calls (33%, 0 s); rows 0/60, $0.00",
+                                                    "LLM calls: 2 of 3 calls (67%, 0 s); rows 20/60, $0.01"]
+
+
 def test_progress_without_a_session_does_nothing(capsys):
     with console.progress(5, "scoring the pool") as bar:
         bar.update(5)

@@ -111,7 +111,11 @@ def reuse(cfg: SweepConfig, gen_dir: str | Path) -> Generated | None:
         summary = json.loads((gen_dir / SUMMARY).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if summary.get("config_key") != config_key(cfg) or not summary.get("complete") or not (gen_dir / GENERATED).exists():
+    # A run stopped by llm.max_cost_usd is as finished as it can be under that same cap: its rows
+    # are reused (a higher cap resumes generation instead).
+    finished = summary.get("complete") or (summary.get("stopped") == "budget"
+                                           and summary.get("max_cost_usd") == cfg.llm.max_cost_usd)
+    if summary.get("config_key") != config_key(cfg) or not finished or not (gen_dir / GENERATED).exists():
         return None
     rows = read_generated(gen_dir / GENERATED)
     if summary.get("rows_digest") != rows_digest(rows):
@@ -120,7 +124,7 @@ def reuse(cfg: SweepConfig, gen_dir: str | Path) -> Generated | None:
 
 
 def run_generation(cfg: SweepConfig, gen_dir: str | Path, cache_dir: str | Path, use_ray: bool = True,
-                   log=print, out: Output | None = None) -> Generated:
+                   log=print, out: Output | None = None, wait: bool = True) -> Generated:
     """Generate (or resume) `cfg.llm.n_rows` rows, relabel them with the teacher, write `gen_dir`.
 
     `out`: the sweep's output; with a storage URI, a teacher trained on another node reads its
@@ -131,19 +135,19 @@ def run_generation(cfg: SweepConfig, gen_dir: str | Path, cache_dir: str | Path,
         log(f"generation: reusing {gen_dir} ({len(found.rows)} rows, agreement {found.summary['agreement']:.3f})")
         return found
     with ray_running(enabled=use_ray):  # the caller's Ray if it started one, else a local one for this run
-        return _run(cfg, gen_dir, cache_dir, use_ray, log, out)
+        return _run(cfg, gen_dir, cache_dir, use_ray, log, out, wait)
 
 
-def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, log, out: Output | None) -> Generated:
+def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, log, out: Output | None,
+         wait: bool = True) -> Generated:
     from raysweep.llm.generate import generate
 
     start = time.perf_counter()
     splits = load_splits(cfg.data, cfg.split)
     result = generate(cfg.llm, examples_for(splits), splits.val["text"].tolist(), gen_dir,
-                      class_names=cfg.data.class_names, say=log)
-    s = result.summary
-    log(f"generation: {s['rows_kept']} rows kept of {s['rows_target']} from {s.get('requests', '?')} calls "
-        f"({s['requests_this_run']} this run), {s['rows_parsed']} parsed, parse failures {s['parse_failures']}")
+                      class_names=cfg.data.class_names, say=log, wait=wait)
+    s = result.summary  # generate() said it in one line: calls, tokens, dollars, rows, why it stopped short
+    log(f"generation: {s['rows_parsed']} rows parsed, parse failures {s['parse_failures']}")
     if result.rows.empty:
         raise GenerationDirError(f"{gen_dir}: the LLM produced no usable row; see parse_failures.jsonl there")
     gen_texts = result.rows["text"].astype(str).tolist()
@@ -170,6 +174,26 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
     log(f"teacher ({cfg.teacher.freeze}, val accuracy {summary['teacher_val_accuracy']:.3f}) agrees with the LLM "
         f"on {summary['agreement']:.1%} of {len(rows)} rows; wrote {gen_dir}")
     return Generated(rows, summary, gen_dir)
+
+
+def llm_estimate(cfg: SweepConfig, gen_dir: Path | None = None):
+    """The calls, tokens and dollars `cfg.llm` would still spend (llm/estimate.py), counting the
+    replies already in `gen_dir`'s store; nothing is called or started."""
+    from raysweep.llm.estimate import estimate
+    from raysweep.llm.store import STORE_NAME, ResponseStore
+
+    splits = load_splits(cfg.data, cfg.split)
+    stored = ResponseStore(gen_dir / STORE_NAME).load() if gen_dir is not None else []
+    return estimate(cfg.llm, examples_for(splits), cfg.data.class_names, stored)
+
+
+def cancel_generation(cfg: SweepConfig, gen_dir: Path, log=print) -> dict:
+    """`raysweep generate --cancel`: stop the open batches, keep what they finished in the store."""
+    from raysweep.llm.generate import generate
+
+    splits = load_splits(cfg.data, cfg.split)
+    return generate(cfg.llm, examples_for(splits), splits.val["text"].tolist(), gen_dir,
+                    class_names=cfg.data.class_names, say=log, cancel=True).summary
 
 
 def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: str | Path, use_ray: bool = True,

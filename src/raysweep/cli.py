@@ -46,6 +46,12 @@ class _Unexpected(RaysweepError):
     its one line points there."""
 
 
+def _is_uri(path: str) -> bool:
+    from raysweep.storage import is_uri
+
+    return is_uri(path)
+
+
 def _verbosity(verbose: bool, quiet: bool) -> int:
     if verbose and quiet:
         _fail(click.UsageError("--verbose and --quiet exclude each other"))
@@ -154,28 +160,42 @@ def run(sweep_file, output, overrides, address, retry_failed, shared_output, ver
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a field of the sweep file (repeatable), e.g. --set llm.n_rows=200.")
 @click.option("--address", default=None, help="Ray cluster address (default: a fresh local Ray; 'auto' joins one).")
+@click.option("--dry-run", is_flag=True, help="Print the expected calls, tokens and cost, and call nothing.")
+@click.option("--no-wait", is_flag=True, help="llm.mode batch: submit the batches and exit; run again to collect them.")
+@click.option("--cancel", is_flag=True, help="llm.mode batch: cancel the open batches and keep what they finished.")
 @_verbosity_options
-def generate(sweep_file, output, overrides, address, verbose, quiet) -> None:
+def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, verbose, quiet) -> None:
     """Generate SWEEP_FILE's `llm:` rows into OUTPUT, relabel them with the teacher, print the summary.
 
     Resumes from OUTPUT's response store: a call already paid for is never made again.
     """
-    from raysweep.augment import reuse, run_generation
+    from raysweep.augment import cancel_generation, llm_estimate, reuse, run_generation
+    from raysweep.llm.batch import BatchPending
     from raysweep.runtime import start_ray
 
     verbosity = _verbosity(verbose, quiet)
     try:
         cfg, _ = _load_checked(sweep_file, overrides, address=address)
+        if dry_run:
+            for line in llm_estimate(cfg, Path(output)).lines():
+                click.echo(line)
+            return
         cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else Path(output).resolve() / "cache"
         with _logged("generate", output, cfg.name, verbosity, address):
-            if reuse(cfg, Path(output).resolve()) is None:  # a complete directory needs no Ray
+            if cancel:
+                cancel_generation(cfg, Path(output).resolve(), log=console.line)
+                return
+            if reuse(cfg, Path(output).resolve()) is None and cfg.llm.mode == "online":  # batch mode needs no Ray
                 start_ray(address)
-            result = run_generation(cfg, Path(output).resolve(), cache_dir, log=console.line)
+            result = run_generation(cfg, Path(output).resolve(), cache_dir, log=console.line, wait=not no_wait)
+    except BatchPending as exc:  # --no-wait: not an error, the batches are on their way
+        click.echo(str(exc))
+        return
     except RaysweepError as exc:
         _fail(exc)
     s = result.summary
-    for key in ("endpoint", "model", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "rows_kept",
-                "rows_target", "parse_failures", "duplicates_removed", "leaks_removed", "teacher_val_accuracy",
+    for key in ("endpoint", "mode", "model", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "rows_kept",
+                "rows_target", "stopped", "parse_failures", "duplicates_removed", "leaks_removed", "teacher_val_accuracy",
                 "agreement"):
         if key in s:
             click.echo(f"{key:22s} {s[key]}")
@@ -197,6 +217,15 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
 
         hf_logging.disable_progress_bar()  # a "Loading weights" bar per encoder is noise in check's report
         counts = trainable_counts(cfg)  # loads each encoder: every freeze mode must fit it
+        estimate, estimate_note = None, None
+        if cfg.needs_generation:  # what the LLM rows will cost, calling nothing
+            from raysweep.augment import llm_estimate
+            from raysweep.sweep import generation_dir
+
+            try:
+                estimate = llm_estimate(cfg, generation_dir(cfg, output) if output and not _is_uri(output) else None)
+            except RaysweepError as exc:  # e.g. the key is on the cluster, not here: the grid is still valid
+                estimate_note = f"llm: no cost estimate: {first_line(exc)}"
     except RaysweepError as exc:
         if as_json:
             problems = getattr(exc, "problems", None) or [str(exc)]
@@ -204,10 +233,13 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
             sys.exit(EXIT_BAD_INPUT)
         _fail(exc)
     if as_json:
-        click.echo(json.dumps({**plan.to_json(str(sweep_file)), "trainable_params": counts}, indent=1))
+        click.echo(json.dumps({**plan.to_json(str(sweep_file)), "trainable_params": counts,
+                               **({"llm_estimate": estimate.to_json()} if estimate else {})}, indent=1))
         return
     for line in plan.lines(str(sweep_file), output):
         click.echo(line)
+    for line in estimate.lines() if estimate is not None else [estimate_note] if estimate_note else []:
+        click.echo(f"  {line}")
     for encoder, per_freeze in counts.items():
         if isinstance(per_freeze, str):
             click.echo(f"trainable parameters ({encoder}): not counted, {per_freeze}")

@@ -205,6 +205,7 @@ class _Bar:
     def __init__(self, session: Session | None, total: int, what: str, unit: str):
         self.session, self.total, self.what, self.unit = session, total, what, unit
         self.done, self.start, self.last, self.shown = 0, time.monotonic(), time.monotonic(), 0.0
+        self.detail = ""  # what else the stage has done so far (set_detail), shown after the count
         self.tqdm = None
         if session is None or session.verbosity == QUIET:
             self.session = None
@@ -228,7 +229,17 @@ class _Bar:
                   and self.done / self.total - self.shown >= PLAIN_STEP):
                 self.last, self.shown = time.monotonic(), self.done / self.total
                 self.session.line(f"{self.what}: {self.done:,} of {self.total:,} {self.unit} "
-                                  f"({self.done / max(self.total, 1):.0%}, {self.last - self.start:.0f} s)")
+                                  f"({self.done / max(self.total, 1):.0%}, {self.last - self.start:.0f} s)"
+                                  + (f"; {self.detail}" if self.detail else ""))
+
+    def set_detail(self, text: str) -> None:
+        """More than the count (an LLM run: rows kept, tokens, dollars): after the bar, or in its plain line."""
+        if self.session is None:
+            return
+        with self.session.lock:
+            self.detail = text
+            if self.tqdm is not None:
+                self.tqdm.set_postfix_str(text, refresh=False)
 
     def close(self) -> None:
         if self.session is None:

@@ -155,6 +155,21 @@ def _check_encoder(name: str, key: str, max_length: int) -> str | None:
     return None
 
 
+def _llm_problems(llm) -> list[str]:
+    """What the endpoint the calls would go to rules out (llm.generate.check_endpoint)."""
+    from raysweep.llm.generate import check_endpoint, choose_endpoint
+
+    try:
+        endpoint = choose_endpoint(llm)
+    except RaysweepError:
+        return []  # a key that is not there: said by `generate` itself, where the key is read
+    try:
+        check_endpoint(llm, endpoint)
+    except RaysweepError as exc:
+        return [str(exc)]
+    return []
+
+
 def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, output: str | None = None,
               remote: bool = False) -> Plan:
     """Check `cfg` against its data, encoders and machine; the Plan, or PreflightError listing every problem.
@@ -192,6 +207,9 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
         for pool in cfg.compare.pool:
             if pool != "real":
                 plan.pool_sizes[pool] = cfg.llm.n_rows
+
+    if cfg.needs_generation and not remote:
+        problems.extend(prefix + p for p in _llm_problems(cfg.llm))
 
     # The encoders: resolved as a trial will, but only their config is read (not the weights).
     # A split-zip encoder (mpnet-base) not yet assembled is assembled here, into the encoder cache

@@ -328,3 +328,15 @@ def test_a_results_sweep_yaml_is_read_by_the_one_loader(tmp_path, text, says):
         analyze([results], tmp_path / "out")
     assert "\n" not in str(info.value) and str(results / "sweep.yaml") in str(info.value)
     assert not (tmp_path / "out").exists()
+def test_a_short_llm_pool_is_said_in_the_findings():
+    from types import SimpleNamespace
+
+    from raysweep.analysis.report import short_pools
+
+    short = SimpleNamespace(name="llm-small", generation={"complete": False, "rows_kept": 120, "rows_target": 300,
+                                                          "stopped": "budget", "cost_usd": 0.5})
+    full = SimpleNamespace(name="other", generation={"complete": True, "rows_kept": 300, "rows_target": 300})
+    assert short_pools([short, full, SimpleNamespace(name="real-only", generation=None)]) == [
+        "**The LLM pool is short** (llm-small): generation stopped at its budget (llm.max_cost_usd), keeping 120 of "
+        "the 300 rows asked for ($0.5000 spent); the `llm` and `llm_teacher` cells added at most 120 rows (their "
+        "`n_added`)."]

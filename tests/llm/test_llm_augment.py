@@ -187,6 +187,25 @@ def test_a_broken_generated_csv_is_a_one_line_error(tmp_path):
         augment.read_generated(tmp_path / "generated.csv")
 
 
+def test_a_directory_stopped_by_the_budget_is_reused_under_the_same_cap_only(tmp_path):
+    path = write_sweep(tmp_path, "data.csv", "minilm", "http://127.0.0.1:1/v1")
+    path.write_text(path.read_text().replace(
+        "  timeout: 10\n", "  timeout: 10\n  max_cost_usd: 0.5\n  prices: {fake-model: {prompt: 1, completion: 1}}\n"))
+    cfg = load_sweep(tmp_path / "gen.yaml")
+    gen = tmp_path / "generation"
+    gen.mkdir()
+    rows = pd.DataFrame({"text": ["a", "b"], "llm_label": [0, 1], "teacher_label": [0, 0]})
+    rows.to_csv(gen / augment.GENERATED, index=False)
+    summary = {"config_key": augment.config_key(cfg), "rows_digest": augment.rows_digest(rows), "complete": False,
+               "stopped": "budget", "max_cost_usd": 0.5, "agreement": 0.5}
+    (gen / augment.SUMMARY).write_text(json.dumps(summary))
+    assert len(augment.reuse(cfg, gen).rows) == 2
+    higher = load_sweep(tmp_path / "gen.yaml", ["llm.max_cost_usd=1.0"])
+    assert augment.reuse(higher, gen) is None  # a higher cap: generation goes on
+    (gen / augment.SUMMARY).write_text(json.dumps({**summary, "stopped": "no_progress"}))
+    assert augment.reuse(cfg, gen) is None
+
+
 # --------------------------------------------------------------------------- into the grid
 
 

@@ -27,6 +27,11 @@ def test_defaults_follow_the_study():
     ({"embedded": {"max_tokens": 4096}}, "llm.embedded.max_tokens: must be at least 1 and below n_ctx"),
     ({"template": "Write some sentences."}, "llm.template: 'Write some sentences.' has no $n, so it names a template file"),
     ({"template": "Write $n sentences."}, "llm.template: the template has no $examples placeholder"),
+    ({"mode": "offline"}, "llm.mode: 'offline' is not one of online, batch"),
+    ({"max_cost_usd": 0}, "llm.max_cost_usd: must be positive (or null: no cap)"),
+    ({"max_cost_usd": "ten dollars"}, "llm.max_cost_usd: expected a number"),
+    ({"prices": {"m": {"batch_discount": 1}}}, "llm.prices.m.batch_discount: must be in [0, 1)"),
+    ({"batch": {"poll_interval": 0}}, "llm.batch.poll_interval: must be positive"),
 ])
 def test_errors_are_one_line_and_name_the_key(data, message):
     with pytest.raises(ConfigError) as info:

@@ -13,7 +13,11 @@ import time
 import pandas as pd
 import pytest
 
+from raysweep.llm.budget import worst_case_usd
+from raysweep.llm.client import estimate_tokens
+from raysweep.llm.config import PriceConfig
 from raysweep.llm.fake_server import Reply
+from raysweep.llm.prompt import DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages
 from raysweep.llm.generate import GenerationError, generate
 
 
@@ -206,6 +210,30 @@ def test_several_actors_stay_within_the_shared_limits(ray_local, fake_openai, ll
     assert result.summary["complete"] and server.violations == {"requests": 0, "tokens": 0}
     times = [a["t"] for a in server.arrivals]
     assert times[-1] - times[0] >= (12 - 4.85) / 4.85  # 4.85 calls at once, then 4.85 per second
+
+
+@pytest.mark.slow  # starts Ray
+def test_several_actors_share_one_budget_stop_cleanly_at_it_and_keep_every_paid_reply(
+        ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    server = fake_openai(rows_per_reply=5, default=Reply(delay=0.05))
+    price = PriceConfig(100.0, 100.0)  # dollars per 1M tokens, the same for both: a call costs its tokens
+    worst = max(worst_case_usd(price, estimate_tokens(build_messages(DEFAULT_TEMPLATE, 5, examples, 3, 0, i,
+                                                                      SST5_CLASS_NAMES), 0), 100) for i in range(20))
+    cap = round(5.5 * worst, 6)
+    cfg = llm_cfg(server.base_url, n_rows=100, concurrency=4, max_tokens=100, max_cost_usd=cap,
+                  prices={"fake-model": {"prompt": 100.0, "completion": 100.0}})
+    said: list[str] = []
+    s = generate(cfg, examples, val_texts, tmp_path, say=said.append).summary
+    billed = sum(a["tokens"] for a in server.served()) * 100.0 / 1e6
+    assert s["stopped"] == "budget" and not s["complete"] and 5 <= s["requests"] < 20
+    assert billed <= cap and s["cost_usd"] == pytest.approx(billed)
+    assert sorted(stored_ids(tmp_path)) == sorted(served_ids(server))  # every paid reply is kept
+    assert said[-1].endswith(f"stopped at llm.max_cost_usd (${cap:g}); the LLM pools run with these rows")
+    assert f"{s['rows_kept']} of 100 rows kept" in said[-1]
+    # Again under the same cap: what is left pays for no call, so nothing starts.
+    arrivals = len(server.arrivals)
+    again = generate(cfg, examples, val_texts, tmp_path).summary
+    assert len(server.arrivals) == arrivals and again["stopped"] == "budget" and again["rows_kept"] == s["rows_kept"]
 
 
 DRIVER = textwrap.dedent("""

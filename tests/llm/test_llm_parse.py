@@ -27,6 +27,11 @@ def test_code_fences(content):
     assert parsed(content) == ([("a b", 1), ("c d", 2)], {"code_fence": 1}, [])
 
 
+def test_a_raw_newline_inside_a_sentence():
+    # As SmolLM2 wrote it under llama.cpp's JSON grammar: strict JSON refuses the newline.
+    assert parsed('[["a b\nc d", 1], ["e f", 2]]') == ([("a b c d", 1), ("e f", 2)], {"control_character": 1}, [])
+
+
 def test_prose_around_the_json():
     assert parsed('Here are 2 samples:\n[["a b", 1], ["c d", 2]]\nLet me know!') == (
         [("a b", 1), ("c d", 2)], {"prose": 1}, [])

@@ -179,6 +179,8 @@ def findings_section(run: Run) -> None:
     """Sentences generated from the comparison tables, then the study's claims checked against them."""
     doc, ok = run.doc, run.ok
     doc.heading("Findings")
+    for note in short_pools(run.results):
+        doc.para(note)
     if not run.comparisons:
         doc.para(f"No comparison to state: {no_pairs_reason(ok) if len(ok) else 'no successful trials'}.")
     else:
@@ -202,6 +204,26 @@ def findings_section(run: Run) -> None:
     else:
         doc.para("This sweep covers none of the study's claims (they need strategies with `random`, an `llm` pool "
                  "with `real`, or entropy / SQBC diagnostics).")
+
+
+_STOPPED_WHY = {"budget": "generation stopped at its budget (llm.max_cost_usd)",
+                "max_requests": "generation stopped at its call cap (llm.max_requests)",
+                "no_progress": "a whole round of LLM calls added no row",
+                "cancelled": "its LLM batches were cancelled (raysweep generate --cancel)"}
+
+
+def short_pools(results) -> list[str]:
+    """A sentence for each results directory whose LLM generation kept fewer rows than asked:
+    its LLM pools are smaller than the sweep says, and a fraction beyond them took them whole."""
+    notes = []
+    for res in results:
+        s = res.generation or {}
+        if s.get("complete") is False and "rows_kept" in s:
+            why = _STOPPED_WHY.get(s.get("stopped"), "generation ended early")
+            notes.append(f"**The LLM pool is short** ({res.name}): {why}, keeping {s['rows_kept']:,} of the "
+                         f"{s['rows_target']:,} rows asked for (${s.get('cost_usd', 0):.4f} spent); the `llm` and "
+                         f"`llm_teacher` cells added at most {s['rows_kept']:,} rows (their `n_added`).")
+    return notes
 
 
 def headline(run: Run) -> None:

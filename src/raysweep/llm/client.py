@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 import openai
 import ray
 
+from raysweep.llm.budget import call as budget_call, cost_usd, worst_case_usd
 from raysweep.llm.config import CALL_HEADER, ApiKeyError, KeyRoute
 from raysweep.llm.limiter import call as limiter_call, wait_for_slot
 
@@ -54,15 +55,26 @@ def one_line(text: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def estimate_tokens(messages: list[dict], max_tokens: int, tokens_per_char: float = 1 / 3) -> int:
+    """An upper bound of a call's tokens: the prompt at `tokens_per_char` (1/3 over-counts
+    English, ~4 characters a token), 8 per message for the chat format, and all of `max_tokens`."""
+    chars = sum(len(m["content"]) for m in messages)
+    return math.ceil(chars * tokens_per_char) + 8 * len(messages) + max_tokens
+
+
 class Generator:
     """Makes one call at a time, each attempt admitted by the shared limiter.
 
     The openai client's own retries are off: a retry it made by itself would skip the limiter,
     and a Retry-After it honoured would hold back only this actor, not the pool.
+
+    With a `budget` (llm/budget.py; a plain Budget or a BudgetActor shared by the pool) and the
+    model's `price`, each attempt first reserves its worst-case cost; a refusal ends the call
+    with {"request_id", "error", "budget": True} before anything is sent.
     """
 
     def __init__(self, base_url: str, model: str, params: dict, key: KeyRoute | None, limiter,
-                 timeout: float, retries: int, retry_backoff: float):
+                 timeout: float, retries: int, retry_backoff: float, budget=None, price=None):
         # The key is read here, where the calls are made, and never passed in: Ray writes actor
         # arguments and runtime environments to its records. A key that cannot be read makes
         # every call fail at once with one line (a constructor error would read as actor deaths).
@@ -83,6 +95,7 @@ class Generator:
         self.model = model
         self.params = params  # temperature, max_tokens, optionally response_format
         self.limiter = limiter
+        self.budget, self.price = budget, price
         self.retries = retries
         self.retry_backoff = retry_backoff
         # Prompt tokens per character: 1/3 over-counts English (~4 chars a token) on purpose,
@@ -90,11 +103,28 @@ class Generator:
         self.tokens_per_char = 1 / 3
 
     def estimate(self, messages: list[dict]) -> int:
-        chars = sum(len(m["content"]) for m in messages)
-        return math.ceil(chars * self.tokens_per_char) + 8 * len(messages) + self.params["max_tokens"]
+        return estimate_tokens(messages, self.params["max_tokens"], self.tokens_per_char)
 
     def _backoff(self, attempt: int) -> float:
         return min(self.retry_backoff * 2 ** (attempt - 1), MAX_BACKOFF) * random.uniform(0.75, 1.0)
+
+    def _reserve(self, estimate: int) -> tuple | None:
+        """(ticket, worst case) reserved on the budget for one attempt; (None, 0) without a
+        budget; None when the budget refuses it."""
+        if self.budget is None:
+            return None, 0.0
+        max_tokens = self.params["max_tokens"]
+        worst = worst_case_usd(self.price, estimate - max_tokens, max_tokens)
+        ticket = budget_call(self.budget, "reserve", worst)
+        return None if ticket is None else (ticket, worst)
+
+    def _settle(self, money: tuple, usage) -> None:
+        """Settle a reservation: `usage` as reported, 0.0 for a refused call, None for 'maybe billed'."""
+        ticket, worst = money
+        if ticket is None:
+            return
+        used = worst if usage is None else usage if isinstance(usage, float) else cost_usd(self.price, usage)
+        budget_call(self.budget, "settle", ticket, used)
 
     def call(self, request_id: int, messages: list[dict], seed: int) -> dict:
         """A store record, or {"request_id", "error", "fatal"} after a fatal error or the last retry."""
@@ -105,6 +135,10 @@ class Generator:
         waited = 0.0
         for attempt in range(1, self.retries + 2):
             estimate = self.estimate(messages)
+            money = self._reserve(estimate)
+            if money is None:
+                return {"request_id": request_id, "fatal": False, "budget": True, "retried": dict(retried),
+                        "error": "llm.max_cost_usd would be passed by this call's worst case"}
             slept, ticket = wait_for_slot(self.limiter, estimate)
             waited += slept
             start = time.monotonic()
@@ -113,6 +147,7 @@ class Generator:
                     **request, extra_headers={CALL_HEADER: str(request_id)})
             except openai.APIStatusError as exc:
                 limiter_call(self.limiter, "settle", ticket, estimate, 0)  # refused calls use no tokens
+                self._settle(money, 0.0)  # nor are they billed
                 status, where = exc.status_code, f"HTTP {exc.status_code} from {self.base_url}"
                 message = error_message(exc)
                 if status == 429 and exc.code == "insufficient_quota":
@@ -131,6 +166,7 @@ class Generator:
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 # The provider may have counted (and billed) it: keep the whole estimate charged.
                 limiter_call(self.limiter, "settle", ticket, estimate, estimate)
+                self._settle(money, None)  # billed or not, we cannot know: keep the worst case
                 kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
                 retried[kind] += 1
                 last_error = f"{kind} talking to {self.base_url}: {one_line(exc)}"
@@ -145,6 +181,7 @@ class Generator:
             usage = body.get("usage") if isinstance(body, dict) else None
             used = (usage or {}).get("total_tokens", estimate)
             limiter_call(self.limiter, "settle", ticket, estimate, used)
+            self._settle(money, usage)
             prompt_tokens = (usage or {}).get("prompt_tokens")
             chars = sum(len(m["content"]) for m in messages)
             if prompt_tokens and chars:

@@ -111,19 +111,30 @@ class PriceConfig:
 
     prompt: float = 0.0
     completion: float = 0.0
+    # The share taken off both prices in batch mode (OpenAI's Batch API: 0.5). 0 unless the
+    # table says so: a budget must not assume a discount the provider does not give.
+    batch_discount: float = 0.0
 
     def validate(self) -> None:
         require(self.prompt >= 0, "prompt: must be 0 or more")
         require(self.completion >= 0, "completion: must be 0 or more")
+        require(0 <= self.batch_discount < 1, "batch_discount: must be in [0, 1)")
+
+    def for_mode(self, mode: str) -> "PriceConfig":
+        """The prices a call in `mode` ("online" or "batch") is billed at."""
+        if mode != "batch":
+            return self
+        keep = 1 - self.batch_discount
+        return PriceConfig(self.prompt * keep, self.completion * keep, 0.0)
 
 
 def _default_prices() -> dict[str, PriceConfig]:
     # List prices when this table was written; check your provider's page. A `prices:` mapping
     # in the sweep file replaces this whole table.
     return {
-        "gpt-4o-mini": PriceConfig(prompt=0.15, completion=0.60),
-        "gpt-4o": PriceConfig(prompt=2.50, completion=10.00),
-        "gpt-3.5-turbo": PriceConfig(prompt=0.50, completion=1.50),
+        "gpt-4o-mini": PriceConfig(prompt=0.15, completion=0.60, batch_discount=0.5),
+        "gpt-4o": PriceConfig(prompt=2.50, completion=10.00, batch_discount=0.5),
+        "gpt-3.5-turbo": PriceConfig(prompt=0.50, completion=1.50, batch_discount=0.5),
         EMBEDDED_MODEL: PriceConfig(prompt=0.0, completion=0.0),
     }
 
@@ -156,6 +167,27 @@ class EmbeddedConfig:
         require(self.timeout > 0, "timeout: must be positive")
 
 
+MODES = ("online", "batch")
+
+
+@dataclass
+class BatchConfig:
+    """`mode: batch`: the provider's Batch API (half the price at OpenAI, results within a day)."""
+
+    poll_interval: float = 30.0  # seconds between status checks of a submitted batch
+    completion_window: str = "24h"  # the only window OpenAI offers
+    # Requests of a batch that failed or expired are asked again in a new batch, at most this
+    # many times each run: a provider that keeps failing them is not asked forever.
+    resubmits: int = 2
+    max_requests_per_batch: int = 50_000  # OpenAI's limit per batch file
+
+    def validate(self) -> None:
+        require(self.poll_interval > 0, "poll_interval: must be positive")
+        require(bool(self.completion_window.strip()), "completion_window: must not be empty")
+        require(self.resubmits >= 0, "resubmits: must be 0 or more")
+        require(self.max_requests_per_batch >= 1, "max_requests_per_batch: must be at least 1")
+
+
 @dataclass
 class LLMConfig:
     base_url: str | None = None  # any OpenAI-compatible server; None: OpenAI with a key, else embedded
@@ -183,6 +215,12 @@ class LLMConfig:
     max_requests: int = 0  # cap on paid calls; 0: twice what n_rows needs at samples_per_call
     near_duplicate: float = 0.8  # word-set Jaccard at or above which two sentences count as one; 1.0: same words
     prices: dict[str, PriceConfig] = field(default_factory=_default_prices)
+    # Dollars the generation directory may spend in all (earlier runs included); None: no cap.
+    # Each call reserves its worst case first (llm/budget.py), so concurrent calls never pass it.
+    max_cost_usd: float | None = None
+    # online: calls as they are made (the default); batch: the provider's Batch API (batch.py).
+    mode: str = "online"
+    batch: BatchConfig = field(default_factory=BatchConfig)
     seed: int = 0  # picks each call's examples and is sent as the call's seed
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
 
@@ -217,6 +255,8 @@ class LLMConfig:
         require(self.timeout > 0, "timeout: must be positive")
         require(self.max_requests >= 0, "max_requests: must be 0 (automatic) or more")
         require(0 < self.near_duplicate <= 1, "near_duplicate: must be in (0, 1]")
+        require(self.max_cost_usd is None or self.max_cost_usd > 0, "max_cost_usd: must be positive (or null: no cap)")
+        require(self.mode in MODES, f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
         require(self.seed >= 0, "seed: must be 0 or more")  # numpy's seed sequence refuses negatives
         if self.template is not None:
             try:
@@ -231,6 +271,12 @@ class LLMConfig:
         if self.api_key_env == NO_KEY:
             return None
         return KeyRoute(env=self.api_key_env or DEFAULT_KEY_ENV)
+
+    def price_for(self, model: str, answered_by: str | None = None) -> PriceConfig | None:
+        """The price of a call to `model` in this config's mode (or of the model that answered
+        it, when the table names that one instead); None when neither is in `prices`."""
+        price = self.prices.get(model) or (self.prices.get(answered_by) if answered_by else None)
+        return price.for_mode(self.mode) if price is not None else None
 
     def request_budget(self, samples_per_call: int | None = None) -> int:
         """The most calls this config may pay for."""

@@ -1,5 +1,10 @@
 """A scriptable OpenAI-compatible chat server on 127.0.0.1, for the tests and the throughput benchmark.
 
+It also serves the Batch API (POST /v1/files, GET /v1/files/{id}/content, POST /v1/batches,
+GET /v1/batches[/{id}], POST /v1/batches/{id}/cancel): a batch follows its `BatchScript`
+(seconds validating and in progress, requests that fail, expiry after some requests, a batch
+that fails validation), and each of its requests is answered by the same script as a chat call.
+
 It answers POST /v1/chat/completions like a provider would: scripted replies first (200s with any
 content, 429 with Retry-After, 500s, slow replies, cut-off JSON), then a default reply whose
 content is `rows_per_reply` well-formed [sentence, label] pairs that no two calls repeat.
@@ -20,6 +25,8 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -54,12 +61,24 @@ class Reply:
     truncate_at: float | None = None  # keep this fraction of the content and say finish_reason=length
 
 
+@dataclass
+class BatchScript:
+    """How one batch behaves, from its creation (times in seconds)."""
+
+    validating: float = 0.0  # status `validating` this long
+    running: float = 0.0  # then `in_progress` this long, request_counts growing evenly; then the end
+    fail: tuple = ()  # request numbers within the batch (0-based) answered with a 500 in the error file
+    expire_after: int | None = None  # the window ends after this many requests: the rest expire
+    error: str | None = None  # the batch fails validation with this message (no request runs)
+
+
 class FakeOpenAI:
     def __init__(self, script: list[Reply] | None = None, default: Reply | None = None,
                  responder: Callable[[int, dict], Reply | None] | None = None,
                  requests_per_minute: float = 0, tokens_per_minute: float = 0,
                  burst_seconds: float = 10.0, rows_per_reply: int = 5,
-                 violation_retry_after: float = 1.0, model: str = "fake-model"):
+                 violation_retry_after: float = 1.0, model: str = "fake-model",
+                 batch_script: list[BatchScript] | None = None, batch_default: BatchScript | None = None):
         self.script = list(script or [])
         self.default = default or Reply()
         self.responder = responder  # (arrival number, request body) -> Reply, or None for the script
@@ -71,7 +90,12 @@ class FakeOpenAI:
         self.model = model
         self.arrivals: list[dict] = []  # one per call: t, call, status, tokens, violation, authorization
         self.violations = {"requests": 0, "tokens": 0}
-        self._lock = threading.Lock()
+        self.batch_script = list(batch_script or [])
+        self.batch_default = batch_default or BatchScript()
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}  # id -> the batch object, plus "_script", "_lines", "_t0"
+        self.batch_ops: list[tuple[str, str]] = []  # (operation, id): what the client asked, in order
+        self._lock = threading.RLock()  # the Batch API answers its requests through _answer
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -87,11 +111,18 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self):
+                path = self.path.split("?", 1)[0]
+                if path.startswith(("/v1/files", "/v1/batches")):
+                    self._send(*fake._batch_api("GET", path, b"", self.headers), {})
+                    return
                 self._send(200, json.dumps({"object": "list", "data": [{"id": fake.model, "object": "model"}]}), {})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if self.path.startswith(("/v1/files", "/v1/batches")):
+                    self._send(*fake._batch_api("POST", self.path, raw, self.headers), {})
+                    return
                 try:
                     request = json.loads(raw)
                 except json.JSONDecodeError:
@@ -104,7 +135,7 @@ class FakeOpenAI:
                 self._send(status, body, headers)
 
             def _send(self, status, body, headers):
-                data = body.encode()
+                data = body if isinstance(body, bytes) else body.encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -197,6 +228,111 @@ class FakeOpenAI:
             return content[: int(len(content) * reply.truncate_at)], "length"
         return content, reply.finish_reason
 
+    # ------------------------------------------------------------------ the Batch API
+
+    def _batch_api(self, method: str, path: str, raw: bytes, headers) -> tuple[int, str | bytes]:
+        parts = path.strip("/").split("/")[1:]  # without "v1"
+        with self._lock:
+            if parts == ["files"] and method == "POST":
+                name, content = _multipart_file(raw, headers.get("Content-Type", ""))
+                file_id = f"file-{len(self.files)}"
+                self.files[file_id] = content
+                self.batch_ops.append(("upload", file_id))
+                return 200, json.dumps({"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                                        "filename": name, "purpose": "batch", "status": "processed"})
+            if len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
+                if parts[1] not in self.files:
+                    return 404, json.dumps({"error": {"message": f"no file {parts[1]}"}})
+                self.batch_ops.append(("download", parts[1]))
+                return 200, self.files[parts[1]]
+            if parts == ["batches"] and method == "POST":
+                request = json.loads(raw)
+                if request["input_file_id"] not in self.files:
+                    return 400, json.dumps({"error": {"message": f"no file {request['input_file_id']}"}})
+                batch_id = f"batch_{len(self.batches)}"
+                lines = [json.loads(line) for line in self.files[request["input_file_id"]].splitlines() if line.strip()]
+                script = self.batch_script.pop(0) if self.batch_script else self.batch_default
+                self.batches[batch_id] = {
+                    "id": batch_id, "object": "batch", "endpoint": request["endpoint"], "status": "validating",
+                    "input_file_id": request["input_file_id"], "completion_window": request["completion_window"],
+                    "created_at": int(time.time()), "metadata": request.get("metadata"),
+                    "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+                    "_script": script, "_lines": lines, "_t0": time.monotonic()}
+                self.batch_ops.append(("create", batch_id))
+                return 200, json.dumps(self._batch_view(batch_id))
+            if parts == ["batches"] and method == "GET":
+                data = [self._batch_view(b) for b in reversed(list(self.batches))]
+                return 200, json.dumps({"object": "list", "data": data, "has_more": False})
+            if len(parts) >= 2 and parts[0] == "batches":
+                if parts[1] not in self.batches:
+                    return 404, json.dumps({"error": {"message": f"no batch {parts[1]}"}})
+                if parts[2:] == ["cancel"]:
+                    batch = self.batches[parts[1]]
+                    self.batch_ops.append(("cancel", parts[1]))
+                    if batch["status"] in ("validating", "in_progress"):
+                        self._advance(parts[1])
+                        if batch["status"] in ("validating", "in_progress"):
+                            batch["status"] = "cancelling"
+                    return 200, json.dumps(self._batch_view(parts[1]))
+                self.batch_ops.append(("retrieve", parts[1]))
+                return 200, json.dumps(self._batch_view(parts[1]))
+        return 404, json.dumps({"error": {"message": f"no route {method} {path}"}})
+
+    def _batch_view(self, batch_id: str) -> dict:
+        self._advance(batch_id)
+        return {k: v for k, v in self.batches[batch_id].items() if not k.startswith("_")}
+
+    def _advance(self, batch_id: str) -> None:
+        """Move a batch along its script to now: status, counts and, at its end, its files."""
+        batch = self.batches[batch_id]
+        script, lines = batch["_script"], batch["_lines"]
+        if batch["status"] in ("completed", "failed", "expired", "cancelled"):
+            return
+        elapsed = time.monotonic() - batch["_t0"]
+        if batch["status"] == "cancelling":
+            done = batch["request_counts"]["completed"] + batch["request_counts"]["failed"]
+            self._finish(batch, done, "cancelled", "batch_cancelled")
+            return
+        if elapsed < script.validating:
+            return
+        if script.error:
+            batch.update(status="failed", errors={"object": "list", "data": [{"code": "invalid", "message": script.error}]})
+            return
+        stop = len(lines) if script.expire_after is None else min(script.expire_after, len(lines))
+        share = 1.0 if script.running <= 0 else min(1.0, (elapsed - script.validating) / script.running)
+        if share < 1.0:
+            batch["status"] = "in_progress"
+            done = int(stop * share)
+            batch["request_counts"].update(completed=done - sum(i in script.fail for i in range(done)),
+                                           failed=sum(i in script.fail for i in range(done)))
+            return
+        self._finish(batch, stop, "completed" if stop == len(lines) else "expired", "batch_expired")
+
+    def _finish(self, batch: dict, done: int, status: str, code: str) -> None:
+        """Answer the first `done` requests (as chat calls would be), the rest end with `code`."""
+        script, lines = batch["_script"], batch["_lines"]
+        out, errors = [], []
+        for i, line in enumerate(lines):
+            custom_id = line["custom_id"]
+            if i >= done:
+                errors.append({"id": f"batch_req_{i}", "custom_id": custom_id, "response": None,
+                               "error": {"code": code, "message": f"the request did not run ({code})"}})
+                continue
+            call = custom_id.removeprefix("call-")
+            http, body, _, _ = self._answer(line["body"], call) if i not in script.fail else (
+                500, json.dumps({"error": {"message": "scripted batch failure", "type": "server_error"}}), {}, 0.0)
+            entry = {"id": f"batch_req_{i}", "custom_id": custom_id,
+                     "response": {"status_code": http, "request_id": f"req_{i}", "body": json.loads(body)}, "error": None}
+            (out if http == 200 else errors).append(entry)
+        for kind, entries in (("output_file_id", out), ("error_file_id", errors)):
+            if entries:
+                file_id = f"file-{len(self.files)}"
+                self.files[file_id] = "".join(json.dumps(e) + "\n" for e in entries).encode()
+                batch[kind] = file_id
+        batch["status"] = status
+        batch["request_counts"].update(completed=len(out), failed=len(errors))
+        batch[f"{status}_at"] = int(time.time())
+
     # ------------------------------------------------------------------ limits
 
     def _violation(self, now: float, tokens: int) -> str | None:
@@ -218,6 +354,16 @@ class FakeOpenAI:
 
     def calls_served(self) -> list[str]:
         return [a["call"] for a in self.served()]
+
+
+def _multipart_file(raw: bytes, content_type: str) -> tuple[str, bytes]:
+    """(filename, content) of the `file` part of a multipart/form-data upload."""
+    message = BytesParser(policy=default_policy).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            return part.get_filename() or "upload", part.get_payload(decode=True)
+    raise ValueError("no file part in the upload")
 
 
 def _fits(arrivals: list[dict], now: float, amount: float, counted: Callable[[dict], float],

@@ -10,6 +10,11 @@ only for those, and turns the store into rows.
 
 A call is numbered (`request_id`) and its prompt is a pure function of that number and the
 config, so "what is missing" is simply "which numbers are not in the store".
+
+Each round of missing calls goes either to the actor pool (online) or to one provider batch
+(`llm.mode: batch`, batch.py); both store replies the same way, both stop cleanly at
+`llm.max_cost_usd` (budget.py: every call reserves its worst case first), and the progress bar
+shows calls, rows kept, tokens, dollars and time waited on the limiter (`RunProgress`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raysweep.console import progress
 from raysweep.errors import RaysweepError
-from raysweep.llm.client import GeneratorActor, one_line
+from raysweep.llm.budget import BudgetActor, BudgetError, worst_case_usd
+from raysweep.llm.client import GeneratorActor, estimate_tokens, one_line
 from raysweep.llm.config import (EMBEDDED_MODEL, OPENAI_URL, KeyRoute, LLMConfig, endpoint_host,
                                   load_template)
 from raysweep.llm.dedup import clean_rows, similar_pairs
@@ -113,6 +119,7 @@ class GeneratorPool:
         self.actors: list = []
         self.idle: list = []
         self.counts: Counter = Counter()  # retried_<kind>, actor_restarts
+        self.budget_reached = False  # a call was refused by llm.max_cost_usd: start no more
 
     def _new_actor(self) -> None:
         actor = self.make_actor()
@@ -120,9 +127,10 @@ class GeneratorPool:
         self.idle.append(actor)
 
     def run(self, calls: list[tuple], on_record: Callable[[dict], None],
-            drain_timeout: float) -> tuple[list[dict], str | None]:
+            drain_timeout: float, enough: Callable[[], bool] = lambda: False) -> tuple[list[dict], str | None]:
         """Run `calls` ((request_id, messages, seed) each); every record goes to `on_record` (the
         store) the moment it arrives, and a dead actor's call is queued again on a new actor.
+        Once `enough()` (the rows are there), no further call of the round is started.
 
         Returns (calls that gave up after their retries, the fatal error or None). On Ctrl-C the
         calls in flight, already being paid for, are awaited and stored before it propagates.
@@ -135,7 +143,7 @@ class GeneratorPool:
             self._new_actor()
 
         def dispatch():
-            while self.idle and pending and fatal is None:
+            while self.idle and pending and fatal is None and not self.budget_reached and not enough():
                 actor, job = self.idle.pop(), pending.popleft()
                 in_flight[actor.call.remote(*job)] = (actor, job)
 
@@ -163,6 +171,8 @@ class GeneratorPool:
             self.counts.update({f"retried_{k}": v for k, v in result.get("retried", {}).items()})
             if "error" not in result:
                 on_record(result)
+            elif result.get("budget"):
+                self.budget_reached = True  # the calls in flight are reserved: let them finish
             elif result["fatal"]:
                 fatal = result["error"]
             else:
@@ -258,7 +268,8 @@ def plan_calls(done: set[int], kept: int, n_rows: int, per_call: int, budget: in
 
 
 def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: str | Path,
-             class_names=SST5_CLASS_NAMES, say: Callable[[str], None] = print) -> GenerationResult:
+             class_names=SST5_CLASS_NAMES, say: Callable[[str], None] = print, wait: bool = True,
+             cancel: bool = False) -> GenerationResult:
     """Generate `cfg.n_rows` labeled sentences, resuming from `out_dir`'s response store.
 
     `examples` (columns text, label) are the real rows shown in prompts (the study: D_labeled);
@@ -268,21 +279,75 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
 
     Anything that stops the run (the store, the embedded server, the limiter, the calls) is a
     GenerationError with a one-line message; paid replies are in the store by then. Before the
-    first call, `say` gets one line naming the host the calls go to and why (Endpoint.line).
+    first call, `say` gets one line naming the host the calls go to and why (Endpoint.line);
+    at the end, one summary line. `llm.max_cost_usd` reached is not an error: the run stops
+    cleanly with the rows it has (`summary["stopped"] == "budget"`).
+
+    In batch mode (`llm.mode: batch`, see batch.py) `wait=False` submits the missing calls and
+    raises BatchPending unless they are done; a later run collects them. `cancel` stops the
+    open batches, stores what they finished and submits nothing (`stopped: cancelled`).
     """
+    from raysweep.llm.batch import BatchError
+
     try:
-        return _generate(cfg, examples, val_texts, Path(out_dir), class_names, say)
-    except (StoreError, ServerError, LimitError) as exc:
+        return _generate(cfg, examples, val_texts, Path(out_dir), class_names, say, wait, cancel)
+    except (StoreError, ServerError, LimitError, BudgetError, BatchError) as exc:
         raise GenerationError(str(exc)) from None
 
 
+def check_endpoint(cfg: LLMConfig, endpoint: Endpoint) -> None:
+    """What the endpoint rules out, refused before any call: a budget on a model the price table
+    does not know (it could not be kept), batch mode on the embedded server (no Batch API)."""
+    if cfg.max_cost_usd is not None and cfg.price_for(endpoint.model) is None:
+        raise GenerationError(f"llm.max_cost_usd: {endpoint.model} has no price in llm.prices, so the budget cannot "
+                              f"be kept; add llm.prices.{endpoint.model} (dollars per 1M tokens)")
+    if cfg.mode == "batch" and endpoint.kind == "embedded":
+        raise GenerationError("llm.mode: batch needs a provider's Batch API; the embedded server has none "
+                              "(give llm.base_url or a key, or use mode: online)")
+
+
+class RunProgress:
+    """What the progress bar shows beside the calls: rows kept toward n_rows, tokens, dollars,
+    time waited on the limiter. The same counts end in the summary line and generation.json."""
+
+    def __init__(self, bar, n_rows: int, kept: int):
+        self.bar, self.n_rows, self.kept = bar, n_rows, kept
+        self.calls = self.tokens = 0
+        self.usd = self.waited_s = 0.0
+        self.note = ""  # a batch's state, in batch mode
+        self.show()
+
+    def add(self, record: dict, kept: int) -> None:
+        self.calls += 1
+        self.tokens += (record.get("usage") or {}).get("total_tokens", 0)
+        self.usd += record.get("cost_usd") or 0.0
+        self.waited_s += record.get("waited_s", 0.0)
+        self.kept = kept
+        self.show()  # before the count moves: the bar redraws on update, with this detail
+        self.bar.update(1)
+
+    def set_note(self, text: str) -> None:
+        self.note = text
+        self.show()
+
+    def show(self) -> None:
+        self.bar.set_detail(f"rows {self.kept:,}/{self.n_rows:,}, {self.tokens:,} tokens, ${self.usd:.4f}, "
+                            f"{self.waited_s:.0f} s waited on the limiter" + (f"; {self.note}" if self.note else ""))
+
+
+# Rows kept are counted again (parse + dedup of the whole store) at most this often while calls
+# arrive: a few milliseconds for hundreds of rows, but not after each of thousands of calls.
+RECOUNT_EVERY_S = 2.0
+
+
 def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: Path,
-              class_names, say: Callable[[str], None]) -> GenerationResult:
+              class_names, say: Callable[[str], None], wait: bool, cancel: bool) -> GenerationResult:
     started = time.monotonic()
-    out_dir.mkdir(parents=True, exist_ok=True)
     check_examples(examples, len(class_names))
     val_texts = list(val_texts)
     endpoint = choose_endpoint(cfg)
+    check_endpoint(cfg, endpoint)  # before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
     template = load_template(cfg.template) if cfg.template else DEFAULT_TEMPLATE
     # What makes a stored reply answer *this* config's call n. Limits, concurrency, prices and
     # the URL may change between runs; these may not.
@@ -301,63 +366,105 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
 
     state = evaluate(records, class_names, val_texts, cfg.near_duplicate)
     budget = cfg.request_budget(endpoint.samples_per_call)
+    spent_before = totals(list(records.values()))["cost_usd"]
     new_records: list[dict] = []
+    recounted = time.monotonic()
 
     def on_record(record: dict) -> None:
+        nonlocal state, recounted
         record["setup"] = setup
         record["endpoint"] = endpoint.kind
         record["cost_usd"] = cost_usd(record.get("usage"), endpoint.model, cfg.prices,
-                                      (record.get("response") or {}).get("model"))
+                                      (record.get("response") or {}).get("model"), record.get("mode", "online"))
         store.append(record)  # on disk before anything parses it
         records[record["request_id"]] = record
         new_records.append(record)
-        bar.update(1)
+        # Near n_rows every reply is counted, so that no call is started for rows already there.
+        if (time.monotonic() - recounted >= RECOUNT_EVERY_S
+                or len(state.kept) + endpoint.samples_per_call >= cfg.n_rows):
+            state, recounted = evaluate(records, class_names, val_texts, cfg.near_duplicate), time.monotonic()
+        shown.add(record, len(state.kept))
 
+    def build(ids: list[int]) -> list[tuple]:
+        return [(i, build_messages(template, endpoint.samples_per_call, examples, cfg.examples_per_class,
+                                   cfg.seed, i, class_names), cfg.seed + i) for i in ids]
+
+    stopped: str | None = None
     with ExitStack() as stack:
-        # In calls, the number needed if every sample were kept: parse failures and duplicates
-        # may take more (up to the budget), which the bar then counts past its end.
-        needed = -(-max(0, cfg.n_rows - len(state.kept)) // endpoint.samples_per_call)
-        bar = stack.enter_context(progress(min(needed, max(0, budget - len(records))), "LLM calls", "calls"))
-        pool = None
+        # In calls, the first round's (at the yield seen so far): if its replies keep fewer rows
+        # than that yield, more rounds follow (up to the call cap), which the bar counts past its end.
+        needed = len(plan_calls(set(records), len(state.kept), cfg.n_rows, endpoint.samples_per_call, budget))
+        bar = stack.enter_context(progress(needed, "LLM calls", "calls"))
+        shown = RunProgress(bar, cfg.n_rows, len(state.kept))
+        runner = pool = None
+        if cfg.mode == "batch":
+            from raysweep.llm.batch import BatchRunner
+
+            params = {"temperature": cfg.temperature, "max_tokens": endpoint.max_tokens}
+            runner = BatchRunner(cfg, endpoint, out_dir, params, records.__contains__, spent_before, wait, shown.set_note)
+            say(endpoint.line() + "; batch mode")
+            if cancel:
+                runner.cancel(say)
         while True:
             ids = plan_calls(set(records), len(state.kept), cfg.n_rows, endpoint.samples_per_call, budget)
-            if not ids:
+            if not ids and not (runner and runner.open):
                 break
-            if pool is None:
-                pool = stack.enter_context(_launch(cfg, endpoint, out_dir, len(class_names), say))
             log.info("requesting %d call(s) of %d samples (%d rows kept of %d)", len(ids),
                      endpoint.samples_per_call, len(state.kept), cfg.n_rows)
-            calls = [(i, build_messages(template, endpoint.samples_per_call, examples, cfg.examples_per_class,
-                                        cfg.seed, i, class_names), cfg.seed + i) for i in ids]
-            gave_up, fatal = pool.run(calls, on_record, drain_timeout=endpoint.timeout + 5)
+            calls = build(ids)
+            if runner is not None:
+                gave_up, fatal, reached = runner.run(calls, on_record), None, runner.budget_reached
+            else:
+                if pool is None:
+                    if not affordable(cfg, endpoint, calls[0][1], spent_before):
+                        stopped = "budget"  # not even one call fits: start nothing
+                        break
+                    pool = stack.enter_context(_launch(cfg, endpoint, out_dir, len(class_names), say, spent_before))
+                gave_up, fatal = pool.run(calls, on_record, drain_timeout=endpoint.timeout + 5,
+                                          enough=lambda: len(state.kept) >= cfg.n_rows)
+                reached = pool.budget_reached
             if fatal:
                 raise GenerationError(f"{fatal} ({len(records)} paid replies are safe in {store.path})")
+            before = len(state.kept)
+            state = evaluate(records, class_names, val_texts, cfg.near_duplicate)
+            if runner is not None and runner.cancelled:
+                stopped = "cancelled"
+                break
+            if reached:
+                stopped = "budget"
+                break
             if gave_up:
                 raise GenerationError(
                     f"{len(gave_up)} of {len(calls)} call(s) failed, e.g. call {gave_up[0]['request_id']}: "
                     f"{gave_up[0]['error']}; rerun to ask for them again ({len(records)} replies kept in {store.path})")
-            before = len(state.kept)
-            state = evaluate(records, class_names, val_texts, cfg.near_duplicate)
             if len(state.kept) <= before:
+                stopped = "no_progress"
                 break  # a whole round added nothing: more calls would buy more of the same
+        counts = pool.counts if pool else runner.counts if runner else Counter()
+        shown.kept = len(state.kept)
 
-    counts = pool.counts if pool is not None else Counter()
     _write_logs(out_dir, state)
     rows = state.kept.head(cfg.n_rows)
-    if len(rows) < cfg.n_rows:
-        log.warning("kept %d of %d rows after %d calls (the budget is %d calls, llm.max_requests)",
-                    len(rows), cfg.n_rows, len(records), budget)
+    if len(rows) >= cfg.n_rows:
+        stopped = None
+    elif stopped is None or stopped == "no_progress" and len(records) >= budget:
+        stopped = "max_requests"
     all_records = [records[i] for i in sorted(records)]
     # A small model often hands back the examples it was shown. They are real rows, not a leak
     # into val, so they stay; the count says how much of the pool is the prompt echoed.
     copies = {i for i, _ in similar_pairs(rows["text"].tolist(), examples["text"].astype(str).tolist(),
                                           cfg.near_duplicate)}
+    this_run = totals(new_records)
     summary = {
         "endpoint": endpoint.kind,
+        "mode": cfg.mode,
         "model": endpoint.model,
         **totals(all_records),
         "requests_this_run": len(new_records),
-        "cost_usd_this_run": totals(new_records)["cost_usd"],
+        "tokens_this_run": this_run["total_tokens"],
+        "cost_usd_this_run": this_run["cost_usd"],
+        "max_cost_usd": cfg.max_cost_usd,
+        "limiter_wait_s": round(shown.waited_s, 2),
         "replies_cut_at_max_tokens": state.cut_replies,
         "rows_parsed": state.rows_parsed,
         "parse_repairs": state.repairs,
@@ -370,26 +477,64 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         "rows_kept": len(rows),
         "rows_target": cfg.n_rows,
         "complete": len(rows) >= cfg.n_rows,
+        # Why fewer rows than n_rows: budget (llm.max_cost_usd), max_requests (the call cap), or
+        # no_progress (a whole round added no row); None when complete.
+        "stopped": stopped,
         "resumed_from": stored_before,
         "retries": {k.removeprefix("retried_"): v for k, v in sorted(counts.items()) if k.startswith("retried_")},
         "actor_restarts": counts["actor_restarts"],
+        **({"batches_created": counts["batches"], "requests_resubmitted": counts["resubmitted"]}
+           if cfg.mode == "batch" else {}),
         "elapsed_s": round(time.monotonic() - started, 2),
     }
+    say(summary_line(summary))
     return GenerationResult(rows[["text", "llm_label"]].reset_index(drop=True), summary, state.removed, store.path)
+
+
+def affordable(cfg: LLMConfig, endpoint: Endpoint, messages: list[dict], spent_usd: float) -> bool:
+    """Whether one call's worst case still fits in llm.max_cost_usd after `spent_usd`."""
+    if cfg.max_cost_usd is None:
+        return True
+    worst = worst_case_usd(cfg.price_for(endpoint.model), estimate_tokens(messages, 0), endpoint.max_tokens)
+    return spent_usd + worst <= cfg.max_cost_usd
+
+
+_STOPPED = {
+    "budget": "stopped at llm.max_cost_usd (${max_cost_usd:g}); the LLM pools run with these rows",
+    "max_requests": "stopped at the call cap (llm.max_requests)",
+    "no_progress": "stopped: a whole round of calls added no row",
+    "cancelled": "the batches were cancelled; what they finished is kept",
+}
+
+
+def summary_line(s: dict) -> str:
+    """The one line a run ends with: calls, tokens, dollars, rows, waiting, and why it stopped short."""
+    line = (f"llm: {s['requests_this_run']:,} calls this run ({s['requests']:,} stored), "
+            f"{s['tokens_this_run']:,} tokens, ${s['cost_usd_this_run']:.4f} this run (${s['cost_usd']:.4f} in all), "
+            f"{s['rows_kept']:,} of {s['rows_target']:,} rows kept, {s['limiter_wait_s']:.0f} s waited on the limiter")
+    if s.get("unpriced_requests"):
+        line += f", {s['unpriced_requests']} calls unpriced (not in llm.prices)"
+    if s["stopped"]:
+        line += "; " + _STOPPED[s["stopped"]].format(**s)
+    return line
 
 
 @contextmanager
 def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int,
-            say: Callable[[str], None]) -> Iterator[GeneratorPool]:
-    """Ray (if nobody started it), the endpoint, the shared limiter and the generator pool."""
+            say: Callable[[str], None], spent_usd: float = 0.0) -> Iterator[GeneratorPool]:
+    """Ray (if nobody started it), the endpoint, the shared limiter, the shared budget (when
+    llm.max_cost_usd is set; `spent_usd` already paid) and the generator pool."""
     started_ray = start_ray()  # the caller's Ray if it started one (raysweep run / generate)
-    limiter = pool = None
+    limiter = money = pool = None
     try:
         with running(endpoint, cfg, out_dir) as live:
             say(live.line())
             limits = cfg.limits
             limiter = RateLimiterActor.remote(limits.requests_per_minute, limits.tokens_per_minute,
                                               limits.burst_seconds, limits.headroom, limits.jitter_seconds)
+            price = cfg.price_for(live.model)
+            if cfg.max_cost_usd is not None:
+                money = BudgetActor.remote(cfg.max_cost_usd, spent_usd)
             params = {"temperature": cfg.temperature, "max_tokens": live.max_tokens}
             options: dict = {}
             size = cfg.concurrency
@@ -404,15 +549,16 @@ def _launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int,
                 # The actor gets where the key is (live.key), never the key: it reads it where it runs.
                 return GeneratorActor.options(**options).remote(
                     live.base_url, live.model, params, live.key, limiter,
-                    live.timeout, cfg.retries, cfg.retry_backoff)
+                    live.timeout, cfg.retries, cfg.retry_backoff, money, price)
 
             pool = GeneratorPool(make_actor, size, max_deaths=cfg.retries + size)
             yield pool
     finally:
         if pool is not None:
             pool.close()
-        if limiter is not None:
-            ray.kill(limiter)
+        for actor in (limiter, money):
+            if actor is not None:
+                ray.kill(actor)
         if started_ray:
             stop_ray()
 

@@ -160,12 +160,19 @@ RateLimiterActor = ray.remote(num_cpus=0)(RateLimiter)
 
 def call(limiter, method: str, *args):
     """Call `method` on a plain RateLimiter or on a RateLimiterActor handle alike."""
-    fn = getattr(limiter, method)
+    return shared_call(limiter, method, args, LimitError("the shared rate limiter actor died; rerun to resume "
+                                                         "from the store"))
+
+
+def shared_call(obj, method: str, args: tuple, if_dead: Exception):
+    """`obj.method(*args)` on a plain object or on a Ray actor handle alike; `if_dead` is raised
+    when the actor is gone (the pool's shared limiter and budget both go through here)."""
+    fn = getattr(obj, method)
     if hasattr(fn, "remote"):
         try:
             return ray.get(fn.remote(*args))
         except ray.exceptions.RayActorError:
-            raise LimitError("the shared rate limiter actor died; rerun to resume from the store") from None
+            raise if_dead from None
     return fn(*args)
 
 

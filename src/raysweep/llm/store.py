@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from raysweep.errors import RaysweepError
+from raysweep.llm import budget
 
 STORE_NAME = "responses.jsonl"
 
@@ -75,13 +76,14 @@ def check_setup(records: list[dict], setup: dict, path: Path) -> None:
                     f"{setup.get(key)!r}; use another output directory or restore the config")
 
 
-def cost_usd(usage: dict | None, model: str, prices: dict, answered_by: str | None = None) -> float | None:
-    """Dollars for one call from the price table (per 1M tokens); None when the model is not in it."""
+def cost_usd(usage: dict | None, model: str, prices: dict, answered_by: str | None = None,
+             mode: str = "online") -> float | None:
+    """Dollars for one call from the price table (per 1M tokens, at `mode`'s price: a batch's
+    discount applied); None when the model is not in it."""
     price = prices.get(model) or (prices.get(answered_by) if answered_by else None)
     if price is None or not usage:
         return None
-    return (usage.get("prompt_tokens", 0) * price.prompt
-            + usage.get("completion_tokens", 0) * price.completion) / 1e6
+    return budget.cost_usd(price.for_mode(mode), usage)
 
 
 def totals(records: list[dict]) -> dict:

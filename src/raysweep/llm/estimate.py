@@ -1,0 +1,123 @@
+"""What a generation will cost, worked out before anything is called: `raysweep check` and
+`raysweep generate --dry-run` print it.
+
+    estimate(cfg, examples, class_names, stored=[]) -> Estimate
+
+Everything comes from the config and the prompts themselves: the prompts of the calls are
+built exactly as a run builds them, so their size is measured, not guessed. What cannot be
+known before the replies is a range:
+
+- calls: at least the calls n_rows needs if every sample is kept (n_rows / samples_per_call),
+  at most the call cap (llm.max_requests, by default twice that);
+- prompt tokens: between 1 token per 4 characters (English text) and the client's own upper
+  bound (1 per 3, plus the chat format; client.estimate_tokens);
+- completion tokens: between `samples_per_call` sentences at TOKENS_PER_SAMPLE each and the
+  whole `max_tokens` of every call (the worst case a budget reserves);
+- dollars: those tokens at the model's price in the config's mode (a batch's discount applied).
+
+Calls already in the directory's response store are not asked again, so they are taken off,
+and their cost is shown as spent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from raysweep.llm.client import estimate_tokens
+from raysweep.llm.config import LLMConfig, endpoint_host
+from raysweep.llm.prompt import DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages
+from raysweep.llm.config import load_template
+
+# A short SST-like sentence and its label as a JSON pair: ~33 tokens ("100 SST-like sentences as
+# JSON pairs take ~3,300 tokens", llm/config.py's max_tokens). The low end of a reply.
+TOKENS_PER_SAMPLE = 33
+# Prompts measured per run: they differ only in their examples, so a sample gives their size.
+PROMPTS_MEASURED = 50
+
+
+@dataclass
+class Estimate:
+    endpoint: str  # api, base_url or embedded
+    host: str  # where the calls would go
+    model: str
+    mode: str
+    samples_per_call: int
+    max_tokens: int
+    stored_calls: int
+    spent_usd: float
+    calls: tuple[int, int]  # (fewest, most) calls still to make
+    prompt_tokens_per_call: tuple[int, int]
+    completion_tokens_per_call: tuple[int, int]
+    tokens: tuple[int, int]  # prompt + completion over the calls still to make
+    cost_usd: tuple[float, float] | None  # None: the model has no price
+    max_cost_usd: float | None
+    calls_within_budget: int | None  # calls the cap still pays for at their worst case
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        e = self
+        out = [f"llm: {e.model} at {e.host} ({e.endpoint}, {e.mode} mode), {e.samples_per_call} samples a call, "
+               f"max_tokens {e.max_tokens}" + (f"; {e.stored_calls} calls already stored (${e.spent_usd:.4f})"
+                                                if e.stored_calls else "")]
+        out.append(f"llm: expect {_range(e.calls)} calls, {_range(e.tokens)} tokens "
+                   f"(prompt {_range(e.prompt_tokens_per_call)}, reply {_range(e.completion_tokens_per_call)} a call)")
+        if e.cost_usd is None:
+            out.append(f"llm: cost unknown: {e.model} has no price in llm.prices")
+        else:
+            line = f"llm: expect ${e.cost_usd[0]:.4f} to ${e.cost_usd[1]:.4f} at {e.model}'s {e.mode} price"
+            if e.max_cost_usd is not None:
+                line += (f"; llm.max_cost_usd ${e.max_cost_usd:g} pays for {e.calls_within_budget} more calls "
+                         "at their worst case")
+            out.append(line)
+        return out
+
+
+def _range(pair) -> str:
+    low, high = pair
+    return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+
+def estimate(cfg: LLMConfig, examples: pd.DataFrame, class_names=SST5_CLASS_NAMES,
+             stored: list[dict] | None = None) -> Estimate:
+    """The calls, tokens and dollars generation would still spend, calling nothing.
+
+    `stored`: the records of the directory's response store (calls a run would not make again)."""
+    from raysweep.llm.generate import choose_endpoint  # the same decision a run makes
+    from raysweep.llm.store import totals
+
+    endpoint = choose_endpoint(cfg)
+    stored = stored or []
+    spent = totals(stored)["cost_usd"]
+    per_call, max_tokens = endpoint.samples_per_call, endpoint.max_tokens
+    done = {r["request_id"] for r in stored}
+    most = max(0, cfg.request_budget(per_call) - len(done))
+    fewest = min(most, max(0, math.ceil(cfg.n_rows / per_call) - len(done)))
+    template = load_template(cfg.template) if cfg.template else DEFAULT_TEMPLATE
+    ids = [i for i in range(most + len(done)) if i not in done][:PROMPTS_MEASURED]
+    prompts = [build_messages(template, per_call, examples, cfg.examples_per_class, cfg.seed, i, class_names)
+               for i in ids] or [build_messages(template, per_call, examples, cfg.examples_per_class, cfg.seed, 0,
+                                                class_names)]
+    chars = [sum(len(m["content"]) for m in p) for p in prompts]
+    prompt_low = math.floor(min(chars) / 4)
+    prompt_high = max(estimate_tokens(p, 0) for p in prompts)
+    reply_low, reply_high = min(max_tokens, TOKENS_PER_SAMPLE * per_call), max_tokens
+    tokens = (fewest * (prompt_low + reply_low), most * (prompt_high + reply_high))
+    price = cfg.price_for(endpoint.model)
+    cost = within = None
+    if price is not None:
+        def usd(calls, prompt, reply):
+            return calls * (prompt * price.prompt + reply * price.completion) / 1e6
+
+        cost = (round(usd(fewest, prompt_low, reply_low), 6), round(usd(most, prompt_high, reply_high), 6))
+        if cfg.max_cost_usd is not None:
+            worst = usd(1, prompt_high, reply_high)
+            room = max(0.0, cfg.max_cost_usd - spent)
+            within = most if worst == 0 else min(most, int(room // worst))
+    return Estimate(endpoint.kind, endpoint_host(endpoint.base_url) if endpoint.base_url else "127.0.0.1 (started then)",
+                    endpoint.model, cfg.mode, per_call, max_tokens, len(done), spent, (fewest, most),
+                    (prompt_low, prompt_high), (reply_low, reply_high), tokens, cost, cfg.max_cost_usd, within)
