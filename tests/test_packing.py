@@ -130,3 +130,16 @@ def test_pack_size_follows_the_memory_budget(acts):
     # A pooler member carries a [H, H] dense and its Adam state; a last-linear member does not.
     assert member_bytes(384, 5, 8544, 32, dense=True) > 4 * member_bytes(384, 5, 8544, 32, dense=False)
     assert max_pack_size(a, 5, 10, RECIPE) >= 1  # from this machine's free memory
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here (scripts/gpu-check.sh runs it on one)")
+def test_a_pack_on_the_gpu_reaches_the_weights_of_the_cpu_pack(acts):
+    """The masks and batch orders come from CPU generators on every device: only the arithmetic moves."""
+    a = acts["pooler"]
+    cpu = fit_packed(a, _members(), RECIPE, num_classes=5)
+    gpu = fit_packed(a, _members(), RECIPE, "cuda", num_classes=5)
+    for c, g in zip(cpu, gpu):
+        assert g.model.linear.weight.device.type == "cuda" and g.error is None
+        for name, value in c.model.state_dict().items():
+            torch.testing.assert_close(g.model.state_dict()[name].cpu(), value, rtol=1e-4, atol=1e-5, msg=name)
+        assert (predict_proba(g.model.cpu(), a).argmax(1) == predict_proba(c.model, a).argmax(1)).all()

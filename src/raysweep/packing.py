@@ -189,8 +189,12 @@ def _optimise_packed(stack: _Stack, x_all: torch.Tensor, positions: torch.Tensor
             xb = x_all[positions.gather(1, idx)]  # [M, B, H]
             masks = None
             if recipe.dropout > 0:  # F.dropout draws nothing at p = 0
-                masks = torch.stack([torch.empty(batch, hidden).bernoulli_(keep, generator=g).div_(keep)
-                                     for g in dropout_streams]).to(device)
+                # Each member's [B, H] slice is drawn from its own stream, as its solo step would draw it
+                # (on the CPU generator, whatever the device: the masks are then the same everywhere).
+                masks = torch.empty(members, batch, hidden)
+                for mask, g in zip(masks, dropout_streams):
+                    mask.bernoulli_(keep, generator=g)
+                masks = masks.div_(keep).to(device)
             logits = stack.forward(xb, masks)
             losses = F.cross_entropy(logits.reshape(members * batch, -1), y.gather(1, idx).reshape(-1),
                                      reduction="none").view(members, batch).mean(1)
