@@ -14,8 +14,11 @@ tree: this driver and `--workers` worker processes with one torch thread each (w
 3. packed + dedup path: the trainings identical by construction run once (`same_training`, a
    local stand-in for the engine's dedup: fraction 0 trains on `labeled` in every strategy and
    is the scoring model too; a fraction that takes the whole pool trains on it in every
-   strategy); the rest are grouped by (freeze mode, row count) into packs (`packing.fit_packed`,
-   at most `max_pack_size` members), scheduled longest first over the same workers.
+   strategy); the rest train in packs (`packing.fit_packed`, at most `max_pack_size` members):
+   per row count, last-linear in one pack, pooler in one pack per worker.
+   The two paths alternate row count by row count (per-cell, then packed), so that both see about
+   the same load on a shared machine; each path's wall is the sum of its groups' walls. The
+   workers' CPU seconds are reported too (robust to load where walls are not).
 4. floor: the FLOPs of the packed path's trainings (forward + backward of each trained layer,
    every step: see `flops_per_row`) divided by the batched-matmul throughput measured on all
    workers at once, in this run (the larger of two shapes, before and after the paths).
@@ -37,7 +40,7 @@ import multiprocessing as mp
 import os
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -96,38 +99,41 @@ def flops_per_row(kind: str, hidden: int, num_classes: int, tokens: float = 0.0)
 def _init_worker() -> None:
     import torch
 
+    import raysweep.packing  # noqa: F401 - imported before any timing (seconds on a loaded machine)
+    import raysweep.train  # noqa: F401
+
     torch.set_num_threads(1)  # one core per worker, as a Tune trial with cpus_per_trial: 1
 
 
-def _train_alone(job) -> tuple[float, dict, float]:
+def _train_alone(job) -> tuple[float, float, dict, float]:
     from raysweep.embed import load_activations
     from raysweep.train import build_model, fit
 
     acts_path, rows, labels, seed, num_classes, recipe = job
     acts = load_activations(acts_path)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model = build_model(acts, num_classes, recipe, seed)
     loss = fit(model, acts, rows, labels, recipe, seed)
-    took = time.perf_counter() - start
-    return took, {k: v.numpy() for k, v in model.state_dict().items()}, loss
+    took, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return took, cpu, {k: v.numpy() for k, v in model.state_dict().items()}, loss
 
 
-def _train_pack(job) -> tuple[float, list[dict], list[float], list[str | None]]:
+def _train_pack(job) -> tuple[float, float, list[dict], list[float], list[str | None]]:
     from raysweep.embed import load_activations
     from raysweep.packing import Member, fit_packed
 
     acts_path, members, num_classes, recipe, device = job
     acts = load_activations(acts_path)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     results = fit_packed(acts, [Member(rows, labels, seed) for rows, labels, seed in members], recipe, device,
                          num_classes=num_classes)
-    took = time.perf_counter() - start
-    return (took, [{k: v.cpu().numpy() for k, v in r.model.state_dict().items()} for r in results],
+    took, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return (took, cpu, [{k: v.cpu().numpy() for k, v in r.model.state_dict().items()} for r in results],
             [r.final_loss for r in results], [r.error for r in results])
 
 
-def _matmul_rate(job) -> tuple[float, float]:
-    """FLOPs done and seconds taken by repeated batched matmuls of one shape, on one thread."""
+def _matmul_rate(job) -> tuple[float, float, float]:
+    """FLOPs done, wall and CPU seconds taken by repeated batched matmuls of one shape, on one thread."""
     import torch
 
     (batch, rows, inner, cols), seconds, device = job
@@ -136,24 +142,26 @@ def _matmul_rate(job) -> tuple[float, float]:
     for _ in range(3):
         torch.bmm(a, b)
     sync()
-    done, start = 0, time.perf_counter()
+    done, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         for _ in range(10):
             torch.bmm(a, b)
         sync()
         done += 10
-    return done * 2.0 * batch * rows * inner * cols, time.perf_counter() - start
+    return done * 2.0 * batch * rows * inner * cols, time.perf_counter() - start, time.process_time() - cpu
 
 
-def measure_peak(pool, workers: int, hidden: int, device: str, seconds: float = 3.0) -> tuple[float, str]:
-    """Batched-matmul FLOP/s of all workers at once: the larger of a pack-shaped and a large shape."""
-    best, where = 0.0, ""
+def measure_peak(pool, workers: int, hidden: int, device: str, seconds: float = 3.0) -> tuple[float, float, str]:
+    """Batched-matmul FLOP/s of all workers at once (per wall second), and of one worker per CPU
+    second: the larger of a pack-shaped and a large shape."""
+    best, best_cpu, where = 0.0, 0.0, ""
     for shape in ((16, 32, hidden, hidden), (8, 512, hidden, hidden)):
         out = pool.map(_matmul_rate, [(shape, seconds, device)] * workers, chunksize=1)
-        rate = sum(f for f, _ in out) / max(s for _, s in out)
+        rate = sum(f for f, _, _ in out) / max(s for _, s, _ in out)
+        best_cpu = max(best_cpu, max(f / c for f, _, c in out))
         if rate > best:
             best, where = rate, "x".join(map(str, shape))
-    return best, where
+    return best, best_cpu, where
 
 
 def run_all(pool, fn, jobs, costs) -> tuple[float, list]:
@@ -171,7 +179,7 @@ def run_all(pool, fn, jobs, costs) -> tuple[float, list]:
 # --------------------------------------------------------------------------- the grid
 
 
-def grid_trainings(cfg, context, seeds) -> tuple[list[Training], dict]:
+def grid_trainings(cfg, context, seeds) -> list[Training]:
     """Every training the grid needs, with the rows the real strategies choose (untimed)."""
     from raysweep.config import RecipeConfig
     from raysweep.sweep import expand, trial_inputs
@@ -194,7 +202,25 @@ def grid_trainings(cfg, context, seeds) -> tuple[list[Training], dict]:
     for t in out:  # the construction must hold: equal keys, equal rows
         first = next(u for u in out if u.key == t.key)
         assert np.array_equal(first.rows, t.rows), f"same_training says {t.key} repeats but the rows differ"
-    return out, inputs
+    return out
+
+
+def chosen(cfg, context, seeds, cache: Path) -> list[Training]:
+    """`grid_trainings`, kept in the cache: choosing the rows trains the scoring models and
+    scores the pool, minutes on a loaded machine, and nothing timed depends on how long it took."""
+    import pickle
+
+    from raysweep.config import to_dict
+    from raysweep.hashing import json_digest
+
+    path = cache / f"grid-rows-{json_digest({'sweep': to_dict(cfg), 'seeds': list(seeds)}, 20)}.pkl"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    with tempfile.TemporaryDirectory() as scoring_cache:
+        context["cache_dir"] = scoring_cache
+        trainings = grid_trainings(cfg, context, seeds)
+    path.write_bytes(pickle.dumps(trainings))
+    return trainings
 
 
 def main() -> None:
@@ -215,10 +241,10 @@ def main() -> None:
 
     import torch
 
-    from raysweep.config import RecipeConfig, load_sweep
+    from raysweep.config import load_sweep
     from raysweep.encoders import cache_home
     from raysweep.packing import max_pack_size
-    from raysweep.sweep import prepare
+    from raysweep.sweep import prepare, trial_inputs
 
     torch.set_num_threads(1)
     overrides = [f"replicate.seed=[{', '.join(map(str, args.seeds))}]"]
@@ -230,80 +256,96 @@ def main() -> None:
     t = time.perf_counter()
     context = prepare(cfg, cache, use_ray=False, log=lambda *_: None)
     print(f"data + activation cache: {time.perf_counter() - t:.1f} s ({cache})")
-    with tempfile.TemporaryDirectory() as scoring_cache:
-        context["cache_dir"] = scoring_cache
-        t = time.perf_counter()
-        trainings, inputs = grid_trainings(cfg, context, args.seeds)
-        print(f"rows chosen by the strategies (untimed, scoring models included): {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    trainings = chosen(cfg, context, args.seeds, cache)
+    print(f"rows chosen by the strategies (untimed; cached after one run): {time.perf_counter() - t:.1f} s")
+    acts = {f: trial_inputs(context, f"{cfg.encoders[0]}|{cfg.poolings[0]}|{f}").train_acts
+            for f in cfg.compare.freeze}
     num_classes = context["num_classes"]
-    acts = {f: inp.train_acts for f, inp in inputs.items()}
     labels = context["train_labels"]
     hidden = next(iter(acts.values())).hidden_size
     cost = {f: flops_per_row(a.boundary.kind, hidden, num_classes) for f, a in acts.items()}
-
-    # per-cell jobs: every training; packed jobs: one per distinct key, in packs
-    solo_jobs = [(str(acts[t.freeze].path), t.rows, labels[t.rows], t.seed, num_classes, recipe) for t in trainings]
-    solo_costs = [cost[t.freeze] * len(t.rows) for t in trainings]
     distinct = list({t.key: t for t in trainings}.values())
-    groups: dict[tuple, list[Training]] = {}
-    for t in distinct:
-        groups.setdefault((t.freeze, len(t.rows)), []).append(t)
-    packs = []
-    for (freeze, n), members in sorted(groups.items()):
-        size = max_pack_size(acts[freeze], num_classes, n, recipe, args.device)
-        packs += [members[i: i + size] for i in range(0, len(members), size)]
-    pack_jobs = [(str(acts[p[0].freeze].path), [(t.rows, labels[t.rows], t.seed) for t in p], num_classes, recipe,
-                  args.device) for p in packs]
-    pack_costs = [cost[p[0].freeze] * len(p[0].rows) * len(p) for p in packs]
     epochs = recipe.epochs
-    floor_flops = sum(cost[t.freeze] * len(t.rows) * epochs for t in distinct)
+
+    # Groups of one row count (one fraction), run one after the other, each first cell by cell and
+    # then packed: a shared machine's load drifts, and the two paths of a group see about the same
+    # load. Packs: a last-linear group is one pack (its steps are overhead: the more members share
+    # one, the better); a pooler group, compute-bound, one pack per worker; both within
+    # max_pack_size. CPU seconds (each worker's own) are reported beside the walls: on a machine
+    # loaded many times over, they say what the work cost where the walls say mostly how shared it was.
+    def packs_of(freeze, members):
+        whole = len(members) if acts[freeze].boundary.kind == "sentence" else math.ceil(len(members) / args.workers)
+        size = min(max_pack_size(acts[freeze], num_classes, len(members[0].rows), recipe, args.device), whole)
+        return [members[i: i + size] for i in range(0, len(members), size)]
 
     print(f"grid: {len(trainings) - len(cfg.compare.freeze) * len(args.seeds)} cells + "
-          f"{len(cfg.compare.freeze) * len(args.seeds)} scoring models = {len(trainings)} trainings; "
-          f"{len(distinct)} after dedup, in {len(packs)} packs (sizes {sorted(len(p) for p in packs)}); "
-          f"{epochs} epochs, batch {recipe.batch_size}; {args.workers} workers x 1 thread; packs on {args.device}; "
-          f"load {os.getloadavg()[0]:.1f}")
+          f"{len(cfg.compare.freeze) * len(args.seeds)} scoring models = {len(trainings)} trainings, "
+          f"{len(distinct)} after dedup; {epochs} epochs, batch {recipe.batch_size}; {args.workers} workers x 1 thread; "
+          f"packs on {args.device}; load {os.getloadavg()[0]:.1f}")
+    solo_wall = pack_wall = 0.0
+    solo_done, pack_done = [], []  # (training, result) / (pack, result)
     ctx = mp.get_context("spawn")  # fresh interpreters: no torch thread pool inherited through fork
     with ctx.Pool(args.workers, initializer=_init_worker) as pool:
         pool.map(_matmul_rate, [((1, 8, 8, 8), 0.1, "cpu")] * args.workers)  # start the workers, import torch
-        peak1, shape1 = measure_peak(pool, args.workers, hidden, args.device)
-        solo_wall, solo = run_all(pool, _train_alone, solo_jobs, solo_costs)
-        pack_wall, packed = run_all(pool, _train_pack, pack_jobs, pack_costs)
-        peak2, shape2 = measure_peak(pool, args.workers, hidden, args.device)
-    peak = max(peak1, peak2)
-    floor = floor_flops / peak
+        peak1, cpu_peak1, shape1 = measure_peak(pool, args.workers, hidden, args.device)
+        for n in sorted({len(t.rows) for t in trainings}):
+            alone = [t for t in trainings if len(t.rows) == n]
+            jobs = [(str(acts[t.freeze].path), t.rows, labels[t.rows], t.seed, num_classes, recipe) for t in alone]
+            wall, out = run_all(pool, _train_alone, jobs, [cost[t.freeze] for t in alone])
+            solo_wall += wall
+            solo_done += list(zip(alone, out))
+            packs = [p for f in cfg.compare.freeze
+                     for p in packs_of(f, [t for t in distinct if t.freeze == f and len(t.rows) == n])]
+            jobs = [(str(acts[p[0].freeze].path), [(t.rows, labels[t.rows], t.seed) for t in p], num_classes, recipe,
+                     args.device) for p in packs]
+            pwall, pout = run_all(pool, _train_pack, jobs, [cost[p[0].freeze] * len(p) for p in packs])
+            pack_wall += pwall
+            pack_done += list(zip(packs, pout))
+            print(f"  {n} rows: {len(alone)} alone {wall:.1f} s, {sum(map(len, packs))} in packs of "
+                  f"{[len(p) for p in packs]} {pwall:.1f} s (load {os.getloadavg()[0]:.1f})")
+        peak2, cpu_peak2, shape2 = measure_peak(pool, args.workers, hidden, args.device)
+    peak, cpu_peak = max(peak1, peak2), max(cpu_peak1, cpu_peak2)
 
     # Same results: every packed member against the per-cell training with its key.
-    by_key = {t.key: r for t, r in zip(trainings, solo)}
+    by_key = {t.key: r for t, r in solo_done}
     worst, errors = 0.0, 0
-    for p, (_, states, _, errs) in zip(packs, packed):
+    for p, (_, _, states, _, errs) in pack_done:
         for t, state, err in zip(p, states, errs):
             errors += err is not None
-            worst = max(worst, max(float(np.abs(state[k] - by_key[t.key][1][k]).max()) for k in state))
+            worst = max(worst, max(float(np.abs(state[k] - by_key[t.key][2][k]).max()) for k in state))
 
-    def seconds(results, items, freeze):  # worker-seconds spent on one freeze mode's trainings
-        return sum(r[0] for r, f in zip(results, items) if f == freeze)
+    def flops(freeze=None):
+        return sum(cost[t.freeze] * len(t.rows) * epochs for t in distinct if freeze in (None, t.freeze))
 
-    print(f"\nbatched-matmul peak, all {args.workers} workers: {peak / 1e9:.1f} GFLOP/s "
-          f"(before {peak1 / 1e9:.1f} at {shape1}, after {peak2 / 1e9:.1f} at {shape2}); "
-          f"trained FLOPs after dedup: {floor_flops / 1e12:.2f} T")
-    header = f"{'path':<22}{'trainings':>10}{'wall s':>9}{'per-cell / this':>17}{'this / floor':>14}"
+    print(f"\nbatched-matmul peak: {peak / 1e9:.1f} GFLOP/s on all {args.workers} workers per wall second "
+          f"(before {peak1 / 1e9:.1f}, after {peak2 / 1e9:.1f}, best at {shape1}/{shape2}); "
+          f"{cpu_peak / 1e9:.1f} GFLOP/s per CPU second of one worker; packs of "
+          f"{sorted(len(p) for p, _ in pack_done)}")
+    header = (f"{'path':<16}{'trainings':>10}{'wall s':>9}{'per-cell/':>11}{'/floor':>8}"
+              f"{'CPU s':>9}{'per-cell/':>11}{'/floor':>8}")
     print(header)
     print("-" * len(header))
-    print(f"{'per-cell':<22}{len(trainings):>10}{solo_wall:>9.1f}{1:>16.2f}x{solo_wall / floor:>13.2f}x")
-    print(f"{'packed + dedup':<22}{len(distinct):>10}{pack_wall:>9.1f}{solo_wall / pack_wall:>16.2f}x"
-          f"{pack_wall / floor:>13.2f}x")
-    print(f"{'floor (FLOPs / peak)':<22}{len(distinct):>10}{floor:>9.1f}{solo_wall / floor:>16.2f}x{1:>13.2f}x")
-    print(f"\n{'freeze':<14}{'per-cell s':>11}{'n':>5}{'packed s':>10}{'n':>5}{'ratio':>8}"
-          f"{'s/training alone':>18}{'s/member packed':>17}{'ratio':>8}   (worker-seconds)")
+    solo_cpu, pack_cpu = sum(r[1] for _, r in solo_done), sum(r[1] for _, r in pack_done)
+    floor, floor_cpu = flops() / peak, flops() / cpu_peak
+    for name, count, wall, cpu in (("per-cell", len(trainings), solo_wall, solo_cpu),
+                                   ("packed + dedup", len(distinct), pack_wall, pack_cpu),
+                                   ("floor", len(distinct), floor, floor_cpu)):
+        print(f"{name:<16}{count:>10}{wall:>9.1f}{solo_wall / wall:>10.2f}x{wall / floor:>7.2f}x"
+              f"{cpu:>9.1f}{solo_cpu / cpu:>10.2f}x{cpu / floor_cpu:>7.2f}x")
+    print(f"\n{'CPU s by freeze':<16}{'per-cell':>10}{'n':>5}{'packed':>10}{'n':>5}{'per-cell/packed':>17}"
+          f"{'per training':>14}{'floor':>8}{'packed/floor':>14}")
     for freeze in cfg.compare.freeze:
-        s = seconds(solo, [t.freeze for t in trainings], freeze)
-        ns = sum(t.freeze == freeze for t in trainings)
-        p = seconds(packed, [q[0].freeze for q in packs], freeze)
-        np_ = sum(len(q) for q in packs if q[0].freeze == freeze)
-        print(f"{freeze:<14}{s:>11.1f}{ns:>5}{p:>10.1f}{np_:>5}{s / p:>7.2f}x{s / ns:>18.3f}{p / np_:>17.3f}"
-              f"{(s / ns) / (p / np_):>7.2f}x")
-    print(f"packed vs per-cell final weights: largest difference {worst:.2e}; members failed: {errors}")
+        s_cpu = sum(r[1] for t, r in solo_done if t.freeze == freeze)
+        s_n = sum(t.freeze == freeze for t, _ in solo_done)
+        p_cpu = sum(r[1] for p, r in pack_done if p[0].freeze == freeze)
+        p_n = sum(len(p) for p, _ in pack_done if p[0].freeze == freeze)
+        print(f"{freeze:<16}{s_cpu:>10.1f}{s_n:>5}{p_cpu:>10.1f}{p_n:>5}{s_cpu / p_cpu:>16.2f}x"
+              f"{(s_cpu / s_n) / (p_cpu / p_n):>13.2f}x{flops(freeze) / cpu_peak:>8.1f}"
+              f"{p_cpu / (flops(freeze) / cpu_peak):>13.2f}x")
+    print(f"floor: {flops() / 1e12:.3f} TFLOP trained after dedup / peak; per training: CPU s per training alone "
+          f"over CPU s per packed member (dedup left out); packed vs per-cell final weights: largest difference "
+          f"{worst:.2e}; members failed: {errors}")
     gpu_estimate(args)
 
 
@@ -337,19 +379,19 @@ def gpu_estimate(args) -> None:
     # A pack draws each member's dropout mask on the CPU (packing.py): that part is measured here.
     import torch
 
-    g = torch.Generator().manual_seed(0)
-    draws = []
-    for _ in range(200):
-        t = time.perf_counter()
-        torch.empty(recipe.batch_size, hidden).bernoulli_(1 - recipe.dropout, generator=g).div_(1 - recipe.dropout)
-        draws.append(time.perf_counter() - t)
-    draw_s = float(np.median(draws))
+    from raysweep.packing import dropout_masks
+
+    streams = [torch.Generator().manual_seed(0)]
+    t = time.process_time()
+    for _ in range(300):
+        dropout_masks(streams, recipe.batch_size, hidden, 1 - recipe.dropout)
+    draw_s = (time.process_time() - t) / 300  # CPU time: what the draw costs, not how shared the CPU is
     rate = args.gpu_tflops * 1e12
     budget = args.gpu_memory_gib * 2**30 / 2
     print(f"\nESTIMATE (not measured; no GPU here): {cfg.name} ({len(expand(cfg))} cells) on one GPU at "
           f"{args.gpu_tflops:g} TFLOP/s sustained, {step_s * 1e3:g} ms per launch-bound step; BERT-base, "
           f"{tokens:.1f} tokens per SST-5 sentence; + {draw_s * 1e6:.0f} us per member and packed step for its "
-          f"dropout mask (measured on this CPU, load {os.getloadavg()[0]:.1f})")
+          f"dropout mask (CPU time measured here)")
     header = (f"{'freeze':<16}{'trainings':>10}{'dedup':>7}{'pack':>6}{'steps':>10}{'TFLOPs':>9}"
               f"{'h solo':>9}{'h packed':>10}")
     print(header)

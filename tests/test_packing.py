@@ -9,7 +9,7 @@ import torch
 from raysweep.backbone import Backbone, boundary_for
 from raysweep.config import LoraSpec, RecipeConfig
 from raysweep.embed import ensure_activations, load_activations
-from raysweep.packing import Member, fit_packed, max_pack_size, member_bytes, packable
+from raysweep.packing import Member, dropout_masks, fit_packed, max_pack_size, member_bytes, packable
 from raysweep.train import build_model, fit, predict_proba
 
 from tiny import TINY_TEXTS
@@ -77,6 +77,20 @@ def test_dropout_streams_matter(acts):
     assert not torch.allclose(solo.linear.weight, no_dropout.linear.weight, rtol=1e-3, atol=1e-4)
     [alone] = fit_packed(a, [member], RecipeConfig(**{**RECIPE.__dict__, "dropout": 0.0}), num_classes=5)
     torch.testing.assert_close(alone.model.linear.weight, no_dropout.linear.weight, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.1])
+def test_the_packed_mask_draw_is_the_solo_dropout_draw(keep):
+    """packing draws masks with rand64 < p, the solo path (F.dropout on a CPU) with bernoulli_(p) and
+    div_: the same values and the same generator states after, over consecutive draws of several
+    shapes (a short last batch too) into one reused buffer."""
+    solo = [torch.Generator().manual_seed(s) for s in (3, 4, 3)]
+    packed = [torch.Generator().manual_seed(s) for s in (3, 4, 3)]
+    buffer = torch.empty(3, 32, 384, dtype=torch.float64)
+    for rows, cols in ((32, 384), (7, 384), (32, 384), (1, 384)):
+        expected = torch.stack([torch.empty(rows, cols).bernoulli_(keep, generator=g).div_(keep) for g in solo])
+        assert torch.equal(dropout_masks(packed, rows, cols, keep, buffer), expected)
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(solo, packed))
 
 
 def test_packing_leaves_the_callers_rng_alone(acts):
