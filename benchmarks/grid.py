@@ -229,6 +229,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--workers", type=int, default=2, help="worker processes, one torch thread each")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (a cut)")
+    parser.add_argument("--select-epochs", type=int, default=None,
+                        help="epochs of the scoring models that choose the rows (default: --epochs); which rows "
+                             "are chosen does not change what a training costs")
     parser.add_argument("--device", default="cpu",
                         help="where packs train and the peak is measured (cuda: scripts/gpu-check.sh); the "
                              "per-cell path trains on the CPU (this branch's train.fit has no device code)")
@@ -241,7 +244,7 @@ def main() -> None:
 
     import torch
 
-    from raysweep.config import load_sweep
+    from raysweep.config import load_sweep, to_dict
     from raysweep.encoders import cache_home
     from raysweep.packing import max_pack_size
     from raysweep.sweep import prepare, trial_inputs
@@ -257,7 +260,10 @@ def main() -> None:
     context = prepare(cfg, cache, use_ray=False, log=lambda *_: None)
     print(f"data + activation cache: {time.perf_counter() - t:.1f} s ({cache})")
     t = time.perf_counter()
-    trainings = chosen(cfg, context, args.seeds, cache)
+    select_cfg = cfg
+    if args.select_epochs:
+        select_cfg = load_sweep(args.sweep, [*overrides[:1], f"recipe.epochs={args.select_epochs}"])
+    trainings = chosen(select_cfg, {**context, "recipe": to_dict(select_cfg.recipe)}, args.seeds, cache)
     print(f"rows chosen by the strategies (untimed; cached after one run): {time.perf_counter() - t:.1f} s")
     acts = {f: trial_inputs(context, f"{cfg.encoders[0]}|{cfg.poolings[0]}|{f}").train_acts
             for f in cfg.compare.freeze}

@@ -174,8 +174,8 @@ def dropout_masks(streams: list[torch.Generator], rows: int, cols: int, keep: fl
 
     On a CPU, `bernoulli_(p)` draws one float64 uniform per element and keeps `u < p`:
     `torch.rand(..., dtype=float64) < p` gives the same values and leaves the generator in the
-    same state, in less than half the time (74 against 163 us of CPU for [32, 384] here; the masks
-    are most of a packed last-linear step), and one comparison serves the whole stack.
+    same state in about half the CPU time (the masks are most of a packed last-linear step), and
+    one comparison serves the whole stack.
     tests/test_packing.py checks the two stay equal. `uniforms` ([M, >= rows, cols] float64) is
     a buffer to reuse.
     """
