@@ -1,0 +1,278 @@
+"""Packed training: several cells of one freeze mode trained as one stacked model.
+
+A last-linear head (384 x 5) trained alone is almost all per-step overhead: Python, the
+optimizer loop and a dozen kernel launches around microseconds of arithmetic. Cells that share
+a freeze mode, the same cached activations and the same number of training rows (every strategy
+x seed at one fraction, and the scoring models of every seed) can instead train together: each
+layer becomes one batched matmul over a stack of per-member weights, and one optimizer step
+updates every member.
+
+Each member follows exactly the path it would alone (`train.build_model` + `train.fit`):
+
+- its initial weights come from `build_model` itself (global seed = the member's seed);
+- its dropout masks come from its own CPU generator, which starts where `build_model` left the
+  global generator, and is drawn with the call the solo path makes (`empty_like(x).bernoulli_(1-p)`
+  on a [batch, hidden] tensor, then `div_(1-p)`), so it sees the same masks in the same order;
+- its batch order comes from its own `torch.Generator().manual_seed(seed * 1_000_003 + 2)`,
+  through `train._batches`, as in `train._optimise`;
+- its loss is its own batch mean; the pack backpropagates the sum of the members' losses, so each
+  member's gradient is exactly its own;
+- Adam and StepLR are element-wise, so one optimizer over the stacked parameters takes each
+  member's own step.
+
+So packed and solo training reach the same weights up to float32 reduction order (a batched
+matmul may sum in another order than a single one) and the same metrics: tests/test_packing.py
+checks both for every pooled mode. A member whose loss turns NaN or infinite fails alone: its
+slice of every stacked tensor is its own, so the others go on and its result carries the error.
+
+Token-level modes (`last-attention`, `top-K`, LoRA) are not packed: their dropout runs inside
+the encoder layer's own code, their batches are padded to each member's own lengths (the batch
+shapes differ between members at the same step), and on a CPU one such layer already keeps the
+cores busy. See docs/packing.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raysweep.backbone import Classifier
+from raysweep.config import LoraSpec, RecipeConfig
+from raysweep.embed import Activations
+from raysweep.train import _batches, build_model
+
+
+@dataclass
+class Member:
+    """One training of a pack: a cell's (or a scoring model's) rows, labels and seed."""
+
+    rows: np.ndarray  # positions into the pack's activations
+    labels: np.ndarray  # one per row
+    seed: int  # the cell's seed: initialisation + dropout stream, batch-order stream
+    lora: LoraSpec | None = None  # must be None: LoRA modes are token-level and are not packed
+
+
+@dataclass
+class MemberResult:
+    """What the solo path would have produced for one member."""
+
+    model: Classifier  # trained, on the pack's device, exactly as build_model + fit leave it
+    final_loss: float  # the last epoch's mean loss (train.fit's return value)
+    error: str | None = None  # why this member failed (it diverged); None when it trained
+
+
+def packable(acts: Activations, lora: LoraSpec | None = None) -> bool:
+    """Whether trainings over `acts` can be packed: pooled freeze modes (last-linear, pooler)."""
+    return not acts.boundary.ragged and lora is None
+
+
+class _Stack:
+    """The trainable layers of M pooled classifiers, stacked on a leading member axis.
+
+    Mirrors `Classifier.forward` for a pooled boundary: [dense + tanh] -> dropout -> linear.
+    """
+
+    def __init__(self, models: list[Classifier], device: torch.device):
+        def stacked(tensors):
+            return torch.nn.Parameter(torch.stack([t.detach() for t in tensors]).to(device))
+
+        self.dense_w = self.dense_b = None
+        if models[0].dense is not None:
+            self.dense_w = stacked([m.dense.weight for m in models])  # [M, H, H]
+            self.dense_b = stacked([m.dense.bias for m in models])  # [M, H]
+        self.linear_w = stacked([m.linear.weight for m in models])  # [M, C, H]
+        self.linear_b = stacked([m.linear.bias for m in models])  # [M, C]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        # The order train._optimise's Adam sees them in (dense before linear); Adam is
+        # element-wise, so the order only has to be consistent.
+        return [p for p in (self.dense_w, self.dense_b, self.linear_w, self.linear_b) if p is not None]
+
+    def forward(self, x: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+        """[M, B, H] features (and [M, B, H] scaled dropout masks, or None) -> [M, B, C] logits."""
+        if self.dense_w is not None:
+            x = torch.tanh(torch.baddbmm(self.dense_b.unsqueeze(1), x, self.dense_w.transpose(1, 2)))
+        if masks is not None:
+            x = x * masks  # what F.dropout computes on CPU: input * (bernoulli(1-p) / (1-p))
+        return torch.baddbmm(self.linear_b.unsqueeze(1), x, self.linear_w.transpose(1, 2))
+
+    def write_back(self, models: list[Classifier]) -> None:
+        """Copy each member's trained slice into its own classifier."""
+        with torch.no_grad():
+            for i, m in enumerate(models):
+                if self.dense_w is not None:
+                    m.dense.weight.copy_(self.dense_w[i])
+                    m.dense.bias.copy_(self.dense_b[i])
+                m.linear.weight.copy_(self.linear_w[i])
+                m.linear.bias.copy_(self.linear_b[i])
+
+
+def _check(acts: Activations, members: list[Member]) -> int:
+    if not members:
+        raise ValueError("fit_packed: a pack needs at least one member")
+    if not packable(acts, members[0].lora) or any(m.lora is not None for m in members):
+        raise ValueError(f"fit_packed: {acts.boundary.kind!r} activations (or a LoRA mode) cannot be packed; "
+                         "train token-level modes one by one (train.fit)")
+    sizes = {len(m.rows) for m in members}
+    if len(sizes) != 1:
+        raise ValueError(f"fit_packed: members must train on the same number of rows, got {sorted(sizes)}")
+    for i, m in enumerate(members):
+        if len(m.labels) != len(m.rows):
+            raise ValueError(f"fit_packed: member {i} has {len(m.rows)} rows but {len(m.labels)} labels")
+    return sizes.pop()
+
+
+def fit_packed(acts: Activations, members: list[Member], recipe: RecipeConfig, device: str | torch.device | None = None,
+               *, num_classes: int) -> list[MemberResult]:
+    """Train every member as `build_model` + `train.fit` would alone, as one stacked model on `device`.
+
+    Members share `acts` (a pooled boundary) and their number of rows; rows, labels and seeds
+    may differ. The caller's global RNG state is left as it was.
+    """
+    n = _check(acts, members)
+    device = torch.device(device or "cpu")
+    with torch.random.fork_rng(devices=[]):
+        models, dropout_streams = [], []
+        for m in members:
+            models.append(build_model(acts, num_classes, recipe, m.seed, lora=m.lora))
+            # The solo path draws its dropout masks from the global generator right after init.
+            stream = torch.Generator()
+            stream.set_state(torch.get_rng_state())
+            dropout_streams.append(stream)
+    stack = _Stack(models, device)
+
+    # One copy of every row any member uses; each member indexes it through its own positions.
+    union, inverse = np.unique(np.concatenate([np.asarray(m.rows) for m in members]), return_inverse=True)
+    x_all = acts.dense(union).to(device)
+    positions = torch.from_numpy(inverse.reshape(len(members), n).astype(np.int64)).to(device)
+    y = torch.from_numpy(np.stack([np.asarray(m.labels, dtype=np.int64) for m in members])).to(device)
+
+    losses_by_epoch = _optimise_packed(stack, x_all, positions, y, recipe, [m.seed for m in members],
+                                       dropout_streams, device)
+    stack.write_back(models)
+    results = []
+    for i, model in enumerate(models):
+        per_epoch = losses_by_epoch[:, i]
+        bad = np.flatnonzero(~np.isfinite(per_epoch))
+        error = None
+        if len(bad):
+            error = (f"training diverged: the mean loss was {per_epoch[bad[0]]} in epoch {bad[0] + 1} "
+                     f"of {recipe.epochs} (seed {members[i].seed}, {n} rows)")
+        results.append(MemberResult(model.to(device), float(per_epoch[-1]), error))
+    return results
+
+
+def dropout_masks(streams: list[torch.Generator], rows: int, cols: int, keep: float,
+                  uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """[M, rows, cols] scaled dropout masks, member i's drawn from `streams[i]` exactly as F.dropout
+    draws it on a CPU: `torch.empty(rows, cols).bernoulli_(keep, generator).div_(keep)`.
+
+    On a CPU, `bernoulli_(p)` draws one float64 uniform per element and keeps `u < p`:
+    `torch.rand(..., dtype=float64) < p` gives the same values and leaves the generator in the
+    same state in about half the CPU time (the masks are most of a packed last-linear step), and
+    one comparison serves the whole stack.
+    tests/test_packing.py checks the two stay equal. `uniforms` ([M, >= rows, cols] float64) is
+    a buffer to reuse.
+    """
+    if uniforms is None:
+        uniforms = torch.empty(len(streams), rows, cols, dtype=torch.float64)
+    uniforms = uniforms[:, :rows]
+    for u, g in zip(uniforms, streams):
+        torch.rand(rows, cols, dtype=torch.float64, generator=g, out=u)
+    return (uniforms < keep).to(torch.float32).div_(keep)
+
+
+def _optimise_packed(stack: _Stack, x_all: torch.Tensor, positions: torch.Tensor, y: torch.Tensor,
+                     recipe: RecipeConfig, seeds: list[int], dropout_streams: list[torch.Generator],
+                     device: torch.device) -> np.ndarray:
+    """`train._optimise` for a stack of members; returns each epoch's mean loss per member [E, M]."""
+    members, n = positions.shape
+    optimizer = torch.optim.Adam(stack.parameters(), lr=recipe.lr, betas=tuple(recipe.betas),
+                                 weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
+    order_gens = [torch.Generator().manual_seed(seed * 1_000_003 + 2) for seed in seeds]  # as train._optimise
+    keep = 1 - recipe.dropout
+    hidden = stack.linear_w.shape[2]
+    uniforms = torch.empty(members, recipe.batch_size, hidden, dtype=torch.float64)
+    per_epoch = np.empty((recipe.epochs, members))
+    for epoch in range(recipe.epochs):
+        # Each member's batches of this epoch, drawn by train._batches from its own generator. With
+        # the same n and batch size every member's k-th batch has the same length: the stack of
+        # their concatenations splits into [M, B] batches.
+        batches = [list(_batches(n, recipe.batch_size, g)) for g in order_gens]
+        order = torch.stack([torch.cat(b) for b in batches]).to(device)  # [M, n] positions into each member's rows
+        rows, labels = positions.gather(1, order), y.gather(1, order)  # rows of x_all, labels: batch order
+        total = torch.zeros(members, dtype=torch.float64, device=device)
+        start = 0
+        for batch in (len(b) for b in batches[0]):
+            at = slice(start, start + batch)
+            start += batch
+            xb = x_all.index_select(0, rows[:, at].reshape(-1)).view(members, batch, -1)  # [M, B, H]
+            masks = None
+            if recipe.dropout > 0:  # F.dropout draws nothing at p = 0
+                # Drawn on the CPU from each member's stream whatever the device: the same masks everywhere.
+                masks = dropout_masks(dropout_streams, batch, hidden, keep, uniforms).to(device)
+            logits = stack.forward(xb, masks)
+            losses = F.cross_entropy(logits.reshape(members * batch, -1), labels[:, at].reshape(-1),
+                                     reduction="none").view(members, batch).mean(1)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()  # d(sum)/d(member's loss) = 1: each member gets its own gradient
+            optimizer.step()
+            total += losses.detach().double() * batch
+        scheduler.step()
+        per_epoch[epoch] = (total / max(n, 1)).cpu().numpy()
+    return per_epoch
+
+
+# --------------------------------------------------------------------------- how many members fit
+
+
+def member_bytes(hidden: int, num_classes: int, n_rows: int, batch_size: int, dense: bool) -> int:
+    """Memory one member of a pooled pack needs while it trains, in bytes (float32).
+
+    Parameters, their gradients and Adam's two moments (4 copies); per step its gathered batch,
+    dense output and tanh, dropout mask and product, logits, and the gradients of those (about
+    twice the forward's); its row positions and labels (int64).
+    """
+    params = hidden * num_classes + num_classes + ((hidden * hidden + hidden) if dense else 0)
+    step = batch_size * (hidden * (6 if dense else 3) + 2 * num_classes) * 2
+    return 4 * (4 * params + step) + 16 * n_rows
+
+
+def available_bytes(device: str | torch.device | None = None) -> int:
+    """Memory free for training on `device`: the GPU's free memory, or the host's available RAM."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def max_pack_size(acts: Activations, num_classes: int, n_rows: int, recipe: RecipeConfig,
+                  device: str | torch.device | None = None, budget_bytes: int | None = None,
+                  share: float = 0.5) -> int:
+    """How many members of a pooled pack fit on `device`: at least 1 (a solo training).
+
+    The budget is `share` of the device's free memory (others may be using it: on a shared CPU
+    node the other trials, on a GPU the other packs Tune placed there) unless `budget_bytes`
+    says; one copy of the activations is shared by the pack. Token-level modes are not packed: 1.
+    """
+    if not packable(acts):
+        return 1
+    budget = budget_bytes if budget_bytes is not None else int(available_bytes(device) * share)
+    shared = len(acts) * acts.hidden_size * 4  # at most every row of the activations, once
+    per_member = member_bytes(acts.hidden_size, num_classes, n_rows, recipe.batch_size,
+                              dense=acts.boundary.kind == "pooled")
+    return max(1, math.floor((budget - shared) / per_member))

@@ -1,0 +1,159 @@
+"""Packed training gives each member what it would get alone; on a tiny random BERT."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from raysweep.backbone import Backbone, boundary_for
+from raysweep.config import LoraSpec, RecipeConfig
+from raysweep.embed import ensure_activations, load_activations
+from raysweep.packing import Member, dropout_masks, fit_packed, max_pack_size, member_bytes, packable
+from raysweep.train import build_model, fit, predict_proba
+
+from tiny import TINY_TEXTS
+
+# 10 rows in batches of 4: the last batch of every epoch is short (4, 4, 2), as real grids' are.
+RECIPE = RecipeConfig(epochs=5, batch_size=4, step_size=2, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def acts(tiny_bert, tmp_path_factory):
+    backbone = Backbone(tiny_bert)
+    cache = tmp_path_factory.mktemp("cache")
+    out = {}
+    for freeze in ("last-linear", "pooler", "last-attention"):
+        b = boundary_for(freeze, backbone.num_layers, "pooler", 32)
+        [path] = ensure_activations(tiny_bert, TINY_TEXTS * 4, [b], cache, use_ray=False, log=lambda *_: None)
+        out[freeze] = load_activations(path)
+    return out
+
+
+def _members() -> list[Member]:
+    """Different rows, labels and seeds, one seed twice (two strategies of one seed), same count."""
+    rng = np.random.default_rng(0)
+    members = []
+    for seed in (0, 1, 1, 7):
+        rows = np.sort(rng.choice(32, size=10, replace=False))
+        members.append(Member(rows, rng.integers(0, 5, size=10), seed))
+    return members
+
+
+def _solo(acts, member, recipe=RECIPE):
+    model = build_model(acts, 5, recipe, member.seed)
+    loss = fit(model, acts, member.rows, member.labels, recipe, member.seed)
+    return model, loss
+
+
+@pytest.mark.parametrize("freeze", ["last-linear", "pooler"])
+def test_packed_members_reach_the_weights_and_metrics_of_solo_training(acts, freeze):
+    a = acts[freeze]
+    members = _members()
+    packed = fit_packed(a, members, RECIPE, num_classes=5)
+    for member, result in zip(members, packed):
+        solo, solo_loss = _solo(a, member)
+        assert result.error is None
+        solo_state, packed_state = solo.state_dict(), result.model.state_dict()
+        assert solo_state.keys() == packed_state.keys()
+        for name in solo_state:  # float32 reduction order is the only allowed difference
+            torch.testing.assert_close(packed_state[name], solo_state[name], rtol=1e-5, atol=1e-6, msg=name)
+        assert result.final_loss == pytest.approx(solo_loss, rel=1e-5)
+        # The metrics a trial reports come from predictions: identical, not close.
+        assert (predict_proba(result.model, a).argmax(1) == predict_proba(solo, a).argmax(1)).all()
+    # Training moved the weights, differently per member: the comparison above is not vacuous.
+    untrained = build_model(a, 5, RECIPE, 0).linear.weight
+    assert not torch.allclose(packed[0].model.linear.weight, untrained)
+    assert not torch.allclose(packed[1].model.linear.weight, packed[2].model.linear.weight)
+
+
+def test_dropout_streams_matter(acts):
+    """With the masks drawn from one shared stream instead of each member's own, the weights differ:
+    the equivalence test above would catch a pack that got the streams wrong."""
+    a = acts["pooler"]
+    member = _members()[0]
+    solo, _ = _solo(a, member)
+    no_dropout, _ = _solo(a, member, RecipeConfig(**{**RECIPE.__dict__, "dropout": 0.0}))
+    assert not torch.allclose(solo.linear.weight, no_dropout.linear.weight, rtol=1e-3, atol=1e-4)
+    [alone] = fit_packed(a, [member], RecipeConfig(**{**RECIPE.__dict__, "dropout": 0.0}), num_classes=5)
+    torch.testing.assert_close(alone.model.linear.weight, no_dropout.linear.weight, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.1])
+def test_the_packed_mask_draw_is_the_solo_dropout_draw(keep):
+    """packing draws masks with rand64 < p, the solo path (F.dropout on a CPU) with bernoulli_(p) and
+    div_: the same values and the same generator states after, over consecutive draws of several
+    shapes (a short last batch too) into one reused buffer."""
+    solo = [torch.Generator().manual_seed(s) for s in (3, 4, 3)]
+    packed = [torch.Generator().manual_seed(s) for s in (3, 4, 3)]
+    buffer = torch.empty(3, 32, 384, dtype=torch.float64)
+    for rows, cols in ((32, 384), (7, 384), (32, 384), (1, 384)):
+        expected = torch.stack([torch.empty(rows, cols).bernoulli_(keep, generator=g).div_(keep) for g in solo])
+        assert torch.equal(dropout_masks(packed, rows, cols, keep, buffer), expected)
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(solo, packed))
+
+
+def test_packing_leaves_the_callers_rng_alone(acts):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    fit_packed(acts["last-linear"], _members()[:2], RECIPE, num_classes=5)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_diverging_member_fails_alone(acts, tmp_path):
+    """One member trains on a row whose features are NaN: its result carries the error, and the
+    others still reach exactly their solo weights."""
+    src = acts["pooler"].path
+    broken = tmp_path / src.name
+    shutil.copytree(src, broken)
+    features = np.load(broken / "features.npy")
+    features[3] = np.nan
+    np.save(broken / "features.npy", features)
+    a = load_activations(broken)
+    members = _members()
+    members[2] = Member(np.sort(np.r_[3, members[2].rows[members[2].rows != 3][:9]]), members[2].labels, 1)
+    assert all(3 not in m.rows for i, m in enumerate(members) if i != 2)
+    results = fit_packed(a, members, RECIPE, num_classes=5)
+    assert results[2].error is not None and "diverged" in results[2].error and "epoch 1 of 5" in results[2].error
+    assert np.isnan(results[2].final_loss)
+    for i in (0, 1, 3):
+        solo, solo_loss = _solo(a, members[i])
+        assert results[i].error is None and results[i].final_loss == pytest.approx(solo_loss, rel=1e-5)
+        torch.testing.assert_close(results[i].model.linear.weight, solo.linear.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_members_must_share_their_row_count_and_a_pooled_mode(acts):
+    members = _members()
+    members[1] = Member(members[1].rows[:9], members[1].labels[:9], 1)
+    with pytest.raises(ValueError, match=r"same number of rows, got \[9, 10\]"):
+        fit_packed(acts["pooler"], members, RECIPE, num_classes=5)
+    with pytest.raises(ValueError, match="cannot be packed"):
+        fit_packed(acts["last-attention"], _members(), RECIPE, num_classes=5)
+    assert packable(acts["pooler"]) and packable(acts["last-linear"])
+    assert not packable(acts["last-attention"]) and not packable(acts["pooler"], LoraSpec(rank=4, layers=1))
+
+
+def test_pack_size_follows_the_memory_budget(acts):
+    a = acts["pooler"]
+    per_member = member_bytes(a.hidden_size, 5, 10, RECIPE.batch_size, dense=True)
+    shared = len(a) * a.hidden_size * 4
+    assert max_pack_size(a, 5, 10, RECIPE, budget_bytes=shared + 7 * per_member) == 7
+    assert max_pack_size(a, 5, 10, RECIPE, budget_bytes=shared + 7 * per_member - 1) == 6
+    assert max_pack_size(a, 5, 10, RECIPE, budget_bytes=0) == 1  # never below a solo training
+    assert max_pack_size(acts["last-attention"], 5, 10, RECIPE, budget_bytes=10**12) == 1
+    # A pooler member carries a [H, H] dense and its Adam state; a last-linear member does not.
+    assert member_bytes(384, 5, 8544, 32, dense=True) > 4 * member_bytes(384, 5, 8544, 32, dense=False)
+    assert max_pack_size(a, 5, 10, RECIPE) >= 1  # from this machine's free memory
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here (scripts/gpu-check.sh runs it on one)")
+def test_a_pack_on_the_gpu_reaches_the_weights_of_the_cpu_pack(acts):
+    """The masks and batch orders come from CPU generators on every device: only the arithmetic moves."""
+    a = acts["pooler"]
+    cpu = fit_packed(a, _members(), RECIPE, num_classes=5)
+    gpu = fit_packed(a, _members(), RECIPE, "cuda", num_classes=5)
+    for c, g in zip(cpu, gpu):
+        assert g.model.linear.weight.device.type == "cuda" and g.error is None
+        for name, value in c.model.state_dict().items():
+            torch.testing.assert_close(g.model.state_dict()[name].cpu(), value, rtol=1e-4, atol=1e-5, msg=name)
+        assert (predict_proba(g.model.cpu(), a).argmax(1) == predict_proba(c.model, a).argmax(1)).all()
