@@ -96,11 +96,14 @@ class Generator:
     def _backoff(self, attempt: int) -> float:
         return min(self.retry_backoff * 2 ** (attempt - 1), MAX_BACKOFF) * random.uniform(0.75, 1.0)
 
-    def call(self, request_id: int, messages: list[dict], seed: int) -> dict:
-        """A store record, or {"request_id", "error", "fatal"} after a fatal error or the last retry."""
+    def call(self, request_id: int, messages: list[dict], seed: int, params: dict | None = None) -> dict:
+        """A store record, or {"request_id", "error", "fatal"} after a fatal error or the last retry.
+
+        `params` override the actor's for this call only: a labeling call's response_format
+        asks for exactly as many labels as that call has sentences (llm/annotate.py)."""
         if self.key_error:
             return {"request_id": request_id, "fatal": True, "error": self.key_error}
-        request = {"model": self.model, "messages": messages, "seed": seed, **self.params}
+        request = {"model": self.model, "messages": messages, "seed": seed, **self.params, **(params or {})}
         retried: Counter = Counter()
         waited = 0.0
         for attempt in range(1, self.retries + 2):

@@ -157,6 +157,29 @@ class EmbeddedConfig:
 
 
 @dataclass
+class AnnotateConfig:
+    """The `llm_annotated` pool: the LLM labels the real rows the sweep's strategies choose
+    (llm/annotate.py). The calls share the endpoint, limits, prices and retries of generation."""
+
+    rows_per_call: int = 20  # sentences labeled per call; each also carries the few-shot examples
+    examples_per_class: int = 3  # real labeled rows per class shown in each call, as in generation
+    temperature: float = 0.0  # a label is an answer, not a sample: the likeliest one
+    max_tokens: int = 512  # a JSON list of rows_per_call labels; a chatty model gets room to close it
+    # Calls a row may go out in before the run stops: a reply with the wrong number of labels
+    # labels none of its rows (they could be shifted), so its rows are asked again in a later call.
+    attempts: int = 3
+    max_requests: int = 0  # cap on paid labeling calls; 0: `attempts` x the calls the rows need
+
+    def validate(self) -> None:
+        require(self.rows_per_call >= 1, "rows_per_call: must be at least 1")
+        require(self.examples_per_class >= 0, "examples_per_class: must be 0 or more")
+        require(0 <= self.temperature <= 2, "temperature: must be in [0, 2]")
+        require(self.max_tokens >= 1, "max_tokens: must be at least 1")
+        require(self.attempts >= 1, "attempts: must be at least 1")
+        require(self.max_requests >= 0, "max_requests: must be 0 (automatic) or more")
+
+
+@dataclass
 class LLMConfig:
     base_url: str | None = None  # any OpenAI-compatible server; None: OpenAI with a key, else embedded
     model: str = "gpt-4o-mini"  # ignored by the embedded server, which serves SmolLM2
@@ -185,6 +208,7 @@ class LLMConfig:
     prices: dict[str, PriceConfig] = field(default_factory=_default_prices)
     seed: int = 0  # picks each call's examples and is sent as the call's seed
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)  # the llm_annotated pool's labeling calls
 
     def validate(self) -> None:
         if self.base_url is not None:

@@ -330,12 +330,7 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
             calls = [(i, build_messages(template, endpoint.samples_per_call, examples, cfg.examples_per_class,
                                         cfg.seed, i, class_names), cfg.seed + i) for i in ids]
             gave_up, fatal = pool.run(calls, on_record, drain_timeout=endpoint.timeout + 5)
-            if fatal:
-                raise GenerationError(f"{fatal} ({len(records)} paid replies are safe in {store.path})")
-            if gave_up:
-                raise GenerationError(
-                    f"{len(gave_up)} of {len(calls)} call(s) failed, e.g. call {gave_up[0]['request_id']}: "
-                    f"{gave_up[0]['error']}; rerun to ask for them again ({len(records)} replies kept in {store.path})")
+            check_round(fatal, gave_up, len(calls), len(records), store.path)
             before = len(state.kept)
             state = evaluate(records, class_names, val_texts, cfg.near_duplicate)
             if len(state.kept) <= before:
@@ -376,6 +371,16 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         "elapsed_s": round(time.monotonic() - started, 2),
     }
     return GenerationResult(rows[["text", "llm_label"]].reset_index(drop=True), summary, state.removed, store.path)
+
+
+def check_round(fatal: str | None, gave_up: list[dict], n_calls: int, n_stored: int, store_path: Path) -> None:
+    """Stop the run in one line after a round of calls with a fatal error or calls that gave up."""
+    if fatal:
+        raise GenerationError(f"{fatal} ({n_stored} paid replies are safe in {store_path})")
+    if gave_up:
+        raise GenerationError(
+            f"{len(gave_up)} of {n_calls} call(s) failed, e.g. call {gave_up[0]['request_id']}: "
+            f"{gave_up[0]['error']}; rerun to ask for them again ({n_stored} replies kept in {store_path})")
 
 
 @contextmanager
