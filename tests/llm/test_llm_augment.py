@@ -285,3 +285,21 @@ def test_the_shipped_llm_sweep_is_the_studys_figure_2():
     assert full.compare.freeze == ["last-linear", "pooler", "last-attention"]
     assert full.llm.samples_per_call == 100 and full.llm.examples_per_class == 3
     assert full.llm.n_rows >= 4 * 1709  # enough generated rows for the largest fraction
+
+
+def test_dedup_by_meaning_compares_the_sweeps_own_sentence_vectors(tiny_bert, tmp_path):
+    from raysweep.backbone import boundary_for, load_backbone
+
+    (tmp_path / "s.yaml").write_text(f"name: x\ncompare: {{pool: [llm]}}\nencoder: {{name: {tiny_bert}}}\n"
+                                     "llm: {cosine_duplicate: 0.97}\n")
+    cfg = load_sweep(tmp_path / "s.yaml")
+    vectors = augment.SentenceVectors(cfg)
+    texts = ["a dull film .", "a boring movie .", "a dull film ."]
+    got = vectors(texts)
+    backbone = load_backbone(tiny_bert)
+    expected = backbone.features(texts[:2], boundary_for("last-linear", backbone.num_layers, "pooler", 64))
+    np.testing.assert_allclose(got[:2], expected, rtol=1e-5, atol=1e-6)
+    assert (got[0] == got[2]).all() and len(vectors.memo) == 2  # each text encoded once
+    # On, it is part of the generation's key; off, the key is what it was before the option existed.
+    off = load_sweep(tmp_path / "s.yaml", ["llm.cosine_duplicate=null"])
+    assert augment.config_key(cfg) != augment.config_key(off)

@@ -205,6 +205,12 @@ class LLMConfig:
     timeout: float = 180.0  # seconds for one call; a 100-sample reply streams for a minute or more
     max_requests: int = 0  # cap on paid calls; 0: twice what n_rows needs at samples_per_call
     near_duplicate: float = 0.8  # word-set Jaccard at or above which two sentences count as one; 1.0: same words
+    # Near-duplicates by meaning, which Jaccard misses in paraphrases: cosine similarity of the
+    # sweep's frozen encoder's sentence vectors at or above which a generated sentence counts as
+    # one said before (or as a val sentence); None: off. With it, generation asks `dedup_calls`
+    # calls at a time, so what dedup removes decides how many more calls are needed.
+    cosine_duplicate: float | None = None
+    dedup_calls: int = 4
     prices: dict[str, PriceConfig] = field(default_factory=_default_prices)
     seed: int = 0  # picks each call's examples and is sent as the call's seed
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
@@ -241,6 +247,9 @@ class LLMConfig:
         require(self.timeout > 0, "timeout: must be positive")
         require(self.max_requests >= 0, "max_requests: must be 0 (automatic) or more")
         require(0 < self.near_duplicate <= 1, "near_duplicate: must be in (0, 1]")
+        require(self.cosine_duplicate is None or 0 < self.cosine_duplicate <= 1,
+               "cosine_duplicate: must be in (0, 1], or null (off)")
+        require(self.dedup_calls >= 1, "dedup_calls: must be at least 1")
         require(self.seed >= 0, "seed: must be 0 or more")  # numpy's seed sequence refuses negatives
         if self.template is not None:
             try:

@@ -33,7 +33,7 @@ from raysweep.errors import RaysweepError
 from raysweep.llm.client import GeneratorActor, one_line
 from raysweep.llm.config import (EMBEDDED_MODEL, OPENAI_URL, KeyRoute, LLMConfig, endpoint_host,
                                   load_template)
-from raysweep.llm.dedup import clean_rows, similar_pairs
+from raysweep.llm.dedup import clean_rows, remove_by_meaning, similar_pairs
 from raysweep.llm.limiter import LimitError, RateLimiterActor
 from raysweep.llm.parse import failure_counts, parse_reply
 from raysweep.llm.prompt import (DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages, check_examples,
@@ -225,8 +225,10 @@ def content_of(record: dict) -> tuple[str | None, str | None]:
         return None, None
 
 
-def evaluate(records: dict[int, dict], class_names, val_texts: list[str], near_duplicate: float) -> _State:
-    """Parse every stored reply in call order, then drop val leaks and duplicates."""
+def evaluate(records: dict[int, dict], class_names, val_texts: list[str], near_duplicate: float,
+             embed: Callable[[list[str]], object] | None = None, cosine: float | None = None) -> _State:
+    """Parse every stored reply in call order, then drop val leaks and duplicates (by meaning too,
+    with `embed` and a `cosine` threshold)."""
     rows, replies, failure_log, cut = [], [], [], 0
     for request_id in sorted(records):
         content, finish = content_of(records[request_id])
@@ -237,6 +239,9 @@ def evaluate(records: dict[int, dict], class_names, val_texts: list[str], near_d
         failure_log.extend({"request_id": request_id, "kind": kind, "text": text} for kind, text in reply.failures)
     frame = pd.DataFrame(rows, columns=["text", "llm_label", "request_id"])
     kept, removed = clean_rows(frame, val_texts, near_duplicate)
+    if embed is not None and cosine is not None:
+        kept, by_meaning = remove_by_meaning(kept, val_texts, embed, cosine)
+        removed = pd.concat([removed, by_meaning], ignore_index=True)
     repairs, failures = failure_counts(replies)
     return _State(kept, removed, len(frame), repairs, failures, failure_log, cut)
 
@@ -258,7 +263,8 @@ def plan_calls(done: set[int], kept: int, n_rows: int, per_call: int, budget: in
 
 
 def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: str | Path,
-             class_names=SST5_CLASS_NAMES, say: Callable[[str], None] = print) -> GenerationResult:
+             class_names=SST5_CLASS_NAMES, say: Callable[[str], None] = print,
+             embed: Callable[[list[str]], object] | None = None) -> GenerationResult:
     """Generate `cfg.n_rows` labeled sentences, resuming from `out_dir`'s response store.
 
     `examples` (columns text, label) are the real rows shown in prompts (the study: D_labeled);
@@ -269,15 +275,18 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
     Anything that stops the run (the store, the embedded server, the limiter, the calls) is a
     GenerationError with a one-line message; paid replies are in the store by then. Before the
     first call, `say` gets one line naming the host the calls go to and why (Endpoint.line).
+    With `cfg.cosine_duplicate`, `embed(texts)` gives the sentence vectors dedup by meaning compares.
     """
+    if cfg.cosine_duplicate is not None and embed is None:
+        raise ValueError("llm.cosine_duplicate needs the sentence vectors of an encoder (embed)")
     try:
-        return _generate(cfg, examples, val_texts, Path(out_dir), class_names, say)
+        return _generate(cfg, examples, val_texts, Path(out_dir), class_names, say, embed)
     except (StoreError, ServerError, LimitError) as exc:
         raise GenerationError(str(exc)) from None
 
 
 def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: Path,
-              class_names, say: Callable[[str], None]) -> GenerationResult:
+              class_names, say: Callable[[str], None], embed=None) -> GenerationResult:
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     check_examples(examples, len(class_names))
@@ -299,7 +308,7 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         log.warning("%s: cut off a torn last line (a run killed while writing); that call is asked again", store.path)
     stored_before = len(records)
 
-    state = evaluate(records, class_names, val_texts, cfg.near_duplicate)
+    state = evaluate(records, class_names, val_texts, cfg.near_duplicate, embed, cfg.cosine_duplicate)
     budget = cfg.request_budget(endpoint.samples_per_call)
     new_records: list[dict] = []
 
@@ -321,6 +330,8 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         pool = None
         while True:
             ids = plan_calls(set(records), len(state.kept), cfg.n_rows, endpoint.samples_per_call, budget)
+            if embed is not None and cfg.cosine_duplicate is not None:
+                ids = ids[: cfg.dedup_calls]  # small rounds: what dedup by meaning removes plans the next
             if not ids:
                 break
             if pool is None:
@@ -332,7 +343,7 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
             gave_up, fatal = pool.run(calls, on_record, drain_timeout=endpoint.timeout + 5)
             check_round(fatal, gave_up, len(calls), len(records), store.path)
             before = len(state.kept)
-            state = evaluate(records, class_names, val_texts, cfg.near_duplicate)
+            state = evaluate(records, class_names, val_texts, cfg.near_duplicate, embed, cfg.cosine_duplicate)
             if len(state.kept) <= before:
                 break  # a whole round added nothing: more calls would buy more of the same
 
@@ -358,7 +369,10 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         "parse_repairs": state.repairs,
         "parse_failures": state.failures,
         "duplicates_removed": {"exact": int((state.removed["reason"] == "exact_duplicate").sum()),
-                               "near": int((state.removed["reason"] == "near_duplicate").sum())},
+                               "near": int((state.removed["reason"] == "near_duplicate").sum()),
+                               **({"meaning": int((state.removed["reason"] == "same_meaning").sum()),
+                                   "val_meaning": int((state.removed["reason"] == "val_meaning").sum())}
+                                  if cfg.cosine_duplicate is not None else {})},
         "leaks_removed": int((state.removed["reason"] == "val_leak").sum()),
         "copies_of_examples": len(copies),
         "rows_surplus": max(0, len(state.kept) - cfg.n_rows),
