@@ -504,7 +504,9 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         nonlocal context
         if context is None:
             start_ray(address)
+            t0 = time.perf_counter()
             context = _prepare_trials(cfg, out, cache_dir, generated, use_ray_data, log)
+            log(f"prepared the trials' inputs in {time.perf_counter() - t0:.2f} s")
         return context
 
     labels = None
@@ -518,7 +520,6 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
 
     if todo:
-        t0 = time.perf_counter()
         context = prepared()
         if cfg.needs_annotation:
             context["annotated_labels"] = annotate.trial_labels(
@@ -527,7 +528,6 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         for _, i in todo:  # failed records about to be re-run (--retry-failed): see _tune_trainable
             if i in done:
                 out.delete(f"cells/{i}.json")
-        log(f"prepared the trials' inputs in {time.perf_counter() - t0:.2f} s")
         res = cfg.resources
         several = len(cfg.encoders) * len(cfg.poolings) > 1
         names = {i: _trial_name(asdict(c), several) for c, i in todo}

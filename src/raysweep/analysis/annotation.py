@@ -57,7 +57,9 @@ def verdict(r: pd.Series) -> str:
     if r["significant"] and r["mean_diff"] > 0:
         return "the LLM's labels beat gold here, which calls for a closer look at the gold labels"
     if math.isnan(gain) or gain <= 0:
-        return "not worth any price: the LLM-labeled rows do no better than adding no row at all"
+        if not gold > 0:
+            return "nothing to buy here: neither the LLM-labeled nor the gold-labeled rows beat adding no row"
+        return "not worth any price: the LLM-labeled rows do no better than adding no row at all, while gold rows do"
     cost = "" if math.isnan(r["cost_usd"]) else f" for ${r['cost_usd']:.4g}"
     kept = f"{gain / gold:.0%} of gold's gain" if gold > 0 else f"{points(gain)} points while gold rows gain none"
     if r["significant"]:
@@ -73,7 +75,7 @@ def sentences(table: pd.DataFrame) -> list[str]:
         where = ", ".join(f"{c} {r[c]}" for c in context if c in r)
         out.append(f"**fraction {r['fraction']:g}** ({where}; {int(r['n_added'])} rows, {int(r['n_seeds'])} seeds): "
                    f"LLM labels vs gold {points(r['mean_diff'])} points {interval(r['ci_low'], r['ci_high'])}; "
-                   f"gain over no added rows {points(r['gain_llm'])} (LLM) vs {points(r['gain_gold'])} (gold): "
+                   f"mean gain over no added rows {points(r['gain_llm'])} (LLM) vs {points(r['gain_gold'])} (gold): "
                    f"{verdict(r)}.")
     return out
 
@@ -128,8 +130,10 @@ def section(run) -> None:
         doc.heading("LLM labels vs gold, per fraction", level=3)
         shown = worth.assign(**{c: worth[c].map(lambda v: points(v)) for c in ("mean_diff", "gain_llm", "gain_gold")},
                              ci=[interval(a, b) for a, b in zip(worth["ci_low"], worth["ci_high"])],
-                             cost_usd=worth["cost_usd"].map(lambda v: "" if math.isnan(v) else f"{v:.4g}"))
-        columns = [c for c in ("strategy", "freeze", "encoder", "pooling") if c in worth.columns]
+                             cost_usd=worth["cost_usd"].map(lambda v: "" if math.isnan(v) else f"{v:.4g}"),
+                             p_holm=worth["p_holm"].map(lambda v: "" if math.isnan(v) else f"{v:.3f}"))
+        columns = [c for c in ("strategy", "freeze", "encoder", "pooling") if c in worth.columns
+                   and (c in run.varying or c in ("strategy", "freeze"))]
         shown = shown[[*columns, "fraction", "n_added", "n_seeds", "mean_diff", "ci", "p_holm", "gain_llm",
                        "gain_gold", "cost_usd"]]
         run.table(worth, shown, "annotation_worth")
