@@ -82,7 +82,10 @@ def config_key(cfg: SweepConfig) -> str:
     """Everything the generated rows and their teacher labels depend on."""
     llm = to_dict(cfg.llm)
     llm["embedded"] = {k: llm["embedded"][k] for k in ("n_ctx", "samples_per_call", "max_tokens")}
-    key = {"llm": {k: llm[k] for k in _ROW_SETTINGS}, "teacher": to_dict(cfg.teacher), "recipe": to_dict(cfg.recipe),
+    rows = {k: llm[k] for k in _ROW_SETTINGS}
+    if cfg.llm.cosine_duplicate is not None:  # only when on: directories made before it keep their key
+        rows.update(cosine_duplicate=cfg.llm.cosine_duplicate, dedup_calls=cfg.llm.dedup_calls)
+    key = {"llm": rows, "teacher": to_dict(cfg.teacher), "recipe": to_dict(cfg.recipe),
            "encoder": {"name": cfg.encoder.name, "pooling": cfg.encoder.pooling, "max_length": cfg.encoder.max_length},
            "data": to_dict(cfg.data), "split": to_dict(cfg.split)}
     return json_digest(key, 16)
@@ -144,8 +147,9 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
 
     start = time.perf_counter()
     splits = load_splits(cfg.data, cfg.split)
+    embed = SentenceVectors(cfg) if cfg.llm.cosine_duplicate is not None else None
     result = generate(cfg.llm, examples_for(splits), splits.val["text"].tolist(), gen_dir,
-                      class_names=cfg.data.class_names, say=log, wait=wait)
+                      class_names=cfg.data.class_names, say=log, wait=wait, embed=embed)
     s = result.summary  # generate() said it in one line: calls, tokens, dollars, rows, why it stopped short
     log(f"generation: {s['rows_parsed']} rows parsed, parse failures {s['parse_failures']}")
     if result.rows.empty:
@@ -194,6 +198,26 @@ def cancel_generation(cfg: SweepConfig, gen_dir: Path, log=print) -> dict:
     splits = load_splits(cfg.data, cfg.split)
     return generate(cfg.llm, examples_for(splits), splits.val["text"].tolist(), gen_dir,
                     class_names=cfg.data.class_names, say=log, cancel=True).summary
+
+
+class SentenceVectors:
+    """The sweep's frozen encoder's sentence vectors (its pooled output, what the head sees in
+    last-linear mode), for dedup by meaning during generation: computed here in small batches as
+    the replies arrive, each text once (generation re-checks every row after every round)."""
+
+    def __init__(self, cfg: SweepConfig, batch_size: int = 64):
+        enc = cfg.encoder
+        self.backbone = load_backbone(enc.name)
+        self.boundary = boundary_for("last-linear", self.backbone.num_layers, enc.pooling, enc.max_length)
+        self.batch_size = batch_size
+        self.memo: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        for start in range(0, len(new), self.batch_size):
+            batch = new[start:start + self.batch_size]
+            self.memo.update(zip(batch, np.asarray(self.backbone.features(batch, self.boundary), dtype=np.float32)))
+        return np.stack([self.memo[t] for t in texts]) if texts else np.zeros((0, self.backbone.hidden_size))
 
 
 def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: str | Path, use_ray: bool = True,

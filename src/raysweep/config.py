@@ -37,7 +37,11 @@ FREEZE_MODES = {
     "pooler": (0, True),
     "last-attention": (1, True),
 }
-POOLS = ("real", "llm", "llm_teacher")
+# real: SST-5's own pool, gold labels. llm / llm_teacher: LLM-written rows with the LLM's or the
+# teacher's labels. llm_annotated: the rows `real` chooses, labeled by the LLM (llm/annotate.py).
+POOLS = ("real", "llm", "llm_teacher", "llm_annotated")
+GENERATED_POOLS = ("llm", "llm_teacher")
+ANNOTATED_POOL = "llm_annotated"
 POOLINGS = ("pooler", "cls", "mean")
 
 
@@ -304,7 +308,12 @@ class SweepConfig:
     @property
     def needs_generation(self) -> bool:
         """Whether a pool of the grid is LLM-generated (so `raysweep generate` runs first)."""
-        return any(pool != "real" for pool in self.compare.pool)
+        return any(pool in GENERATED_POOLS for pool in self.compare.pool)
+
+    @property
+    def needs_annotation(self) -> bool:
+        """Whether the grid has the `llm_annotated` pool (the LLM labels the chosen real rows first)."""
+        return ANNOTATED_POOL in self.compare.pool
 
     def validate(self) -> None:
         # The name is a directory of Tune's (<output>/tune/<name>) and of a URI output's generation

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raysweep.config import SweepConfig
+from raysweep.config import ANNOTATED_POOL, GENERATED_POOLS, SweepConfig
 from raysweep.encoders import SHORT_NAMES
 from raysweep.errors import RaysweepError
 
@@ -203,10 +203,11 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
                 # Every model-based strategy writes the SQBC diagnostic, which needs k labeled neighbours.
                 problems.append(f"{prefix}selection.k: {cfg.selection.k} neighbours, but only "
                                 f"{len(splits.labeled)} rows are labeled ({model_based[0]} scores with them)")
-    if cfg.needs_generation:
-        for pool in cfg.compare.pool:
-            if pool != "real":
-                plan.pool_sizes[pool] = cfg.llm.n_rows
+    for pool in cfg.compare.pool:
+        if pool in GENERATED_POOLS:
+            plan.pool_sizes[pool] = cfg.llm.n_rows
+        elif pool == ANNOTATED_POOL and "real" in plan.pool_sizes:  # the real rows, labeled by the LLM
+            plan.pool_sizes[pool] = plan.pool_sizes["real"]
 
     if cfg.needs_generation and not remote:
         problems.extend(prefix + p for p in _llm_problems(cfg.llm))

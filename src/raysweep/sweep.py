@@ -38,11 +38,12 @@ import yaml
 
 from raysweep import augment, chosen, console, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import RecipeConfig, SelectionConfig, SweepConfig, parse_lora, to_dict
+from raysweep.config import ANNOTATED_POOL, RecipeConfig, SelectionConfig, SweepConfig, parse_lora, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.encoders import cache_home
 from raysweep.hashing import json_digest
+from raysweep.llm import annotate
 from raysweep.runtime import start_ray
 from raysweep.storage import Output, StorageError, fetch_entry, node_lock, refuse_credentials
 from raysweep.train import Cell, TrialInputs, run_trial_rows
@@ -77,19 +78,26 @@ def selection_settings(strategy: str, selection: SelectionConfig) -> dict:
     return out
 
 
-def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str | None = None) -> str:
+def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str | None = None,
+            labels: str | None = None) -> str:
     key = {**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}
     if settings:  # left out when empty, so random cells keep the ids they had before `selection:`
         key["selection"] = settings
-    if cell.pool != "real":  # an LLM pool's cell depends on the generated rows and their labels
+    if cell.pool == ANNOTATED_POOL:  # real rows: the cell depends on the LLM's labels of the rows it adds
+        key["labels"] = labels
+    elif cell.pool != "real":  # an LLM pool's cell depends on the generated rows and their labels
         key["generated"] = generated
     return json_digest(key, 16)
 
 
-def cell_ids(cfg: SweepConfig, cells: list[Cell], generated: str | None = None) -> list[str]:
-    """The ids of `cells`; `generated` is the digest of the generated rows (LLM pools only)."""
+def cell_ids(cfg: SweepConfig, cells: list[Cell], generated: str | None = None,
+             labels: list[str | None] | None = None) -> list[str]:
+    """The ids of `cells`; `generated` is the digest of the generated rows (LLM pools only),
+    `labels[i]` the digest of the LLM's labels of cells[i]'s rows (the llm_annotated pool only)."""
     fixed = fixed_digest(cfg)
-    return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated) for c in cells]
+    labels = labels or [None] * len(cells)
+    return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated, d)
+            for c, d in zip(cells, labels)]
 
 
 def generation_dir(cfg: SweepConfig, output: str | Path) -> Path:
@@ -261,9 +269,12 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
     An LLM pool's trials see the real train rows followed by the generated rows, labeled by
     the LLM (`llm`) or the teacher (`llm_teacher`); they add rows from the generated part only.
     """
-    if pool == "real":
+    select_labels = None
+    if pool in ("real", ANNOTATED_POOL):
         train_path, val_path, *test_path = context["artifacts"][variant]
         labels, rows = context["train_labels"], context["pool_rows"]
+        if pool == ANNOTATED_POOL:  # chosen as `real` chooses (gold labels), trained on with the LLM's
+            labels, select_labels = context["annotated_labels"], labels
     else:
         train_path, val_path, *test_path = context["artifacts"][f"{variant}|generated"]
         extra = context["generated_labels"][pool]
@@ -275,7 +286,7 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
                        val_acts=_activations(val_path), num_classes=context["num_classes"],
                        cache_dir=context.get("cache_dir"), lora=parse_lora(variant.rsplit("|", 1)[-1]),
                        test_labels=context.get("test_labels"),
-                       test_acts=_activations(test_path[0]) if test_path else None)
+                       test_acts=_activations(test_path[0]) if test_path else None, select_labels=select_labels)
 
 
 def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: bool, log=print) -> None:
@@ -293,7 +304,8 @@ def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: boo
     several = len(cfg.encoders) * len(cfg.poolings) > 1
     # The LLM pools share one scoring pass: the scoring model trains on `labeled` alone, so the
     # pool's labels (the LLM's or the teacher's) do not change what it says about the rows.
-    sources = (["real"] if "real" in cfg.compare.pool else []) + (["llm"] if cfg.needs_generation else [])
+    real = "real" in cfg.compare.pool or cfg.needs_annotation  # llm_annotated chooses as `real` does
+    sources = (["real"] if real else []) + (["llm"] if cfg.needs_generation else [])
     for source in sources:
         for encoder in cfg.encoders:
             for pooling in cfg.poolings:
@@ -388,7 +400,7 @@ def publish_selection(out: Output, context: dict, log=print) -> None:
 def artifact_key(cell: Cell) -> str:
     """The key of `context["artifacts"]` a cell's trial reads: an LLM pool's trials read the
     real train rows followed by the generated ones."""
-    return cell.variant if cell.pool == "real" else f"{cell.variant}|generated"
+    return cell.variant if cell.pool in ("real", ANNOTATED_POOL) else f"{cell.variant}|generated"
 
 
 def fetch_cache(out: Output, context: dict, cell: Cell) -> None:
@@ -486,31 +498,36 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
             out.upload_tree(gen_dir, "generation", skip_existing=False)
 
     cells = expand(cfg)
-    ids = cell_ids(cfg, cells, generated.digest if generated else None)
+    context = None  # the trials' inputs, prepared once: here when the annotator needs them, else below
+
+    def prepared() -> dict:
+        nonlocal context
+        if context is None:
+            start_ray(address)
+            t0 = time.perf_counter()
+            context = _prepare_trials(cfg, out, cache_dir, generated, use_ray_data, log)
+            log(f"prepared the trials' inputs in {time.perf_counter() - t0:.2f} s")
+        return context
+
+    labels = None
+    if cfg.needs_annotation:
+        # Before the cell ids: an llm_annotated cell is keyed by the LLM's labels of its rows.
+        labels = _annotate(cfg, cells, out, output, cache_dir, prepared, log)
+    ids = cell_ids(cfg, cells, generated.digest if generated else None, labels)
     done = read_cells(out)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     todo = [(c, i) for c, i in zip(cells, ids) if done.get(i, {}).get("status") not in skip]
     log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
 
     if todo:
-        start_ray(address)
-        t0 = time.perf_counter()
-        context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log,
-                          generated=generated.rows if generated else None)
-        context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir), fixed=fixed_digest(cfg))
-        chosen.write_rows_table(out, context["fixed"], context.pop("train_texts"), context["train_labels"],
-                                context["labeled"])
-        # Publish before the first remote work that reads the entries, collect after the work
-        # that makes scoring models and scores (their states come back to this driver's cache).
-        if out.is_uri:
-            publish_entries(out, context, log=log)
-        prepare_selection(cfg, context, out, use_ray=use_ray_data, log=log)
-        if out.is_uri:
-            publish_selection(out, context, log=log)
+        context = prepared()
+        if cfg.needs_annotation:
+            context["annotated_labels"] = annotate.trial_labels(
+                annotate.annotation_dir(cfg, output, out.is_uri, cache_dir), context["train_labels"],
+                context["pool_rows"])
         for _, i in todo:  # failed records about to be re-run (--retry-failed): see _tune_trainable
             if i in done:
                 out.delete(f"cells/{i}.json")
-        log(f"prepared the trials' inputs in {time.perf_counter() - t0:.2f} s")
         res = cfg.resources
         several = len(cfg.encoders) * len(cfg.poolings) > 1
         names = {i: _trial_name(asdict(c), several) for c, i in todo}
@@ -568,6 +585,43 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     failed = int((table["status"] == "failed").sum())
     log(f"wrote {out.show('trials.csv')}: {len(table)} cells ({failed} failed, {missing} missing)")
     return table
+
+
+def _prepare_trials(cfg: SweepConfig, out: Output, cache_dir: Path, generated, use_ray_data: bool, log) -> dict:
+    """The trials' context (`prepare`), the rows table of chosen/, and every scoring model and pool
+    score the strategies need (`prepare_selection`), published for the trials of a URI output."""
+    context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log, generated=generated.rows if generated else None)
+    context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir), fixed=fixed_digest(cfg))
+    chosen.write_rows_table(out, context["fixed"], context.pop("train_texts"), context["train_labels"],
+                            context["labeled"])
+    # Publish before the first remote work that reads the entries, collect after the work
+    # that makes scoring models and scores (their states come back to this driver's cache).
+    if out.is_uri:
+        publish_entries(out, context, log=log)
+    prepare_selection(cfg, context, out, use_ray=use_ray_data, log=log)
+    if out.is_uri:
+        publish_selection(out, context, log=log)
+    return context
+
+
+def _annotate(cfg: SweepConfig, cells: list[Cell], out: Output, output, cache_dir: Path, prepared, log
+              ) -> list[str | None]:
+    """Per cell, the digest of the LLM's labels of the rows it adds (None outside llm_annotated):
+    from a complete annotation directory, else by labeling them now (llm/annotate.py), which
+    needs the trials' inputs (`prepared()`) to know which rows the `real` counterparts choose."""
+    keys = cell_ids(cfg, [annotate.counterpart(c) for c in cells])
+    ann_dir = annotate.annotation_dir(cfg, output, out.is_uri, cache_dir)
+    wanted = [k for c, k in zip(cells, keys) if c.pool == ANNOTATED_POOL]
+    digests = annotate.recorded(cfg, wanted, ann_dir)
+    if digests is None:
+        context = prepared()
+        digests = annotate.annotate_sweep(cfg, cells, keys, lambda c: trial_inputs(context, c.variant), ann_dir,
+                                          say=log).digests
+    else:
+        log(f"annotation: reusing {ann_dir} ({len(set(wanted))} cells' labels)")
+    if out.is_uri:
+        out.upload_tree(ann_dir, "annotation", skip_existing=False)
+    return [digests[k] if c.pool == ANNOTATED_POOL else None for c, k in zip(cells, keys)]
 
 
 # Ray Tune copies these from the driver's environment into every trial actor's runtime_env
@@ -637,10 +691,27 @@ def cell_statuses(cfg: SweepConfig, output: str | Path, now: float | None = None
         summary = json.loads(out.read_text("generation/generation.json") or "null") or {}
         if summary.get("complete") and summary.get("config_key") == augment.config_key(cfg):
             digest = summary.get("rows_digest")
+    cells = expand(cfg)
     done = read_cells(out)
     running = running_cells(out, now)
-    ids = cell_ids(cfg, expand(cfg), digest)
+    ids = cell_ids(cfg, cells, digest, _recorded_labels(cfg, cells, out, output))
     return [done.get(i, {}).get("status") or ("running" if i in running else None) for i in ids]
+
+
+def _recorded_labels(cfg: SweepConfig, cells: list[Cell], out: Output, output) -> list[str | None] | None:
+    """The llm_annotated cells' label digests from a complete annotation, else None for each: an
+    annotated cell counts as still to run until its rows are labeled."""
+    if not cfg.needs_annotation:
+        return None
+    keys = cell_ids(cfg, [annotate.counterpart(c) for c in cells])
+    wanted = [k for c, k in zip(cells, keys) if c.pool == ANNOTATED_POOL]
+    if out.is_uri:  # the copy the sweep uploaded next to its results
+        summary = json.loads(out.read_text(f"annotation/{annotate.SUMMARY}") or "null") or {}
+        digests = annotate.recorded(cfg, wanted, summary=summary)
+    else:
+        digests = annotate.recorded(cfg, wanted, annotate.annotation_dir(cfg, output, False, Path()))
+    digests = digests or {}
+    return [digests.get(k) if c.pool == ANNOTATED_POOL else None for c, k in zip(cells, keys)]
 
 
 def cell_progress(cfg: SweepConfig, output: str | Path, now: float | None = None) -> dict[str, int]:

@@ -63,6 +63,9 @@ class TrialInputs:
     lora: LoraSpec | None = None
     test_labels: np.ndarray | None = None  # the data's held-out test split, when it has one
     test_acts: Activations | None = None
+    # The labels selection sees when they are not the ones the trial trains on: the llm_annotated
+    # pool chooses with gold labels, as its `real` counterpart does, and trains on the LLM's.
+    select_labels: np.ndarray | None = None
 
 
 def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
@@ -110,7 +113,8 @@ def choose_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
         return Chosen(pool[picked], _or_nan(scores, len(picked)), np.zeros(len(picked), dtype=np.int64))
     if recipe is None:
         raise ValueError(f"strategy {cell.strategy!r} trains a model to score the pool: select_rows needs the recipe")
-    acts, labels = inputs.train_acts, inputs.train_labels
+    acts = inputs.train_acts
+    labels = inputs.train_labels if inputs.select_labels is None else inputs.select_labels
     chosen, scored, steps = [], [], []
     remaining = pool
     for i, step in enumerate(len(s) for s in np.array_split(np.arange(n), min(selection.rounds, n))):

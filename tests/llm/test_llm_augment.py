@@ -215,12 +215,13 @@ def test_a_sweep_with_llm_pools_generates_first_then_adds_generated_rows(
     server = fake_openai(rows_per_reply=5)
     path = write_sweep(tmp_path, sst5_subset, tiny_bert, server.base_url,
                        extra="selection: {k: 3}", name="grid.yaml")
-    cfg = load_sweep(path, ["compare.strategy=[random, entropy]"])
+    cfg = load_sweep(path, ["compare.strategy=[random, entropy]",
+                            "compare.pool=[real, llm, llm_teacher, llm_annotated]"])
     out = tmp_path / "out"
     logs = []
     table = sweep.run_sweep(cfg, out, log=logs.append)
 
-    assert len(table) == 3 * 2 * 3 and set(table["status"]) == {"ok"}
+    assert len(table) == 4 * 2 * 3 and set(table["status"]) == {"ok"}
     # One encoder pass, the generation's (real train, val and generated rows for its teacher);
     # the LLM pools' train set (real rows, then generated) is assembled from it, not encoded again.
     encoded = [line for line in logs if line.startswith("cached activations")]
@@ -246,7 +247,51 @@ def test_a_sweep_with_llm_pools_generates_first_then_adds_generated_rows(
     sweep.run_sweep(cfg, out, log=lambda *_: None)
     assert len(server.arrivals) == calls
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
-    assert sweep.cell_progress(cfg, out) == {"cells": 18, "done": 18, "running": 0, "failed": 0, "pending": 0}
+    assert sweep.cell_progress(cfg, out) == {"cells": 24, "done": 24, "running": 0, "failed": 0, "pending": 0}
+
+    # llm_annotated: the rows its `real` counterpart adds, in the same order, with the LLM's labels.
+    _the_annotated_pool_adds_the_real_rows_with_the_llms_labels(path, out, table, fake_openai)
+
+
+def _the_annotated_pool_adds_the_real_rows_with_the_llms_labels(path, out, table, fake_openai):
+    import shutil
+    import zlib
+
+    from raysweep.chosen import read_chosen
+
+    chosen, rows_table = read_chosen(out)
+    text = rows_table.set_index("row")["text"]
+    by_cell = {cid: df.sort_values("rank") for cid, df in chosen.groupby("cell_id")}
+    cells = table.set_index(["pool", "strategy", "fraction", "freeze", "seed"])["cell_id"]
+    for (pool, strategy, fraction, freeze, seed), cid in cells.items():
+        if pool != "llm_annotated" or fraction == 0:
+            continue
+        mine, real = by_cell[cid], by_cell[cells[("real", strategy, fraction, freeze, seed)]]
+        assert mine["row"].tolist() == real["row"].tolist() and len(mine) > 0
+        assert mine["label"].tolist() == [zlib.crc32(text[r].encode()) % 5 for r in mine["row"]]  # the fake LLM's
+    labels = pd.read_csv(out / "annotation" / "labels.csv", keep_default_na=False)
+    summary = json.loads((out / "annotation" / "annotation.json").read_text())
+    assert sorted(labels["row"]) == sorted(set(chosen[chosen["cell_id"].isin(
+        cells[cells.index.get_level_values("pool") == "llm_annotated"])]["row"]))  # the union, once
+    assert summary["rows_labeled"] == len(labels) and summary["accuracy"] == pytest.approx(
+        (labels["gold"] == labels["llm_label"]).mean())
+
+    # Other labels (another LLM) make other annotated cells; every other cell stays done.
+    shutil.rmtree(out / "annotation")
+    other = fake_openai(labeler=lambda t: len(t) % 5)
+    cfg = load_sweep(path, ["compare.strategy=[random, entropy]", f"llm.base_url={other.base_url}",
+                            "compare.pool=[real, llm, llm_teacher, llm_annotated]"])
+    relabeled = sweep.run_sweep(cfg, out, log=lambda *_: None)
+    before, after = table.set_index("cell_id"), relabeled.set_index("cell_id")
+    annotated = table["pool"] == "llm_annotated"
+    changed = set(table.loc[annotated & (table["fraction"] > 0), "cell_id"]) - set(relabeled["cell_id"])
+    assert len(changed) == 4  # 2 strategies x 2 fractions; fraction 0 adds no row, so no label
+    assert set(table.loc[~annotated, "cell_id"]) <= set(relabeled["cell_id"])
+    assert len(other.served()) > 0 and all(c["request"]["messages"][0]["content"].count("Sentences to label")
+                                           for c in other.served())  # labeling calls only: generation reused
+    assert before.loc[table.loc[~annotated, "cell_id"], "val_accuracy"].tolist() == after.loc[
+        table.loc[~annotated, "cell_id"], "val_accuracy"].tolist()
+
 
 
 def test_the_shipped_llm_sweep_is_the_studys_figure_2():
@@ -254,8 +299,26 @@ def test_the_shipped_llm_sweep_is_the_studys_figure_2():
 
     root = Path(__file__).resolve().parents[2] / "sweeps"
     full, small = load_sweep(root / "llm.yaml"), load_sweep(root / "llm-small.yaml")
-    assert full.compare.pool == small.compare.pool == ["real", "llm", "llm_teacher"]
+    assert full.compare.pool == small.compare.pool == ["real", "llm", "llm_teacher", "llm_annotated"]
     assert full.compare.fraction == [0, 1, 2, 3, 4] and len(full.replicate.seed) == 3
     assert full.compare.freeze == ["last-linear", "pooler", "last-attention"]
     assert full.llm.samples_per_call == 100 and full.llm.examples_per_class == 3
     assert full.llm.n_rows >= 4 * 1709  # enough generated rows for the largest fraction
+
+
+def test_dedup_by_meaning_compares_the_sweeps_own_sentence_vectors(tiny_bert, tmp_path):
+    from raysweep.backbone import boundary_for, load_backbone
+
+    (tmp_path / "s.yaml").write_text(f"name: x\ncompare: {{pool: [llm]}}\nencoder: {{name: {tiny_bert}}}\n"
+                                     "llm: {cosine_duplicate: 0.97}\n")
+    cfg = load_sweep(tmp_path / "s.yaml")
+    vectors = augment.SentenceVectors(cfg)
+    texts = ["a dull film .", "a boring movie .", "a dull film ."]
+    got = vectors(texts)
+    backbone = load_backbone(tiny_bert)
+    expected = backbone.features(texts[:2], boundary_for("last-linear", backbone.num_layers, "pooler", 64))
+    np.testing.assert_allclose(got[:2], expected, rtol=1e-5, atol=1e-6)
+    assert (got[0] == got[2]).all() and len(vectors.memo) == 2  # each text encoded once
+    # On, it is part of the generation's key; off, the key is what it was before the option existed.
+    off = load_sweep(tmp_path / "s.yaml", ["llm.cosine_duplicate=null"])
+    assert augment.config_key(cfg) != augment.config_key(off)

@@ -79,3 +79,27 @@ def test_thousands_of_sentences_against_val_take_well_under_seconds():
     kept, removed = clean_rows(frame(texts), val, 0.8)
     assert time.perf_counter() - start < 10  # ~1-2 s here; a quadratic Python loop would take minutes
     assert removed["reason"].tolist() == ["exact_duplicate"] and len(kept) == 4999
+
+
+# --------------------------------------------------------------------------- by meaning (cosine of sentence vectors)
+
+
+def test_rows_that_mean_what_a_val_row_or_an_earlier_kept_row_means_are_removed():
+    from raysweep.llm.dedup import remove_by_meaning
+
+    # Hand-made sentence vectors: the words differ (Jaccard sees nothing), the directions do not.
+    vectors = {"a dull film": [1, 0, 0], "a boring movie": [0.99, 0.14, 0], "the plot is thin": [0, 1, 0],
+               "the story is slight": [0.05, 0.99, 0.1], "thin storytelling": [0, 0.98, 0.2],
+               "a warm , funny story": [0, 0, 1], "a sweet comedy": [0.1, 0.1, 0.99]}
+    embed = lambda texts: np.array([vectors[t] for t in texts], dtype=float)  # noqa: E731
+    kept = frame(["a dull film", "the plot is thin", "a boring movie", "a sweet comedy", "the story is slight",
+                  "thin storytelling"])
+    out, removed = remove_by_meaning(kept, ["a warm , funny story"], embed, threshold=0.95)
+    assert out["text"].tolist() == ["a dull film", "the plot is thin"]
+    why = removed.set_index("text")
+    assert why.loc["a boring movie", ["reason", "matches"]].tolist() == ["same_meaning", "a dull film"]
+    assert why.loc["a sweet comedy", ["reason", "matches"]].tolist() == ["val_meaning", "a warm , funny story"]
+    assert why.loc["the story is slight", "matches"] == why.loc["thin storytelling", "matches"] == "the plot is thin"
+    assert (why["similarity"] >= 0.95).all()
+    # Without it (threshold 1.0: only the same direction) every paraphrase stays.
+    assert len(remove_by_meaning(kept, [], embed, threshold=1.0)[0]) == len(kept)

@@ -319,3 +319,30 @@ def test_a_killed_driver_loses_at_most_its_calls_in_flight_and_a_rerun_asks_only
     asked_again = served_ids(server)[served_before:]
     assert not set(asked_again) & before  # nothing stored is asked for twice
     assert sorted(stored_ids(tmp_path / "out")) == list(range(8)) and result.summary["complete"]
+
+
+@pytest.mark.slow  # starts Ray
+def test_dedup_by_meaning_runs_in_small_rounds_and_asks_for_what_it_removed(
+        ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    import numpy as np
+
+    # Sentence vectors by first word, in 40 directions: rows with words in common only by chance
+    # (Jaccard keeps them) often "mean" the same here, so dedup by meaning removes them.
+    def embed(texts):
+        out = np.zeros((len(texts), 40))
+        out[np.arange(len(texts)), [sum(map(ord, t.split()[0])) % 40 for t in texts]] = 1.0
+        return out
+
+    server = fake_openai(rows_per_reply=5)
+    cfg = llm_cfg(server.base_url, n_rows=12, cosine_duplicate=0.9, dedup_calls=1, concurrency=1, max_requests=12)
+    result = generate(cfg, examples, val_texts, tmp_path, embed=embed)
+    removed = pd.read_csv(tmp_path / "removed.csv")
+    same = removed[removed["reason"] == "same_meaning"]
+    assert len(same) > 0 and (same["similarity"] >= 0.9).all()
+    assert result.summary["duplicates_removed"]["meaning"] == len(same)
+    # Kept rows all mean different things; the calls it took are what dedup left to fill.
+    firsts = [sum(map(ord, t.split()[0])) % 40 for t in result.rows["text"]]
+    assert len(set(firsts)) == len(firsts) == 12
+    assert result.summary["requests"] > 3  # 12 rows of 5 per call would take 3 without dedup
+    with pytest.raises(ValueError, match="cosine_duplicate needs"):
+        generate(cfg, examples, val_texts, tmp_path / "x")

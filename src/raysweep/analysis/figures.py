@@ -298,14 +298,16 @@ def label_names(labels: pd.Series, class_names: list[str] | None) -> tuple[pd.Se
 
 
 def label_confusion(generated: pd.DataFrame, out_dir: Path, class_names: list[str] | None = None,
-                    name: str = "llm_vs_teacher") -> tuple[Path, float]:
-    """Confusion matrix of the LLM's labels against the teacher's, with the agreement (Fig. 1).
+                    name: str = "llm_vs_teacher", against: str = "teacher_label", against_name: str = "teacher",
+                    rows_name: str = "generated rows") -> tuple[Path, float]:
+    """Confusion matrix of the LLM's labels against the teacher's, with the agreement (Fig. 1);
+    or against another column (`against`: the gold labels of the rows the LLM annotated).
 
     Returns (figure, agreement) where agreement is the fraction of rows whose labels match.
     """
-    data = generated.dropna(subset=["llm_label", "teacher_label"])
+    data = generated.dropna(subset=["llm_label", against])
     llm, order_llm = label_names(data["llm_label"], class_names)
-    teacher, order_t = label_names(data["teacher_label"], class_names)
+    teacher, order_t = label_names(data[against], class_names)
     order = order_llm if order_llm == order_t else sorted(set(order_llm) | set(order_t), key=str)
     table = pd.crosstab(pd.Categorical(llm, order), pd.Categorical(teacher, order), dropna=False)
     agreement = float((llm.to_numpy() == teacher.to_numpy()).mean()) if len(data) else float("nan")
@@ -313,11 +315,11 @@ def label_confusion(generated: pd.DataFrame, out_dir: Path, class_names: list[st
     with _style():
         fig, ax = plt.subplots(figsize=(size + 0.8, size))
         sns.heatmap(table, annot=True, fmt="d", cmap="Blues", cbar_kws={"label": "rows"}, ax=ax, square=True)
-        ax.set_xlabel("teacher label")
-        ax.set_ylabel("LLM label (the label asked for)")
+        ax.set_xlabel(f"{against_name} label")
+        ax.set_ylabel("LLM label")
         ax.tick_params(axis="x", labelrotation=30)
         ax.tick_params(axis="y", labelrotation=0)
-        ax.set_title(f"LLM vs teacher labels: agreement {agreement:.1%}\n{len(data):,} generated rows",
+        ax.set_title(f"LLM vs {against_name} labels: agreement {agreement:.1%}\n{len(data):,} {rows_name}",
                      fontsize="medium")
         return _save(fig, out_dir, name), agreement
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep.analysis import compare, figures, findings, selection, stats, tables
+from raysweep.analysis import annotation, compare, figures, findings, selection, stats, tables
 from raysweep.analysis.document import Doc
 from raysweep.analysis.results import Results, ResultsError, combined_trials, load_many
 from raysweep.analysis.tables import pct_ci, value_str
@@ -142,6 +142,7 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = compare.LA
         run.doc.figure(png, caption)
     detail_tables(run, extras)
     selection.section(run)  # the rows each strategy chose (analysis/selection.py)
+    annotation.section(run)  # the LLM as annotator of chosen rows (analysis/annotation.py)
     failed_trials(run)
     skipped_figures(run)
     reproduce(run)
@@ -197,6 +198,7 @@ def findings_section(run: Run) -> None:
         doc.heading(spec.title(table["baseline"].iloc[0]), level=3)
         context = [c for c in table.columns if c in run.varying and c not in (spec.factor, "fraction")]
         doc.bullets(findings.table_sentences(table, spec.factor, context))
+    annotation.findings(run)
     claims = findings.claims(run.comparisons, run.correlations, stats.seed_note(ok) if len(ok) else "no seeds")
     doc.heading("The study's claims", level=3)
     if claims:

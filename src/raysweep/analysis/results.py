@@ -8,6 +8,8 @@ The layout is the contract the sweep, LLM and diagnostics code write to:
     RESULTS_DIR/generation/generation.json    summary (agreement, teacher_val_accuracy, ...)
     RESULTS_DIR/generation/embeddings.npz     arrays `real`, `generated` (sentence vectors)
     RESULTS_DIR/generation/real_labels.csv    column `label`: the real pool's labels
+    RESULTS_DIR/annotation/labels.csv         row, text, gold, llm_label: rows the LLM labeled
+    RESULTS_DIR/annotation/annotation.json    its accuracy against gold, cost per labeled row, ...
     RESULTS_DIR/diagnostics/*.csv             freeze, seed, entropy, sqbc (one row per pool row);
                                               other CSVs there (correlation.csv) are ignored
 
@@ -49,6 +51,8 @@ class Results:
     embeddings: dict[str, np.ndarray] | None = None
     real_labels: pd.Series | None = None
     diagnostics: pd.DataFrame | None = None
+    annotated: pd.DataFrame | None = None  # annotation/labels.csv: row, text, gold, llm_label (llm_annotated)
+    annotation: dict | None = None  # annotation/annotation.json: accuracy, cost, ...
     missing: dict[str, str] = field(default_factory=dict)  # input -> why it is absent
 
     @property
@@ -144,6 +148,16 @@ def _load(d: Path) -> Results:
         res.real_labels = pd.read_csv(gen / "real_labels.csv")["label"]
     else:
         res.missing["real_labels.csv"] = "no generation/real_labels.csv (labels of the real pool)"
+
+    ann = d / "annotation"
+    if (ann / "labels.csv").is_file() and (ann / "annotation.json").is_file():
+        res.annotated = pd.read_csv(ann / "labels.csv", keep_default_na=False)
+        absent = [c for c in ("gold", "llm_label") if c not in res.annotated.columns]
+        if absent:
+            raise ResultsError(f"{ann / 'labels.csv'}: missing column(s) {', '.join(absent)}")
+        res.annotation = json.loads((ann / "annotation.json").read_text())
+    else:
+        res.missing["annotation"] = "no annotation/labels.csv and annotation.json (the sweep has no llm_annotated pool)"
 
     # Per-row score files have these columns; others there (the sweep's correlation.csv) are summaries.
     files = sorted((d / "diagnostics").glob("*.csv")) if (d / "diagnostics").is_dir() else []

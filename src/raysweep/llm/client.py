@@ -126,11 +126,14 @@ class Generator:
         used = worst if usage is None else usage if isinstance(usage, float) else cost_usd(self.price, usage)
         budget_call(self.budget, "settle", ticket, used)
 
-    def call(self, request_id: int, messages: list[dict], seed: int) -> dict:
-        """A store record, or {"request_id", "error", "fatal"} after a fatal error or the last retry."""
+    def call(self, request_id: int, messages: list[dict], seed: int, params: dict | None = None) -> dict:
+        """A store record, or {"request_id", "error", "fatal"} after a fatal error or the last retry.
+
+        `params` override the actor's for this call only: a labeling call's response_format
+        asks for exactly as many labels as that call has sentences (llm/annotate.py)."""
         if self.key_error:
             return {"request_id": request_id, "fatal": True, "error": self.key_error}
-        request = {"model": self.model, "messages": messages, "seed": seed, **self.params}
+        request = {"model": self.model, "messages": messages, "seed": seed, **self.params, **(params or {})}
         retried: Counter = Counter()
         waited = 0.0
         for attempt in range(1, self.retries + 2):

@@ -189,6 +189,29 @@ class BatchConfig:
 
 
 @dataclass
+class AnnotateConfig:
+    """The `llm_annotated` pool: the LLM labels the real rows the sweep's strategies choose
+    (llm/annotate.py). The calls share the endpoint, limits, prices and retries of generation."""
+
+    rows_per_call: int = 20  # sentences labeled per call; each also carries the few-shot examples
+    examples_per_class: int = 3  # real labeled rows per class shown in each call, as in generation
+    temperature: float = 0.0  # a label is an answer, not a sample: the likeliest one
+    max_tokens: int = 512  # a JSON list of rows_per_call labels; a chatty model gets room to close it
+    # Calls a row may go out in before the run stops: a reply with the wrong number of labels
+    # labels none of its rows (they could be shifted), so its rows are asked again in a later call.
+    attempts: int = 3
+    max_requests: int = 0  # cap on paid labeling calls; 0: `attempts` x the calls the rows need
+
+    def validate(self) -> None:
+        require(self.rows_per_call >= 1, "rows_per_call: must be at least 1")
+        require(self.examples_per_class >= 0, "examples_per_class: must be 0 or more")
+        require(0 <= self.temperature <= 2, "temperature: must be in [0, 2]")
+        require(self.max_tokens >= 1, "max_tokens: must be at least 1")
+        require(self.attempts >= 1, "attempts: must be at least 1")
+        require(self.max_requests >= 0, "max_requests: must be 0 (automatic) or more")
+
+
+@dataclass
 class LLMConfig:
     base_url: str | None = None  # any OpenAI-compatible server; None: OpenAI with a key, else embedded
     model: str = "gpt-4o-mini"  # ignored by the embedded server, which serves SmolLM2
@@ -214,6 +237,12 @@ class LLMConfig:
     timeout: float = 180.0  # seconds for one call; a 100-sample reply streams for a minute or more
     max_requests: int = 0  # cap on paid calls; 0: twice what n_rows needs at samples_per_call
     near_duplicate: float = 0.8  # word-set Jaccard at or above which two sentences count as one; 1.0: same words
+    # Near-duplicates by meaning, which Jaccard misses in paraphrases: cosine similarity of the
+    # sweep's frozen encoder's sentence vectors at or above which a generated sentence counts as
+    # one said before (or as a val sentence); None: off. With it, generation asks `dedup_calls`
+    # calls at a time, so what dedup removes decides how many more calls are needed.
+    cosine_duplicate: float | None = None
+    dedup_calls: int = 4
     prices: dict[str, PriceConfig] = field(default_factory=_default_prices)
     # Dollars the generation directory may spend in all (earlier runs included); None: no cap.
     # Each call reserves its worst case first (llm/budget.py), so concurrent calls never pass it.
@@ -223,6 +252,7 @@ class LLMConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     seed: int = 0  # picks each call's examples and is sent as the call's seed
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)  # the llm_annotated pool's labeling calls
 
     def validate(self) -> None:
         if self.base_url is not None:
@@ -257,6 +287,9 @@ class LLMConfig:
         require(0 < self.near_duplicate <= 1, "near_duplicate: must be in (0, 1]")
         require(self.max_cost_usd is None or self.max_cost_usd > 0, "max_cost_usd: must be positive (or null: no cap)")
         require(self.mode in MODES, f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        require(self.cosine_duplicate is None or 0 < self.cosine_duplicate <= 1,
+               "cosine_duplicate: must be in (0, 1], or null (off)")
+        require(self.dedup_calls >= 1, "dedup_calls: must be at least 1")
         require(self.seed >= 0, "seed: must be 0 or more")  # numpy's seed sequence refuses negatives
         if self.template is not None:
             try:

@@ -10,12 +10,18 @@ augmented model be scored on what it was trained on, so it is removed and listed
 
 Pairs are found with one sparse product of binary word matrices per chunk of rows, so a few
 thousand generated sentences against SST-5's 1,101 dev sentences take well under a second.
+
+Word sets miss paraphrases ("a dull film" / "a boring movie"). `remove_by_meaning` also
+removes, when asked (llm.cosine_duplicate), sentences whose vectors from the sweep's own frozen
+encoder have cosine similarity >= the threshold with a val sentence (`val_meaning`) or with an
+earlier kept generated sentence (`same_meaning`); removed.csv gives the rule and the similarity.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -109,3 +115,50 @@ def clean_rows(rows: pd.DataFrame, val_texts: list[str], threshold: float) -> tu
     removed = rows[reason_s.notna()].assign(reason=reason_s[reason_s.notna()],
                                             matches=pd.Series(matches, index=rows.index)[reason_s.notna()])
     return kept, removed.reset_index(drop=True)
+
+
+def remove_by_meaning(kept: pd.DataFrame, val_texts: list[str], embed: Callable[[list[str]], np.ndarray],
+                      threshold: float, chunk: int = 512) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drop rows of `kept` (after `clean_rows`) that mean what a val sentence or an earlier kept
+    row means: cosine similarity of `embed`'s vectors >= `threshold`; first occurrence wins.
+
+    Returns (kept rows, removed rows with `reason` val_meaning / same_meaning, `matches` and
+    `similarity`). `embed(texts)` gives one vector per text (the caller memoises it: a run
+    calls this after every round of calls, on every row so far)."""
+    texts = kept["text"].astype(str).tolist()
+    if not texts:
+        return kept, kept.assign(reason=[], matches=[], similarity=[])
+    unit = _unit(embed(texts))
+    reason: list[str | None] = [None] * len(texts)
+    matches: list[str | None] = [None] * len(texts)
+    similarity = np.full(len(texts), np.nan)
+    if val_texts:
+        val_unit = _unit(embed(list(val_texts)))
+        for start in range(0, len(texts), chunk):
+            sims = unit[start:start + chunk] @ val_unit.T
+            best = sims.argmax(axis=1)
+            for k, (j, value) in enumerate(zip(best, sims[np.arange(len(best)), best])):
+                if value >= threshold:
+                    i = start + k
+                    reason[i], matches[i], similarity[i] = "val_meaning", val_texts[j], value
+    alive = np.zeros(len(texts), dtype=bool)  # kept so far, in order: a row yields only to kept rows
+    for start in range(0, len(texts), chunk):
+        sims = unit[start:start + chunk] @ unit[: start + chunk].T
+        for k in range(sims.shape[0]):
+            i = start + k
+            if reason[i] is None:
+                earlier = np.flatnonzero(alive[:i] & (sims[k, :i] >= threshold))
+                if len(earlier):
+                    j = earlier[np.argmax(sims[k, earlier])]
+                    reason[i], matches[i], similarity[i] = "same_meaning", texts[j], sims[k, j]
+            alive[i] = reason[i] is None
+    gone = ~alive
+    removed = kept[gone].assign(reason=[reason[i] for i in np.flatnonzero(gone)],
+                                matches=[matches[i] for i in np.flatnonzero(gone)],
+                                similarity=np.round(similarity[gone], 4))
+    return kept[alive].reset_index(drop=True), removed.reset_index(drop=True)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    v = np.asarray(vectors, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)

@@ -7,7 +7,9 @@ that fails validation), and each of its requests is answered by the same script 
 
 It answers POST /v1/chat/completions like a provider would: scripted replies first (200s with any
 content, 429 with Retry-After, 500s, slow replies, cut-off JSON), then a default reply whose
-content is `rows_per_reply` well-formed [sentence, label] pairs that no two calls repeat.
+content is `rows_per_reply` well-formed [sentence, label] pairs that no two calls repeat. A
+labeling call (llm/annotate.py: a prompt with sentences to label) gets a JSON list of one label
+per sentence, from `labeler` (by default a fixed function of the sentence's text).
 
 It also *enforces* rate limits the way a provider does and counts every violation: with
 requests_per_minute R (or tokens_per_minute), a stream of calls conforms when every window of
@@ -24,6 +26,7 @@ import math
 import random
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -31,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from raysweep.llm.config import CALL_HEADER  # each call's request_id, as generate.py sends it
+from raysweep.llm.prompt import sentences_in  # where a labeling prompt holds its sentences
 
 _WORDS = """acting actor actress ambitious ashamed audience awful beautiful bland bold boring brave
 brilliant cast charming cheap clever clumsy comedy compelling confusing crisp cynical dazzling
@@ -53,7 +57,7 @@ class Reply:
 
     status: int = 200
     content: str | None = None  # None: `rows` fresh [sentence, label] pairs as a JSON list
-    rows: int | None = None  # None: the server's rows_per_reply
+    rows: int | None = None  # None: the server's rows_per_reply (a labeling call: one label per sentence)
     finish_reason: str = "stop"
     delay: float = 0.0  # seconds before answering: a slow provider, or one that outlasts the timeout
     headers: dict = field(default_factory=dict)  # e.g. {"retry-after": "0.5"}
@@ -78,7 +82,8 @@ class FakeOpenAI:
                  requests_per_minute: float = 0, tokens_per_minute: float = 0,
                  burst_seconds: float = 10.0, rows_per_reply: int = 5,
                  violation_retry_after: float = 1.0, model: str = "fake-model",
-                 batch_script: list[BatchScript] | None = None, batch_default: BatchScript | None = None):
+                 batch_script: list[BatchScript] | None = None, batch_default: BatchScript | None = None,
+                 labeler: Callable[[str], int] | None = None):
         self.script = list(script or [])
         self.default = default or Reply()
         self.responder = responder  # (arrival number, request body) -> Reply, or None for the script
@@ -88,7 +93,9 @@ class FakeOpenAI:
         self.rows_per_reply = rows_per_reply
         self.violation_retry_after = violation_retry_after
         self.model = model
-        self.arrivals: list[dict] = []  # one per call: t, call, status, tokens, violation, authorization
+        # A labeling call's answer for each sentence: the same text always gets the same label.
+        self.labeler = labeler or (lambda text: zlib.crc32(text.encode()) % 5)
+        self.arrivals: list[dict] = []  # one per call: t, call, status, tokens, violation, authorization, request
         self.violations = {"requests": 0, "tokens": 0}
         self.batch_script = list(batch_script or [])
         self.batch_default = batch_default or BatchScript()
@@ -188,14 +195,14 @@ class FakeOpenAI:
             number = len(self.arrivals)
             reply = self._next_reply(number, request)
             prompt_text = "".join(str(m.get("content", "")) for m in request.get("messages", []))
-            content, finish = self._content(reply, call, number)
+            content, finish = self._content(reply, call, number, prompt_text)
             usage = {"prompt_tokens": estimate_usage_tokens(prompt_text),
                      "completion_tokens": estimate_usage_tokens(content or "")}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             tokens = usage["total_tokens"] if reply.status == 200 and reply.body is None else 0
             # The Authorization header as sent, kept in memory only: tests check which key went where.
             arrival = {"t": now, "call": call, "status": reply.status, "tokens": tokens, "violation": None,
-                       "authorization": authorization}
+                       "authorization": authorization, "request": request}
             kind = self._violation(now, tokens)
             if kind:
                 self.violations[kind] += 1
@@ -218,9 +225,13 @@ class FakeOpenAI:
         }
         return 200, json.dumps(completion), dict(reply.headers), reply.delay
 
-    def _content(self, reply: Reply, call: str | None, number: int) -> tuple[str | None, str]:
+    def _content(self, reply: Reply, call: str | None, number: int, prompt: str = "") -> tuple[str | None, str]:
         content = reply.content
-        if content is None:
+        texts = sentences_in(prompt) if content is None else None
+        if texts is not None:  # a labeling call
+            labels = [int(self.labeler(t)) for t in texts]
+            content = json.dumps(labels[: reply.rows] if reply.rows is not None else labels)
+        elif content is None:
             rng = random.Random(f"{call}-{number}")
             rows = self.rows_per_reply if reply.rows is None else reply.rows
             content = json.dumps([[" ".join(rng.sample(_WORDS, 8)), k % 5] for k in range(rows)])

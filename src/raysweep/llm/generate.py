@@ -39,7 +39,7 @@ from raysweep.llm.budget import BudgetActor, BudgetError, worst_case_usd
 from raysweep.llm.client import GeneratorActor, estimate_tokens, one_line
 from raysweep.llm.config import (EMBEDDED_MODEL, OPENAI_URL, KeyRoute, LLMConfig, endpoint_host,
                                   load_template)
-from raysweep.llm.dedup import clean_rows, similar_pairs
+from raysweep.llm.dedup import clean_rows, remove_by_meaning, similar_pairs
 from raysweep.llm.limiter import LimitError, RateLimiterActor
 from raysweep.llm.parse import failure_counts, parse_reply
 from raysweep.llm.prompt import (DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages, check_examples,
@@ -235,8 +235,10 @@ def content_of(record: dict) -> tuple[str | None, str | None]:
         return None, None
 
 
-def evaluate(records: dict[int, dict], class_names, val_texts: list[str], near_duplicate: float) -> _State:
-    """Parse every stored reply in call order, then drop val leaks and duplicates."""
+def evaluate(records: dict[int, dict], class_names, val_texts: list[str], near_duplicate: float,
+             embed: Callable[[list[str]], object] | None = None, cosine: float | None = None) -> _State:
+    """Parse every stored reply in call order, then drop val leaks and duplicates (by meaning too,
+    with `embed` and a `cosine` threshold)."""
     rows, replies, failure_log, cut = [], [], [], 0
     for request_id in sorted(records):
         content, finish = content_of(records[request_id])
@@ -247,6 +249,9 @@ def evaluate(records: dict[int, dict], class_names, val_texts: list[str], near_d
         failure_log.extend({"request_id": request_id, "kind": kind, "text": text} for kind, text in reply.failures)
     frame = pd.DataFrame(rows, columns=["text", "llm_label", "request_id"])
     kept, removed = clean_rows(frame, val_texts, near_duplicate)
+    if embed is not None and cosine is not None:
+        kept, by_meaning = remove_by_meaning(kept, val_texts, embed, cosine)
+        removed = pd.concat([removed, by_meaning], ignore_index=True)
     repairs, failures = failure_counts(replies)
     return _State(kept, removed, len(frame), repairs, failures, failure_log, cut)
 
@@ -269,7 +274,7 @@ def plan_calls(done: set[int], kept: int, n_rows: int, per_call: int, budget: in
 
 def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: str | Path,
              class_names=SST5_CLASS_NAMES, say: Callable[[str], None] = print, wait: bool = True,
-             cancel: bool = False) -> GenerationResult:
+             cancel: bool = False, embed: Callable[[list[str]], object] | None = None) -> GenerationResult:
     """Generate `cfg.n_rows` labeled sentences, resuming from `out_dir`'s response store.
 
     `examples` (columns text, label) are the real rows shown in prompts (the study: D_labeled);
@@ -281,7 +286,8 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
     GenerationError with a one-line message; paid replies are in the store by then. Before the
     first call, `say` gets one line naming the host the calls go to and why (Endpoint.line);
     at the end, one summary line. `llm.max_cost_usd` reached is not an error: the run stops
-    cleanly with the rows it has (`summary["stopped"] == "budget"`).
+    cleanly with the rows it has (`summary["stopped"] == "budget"`). With `cfg.cosine_duplicate`,
+    `embed(texts)` gives the sentence vectors dedup by meaning compares.
 
     In batch mode (`llm.mode: batch`, see batch.py) `wait=False` submits the missing calls and
     raises BatchPending unless they are done; a later run collects them. `cancel` stops the
@@ -289,8 +295,10 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
     """
     from raysweep.llm.batch import BatchError
 
+    if cfg.cosine_duplicate is not None and embed is None:
+        raise ValueError("llm.cosine_duplicate needs the sentence vectors of an encoder (embed)")
     try:
-        return _generate(cfg, examples, val_texts, Path(out_dir), class_names, say, wait, cancel)
+        return _generate(cfg, examples, val_texts, Path(out_dir), class_names, say, wait, cancel, embed)
     except (StoreError, ServerError, LimitError, BudgetError, BatchError) as exc:
         raise GenerationError(str(exc)) from None
 
@@ -341,7 +349,7 @@ RECOUNT_EVERY_S = 2.0
 
 
 def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_dir: Path,
-              class_names, say: Callable[[str], None], wait: bool, cancel: bool) -> GenerationResult:
+              class_names, say: Callable[[str], None], wait: bool, cancel: bool, embed=None) -> GenerationResult:
     started = time.monotonic()
     check_examples(examples, len(class_names))
     val_texts = list(val_texts)
@@ -364,7 +372,7 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         log.warning("%s: cut off a torn last line (a run killed while writing); that call is asked again", store.path)
     stored_before = len(records)
 
-    state = evaluate(records, class_names, val_texts, cfg.near_duplicate)
+    state = evaluate(records, class_names, val_texts, cfg.near_duplicate, embed, cfg.cosine_duplicate)
     budget = cfg.request_budget(endpoint.samples_per_call)
     spent_before = totals(list(records.values()))["cost_usd"]
     new_records: list[dict] = []
@@ -382,7 +390,8 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         # Near n_rows every reply is counted, so that no call is started for rows already there.
         if (time.monotonic() - recounted >= RECOUNT_EVERY_S
                 or len(state.kept) + endpoint.samples_per_call >= cfg.n_rows):
-            state, recounted = evaluate(records, class_names, val_texts, cfg.near_duplicate), time.monotonic()
+            state = evaluate(records, class_names, val_texts, cfg.near_duplicate, embed, cfg.cosine_duplicate)
+            recounted = time.monotonic()
         shown.add(record, len(state.kept))
 
     def build(ids: list[int]) -> list[tuple]:
@@ -407,6 +416,8 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
                 runner.cancel(say)
         while True:
             ids = plan_calls(set(records), len(state.kept), cfg.n_rows, endpoint.samples_per_call, budget)
+            if embed is not None and cfg.cosine_duplicate is not None:
+                ids = ids[: cfg.dedup_calls]  # small rounds: what dedup by meaning removes plans the next
             if not ids and not (runner and runner.open):
                 break
             log.info("requesting %d call(s) of %d samples (%d rows kept of %d)", len(ids),
@@ -423,20 +434,16 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
                 gave_up, fatal = pool.run(calls, on_record, drain_timeout=endpoint.timeout + 5,
                                           enough=lambda: len(state.kept) >= cfg.n_rows)
                 reached = pool.budget_reached
-            if fatal:
-                raise GenerationError(f"{fatal} ({len(records)} paid replies are safe in {store.path})")
+            check_round(fatal, [], len(calls), len(records), store.path)
             before = len(state.kept)
-            state = evaluate(records, class_names, val_texts, cfg.near_duplicate)
+            state = evaluate(records, class_names, val_texts, cfg.near_duplicate, embed, cfg.cosine_duplicate)
             if runner is not None and runner.cancelled:
                 stopped = "cancelled"
                 break
             if reached:
                 stopped = "budget"
                 break
-            if gave_up:
-                raise GenerationError(
-                    f"{len(gave_up)} of {len(calls)} call(s) failed, e.g. call {gave_up[0]['request_id']}: "
-                    f"{gave_up[0]['error']}; rerun to ask for them again ({len(records)} replies kept in {store.path})")
+            check_round(None, gave_up, len(calls), len(records), store.path)
             if len(state.kept) <= before:
                 stopped = "no_progress"
                 break  # a whole round added nothing: more calls would buy more of the same
@@ -470,7 +477,10 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         "parse_repairs": state.repairs,
         "parse_failures": state.failures,
         "duplicates_removed": {"exact": int((state.removed["reason"] == "exact_duplicate").sum()),
-                               "near": int((state.removed["reason"] == "near_duplicate").sum())},
+                               "near": int((state.removed["reason"] == "near_duplicate").sum()),
+                               **({"meaning": int((state.removed["reason"] == "same_meaning").sum()),
+                                   "val_meaning": int((state.removed["reason"] == "val_meaning").sum())}
+                                  if cfg.cosine_duplicate is not None else {})},
         "leaks_removed": int((state.removed["reason"] == "val_leak").sum()),
         "copies_of_examples": len(copies),
         "rows_surplus": max(0, len(state.kept) - cfg.n_rows),
@@ -517,6 +527,16 @@ def summary_line(s: dict) -> str:
     if s["stopped"]:
         line += "; " + _STOPPED[s["stopped"]].format(**s)
     return line
+
+
+def check_round(fatal: str | None, gave_up: list[dict], n_calls: int, n_stored: int, store_path: Path) -> None:
+    """Stop the run in one line after a round of calls with a fatal error or calls that gave up."""
+    if fatal:
+        raise GenerationError(f"{fatal} ({n_stored} paid replies are safe in {store_path})")
+    if gave_up:
+        raise GenerationError(
+            f"{len(gave_up)} of {n_calls} call(s) failed, e.g. call {gave_up[0]['request_id']}: "
+            f"{gave_up[0]['error']}; rerun to ask for them again ({n_stored} replies kept in {store_path})")
 
 
 @contextmanager

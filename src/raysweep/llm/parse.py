@@ -342,3 +342,62 @@ def failure_counts(replies: list[ParsedReply]) -> tuple[dict, dict]:
         repairs.update(reply.repairs)
         failures.update(kind for kind, _ in reply.failures)
     return ({k: repairs[k] for k in REPAIRS if repairs[k]}, {k: failures[k] for k in FAILURES if failures[k]})
+
+
+# --------------------------------------------------------------------------- labels of given sentences
+
+
+@dataclass
+class ParsedLabels:
+    """One labeling reply: a label per sentence sent, or none at all (`failure` says why)."""
+
+    labels: list[int] | None = None
+    repairs: Counter = field(default_factory=Counter)
+    failure: str | None = None  # a FAILURES kind, or "wrong_count"
+
+
+LABEL_FAILURES = {"wrong_count": "a labeling reply with more or fewer labels than sentences sent"}
+
+
+def parse_labels(content: object, n: int, class_names) -> ParsedLabels:
+    """The `n` labels of a labeling reply (llm/annotate.py), in the order the sentences were sent.
+
+    Accepts what `parse_reply` repairs (fences, prose, trailing commas, an object around the
+    list) and items that are a label (number or name), a dict with a label key, or a
+    [sentence or position, label] pair. A reply with another number of labels, or one bad
+    label, labels nothing: with a label missing, every later one could belong to another row.
+    """
+    out = ParsedReply()
+    if content is not None and not isinstance(content, str):
+        return ParsedLabels(failure="not_text")
+    if content is None or not content.strip():
+        return ParsedLabels(failure="empty_reply")
+    value = _decode(content, out)
+    if value is None:
+        return ParsedLabels(repairs=out.repairs, failure=out.failures[-1][0] if out.failures else "not_json")
+    if isinstance(value, dict):  # {"labels": [...]}: the first list in it
+        lists = [v for v in value.values() if isinstance(v, list)]
+        if not lists:
+            return ParsedLabels(repairs=out.repairs, failure="no_list")
+        out.repairs["wrapped"] += 1
+        value = lists[0]
+    if not isinstance(value, list):
+        return ParsedLabels(repairs=out.repairs, failure="no_list")
+    if len(value) != n:
+        return ParsedLabels(repairs=out.repairs, failure="wrong_count")
+    labels = []
+    for item in value:
+        if isinstance(item, dict):
+            key = _key(item, LABEL_KEYS)
+            item = item[key] if key is not None else None
+        elif isinstance(item, list) and len(item) == 2:
+            item = item[1]
+        label, how = _label(item, class_names)
+        if label is None:
+            return ParsedLabels(repairs=out.repairs, failure="bad_label")
+        if not 0 <= label < len(class_names):
+            return ParsedLabels(repairs=out.repairs, failure="label_out_of_range")
+        if how:
+            out.repairs[how] += 1
+        labels.append(label)
+    return ParsedLabels(labels=labels, repairs=out.repairs)

@@ -90,3 +90,51 @@ def check_examples(examples: pd.DataFrame, num_classes: int) -> None:
     bad = sorted(v for v in labels if not 0 <= v < num_classes)
     if bad:
         raise ValueError(f"examples: label(s) {bad} outside 0..{num_classes - 1}")
+
+
+# --------------------------------------------------------------------------- labeling (llm/annotate.py)
+
+# The line before the sentences of a labeling call: the fake server finds them after it.
+SENTENCES_HEADER = "Sentences to label, as a JSON list:"
+
+# The same task description and few-shot examples as generation, then the sentences to label:
+# the `llm_annotated` pool asks the LLM for labels only, of real rows a strategy chose.
+LABEL_TEMPLATE = """\
+You are labeling sentences of movie reviews for fine-grained sentiment classification (the \
+Stanford Sentiment Treebank, SST-5). Each sentence has one of these labels:
+$labels
+
+Here are labeled examples from the data set, as a JSON list of [sentence, label] pairs:
+$examples
+
+$header
+$sentences
+
+Answer with a JSON list of exactly $n labels, one for each sentence in the same order, each \
+a number from 0 to $last, and nothing else.
+"""
+
+
+def build_label_messages(texts: list[str], examples: pd.DataFrame, per_class: int, seed: int, request_id: int,
+                         class_names) -> list[dict]:
+    """The chat messages of labeling call `request_id`: few-shot examples drawn as generation
+    draws them (seed, request_id), then `texts` as one JSON line."""
+    shown = sample_examples(examples, per_class, seed, request_id) if per_class else []
+    content = Template(LABEL_TEMPLATE).substitute(
+        labels=label_meanings(class_names), examples=json.dumps(shown, ensure_ascii=False),
+        header=SENTENCES_HEADER, sentences=json.dumps(list(texts), ensure_ascii=False), n=len(texts),
+        last=len(class_names) - 1)
+    return [{"role": "user", "content": content}]
+
+
+def sentences_in(content: str) -> list[str] | None:
+    """The sentences a labeling prompt asks about, or None if `content` is no labeling prompt."""
+    head, found, rest = content.partition(SENTENCES_HEADER + "\n")
+    if not found:
+        return None
+    try:
+        texts = json.loads(rest.split("\n", 1)[0])
+    except json.JSONDecodeError:
+        return None
+    return texts if isinstance(texts, list) and all(isinstance(t, str) for t in texts) else None
+

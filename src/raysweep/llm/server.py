@@ -62,6 +62,12 @@ def response_format_for(n: int, num_classes: int) -> dict:
     return {"type": "json_object", "schema": json_schema_for(n, num_classes)}
 
 
+def label_format_for(n: int, num_classes: int) -> dict:
+    """A labeling reply (llm/annotate.py): exactly `n` labels, each 0..num_classes-1."""
+    return {"type": "json_object", "schema": {"type": "array", "minItems": n, "maxItems": n,
+                                              "items": {"type": "integer", "enum": list(range(num_classes))}}}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
