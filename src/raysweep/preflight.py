@@ -46,7 +46,7 @@ class Plan:
 
     def adds(self, fraction: float, pool: str) -> tuple[int, bool]:
         """(rows a cell of `fraction` adds from `pool`, whether the pool capped it)."""
-        from raysweep.train import rows_to_add
+        from raysweep.grid import rows_to_add
 
         got = rows_to_add(fraction, self.n_labeled, self.pool_sizes[pool])
         return got, round(fraction * self.n_labeled, 0) > got  # a float round: 1e308 x |labeled| is inf
@@ -165,7 +165,8 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     """
     from raysweep.data import DataError, load_splits
     from raysweep.strategies import get as strategy
-    from raysweep.sweep import cell_statuses, expand
+    from raysweep.grid import expand
+    from raysweep.sweep import cell_statuses
 
     prefix = f"{where}: " if where else ""
     problems: list[str] = []

@@ -11,7 +11,7 @@ import pytest
 from raysweep import augment, runtime, sweep
 from raysweep.config import ConfigError, load_sweep
 from raysweep.embed import load_activations
-from raysweep.train import build_model, fit, predict_proba
+from raysweep.model import build_model, fit, predict_proba
 
 
 def write_sweep(tmp_path, data, encoder, base_url, extra: str = "", name: str = "gen.yaml"):

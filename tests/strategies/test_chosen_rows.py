@@ -9,6 +9,7 @@ from scipy import stats
 from test_scoring import RECIPE, SELECTION, acts, inputs_for, model_for  # noqa: F401 - acts is a fixture
 
 from raysweep import chosen, strategies, sweep, train
+from raysweep import model as modeling
 from raysweep.config import SelectionConfig
 from raysweep.storage import Output
 from raysweep.train import Cell, choose_rows, select_rows
@@ -40,7 +41,7 @@ def test_choose_rows_is_select_rows_in_pick_order(acts, name):
 def test_entropy_scores_on_record_are_the_rows_entropies(acts):
     inp = inputs_for(acts, "last-linear")
     got = choose_rows(Cell("real", "entropy", 1, "last-linear", 0), inp, RECIPE, SELECTION)
-    probs = train.predict_proba(model_for(acts, "last-linear"), inp.train_acts, got.rows)
+    probs = modeling.predict_proba(model_for(acts, "last-linear"), inp.train_acts, got.rows)
     assert np.allclose(got.scores, [stats.entropy(p) for p in probs], atol=1e-5)
     two = choose_rows(Cell("real", "entropy", 2, "pooler", 0), inp, RECIPE, SelectionConfig(rounds=2))
     assert_array_equal(two.steps, [0] * 9 + [1] * 9)
