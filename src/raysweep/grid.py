@@ -155,7 +155,12 @@ def running_cells(out: Output, now: float | None = None) -> set[str]:
     return live
 
 
-def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig) -> pd.DataFrame:
+def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig,
+                  training_of: dict[str, str] | None = None) -> pd.DataFrame:
+    """trials.csv: one row per cell with a record. Its `training` column names the cell whose
+    training each cell shares (its own id when it shares none): a record's `shared_training`,
+    else `training_of` (grid.plan: the same rows by construction). Without a plan (nothing ran)
+    a record that names none is left empty, and the analysis derives it (compare.training_keys)."""
     rows = []
     records = [done[cid] for cid in ids if cid in done]
     has_test = any(m in (rec.get("metrics") or {}) for rec in records for m in TEST_METRICS)
@@ -165,9 +170,130 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg:
         if rec is None:
             continue
         row = {"cell_id": cid, **asdict(cell), "rounds": cfg.selection.rounds,
-               "status": rec.get("status", "ok"), "error": rec.get("error", "")}
+               "status": rec.get("status", "ok"), "error": rec.get("error", ""),
+               "training": rec.get("shared_training") or (training_of or {}).get(cid)}
         for m in metrics:
             row[m] = rec.get("metrics", {}).get(m, np.nan)
         row["confusion"] = json.dumps(rec.get("metrics", {}).get("confusion")) if rec.get("metrics") else ""
         rows.append(row)
-    return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *metrics, "confusion"])
+    return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *metrics, "confusion",
+                                       "training"])
+
+
+# --------------------------------------------------------------------------- trainings and packs
+
+
+def training_key(cell: Cell, n_labeled: int, pool_size: int) -> tuple | None:
+    """What a cell's training rows are, when they are the same as other cells' by construction:
+    a cell that adds no rows trains on `labeled` alone, whatever its pool and strategy; a cell
+    that adds its whole pool trains on the same rows whatever its strategy. None: its own rows.
+
+    The key holds everything else the training depends on (encoder, pooling, freeze, seed), so
+    the cells of one key train the very same model: it is trained once."""
+    same = (cell.encoder, cell.pooling, cell.freeze, cell.seed)
+    n = rows_to_add(cell.fraction, n_labeled, pool_size)
+    if n == 0:
+        return ("labeled", *same)
+    if n == pool_size:
+        return ("whole-pool", cell.pool, *same)
+    return None
+
+
+@dataclass(frozen=True)
+class Training:
+    """One model to train, for the cell `cell` and the cells riding on it (`riders`: the same
+    rows by construction), which get their own records naming `cell` as `shared_training`.
+    When `cell` is finished already, nothing is trained: the riders copy its record."""
+
+    cell: str
+    riders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Trainings one Tune trial runs together on one device: the same activations (variant and
+    pool) and the same number of training rows."""
+
+    name: str
+    variant: str  # Cell.variant
+    pool: str
+    n_train: int
+    trainings: tuple[Training, ...]
+
+    @property
+    def cells(self) -> list[str]:
+        return [c for t in self.trainings for c in (t.cell, *t.riders)]
+
+
+@dataclass
+class Plan:
+    """The packs Tune runs, and per cell the id of the cell whose training it shares (or its own)."""
+
+    packs: list[Pack]
+    training_of: dict[str, str]
+    trainings: int  # models the packs train (a finished `Training.cell` trains none)
+
+    def describe(self, cells: int) -> str:
+        return (f"{cells} cells to run need {self.trainings} trainings "
+                f"({cells - self.trainings} share another's), in {len(self.packs)} packs")
+
+
+def pack_size(trainings: int, slots: int, member_bytes: int, memory_bytes: float, limit: int = 0) -> int:
+    """Members per pack: as many as the device's memory holds (`memory_bytes` / `member_bytes`),
+    but few enough that every trial slot of the cluster (`slots`) gets about four packs, so the
+    last packs to finish do not leave the other slots idle; at most `limit` when it is set."""
+    by_memory = max(1, int(memory_bytes // max(1, member_bytes)))
+    by_balance = max(1, -(-trainings // (4 * max(1, slots))))
+    size = min(by_memory, by_balance)
+    return min(size, limit) if limit else size
+
+
+def plan(cells: list[Cell], ids: list[str], todo: set[str], done: dict[str, dict], n_labeled: int,
+         pool_sizes: dict[str, int], size_of) -> Plan:
+    """The trainings the cells in `todo` need, with duplicates trained once, grouped into packs.
+
+    A group of cells with one `training_key` trains once: if one of them finished already
+    (status ok), the others copy it; else the first to run in grid order trains and the rest
+    ride on it. Trainings are packed by (variant, pool, rows); `size_of(variant, trainings)`
+    gives the pack size. Packs come largest first, so the long ones start early.
+    """
+    by_id = dict(zip(ids, cells))
+    training_of = {cid: cid for cid in ids}
+    groups: dict[tuple, list[str]] = {}
+    for cell, cid in zip(cells, ids):
+        key = training_key(cell, n_labeled, pool_sizes[cell.pool])
+        if key is not None:
+            groups.setdefault(key, []).append(cid)
+    trainings, grouped = [], set()
+    for members in groups.values():
+        finished = [c for c in members if done.get(c, {}).get("status") == "ok"]
+        waiting = [c for c in members if c in todo]
+        grouped.update(members)
+        source = finished[0] if finished else (waiting or members)[0]
+        # The training's name: the cell that trained it (a finished rider's record names it).
+        shared = done.get(source, {}).get("shared_training", source)
+        training_of.update(dict.fromkeys(members, shared))
+        if waiting:
+            trainings.append(Training(source, tuple(c for c in waiting if c != source)))
+    trainings += [Training(cid) for cid in ids if cid in todo and cid not in grouped]
+
+    def n_train(t: Training) -> int:
+        c = by_id[t.cell]
+        return n_labeled + rows_to_add(c.fraction, n_labeled, pool_sizes[c.pool])
+
+    shelves: dict[tuple, list[Training]] = {}
+    for t in trainings:
+        c = by_id[t.cell]
+        shelves.setdefault((c.variant, c.pool, n_train(t)), []).append(t)
+    packs = []
+    for (variant, pool, rows), shelf in shelves.items():
+        size = max(1, size_of(variant, rows, len(shelf)))
+        count = -(-len(shelf) // size)
+        for k in range(count):  # near-equal parts, not `size, size, ..., remainder`
+            part = shelf[k * len(shelf) // count: (k + 1) * len(shelf) // count]
+            name = f"{pool}-{variant.replace('/', '_').replace('|', '-')}-n{rows}-{k}"
+            packs.append(Pack(name, variant, pool, rows, tuple(part)))
+    packs.sort(key=lambda p: -p.n_train * len(p.trainings))
+    # Trains: every training whose cell is still to run (a finished source trains nothing).
+    n = sum(t.cell in todo for t in trainings)
+    return Plan(packs, training_of, n)

@@ -207,6 +207,26 @@ def build_model(acts: Activations, num_classes: int, recipe: RecipeConfig, seed:
                       top=init["top"], dense=init["dense"], lora=lora)
 
 
+def member_bytes(acts: Activations, num_classes: int, recipe: RecipeConfig, rows: int,
+                 lora: LoraSpec | None = None) -> int:
+    """A bound on the memory one member of a pack takes on its device while it trains `rows` rows.
+
+    Its trainable part with gradients and Adam's two moments (16 bytes a parameter), plus:
+    pooled features, which `fit` holds whole (4 bytes x rows x width); or, token-level, one
+    batch through the trained layers (about 24 floats per token and hidden unit for a layer's
+    forward and backward, padded to max_length). Frozen weights (a LoRA layer's) count 4 bytes.
+    """
+    model = build_model(acts, num_classes, recipe, 0, lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    size = 16 * trainable + 4 * frozen
+    if not acts.boundary.ragged:
+        return size + 4 * rows * acts.hidden_size
+    # A transformer layer has about 12 x hidden^2 weights: how many layers the batch goes through.
+    layers = max(1, round((trainable + frozen) / (12 * acts.hidden_size**2)))
+    return size + 4 * 24 * recipe.batch_size * acts.boundary.max_length * acts.hidden_size * layers
+
+
 # --------------------------------------------------------------------------- the model trained on some rows
 
 

@@ -206,16 +206,22 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
         if problem:
             problems.append(prefix + problem)
 
-    # Resources: a trial no node can ever hold stays PENDING forever in Tune.
-    res = cfg.resources
+    # Resources: a trial no node can ever hold stays PENDING forever in Tune. Each freeze mode's
+    # own (`resources.freeze.<mode>`) is checked under its key; a cluster whose GPU workers are
+    # not up yet is fine when its autoscaler can start them (capacity counts its node types).
     cap = None if remote else capacity(address)
-    if cap is not None and not cap.fits(res.cpus_per_trial, res.gpus_per_trial):
+    if cap is not None:
+        asks = [("resources", cfg.resources)] + [(f"resources.freeze.{f}", cfg.resources.of(f))
+                                                 for f in cfg.compare.freeze if f in cfg.resources.freeze]
         shapes = [sh for sh in cap.shapes if sh.max_count > 0]
-        for what, asked, have in (("cpus_per_trial", res.cpus_per_trial, max((sh.cpus for sh in shapes), default=0)),
-                                  ("gpus_per_trial", res.gpus_per_trial, max((sh.gpus for sh in shapes), default=0))):
-            if asked > have:
-                problems.append(f"{prefix}resources.{what}: {asked:g} per trial, but no node has or can get more "
-                                f"than {have:g} ({cap.describe()}; the trials would wait forever)")
+        for key, res in asks:
+            if cap.fits(res.cpus_per_trial, res.gpus_per_trial):
+                continue
+            for what, asked, have in (("cpus_per_trial", res.cpus_per_trial, max((sh.cpus for sh in shapes), default=0)),
+                                      ("gpus_per_trial", res.gpus_per_trial, max((sh.gpus for sh in shapes), default=0))):
+                if asked > have:
+                    problems.append(f"{prefix}{key}.{what}: {asked:g} per trial, but no node has or can get more "
+                                    f"than {have:g} ({cap.describe()}; the trials would wait forever)")
 
     if problems:
         raise PreflightError(problems)

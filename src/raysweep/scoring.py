@@ -338,14 +338,15 @@ def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool_
 
 
 def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConfig, selection: SelectionConfig,
-                   mc: bool = False, use_ray: bool = False, log=print,
-                   out: Output | None = None) -> dict[tuple[str, int], strategies.PoolView]:
+                   mc: bool = False, use_ray: bool = False, log=print, out: Output | None = None,
+                   resources=None) -> dict[tuple[str, int], strategies.PoolView]:
     """For each (freeze, seed): the model trained on `labeled` and its scores of pool and labeled
     rows, in the cache where trials look for them. Returns each job's view (probs, embeddings).
 
     `inputs` maps a freeze mode to its `train.TrialInputs` (whose `cache_dir` is used). With
-    `use_ray`, the missing models train as parallel Ray tasks and every model's rows are scored
-    in one Ray Data pass; otherwise in-process.
+    `use_ray`, the missing models train as parallel Ray tasks, in packs of one freeze mode with
+    its resources (`resources(freeze, n) -> (cpus, gpus, pack size)`; default one CPU, one model
+    a task), and every model's rows are scored in one Ray Data pass; otherwise in-process.
     """
     start = time.perf_counter()
     missing = []
@@ -355,11 +356,13 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
                                                    inp.train_labels[inp.labeled], inp.num_classes, recipe, seed,
                                                    inp.lora).exists():
             missing.append((freeze, seed))
-    if use_ray and missing:
-        train_remote([(inputs[f].train_acts, inputs[f].labeled, inputs[f].train_labels[inputs[f].labeled],
-                       inputs[f].num_classes, recipe, s, inputs[f].lora)
-                      for f, s in missing if inputs[f].cache_dir is not None],
-                     inputs[missing[0][0]].cache_dir, out)
+    for freeze in dict.fromkeys(f for f, _ in missing) if use_ray else ():
+        inp = inputs[freeze]
+        seeds = [s for f, s in missing if f == freeze]
+        cpus, gpus, size = resources(freeze, len(seeds)) if resources else (1, 0, 1)
+        if inp.cache_dir is not None:
+            train_remote([(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe, s,
+                           inp.lora) for s in seeds], inp.cache_dir, out, cpus=cpus, gpus=gpus, pack_size=size)
     if missing and log is not None:
         log(f"trained {len(missing)} scoring models on labeled in {time.perf_counter() - start:.1f} s")
     needs = frozenset({"probs", "embeddings", "labeled_embeddings"} | ({"mc_probs"} if mc else set()))

@@ -52,7 +52,9 @@ def test_a_finished_cell_writes_its_chosen_rows(acts, tmp_path, uri):
     inp = dataclasses.replace(inputs_for(acts, "pooler"), val_labels=np.arange(36) % 5)  # val = train here
     out = Output(f"file://{tmp_path}" if uri else tmp_path)
     out.mkdir("cells")
-    context = {"recipe": vars(RECIPE), "selection": vars(SELECTION), "fixed": "f00"}
+    context = sweep.TrialContext(train_labels=inp.train_labels, val_labels=inp.val_labels, labeled=inp.labeled,
+                                 pool_rows=inp.pool_rows, num_classes=5, artifacts={}, recipe=RECIPE,
+                                 selection=SELECTION, fixed="f00")
     sweep_trial_inputs = sweep.trial_inputs
     try:
         sweep.trial_inputs = lambda context, variant, pool="real": inp
