@@ -209,3 +209,14 @@ def test_member_bytes_bounds_pooled_features_and_the_trained_part(acts):
     trainable = count_trainable(model.build_model(a, 5, RECIPE, 0))
     assert small >= 16 * trainable
     assert grid.pack_size(100, 1, small, 100 * small) == 25  # balance: 100 trainings, 1 slot, 4 packs
+
+
+def test_trials_csv_names_the_training_each_cell_shares():
+    cells, ids = grid_of(seeds=(0,))  # 3 strategies x fractions 0, 1, 4 (the whole pool of 40)
+    rec = lambda cid, **kw: {"cell_id": cid, "status": "ok", "metrics": {"n_labeled": 10, "pool_size": 40}, **kw}  # noqa: E731
+    done = {cid: rec(cid) for cid in ids}
+    done[ids[5]] = rec(ids[5], shared_training=ids[2])  # entropy x4 rode on random x4
+    got = grid.trainings_of(cells, ids, done)
+    assert [got[i] for i in ids] == [ids[0], ids[1], ids[2], ids[0], ids[4], ids[2], ids[0], ids[7], ids[2]]
+    old = {cid: {"cell_id": cid, "status": "ok", "metrics": {}} for cid in ids}  # records from before pool_size
+    assert grid.trainings_of(cells, ids, old) == {}  # nothing said: the analysis derives it

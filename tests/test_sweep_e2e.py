@@ -65,10 +65,11 @@ def test_tiny_sweep_runs_resumes_and_grows(tmp_path, sst5_subset, ray_local):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
     pd.testing.assert_frame_equal(again, table)
 
-    # Adding a strategy and a fraction that takes the whole pool (4 x 60 labeled = the 240 pool
+    # Adding a strategy and a fraction that takes the whole pool (5 x 59 labeled > the 241 pool
     # rows) runs only the new cells, and trains each set of rows once (issue 15): entropy at
-    # fraction 0 trains on `labeled` like random did, and both add the whole pool at fraction 4.
-    grown_cfg = load_sweep(sweep_file(tmp_path, sst5_subset, "[0, 1, 4]", "[random, entropy]"))
+    # fraction 0 trains on `labeled` like random did, and both add the whole pool at fraction 5.
+    pool = len(train) - n_labeled
+    grown_cfg = load_sweep(sweep_file(tmp_path, sst5_subset, "[0, 1, 5]", "[random, entropy]"))
     assert cell_progress(grown_cfg, out) == {"cells": 12, "done": 4, "running": 0, "failed": 0, "pending": 8}
     grown = run_sweep(grown_cfg, out, log=lambda *_: None)
     after = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
@@ -77,16 +78,16 @@ def test_tiny_sweep_runs_resumes_and_grows(tmp_path, sst5_subset, ray_local):
     assert all(after[name] == before[name] for name in before)
     fixed = fixed_digest(grown_cfg)
     expected_new = {f"{cell_id(c, fixed, selection_settings(c.strategy, grown_cfg.selection))}.json"
-                    for c in expand(grown_cfg) if c.fraction == 4.0 or c.strategy == "entropy"}
+                    for c in expand(grown_cfg) if c.fraction == 5.0 or c.strategy == "entropy"}
     assert new == expected_new
     records = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
     by_cell = grown.set_index(["freeze", "strategy", "fraction"])
     for freeze in ("last-linear", "pooler"):
         random0, entropy0 = by_cell.loc[(freeze, "random", 0.0)], by_cell.loc[(freeze, "entropy", 0.0)]
         assert records[entropy0["cell_id"]]["shared_training"] == random0["cell_id"]  # finished before: copied
-        random4, entropy4 = by_cell.loc[(freeze, "random", 4.0)], by_cell.loc[(freeze, "entropy", 4.0)]
+        random4, entropy4 = by_cell.loc[(freeze, "random", 5.0)], by_cell.loc[(freeze, "entropy", 5.0)]
         assert records[entropy4["cell_id"]]["shared_training"] == random4["cell_id"]
-        assert "shared_training" not in records[random4["cell_id"]] and random4["n_added"] == 240
+        assert "shared_training" not in records[random4["cell_id"]] and random4["n_added"] == pool
         for a, b in ((random0, entropy0), (random4, entropy4)):
             assert a["val_accuracy"] == b["val_accuracy"] and a["final_loss"] == b["final_loss"]
             assert a["training"] == b["training"] == a["cell_id"]  # trials.csv names the shared training
@@ -95,7 +96,7 @@ def test_tiny_sweep_runs_resumes_and_grows(tmp_path, sst5_subset, ray_local):
     # 8 new cells, 4 trainings: entropy x1 and the whole pool, per freeze mode.
     assert sum("shared_training" not in records[i[:-5]] for i in new) == 4
     chosen_rows, _ = read_chosen(out)
-    assert (chosen_rows.groupby("cell_id").size()[list(grown.loc[grown["fraction"] == 4.0, "cell_id"])] == 240).all()
+    assert (chosen_rows.groupby("cell_id").size()[list(grown.loc[grown["fraction"] == 5.0, "cell_id"])] == pool).all()
 
 
 def test_a_data_file_with_a_test_split_reports_test_metrics(tmp_path, sst5_subset, ray_local):

@@ -155,29 +155,60 @@ def running_cells(out: Output, now: float | None = None) -> set[str]:
     return live
 
 
-def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig,
-                  training_of: dict[str, str] | None = None) -> pd.DataFrame:
+def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig) -> pd.DataFrame:
     """trials.csv: one row per cell with a record. Its `training` column names the cell whose
-    training each cell shares (its own id when it shares none): a record's `shared_training`,
-    else `training_of` (grid.plan: the same rows by construction). Without a plan (nothing ran)
-    a record that names none is left empty, and the analysis derives it (compare.training_keys)."""
+    training each cell shares, or its own id (`trainings_of`)."""
     rows = []
     records = [done[cid] for cid in ids if cid in done]
     has_test = any(m in (rec.get("metrics") or {}) for rec in records for m in TEST_METRICS)
     metrics = (*METRICS[:2], *TEST_METRICS, *METRICS[2:]) if has_test else METRICS
+    training = trainings_of(cells, ids, done)
     for cell, cid in zip(cells, ids):
         rec = done.get(cid)
         if rec is None:
             continue
         row = {"cell_id": cid, **asdict(cell), "rounds": cfg.selection.rounds,
                "status": rec.get("status", "ok"), "error": rec.get("error", ""),
-               "training": rec.get("shared_training") or (training_of or {}).get(cid)}
+               "training": training.get(cid)}
         for m in metrics:
             row[m] = rec.get("metrics", {}).get(m, np.nan)
         row["confusion"] = json.dumps(rec.get("metrics", {}).get("confusion")) if rec.get("metrics") else ""
         rows.append(row)
     return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *metrics, "confusion",
                                        "training"])
+
+
+def trainings_of(cells: list[Cell], ids: list[str], done: dict[str, dict]) -> dict[str, str]:
+    """Per finished cell, the cell whose training it shares (`training_key`), or its own id.
+
+    From the records: the rows count and pool size each records, and the `shared_training`
+    riders name. All cells of one group name the same cell, those finished before shared
+    trainings existed too (they trained the same rows, apart). A record without a pool size
+    (older, or failed) names only what it says itself (nothing: the analysis derives it)."""
+    sizes = {}
+    for cell, cid in zip(cells, ids):
+        m = done.get(cid, {}).get("metrics") or {}
+        if "pool_size" in m and "n_labeled" in m:
+            sizes.setdefault(cell.pool, (m["n_labeled"], m["pool_size"]))
+    out, groups = {}, {}
+    for cell, cid in zip(cells, ids):
+        rec = done.get(cid)
+        if rec is None:
+            continue
+        own = rec.get("shared_training")
+        if cell.pool not in sizes:
+            if own:
+                out[cid] = own
+            continue
+        key = training_key(cell, *sizes[cell.pool])
+        if key is None:
+            out[cid] = cid
+        else:
+            groups.setdefault(key, []).append(cid)
+    for members in groups.values():
+        named = [done[c]["shared_training"] for c in members if done[c].get("shared_training")]
+        out.update(dict.fromkeys(members, named[0] if named else members[0]))
+    return out
 
 
 # --------------------------------------------------------------------------- trainings and packs

@@ -265,11 +265,13 @@ class _Heartbeat:
 
 
 def _record(cid: str, cell: Cell, result, start: float) -> dict:
-    """A cell's record: its metrics, or the error that failed it (in one line)."""
+    """A cell's record: its metrics, or the error that failed it (in one line). `wall_s` is the
+    cell's own share of its pack's time: its trial (select, train, evaluate) and its writes."""
     record = {"cell_id": cid, "cell": asdict(cell)}
     if isinstance(result, BaseException):
         return {**record, "status": "failed", "error": error_line(result), "metrics": {}}
-    metrics = {**result[0], "wall_s": round(time.perf_counter() - start, 4)}
+    metrics = {**result[0]}
+    metrics["wall_s"] = round(metrics.get("trial_s", 0.0) + time.perf_counter() - start, 4)
     return {**record, "status": "ok", "metrics": metrics}
 
 
@@ -284,7 +286,6 @@ def run_pack(pack: Pack, cells: dict[str, Cell], context: TrialContext, out: Out
     records: dict[str, dict] = {}
     earlier = {t.cell: _read_record(out, t.cell) for t in pack.trainings}
     with _Heartbeat(out, [c for c in pack.cells if earlier.get(c) is None]) as beat:
-        start = time.perf_counter()
         todo = [t for t in pack.trainings if earlier[t.cell] is None]
         inputs = None
         try:
@@ -295,7 +296,7 @@ def run_pack(pack: Pack, cells: dict[str, Cell], context: TrialContext, out: Out
         except Exception as exc:  # noqa: BLE001 - the pack's inputs failed: so does each of its cells
             results = [exc] * len(todo)
         for t, result in zip(todo, results):
-            records[t.cell] = _write_cell(out, t.cell, cells[t.cell], result, inputs, context, start, beat)
+            records[t.cell] = _write_cell(out, t.cell, cells[t.cell], result, inputs, context, beat)
         for t in pack.trainings:
             source = records.get(t.cell) or earlier[t.cell]
             for rider in t.riders:
@@ -311,8 +312,9 @@ def _read_record(out: Output, cid: str) -> dict | None:
         return None  # torn by a node's death: run the cell again
 
 
-def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: TrialContext, start: float,
-                beat: _Heartbeat, extra: dict | None = None) -> dict:
+def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: TrialContext, beat: _Heartbeat,
+                extra: dict | None = None) -> dict:
+    start = time.perf_counter()
     if not isinstance(result, BaseException):
         try:  # before the cell's record: a cell that counts as finished has its chosen rows on record
             chosen.write_cell(out, cid, result[1], inputs.train_labels, context.fixed)
@@ -326,7 +328,8 @@ def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: Tria
 
 def _write_rider(out: Output, cid: str, cell: Cell, source: dict, context: TrialContext, beat: _Heartbeat) -> dict:
     """A cell whose rows are the same as `source`'s by construction: its own record (and chosen
-    rows), with `source`'s results and `shared_training` naming the cell that trained."""
+    rows), with `source`'s results and `shared_training` naming the cell that trained. It trained
+    nothing itself: its train_s and eval_s are 0 (the compute is on the cell that trained)."""
     start = time.perf_counter()
     shared = source.get("shared_training", source["cell_id"])
     try:
@@ -334,11 +337,14 @@ def _write_rider(out: Output, cid: str, cell: Cell, source: dict, context: Trial
         picked = choose_rows(cell, inputs, context.recipe, context.selection)  # no model: none or all of the pool
         if source.get("status") != "ok":
             raise RuntimeError(f"the training it shares with cell {shared} failed: {source.get('error', '')}")
-        metrics = {k: v for k, v in source["metrics"].items() if k not in ("select_s", "wall_s")}
-        result = ({**metrics, "select_s": round(time.perf_counter() - start, 4)}, picked)
+        select_s = round(time.perf_counter() - start, 4)
+        metrics = {**source["metrics"], "select_s": select_s, "train_s": 0.0, "eval_s": 0.0, "trial_s": select_s,
+                   "pool_size": len(inputs.pool_rows)}
+        metrics.pop("cached_model", None)
+        result = (metrics, picked)
     except Exception as exc:  # noqa: BLE001
         result, inputs = exc, None
-    return _write_cell(out, cid, cell, result, inputs, context, start, beat, {"shared_training": shared})
+    return _write_cell(out, cid, cell, result, inputs, context, beat, {"shared_training": shared})
 
 
 def run_cell(cell: Cell, cid: str, context: TrialContext, out: Output) -> dict:
@@ -451,7 +457,6 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     todo = {i for i in ids if done.get(i, {}).get("status") not in skip}
     log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
 
-    training_of = {}
     if todo:
         start_ray(address)
         t0 = time.perf_counter()
@@ -473,12 +478,11 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         log(f"prepared the trials' inputs in {time.perf_counter() - t0:.2f} s")
         plan = grid.plan(cells, ids, todo, done, len(context.labeled),
                          {p: context.pool_size(p) for p in cfg.compare.pool}, sizes.trials)
-        training_of = plan.training_of
         log(plan.describe(len(todo)))
         run_packs(cfg, plan, context, cells, ids, out, log)
 
     done = read_cells(out)
-    table = results_table(cells, ids, done, cfg, training_of)
+    table = results_table(cells, ids, done, cfg)
     out.write_text("trials.csv", table.to_csv(index=False))
     missing = len(cells) - len(table)
     failed = int((table["status"] == "failed").sum())
@@ -555,7 +559,8 @@ def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: l
 
     def resources(config: dict):
         own = res.of(packs[config["pack"]].variant.rsplit("|", 1)[-1])
-        return tune.PlacementGroupFactory([{"CPU": own.cpus_per_trial, "GPU": own.gpus_per_trial}])
+        bundle = {"CPU": own.cpus_per_trial, "GPU": own.gpus_per_trial}
+        return tune.PlacementGroupFactory([{k: v for k, v in bundle.items() if v}])
 
     bar = console.progress(sum(len(p.cells) for p in plan.packs), "trials", "cells")
     trainable = tune.with_resources(

@@ -160,6 +160,7 @@ def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, sel
             out[i] = exc
             continue
         metrics.update(final_loss=float(result.final_loss), n_added=int(len(chosen.rows)),
+                       pool_size=int(len(inputs.pool_rows)),  # says which cells share a training (grid)
                        select_s=round(select_s, 4), train_s=round(result.train_s, 4),
                        eval_s=round(time.perf_counter() - start, 4),
                        trial_s=round(select_s + result.train_s + time.perf_counter() - start, 4))
