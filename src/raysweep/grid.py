@@ -270,9 +270,10 @@ class Plan:
 
 
 def pack_size(trainings: int, slots: int, member_bytes: int, memory_bytes: float, limit: int = 0) -> int:
-    """Members per pack: as many as the device's memory holds (`memory_bytes` / `member_bytes`),
-    but few enough that every trial slot of the cluster (`slots`) gets about four packs, so the
-    last packs to finish do not leave the other slots idle; at most `limit` when it is set."""
+    """Members per pack of a shelf of `trainings`: as many as the device's memory holds
+    (`memory_bytes` / `member_bytes`), but few enough that every trial slot of the cluster
+    (`slots`) gets about four of the shelf's packs, so the last packs to finish do not leave the
+    other slots idle; at most `limit` when it is set."""
     by_memory = max(1, int(memory_bytes // max(1, member_bytes)))
     by_balance = max(1, -(-trainings // (4 * max(1, slots))))
     size = min(by_memory, by_balance)
