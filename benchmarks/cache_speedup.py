@@ -24,7 +24,7 @@ from raysweep.backbone import Classifier, FullEncoderClassifier, boundary_for, l
 from raysweep.config import DataConfig, RecipeConfig, SplitConfig, parse_lora
 from raysweep.data import load_splits
 from raysweep.embed import ensure_activations, load_activations
-from raysweep.train import build_model, fit, fit_uncached
+from raysweep.model import build_model, fit, fit_uncached
 
 from measurement import measurement  # benchmarks/measurement.py: the docs/measurements.md block
 

@@ -107,7 +107,7 @@ def _init_worker() -> None:
 
 def _train_alone(job) -> tuple[float, float, dict, float]:
     from raysweep.embed import load_activations
-    from raysweep.train import build_model, fit
+    from raysweep.model import build_model, fit
 
     acts_path, rows, labels, seed, num_classes, recipe = job
     acts = load_activations(acts_path)
@@ -120,7 +120,8 @@ def _train_alone(job) -> tuple[float, float, dict, float]:
 
 def _train_pack(job) -> tuple[float, float, list[dict], list[float], list[str | None]]:
     from raysweep.embed import load_activations
-    from raysweep.packing import Member, fit_packed
+    from raysweep.model import fit_packed
+    from raysweep.packing import Member
 
     acts_path, members, num_classes, recipe, device = job
     acts = load_activations(acts_path)

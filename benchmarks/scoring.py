@@ -27,7 +27,7 @@ from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import DataConfig, RecipeConfig, SplitConfig, parse_lora
 from raysweep.data import load_splits
 from raysweep.embed import ensure_activations, load_activations
-from raysweep.train import build_model, fit
+from raysweep.model import build_model, fit
 
 from measurement import measurement  # benchmarks/measurement.py: the docs/measurements.md block
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from raysweep import augment, embed, scoring, sweep
+from raysweep import augment, embed, hashing, model, scoring, sweep
 from raysweep.backbone import Boundary
 from raysweep.config import RecipeConfig, load_sweep
 from raysweep.hashing import Digest, json_digest, text_digest
@@ -59,14 +59,15 @@ def test_generation_keys_are_frozen(cfg):
 
 def test_scoring_keys_are_frozen():
     assert scoring._digest({"v": 1, "b": [1, 2], "a": "x"}) == "9a1f93456894dc3b84919963"
-    assert scoring.array_digest(np.arange(12, dtype=np.float32).reshape(3, 4)) == "fa90ee4a0d738b9353e7"
+    assert model._digest({"v": 1, "b": [1, 2], "a": "x"}) == "9a1f93456894dc3b84919963"
+    assert hashing.array_digest(np.arange(12, dtype=np.float32).reshape(3, 4)) == "fa90ee4a0d738b9353e7"
     lin = torch.nn.Linear(3, 2)
     with torch.no_grad():
         lin.weight.copy_(torch.arange(6, dtype=torch.float32).reshape(2, 3))
         lin.bias.copy_(torch.tensor([0.5, -1.0]))
-    assert scoring.state_digest(lin) == "08dae3382bc1bb9b23f3"
+    assert hashing.state_digest(lin) == "08dae3382bc1bb9b23f3"
     acts = SimpleNamespace(path=Path("/x/abc123"))  # the key uses only the entry's name
-    key = scoring.model_key(acts, np.array([3, 1, 2]), np.array([0, 4, 4]), 5, RecipeConfig(epochs=3), 7)
+    key = model.model_key(acts, np.array([3, 1, 2]), np.array([0, 4, 4]), 5, RecipeConfig(epochs=3), 7)
     assert key == "c8ce2c299c544ceb8512d1ee"
 
 

@@ -144,7 +144,7 @@ def test_cached_and_full_paths_give_the_same_lora_logits_and_gradients(tiny_enco
 
 def test_a_lora_trial_records_its_trainable_count_and_its_scoring_model_is_its_own(tiny_bert, tmp_path):
     """LoRA shares top-K's activation entry: the trial and the scoring cache must still tell them apart."""
-    from raysweep import scoring
+    from raysweep import model as modeling
     from raysweep.config import RecipeConfig, SelectionConfig
     from raysweep.embed import ensure_activations, load_activations
     from raysweep.train import Cell, TrialInputs, run_trial
@@ -168,13 +168,13 @@ def test_a_lora_trial_records_its_trainable_count_and_its_scoring_model_is_its_o
     assert lora["trainable_params"] == trainable_parameters(backbone, "lora-r2-k2", CLASSES) == 2 * 4 * 2 * 32 + HEAD
     assert top["trainable_params"] == trainable_parameters(backbone, "top-2", CLASSES) > lora["trainable_params"]
     rows, labels = np.arange(8), np.arange(8) % CLASSES
-    keys = {scoring.model_key(acts, rows, labels, CLASSES, recipe, 0, parse_lora(f)) for f in ("top-2", "lora-r2-k2",
+    keys = {modeling.model_key(acts, rows, labels, CLASSES, recipe, 0, parse_lora(f)) for f in ("top-2", "lora-r2-k2",
                                                                                                "lora-r4-k2")}
     assert len(keys) == 3
     # the Ray Data actors' copy: a LoRA model rebuilt from its state scores exactly as the original
-    model = scoring.trained_model(acts, rows, labels, CLASSES, recipe, 0, tmp_path / "scoring", parse_lora("lora-r2-k2"))
-    copy = scoring.rebuild(acts, model.state_dict(), recipe.dropout, model.lora)
-    from raysweep.train import predict_proba
+    model = modeling.trained_model(acts, rows, labels, CLASSES, recipe, 0, tmp_path / "scoring", parse_lora("lora-r2-k2"))
+    copy = modeling.rebuild(acts, model.state_dict(), recipe.dropout, model.lora)
+    from raysweep.model import predict_proba
 
     np.testing.assert_array_equal(predict_proba(copy, acts), predict_proba(model, acts))
 

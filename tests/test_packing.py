@@ -9,8 +9,9 @@ import torch
 from raysweep.backbone import Backbone, boundary_for
 from raysweep.config import LoraSpec, RecipeConfig
 from raysweep.embed import ensure_activations, load_activations
-from raysweep.packing import Member, dropout_masks, fit_packed, max_pack_size, member_bytes, packable
-from raysweep.train import build_model, fit, predict_proba
+from raysweep.model import fit_packed
+from raysweep.packing import Member, dropout_masks, max_pack_size, member_bytes, packable
+from raysweep.model import build_model, fit, predict_proba
 
 from tiny import TINY_TEXTS
 

@@ -158,6 +158,13 @@ def test_the_hang_cases_fail_fast(tmp_path, no_run):
         assert result.exit_code == EXIT_BAD_INPUT
         assert f"resources.{key}: {value} per trial, but no node has or can get more than" in result.stderr
         assert not (tmp_path / "out").exists() and no_run == []
+    # A freeze mode's own resources, under its own key; a mode the sweep does not compare asks for nothing.
+    result = run_cli("run", sweep_file(tmp_path, data), "--output", tmp_path / "out",
+                     "--set", f"resources.freeze={{last-linear: {{gpus_per_trial: {gpus}}}, pooler: {{gpus_per_trial: 99}}}}")
+    assert result.exit_code == EXIT_BAD_INPUT and no_run == []
+    [line] = error_lines(result)
+    assert line.startswith(f"error: {tmp_path / 'sweep.yaml'}: resources.freeze.last-linear.gpus_per_trial: "
+                           f"{gpus} per trial, but no node has or can get more than {gpus - 1} (")
 
 
 def test_max_length_is_read_from_the_encoder_config(tmp_path, tiny_bert):

@@ -7,17 +7,17 @@ import pytest
 
 from raysweep.chosen import read_chosen
 from raysweep.config import load_sweep
-from raysweep.sweep import cell_id, cell_progress, expand, fixed_digest, run_sweep
+from raysweep.sweep import cell_id, cell_progress, expand, fixed_digest, run_sweep, selection_settings
 
 pytestmark = pytest.mark.slow
 
 
-def sweep_file(tmp_path, data_path, fractions):
+def sweep_file(tmp_path, data_path, fractions, strategies="[random]"):
     path = tmp_path / "tiny.yaml"
     path.write_text(f"""
 name: tiny
 compare:
-  strategy: [random]
+  strategy: {strategies}
   fraction: {fractions}
   freeze: [last-linear, pooler]
 replicate:
@@ -65,17 +65,38 @@ def test_tiny_sweep_runs_resumes_and_grows(tmp_path, sst5_subset, ray_local):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
     pd.testing.assert_frame_equal(again, table)
 
-    # Adding a fraction runs only its two new cells.
-    grown_cfg = load_sweep(sweep_file(tmp_path, sst5_subset, "[0, 1, 2]"))
-    assert cell_progress(grown_cfg, out) == {"cells": 6, "done": 4, "running": 0, "failed": 0, "pending": 2}
+    # Adding a strategy and a fraction that takes the whole pool (5 x 59 labeled > the 241 pool
+    # rows) runs only the new cells, and trains each set of rows once (issue 15): entropy at
+    # fraction 0 trains on `labeled` like random did, and both add the whole pool at fraction 5.
+    pool = len(train) - n_labeled
+    grown_cfg = load_sweep(sweep_file(tmp_path, sst5_subset, "[0, 1, 5]", "[random, entropy]"))
+    assert cell_progress(grown_cfg, out) == {"cells": 12, "done": 4, "running": 0, "failed": 0, "pending": 8}
     grown = run_sweep(grown_cfg, out, log=lambda *_: None)
     after = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
     new = set(after) - set(before)
-    assert len(grown) == 6 and len(new) == 2
+    assert len(grown) == 12 and len(new) == 8 and set(grown["status"]) == {"ok"}
     assert all(after[name] == before[name] for name in before)
     fixed = fixed_digest(grown_cfg)
-    expected_new = {f"{cell_id(c, fixed)}.json" for c in expand(grown_cfg) if c.fraction == 2.0}
+    expected_new = {f"{cell_id(c, fixed, selection_settings(c.strategy, grown_cfg.selection))}.json"
+                    for c in expand(grown_cfg) if c.fraction == 5.0 or c.strategy == "entropy"}
     assert new == expected_new
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    by_cell = grown.set_index(["freeze", "strategy", "fraction"])
+    for freeze in ("last-linear", "pooler"):
+        random0, entropy0 = by_cell.loc[(freeze, "random", 0.0)], by_cell.loc[(freeze, "entropy", 0.0)]
+        assert records[entropy0["cell_id"]]["shared_training"] == random0["cell_id"]  # finished before: copied
+        random4, entropy4 = by_cell.loc[(freeze, "random", 5.0)], by_cell.loc[(freeze, "entropy", 5.0)]
+        assert records[entropy4["cell_id"]]["shared_training"] == random4["cell_id"]
+        assert "shared_training" not in records[random4["cell_id"]] and random4["n_added"] == pool
+        for a, b in ((random0, entropy0), (random4, entropy4)):
+            assert a["val_accuracy"] == b["val_accuracy"] and a["final_loss"] == b["final_loss"]
+            assert a["training"] == b["training"] == a["cell_id"]  # trials.csv names the shared training
+        entropy1 = by_cell.loc[(freeze, "entropy", 1.0)]
+        assert "shared_training" not in records[entropy1["cell_id"]] and entropy1["training"] == entropy1["cell_id"]
+    # 8 new cells, 4 trainings: entropy x1 and the whole pool, per freeze mode.
+    assert sum("shared_training" not in records[i[:-5]] for i in new) == 4
+    chosen_rows, _ = read_chosen(out)
+    assert (chosen_rows.groupby("cell_id").size()[list(grown.loc[grown["fraction"] == 5.0, "cell_id"])] == pool).all()
 
 
 def test_a_data_file_with_a_test_split_reports_test_metrics(tmp_path, sst5_subset, ray_local):

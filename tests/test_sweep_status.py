@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from raysweep import sweep
 from raysweep.cli import main
-from raysweep.config import load_sweep
+from raysweep.config import RecipeConfig, load_sweep
 from raysweep.storage import Output
 from raysweep.train import Cell, Chosen
 
@@ -99,34 +99,51 @@ def test_a_trial_marks_its_cell_running_until_its_record_is_written(tmp_path, mo
     out.mkdir("cells")
     seen = {}
 
-    def fake_trial(cell, inputs, recipe, selection):
+    def fake_trials(cells, inputs, recipe, selection, device, bf16):
         seen["marker"] = json.loads((tmp_path / "cells" / "c1.running").read_text())
         seen["running"] = sweep.running_cells(out)
-        return {"val_accuracy": 0.5}, Chosen.empty()
+        return [({"val_accuracy": 0.5}, Chosen.empty())]
 
-    monkeypatch.setattr(sweep, "run_trial_rows", fake_trial)
+    monkeypatch.setattr(sweep, "run_trials", fake_trials)
     monkeypatch.setattr(sweep.chosen, "write_cell", lambda *a: None)
     monkeypatch.setattr(sweep, "trial_inputs", lambda context, variant, pool="real": SimpleNamespace(train_labels=None))
-    record = sweep.run_cell(Cell("real", "random", 1.0, "last-linear", 0), "c1", {"recipe": {}}, out)
+    record = sweep.run_cell(Cell("real", "random", 1.0, "last-linear", 0), "c1", context(), out)
     assert seen["running"] == {"c1"}
     assert seen["marker"]["host"] == socket.gethostname() and seen["marker"]["pid"] == os.getpid()
     assert record["status"] == "ok" and record["metrics"]["val_accuracy"] == 0.5
     assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["c1.json"]
 
 
-def test_a_retried_trial_reports_the_record_its_lost_node_wrote_instead_of_running_again(tmp_path, monkeypatch):
+def context():
+    return sweep.TrialContext(train_labels=None, val_labels=None, labeled=None, pool_rows=None, num_classes=5,
+                              artifacts={}, recipe=RecipeConfig())
+
+
+def test_a_retried_pack_reports_the_records_its_lost_node_wrote_and_runs_only_the_rest(tmp_path, monkeypatch):
     import ray.tune
 
-    cell = Cell("real", "random", 1.0, "last-linear", 0)
+    from raysweep.grid import Pack, Training
+
+    done, rest = Cell("real", "random", 1.0, "last-linear", 0), Cell("real", "random", 1.0, "last-linear", 1)
     (tmp_path / "cells").mkdir()
-    record = {"cell_id": "c1", "cell": asdict(cell), "status": "ok",
+    record = {"cell_id": "c1", "cell": asdict(done), "status": "ok",
               "metrics": {"val_accuracy": 0.25, "confusion": [[1]]}}
     (tmp_path / "cells" / "c1.json").write_text(json.dumps(record))
-    runs, reports = [], []
-    monkeypatch.setattr(sweep, "run_cell", lambda *a: runs.append(a))
+    ran, reports = [], []
+
+    def fake_trials(cells, inputs, recipe, selection, device, bf16):
+        ran.extend(cells)
+        return [({"val_accuracy": 0.5}, Chosen.empty()) for _ in cells]
+
+    monkeypatch.setattr(sweep, "run_trials", fake_trials)
+    monkeypatch.setattr(sweep.chosen, "write_cell", lambda *a: None)
+    monkeypatch.setattr(sweep, "trial_inputs", lambda context, variant, pool="real": SimpleNamespace(train_labels=None))
     monkeypatch.setattr(ray.tune, "report", reports.append)
-    sweep._tune_trainable({"cell_id": "c1"}, context={}, cells={"c1": asdict(cell)}, output=str(tmp_path), threads=1)
-    assert runs == [] and reports == [{"status": "ok", "val_accuracy": 0.25}]
+    pack = Pack("p", done.variant, "real", 10, (Training("c1"), Training("c2")))
+    sweep._tune_trainable({"pack": "p"}, context=context(), packs={"p": pack},
+                          cells={"c1": asdict(done), "c2": asdict(rest)}, output=str(tmp_path))
+    assert ran == [rest] and reports == [{"cells": 1, "ok": 1, "failed": 0}]
+    assert json.loads((tmp_path / "cells" / "c1.json").read_text()) == record  # not run, not rewritten
 
 
 def test_status_counts_the_grid_that_was_run_with_the_same_set_overrides(tmp_path, sweep_file):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from raysweep import sweep
-from raysweep.config import load_sweep
+from raysweep.config import RecipeConfig, load_sweep
 from raysweep.storage import Output, StorageError
 from raysweep.train import Cell
 
@@ -77,18 +77,19 @@ def test_a_trial_fetches_what_its_node_lacks(tmp_path):
     (driver / "selection" / "models").mkdir(parents=True)
     (driver / "selection" / "models" / "m.pt").write_bytes(b"model")
     gen = make_entry(driver / "tr+gen", b"train and generated")
-    context = {"cache_dir": str(driver), "artifacts": {"e|pooler|last-linear": (str(train), str(val)),
-                                                       "e|pooler|last-linear|generated": (str(gen), str(val))}}
+    context = sweep.TrialContext(None, None, None, None, 5, recipe=RecipeConfig(), cache_dir=str(driver),
+                                 artifacts={"e|pooler|last-linear": (str(train), str(val)),
+                                            "e|pooler|last-linear|generated": (str(gen), str(val))})
     sweep.publish_entries(out, context, log=lambda *_: None)
     sweep.publish_selection(out, context, log=lambda *_: None)
     expected = digest_tree(driver)
     import shutil
 
     shutil.rmtree(driver)  # another node: same path, nothing in it yet
-    sweep.fetch_cache(out, context, Cell("real", "random", 1.0, "last-linear", 0, "e", "pooler"))
+    sweep.fetch_cache(out, context, [Cell("real", "random", 1.0, "last-linear", 0, "e", "pooler")])
     assert not gen.exists()  # a real-pool trial fetches only what it reads
     sweep._fetched.clear()
-    sweep.fetch_cache(out, context, Cell("llm", "random", 1.0, "last-linear", 0, "e", "pooler"))
+    sweep.fetch_cache(out, context, [Cell("llm", "random", 1.0, "last-linear", 0, "e", "pooler")])
     visible = {k: v for k, v in digest_tree(driver).items() if not Path(k).name.startswith(".")}  # not the locks
     assert visible == expected
 

@@ -86,7 +86,7 @@ def test_cached_and_uncached_training_reach_the_same_loss(tiny_bert, inputs, fre
     import torch
 
     from raysweep.backbone import Backbone, Classifier, FullEncoderClassifier
-    from raysweep.train import build_model, fit, fit_uncached
+    from raysweep.model import build_model, fit, fit_uncached
 
     acts = inputs[freeze].train_acts
     rows = np.arange(8)

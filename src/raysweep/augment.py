@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from raysweep import scoring
+from raysweep import model
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import SweepConfig, parse_lora, to_dict
 from raysweep.data import Splits, load_splits
@@ -42,7 +42,6 @@ from raysweep.errors import RaysweepError
 from raysweep.hashing import json_digest
 from raysweep.runtime import ray_running
 from raysweep.storage import Output
-from raysweep.train import predict_proba
 
 GENERATED = "generated.csv"
 SUMMARY = "generation.json"
@@ -243,19 +242,19 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     recipe = replace(cfg.recipe, epochs=cfg.teacher.epochs or cfg.recipe.epochs)
     rows = np.arange(len(splits.train))
     labels = splits.train["label"].to_numpy()
-    if use_ray and not scoring.model_path(cache_dir, train_acts, rows, labels, cfg.data.num_classes, recipe,
-                                          cfg.teacher.seed, lora).exists():
+    if use_ray and not model.model_path(cache_dir, train_acts, rows, labels, cfg.data.num_classes, recipe,
+                                        cfg.teacher.seed, lora).exists():
         # A Ray task with a trial's resources: on a cluster it lands on a GPU worker instead of the
         # head node that runs this driver. Its state comes back here, into this node's cache.
         res = cfg.resources
         job = (train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed, lora)
-        scoring.train_remote([job], cache_dir, out, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial)
-    teacher = scoring.trained_model(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed,
-                                    cache_dir, lora)
-    val_pred = predict_proba(teacher, val_acts).argmax(1)
+        model.train_remote([job], cache_dir, out, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial)
+    teacher = model.trained_model(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed,
+                                  cache_dir, lora)
+    val_pred = model.predict_proba(teacher, val_acts).argmax(1)
     sentence = {name: load_activations(paths[name][-1]) for name in ("train", "generated")}
     return {
-        "labels": predict_proba(teacher, gen_acts).argmax(1).astype(int),
+        "labels": model.predict_proba(teacher, gen_acts).argmax(1).astype(int),
         "val_accuracy": float((val_pred == splits.val["label"].to_numpy()).mean()),
         "epochs": recipe.epochs,
         "real_vectors": sentence["train"].dense().numpy(),

@@ -10,7 +10,7 @@ value of the wrong type is a one-line `ConfigError` that names the key's path
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -224,17 +224,55 @@ class ReplicateConfig:
 
 
 @dataclass
+class FreezeResources:
+    """What one freeze mode's trials hold, where it differs from the sweep's `resources:` (unset: the same)."""
+
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None  # last-attention wants a whole GPU where pooled heads share one
+    pack_size: int | None = None
+    bf16: bool | None = None
+
+    def validate(self) -> None:
+        require(self.cpus_per_trial is None or self.cpus_per_trial > 0, "cpus_per_trial: must be positive")
+        require(self.gpus_per_trial is None or self.gpus_per_trial >= 0, "gpus_per_trial: must be 0 or more")
+        require(self.pack_size is None or self.pack_size >= 0, "pack_size: must be 0 (automatic) or more")
+
+
+@dataclass
 class ResourcesConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0  # fractional GPUs are fine for the cheap freeze modes
     max_concurrent: int = 0  # 0: as many as the cluster's resources allow
+    # A Tune trial trains a pack of cells that share activations and row count, on one device.
+    pack_size: int = 0  # most cells per pack; 0: automatic (memory and balance bounds, see grid.pack_size)
+    pack_memory_gb: float = 2.0  # what one pack may hold on its device (a GPU's share, or host RAM on CPU)
+    # Token-level training under bf16 autocast on a GPU (nothing on CPU). Its results differ from
+    # float32 in the last bits, and the cell ids do not tell them apart: set it before a run, not during.
+    bf16: bool = False
+    # Per freeze mode, what differs from the above: {last-attention: {gpus_per_trial: 1, bf16: true}}
+    freeze: dict[str, FreezeResources] = field(default_factory=dict)
 
     def validate(self) -> None:
         require(self.cpus_per_trial > 0, "cpus_per_trial: must be positive")
         require(self.gpus_per_trial >= 0, "gpus_per_trial: must be 0 or more")
         require(self.max_concurrent >= 0, "max_concurrent: must be 0 or more")
+        require(self.pack_size >= 0, "pack_size: must be 0 (automatic) or more")
+        require(self.pack_memory_gb > 0, "pack_memory_gb: must be positive")
+        for name in self.freeze:
+            try:
+                parse_freeze(name)
+            except ConfigError as exc:
+                raise ConfigError(f"freeze.{name}: {exc}") from None
         # Whether the machine or cluster can ever provide this is checked against the data and the
         # cluster before any work (raysweep.preflight), not here: it needs more than the file.
+
+    def of(self, freeze: str) -> ResourcesConfig:
+        """The resources of `freeze`'s trials: these, with its own `freeze.<mode>` settings applied."""
+        own = self.freeze.get(freeze)
+        if own is None:
+            return replace(self, freeze={})
+        changed = {k: v for k, v in vars(own).items() if v is not None}
+        return replace(self, freeze={}, **changed)
 
 
 @dataclass

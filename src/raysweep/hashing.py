@@ -61,3 +61,16 @@ class Digest:
 
     def hex(self, length: int) -> str:
         return self._h.hexdigest()[:length]
+
+
+def array_digest(a) -> str:
+    """Digest of a numpy array: its dtype, shape and bytes (rows of a cache key)."""
+    import numpy as np  # the module itself needs none: config code hashes too
+
+    a = np.ascontiguousarray(a)
+    return Digest(f"{a.dtype}|{a.shape}|").add(a.tobytes()).hex(20)
+
+
+def state_digest(model) -> str:
+    """A hash of a torch module's parameters and buffers: scores are cached per model *state*."""
+    return Digest().add_tensors(model.state_dict()).hex(20)

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raysweep import labelstudio, scoring, strategies, train
+from raysweep import labelstudio, scoring, strategies
+from raysweep import model as modeling
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import (ConfigError, EncoderConfig, RecipeConfig, SelectionConfig, apply_overrides, from_dict,
                              load_config, parse_freeze, to_dict)
@@ -342,9 +343,9 @@ def cross_validated_accuracy(acts, rows: np.ndarray, labels: np.ndarray, num_cla
         return None, None, 0, "needs at least 2 labeled rows of each labeled class and 2 classes"
     accs = []
     for k, (fit_at, test_at) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=cfg.seed).split(rows, labels)):
-        model = train.build_model(acts, num_classes, cfg.recipe, cfg.seed + k)
-        train.fit(model, acts, rows[fit_at], labels[fit_at], cfg.recipe, cfg.seed + k)
-        pred = train.predict_proba(model, acts, rows[test_at]).argmax(1)
+        model = modeling.build_model(acts, num_classes, cfg.recipe, cfg.seed + k)
+        modeling.fit(model, acts, rows[fit_at], labels[fit_at], cfg.recipe, cfg.seed + k)
+        pred = modeling.predict_proba(model, acts, rows[test_at]).argmax(1)
         accs.append(float((pred == labels[test_at]).mean()))
     note = "" if (counts > 0).all() else f"{int((counts == 0).sum())} class(es) have no labeled row yet"
     return float(np.mean(accs)), float(np.std(accs)), folds, note
@@ -424,7 +425,7 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Pat
         if how == "random":
             picked = rng.permutation(len(pool))[:n]
         else:  # the encoder's own sentence vectors (an untrained head's input): cover the space
-            blank = train.build_model(acts, len(classes), cfg.recipe, cfg.seed)
+            blank = modeling.build_model(acts, len(classes), cfg.recipe, cfg.seed)
             vectors = scoring.score_rows(blank, acts, pool).embeddings
             picked = k_center_greedy(vectors, np.empty((0, vectors.shape[1])), n, rng)
         summary.update(strategy=f"cold start: {how}", cv_accuracy=None,
@@ -438,7 +439,7 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Pat
         log(f"labeled rows: {len(labeled)}; cross-validated accuracy: "
             + (f"{acc:.3f} +- {std:.3f} ({folds} folds)" if acc is not None else f"none ({note})")
             + (f"; {note}" if note and acc is not None else ""))
-        model = scoring.trained_model(acts, labeled, y, len(classes), cfg.recipe, cfg.seed, project.dir / "cache")
+        model = modeling.trained_model(acts, labeled, y, len(classes), cfg.recipe, cfg.seed, project.dir / "cache")
         view = scoring.pool_view(strategy.needs | {"probs"}, model, acts, pool, labeled, y, cfg.selection, cfg.seed,
                                  cache_dir=project.dir / "cache", use_ray=use_ray, log=log)
         # Diverse: rank more than the batch, then walk down the ranking past near-duplicates.

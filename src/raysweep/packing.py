@@ -7,14 +7,14 @@ x seed at one fraction, and the scoring models of every seed) can instead train 
 layer becomes one batched matmul over a stack of per-member weights, and one optimizer step
 updates every member.
 
-Each member follows exactly the path it would alone (`train.build_model` + `train.fit`):
+Each member follows exactly the path it would alone (`model.build_model` + `model.fit`):
 
 - its initial weights come from `build_model` itself (global seed = the member's seed);
 - its dropout masks come from its own CPU generator, which starts where `build_model` left the
   global generator, and is drawn with the call the solo path makes (`empty_like(x).bernoulli_(1-p)`
   on a [batch, hidden] tensor, then `div_(1-p)`), so it sees the same masks in the same order;
 - its batch order comes from its own `torch.Generator().manual_seed(seed * 1_000_003 + 2)`,
-  through `train._batches`, as in `train._optimise`;
+  through `batch_order`, as in `model._optimise`;
 - its loss is its own batch mean; the pack backpropagates the sum of the members' losses, so each
   member's gradient is exactly its own;
 - Adam and StepLR are element-wise, so one optimizer over the stacked parameters takes each
@@ -44,7 +44,28 @@ import torch.nn.functional as F
 from raysweep.backbone import Classifier
 from raysweep.config import LoraSpec, RecipeConfig
 from raysweep.embed import Activations
-from raysweep.train import _batches, build_model
+
+
+def batch_order(n: int, batch_size: int, generator: torch.Generator, lengths: np.ndarray | None = None):
+    """Shuffled minibatches of positions 0..n-1: the batch order of solo and packed training alike.
+
+    With `lengths` (token-level training), rows are grouped by length the way Hugging Face's
+    `group_by_length` does: shuffle, sort within windows of 50 batches, shuffle the batches.
+    Padding then costs little, which halves an epoch of last-attention on SST's short sentences.
+    """
+    order = torch.randperm(n, generator=generator)
+    if lengths is None:
+        batches = [order[s: s + batch_size] for s in range(0, n, batch_size)]
+        yield from batches
+        return
+    window = batch_size * 50
+    batches = []
+    for s in range(0, n, window):
+        chunk = order[s: s + window]
+        chunk = chunk[np.argsort(-lengths[chunk.numpy()], kind="stable")]
+        batches.extend(chunk[b: b + batch_size] for b in range(0, len(chunk), batch_size))
+    for i in torch.randperm(len(batches), generator=generator).tolist():
+        yield batches[i]
 
 
 @dataclass
@@ -62,7 +83,7 @@ class MemberResult:
     """What the solo path would have produced for one member."""
 
     model: Classifier  # trained, on the pack's device, exactly as build_model + fit leave it
-    final_loss: float  # the last epoch's mean loss (train.fit's return value)
+    final_loss: float  # the last epoch's mean loss (model.fit's return value)
     error: str | None = None  # why this member failed (it diverged); None when it trained
 
 
@@ -89,7 +110,7 @@ class _Stack:
         self.linear_b = stacked([m.linear.bias for m in models])  # [M, C]
 
     def parameters(self) -> list[torch.nn.Parameter]:
-        # The order train._optimise's Adam sees them in (dense before linear); Adam is
+        # The order model._optimise's Adam sees them in (dense before linear); Adam is
         # element-wise, so the order only has to be consistent.
         return [p for p in (self.dense_w, self.dense_b, self.linear_w, self.linear_b) if p is not None]
 
@@ -117,7 +138,7 @@ def _check(acts: Activations, members: list[Member]) -> int:
         raise ValueError("fit_packed: a pack needs at least one member")
     if not packable(acts, members[0].lora) or any(m.lora is not None for m in members):
         raise ValueError(f"fit_packed: {acts.boundary.kind!r} activations (or a LoRA mode) cannot be packed; "
-                         "train token-level modes one by one (train.fit)")
+                         "train token-level modes one by one (model.fit)")
     sizes = {len(m.rows) for m in members}
     if len(sizes) != 1:
         raise ValueError(f"fit_packed: members must train on the same number of rows, got {sorted(sizes)}")
@@ -127,23 +148,17 @@ def _check(acts: Activations, members: list[Member]) -> int:
     return sizes.pop()
 
 
-def fit_packed(acts: Activations, members: list[Member], recipe: RecipeConfig, device: str | torch.device | None = None,
-               *, num_classes: int) -> list[MemberResult]:
-    """Train every member as `build_model` + `train.fit` would alone, as one stacked model on `device`.
+def train_stack(acts: Activations, members: list[Member], models: list[Classifier],
+                dropout_streams: list[torch.Generator], recipe: RecipeConfig,
+                device: str | torch.device | None = None) -> list[MemberResult]:
+    """Train `models` (member i's freshly built classifier, and the generator its dropout masks
+    come from) as one stacked model on `device`; `model.fit_packed` builds them as alone.
 
     Members share `acts` (a pooled boundary) and their number of rows; rows, labels and seeds
-    may differ. The caller's global RNG state is left as it was.
+    may differ.
     """
     n = _check(acts, members)
     device = torch.device(device or "cpu")
-    with torch.random.fork_rng(devices=[]):
-        models, dropout_streams = [], []
-        for m in members:
-            models.append(build_model(acts, num_classes, recipe, m.seed, lora=m.lora))
-            # The solo path draws its dropout masks from the global generator right after init.
-            stream = torch.Generator()
-            stream.set_state(torch.get_rng_state())
-            dropout_streams.append(stream)
     stack = _Stack(models, device)
 
     # One copy of every row any member uses; each member indexes it through its own positions.
@@ -190,21 +205,21 @@ def dropout_masks(streams: list[torch.Generator], rows: int, cols: int, keep: fl
 def _optimise_packed(stack: _Stack, x_all: torch.Tensor, positions: torch.Tensor, y: torch.Tensor,
                      recipe: RecipeConfig, seeds: list[int], dropout_streams: list[torch.Generator],
                      device: torch.device) -> np.ndarray:
-    """`train._optimise` for a stack of members; returns each epoch's mean loss per member [E, M]."""
+    """`model._optimise` for a stack of members; returns each epoch's mean loss per member [E, M]."""
     members, n = positions.shape
     optimizer = torch.optim.Adam(stack.parameters(), lr=recipe.lr, betas=tuple(recipe.betas),
                                  weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
-    order_gens = [torch.Generator().manual_seed(seed * 1_000_003 + 2) for seed in seeds]  # as train._optimise
+    order_gens = [torch.Generator().manual_seed(seed * 1_000_003 + 2) for seed in seeds]  # as model._optimise
     keep = 1 - recipe.dropout
     hidden = stack.linear_w.shape[2]
     uniforms = torch.empty(members, recipe.batch_size, hidden, dtype=torch.float64)
     per_epoch = np.empty((recipe.epochs, members))
     for epoch in range(recipe.epochs):
-        # Each member's batches of this epoch, drawn by train._batches from its own generator. With
+        # Each member's batches of this epoch, drawn by batch_order from its own generator. With
         # the same n and batch size every member's k-th batch has the same length: the stack of
         # their concatenations splits into [M, B] batches.
-        batches = [list(_batches(n, recipe.batch_size, g)) for g in order_gens]
+        batches = [list(batch_order(n, recipe.batch_size, g)) for g in order_gens]
         order = torch.stack([torch.cat(b) for b in batches]).to(device)  # [M, n] positions into each member's rows
         rows, labels = positions.gather(1, order), y.gather(1, order)  # rows of x_all, labels: batch order
         total = torch.zeros(members, dtype=torch.float64, device=device)

@@ -46,7 +46,7 @@ class Plan:
 
     def adds(self, fraction: float, pool: str) -> tuple[int, bool]:
         """(rows a cell of `fraction` adds from `pool`, whether the pool capped it)."""
-        from raysweep.train import rows_to_add
+        from raysweep.grid import rows_to_add
 
         got = rows_to_add(fraction, self.n_labeled, self.pool_sizes[pool])
         return got, round(fraction * self.n_labeled, 0) > got  # a float round: 1e308 x |labeled| is inf
@@ -180,7 +180,8 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     """
     from raysweep.data import DataError, load_splits
     from raysweep.strategies import get as strategy
-    from raysweep.sweep import cell_statuses, expand
+    from raysweep.grid import expand
+    from raysweep.sweep import cell_statuses
 
     prefix = f"{where}: " if where else ""
     problems: list[str] = []
@@ -224,16 +225,22 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
         if problem:
             problems.append(prefix + problem)
 
-    # Resources: a trial no node can ever hold stays PENDING forever in Tune.
-    res = cfg.resources
+    # Resources: a trial no node can ever hold stays PENDING forever in Tune. Each freeze mode's
+    # own (`resources.freeze.<mode>`) is checked under its key; a cluster whose GPU workers are
+    # not up yet is fine when its autoscaler can start them (capacity counts its node types).
     cap = None if remote else capacity(address)
-    if cap is not None and not cap.fits(res.cpus_per_trial, res.gpus_per_trial):
+    if cap is not None:
+        asks = [("resources", cfg.resources)] + [(f"resources.freeze.{f}", cfg.resources.of(f))
+                                                 for f in cfg.compare.freeze if f in cfg.resources.freeze]
         shapes = [sh for sh in cap.shapes if sh.max_count > 0]
-        for what, asked, have in (("cpus_per_trial", res.cpus_per_trial, max((sh.cpus for sh in shapes), default=0)),
-                                  ("gpus_per_trial", res.gpus_per_trial, max((sh.gpus for sh in shapes), default=0))):
-            if asked > have:
-                problems.append(f"{prefix}resources.{what}: {asked:g} per trial, but no node has or can get more "
-                                f"than {have:g} ({cap.describe()}; the trials would wait forever)")
+        for key, res in asks:
+            if cap.fits(res.cpus_per_trial, res.gpus_per_trial):
+                continue
+            for what, asked, have in (("cpus_per_trial", res.cpus_per_trial, max((sh.cpus for sh in shapes), default=0)),
+                                      ("gpus_per_trial", res.gpus_per_trial, max((sh.gpus for sh in shapes), default=0))):
+                if asked > have:
+                    problems.append(f"{prefix}{key}.{what}: {asked:g} per trial, but no node has or can get more "
+                                    f"than {have:g} ({cap.describe()}; the trials would wait forever)")
 
     if problems:
         raise PreflightError(problems)

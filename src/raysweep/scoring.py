@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raysweep import strategies, train
+from raysweep import strategies
 from raysweep.backbone import Classifier
-from raysweep.cluster import actor_pool, get
-from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig, to_dict
+from raysweep.cluster import actor_pool
+from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
 from raysweep.console import progress
 from raysweep.embed import Activations, load_activations
-from raysweep.hashing import Digest, json_digest
-from raysweep.storage import Output, Shipped, receive, ship
+from raysweep.hashing import array_digest, json_digest, state_digest
+from raysweep.model import assigned_device, model_path, rebuild, train_remote, trained_model
+from raysweep.storage import Output, atomic_write, receive, ship
 from raysweep.strategies.diversity import gradient_embeddings
 
 FORMAT_VERSION = 1  # bump when what is stored changes: old entries are then simply not found
@@ -53,82 +53,6 @@ RAY_MIN_POOLED_ROWS = 500_000
 
 def _digest(obj) -> str:
     return json_digest(obj, 24)
-
-
-def array_digest(a: np.ndarray) -> str:
-    a = np.ascontiguousarray(a)
-    return Digest(f"{a.dtype}|{a.shape}|").add(a.tobytes()).hex(20)
-
-
-def state_digest(model: torch.nn.Module) -> str:
-    """A hash of the model's parameters and buffers: scores are cached per model *state*."""
-    return Digest().add_tensors(model.state_dict()).hex(20)
-
-
-def _atomic_save(path: Path, write) -> None:
-    # Write beside the final name, then rename: a crash or a concurrent writer never leaves a
-    # half entry under the key (two writers produce identical files, so either may win).
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _device() -> str:
-    # Inside a Tune trial or a Ray actor without a GPU assigned, CUDA_VISIBLE_DEVICES is empty.
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-# --------------------------------------------------------------------------- the model trained on some rows
-
-
-def model_key(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-              seed: int, lora: LoraSpec | None = None) -> str:
-    spec = {"v": FORMAT_VERSION, "acts": acts.path.name, "rows": array_digest(np.asarray(rows, np.int64)),
-            "labels": array_digest(np.asarray(labels, np.int64)), "classes": num_classes,
-            "recipe": to_dict(recipe), "seed": seed}
-    if lora is not None:  # a LoRA mode shares top-K's activations; only then is the key told apart
-        spec["lora"] = dataclasses.asdict(lora)
-    return _digest(spec)
-
-
-def model_path(cache_dir: str | Path, acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int,
-               recipe: RecipeConfig, seed: int, lora: LoraSpec | None = None) -> Path:
-    key = model_key(acts, rows, labels, num_classes, recipe, seed, lora)
-    return Path(cache_dir) / "selection" / "models" / f"{key}.pt"
-
-
-def save_state(path: Path, state: bytes) -> None:
-    """Store a model state trained elsewhere (a remote task's return value) under its cache key."""
-    _atomic_save(path, lambda tmp: tmp.write_bytes(state))
-
-
-def trained_model(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-                  seed: int, cache_dir: str | Path | None = None, lora: LoraSpec | None = None) -> Classifier:
-    """The model a trial with these rows would train (`train.build_model` + `train.fit`), from the
-    cache when another trial or the sweep's driver trained it already."""
-    model = train.build_model(acts, num_classes, recipe, seed, lora=lora)
-    path = None
-    if cache_dir is not None:
-        path = model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora)
-        if path.exists():
-            model.load_state_dict(torch.load(path, weights_only=True))
-            return model
-    train.fit(model, acts, np.asarray(rows), np.asarray(labels), recipe, seed)
-    train.log_training("model", model_key(acts, rows, labels, num_classes, recipe, seed, lora))
-    if path is not None:
-        _atomic_save(path, lambda tmp: torch.save(model.state_dict(), tmp))
-    return model
-
-
-def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | None = None) -> Classifier:
-    """A classifier over `acts` with a given state (the Ray Data actors' copy of the model)."""
-    num_classes = state["linear.weight"].shape[0]
-    init = acts.init_modules()
-    model = Classifier(acts.boundary, acts.hidden_size, num_classes, dropout, top=init["top"], dense=init["dense"],
-                       lora=lora)
-    model.load_state_dict(state)
-    return model
 
 
 # --------------------------------------------------------------------------- scoring rows under one model
@@ -216,7 +140,7 @@ class PoolScorer:
 
     def __init__(self, jobs: list[dict], threads: int = 1):
         torch.set_num_threads(max(1, threads))
-        self.device = _device()
+        self.device = assigned_device()
         self.jobs = jobs
         self.loaded: dict[int, tuple[Classifier, Activations]] = {}
 
@@ -342,7 +266,7 @@ def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_
             for kind in sorted({(m.base, m.mc_samples) for _, m in remote}):
                 group = [(i, m) for i, m in remote if (m.base, m.mc_samples) == kind]
                 outs.update(zip([i for i, _ in group], _score_ray([m for _, m in group], actors, block_rows, bar, out)))
-        device = _device()
+        device = assigned_device()
         for i, m, _, _ in todo:
             if i not in outs:
                 outs[i] = score_chunks(m.model.to(device), m.acts, m.rows, chunk_plan(m.acts, m.rows), m.base,
@@ -354,11 +278,11 @@ def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_
         if m.base:
             scores.probs, scores.embeddings = out["probs"], out["embeddings"]
             if base_path is not None:
-                _atomic_save(base_path, lambda tmp: np.savez(tmp, probs=scores.probs, embeddings=scores.embeddings))
+                atomic_write(base_path, lambda tmp: np.savez(tmp, probs=scores.probs, embeddings=scores.embeddings))
         if m.mc_samples:
             scores.mc_probs = np.ascontiguousarray(out["mc"].transpose(1, 0, 2))
             if mc_path is not None:
-                _atomic_save(mc_path, lambda tmp: np.savez(tmp, mc_probs=scores.mc_probs))
+                atomic_write(mc_path, lambda tmp: np.savez(tmp, mc_probs=scores.mc_probs))
     if log is not None:
         base, mc = any(m.base for _, m, _, _ in todo), max(m.mc_samples for _, m, _, _ in todo)
         what = " + ".join(k for k, on in (("probs/embeddings", base), (f"{mc} MC samples", mc)) if on)
@@ -413,50 +337,16 @@ def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool_
 # --------------------------------------------------------------------------- the sweep's shared pass
 
 
-def _train_job(acts: Shipped, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: dict,
-               seed: int, lora: LoraSpec | None = None) -> bytes:
-    """Ray task: train one model and return its state (one torch thread: it shares the node).
-
-    It may run on a node that never saw the driver's cache: the activations come through
-    `storage.receive`, and the state goes back as the return value (tens of KB for a head, a few
-    MB with an encoder layer), which the driver stores under the model's cache key. Nothing is
-    left on the node for the driver to miss and train again."""
-    torch.set_num_threads(1)
-    model = trained_model(load_activations(receive(acts)), rows, labels, num_classes, RecipeConfig(**recipe), seed,
-                          lora=lora)
-    buf = io.BytesIO()
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
-    return buf.getvalue()
-
-
-def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, RecipeConfig, int, LoraSpec | None]],
-                 cache_dir: str | Path,
-                 out: Output | None = None, cpus: float = 1, gpus: float = 0) -> None:
-    """Train each (acts, rows, labels, num_classes, recipe, seed, lora) as a parallel Ray task with
-    `cpus`/`gpus` each, and store every returned state in the driver's cache (`trained_model`
-    then loads it)."""
-    import ray
-
-    task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_job)
-    shipped = {}
-    refs = []
-    for acts, rows, labels, num_classes, recipe, seed, lora in jobs:
-        if acts.path not in shipped:
-            shipped[acts.path] = ship(acts.path, out)
-        refs.append(task.remote(shipped[acts.path], rows, labels, num_classes, to_dict(recipe), seed, lora))
-    for (acts, rows, labels, num_classes, recipe, seed, lora), state in zip(jobs, get(refs)):
-        save_state(model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora), state)
-
-
 def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConfig, selection: SelectionConfig,
-                   mc: bool = False, use_ray: bool = False, log=print,
-                   out: Output | None = None) -> dict[tuple[str, int], strategies.PoolView]:
+                   mc: bool = False, use_ray: bool = False, log=print, out: Output | None = None,
+                   resources=None) -> dict[tuple[str, int], strategies.PoolView]:
     """For each (freeze, seed): the model trained on `labeled` and its scores of pool and labeled
     rows, in the cache where trials look for them. Returns each job's view (probs, embeddings).
 
     `inputs` maps a freeze mode to its `train.TrialInputs` (whose `cache_dir` is used). With
-    `use_ray`, the missing models train as parallel Ray tasks and every model's rows are scored
-    in one Ray Data pass; otherwise in-process.
+    `use_ray`, the missing models train as parallel Ray tasks, in packs of one freeze mode with
+    its resources (`resources(freeze, n) -> (cpus, gpus, pack size)`; default one CPU, one model
+    a task), and every model's rows are scored in one Ray Data pass; otherwise in-process.
     """
     start = time.perf_counter()
     missing = []
@@ -466,11 +356,13 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
                                                    inp.train_labels[inp.labeled], inp.num_classes, recipe, seed,
                                                    inp.lora).exists():
             missing.append((freeze, seed))
-    if use_ray and missing:
-        train_remote([(inputs[f].train_acts, inputs[f].labeled, inputs[f].train_labels[inputs[f].labeled],
-                       inputs[f].num_classes, recipe, s, inputs[f].lora)
-                      for f, s in missing if inputs[f].cache_dir is not None],
-                     inputs[missing[0][0]].cache_dir, out)
+    for freeze in dict.fromkeys(f for f, _ in missing) if use_ray else ():
+        inp = inputs[freeze]
+        seeds = [s for f, s in missing if f == freeze]
+        cpus, gpus, size = resources(freeze, len(seeds)) if resources else (1, 0, 1)
+        if inp.cache_dir is not None:
+            train_remote([(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe, s,
+                           inp.lora) for s in seeds], inp.cache_dir, out, cpus=cpus, gpus=gpus, pack_size=size)
     if missing and log is not None:
         log(f"trained {len(missing)} scoring models on labeled in {time.perf_counter() - start:.1f} s")
     needs = frozenset({"probs", "embeddings", "labeled_embeddings"} | ({"mc_probs"} if mc else set()))

@@ -40,6 +40,17 @@ class StorageError(RaysweepError, ValueError):
     """An output location that cannot be used; the message names it."""
 
 
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp)` on a temporary name beside `path`, then rename it to `path`.
+
+    A crash or a concurrent writer never leaves a half entry under a cache key (two writers
+    produce identical files, so either may win)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def is_uri(where: str | Path) -> bool:
     return isinstance(where, str) and "://" in where
 

@@ -19,7 +19,6 @@ strategies or seeds runs only the new cells.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,81 +35,26 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raysweep import augment, chosen, console, scoring, strategies
+from raysweep import augment, chosen, console, grid, model, packing, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import ANNOTATED_POOL, RecipeConfig, SelectionConfig, SweepConfig, parse_lora, to_dict
+from raysweep.config import ANNOTATED_POOL, RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig, parse_lora, to_dict
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.encoders import cache_home
-from raysweep.hashing import json_digest
+# The grid's names are also known from here (tests and scripts written before grid.py import them so).
+from raysweep.grid import (HEARTBEAT_S, STALE_S, Cell, cell_id, cell_ids, expand, fixed_digest,  # noqa: F401
+                           read_cells, results_table, running_cells, selection_settings)
+from raysweep.grid import Pack, Training
 from raysweep.llm import annotate
+from raysweep.model import error_line, use_assigned
 from raysweep.runtime import start_ray
 from raysweep.storage import Output, StorageError, fetch_entry, node_lock, refuse_credentials
-from raysweep.train import Cell, TrialInputs, run_trial_rows
-
-# A trial rewrites its cells/<id>.running every HEARTBEAT_S; a marker older than STALE_S is a trial
-# that died with its node (nothing else removes the marker then), so it no longer counts as running.
-HEARTBEAT_S = 15.0
-STALE_S = 4 * HEARTBEAT_S
-
-PARAMS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling")
-METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
-           "trainable_params", "select_s", "train_s", "eval_s", "trial_s", "wall_s")
-TEST_METRICS = ("test_accuracy", "test_macro_f1")  # columns only when the data has a test split
-
-
-def fixed_digest(cfg: SweepConfig) -> str:
-    """Hash of everything a cell's result depends on besides its own parameters."""
-    fixed = {"data": to_dict(cfg.data), "split": to_dict(cfg.split), "recipe": to_dict(cfg.recipe),
-             "encoder": {"max_length": cfg.encoder.max_length}}  # name and pooling are in each cell
-    return json_digest(fixed, 12)
-
-
-def selection_settings(strategy: str, selection: SelectionConfig) -> dict:
-    """The `selection:` settings a cell's result depends on: none for a strategy without a model
-    (random), else the rounds, the strategy's own options (sqbc's k) and bald's MC samples."""
-    s = strategies.get(strategy)
-    if not s.needs:
-        return {}
-    out = {"rounds": selection.rounds, **{o: getattr(selection, o) for o in s.options}}
-    if "mc_probs" in s.needs:
-        out["mc_samples"] = selection.mc_samples
-    return out
-
-
-def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str | None = None,
-            labels: str | None = None) -> str:
-    key = {**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}
-    if settings:  # left out when empty, so random cells keep the ids they had before `selection:`
-        key["selection"] = settings
-    if cell.pool == ANNOTATED_POOL:  # real rows: the cell depends on the LLM's labels of the rows it adds
-        key["labels"] = labels
-    elif cell.pool != "real":  # an LLM pool's cell depends on the generated rows and their labels
-        key["generated"] = generated
-    return json_digest(key, 16)
-
-
-def cell_ids(cfg: SweepConfig, cells: list[Cell], generated: str | None = None,
-             labels: list[str | None] | None = None) -> list[str]:
-    """The ids of `cells`; `generated` is the digest of the generated rows (LLM pools only),
-    `labels[i]` the digest of the LLM's labels of cells[i]'s rows (the llm_annotated pool only)."""
-    fixed = fixed_digest(cfg)
-    labels = labels or [None] * len(cells)
-    return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated, d)
-            for c, d in zip(cells, labels)]
+from raysweep.train import TrialInputs, choose_rows, run_trials
 
 
 def generation_dir(cfg: SweepConfig, output: str | Path) -> Path:
     """Where the sweep's generated rows live: `generation_dir:`, else <output>/generation."""
     return Path(cfg.generation_dir).resolve() if cfg.generation_dir else Path(output).resolve() / "generation"
-
-
-def expand(cfg: SweepConfig) -> list[Cell]:
-    """Every combination of the compared parameters, times every seed."""
-    c = cfg.compare
-    return [Cell(pool, strategy, float(fraction), freeze, int(seed), encoder, pooling)
-            for encoder, pooling, pool, strategy, freeze, fraction, seed in itertools.product(
-                cfg.encoders, cfg.poolings, c.pool, c.strategy, c.freeze, c.fraction, cfg.replicate.seed)]
 
 
 def trainable_counts(cfg: SweepConfig) -> dict[str, dict[str, int] | str]:
@@ -135,74 +79,37 @@ def trainable_counts(cfg: SweepConfig) -> dict[str, dict[str, int] | str]:
     return counts
 
 
-# --------------------------------------------------------------------------- cell results on disk
-
-
-def read_cells(out: Output) -> dict[str, dict]:
-    out_cells = {}
-    for entry in out.list("cells", ".json"):
-        try:
-            out_cells[entry.name[: -len(".json")]] = json.loads(out.read_text(f"cells/{entry.name}") or "")
-        except json.JSONDecodeError:
-            continue  # a torn write from a killed process: the cell simply counts as not run
-    return out_cells
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
-def running_cells(out: Output, now: float | None = None) -> set[str]:
-    """Ids of the cells a live trial is running: a cells/<id>.running marker without a
-    cells/<id>.json, rewritten less than STALE_S ago, and (when it was written on this machine)
-    whose process is still alive: a trial killed with its node leaves its marker behind."""
-    now = time.time() if now is None else now
-    finished = {e.name[: -len(".json")] for e in out.list("cells", ".json")}
-    host = socket.gethostname()
-    live = set()
-    for entry in out.list("cells", ".running"):
-        cid = entry.name[: -len(".running")]
-        if cid in finished or entry.mtime is None or now - entry.mtime > STALE_S:
-            continue
-        try:
-            marker = json.loads(out.read_text(f"cells/{entry.name}") or "")
-        except json.JSONDecodeError:
-            marker = {}  # being rewritten as we read it: a heartbeat, so alive
-        if marker.get("host") == host and isinstance(marker.get("pid"), int) and not _pid_alive(marker["pid"]):
-            continue
-        live.add(cid)
-    return live
-
-
-def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig) -> pd.DataFrame:
-    rows = []
-    records = [done[cid] for cid in ids if cid in done]
-    has_test = any(m in (rec.get("metrics") or {}) for rec in records for m in TEST_METRICS)
-    metrics = (*METRICS[:2], *TEST_METRICS, *METRICS[2:]) if has_test else METRICS
-    for cell, cid in zip(cells, ids):
-        rec = done.get(cid)
-        if rec is None:
-            continue
-        row = {"cell_id": cid, **asdict(cell), "rounds": cfg.selection.rounds,
-               "status": rec.get("status", "ok"), "error": rec.get("error", "")}
-        for m in metrics:
-            row[m] = rec.get("metrics", {}).get(m, np.nan)
-        row["confusion"] = json.dumps(rec.get("metrics", {}).get("confusion")) if rec.get("metrics") else ""
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *metrics, "confusion"])
-
-
 # --------------------------------------------------------------------------- preparing shared inputs
 
 
+@dataclass
+class TrialContext:
+    """What every trial of a sweep reads (pickled once into Tune): small arrays and the paths of
+    the cached activations, never the activations themselves."""
+
+    train_labels: np.ndarray
+    val_labels: np.ndarray
+    labeled: np.ndarray  # positions into train
+    pool_rows: np.ndarray  # the real pool: positions into train
+    num_classes: int
+    artifacts: dict[str, tuple[str, ...]]  # (train, val[, test]) entry paths by Cell.variant (+ "|generated")
+    recipe: RecipeConfig
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # per freeze mode: bf16
+    cache_dir: str | None = None
+    fixed: str | None = None  # the sweep's fixed_digest: names chosen/'s rows table
+    test_labels: np.ndarray | None = None
+    generated_labels: dict[str, np.ndarray] | None = None  # the LLM pools' labels of the generated rows
+    # llm_annotated: the train labels with the LLM's in place of gold on the rows the cells choose
+    annotated_labels: np.ndarray | None = None
+    train_texts: list[str] | None = None  # for chosen/'s rows table; dropped before the trials
+
+    def pool_size(self, pool: str) -> int:
+        return len(self.pool_rows) if pool in ("real", ANNOTATED_POOL) else len(self.generated_labels[pool])
+
+
 def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
-            generated: pd.DataFrame | None = None) -> dict:
+            generated: pd.DataFrame | None = None) -> TrialContext:
     """Load the data and compute every activation cache the grid needs, once, before any trial.
 
     Returns the trial context: small arrays and artifact paths that every trial reads. With
@@ -241,21 +148,16 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
             artifacts[f"{encoder}|{pooling}|{f}"] = (str(paths["train"][b]), *held_out(b))
             if generated is not None:
                 artifacts[f"{encoder}|{pooling}|{f}|generated"] = (str(paths["train+generated"][b]), *held_out(b))
-    context = {
-        "train_labels": splits.train["label"].to_numpy(),
-        "val_labels": splits.val["label"].to_numpy(),
-        "test_labels": splits.test["label"].to_numpy() if splits.test is not None else None,
-        "labeled": splits.labeled,
-        "pool_rows": splits.unlabeled,
-        "num_classes": cfg.data.num_classes,
-        "artifacts": artifacts,  # by Cell.variant (+ "|generated" for the LLM pools)
-        "recipe": to_dict(cfg.recipe),
-        "train_texts": texts["train"],  # for chosen/'s rows table; run_sweep takes it out before the trials
-    }
+    generated_labels = None
     if generated is not None:
-        context["generated_labels"] = {"llm": generated["llm_label"].to_numpy(dtype=np.int64),
-                                       "llm_teacher": generated["teacher_label"].to_numpy(dtype=np.int64)}
-    return context
+        generated_labels = {"llm": generated["llm_label"].to_numpy(dtype=np.int64),
+                            "llm_teacher": generated["teacher_label"].to_numpy(dtype=np.int64)}
+    return TrialContext(
+        train_labels=splits.train["label"].to_numpy(), val_labels=splits.val["label"].to_numpy(),
+        labeled=splits.labeled, pool_rows=splits.unlabeled, num_classes=cfg.data.num_classes, artifacts=artifacts,
+        recipe=cfg.recipe, selection=cfg.selection, resources=cfg.resources, cache_dir=str(cache_dir),
+        fixed=fixed_digest(cfg), test_labels=splits.test["label"].to_numpy() if splits.test is not None else None,
+        generated_labels=generated_labels, train_texts=texts["train"])
 
 
 @lru_cache(maxsize=8)
@@ -263,7 +165,7 @@ def _activations(path: str):
     return load_activations(path)
 
 
-def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs:
+def trial_inputs(context: TrialContext, variant: str, pool: str = "real") -> TrialInputs:
     """The inputs of the trials of one `Cell.variant` (encoder|pooling|freeze) and pool.
 
     An LLM pool's trials see the real train rows followed by the generated rows, labeled by
@@ -271,31 +173,33 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
     """
     select_labels = None
     if pool in ("real", ANNOTATED_POOL):
-        train_path, val_path, *test_path = context["artifacts"][variant]
-        labels, rows = context["train_labels"], context["pool_rows"]
+        train_path, val_path, *test_path = context.artifacts[variant]
+        labels, rows = context.train_labels, context.pool_rows
         if pool == ANNOTATED_POOL:  # chosen as `real` chooses (gold labels), trained on with the LLM's
-            labels, select_labels = context["annotated_labels"], labels
+            labels, select_labels = context.annotated_labels, labels
     else:
-        train_path, val_path, *test_path = context["artifacts"][f"{variant}|generated"]
-        extra = context["generated_labels"][pool]
-        n_real = len(context["train_labels"])
-        labels = np.concatenate([context["train_labels"], extra])
+        train_path, val_path, *test_path = context.artifacts[f"{variant}|generated"]
+        extra = context.generated_labels[pool]
+        n_real = len(context.train_labels)
+        labels = np.concatenate([context.train_labels, extra])
         rows = np.arange(n_real, n_real + len(extra))
-    return TrialInputs(train_labels=labels, val_labels=context["val_labels"],
-                       labeled=context["labeled"], pool_rows=rows, train_acts=_activations(train_path),
-                       val_acts=_activations(val_path), num_classes=context["num_classes"],
-                       cache_dir=context.get("cache_dir"), lora=parse_lora(variant.rsplit("|", 1)[-1]),
-                       test_labels=context.get("test_labels"),
+    return TrialInputs(train_labels=labels, val_labels=context.val_labels,
+                       labeled=context.labeled, pool_rows=rows, train_acts=_activations(train_path),
+                       val_acts=_activations(val_path), num_classes=context.num_classes,
+                       cache_dir=context.cache_dir, lora=parse_lora(variant.rsplit("|", 1)[-1]),
+                       test_labels=context.test_labels,
                        test_acts=_activations(test_path[0]) if test_path else None, select_labels=select_labels)
 
 
-def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: bool, log=print) -> None:
+def prepare_selection(cfg: SweepConfig, context: TrialContext, out: Output, use_ray: bool, log=print,
+                      resources=None) -> None:
     """Train the scoring model of every (freeze, seed) and score the pool under it, once, before
     any trial; then write the entropy / SQBC diagnostics under `output`/diagnostics.
 
     Trials find these in the cache, so the fractions and strategies of a (freeze, seed) share
     one scoring pass. Doing it here gives Ray Data the whole cluster: inside a trial its actors
-    would wait for the CPUs the trials themselves hold.
+    would wait for the CPUs the trials themselves hold. `resources(freeze, n)`: the (cpus, gpus,
+    pack size) the scoring models of a freeze mode train with (see `scoring.prepare_scores`).
     """
     needs = frozenset().union(*(strategies.get(s).needs for s in cfg.compare.strategy))
     if not needs:
@@ -310,9 +214,9 @@ def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: boo
         for encoder in cfg.encoders:
             for pooling in cfg.poolings:
                 inputs = {f: trial_inputs(context, f"{encoder}|{pooling}|{f}", source) for f in cfg.compare.freeze}
-                views = scoring.prepare_scores(jobs, inputs, RecipeConfig(**context["recipe"]), cfg.selection,
+                views = scoring.prepare_scores(jobs, inputs, context.recipe, cfg.selection,
                                                mc="mc_probs" in needs, use_ray=use_ray, log=log,
-                                               out=out if out.is_uri else None)
+                                               out=out if out.is_uri else None, resources=resources)
                 # One encoder and pooling (the study's case): diagnostics/ itself; else one folder each.
                 # The real pool's are the study's diagnostic; the generated pool's go beside them.
                 rel = ("diagnostics" if source == "real" else "diagnostics-generated") + (
@@ -326,117 +230,196 @@ def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: boo
 
 
 class _Heartbeat:
-    """Writes cells/<id>.running when a trial starts and again every HEARTBEAT_S until it stops:
-    `raysweep status` counts the cell as running while the marker is fresh."""
+    """Writes cells/<id>.running for each cell of a pack when it starts, and again every
+    HEARTBEAT_S until the cell's record is written (`finished`): `raysweep status` counts a cell
+    as running while its marker is fresh."""
 
-    def __init__(self, out: Output, cid: str):
-        self.out, self.rel = out, f"cells/{cid}.running"
-        self.text = json.dumps({"cell_id": cid, "host": socket.gethostname(), "pid": os.getpid(),
-                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    def __init__(self, out: Output, cids: list[str]):
+        self.out = out
+        self.texts = {cid: json.dumps({"cell_id": cid, "host": socket.gethostname(), "pid": os.getpid(),
+                                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                      for cid in cids}
+        self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _write(self) -> None:
+        with self.lock:
+            for cid, text in self.texts.items():
+                self.out.write_text(f"cells/{cid}.running", text)
 
     def _beat(self) -> None:
         while not self.stop.wait(HEARTBEAT_S):
             try:
-                self.out.write_text(self.rel, self.text)
+                self._write()
             except StorageError:
                 pass  # a missed beat on a flaky store: the next one, or the result, follows
 
+    def finished(self, cid: str) -> None:
+        """The cell's record is written: its marker has served its purpose."""
+        with self.lock:
+            if self.texts.pop(cid, None) is not None:
+                self.out.delete(f"cells/{cid}.running")
+
     def __enter__(self):
-        self.out.write_text(self.rel, self.text)
+        self._write()
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
         self.thread.join()
-        if exc[0] is None:  # the result is written: the marker has served its purpose
-            self.out.delete(self.rel)
 
 
-def run_cell(cell: Cell, cid: str, context: dict, out: Output) -> dict:
-    """Run one cell and record it under cells/. A failing trial is recorded, not raised:
-    an exception in the trial is deterministic, so Tune retrying it would only repeat it."""
-    with _Heartbeat(out, cid):
-        start = time.perf_counter()
-        record = {"cell_id": cid, "cell": asdict(cell)}
+def _record(cid: str, cell: Cell, result, start: float) -> dict:
+    """A cell's record: its metrics, or the error that failed it (in one line). `wall_s` is the
+    cell's own share of its pack's time: its trial (select, train, evaluate) and its writes."""
+    record = {"cell_id": cid, "cell": asdict(cell)}
+    if isinstance(result, BaseException):
+        return {**record, "status": "failed", "error": error_line(result), "metrics": {}}
+    metrics = {**result[0]}
+    metrics["wall_s"] = round(metrics.get("trial_s", 0.0) + time.perf_counter() - start, 4)
+    return {**record, "status": "ok", "metrics": metrics}
+
+
+def run_pack(pack: Pack, cells: dict[str, Cell], context: TrialContext, out: Output, device: str = "cpu") -> dict:
+    """Run the trainings of one pack and record each cell under cells/; returns the records.
+
+    A training whose cell has a record already (finished before this run, or written before a
+    lost node took the rest of the pack) is not trained again; its riders copy that record. A
+    failing cell is recorded, not raised: an exception in a trial is deterministic, so Tune
+    retrying it would only repeat it; the other cells of the pack are unaffected.
+    """
+    records: dict[str, dict] = {}
+    earlier = {t.cell: _read_record(out, t.cell) for t in pack.trainings}
+    with _Heartbeat(out, [c for c in pack.cells if earlier.get(c) is None]) as beat:
+        todo = [t for t in pack.trainings if earlier[t.cell] is None]
+        inputs = None
         try:
-            inputs = trial_inputs(context, cell.variant, cell.pool)
-            metrics, rows = run_trial_rows(cell, inputs, RecipeConfig(**context["recipe"]),
-                                           SelectionConfig(**context.get("selection", {})))
-            # Before the cell's record: a cell that counts as finished has its chosen rows on record.
-            chosen.write_cell(out, cid, rows, inputs.train_labels, context.get("fixed"))
-            metrics["wall_s"] = round(time.perf_counter() - start, 4)
-            record.update(status="ok", metrics=metrics)
-        except Exception as exc:  # noqa: BLE001 - recorded with its message, shown in trials.csv
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            record.update(status="failed", error=f"{type(exc).__name__}: {msg}", metrics={})
-        out.write_text(f"cells/{cid}.json", json.dumps(record, indent=1))
+            inputs = trial_inputs(context, pack.variant, pack.pool)
+            bf16 = context.resources.of(pack.variant.rsplit("|", 1)[-1]).bf16
+            results = run_trials([cells[t.cell] for t in todo], inputs, context.recipe, context.selection, device,
+                                 bf16)
+        except Exception as exc:  # noqa: BLE001 - the pack's inputs failed: so does each of its cells
+            results = [exc] * len(todo)
+        for t, result in zip(todo, results):
+            records[t.cell] = _write_cell(out, t.cell, cells[t.cell], result, inputs, context, beat)
+        for t in pack.trainings:
+            source = records.get(t.cell) or earlier[t.cell]
+            for rider in t.riders:
+                records[rider] = _write_rider(out, rider, cells[rider], source, context, beat)
+    return records
+
+
+def _read_record(out: Output, cid: str) -> dict | None:
+    text = out.read_text(f"cells/{cid}.json")
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None  # torn by a node's death: run the cell again
+
+
+def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: TrialContext, beat: _Heartbeat,
+                extra: dict | None = None) -> dict:
+    start = time.perf_counter()
+    if not isinstance(result, BaseException):
+        try:  # before the cell's record: a cell that counts as finished has its chosen rows on record
+            chosen.write_cell(out, cid, result[1], inputs.train_labels, context.fixed)
+        except Exception as exc:  # noqa: BLE001
+            result = exc
+    record = {**_record(cid, cell, result, start), **(extra or {})}
+    out.write_text(f"cells/{cid}.json", json.dumps(record, indent=1))
+    beat.finished(cid)
     return record
+
+
+def _write_rider(out: Output, cid: str, cell: Cell, source: dict, context: TrialContext, beat: _Heartbeat) -> dict:
+    """A cell whose rows are the same as `source`'s by construction: its own record (and chosen
+    rows), with `source`'s results and `shared_training` naming the cell that trained. It trained
+    nothing itself: its train_s and eval_s are 0 (the compute is on the cell that trained)."""
+    start = time.perf_counter()
+    shared = source.get("shared_training", source["cell_id"])
+    try:
+        inputs = trial_inputs(context, cell.variant, cell.pool)
+        picked = choose_rows(cell, inputs, context.recipe, context.selection)  # no model: none or all of the pool
+        if source.get("status") != "ok":
+            raise RuntimeError(f"the training it shares with cell {shared} failed: {source.get('error', '')}")
+        select_s = round(time.perf_counter() - start, 4)
+        metrics = {**source["metrics"], "select_s": select_s, "train_s": 0.0, "eval_s": 0.0, "trial_s": select_s,
+                   "pool_size": len(inputs.pool_rows)}
+        metrics.pop("cached_model", None)
+        result = (metrics, picked)
+    except Exception as exc:  # noqa: BLE001
+        result, inputs = exc, None
+    return _write_cell(out, cid, cell, result, inputs, context, beat, {"shared_training": shared})
+
+
+def run_cell(cell: Cell, cid: str, context: TrialContext, out: Output) -> dict:
+    """Run one cell alone (a pack of one) and record it under cells/."""
+    pack = Pack(cid, cell.variant, cell.pool, 0, (Training(cid),))
+    return run_pack(pack, {cid: cell}, context, out)[cid]
 
 
 _fetched: set[str] = set()  # outputs whose scoring files this process has fetched (see fetch_cache)
 
 
-def publish_entries(out: Output, context: dict, log=print) -> None:
+def publish_entries(out: Output, context: TrialContext, log=print) -> None:
     """A URI output: copy the activation entries the trials read from the driver's cache to
     <output>/cache/, where every node finds them. Before any remote work: the scoring tasks and
     actors of `prepare_selection` read them too."""
-    entries = sorted({Path(p) for pair in context["artifacts"].values() for p in pair})
+    entries = sorted({Path(p) for pair in context.artifacts.values() for p in pair})
     copied = sum(out.upload_tree(p, f"cache/{p.name}") > 0 for p in entries)
     log(f"cache: {copied} of {len(entries)} activation entries uploaded to {out.show('cache')}")
 
 
-def publish_selection(out: Output, context: dict, log=print) -> None:
+def publish_selection(out: Output, context: TrialContext, log=print) -> None:
     """A URI output: copy the scoring models and pool scores (all in the driver's cache: remote
     training returns its states to the driver) to <output>/cache/selection/ for the trials."""
-    selection = Path(context["cache_dir"]) / "selection"
+    selection = Path(context.cache_dir) / "selection"
     if selection.is_dir():
         log(f"cache: {out.upload_tree(selection, 'cache/selection')} scoring files uploaded to "
             f"{out.show('cache/selection')}")
 
 
 def artifact_key(cell: Cell) -> str:
-    """The key of `context["artifacts"]` a cell's trial reads: an LLM pool's trials read the
+    """The key of `TrialContext.artifacts` a cell's trial reads: an LLM pool's trials read the
     real train rows followed by the generated ones."""
     return cell.variant if cell.pool in ("real", ANNOTATED_POOL) else f"{cell.variant}|generated"
 
 
-def fetch_cache(out: Output, context: dict, cell: Cell) -> None:
-    """Before a node's first trial of `cell`'s inputs: download the activation entries it lacks from
+def fetch_cache(out: Output, context: TrialContext, cells: list[Cell]) -> None:
+    """Before a node's first trial of `cells`' inputs: download the activation entries it lacks from
     <output>/cache/ into the node's cache (the same path as the driver's), and the scoring files
     once; each under a per-node lock, so the trials of one node download nothing twice."""
-    for path in context["artifacts"][artifact_key(cell)]:
-        fetch_entry(out, Path(path))
+    for key in dict.fromkeys(artifact_key(c) for c in cells):
+        for path in context.artifacts[key]:
+            fetch_entry(out, Path(path))
     if out.spec not in _fetched:  # a listing of the store: once per process and output
-        selection = Path(context["cache_dir"]) / "selection"
+        selection = Path(context.cache_dir) / "selection"
         with node_lock(selection):
             out.fetch_tree("cache/selection", selection, marker=None)
         _fetched.add(out.spec)
 
 
-def _tune_trainable(config: dict, context: dict, cells: dict, output: str, threads: int) -> None:
-    import torch
+def _tune_trainable(config: dict, context: TrialContext, packs: dict[str, Pack], cells: dict[str, dict],
+                    output: str) -> None:
+    """One Tune trial: one pack, on the device and threads Ray assigned it (model.use_assigned).
+
+    Tune retries a trial whose node died: cells whose records were written before the node went
+    are not run again (see `run_pack`), so a lost node costs only its packs' unfinished cells.
+    The driver removed every record it meant to re-run before starting, so a record is this run's.
+    """
     from ray import tune
 
-    torch.set_num_threads(threads)
-    cid = config["cell_id"]
+    device = use_assigned()
+    pack = packs[config["pack"]]
     out = Output(output)
-    # Tune retries a trial whose node died. If the cell's result was written before the node went
-    # (only the report back to Tune was lost), report that result instead of running the cell again.
-    # The driver removed every record it meant to re-run before starting, so a record here is this run's.
-    earlier = out.read_text(f"cells/{cid}.json")
-    try:
-        record = json.loads(earlier) if earlier else None
-    except json.JSONDecodeError:
-        record = None  # torn by the node's death: run the cell again
-    if record is None:
-        if out.is_uri:
-            fetch_cache(out, context, Cell(**cells[cid]))
-        record = run_cell(Cell(**cells[cid]), cid, context, out)
-    metrics = {k: v for k, v in record["metrics"].items() if k != "confusion"}
-    tune.report({"status": record["status"], **metrics})
+    members = {cid: Cell(**cells[cid]) for cid in pack.cells}
+    if out.is_uri:
+        fetch_cache(out, context, list(members.values()))
+    records = run_pack(pack, members, context, out, device)
+    ok = sum(r["status"] == "ok" for r in records.values())
+    tune.report({"cells": len(records), "ok": ok, "failed": len(records) - ok})
 
 
 # --------------------------------------------------------------------------- running
@@ -464,48 +447,25 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
 
     `shared_output`: `output` is a local path that every node of the cluster mounts (NFS, EFS);
     without it, a local path is refused on a cluster that has or can scale to several nodes."""
-    from ray import tune
-
     check_output(output)
     out = Output(output)
     if not out.is_uri and not shared_output and address not in (None, "local"):
         check_local_output(out, address)
     out.mkdir("cells")
     out.write_text("sweep.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    if cfg.cache_dir:
-        cache_dir = Path(cfg.cache_dir).resolve()
-    elif out.is_uri:
-        # Trials memory-map the cache, so it must be on a disk: each node's own, filled from <output>/cache/.
-        cache_dir = cache_home() / "cache"
-    else:
-        cache_dir = out.local_dir / "cache"
-
-    generated = None
-    if cfg.needs_generation:
-        # Before the cell ids: an LLM pool's cells are keyed by the rows generated for them.
-        # The response store is appended to and fsynced call by call, so it lives on a disk: with
-        # a URI output, beside the local cache, copied to <output>/generation/ once complete.
-        gen_dir = (generation_dir(cfg, output) if cfg.generation_dir or not out.is_uri
-                   else cache_dir.parent / "generation" / cfg.name)
-        generated = augment.reuse(cfg, gen_dir)
-        if generated is None:
-            start_ray(address)
-            generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray_data, log=log,
-                                               out=out if out.is_uri else None)
-        else:
-            log(f"generation: reusing {gen_dir} ({len(generated.rows)} rows)")
-        if out.is_uri:
-            out.upload_tree(gen_dir, "generation", skip_existing=False)
+    cache_dir = _cache_dir(cfg, out)
+    # Before the cell ids: an LLM pool's cells are keyed by the rows generated for them.
+    generated = _generation(cfg, output, out, cache_dir, address, use_ray_data, log) if cfg.needs_generation else None
 
     cells = expand(cfg)
-    context = None  # the trials' inputs, prepared once: here when the annotator needs them, else below
+    context = sizes = None  # the trials' inputs, prepared once: here when the annotator needs them, else below
 
-    def prepared() -> dict:
-        nonlocal context
+    def prepared() -> TrialContext:
+        nonlocal context, sizes
         if context is None:
             start_ray(address)
             t0 = time.perf_counter()
-            context = _prepare_trials(cfg, out, cache_dir, generated, use_ray_data, log)
+            context, sizes = _prepare_trials(cfg, out, cache_dir, generated, address, use_ray_data, log)
             log(f"prepared the trials' inputs in {time.perf_counter() - t0:.2f} s")
         return context
 
@@ -516,67 +476,21 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     ids = cell_ids(cfg, cells, generated.digest if generated else None, labels)
     done = read_cells(out)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
-    todo = [(c, i) for c, i in zip(cells, ids) if done.get(i, {}).get("status") not in skip]
+    todo = {i for i in ids if done.get(i, {}).get("status") not in skip}
     log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
 
     if todo:
         context = prepared()
         if cfg.needs_annotation:
-            context["annotated_labels"] = annotate.trial_labels(
-                annotate.annotation_dir(cfg, output, out.is_uri, cache_dir), context["train_labels"],
-                context["pool_rows"])
-        for _, i in todo:  # failed records about to be re-run (--retry-failed): see _tune_trainable
+            context.annotated_labels = annotate.trial_labels(
+                annotate.annotation_dir(cfg, output, out.is_uri, cache_dir), context.train_labels, context.pool_rows)
+        for i in todo:  # failed records about to be re-run (--retry-failed): see _tune_trainable
             if i in done:
                 out.delete(f"cells/{i}.json")
-        res = cfg.resources
-        several = len(cfg.encoders) * len(cfg.poolings) > 1
-        names = {i: _trial_name(asdict(c), several) for c, i in todo}
-        bar = console.progress(len(todo), "trials", "trials")
-        trainable = tune.with_resources(
-            tune.with_parameters(_tune_trainable, context=context, cells={i: asdict(c) for c, i in todo},
-                                 output=out.spec, threads=max(1, int(res.cpus_per_trial))),
-            {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
-        )
-        tuner = tune.Tuner(
-            trainable,
-            # The grid is the list of cell ids still to run (after a resume it is no cross product);
-            # the progress table shows each trial's cell id, the name of its file under cells/.
-            param_space={"cell_id": tune.grid_search([i for _, i in todo])},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=res.max_concurrent or None,
-                reuse_actors=True,  # a worker keeps its loaded activations between trials
-                trial_name_creator=lambda t: names[t.config["cell_id"]],
-                trial_dirname_creator=lambda t: names[t.config["cell_id"]],
-            ),
-            run_config=tune.RunConfig(
-                name=cfg.name,
-                # A URI: Tune writes through the same pyarrow filesystem (query options such as
-                # endpoint_override included), so its path is given without the scheme.
-                storage_path=out.path("tune") if out.is_uri else str(out.local_dir / "tune"),
-                storage_filesystem=out.fs if out.is_uri else None,
-                failure_config=tune.FailureConfig(max_failures=3),  # a lost node retries its trials
-                verbose=1,  # Tune's trial tables: in the log file when the CLI keeps one (console.py)
-                callbacks=[_trial_progress(bar)],
-            ),
-        )
-        t0 = time.perf_counter()
-        # Without Tune's loggers (below) its result grid warns, per trial, that it found no
-        # result.json or progress.csv: true and expected here, and alarming in a user's terminal.
-        analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
-        level = analysis_log.level
-        analysis_log.setLevel(logging.ERROR)
-        try:
-            # Tune's default CSV, JSON and TensorBoard loggers write three files per trial from the
-            # driver, which shares the CPUs with the trials; cells/ and trials.csv already hold every
-            # result, so they are off for this fit. And the AWS keys Tune would copy into each
-            # trial's logged runtime_env are out of its sight (a URI output refused them above;
-            # a local Ray's workers have them from the environment they started with).
-            with _environ(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", **dict.fromkeys(TUNE_COPIES)):
-                tuner.fit()
-        finally:
-            bar.close()
-            analysis_log.setLevel(level)
-        log(f"ran {len(todo)} trials in {time.perf_counter() - t0:.2f} s")
+        plan = grid.plan(cells, ids, todo, done, len(context.labeled),
+                         {p: context.pool_size(p) for p in cfg.compare.pool}, sizes.trials)
+        log(plan.describe(len(todo)))
+        run_packs(cfg, plan, context, cells, ids, out, log)
 
     done = read_cells(out)
     table = results_table(cells, ids, done, cfg)
@@ -587,21 +501,22 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     return table
 
 
-def _prepare_trials(cfg: SweepConfig, out: Output, cache_dir: Path, generated, use_ray_data: bool, log) -> dict:
+def _prepare_trials(cfg: SweepConfig, out: Output, cache_dir: Path, generated, address: str | None,
+                    use_ray_data: bool, log) -> tuple[TrialContext, _PackSizes]:
     """The trials' context (`prepare`), the rows table of chosen/, and every scoring model and pool
     score the strategies need (`prepare_selection`), published for the trials of a URI output."""
     context = prepare(cfg, cache_dir, use_ray=use_ray_data, log=log, generated=generated.rows if generated else None)
-    context.update(selection=to_dict(cfg.selection), cache_dir=str(cache_dir), fixed=fixed_digest(cfg))
-    chosen.write_rows_table(out, context["fixed"], context.pop("train_texts"), context["train_labels"],
-                            context["labeled"])
+    chosen.write_rows_table(out, context.fixed, context.train_texts, context.train_labels, context.labeled)
+    context.train_texts = None  # not pickled into every trial
+    sizes = _PackSizes(cfg, context, address)
     # Publish before the first remote work that reads the entries, collect after the work
     # that makes scoring models and scores (their states come back to this driver's cache).
     if out.is_uri:
         publish_entries(out, context, log=log)
-    prepare_selection(cfg, context, out, use_ray=use_ray_data, log=log)
+    prepare_selection(cfg, context, out, use_ray=use_ray_data, log=log, resources=sizes.scoring)
     if out.is_uri:
         publish_selection(out, context, log=log)
-    return context
+    return context, sizes
 
 
 def _annotate(cfg: SweepConfig, cells: list[Cell], out: Output, output, cache_dir: Path, prepared, log
@@ -622,6 +537,129 @@ def _annotate(cfg: SweepConfig, cells: list[Cell], out: Output, output, cache_di
     if out.is_uri:
         out.upload_tree(ann_dir, "annotation", skip_existing=False)
     return [digests[k] if c.pool == ANNOTATED_POOL else None for c, k in zip(cells, keys)]
+
+
+def _cache_dir(cfg: SweepConfig, out: Output) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).resolve()
+    if out.is_uri:
+        # Trials memory-map the cache, so it must be on a disk: each node's own, filled from <output>/cache/.
+        return cache_home() / "cache"
+    return out.local_dir / "cache"
+
+
+def _generation(cfg: SweepConfig, output: str | Path, out: Output, cache_dir: Path, address: str | None,
+                use_ray: bool, log) -> augment.Generated:
+    """The LLM pools' generated rows: reused when complete, else generated (and relabeled) now.
+
+    The response store is appended to and fsynced call by call, so it lives on a disk: with a
+    URI output, beside the local cache, copied to <output>/generation/ once complete."""
+    gen_dir = (generation_dir(cfg, output) if cfg.generation_dir or not out.is_uri
+               else cache_dir.parent / "generation" / cfg.name)
+    generated = augment.reuse(cfg, gen_dir)
+    if generated is None:
+        start_ray(address)
+        generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray, log=log,
+                                           out=out if out.is_uri else None)
+    else:
+        log(f"generation: reusing {gen_dir} ({len(generated.rows)} rows)")
+    if out.is_uri:
+        out.upload_tree(gen_dir, "generation", skip_existing=False)
+    return generated
+
+
+class _PackSizes:
+    """Per freeze mode: the resources its trials and scoring models hold, and how many members a
+    pack of them trains (grid.pack_size: the device memory a pack may use over one member's
+    bound, model.member_bytes, and a balance bound from the trial slots the cluster has)."""
+
+    def __init__(self, cfg: SweepConfig, context: TrialContext, address: str | None):
+        from raysweep.cluster import capacity
+
+        self.cfg, self.context = cfg, context
+        self.cap = capacity(address)
+
+    def _bound(self, freeze: str, variant: str | None, rows: int, n: int) -> int:
+        res = self.cfg.resources.of(freeze)
+        slots = self.cap.actors(res.cpus_per_trial, res.gpus_per_trial)
+        if res.max_concurrent:
+            slots = min(slots, res.max_concurrent)
+        variant = variant or f"{self.cfg.encoders[0]}|{self.cfg.poolings[0]}|{freeze}"
+        acts = _activations(self.context.artifacts[variant][0])
+        lora = parse_lora(freeze)
+        member = model.member_bytes(acts, self.context.num_classes, self.context.recipe, rows, lora)
+        per_slot = 1 if packing.packable(acts, lora) else 4  # stacked packs: one per slot and shelf
+        return grid.pack_size(n, slots, member, res.pack_memory_gb * 1024**3, res.pack_size, per_slot)
+
+    def trials(self, variant: str, rows: int, n: int) -> int:
+        return self._bound(variant.rsplit("|", 1)[-1], variant, rows, n)
+
+    def scoring(self, freeze: str, n: int) -> tuple[float, float, int]:
+        res = self.cfg.resources.of(freeze)
+        return res.cpus_per_trial, res.gpus_per_trial, self._bound(freeze, None, len(self.context.labeled), n)
+
+
+def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: list[Cell], ids: list[str],
+              out: Output, log=print) -> None:
+    """The Tune driver: one trial per pack, with its freeze mode's resources, on a progress bar of cells."""
+    from ray import tune
+
+    by_id = dict(zip(ids, cells))
+    packs = {p.name: p for p in plan.packs}
+    res = cfg.resources
+
+    def resources(config: dict):
+        own = res.of(packs[config["pack"]].variant.rsplit("|", 1)[-1])
+        bundle = {"CPU": own.cpus_per_trial, "GPU": own.gpus_per_trial}
+        return tune.PlacementGroupFactory([{k: v for k, v in bundle.items() if v}])
+
+    bar = console.progress(sum(len(p.cells) for p in plan.packs), "trials", "cells")
+    trainable = tune.with_resources(
+        tune.with_parameters(_tune_trainable, context=context, packs=packs,
+                             cells={c: asdict(by_id[c]) for p in plan.packs for c in p.cells}, output=out.spec),
+        resources if res.freeze else {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        # The grid is the list of packs still to run, largest first (grid.plan); the progress
+        # table shows each trial's pack name: pool, variant, training rows and part.
+        param_space={"pack": tune.grid_search(list(packs))},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=res.max_concurrent or None,
+            reuse_actors=True,  # a worker keeps its loaded activations between trials
+            trial_name_creator=lambda t: t.config["pack"],
+            trial_dirname_creator=lambda t: t.config["pack"],
+        ),
+        run_config=tune.RunConfig(
+            name=cfg.name,
+            # A URI: Tune writes through the same pyarrow filesystem (query options such as
+            # endpoint_override included), so its path is given without the scheme.
+            storage_path=out.path("tune") if out.is_uri else str(out.local_dir / "tune"),
+            storage_filesystem=out.fs if out.is_uri else None,
+            failure_config=tune.FailureConfig(max_failures=3),  # a lost node retries its packs
+            verbose=1,  # Tune's trial tables: in the log file when the CLI keeps one (console.py)
+            callbacks=[_trial_progress(bar, {name: len(p.cells) for name, p in packs.items()})],
+        ),
+    )
+    t0 = time.perf_counter()
+    # Without Tune's loggers (below) its result grid warns, per trial, that it found no
+    # result.json or progress.csv: true and expected here, and alarming in a user's terminal.
+    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)
+    try:
+        # Tune's default CSV, JSON and TensorBoard loggers write three files per trial from the
+        # driver, which shares the CPUs with the trials; cells/ and trials.csv already hold every
+        # result, so they are off for this fit. And the AWS keys Tune would copy into each
+        # trial's logged runtime_env are out of its sight (a URI output refused them above;
+        # a local Ray's workers have them from the environment they started with).
+        with _environ(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", **dict.fromkeys(TUNE_COPIES)):
+            tuner.fit()
+    finally:
+        bar.close()
+        analysis_log.setLevel(level)
+    log(f"ran {len(plan.packs)} packs ({sum(len(p.cells) for p in plan.packs)} cells) in "
+        f"{time.perf_counter() - t0:.2f} s")
 
 
 # Ray Tune copies these from the driver's environment into every trial actor's runtime_env
@@ -662,17 +700,17 @@ def _environ(**values: str | None):
         put(before.items())
 
 
-def _trial_progress(bar):
-    """A Tune callback that moves the trials' progress bar as each trial ends (one class per
-    call: Tune is imported only when a sweep runs)."""
+def _trial_progress(bar, cells: dict[str, int]):
+    """A Tune callback that moves the cells' progress bar by a pack's cells as its trial ends (one
+    class per call: Tune is imported only when a sweep runs)."""
     from ray.tune import Callback
 
     class TrialProgress(Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
-            bar.update(1)
+            bar.update(cells.get(trial.config.get("pack"), 1))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            bar.update(1)
+            bar.update(cells.get(trial.config.get("pack"), 1))
 
     return TrialProgress()
 
@@ -719,10 +757,3 @@ def cell_progress(cfg: SweepConfig, output: str | Path, now: float | None = None
     status = cell_statuses(cfg, output, now)
     return {"cells": len(status), "done": status.count("ok"), "running": status.count("running"),
             "failed": status.count("failed"), "pending": sum(s is None for s in status)}
-
-
-def _trial_name(cell: dict, with_encoder: bool = False) -> str:
-    name = f"{cell['pool']}-{cell['strategy']}-{cell['freeze']}-x{cell['fraction']:g}-s{cell['seed']}"
-    if with_encoder:
-        name = f"{cell['encoder'].replace('/', '_')}-{cell['pooling']}-{name}"
-    return name

@@ -11,39 +11,18 @@ batch order), so a trial is reproducible bit for bit on CPU with the same thread
 from __future__ import annotations
 
 import json
-import os
-import socket
-import sys
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 from sklearn.metrics import confusion_matrix, f1_score
-from torch import nn
 
 from raysweep import scoring, strategies
-from raysweep.backbone import Classifier, FullEncoderClassifier, count_trainable
+from raysweep.backbone import count_trainable
 from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
 from raysweep.embed import Activations
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of the grid: the scientific parameters and the replicate seed."""
-
-    pool: str
-    strategy: str
-    fraction: float
-    freeze: str
-    seed: int
-    encoder: str = "minilm"  # compared only in sweeps that list several (sweeps/encoders.yaml)
-    pooling: str = "pooler"
-
-    @property
-    def variant(self) -> str:
-        """What the cached activations depend on: encoder, pooling and freeze mode."""
-        return f"{self.encoder}|{self.pooling}|{self.freeze}"
+from raysweep.grid import Cell, rows_to_add
+from raysweep.model import Member, log_training, predict_proba, trained_model, trained_models
 
 
 @dataclass
@@ -66,17 +45,6 @@ class TrialInputs:
     # The labels selection sees when they are not the ones the trial trains on: the llm_annotated
     # pool chooses with gold labels, as its `real` counterpart does, and trains on the LLM's.
     select_labels: np.ndarray | None = None
-
-
-def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
-    """`fraction * |labeled|` rows, capped at the pool.
-
-    With the study's 1 : 4 split, fraction 4 asks for slightly more rows than the pool has
-    after rounding (4 x 1,709 = 6,836 > 6,835): it means "the whole pool", so it is capped
-    and the trial records how many rows it really added.
-    """
-    # Capped before rounding: the same numbers, and a fraction of 1e308 (x |labeled| = inf) is the pool.
-    return int(round(min(fraction * n_labeled, pool_size)))
 
 
 @dataclass
@@ -120,7 +88,7 @@ def choose_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
     for i, step in enumerate(len(s) for s in np.array_split(np.arange(n), min(selection.rounds, n))):
         so_far = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
         rows = np.concatenate([inputs.labeled, np.sort(so_far)])  # the rows the trial itself would train on
-        model = scoring.trained_model(acts, rows, labels[rows], inputs.num_classes, recipe, cell.seed, inputs.cache_dir,
+        model = trained_model(acts, rows, labels[rows], inputs.num_classes, recipe, cell.seed, inputs.cache_dir,
                                       lora=inputs.lora)
         view = scoring.pool_view(strategy.needs, model, acts, remaining, rows, labels[rows], selection, cell.seed,
                                  cache_dir=inputs.cache_dir, log=log)
@@ -146,145 +114,68 @@ def select_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
     return np.sort(choose_rows(cell, inputs, recipe, selection, log).rows)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator, lengths: np.ndarray | None = None):
-    """Shuffled minibatches of positions 0..n-1.
-
-    With `lengths` (token-level training), rows are grouped by length the way Hugging Face's
-    `group_by_length` does: shuffle, sort within windows of 50 batches, shuffle the batches.
-    Padding then costs little, which halves an epoch of last-attention on SST's short sentences.
-    """
-    order = torch.randperm(n, generator=generator)
-    if lengths is None:
-        batches = [order[s: s + batch_size] for s in range(0, n, batch_size)]
-        yield from batches
-        return
-    window = batch_size * 50
-    batches = []
-    for s in range(0, n, window):
-        chunk = order[s: s + window]
-        chunk = chunk[np.argsort(-lengths[chunk.numpy()], kind="stable")]
-        batches.extend(chunk[b: b + batch_size] for b in range(0, len(chunk), batch_size))
-    for i in torch.randperm(len(batches), generator=generator).tolist():
-        yield batches[i]
-
-
-# Names a file every process of a run can append to (on one machine, or a shared filesystem):
-# each model actually trained appends one JSON line there. The per-node-disk tests read it to
-# prove that nothing is trained twice and to see on which node each model was trained.
-TRAINING_LOG_ENV = "RAYSWEEP_TRAINING_LOG"
-
-
-def log_training(kind: str, key: str) -> None:
-    """Append {kind, key, host, pid, node} to $RAYSWEEP_TRAINING_LOG, if it is set."""
-    path = os.environ.get(TRAINING_LOG_ENV)
-    if not path:
-        return
-    node = None
-    if "ray" in sys.modules:  # never import Ray just for this: trials and tests may run without it
-        ray = sys.modules["ray"]
-        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    line = json.dumps({"kind": kind, "key": key, "host": socket.gethostname(), "pid": os.getpid(), "node": node})
-    with open(path, "a", encoding="utf-8") as f:  # one short O_APPEND write: lines of processes do not mix
-        f.write(line + "\n")
-
-
-def fit(model: Classifier, acts: Activations, rows: np.ndarray, labels: np.ndarray, recipe: RecipeConfig,
-        seed: int) -> float:
-    """Train `model` on `rows` of cached `acts` with the recipe; returns the last epoch's mean loss."""
-    if not acts.boundary.ragged:
-        # Pooled features fit in memory: index one tensor instead of gathering from the mmap per batch.
-        x_all = acts.dense(rows)
-        return _optimise(model, lambda idx: model(x_all[idx]), len(rows), labels, recipe, seed)
-
-    def forward(idx):
-        x, mask = acts.batch(rows[idx.numpy()])
-        return model(x, mask)
-
-    return _optimise(model, forward, len(rows), labels, recipe, seed, lengths=acts.lengths(rows))
-
-
-def fit_uncached(model: FullEncoderClassifier, texts: list[str], labels: np.ndarray, recipe: RecipeConfig,
-                 seed: int) -> float:
-    """The same training, running the frozen encoder on every step (no activation cache).
-
-    Token-level modes group batches by token count exactly as the cached path does, so both
-    paths see the same batches and reach the same weights.
-    """
-    lengths = None
-    if model.classifier.boundary.ragged:
-        enc = model.backbone.tokenizer(list(texts), truncation=True, max_length=model.classifier.boundary.max_length)
-        lengths = np.array([len(ids) for ids in enc["input_ids"]])
-    return _optimise(model.classifier, lambda idx: model([texts[i] for i in idx.tolist()]), len(texts), labels,
-                     recipe, seed, lengths=lengths)
-
-
-def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: RecipeConfig, seed: int,
-              lengths: np.ndarray | None = None) -> float:
-    """The study's recipe over `n` rows; `forward(positions)` returns the logits of a batch."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
-    # StepLR counts epochs: the study halves the learning rate every 20 of its 50 epochs.
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
-    loss_fn = nn.CrossEntropyLoss()
-    y = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: labels may be a read-only view
-    order_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)  # the batch-order stream
-    model.train()
-    last = 0.0
-    for _ in range(recipe.epochs):
-        total, count = 0.0, 0
-        for idx in _batches(n, recipe.batch_size, order_gen, lengths):
-            loss = loss_fn(forward(idx), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        scheduler.step()
-        last = total / max(count, 1)
-    return last
-
-
-@torch.no_grad()
-def predict_proba(model: Classifier, acts: Activations, rows: np.ndarray | None = None,
-                  batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (softmax of the head) for `rows` of `acts` (all rows by default)."""
-    model.eval()
-    rows = np.arange(len(acts)) if rows is None else np.asarray(rows)
-    out = []
-    for start in range(0, len(rows), batch_size):
-        x, mask = acts.batch(rows[start: start + batch_size])
-        out.append(torch.softmax(model(x, mask), dim=-1))
-    return torch.cat(out).numpy() if out else np.zeros((0, model.linear.out_features), dtype=np.float32)
-
-
-def build_model(acts: Activations, num_classes: int, recipe: RecipeConfig, seed: int,
-                lora: LoraSpec | None = None) -> Classifier:
-    torch.manual_seed(seed)  # the initialisation + dropout stream
-    init = acts.init_modules()
-    return Classifier(acts.boundary, acts.hidden_size, num_classes, recipe.dropout,
-                      top=init["top"], dense=init["dense"], lora=lora)
-
-
 def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: SelectionConfig | None = None) -> dict:
     """Select, train, evaluate. Returns the metrics of one row of trials.csv."""
     return run_trial_rows(cell, inputs, recipe, selection)[0]
 
 
 def run_trial_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig,
-                   selection: SelectionConfig | None = None) -> tuple[dict, Chosen]:
+                   selection: SelectionConfig | None = None, device: str = "cpu") -> tuple[dict, Chosen]:
     """`run_trial`, also returning the rows it added in pick order (the sweep records them)."""
-    start = time.perf_counter()
-    chosen = choose_rows(cell, inputs, recipe, selection)
-    added = np.sort(chosen.rows)
-    select_s = time.perf_counter() - start
-    rows = np.concatenate([inputs.labeled, added])
-    labels = inputs.train_labels[rows]
-    model = build_model(inputs.train_acts, inputs.num_classes, recipe, cell.seed, lora=inputs.lora)
-    t0 = time.perf_counter()
-    final_loss = fit(model, inputs.train_acts, rows, labels, recipe, cell.seed)
-    log_training("trial", json.dumps(asdict(cell), sort_keys=True))
-    train_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
+    [result] = run_trials([cell], inputs, recipe, selection, device)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, selection: SelectionConfig | None = None,
+               device: str = "cpu", bf16: bool = False) -> list[tuple[dict, Chosen] | Exception]:
+    """The trials of one pack, over the same inputs: each selects its rows, all train together
+    (`model.trained_models`), each is evaluated. Per cell: (metrics, chosen rows), or the
+    exception that failed that cell alone (in its selection, its training, or a divergence).
+
+    A trial on `labeled` alone finds its seed's scoring model in the cache (`inputs.cache_dir`),
+    which is the same training, and records `cached_model`.
+    """
+    out: list = [None] * len(cells)
+    picked: list[tuple[int, Chosen, np.ndarray, float]] = []  # (index, chosen, train rows, select_s)
+    for i, cell in enumerate(cells):
+        start = time.perf_counter()
+        try:
+            chosen = choose_rows(cell, inputs, recipe, selection)
+        except Exception as exc:  # noqa: BLE001 - this cell's failure; the pack goes on
+            out[i] = exc
+            continue
+        rows = np.concatenate([inputs.labeled, np.sort(chosen.rows)])
+        picked.append((i, chosen, rows, time.perf_counter() - start))
+    members = [Member(rows, inputs.train_labels[rows], cells[i].seed, inputs.lora) for i, _, rows, _ in picked]
+    trained = trained_models(inputs.train_acts, members, inputs.num_classes, recipe, inputs.cache_dir, device,
+                             store=False, bf16=bf16, kind=None)
+    for (i, chosen, rows, select_s), member, result in zip(picked, members, trained):
+        if result.error is not None:
+            out[i] = result.failure()
+            continue
+        if not result.cached:
+            log_training("trial", json.dumps(asdict(cells[i]), sort_keys=True))
+        start = time.perf_counter()
+        try:
+            metrics = evaluate(result.model, inputs, rows, member.labels)
+        except Exception as exc:  # noqa: BLE001
+            out[i] = exc
+            continue
+        metrics.update(final_loss=float(result.final_loss), n_added=int(len(chosen.rows)),
+                       pool_size=int(len(inputs.pool_rows)),  # says which cells share a training (grid)
+                       select_s=round(select_s, 4), train_s=round(result.train_s, 4),
+                       eval_s=round(time.perf_counter() - start, 4),
+                       trial_s=round(select_s + result.train_s + time.perf_counter() - start, 4))
+        if result.cached:
+            metrics["cached_model"] = True
+        out[i] = (metrics, chosen)
+    return out
+
+
+def evaluate(model, inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray) -> dict:
+    """A trained model's metrics on val (and test), and on the rows it trained on."""
     classes = list(range(inputs.num_classes))
     val_pred = predict_proba(model, inputs.val_acts).argmax(1)
     train_pred = predict_proba(model, inputs.train_acts, rows).argmax(1)
@@ -294,20 +185,13 @@ def run_trial_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig,
         test = {"test_accuracy": float((test_pred == inputs.test_labels).mean()),
                 "test_macro_f1": float(f1_score(inputs.test_labels, test_pred, labels=classes, average="macro",
                                                 zero_division=0))}
-    eval_s = time.perf_counter() - t1
     return {
         "val_accuracy": float((val_pred == inputs.val_labels).mean()),
         "val_macro_f1": float(f1_score(inputs.val_labels, val_pred, labels=classes, average="macro", zero_division=0)),
         **test,
         "train_accuracy": float((train_pred == labels).mean()),
-        "final_loss": float(final_loss),
         "n_labeled": int(len(inputs.labeled)),
-        "n_added": int(len(added)),
         "n_train": int(len(rows)),
         "trainable_params": count_trainable(model),
         "confusion": confusion_matrix(inputs.val_labels, val_pred, labels=classes).tolist(),
-        "select_s": round(select_s, 4),
-        "train_s": round(train_s, 4),
-        "eval_s": round(eval_s, 4),
-        "trial_s": round(time.perf_counter() - start, 4),
-    }, chosen
+    }

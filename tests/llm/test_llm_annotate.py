@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from raysweep import sweep
-from raysweep.config import load_sweep
+from raysweep.config import RecipeConfig, load_sweep
 from raysweep.llm import annotate
 from raysweep.llm.fake_server import Reply
 from raysweep.llm.generate import GenerationError
@@ -91,10 +91,10 @@ def test_an_annotated_trial_chooses_with_gold_labels_and_trains_on_the_llms(monk
     pd.DataFrame({"row": [3, 5], "text": ["c", "e"], "gold": [3, 0], "llm_label": [1, 2],
                   "request_id": [0, 0]}).to_csv(tmp_path / annotate.LABELS, index=False)
     gold = np.array([0, 1, 2, 3, 4, 0])
-    context = {"train_labels": gold, "val_labels": np.array([1]), "labeled": np.array([0, 2]),
-               "pool_rows": np.array([1, 3, 4, 5]), "num_classes": 5,
-               "artifacts": {"m|pooler|pooler": ("train", "val")}}
-    context["annotated_labels"] = annotate.trial_labels(tmp_path, gold, context["pool_rows"])
+    context = sweep.TrialContext(train_labels=gold, val_labels=np.array([1]), labeled=np.array([0, 2]),
+                                 pool_rows=np.array([1, 3, 4, 5]), num_classes=5,
+                                 artifacts={"m|pooler|pooler": ("train", "val")}, recipe=RecipeConfig())
+    context.annotated_labels = annotate.trial_labels(tmp_path, gold, context.pool_rows)
     inp = sweep.trial_inputs(context, "m|pooler|pooler", "llm_annotated")
     real = sweep.trial_inputs(context, "m|pooler|pooler")
     assert inp.train_acts == real.train_acts == "train" and inp.pool_rows.tolist() == real.pool_rows.tolist()

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from raysweep import augment, runtime, sweep
-from raysweep.config import ConfigError, load_sweep
+from raysweep.config import ConfigError, RecipeConfig, load_sweep
 from raysweep.embed import load_activations
-from raysweep.train import build_model, fit, predict_proba
+from raysweep.model import build_model, fit, predict_proba
 
 
 def write_sweep(tmp_path, data, encoder, base_url, extra: str = "", name: str = "gen.yaml"):
@@ -70,11 +70,11 @@ def test_the_llm_and_teacher_sections_are_validated(tmp_path):
 
 def test_an_llm_pool_trains_on_real_rows_then_generated_rows_with_the_pools_labels(monkeypatch):
     monkeypatch.setattr(sweep, "_activations", lambda path: path)  # the artifact paths stand in for features
-    context = {"train_labels": np.array([0, 1, 2, 3, 4, 0]), "val_labels": np.array([1]), "labeled": np.array([0, 2]),
-               "pool_rows": np.array([1, 3, 4, 5]), "num_classes": 5,
-               "artifacts": {"m|pooler|last-linear": ("train", "val"),
-                             "m|pooler|last-linear|generated": ("train+gen", "val")},
-               "generated_labels": {"llm": np.array([4, 4, 3]), "llm_teacher": np.array([0, 4, 2])}}
+    context = sweep.TrialContext(
+        train_labels=np.array([0, 1, 2, 3, 4, 0]), val_labels=np.array([1]), labeled=np.array([0, 2]),
+        pool_rows=np.array([1, 3, 4, 5]), num_classes=5, recipe=RecipeConfig(),
+        artifacts={"m|pooler|last-linear": ("train", "val"), "m|pooler|last-linear|generated": ("train+gen", "val")},
+        generated_labels={"llm": np.array([4, 4, 3]), "llm_teacher": np.array([0, 4, 2])})
     real = sweep.trial_inputs(context, "m|pooler|last-linear")
     assert real.train_acts == "train" and real.pool_rows.tolist() == [1, 3, 4, 5]
     assert real.train_labels.tolist() == [0, 1, 2, 3, 4, 0]

@@ -9,6 +9,7 @@ from scipy import stats
 from test_scoring import RECIPE, SELECTION, acts, inputs_for, model_for  # noqa: F401 - acts is a fixture
 
 from raysweep import chosen, strategies, sweep, train
+from raysweep import model as modeling
 from raysweep.config import SelectionConfig
 from raysweep.storage import Output
 from raysweep.train import Cell, choose_rows, select_rows
@@ -40,7 +41,7 @@ def test_choose_rows_is_select_rows_in_pick_order(acts, name):
 def test_entropy_scores_on_record_are_the_rows_entropies(acts):
     inp = inputs_for(acts, "last-linear")
     got = choose_rows(Cell("real", "entropy", 1, "last-linear", 0), inp, RECIPE, SELECTION)
-    probs = train.predict_proba(model_for(acts, "last-linear"), inp.train_acts, got.rows)
+    probs = modeling.predict_proba(model_for(acts, "last-linear"), inp.train_acts, got.rows)
     assert np.allclose(got.scores, [stats.entropy(p) for p in probs], atol=1e-5)
     two = choose_rows(Cell("real", "entropy", 2, "pooler", 0), inp, RECIPE, SelectionConfig(rounds=2))
     assert_array_equal(two.steps, [0] * 9 + [1] * 9)
@@ -51,7 +52,9 @@ def test_a_finished_cell_writes_its_chosen_rows(acts, tmp_path, uri):
     inp = dataclasses.replace(inputs_for(acts, "pooler"), val_labels=np.arange(36) % 5)  # val = train here
     out = Output(f"file://{tmp_path}" if uri else tmp_path)
     out.mkdir("cells")
-    context = {"recipe": vars(RECIPE), "selection": vars(SELECTION), "fixed": "f00"}
+    context = sweep.TrialContext(train_labels=inp.train_labels, val_labels=inp.val_labels, labeled=inp.labeled,
+                                 pool_rows=inp.pool_rows, num_classes=5, artifacts={}, recipe=RECIPE,
+                                 selection=SELECTION, fixed="f00")
     sweep_trial_inputs = sweep.trial_inputs
     try:
         sweep.trial_inputs = lambda context, variant, pool="real": inp

@@ -7,10 +7,12 @@ import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats
 
+from raysweep import model as modeling
 from raysweep import scoring, strategies, train
 from raysweep.backbone import Backbone, boundary_for
 from raysweep.config import RecipeConfig, SelectionConfig
 from raysweep.embed import ensure_activations, load_activations
+from raysweep.hashing import state_digest
 from raysweep.train import Cell, TrialInputs, select_rows
 
 TEXTS = ["a good movie .", "the plot is boring and not fun", "great film !", "awful , awful movie",
@@ -43,7 +45,7 @@ def inputs_for(acts, freeze, cache_dir=None):
 
 def model_for(acts, freeze, seed=0):
     inp = inputs_for(acts, freeze)
-    return scoring.trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], 5, RECIPE, seed)
+    return modeling.trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], 5, RECIPE, seed)
 
 
 @pytest.mark.parametrize("freeze", FREEZES)
@@ -51,7 +53,7 @@ def test_scores_are_the_models_own_outputs(acts, freeze):
     model = model_for(acts, freeze)
     rows = np.array([3, 17, 5, 30, 8, 1])
     got = scoring.score_rows(model, acts[freeze], rows, mc_samples=3, seed=1)
-    assert_allclose(got.probs, train.predict_proba(model, acts[freeze], rows), rtol=1e-5, atol=1e-6)
+    assert_allclose(got.probs, modeling.predict_proba(model, acts[freeze], rows), rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         x, mask = acts[freeze].batch(rows)
         assert_allclose(got.embeddings, model.eval().sentence_vector(x, mask).numpy(), rtol=1e-5, atol=1e-6)
@@ -87,17 +89,17 @@ def test_chunk_plan_groups_token_rows_by_length(acts):
 def test_models_and_scores_are_cached_per_state_and_rows(acts, tmp_path, monkeypatch):
     inp = inputs_for(acts, "pooler", tmp_path)
     labels = inp.train_labels[inp.labeled]
-    first = scoring.trained_model(inp.train_acts, inp.labeled, labels, 5, RECIPE, 0, tmp_path)
+    first = modeling.trained_model(inp.train_acts, inp.labeled, labels, 5, RECIPE, 0, tmp_path)
     rows = np.arange(36)
     scored = scoring.score_rows(first, inp.train_acts, rows, mc_samples=3, cache_dir=tmp_path)
 
     def boom(*args, **kwargs):
         raise AssertionError("recomputed what the cache holds")
 
-    monkeypatch.setattr(train, "fit", boom)
+    monkeypatch.setattr(modeling, "fit", boom)
     monkeypatch.setattr(scoring, "score_chunks", boom)
-    cached = scoring.trained_model(inp.train_acts, inp.labeled, labels, 5, RECIPE, 0, tmp_path)
-    assert scoring.state_digest(cached) == scoring.state_digest(first)
+    cached = modeling.trained_model(inp.train_acts, inp.labeled, labels, 5, RECIPE, 0, tmp_path)
+    assert state_digest(cached) == state_digest(first)
     again = scoring.score_rows(cached, inp.train_acts, rows, mc_samples=3, cache_dir=tmp_path)
     assert_array_equal(again.probs, scored.probs)
     assert_array_equal(again.mc_probs, scored.mc_probs)
@@ -105,7 +107,7 @@ def test_models_and_scores_are_cached_per_state_and_rows(acts, tmp_path, monkeyp
     with pytest.raises(AssertionError, match="recomputed"):
         scoring.score_rows(cached, inp.train_acts, rows[:-1], cache_dir=tmp_path)
     with pytest.raises(AssertionError, match="recomputed"):
-        scoring.trained_model(inp.train_acts, inp.labeled, labels, 5, RECIPE, 1, tmp_path)
+        modeling.trained_model(inp.train_acts, inp.labeled, labels, 5, RECIPE, 1, tmp_path)
     with pytest.raises(AssertionError, match="recomputed"):
         scoring.score_rows(cached, inp.train_acts, rows, base=False, mc_samples=5, cache_dir=tmp_path)
 
@@ -127,8 +129,8 @@ def test_a_trial_never_adds_a_labeled_row(acts, name, tmp_path):
 def test_fractions_and_strategies_of_a_freeze_and_seed_share_one_model(acts, tmp_path, monkeypatch):
     inp = inputs_for(acts, "pooler", tmp_path)
     fits, passes = [], []
-    real_fit, real_chunks = train.fit, scoring.score_chunks
-    monkeypatch.setattr(train, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    real_fit, real_chunks = modeling.fit, scoring.score_chunks
+    monkeypatch.setattr(modeling, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
     monkeypatch.setattr(scoring, "score_chunks", lambda *a, **k: passes.append(1) or real_chunks(*a, **k))
     for name in ("entropy", "sqbc", "margin", "coreset", "badge", "least-confidence"):
         for fraction in (0, 1, 2, 4):
@@ -141,7 +143,7 @@ def test_fractions_and_strategies_of_a_freeze_and_seed_share_one_model(acts, tmp
 def test_entropy_adds_the_rows_its_model_is_least_sure_of(acts):
     inp = inputs_for(acts, "last-linear")
     model = model_for(acts, "last-linear")
-    probs = train.predict_proba(model, inp.train_acts, inp.pool_rows)
+    probs = modeling.predict_proba(model, inp.train_acts, inp.pool_rows)
     ent = np.array([stats.entropy(p) for p in probs])
     added = select_rows(Cell("real", "entropy", 1, "last-linear", 0), inp, RECIPE, SELECTION)
     assert set(added.tolist()) == set(inp.pool_rows[np.argsort(-ent)[:9]].tolist())
@@ -150,8 +152,8 @@ def test_entropy_adds_the_rows_its_model_is_least_sure_of(acts):
 def test_multi_round_retrains_on_what_it_acquired(acts, tmp_path, monkeypatch):
     inp = inputs_for(acts, "pooler", tmp_path)
     trained = []
-    real = scoring.trained_model
-    monkeypatch.setattr(scoring, "trained_model",
+    real = train.trained_model
+    monkeypatch.setattr(train, "trained_model",
                         lambda a, rows, *r, **k: trained.append(len(rows)) or real(a, rows, *r, **k))
     three = select_rows(Cell("real", "entropy", 2, "pooler", 0), inp, RECIPE, SelectionConfig(rounds=3))
     assert trained == [9, 15, 21]  # 18 rows in steps of 6, each round trained on everything so far
@@ -174,9 +176,9 @@ def test_each_round_takes_the_top_of_a_model_trained_on_everything_so_far(acts):
     assert len(second) == 9
     remaining, rows = inp.pool_rows, inp.labeled
     for picks in (first, second):
-        model = train.build_model(inp.train_acts, 5, RECIPE, 0)
-        train.fit(model, inp.train_acts, rows, inp.train_labels[rows], RECIPE, 0)
-        ent = np.array([stats.entropy(p) for p in train.predict_proba(model, inp.train_acts, remaining)])
+        model = modeling.build_model(inp.train_acts, 5, RECIPE, 0)
+        modeling.fit(model, inp.train_acts, rows, inp.train_labels[rows], RECIPE, 0)
+        ent = np.array([stats.entropy(p) for p in modeling.predict_proba(model, inp.train_acts, remaining)])
         taken = np.isin(remaining, picks)
         assert taken.sum() == 9 and ent[taken].min() >= ent[~taken].max() - 1e-6
         rows = np.concatenate([rows, np.sort(picks)])
@@ -248,4 +250,4 @@ def test_score_many_mixes_cached_and_new_jobs_in_order(acts, tmp_path):
     first, second = scoring.score_many(jobs, cache_dir=tmp_path, log=logs.append)
     assert logs == [logs[0]] and "20 rows under 1 model(s)" in logs[0]  # only the new job was scored
     assert_array_equal(second.mc_probs, cached.mc_probs)
-    assert_allclose(first.probs, train.predict_proba(a, acts["pooler"], rows), rtol=1e-5, atol=1e-6)
+    assert_allclose(first.probs, modeling.predict_proba(a, acts["pooler"], rows), rtol=1e-5, atol=1e-6)
