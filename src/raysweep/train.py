@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, f1_score
 from torch import nn
 
 from raysweep import scoring, strategies
 from raysweep.backbone import Classifier, FullEncoderClassifier, count_trainable
 from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
 from raysweep.embed import Activations
+from raysweep.metrics import confusion, macro_f1
 
 
 @dataclass(frozen=True)
@@ -281,19 +281,17 @@ def run_trial_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig,
     log_training("trial", json.dumps(asdict(cell), sort_keys=True))
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    classes = list(range(inputs.num_classes))
     val_pred = predict_proba(model, inputs.val_acts).argmax(1)
     train_pred = predict_proba(model, inputs.train_acts, rows).argmax(1)
     test = {}
     if inputs.test_acts is not None:  # the same model on held-out rows nobody chose anything on
         test_pred = predict_proba(model, inputs.test_acts).argmax(1)
         test = {"test_accuracy": float((test_pred == inputs.test_labels).mean()),
-                "test_macro_f1": float(f1_score(inputs.test_labels, test_pred, labels=classes, average="macro",
-                                                zero_division=0))}
+                "test_macro_f1": macro_f1(inputs.test_labels, test_pred, inputs.num_classes)}
     eval_s = time.perf_counter() - t1
     return {
         "val_accuracy": float((val_pred == inputs.val_labels).mean()),
-        "val_macro_f1": float(f1_score(inputs.val_labels, val_pred, labels=classes, average="macro", zero_division=0)),
+        "val_macro_f1": macro_f1(inputs.val_labels, val_pred, inputs.num_classes),
         **test,
         "train_accuracy": float((train_pred == labels).mean()),
         "final_loss": float(final_loss),
@@ -301,7 +299,7 @@ def run_trial_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig,
         "n_added": int(len(added)),
         "n_train": int(len(rows)),
         "trainable_params": count_trainable(model),
-        "confusion": confusion_matrix(inputs.val_labels, val_pred, labels=classes).tolist(),
+        "confusion": confusion(inputs.val_labels, val_pred, inputs.num_classes).tolist(),
         "select_s": round(select_s, 4),
         "train_s": round(train_s, 4),
         "eval_s": round(eval_s, 4),
