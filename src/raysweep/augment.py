@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix
 
-from raysweep import model
+from raysweep import metrics, model
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import SweepConfig, parse_lora, to_dict
 from raysweep.data import Splits, load_splits
@@ -158,7 +157,7 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
 
     rows = result.rows.assign(teacher_label=teacher["labels"])
     llm, tea = rows["llm_label"].to_numpy(), rows["teacher_label"].to_numpy()
-    confusion = confusion_matrix(llm, tea, labels=list(range(cfg.data.num_classes))).tolist()
+    confusion = metrics.confusion(llm, tea, cfg.data.num_classes).tolist()
     summary = {
         **s,
         "teacher": {"freeze": cfg.teacher.freeze, "epochs": teacher["epochs"], "seed": cfg.teacher.seed,

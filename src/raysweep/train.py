@@ -15,13 +15,13 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
 
 from raysweep import scoring, strategies
 from raysweep.backbone import count_trainable
 from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
 from raysweep.embed import Activations
 from raysweep.grid import Cell, rows_to_add
+from raysweep.metrics import confusion, macro_f1
 from raysweep.model import Member, log_training, predict_proba, trained_model, trained_models
 
 
@@ -176,22 +176,20 @@ def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, sel
 
 def evaluate(model, inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray) -> dict:
     """A trained model's metrics on val (and test), and on the rows it trained on."""
-    classes = list(range(inputs.num_classes))
     val_pred = predict_proba(model, inputs.val_acts).argmax(1)
     train_pred = predict_proba(model, inputs.train_acts, rows).argmax(1)
     test = {}
     if inputs.test_acts is not None:  # the same model on held-out rows nobody chose anything on
         test_pred = predict_proba(model, inputs.test_acts).argmax(1)
         test = {"test_accuracy": float((test_pred == inputs.test_labels).mean()),
-                "test_macro_f1": float(f1_score(inputs.test_labels, test_pred, labels=classes, average="macro",
-                                                zero_division=0))}
+                "test_macro_f1": macro_f1(inputs.test_labels, test_pred, inputs.num_classes)}
     return {
         "val_accuracy": float((val_pred == inputs.val_labels).mean()),
-        "val_macro_f1": float(f1_score(inputs.val_labels, val_pred, labels=classes, average="macro", zero_division=0)),
+        "val_macro_f1": macro_f1(inputs.val_labels, val_pred, inputs.num_classes),
         **test,
         "train_accuracy": float((train_pred == labels).mean()),
         "n_labeled": int(len(inputs.labeled)),
         "n_train": int(len(rows)),
         "trainable_params": count_trainable(model),
-        "confusion": confusion_matrix(inputs.val_labels, val_pred, labels=classes).tolist(),
+        "confusion": confusion(inputs.val_labels, val_pred, inputs.num_classes).tolist(),
     }

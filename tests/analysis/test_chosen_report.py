@@ -49,9 +49,10 @@ def test_the_report_shows_what_each_strategy_chose(tmp_path):
     assert top[top["strategy"] == "random"]["mean_score"].isna().all()
 
 
-def test_a_sweep_without_chosen_rows_says_so(tmp_path):
-    results = write_trials(tmp_path / "results")
-    report = analyze([results], tmp_path / "report", n_boot=200).read_text()
+def test_a_sweep_without_chosen_rows_says_so(trials_only_report):
+    # The hand-made trials alone (conftest.py: write_trials, then `raysweep analyze`): no chosen/.
+    assert not (trials_only_report.parent.parent / "results" / "chosen").exists()
+    report = trials_only_report.read_text()
     assert "8 of 8 finished cells have no chosen rows on record" in report
     assert "no cell of the real pool has chosen rows on record" in report
-    assert not (tmp_path / "report" / "figures" / "chosen_label_distribution.png").exists()
+    assert not (trials_only_report.parent / "figures" / "chosen_label_distribution.png").exists()

@@ -139,9 +139,7 @@ class PerNodeCluster:
         psutil.wait_procs(procs, timeout=10)
 
     def shutdown(self) -> None:
-        for node in [*self.workers, self.head]:
-            if node is not None and node.proc.poll() is None:
-                stop_by_pid(node.proc)
+        stop_by_pid(*(node.proc for node in [*self.workers, self.head] if node is not None and node.proc.poll() is None))
 
 
 @contextmanager

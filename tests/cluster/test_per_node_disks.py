@@ -26,7 +26,7 @@ from headnode import six_cells, wait_job
 from pernode import PerNodeCluster, per_node_cluster, skip_reason
 
 from raysweep.config import load_sweep
-from raysweep.sweep import cell_ids, expand
+from raysweep.sweep import cell_ids, cell_progress, expand
 
 pytestmark = pytest.mark.slow
 
@@ -226,10 +226,13 @@ def test_a_submitted_sweep_whose_driver_is_killed_resumes_when_submitted_again(c
     state = wait_job(cluster.dashboard, first, timeout=600)
     assert state.status == "FAILED", state
     # Trials already running may still finish after their driver died (PITFALLS.md): wait for
-    # them to end, so that what counts as "finished before the resubmit" no longer moves.
+    # them to end, so that what counts as "finished before the resubmit" no longer moves. A
+    # trial killed with its driver leaves its .running marker behind, so wait for what `status`
+    # counts as running (a marker whose trial process is alive), not for the markers to go.
     deadline = time.monotonic() + 120
-    while list((out / "cells").glob("*.running")) and time.monotonic() < deadline:
-        time.sleep(1)
+    while cell_progress(cfg, out)["running"]:
+        assert time.monotonic() < deadline, "trials still running 120 s after their driver was killed"
+        time.sleep(0.5)
     before = {p.stem: (p.stat().st_mtime_ns, p.read_text()) for p in (out / "cells").glob("*.json")}
     assert 0 < len(before) < len(ids), sorted(before)
 

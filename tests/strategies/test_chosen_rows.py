@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 from scipy import stats
-from test_scoring import RECIPE, SELECTION, acts, inputs_for, model_for  # noqa: F401 - acts is a fixture
+from test_scoring import RECIPE, SELECTION, inputs_for, model_for
 
 from raysweep import chosen, strategies, sweep, train
 from raysweep import model as modeling

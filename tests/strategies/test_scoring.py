@@ -9,31 +9,13 @@ from scipy import stats
 
 from raysweep import model as modeling
 from raysweep import scoring, strategies, train
-from raysweep.backbone import Backbone, boundary_for
 from raysweep.config import RecipeConfig, SelectionConfig
-from raysweep.embed import ensure_activations, load_activations
 from raysweep.hashing import state_digest
 from raysweep.train import Cell, TrialInputs, select_rows
 
-TEXTS = ["a good movie .", "the plot is boring and not fun", "great film !", "awful , awful movie",
-         "not very good but fun", "the film is very very very boring .", "bad", "a great plot , a good film",
-         "fun", "the movie is not bad", "very good", "boring , boring plot"]
 RECIPE = RecipeConfig(epochs=3, batch_size=4, step_size=2)
 SELECTION = SelectionConfig(k=3, mc_samples=4)
-FREEZES = ("last-linear", "pooler", "last-attention")
-
-
-@pytest.fixture(scope="module")
-def acts(tiny_bert, tmp_path_factory):
-    """Activations of 36 rows per freeze mode (12 texts x 3): 9 labeled, 27 in the pool."""
-    backbone = Backbone(tiny_bert)
-    cache = tmp_path_factory.mktemp("acts")
-    out = {}
-    for freeze in FREEZES:
-        b = boundary_for(freeze, backbone.num_layers, "pooler", 32)
-        [path] = ensure_activations(tiny_bert, TEXTS * 3, [b], cache, use_ray=False, log=lambda *_: None)
-        out[freeze] = load_activations(path)
-    return out
+FREEZES = ("last-linear", "pooler", "last-attention")  # the activations of conftest.acts
 
 
 def inputs_for(acts, freeze, cache_dir=None):

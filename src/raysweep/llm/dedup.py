@@ -25,7 +25,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import CountVectorizer
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -36,6 +35,10 @@ def normalize(text: str) -> str:
 
 
 def _word_matrices(*groups: list[str]):
+    # Imported here: parse.py needs `normalize`, and the trial path (sweep -> llm.annotate -> parse)
+    # stays free of scikit-learn's import time (tests/test_metrics.py).
+    from sklearn.feature_extraction.text import CountVectorizer
+
     vectorizer = CountVectorizer(binary=True, lowercase=False, token_pattern=None, tokenizer=str.split)
     vectorizer.fit([normalize(t) for g in groups for t in g])
     return [vectorizer.transform([normalize(t) for t in g]).tocsr().astype(np.int32) for g in groups]
