@@ -36,12 +36,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raysweep import labelstudio, scoring, strategies, train
+from raysweep import labelstudio, poolscan, scoring, strategies, train
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import (ConfigError, EncoderConfig, RecipeConfig, SelectionConfig, apply_overrides, from_dict,
                              load_config, parse_freeze, to_dict)
 from raysweep.data import DataError, read_table
-from raysweep.embed import RAY_MIN_ENCODE_ROWS, ensure_activation_sets, load_activations
+from raysweep.embed import RAY_MIN_ENCODE_ROWS, activation_key, ensure_activation_sets, load_activations
+from raysweep.runtime import ray_running
 from raysweep.strategies.diversity import k_center_greedy
 
 PROJECT_FILE = "project.yaml"
@@ -369,13 +370,14 @@ def activations(project: Project, use_ray: bool, log=print):
     cfg = project.cfg
     backbone = load_backbone(cfg.encoder.name)
     boundary = boundary_for(cfg.freeze, backbone.num_layers, cfg.encoder.pooling, cfg.encoder.max_length)
-    if use_ray and len(project.texts) >= RAY_MIN_ENCODE_ROWS:
-        from raysweep.sweep import init_ray
-
-        init_ray(None)
-    paths = ensure_activation_sets(cfg.encoder.name, {"rows": project.texts}, [boundary], project.dir / "cache",
-                                   use_ray=use_ray, batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors,
-                                   log=log)
+    cached = (project.dir / "cache" / activation_key(backbone.fingerprint, boundary, project.texts)
+              / "meta.json").exists()
+    # Ray only for a pass that will run on it (a later round reads the cache: no actors to start),
+    # stopped when the pass is done unless the caller's own Ray was already up.
+    with ray_running(enabled=use_ray and not cached and len(project.texts) >= RAY_MIN_ENCODE_ROWS):
+        paths = ensure_activation_sets(cfg.encoder.name, {"rows": project.texts}, [boundary], project.dir / "cache",
+                                       use_ray=use_ray, batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors,
+                                       log=log)
     return load_activations(paths["rows"][0])
 
 
@@ -406,7 +408,10 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
-def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Path:
+def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_memory: bool = False) -> Path:
+    """Choose the batch. Pooled freeze modes read the pool a run at a time (poolscan.py), so memory
+    stays bounded by a run however large the pool; token-level modes, and `in_memory` (the tests'
+    reference), score the whole pool at once through `scoring.pool_view`. Both pick the same rows."""
     cfg, classes = project.cfg, project.classes
     labeled = np.flatnonzero(project.labels >= 0)
     pool = np.flatnonzero((project.labels < 0) & ~project.offered)
@@ -416,6 +421,8 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Pat
     t0 = time.perf_counter()
     probs = scores = None
     model = None
+    chunked = not acts.boundary.ragged and not in_memory
+    work_dir = project.dir / "cache"
     summary: dict = {"round": len(project.rounds) + 1, "labeled": int(len(labeled)), "pool": int(len(pool)),
                      "batch": int(n), "classes": classes, "encoder": to_dict(cfg.encoder), "freeze": cfg.freeze,
                      "seed": cfg.seed}
@@ -425,8 +432,11 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Pat
             picked = rng.permutation(len(pool))[:n]
         else:  # the encoder's own sentence vectors (an untrained head's input): cover the space
             blank = train.build_model(acts, len(classes), cfg.recipe, cfg.seed)
-            vectors = scoring.score_rows(blank, acts, pool).embeddings
-            picked = k_center_greedy(vectors, np.empty((0, vectors.shape[1])), n, rng)
+            if chunked:
+                picked = poolscan.cold_start_k_center(blank, acts, pool, n, rng, work_dir)
+            else:
+                vectors = scoring.score_rows(blank, acts, pool).embeddings
+                picked = k_center_greedy(vectors, np.empty((0, vectors.shape[1])), n, rng)
         summary.update(strategy=f"cold start: {how}", cv_accuracy=None,
                        cv_note="nothing is labeled yet: no model, no estimate")
         log(f"cold start: nothing is labeled yet, so the first {n} rows are chosen by "
@@ -439,17 +449,23 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Pat
             + (f"{acc:.3f} +- {std:.3f} ({folds} folds)" if acc is not None else f"none ({note})")
             + (f"; {note}" if note and acc is not None else ""))
         model = scoring.trained_model(acts, labeled, y, len(classes), cfg.recipe, cfg.seed, project.dir / "cache")
-        view = scoring.pool_view(strategy.needs | {"probs"}, model, acts, pool, labeled, y, cfg.selection, cfg.seed,
-                                 cache_dir=project.dir / "cache", use_ray=use_ray, log=log)
         # Diverse: rank more than the batch, then walk down the ranking past near-duplicates.
         want = min(len(pool), n * 5) if cfg.diverse else n
-        picked, ranked_scores = strategy.ranked(view, want, rng)
-        if cfg.diverse:
-            keep = _diverse(np.arange(len(picked)), view.embeddings[picked], n, cfg.similarity)
+        if chunked and poolscan.handles(strategy):
+            picks = poolscan.ranked(strategy, model, acts, pool, labeled, y, want, rng, cfg.selection.mc_samples,
+                                    cfg.seed, work_dir)
+            picked, ranked_scores, probs, vectors = picks.positions, picks.scores, picks.probs, picks.embeddings
+        else:
+            view = scoring.pool_view(strategy.needs | {"probs"}, model, acts, pool, labeled, y, cfg.selection,
+                                     cfg.seed, cache_dir=project.dir / "cache", use_ray=use_ray, log=log)
+            picked, ranked_scores = strategy.ranked(view, want, rng)
+            probs, vectors = view.probs[picked], view.embeddings[picked]
+        if cfg.diverse:  # only over the candidates: their vectors are all this needs
+            keep = _diverse(np.arange(len(picked)), vectors, n, cfg.similarity)
             summary["diverse_skipped"] = int(keep.max() + 1 - len(keep)) if len(keep) else 0
-            picked = picked[keep]
+            picked, probs = picked[keep], probs[keep]
             ranked_scores = ranked_scores[keep] if ranked_scores is not None else None
-        probs, scores = view.probs[picked], ranked_scores
+        scores = ranked_scores
     summary["select_s"] = round(time.perf_counter() - t0, 3)
     summary["encode_s"] = round(encoded_s, 3)
     return write_round(project, pool[picked], probs, scores, model, summary, log)
