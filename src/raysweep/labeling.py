@@ -383,14 +383,18 @@ def activations(project: Project, use_ray: bool, log=print):
 
 def next_round(project: Project, use_ray: bool = True, log=print) -> Path:
     """Train on every labeled row, estimate accuracy, choose the next batch, write its files."""
-    if not ((project.labels < 0) & ~project.offered).any():  # before the encoder pass, not after it
-        raise DataError(f"{project.dir}: no row left to offer ({int((project.labels >= 0).sum())} labeled, "
-                        f"{int(((project.labels < 0) & project.offered).sum())} offered and not labeled)")
+    _check_offerable(project)  # before the encoder pass, not after it
     start = time.perf_counter()
     acts = activations(project, use_ray, log)
     encoded_s = time.perf_counter() - start
     with _one_thread():
         return _choose(project, acts, encoded_s, use_ray, log)
+
+
+def _check_offerable(project: Project) -> None:
+    if not ((project.labels < 0) & ~project.offered).any():
+        raise DataError(f"{project.dir}: no row left to offer ({int((project.labels >= 0).sum())} labeled, "
+                        f"{int(((project.labels < 0) & project.offered).sum())} offered and not labeled)")
 
 
 @contextmanager
@@ -511,11 +515,10 @@ def write_round(project: Project, rows: np.ndarray, probs: np.ndarray | None, sc
     return d
 
 
-def select(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), labels: str | Path | None = None,
-           sweep_file: str | None = None, results_dir: str | Path | None = None, use_ray: bool = True,
-           log=print) -> Path:
-    """One step of the loop: merge returned `labels` (if given) into the open round, then write
-    the next round's batch. Everything is checked before any encoder pass or training.
+def prepare(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), labels: str | Path | None = None,
+            sweep_file: str | None = None, results_dir: str | Path | None = None, log=print) -> Project:
+    """Everything `select` does before any work: check the config, the files and every round,
+    merge returned `labels` (if given) into the open round, and check that a row is left to offer.
     `results_dir`: take the strategy from a finished sweep (`strategy_from_results`)."""
     project_dir = Path(project_dir)
     cfg = load_project_config(project_dir, overrides, sweep_file)
@@ -530,4 +533,13 @@ def select(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
     elif project.open_round is not None:
         raise DataError(f"{project.open_round}: this batch's labels have not come back yet: pass them with "
                         "--labels FILE (or --undo to drop the batch)")
-    return next_round(project, use_ray, log)
+    _check_offerable(project)
+    return project
+
+
+def select(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), labels: str | Path | None = None,
+           sweep_file: str | None = None, results_dir: str | Path | None = None, use_ray: bool = True,
+           log=print) -> Path:
+    """One step of the loop: merge returned `labels` (if given) into the open round, then write
+    the next round's batch. Everything is checked before any encoder pass or training (`prepare`)."""
+    return next_round(prepare(project_dir, overrides, labels, sweep_file, results_dir, log), use_ray, log)
