@@ -17,6 +17,7 @@ rows and every round of the loop:
         labels.csv        the labels that came back for this batch (id, label), once they have
         skipped.csv       ids returned without a label (skipped in Label Studio): never offered again
     cache/                the encoder's activations of every row (one encoder pass, reused each round)
+    logs/                 each round's full output (the CLI's console session)
 
 Any format `data.read_table` reads (.csv, .tsv, .parquet, .jsonl) works for both files. Rows
 without an id column get the id `<file stem>-<row number>`. The labeled rows are the labeled file
@@ -62,7 +63,7 @@ class ProjectConfig:
     label_column: str = "label"
     strategy: str = "entropy"  # `raysweep strategies` lists them; a sweep shows which works for your data
     batch: int = 50  # rows to label per round
-    freeze: str = "pooler"  # a pooled mode (last-linear, pooler) scores 100,000+ rows in memory bounded by the pool's vectors
+    freeze: str = "pooler"  # a pooled mode (last-linear, pooler) handles 100,000+ rows in memory bounded by a run (poolscan.py)
     diverse: bool = False  # no near-duplicates among the batch (see `similarity`)
     similarity: float = 0.95  # with `diverse`: a row this cosine-similar to a row already in the batch is passed over
     cold_start: str = "kcenter"  # no labeled rows yet: kcenter (cover the encoder's vector space) or random
