@@ -145,7 +145,8 @@ def run_one(d: Path, no_ray: bool, threads: int) -> dict:
                 raylet = max(raylet, hwm)
         if time.perf_counter() - last_note >= 60:  # the round's memory as it goes
             last_note = time.perf_counter()
-            print(f"[{last_note - start:6.0f} s] driver RSS {_status_mb(Path(f'/proc/{proc.pid}/status'), 'VmRSS'):.0f} MB, "
+            rss = _status_mb(Path(f"/proc/{proc.pid}/status"), "VmRSS")
+            print(f"[{last_note - start:6.0f} s] driver RSS {rss:.0f} MB, "
                   f"largest Ray worker so far {max(workers.values(), default=0):.0f} MB", file=sys.stderr, flush=True)
         time.sleep(1)
     out = proc.stdout.read()
@@ -166,7 +167,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--freeze", default="pooler")
     parser.add_argument("--layers", type=int, default=1, help="encoder layers kept (MiniLM has 6)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process encoder pass (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the in-process encoder pass (0: torch's default)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-ray", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

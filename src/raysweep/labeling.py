@@ -63,7 +63,7 @@ class ProjectConfig:
     label_column: str = "label"
     strategy: str = "entropy"  # `raysweep strategies` lists them; a sweep shows which works for your data
     batch: int = 50  # rows to label per round
-    freeze: str = "pooler"  # a pooled mode (last-linear, pooler) handles 100,000+ rows in memory bounded by a run (poolscan.py)
+    freeze: str = "pooler"  # pooled modes (last-linear, pooler): 100,000+ rows in bounded memory (poolscan.py)
     diverse: bool = False  # no near-duplicates among the batch (see `similarity`)
     similarity: float = 0.95  # with `diverse`: a row this cosine-similar to a row already in the batch is passed over
     cold_start: str = "kcenter"  # no labeled rows yet: kcenter (cover the encoder's vector space) or random

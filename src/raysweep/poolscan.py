@@ -272,7 +272,8 @@ def kmeans_pp(spill: Spill, n: int, rng: np.random.Generator) -> np.ndarray:
 def _greedy(strategy: Strategy, model, acts, rows: np.ndarray, size: int, labeled: np.ndarray, n: int,
             rng: np.random.Generator, work_dir: str | Path) -> Picks:
     badge = strategy.name == "badge"
-    spill = spill_vectors(model, acts, rows, size, work_dir, with_probs=badge, what=f"scoring the pool ({strategy.name})")
+    spill = spill_vectors(model, acts, rows, size, work_dir, with_probs=badge,
+                          what=f"scoring the pool ({strategy.name})")
     try:
         if badge:
             positions = kmeans_pp(spill, n, rng)
