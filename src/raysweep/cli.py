@@ -260,16 +260,22 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
               help="Override a project setting (repeatable), e.g. --set strategy=margin --set batch=100.")
 @click.option("--undo", is_flag=True, help="Take the last round back (its labels, or its batch); nothing is deleted.")
 @click.option("--no-ray", is_flag=True, help="Encode and score in this process even for a large pool.")
-def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, no_ray) -> None:
+@_verbosity_options
+def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, no_ray, verbose, quiet) -> None:
     """Write the next batch to label for a project; with --labels, merge the last batch's labels first."""
     from raysweep import labeling
 
+    verbosity = _verbosity(verbose, quiet)
     try:
         if undo:
             labeling.undo(project_dir, log=click.echo)
             return
-        labeling.select(project_dir, overrides, labels=labels, sweep_file=sweep_file, results_dir=results_dir,
-                        use_ray=not no_ray, log=click.echo)
+        # Checked (and returned labels merged) before the log file's line; the round itself shows
+        # stage lines and progress bars, with everything else in <project>/logs/.
+        project = labeling.prepare(project_dir, overrides, labels=labels, sweep_file=sweep_file,
+                                   results_dir=results_dir, log=click.echo)
+        with _logged("select", project_dir, "round", verbosity, None):
+            labeling.next_round(project, use_ray=not no_ray, log=console.line)
     except RaysweepError as exc:
         _fail(exc)
 

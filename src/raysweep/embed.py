@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from raysweep.backbone import Backbone, Boundary, load_backbone, pad_ragged
+from raysweep.cache_writer import EntryWriter
 from raysweep.config import POOLINGS
 from raysweep.console import progress
 from raysweep.hashing import Digest, json_digest
@@ -128,22 +129,20 @@ def _by_length(texts: list[str]) -> np.ndarray:
     return np.argsort([len(t) for t in texts], kind="stable")
 
 
-def _compute_local(backbone: Backbone, texts: list[str], boundaries: list[Boundary],
-                   batch_size: int) -> list[list[np.ndarray]]:
+def _compute_local(backbone: Backbone, texts: list[str], boundaries: list[Boundary], batch_size: int,
+                   sink) -> None:
+    """Encode `texts` batch by batch, handing each batch's features to `sink(rows, feats)` (one
+    entry of `feats` per boundary): nothing of the pass is kept here (cache_writer.py)."""
     order = _by_length(texts)
-    out = [[None] * len(texts) for _ in boundaries]
     with progress(len(texts), "encoder pass") as bar:
         for start in range(0, len(texts), batch_size):
             idx = order[start: start + batch_size]
-            for j, feats in enumerate(backbone.features_many([texts[i] for i in idx], boundaries)):
-                for i, f in zip(idx, feats):
-                    out[j][i] = f
+            sink(idx, backbone.features_many([texts[i] for i in idx], boundaries))
             bar.update(len(idx))
-    return out
 
 
 def _compute_ray(encoder: str, texts: list[str], boundaries: list[Boundary], batch_size: int, actors: int,
-                 hidden: int) -> list[list[np.ndarray]]:
+                 hidden: int, sink) -> None:
     import pandas as pd
     import ray
 
@@ -157,6 +156,7 @@ def _compute_ray(encoder: str, texts: list[str], boundaries: list[Boundary], bat
     n_blocks = max(1, min(len(texts) // batch_size, pool.max_size * 16))
     chunks = [pd.DataFrame({"row": idx, "text": [texts[i] for i in idx]}) for idx in np.array_split(order, n_blocks)]
     ds = ray.data.from_pandas([c for c in chunks if len(c)])
+    del chunks  # the object store holds them now
     ds = ds.map_batches(
         FrozenFeatures,
         fn_constructor_kwargs={"encoder": encoder, "boundaries": [dataclasses.asdict(b) for b in boundaries],
@@ -167,27 +167,14 @@ def _compute_ray(encoder: str, texts: list[str], boundaries: list[Boundary], bat
         num_cpus=1,  # one torch thread per actor; on GPU nodes the CPU only tokenizes
         num_gpus=pool.gpus,
     )
-    out = [[None] * len(texts) for _ in boundaries]
     with progress(len(texts), "encoder pass") as bar:
+        # Each block is written as it arrives (the sink), so the driver holds one block at a time.
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for j, b in enumerate(boundaries):
-                for row, data in zip(batch["row"], batch[f"data_{j}"]):
-                    arr = np.frombuffer(data, dtype=np.float32)
-                    out[j][int(row)] = arr.reshape(-1, hidden) if b.kind == "hidden" else arr
+            feats = [[np.frombuffer(data, dtype=np.float32).reshape(-1, hidden) if b.kind == "hidden"
+                      else np.frombuffer(data, dtype=np.float32) for data in batch[f"data_{j}"]]
+                     for j, b in enumerate(boundaries)]
+            sink(batch["row"], feats)
             bar.update(len(batch["row"]))
-    missing = sum(v is None for v in out[0])
-    if missing:
-        raise RuntimeError(f"activation cache: {missing} rows came back from Ray Data without features")
-    return out
-
-
-def _write(tmp: Path, rows: list[np.ndarray], boundary: Boundary) -> None:
-    if boundary.kind == "hidden":
-        lengths = np.array([len(r) for r in rows], dtype=np.int64)
-        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]))
-        np.save(tmp / "features.npy", np.concatenate(rows).astype(np.float32))
-    else:
-        np.save(tmp / "features.npy", np.stack(rows).astype(np.float32))
 
 
 def ensure_activations(encoder: str, texts: list[str], boundaries: list[Boundary], cache_root: str | Path,
@@ -233,22 +220,38 @@ def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], bounda
     flat = [t for name in names for t in text_sets[name]]
     start = time.perf_counter()
     use_ray = use_ray and len(flat) >= (RAY_MIN_ENCODE_ROWS if min_ray_rows is None else min_ray_rows)
-    if use_ray:
-        computed = _compute_ray(encoder, flat, unique, batch_size, actors, backbone.hidden_size)
-    else:
-        computed = _compute_local(backbone, flat, unique, batch_size)
-    seconds = round(time.perf_counter() - start, 2)
-    offset = 0
-    for name in names:
-        texts = text_sets[name]
-        stored = set()
-        for j in todo[name]:
-            k = unique.index(_computed_as(boundaries[j]))
-            if k not in stored:  # the other poolings of these token states are linked below
-                _store(finals[name][j], computed[k][offset: offset + len(texts)], boundaries[j], backbone,
-                       encoder, texts, seconds, use_ray)
-                stored.add(k)
-        offset += len(texts)
+    with ExitStack() as stack:
+        # One staged entry per (text set, computed boundary); its other poolings are linked below.
+        entries = []  # (first row in `flat`, rows, computed boundary k, boundary, text set, staged dir, writer)
+        offset = 0
+        for name in names:
+            texts = text_sets[name]
+            stored = set()
+            for j in todo[name]:
+                k = unique.index(_computed_as(boundaries[j]))
+                if k not in stored:
+                    tmp = stack.enter_context(_staged(finals[name][j]))
+                    writer = EntryWriter(tmp, len(texts), boundaries[j], backbone.hidden_size)
+                    stack.callback(writer.abort)
+                    entries.append((offset, len(texts), k, boundaries[j], name, tmp, writer))
+                    stored.add(k)
+            offset += len(texts)
+
+        def sink(rows, feats) -> None:
+            rows = np.asarray(rows, dtype=np.int64)
+            for first, n, k, _, _, _, writer in entries:
+                at = np.flatnonzero((rows >= first) & (rows < first + n))
+                if len(at):
+                    writer.put(rows[at] - first, [feats[k][i] for i in at])
+
+        if use_ray:
+            _compute_ray(encoder, flat, unique, batch_size, actors, backbone.hidden_size, sink)
+        else:
+            _compute_local(backbone, flat, unique, batch_size, sink)
+        seconds = round(time.perf_counter() - start, 2)
+        for _, _, _, boundary, name, tmp, writer in entries:
+            writer.close()
+            _finish(tmp, boundary, backbone, encoder, text_sets[name], seconds, use_ray)
     link_siblings()
     log(f"cached activations for {len(wanted)} boundaries x {len(flat)} rows in {seconds} s "
         f"({'Ray Data' if use_ray else 'in-process'})")
@@ -322,16 +325,15 @@ def concatenate_entries(parts: list[Path], texts: list[str], cache_root: str | P
     return final
 
 
-def _store(final: Path, rows: list[np.ndarray], boundary: Boundary, backbone: Backbone, encoder: str,
-           texts: list[str], seconds: float, use_ray: bool) -> None:
-    with _staged(final) as tmp:
-        _write(tmp, rows, boundary)
-        torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
-        meta = {"encoder": encoder, "fingerprint": backbone.fingerprint, "boundary": dataclasses.asdict(boundary),
-                "rows": len(texts), "hidden_size": backbone.hidden_size, "num_layers": backbone.num_layers,
-                "texts": texts_digest(texts), "seconds": seconds,
-                "computed_with": "ray-data" if use_ray else "in-process"}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+def _finish(tmp: Path, boundary: Boundary, backbone: Backbone, encoder: str, texts: list[str], seconds: float,
+            use_ray: bool) -> None:
+    """The start modules and meta.json of an entry whose features are written (cache_writer.py)."""
+    torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
+    meta = {"encoder": encoder, "fingerprint": backbone.fingerprint, "boundary": dataclasses.asdict(boundary),
+            "rows": len(texts), "hidden_size": backbone.hidden_size, "num_layers": backbone.num_layers,
+            "texts": texts_digest(texts), "seconds": seconds,
+            "computed_with": "ray-data" if use_ray else "in-process"}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
 @contextmanager

@@ -17,6 +17,7 @@ rows and every round of the loop:
         labels.csv        the labels that came back for this batch (id, label), once they have
         skipped.csv       ids returned without a label (skipped in Label Studio): never offered again
     cache/                the encoder's activations of every row (one encoder pass, reused each round)
+    logs/                 each round's full output (the CLI's console session)
 
 Any format `data.read_table` reads (.csv, .tsv, .parquet, .jsonl) works for both files. Rows
 without an id column get the id `<file stem>-<row number>`. The labeled rows are the labeled file
@@ -36,13 +37,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raysweep import labelstudio, scoring, strategies
+from raysweep import labelstudio, poolscan, scoring, strategies
 from raysweep import model as modeling
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import (ConfigError, EncoderConfig, RecipeConfig, SelectionConfig, apply_overrides, from_dict,
                              load_config, parse_freeze, to_dict)
 from raysweep.data import DataError, read_table
-from raysweep.embed import RAY_MIN_ENCODE_ROWS, ensure_activation_sets, load_activations
+from raysweep.embed import RAY_MIN_ENCODE_ROWS, activation_key, ensure_activation_sets, load_activations
+from raysweep.runtime import ray_running
 from raysweep.strategies.diversity import k_center_greedy
 
 PROJECT_FILE = "project.yaml"
@@ -62,7 +64,7 @@ class ProjectConfig:
     label_column: str = "label"
     strategy: str = "entropy"  # `raysweep strategies` lists them; a sweep shows which works for your data
     batch: int = 50  # rows to label per round
-    freeze: str = "pooler"  # a pooled mode (last-linear, pooler) scores 100,000+ rows in memory bounded by the pool's vectors
+    freeze: str = "pooler"  # pooled modes (last-linear, pooler): 100,000+ rows in bounded memory (poolscan.py)
     diverse: bool = False  # no near-duplicates among the batch (see `similarity`)
     similarity: float = 0.95  # with `diverse`: a row this cosine-similar to a row already in the batch is passed over
     cold_start: str = "kcenter"  # no labeled rows yet: kcenter (cover the encoder's vector space) or random
@@ -370,26 +372,31 @@ def activations(project: Project, use_ray: bool, log=print):
     cfg = project.cfg
     backbone = load_backbone(cfg.encoder.name)
     boundary = boundary_for(cfg.freeze, backbone.num_layers, cfg.encoder.pooling, cfg.encoder.max_length)
-    if use_ray and len(project.texts) >= RAY_MIN_ENCODE_ROWS:
-        from raysweep.sweep import init_ray
-
-        init_ray(None)
-    paths = ensure_activation_sets(cfg.encoder.name, {"rows": project.texts}, [boundary], project.dir / "cache",
-                                   use_ray=use_ray, batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors,
-                                   log=log)
+    cached = (project.dir / "cache" / activation_key(backbone.fingerprint, boundary, project.texts)
+              / "meta.json").exists()
+    # Ray only for a pass that will run on it (a later round reads the cache: no actors to start),
+    # stopped when the pass is done unless the caller's own Ray was already up.
+    with ray_running(enabled=use_ray and not cached and len(project.texts) >= RAY_MIN_ENCODE_ROWS):
+        paths = ensure_activation_sets(cfg.encoder.name, {"rows": project.texts}, [boundary], project.dir / "cache",
+                                       use_ray=use_ray, batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors,
+                                       log=log)
     return load_activations(paths["rows"][0])
 
 
 def next_round(project: Project, use_ray: bool = True, log=print) -> Path:
     """Train on every labeled row, estimate accuracy, choose the next batch, write its files."""
-    if not ((project.labels < 0) & ~project.offered).any():  # before the encoder pass, not after it
-        raise DataError(f"{project.dir}: no row left to offer ({int((project.labels >= 0).sum())} labeled, "
-                        f"{int(((project.labels < 0) & project.offered).sum())} offered and not labeled)")
+    _check_offerable(project)  # before the encoder pass, not after it
     start = time.perf_counter()
     acts = activations(project, use_ray, log)
     encoded_s = time.perf_counter() - start
     with _one_thread():
         return _choose(project, acts, encoded_s, use_ray, log)
+
+
+def _check_offerable(project: Project) -> None:
+    if not ((project.labels < 0) & ~project.offered).any():
+        raise DataError(f"{project.dir}: no row left to offer ({int((project.labels >= 0).sum())} labeled, "
+                        f"{int(((project.labels < 0) & project.offered).sum())} offered and not labeled)")
 
 
 @contextmanager
@@ -407,7 +414,10 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
-def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Path:
+def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_memory: bool = False) -> Path:
+    """Choose the batch. Pooled freeze modes read the pool a run at a time (poolscan.py), so memory
+    stays bounded by a run however large the pool; token-level modes, and `in_memory` (the tests'
+    reference), score the whole pool at once through `scoring.pool_view`. Both pick the same rows."""
     cfg, classes = project.cfg, project.classes
     labeled = np.flatnonzero(project.labels >= 0)
     pool = np.flatnonzero((project.labels < 0) & ~project.offered)
@@ -417,6 +427,8 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Pat
     t0 = time.perf_counter()
     probs = scores = None
     model = None
+    chunked = not acts.boundary.ragged and not in_memory
+    work_dir = project.dir / "cache"
     summary: dict = {"round": len(project.rounds) + 1, "labeled": int(len(labeled)), "pool": int(len(pool)),
                      "batch": int(n), "classes": classes, "encoder": to_dict(cfg.encoder), "freeze": cfg.freeze,
                      "seed": cfg.seed}
@@ -426,8 +438,11 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Pat
             picked = rng.permutation(len(pool))[:n]
         else:  # the encoder's own sentence vectors (an untrained head's input): cover the space
             blank = modeling.build_model(acts, len(classes), cfg.recipe, cfg.seed)
-            vectors = scoring.score_rows(blank, acts, pool).embeddings
-            picked = k_center_greedy(vectors, np.empty((0, vectors.shape[1])), n, rng)
+            if chunked:
+                picked = poolscan.cold_start_k_center(blank, acts, pool, n, rng, work_dir)
+            else:
+                vectors = scoring.score_rows(blank, acts, pool).embeddings
+                picked = k_center_greedy(vectors, np.empty((0, vectors.shape[1])), n, rng)
         summary.update(strategy=f"cold start: {how}", cv_accuracy=None,
                        cv_note="nothing is labeled yet: no model, no estimate")
         log(f"cold start: nothing is labeled yet, so the first {n} rows are chosen by "
@@ -440,17 +455,23 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log) -> Pat
             + (f"{acc:.3f} +- {std:.3f} ({folds} folds)" if acc is not None else f"none ({note})")
             + (f"; {note}" if note and acc is not None else ""))
         model = modeling.trained_model(acts, labeled, y, len(classes), cfg.recipe, cfg.seed, project.dir / "cache")
-        view = scoring.pool_view(strategy.needs | {"probs"}, model, acts, pool, labeled, y, cfg.selection, cfg.seed,
-                                 cache_dir=project.dir / "cache", use_ray=use_ray, log=log)
         # Diverse: rank more than the batch, then walk down the ranking past near-duplicates.
         want = min(len(pool), n * 5) if cfg.diverse else n
-        picked, ranked_scores = strategy.ranked(view, want, rng)
-        if cfg.diverse:
-            keep = _diverse(np.arange(len(picked)), view.embeddings[picked], n, cfg.similarity)
+        if chunked and poolscan.handles(strategy):
+            picks = poolscan.ranked(strategy, model, acts, pool, labeled, y, want, rng, cfg.selection.mc_samples,
+                                    cfg.seed, work_dir)
+            picked, ranked_scores, probs, vectors = picks.positions, picks.scores, picks.probs, picks.embeddings
+        else:
+            view = scoring.pool_view(strategy.needs | {"probs"}, model, acts, pool, labeled, y, cfg.selection,
+                                     cfg.seed, cache_dir=project.dir / "cache", use_ray=use_ray, log=log)
+            picked, ranked_scores = strategy.ranked(view, want, rng)
+            probs, vectors = view.probs[picked], view.embeddings[picked]
+        if cfg.diverse:  # only over the candidates: their vectors are all this needs
+            keep = _diverse(np.arange(len(picked)), vectors, n, cfg.similarity)
             summary["diverse_skipped"] = int(keep.max() + 1 - len(keep)) if len(keep) else 0
-            picked = picked[keep]
+            picked, probs = picked[keep], probs[keep]
             ranked_scores = ranked_scores[keep] if ranked_scores is not None else None
-        probs, scores = view.probs[picked], ranked_scores
+        scores = ranked_scores
     summary["select_s"] = round(time.perf_counter() - t0, 3)
     summary["encode_s"] = round(encoded_s, 3)
     return write_round(project, pool[picked], probs, scores, model, summary, log)
@@ -496,11 +517,10 @@ def write_round(project: Project, rows: np.ndarray, probs: np.ndarray | None, sc
     return d
 
 
-def select(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), labels: str | Path | None = None,
-           sweep_file: str | None = None, results_dir: str | Path | None = None, use_ray: bool = True,
-           log=print) -> Path:
-    """One step of the loop: merge returned `labels` (if given) into the open round, then write
-    the next round's batch. Everything is checked before any encoder pass or training.
+def prepare(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), labels: str | Path | None = None,
+            sweep_file: str | None = None, results_dir: str | Path | None = None, log=print) -> Project:
+    """Everything `select` does before any work: check the config, the files and every round,
+    merge returned `labels` (if given) into the open round, and check that a row is left to offer.
     `results_dir`: take the strategy from a finished sweep (`strategy_from_results`)."""
     project_dir = Path(project_dir)
     cfg = load_project_config(project_dir, overrides, sweep_file)
@@ -515,4 +535,13 @@ def select(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
     elif project.open_round is not None:
         raise DataError(f"{project.open_round}: this batch's labels have not come back yet: pass them with "
                         "--labels FILE (or --undo to drop the batch)")
-    return next_round(project, use_ray, log)
+    _check_offerable(project)
+    return project
+
+
+def select(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), labels: str | Path | None = None,
+           sweep_file: str | None = None, results_dir: str | Path | None = None, use_ray: bool = True,
+           log=print) -> Path:
+    """One step of the loop: merge returned `labels` (if given) into the open round, then write
+    the next round's batch. Everything is checked before any encoder pass or training (`prepare`)."""
+    return next_round(prepare(project_dir, overrides, labels, sweep_file, results_dir, log), use_ray, log)

@@ -117,6 +117,29 @@ def score_chunks(model: Classifier, acts: Activations, rows: np.ndarray, chunks:
     return out
 
 
+def score_in_chunks(model: Classifier, acts: Activations, rows: np.ndarray, lo: int = 0, base: bool = True,
+                    mc_samples: int = 0, seed: int = 0, run_rows: int = 8192):
+    """Score positions `lo`.. of `rows` (pooled activations) a run of `run_rows` at a time: yields
+    (start, what `score_chunks` returns for rows[start:start + run_rows]).
+
+    The runs are whole CHUNK-row steps of the plan `score_chunks` follows over all of `rows`, so
+    every number (MC-dropout masks included) equals the in-memory path's, while memory holds one
+    run. Each run reads a fresh map of the cache entry: a map's pages count in the process's
+    resident memory while it lives, and one map over a whole pass ends up holding the file."""
+    if acts.boundary.ragged or run_rows % CHUNK or lo % CHUNK:
+        raise ValueError("score_in_chunks: pooled activations and runs of whole chunks only")
+    rows = np.asarray(rows, dtype=np.int64)
+    device = assigned_device()
+    model.to(device)
+    try:
+        for start in range(lo, len(rows), run_rows):
+            at = np.arange(start, min(start + run_rows, len(rows)))
+            yield start, score_chunks(model, load_activations(acts.path), rows[at], at // CHUNK, base, mc_samples,
+                                      seed, device)
+    finally:
+        model.cpu()
+
+
 @dataclass
 class ScoringJob:
     """Rows of one activation set to score under one model."""
