@@ -84,7 +84,7 @@ def config_key(cfg: SweepConfig) -> str:
     llm["embedded"] = {k: llm["embedded"][k] for k in ("n_ctx", "samples_per_call", "max_tokens")}
     key = {"llm": {k: llm[k] for k in _ROW_SETTINGS}, "teacher": to_dict(cfg.teacher), "recipe": to_dict(cfg.recipe),
            "encoder": {"name": cfg.encoder.name, "pooling": cfg.encoder.pooling, "max_length": cfg.encoder.max_length},
-           "data": to_dict(cfg.data), "split": to_dict(cfg.split)}
+           "data": cfg.data.keyed(), "split": to_dict(cfg.split)}
     return json_digest(key, 16)
 
 

@@ -38,6 +38,7 @@ from raysweep.embed import Activations, load_activations
 from raysweep.hashing import Digest, json_digest
 from raysweep.storage import Output, Shipped, receive, ship
 from raysweep.strategies.diversity import gradient_embeddings
+from raysweep.tasks import Task
 
 FORMAT_VERSION = 1  # bump when what is stored changes: old entries are then simply not found
 CHUNK = 64  # rows per scoring step; the unit of MC-dropout seeding, so results ignore sharding
@@ -83,18 +84,22 @@ def _device() -> str:
 
 
 def model_key(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-              seed: int, lora: LoraSpec | None = None) -> str:
+              seed: int, lora: LoraSpec | None = None, task: Task | None = None) -> str:
+    regression = task is not None and task.regression
+    # A score must not be hashed as an integer (2.4 and 2.6 would share a key); a class keeps the int64 recipe.
+    labels = array_digest(np.asarray(labels, np.float64 if regression else np.int64))
     spec = {"v": FORMAT_VERSION, "acts": acts.path.name, "rows": array_digest(np.asarray(rows, np.int64)),
-            "labels": array_digest(np.asarray(labels, np.int64)), "classes": num_classes,
-            "recipe": to_dict(recipe), "seed": seed}
+            "labels": labels, "classes": num_classes, "recipe": to_dict(recipe), "seed": seed}
     if lora is not None:  # a LoRA mode shares top-K's activations; only then is the key told apart
         spec["lora"] = dataclasses.asdict(lora)
+    if task is not None and task.name != "classify":  # likewise: single-sentence classification keeps its keys
+        spec["task"] = task.name
     return _digest(spec)
 
 
 def model_path(cache_dir: str | Path, acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int,
-               recipe: RecipeConfig, seed: int, lora: LoraSpec | None = None) -> Path:
-    key = model_key(acts, rows, labels, num_classes, recipe, seed, lora)
+               recipe: RecipeConfig, seed: int, lora: LoraSpec | None = None, task: Task | None = None) -> Path:
+    key = model_key(acts, rows, labels, num_classes, recipe, seed, lora, task)
     return Path(cache_dir) / "selection" / "models" / f"{key}.pt"
 
 
@@ -104,30 +109,33 @@ def save_state(path: Path, state: bytes) -> None:
 
 
 def trained_model(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-                  seed: int, cache_dir: str | Path | None = None, lora: LoraSpec | None = None) -> Classifier:
+                  seed: int, cache_dir: str | Path | None = None, lora: LoraSpec | None = None,
+                  task: Task | None = None) -> Classifier:
     """The model a trial with these rows would train (`train.build_model` + `train.fit`), from the
     cache when another trial or the sweep's driver trained it already."""
-    model = train.build_model(acts, num_classes, recipe, seed, lora=lora)
+    model = train.build_model(acts, num_classes, recipe, seed, lora=lora, task=task)
     path = None
     if cache_dir is not None:
-        path = model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora)
+        path = model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora, task)
         if path.exists():
             model.load_state_dict(torch.load(path, weights_only=True))
             return model
     train.fit(model, acts, np.asarray(rows), np.asarray(labels), recipe, seed)
-    train.log_training("model", model_key(acts, rows, labels, num_classes, recipe, seed, lora))
+    train.log_training("model", model_key(acts, rows, labels, num_classes, recipe, seed, lora, task))
     if path is not None:
         _atomic_save(path, lambda tmp: torch.save(model.state_dict(), tmp))
     return model
 
 
-def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | None = None) -> Classifier:
+def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | None = None,
+            task: Task | None = None) -> Classifier:
     """A classifier over `acts` with a given state (the Ray Data actors' copy of the model)."""
     num_classes = state["linear.weight"].shape[0]
     init = acts.init_modules()
     model = Classifier(acts.boundary, acts.hidden_size, num_classes, dropout, top=init["top"], dense=init["dense"],
                        lora=lora)
     model.load_state_dict(state)
+    model.task = task or Task("classify", num_classes)  # task: how score_chunks turns outputs into scores
     return model
 
 
@@ -138,7 +146,7 @@ def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | Non
 class Scores:
     """What one model says about some rows (in the order the rows were given)."""
 
-    probs: np.ndarray | None = None  # [N, C] softmax of the head, dropout off
+    probs: np.ndarray | None = None  # [N, C] softmax of the head, dropout off (a regression: [N, 1] scores)
     embeddings: np.ndarray | None = None  # [N, H] sentence vectors: the head's input
     mc_probs: np.ndarray | None = None  # [S, N, C] softmax with dropout on, S seeded samples
 
@@ -166,6 +174,7 @@ def score_chunks(model: Classifier, acts: Activations, rows: np.ndarray, chunks:
     rows, chunks = np.asarray(rows), np.asarray(chunks)
     n = len(rows)
     num_classes, hidden = model.linear.out_features, model.linear.in_features
+    task = getattr(model, "task", None) or Task("classify", num_classes)  # task: softmax, or a regression's score
     out = {}
     if base:
         out["probs"] = np.empty((n, num_classes), dtype=np.float32)
@@ -181,13 +190,13 @@ def score_chunks(model: Classifier, acts: Activations, rows: np.ndarray, chunks:
             model.eval()
             h = model.sentence_vector(x, mask)
             out["embeddings"][at] = h.float().cpu().numpy()
-            out["probs"][at] = torch.softmax(model.linear(h), dim=-1).float().cpu().numpy()
+            out["probs"][at] = task.predict(model.linear(h)).float().cpu().numpy()
         if mc_samples:
             devices = [torch.cuda.current_device()] if device.startswith("cuda") else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(_mc_seed(seed, int(chunk)))
                 model.train()  # dropout on: the head's, and the top layers' own
-                samples = [torch.softmax(model(x, mask), dim=-1) for _ in range(mc_samples)]
+                samples = [task.predict(model(x, mask)) for _ in range(mc_samples)]
             model.eval()
             out["mc"][at] = torch.stack(samples, dim=1).float().cpu().numpy()
     return out
@@ -226,7 +235,8 @@ class PoolScorer:
             acts = load_activations(receive(spec["acts"]))  # fetched once per node (storage.receive)
             state = torch.load(io.BytesIO(spec["state"]), weights_only=True)
             lora = LoraSpec(**spec["lora"]) if spec["lora"] else None
-            self.loaded[j] = (rebuild(acts, state, spec["dropout"], lora).to(self.device), acts)
+            task = Task(**spec["task"]) if spec.get("task") else None
+            self.loaded[j] = (rebuild(acts, state, spec["dropout"], lora, task).to(self.device), acts)
         return self.loaded[j]
 
     def __call__(self, batch: dict) -> dict:
@@ -262,8 +272,9 @@ def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None, o
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in job.model.state_dict().items()}, buf)
         lora = dataclasses.asdict(job.model.lora) if job.model.lora is not None else None
+        task = getattr(job.model, "task", None)
         specs.append({"state": buf.getvalue(), "acts": ship(job.acts.path, out), "dropout": job.model.dropout.p,
-                      "lora": lora,
+                      "lora": lora, "task": dataclasses.asdict(task) if task is not None else None,
                       "base": job.base, "mc_samples": job.mc_samples, "seed": job.seed})
     ds = ray.data.from_pandas(frames).map_batches(
         PoolScorer,
@@ -414,7 +425,7 @@ def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool_
 
 
 def _train_job(acts: Shipped, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: dict,
-               seed: int, lora: LoraSpec | None = None) -> bytes:
+               seed: int, lora: LoraSpec | None = None, task: Task | None = None) -> bytes:
     """Ray task: train one model and return its state (one torch thread: it shares the node).
 
     It may run on a node that never saw the driver's cache: the activations come through
@@ -423,7 +434,7 @@ def _train_job(acts: Shipped, rows: np.ndarray, labels: np.ndarray, num_classes:
     left on the node for the driver to miss and train again."""
     torch.set_num_threads(1)
     model = trained_model(load_activations(receive(acts)), rows, labels, num_classes, RecipeConfig(**recipe), seed,
-                          lora=lora)
+                          lora=lora, task=task)
     buf = io.BytesIO()
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
     return buf.getvalue()
@@ -431,21 +442,21 @@ def _train_job(acts: Shipped, rows: np.ndarray, labels: np.ndarray, num_classes:
 
 def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, RecipeConfig, int, LoraSpec | None]],
                  cache_dir: str | Path,
-                 out: Output | None = None, cpus: float = 1, gpus: float = 0) -> None:
+                 out: Output | None = None, cpus: float = 1, gpus: float = 0, task: Task | None = None) -> None:
     """Train each (acts, rows, labels, num_classes, recipe, seed, lora) as a parallel Ray task with
     `cpus`/`gpus` each, and store every returned state in the driver's cache (`trained_model`
-    then loads it)."""
+    then loads it). `task`: what all of them learn (None: classification)."""
     import ray
 
-    task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_job)
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_job)
     shipped = {}
     refs = []
     for acts, rows, labels, num_classes, recipe, seed, lora in jobs:
         if acts.path not in shipped:
             shipped[acts.path] = ship(acts.path, out)
-        refs.append(task.remote(shipped[acts.path], rows, labels, num_classes, to_dict(recipe), seed, lora))
+        refs.append(remote.remote(shipped[acts.path], rows, labels, num_classes, to_dict(recipe), seed, lora, task))
     for (acts, rows, labels, num_classes, recipe, seed, lora), state in zip(jobs, get(refs)):
-        save_state(model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora), state)
+        save_state(model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora, task), state)
 
 
 def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConfig, selection: SelectionConfig,
@@ -464,13 +475,13 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
         inp = inputs[freeze]
         if inp.cache_dir is None or not model_path(inp.cache_dir, inp.train_acts, inp.labeled,
                                                    inp.train_labels[inp.labeled], inp.num_classes, recipe, seed,
-                                                   inp.lora).exists():
+                                                   inp.lora, inp.task).exists():
             missing.append((freeze, seed))
     if use_ray and missing:
         train_remote([(inputs[f].train_acts, inputs[f].labeled, inputs[f].train_labels[inputs[f].labeled],
                        inputs[f].num_classes, recipe, s, inputs[f].lora)
                       for f, s in missing if inputs[f].cache_dir is not None],
-                     inputs[missing[0][0]].cache_dir, out)
+                     inputs[missing[0][0]].cache_dir, out, task=inputs[missing[0][0]].task)
     if missing and log is not None:
         log(f"trained {len(missing)} scoring models on labeled in {time.perf_counter() - start:.1f} s")
     needs = frozenset({"probs", "embeddings", "labeled_embeddings"} | ({"mc_probs"} if mc else set()))
@@ -478,7 +489,7 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
     for freeze, seed in jobs:
         inp = inputs[freeze]
         model = trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe,
-                              seed, inp.cache_dir, inp.lora)
+                              seed, inp.cache_dir, inp.lora, inp.task)
         scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool_rows, inp.labeled, selection, seed))
     cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
     scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log, out)

@@ -45,6 +45,7 @@ from raysweep.encoders import cache_home
 from raysweep.hashing import json_digest
 from raysweep.runtime import start_ray
 from raysweep.storage import Output, StorageError, fetch_entry, node_lock, refuse_credentials
+from raysweep.tasks import Task
 from raysweep.train import Cell, TrialInputs, run_trial_rows
 
 # A trial rewrites its cells/<id>.running every HEARTBEAT_S; a marker older than STALE_S is a trial
@@ -58,10 +59,19 @@ METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_la
 TEST_METRICS = ("test_accuracy", "test_macro_f1")  # columns only when the data has a test split
 
 
+def metric_columns(task) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(trials.csv's metric columns, its test columns) for a `tasks.Task`: METRICS / TEST_METRICS
+    for SST-5's task, the task's own metrics (tasks.Task.metrics) in their place for the others."""
+    val = tuple(f"val_{m}" for m in task.metrics)
+    return (*val, f"train_{task.train_metric}", *METRICS[3:]), tuple(f"test_{m}" for m in task.metrics)
+
+
 def fixed_digest(cfg: SweepConfig) -> str:
     """Hash of everything a cell's result depends on besides its own parameters."""
-    fixed = {"data": to_dict(cfg.data), "split": to_dict(cfg.split), "recipe": to_dict(cfg.recipe),
-             "encoder": {"max_length": cfg.encoder.max_length}}  # name and pooling are in each cell
+    # data.keyed() and cfg.max_length are to_dict(cfg.data) and encoder.max_length for a single-sentence
+    # classification sweep: its ids are the ones it had before pair and regression tasks.
+    fixed = {"data": cfg.data.keyed(), "split": to_dict(cfg.split), "recipe": to_dict(cfg.recipe),
+             "encoder": {"max_length": cfg.max_length}}  # name and pooling are in each cell
     return json_digest(fixed, 12)
 
 
@@ -122,8 +132,8 @@ def trainable_counts(cfg: SweepConfig) -> dict[str, dict[str, int] | str]:
         except EncoderError as exc:
             counts[encoder] = str(exc)
             continue
-        counts[encoder] = {f: trainable_parameters(backbone, f, cfg.data.num_classes, cfg.poolings[0],
-                                                   cfg.encoder.max_length) for f in cfg.compare.freeze}
+        counts[encoder] = {f: trainable_parameters(backbone, f, cfg.task.outputs, cfg.poolings[0],
+                                                   cfg.max_length) for f in cfg.compare.freeze}
     return counts
 
 
@@ -175,8 +185,10 @@ def running_cells(out: Output, now: float | None = None) -> set[str]:
 def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig) -> pd.DataFrame:
     rows = []
     records = [done[cid] for cid in ids if cid in done]
-    has_test = any(m in (rec.get("metrics") or {}) for rec in records for m in TEST_METRICS)
-    metrics = (*METRICS[:2], *TEST_METRICS, *METRICS[2:]) if has_test else METRICS
+    columns, test_columns = metric_columns(cfg.task)
+    n_val = len(cfg.task.metrics)
+    has_test = any(m in (rec.get("metrics") or {}) for rec in records for m in test_columns)
+    metrics = (*columns[:n_val], *test_columns, *columns[n_val:]) if has_test else columns
     for cell, cid in zip(cells, ids):
         rec = done.get(cid)
         if rec is None:
@@ -213,7 +225,7 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
     artifacts = {}
     for encoder in cfg.encoders:
         backbone = load_backbone(encoder)
-        boundaries = {(pooling, f): boundary_for(f, backbone.num_layers, pooling, cfg.encoder.max_length,
+        boundaries = {(pooling, f): boundary_for(f, backbone.num_layers, pooling, cfg.max_length,
                                                  backbone.hidden_size)
                       for pooling in cfg.poolings for f in cfg.compare.freeze}
         unique = sorted(set(boundaries.values()), key=lambda b: (b.kind, b.layer, b.pooling))
@@ -240,6 +252,7 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
         "labeled": splits.labeled,
         "pool_rows": splits.unlabeled,
         "num_classes": cfg.data.num_classes,
+        "task": asdict(cfg.task),  # tasks.Task: what the trials learn and report
         "artifacts": artifacts,  # by Cell.variant (+ "|generated" for the LLM pools)
         "recipe": to_dict(cfg.recipe),
         "train_texts": texts["train"],  # for chosen/'s rows table; run_sweep takes it out before the trials
@@ -273,6 +286,7 @@ def trial_inputs(context: dict, variant: str, pool: str = "real") -> TrialInputs
     return TrialInputs(train_labels=labels, val_labels=context["val_labels"],
                        labeled=context["labeled"], pool_rows=rows, train_acts=_activations(train_path),
                        val_acts=_activations(val_path), num_classes=context["num_classes"],
+                       task=Task(**context["task"]) if context.get("task") else None,
                        cache_dir=context.get("cache_dir"), lora=parse_lora(variant.rsplit("|", 1)[-1]),
                        test_labels=context.get("test_labels"),
                        test_acts=_activations(test_path[0]) if test_path else None)
@@ -305,6 +319,9 @@ def prepare_selection(cfg: SweepConfig, context: dict, out: Output, use_ray: boo
                 # The real pool's are the study's diagnostic; the generated pool's go beside them.
                 rel = ("diagnostics" if source == "real" else "diagnostics-generated") + (
                     f"/{encoder}-{pooling}".replace("/", "_") if several else "")
+                if cfg.task.regression:  # the diagnostic correlates entropy, which a score has not
+                    log("diagnostics: entropy vs SQBC is a classification diagnostic; skipped for a regression task")
+                    continue
                 if not out.is_uri:
                     scoring.write_diagnostics(views, cfg.selection.k, out.local_dir / rel, log=log)
                     continue

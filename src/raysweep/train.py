@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, f1_score
-from torch import nn
+from sklearn.metrics import confusion_matrix
 
 from raysweep import scoring, strategies
 from raysweep.backbone import Classifier, FullEncoderClassifier, count_trainable
 from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
 from raysweep.embed import Activations
+from raysweep.tasks import Task, split_texts
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,11 @@ class TrialInputs:
     lora: LoraSpec | None = None
     test_labels: np.ndarray | None = None  # the data's held-out test split, when it has one
     test_acts: Activations | None = None
+    task: Task | None = None  # what is learnt (tasks.py); None: classification into num_classes
+
+    def __post_init__(self):
+        if self.task is None:
+            self.task = Task("classify", self.num_classes)
 
 
 def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
@@ -117,7 +122,7 @@ def choose_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
         so_far = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
         rows = np.concatenate([inputs.labeled, np.sort(so_far)])  # the rows the trial itself would train on
         model = scoring.trained_model(acts, rows, labels[rows], inputs.num_classes, recipe, cell.seed, inputs.cache_dir,
-                                      lora=inputs.lora)
+                                      lora=inputs.lora, task=inputs.task)
         view = scoring.pool_view(strategy.needs, model, acts, remaining, rows, labels[rows], selection, cell.seed,
                                  cache_dir=inputs.cache_dir, log=log)
         picked, scores = strategy.ranked(view, step, rng)
@@ -208,7 +213,8 @@ def fit_uncached(model: FullEncoderClassifier, texts: list[str], labels: np.ndar
     """
     lengths = None
     if model.classifier.boundary.ragged:
-        enc = model.backbone.tokenizer(list(texts), truncation=True, max_length=model.classifier.boundary.max_length)
+        enc = model.backbone.tokenizer(*split_texts(list(texts)), truncation=True,
+                                       max_length=model.classifier.boundary.max_length)
         lengths = np.array([len(ids) for ids in enc["input_ids"]])
     return _optimise(model.classifier, lambda idx: model([texts[i] for i in idx.tolist()]), len(texts), labels,
                      recipe, seed, lengths=lengths)
@@ -216,13 +222,14 @@ def fit_uncached(model: FullEncoderClassifier, texts: list[str], labels: np.ndar
 
 def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: RecipeConfig, seed: int,
               lengths: np.ndarray | None = None) -> float:
-    """The study's recipe over `n` rows; `forward(positions)` returns the logits of a batch."""
+    """The study's recipe over `n` rows; `forward(positions)` returns the head's outputs of a batch."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
     # StepLR counts epochs: the study halves the learning rate every 20 of its 50 epochs.
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
-    loss_fn = nn.CrossEntropyLoss()
-    y = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: labels may be a read-only view
+    task = getattr(model, "task", None) or Task("classify", model.linear.out_features)  # task: set by build_model
+    loss_fn = task.loss()  # task: cross-entropy over classes, or MSE of a score
+    y = task.targets(labels)  # task: int64 classes or float32 [N, 1] scores
     order_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)  # the batch-order stream
     model.train()
     last = 0.0
@@ -243,22 +250,27 @@ def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: Re
 @torch.no_grad()
 def predict_proba(model: Classifier, acts: Activations, rows: np.ndarray | None = None,
                   batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (softmax of the head) for `rows` of `acts` (all rows by default)."""
+    """Class probabilities (softmax of the head) for `rows` of `acts` (all rows by default);
+    a regression head's predicted scores [N, 1] (`Task.predict`)."""
     model.eval()
     rows = np.arange(len(acts)) if rows is None else np.asarray(rows)
+    task = getattr(model, "task", None) or Task("classify", model.linear.out_features)  # task: set by build_model
     out = []
     for start in range(0, len(rows), batch_size):
         x, mask = acts.batch(rows[start: start + batch_size])
-        out.append(torch.softmax(model(x, mask), dim=-1))
+        out.append(task.predict(model(x, mask)))  # task: softmax, or the score as it is
     return torch.cat(out).numpy() if out else np.zeros((0, model.linear.out_features), dtype=np.float32)
 
 
 def build_model(acts: Activations, num_classes: int, recipe: RecipeConfig, seed: int,
-                lora: LoraSpec | None = None) -> Classifier:
+                lora: LoraSpec | None = None, task: Task | None = None) -> Classifier:
     torch.manual_seed(seed)  # the initialisation + dropout stream
     init = acts.init_modules()
-    return Classifier(acts.boundary, acts.hidden_size, num_classes, recipe.dropout,
-                      top=init["top"], dense=init["dense"], lora=lora)
+    task = task or Task("classify", num_classes)  # task: the head's output size and loss come from it
+    model = Classifier(acts.boundary, acts.hidden_size, task.outputs, recipe.dropout,
+                       top=init["top"], dense=init["dense"], lora=lora)
+    model.task = task  # task: read by _optimise, predict_proba and scoring
+    return model
 
 
 def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: SelectionConfig | None = None) -> dict:
@@ -275,33 +287,33 @@ def run_trial_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig,
     select_s = time.perf_counter() - start
     rows = np.concatenate([inputs.labeled, added])
     labels = inputs.train_labels[rows]
-    model = build_model(inputs.train_acts, inputs.num_classes, recipe, cell.seed, lora=inputs.lora)
+    model = build_model(inputs.train_acts, inputs.num_classes, recipe, cell.seed, lora=inputs.lora, task=inputs.task)
     t0 = time.perf_counter()
     final_loss = fit(model, inputs.train_acts, rows, labels, recipe, cell.seed)
     log_training("trial", json.dumps(asdict(cell), sort_keys=True))
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    classes = list(range(inputs.num_classes))
-    val_pred = predict_proba(model, inputs.val_acts).argmax(1)
-    train_pred = predict_proba(model, inputs.train_acts, rows).argmax(1)
+    task = inputs.task  # task: the metrics, and how the head's outputs become predictions
+    val_pred = task.point(predict_proba(model, inputs.val_acts))
+    train_pred = task.point(predict_proba(model, inputs.train_acts, rows))
     test = {}
     if inputs.test_acts is not None:  # the same model on held-out rows nobody chose anything on
-        test_pred = predict_proba(model, inputs.test_acts).argmax(1)
-        test = {"test_accuracy": float((test_pred == inputs.test_labels).mean()),
-                "test_macro_f1": float(f1_score(inputs.test_labels, test_pred, labels=classes, average="macro",
-                                                zero_division=0))}
+        test_pred = task.point(predict_proba(model, inputs.test_acts))
+        test = {f"test_{k}": v for k, v in task.score(inputs.test_labels, test_pred).items()}
     eval_s = time.perf_counter() - t1
+    # A regression has no confusion matrix: its record keeps the key, empty.
+    confusion = (None if task.regression else
+                 confusion_matrix(inputs.val_labels, val_pred, labels=list(range(inputs.num_classes))).tolist())
     return {
-        "val_accuracy": float((val_pred == inputs.val_labels).mean()),
-        "val_macro_f1": float(f1_score(inputs.val_labels, val_pred, labels=classes, average="macro", zero_division=0)),
+        **{f"val_{k}": v for k, v in task.score(inputs.val_labels, val_pred).items()},
         **test,
-        "train_accuracy": float((train_pred == labels).mean()),
+        f"train_{task.train_metric}": task.score(labels, train_pred, (task.train_metric,))[task.train_metric],
         "final_loss": float(final_loss),
         "n_labeled": int(len(inputs.labeled)),
         "n_added": int(len(added)),
         "n_train": int(len(rows)),
         "trainable_params": count_trainable(model),
-        "confusion": confusion_matrix(inputs.val_labels, val_pred, labels=classes).tolist(),
+        "confusion": confusion,
         "select_s": round(select_s, 4),
         "train_s": round(train_s, 4),
         "eval_s": round(eval_s, 4),
