@@ -230,6 +230,7 @@ def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: Re
     task = getattr(model, "task", None) or Task("classify", model.linear.out_features)  # task: set by build_model
     loss_fn = task.loss()  # task: cross-entropy over classes, or MSE of a score
     y = task.targets(labels)  # task: int64 classes or float32 [N, 1] scores
+    task.start(model.linear, labels)  # task: a regression head starts at the mean score
     order_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)  # the batch-order stream
     model.train()
     last = 0.0
