@@ -256,3 +256,15 @@ def test_a_regressions_model_key_tells_scores_apart():
     key = lambda labels, task=None: model_key(acts, rows, np.array(labels), 1, RECIPE, 0, task=task)  # noqa: E731
     assert key([2.4, 1.0], REGRESS) != key([2.6, 1.0], REGRESS)  # as int64 both would be [2, 1]
     assert key([2, 1], Task("classify", 5)) == key([2, 1])  # a classification key is the one it always was
+
+
+def test_a_regression_head_starts_at_the_mean_score_and_a_classifier_as_built():
+    import torch
+
+    head = torch.nn.Linear(4, 1)
+    REGRESS.start(head, np.array([1.0, 2.0, 4.5]))
+    assert head.bias.item() == pytest.approx(2.5)
+    classifier = torch.nn.Linear(4, 3)
+    before = classifier.bias.detach().clone()
+    Task("classify", 3).start(classifier, np.array([0, 2, 2]))
+    assert torch.equal(classifier.bias, before)
