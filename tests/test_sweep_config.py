@@ -91,9 +91,13 @@ def test_freeze_modes_are_one_mechanism():
 def test_every_registered_strategy_validates():
     from raysweep.strategies import REGISTRY
 
-    cfg = from_dict(SweepConfig, {"compare": {"strategy": sorted(REGISTRY)}, "selection": {"k": 3, "rounds": 2}})
-    assert cfg.compare.strategy == sorted(REGISTRY)
-    assert (cfg.selection.k, cfg.selection.rounds, cfg.selection.mc_samples) == (3, 2, 10)
+    # Each on a task whose target it ranks: classes (SST-5, the default data) or scores (STS).
+    for data, target in (({}, "class"), ({"name": "sts"}, "score")):
+        names = sorted(n for n, s in REGISTRY.items() if target in s.targets)
+        cfg = from_dict(SweepConfig, {"data": data, "compare": {"strategy": names}, "selection": {"k": 3, "rounds": 2}})
+        assert cfg.compare.strategy == names
+        assert (cfg.selection.k, cfg.selection.rounds, cfg.selection.mc_samples) == (3, 2, 10)
+    assert {n for n, s in REGISTRY.items() if "class" not in s.targets} == {"mc-variance"}
 
 
 def test_shipped_sweeps_validate():

@@ -85,7 +85,7 @@ def config_key(cfg: SweepConfig) -> str:
         rows.update(cosine_duplicate=cfg.llm.cosine_duplicate, dedup_calls=cfg.llm.dedup_calls)
     key = {"llm": rows, "teacher": to_dict(cfg.teacher), "recipe": to_dict(cfg.recipe),
            "encoder": {"name": cfg.encoder.name, "pooling": cfg.encoder.pooling, "max_length": cfg.encoder.max_length},
-           "data": to_dict(cfg.data), "split": to_dict(cfg.split)}
+           "data": cfg.data.keyed(), "split": to_dict(cfg.split)}
     return json_digest(key, 16)
 
 

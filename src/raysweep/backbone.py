@@ -34,6 +34,7 @@ from torch import nn
 from raysweep.config import LoraSpec, parse_freeze, parse_lora
 from raysweep.encoders import EncoderError, resolve_encoder  # noqa: F401 - EncoderError is re-exported
 from raysweep.hashing import Digest
+from raysweep.tasks import split_texts
 
 @dataclass(frozen=True)
 class Boundary:
@@ -175,7 +176,11 @@ class Backbone:
         return h.add(str(sorted(self.tokenizer.get_vocab().items()))).hex(20)
 
     def tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+        # A pair (tasks.PAIR_SEP) goes to the tokenizer as two texts: its own pair handling builds
+        # `[CLS] a [SEP] b [SEP]` with segment ids where the model has them, and "longest_first"
+        # truncation trims the longer text first, so neither loses all of its words.
+        first, second = split_texts(texts)
+        enc = self.tokenizer(first, second, padding=True, truncation=True, max_length=max_length,
                              return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 

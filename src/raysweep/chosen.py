@@ -47,6 +47,11 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def _label_type(labels: np.ndarray) -> pa.DataType:
+    # A class is an int64 as it always was; a regression's score (STS) keeps its fraction.
+    return pa.float64() if np.asarray(labels).dtype.kind == "f" else pa.int64()
+
+
 def write_cell(out: Output, cid: str, chosen: Chosen, labels: np.ndarray, fixed: str | None) -> None:
     """Record one cell's chosen rows; `labels` are the labels of all the trial's train rows."""
     n = len(chosen.rows)
@@ -56,7 +61,7 @@ def write_cell(out: Output, cid: str, chosen: Chosen, labels: np.ndarray, fixed:
         # NaN -> null: "this strategy gives no score" is missing data, not a number.
         "score": pa.array(chosen.scores, type=pa.float64(), from_pandas=True),
         "step": pa.array(chosen.steps, type=pa.int16()),
-        "label": pa.array(np.asarray(labels)[chosen.rows] if n else np.empty(0), type=pa.int64()),
+        "label": pa.array(np.asarray(labels)[chosen.rows] if n else np.empty(0), type=_label_type(labels)),
     })
     meta = {"cell_id": cid, "rows_table": f"{ROWS_PREFIX}{fixed}.parquet" if fixed else ""}
     table = table.replace_schema_metadata({"raysweep": json.dumps(meta)})
@@ -72,7 +77,7 @@ def write_rows_table(out: Output, fixed: str, texts: list[str], labels: np.ndarr
     start = np.zeros(len(texts), dtype=bool)
     start[np.asarray(labeled, dtype=np.int64)] = True
     table = pa.table({"row": pa.array(np.arange(len(texts)), type=pa.int64()), "text": pa.array(texts, type=pa.string()),
-                      "label": pa.array(np.asarray(labels), type=pa.int64()), "labeled": pa.array(start)})
+                      "label": pa.array(np.asarray(labels), type=_label_type(labels)), "labeled": pa.array(start)})
     out.mkdir(FOLDER)
     out.write_bytes(rel, _parquet_bytes(table))
 

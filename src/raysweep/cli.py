@@ -138,9 +138,11 @@ def run(sweep_file, output, overrides, address, retry_failed, shared_output, ver
     if len(table):
         ok = table[table["status"] == "ok"]
         if len(ok):
-            # Mean validation accuracy over seeds, by every compared parameter that varies.
+            # The task's headline metric (validation accuracy; a regression's Pearson) averaged over
+            # seeds, by every compared parameter that varies.
             keys = [k for k in ("encoder", "pooling", "pool", "strategy", "freeze") if ok[k].nunique() > 1]
-            summary = ok.groupby([*keys, "fraction"])["val_accuracy"].agg(["mean", "std", "count"])
+            headline = f"val_{cfg.task.metrics[0]}"
+            summary = ok.groupby([*keys, "fraction"])[headline].agg(["mean", "std", "count"])
             click.echo(summary.rename(columns={"count": "seeds"}).round(4).to_string())
         failed = table[table["status"] == "failed"]
         if len(failed):

@@ -99,23 +99,99 @@ def _trained_part(name: str) -> tuple:
     """What freeze mode `name` trains, whatever its spelling: equal for modes that train the same model."""
     lora = parse_lora(name)
     return ("lora", lora) if lora else ("full", parse_freeze(name))
+SST5_CLASS_NAMES = ["very negative", "negative", "neutral", "positive", "very positive"]
+# The data sets shipped in the package (provenance in bundled/README.md), selectable as
+# `data.name`: their file, task and the columns / classes a sweep need not spell out.
+BUNDLED_DATA = {
+    "sst5": {"file": "sst5-train-dev.csv.gz", "task": "classify", "label_column": "label", "num_classes": 5,
+             "class_names": SST5_CLASS_NAMES},
+    "sts": {"file": "sts-train-dev.csv.gz", "task": "pair-regress", "label_column": "score", "num_classes": 1,
+            "class_names": []},
+    "quora": {"file": "quora-pairs.csv.gz", "task": "pair-classify", "label_column": "label", "num_classes": 2,
+              "class_names": ["not duplicate", "duplicate"]},
+}
+# Keys a single-sentence classification sweep leaves at these values: they stay out of its cell ids
+# and cache keys (DataConfig.keyed), which are those of the sweeps written before pairs existed.
+_SINGLE_SENTENCE_KEYS = {"name": (None, "sst5"), "task": ("classify",), "text_a_column": ("text_a",),
+                         "text_b_column": ("text_b",)}
 
 
 @dataclass
 class DataConfig:
-    path: str | None = None  # CSV / Parquet / JSONL; None: the SST-5 copy shipped in the package
-    text_column: str = "text"
-    label_column: str = "label"
+    name: str | None = None  # sst5 | sts | quora: a data set shipped in the package; None: sst5 (or `path`)
+    path: str | None = None  # CSV / Parquet / JSONL of your own; None: the named data set
+    # classify | pair-classify | regress | pair-regress; None: the named data set's (a file: classify)
+    task: str | None = None
+    text_column: str = "text"  # the sentence of a single-sentence task
+    text_a_column: str = "text_a"  # the two texts of a pair task
+    text_b_column: str = "text_b"
+    label_column: str | None = None  # the class or score; None: 'label' (sts: 'score')
     split_column: str = "split"  # rows 'train', 'dev' (the study's D_val) and optionally 'test' (held out)
-    num_classes: int = 5
-    class_names: list[str] = field(
-        default_factory=lambda: ["very negative", "negative", "neutral", "positive", "very positive"]
-    )
+    num_classes: int | None = None  # None: the named data set's (a file: 5, as SST-5); 1 for a regression
+    class_names: list[str] | None = None  # None: the named data set's (a file: SST-5's)
+
+    def __post_init__(self):
+        # Filled in here, not in validate: a sweep without a `data:` section builds this by default
+        # and is never validated, and every reader expects the resolved columns and classes.
+        self._resolve()
+
+    def _resolve(self) -> None:
+        """Fill what was left None from the named data set (or a file's defaults); the checks are validate's."""
+        from raysweep.tasks import TASKS
+
+        if self.name not in (None, *BUNDLED_DATA):
+            return  # validate names the problem
+        named = BUNDLED_DATA[self.name or "sst5"] if self.path is None else None
+        if self.task is None:
+            self.task = named["task"] if named else "classify"
+        if self.label_column is None:
+            self.label_column = named["label_column"] if named else "label"
+        if self.task not in TASKS:
+            return
+        if self.task.endswith("regress"):
+            if self.num_classes is None:
+                self.num_classes = 1
+            if self.class_names is None:
+                self.class_names = []
+            return
+        if self.num_classes is None:
+            self.num_classes = named["num_classes"] if named else 5
+        if self.class_names is None:
+            self.class_names = list(named["class_names"] if named else SST5_CLASS_NAMES)
 
     def validate(self) -> None:
+        from raysweep.tasks import TASKS
+
+        require(self.name is None or self.name in BUNDLED_DATA,
+                f"name: {describe(self.name)} is not a shipped data set ({', '.join(BUNDLED_DATA)})")
+        require(self.name is None or self.path is None,
+                f"name: {self.name!r} is a shipped data set and path a file of your own: give one of them")
+        require(self.task in TASKS, f"task: {describe(self.task)} is not one of {', '.join(TASKS)}")
+        if self.task.endswith("regress"):
+            require(self.num_classes == 1, f"num_classes: a {self.task} task has no classes (its head has "
+                                           f"one output), got {self.num_classes}")
+            require(not self.class_names, f"class_names: a {self.task} task has no classes")
+            return
         require(self.num_classes >= 2, "num_classes: needs at least 2 classes")
         require(len(self.class_names) == self.num_classes,
-               f"class_names: {len(self.class_names)} names for {self.num_classes} classes")
+                f"class_names: {len(self.class_names)} names for {self.num_classes} classes")
+
+    def as_task(self):
+        """The `tasks.Task` this data defines (call after validate)."""
+        from raysweep.tasks import Task
+
+        return Task(self.task or "classify", self.num_classes or 1)
+
+    def keyed(self) -> dict:
+        """This section as cell ids and cache keys hash it: without the pair keys when they are at their
+        single-sentence values, so SST-5 and other single-sentence sweeps keep their ids."""
+        out = to_dict(self)
+        for key, values in _SINGLE_SENTENCE_KEYS.items():
+            if key in ("text_a_column", "text_b_column") and self.task and self.task.startswith("pair-"):
+                continue
+            if out[key] in values:
+                del out[key]
+        return out
 
 
 @dataclass
@@ -134,12 +210,17 @@ class EncoderConfig:
     name: str = "minilm"  # a short name (minilm: the bundled all-MiniLM-L6-v2), a HF name or a local path
     pooling: str = "pooler"  # pooler: [CLS] through the pretrained pooler (the study); cls; mean
     max_length: int = 64  # SST sentences are short: 64 word pieces cover >99% of them
+    # A pair task's sequence, [CLS] a [SEP] b [SEP], is two sentences: with MiniLM's tokenizer 64
+    # tokens hold 96.8% of STS pairs and 97.9% of Quora's, 128 all of STS and 99.98% of Quora
+    # (docs/measurements.md, issue 20); a longer pair loses the end of its longer text.
+    pair_max_length: int = 128
     batch_size: int = 64  # rows per batch when computing frozen activations
     actors: int = 0  # Ray Data actors for frozen activations; 0: one per available CPU/GPU
 
     def validate(self) -> None:
         require(self.pooling in POOLINGS, f"pooling: {self.pooling!r} is not one of {', '.join(POOLINGS)}")
         require(self.max_length >= 8, "max_length: must be at least 8")
+        require(self.pair_max_length >= 8, "pair_max_length: must be at least 8")
         require(self.batch_size >= 1, "batch_size: must be at least 1")
         require(self.actors >= 0, "actors: must be 0 (automatic) or more")
 
@@ -344,6 +425,16 @@ class SweepConfig:
         return self.compare.pooling or [self.encoder.pooling]
 
     @property
+    def task(self):
+        """What the sweep learns (`tasks.Task`): from `data:`."""
+        return self.data.as_task()
+
+    @property
+    def max_length(self) -> int:
+        """The token budget of one row: `encoder.pair_max_length` for a pair task, else `max_length`."""
+        return self.encoder.pair_max_length if self.task.pairs else self.encoder.max_length
+
+    @property
     def needs_generation(self) -> bool:
         """Whether a pool of the grid is LLM-generated (so `raysweep generate` runs first)."""
         return any(pool in GENERATED_POOLS for pool in self.compare.pool)
@@ -359,6 +450,24 @@ class SweepConfig:
         require(bool(SAFE_NAME.fullmatch(self.name)) and ".." not in self.name and self.name != ".",
                 f"name: {describe(self.name)} is not a safe name (letters, digits, '-', '_' and '.'; "
                 "no path separators, no '..')")
+        self._check_task()
+
+    def _check_task(self) -> None:
+        """Strategies and pools that cannot serve the data's task, before any work."""
+        from raysweep.strategies import REGISTRY
+
+        task = self.task
+        for i, name in enumerate(self.compare.strategy):
+            s = REGISTRY[name]
+            if task.target not in s.targets:
+                fits = ", ".join(n for n, t in sorted(REGISTRY.items()) if task.target in t.targets)
+                raise ConfigError(f"compare.strategy[{i}]: {name!r} ranks by {s.ranks_by} and does not apply to the "
+                                  f"{task.name} task of data {self.data.name or self.data.path!r} (use {fits})")
+        for i, pool in enumerate(self.compare.pool):
+            if pool != "real" and task.name != "classify":
+                raise ConfigError(f"compare.pool[{i}]: the LLM pool {pool!r} generates single-sentence classification "
+                                  f"rows; the {task.name} task of data {self.data.name or self.data.path!r} takes "
+                                  "only the 'real' pool")
 
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:

@@ -1,4 +1,5 @@
-"""Data: SST-5 (shipped with the package) or any labeled CSV / Parquet / JSONL file, and
+"""Data: SST-5, STS or Quora question pairs (shipped with the package, `data.name`) or any labeled
+CSV / Parquet / JSONL file (`data.path`), of one sentence or a pair per row, and
 the study's seeded split of train into `labeled` (D_labeled) and `unlabeled` (D_unlabeled),
 with dev as `val` (D_val) and, when the file has one, a held-out `test` split.
 
@@ -19,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raysweep.config import DataConfig, SplitConfig
+from raysweep.config import BUNDLED_DATA, DataConfig, SplitConfig
 from raysweep.errors import RaysweepError
+from raysweep.tasks import PAIR_SEP, Task, join_pair
 
-BUNDLED_SST5 = "sst5-train-dev.csv.gz"
+BUNDLED_SST5 = BUNDLED_DATA["sst5"]["file"]
 
 
 class DataError(RaysweepError, ValueError):
@@ -40,7 +42,7 @@ class Splits:
     winner is chosen) can be checked on rows that played no part in choosing it.
     """
 
-    train: pd.DataFrame  # columns text, label
+    train: pd.DataFrame  # columns text, label (a pair: its texts joined by tasks.PAIR_SEP; a score: float)
     val: pd.DataFrame  # columns text, label
     labeled: np.ndarray  # positions into train
     unlabeled: np.ndarray  # positions into train
@@ -53,9 +55,9 @@ class Splits:
                 f"unlabeled {len(self.unlabeled)}), val {len(self.val)}{test}")
 
 
-def bundled_path() -> Path:
-    """The SST-5 copy inside the package (train + dev, gzip CSV; provenance in README.md)."""
-    return Path(str(resources.files("raysweep") / "bundled" / BUNDLED_SST5))
+def bundled_path(name: str = "sst5") -> Path:
+    """A data set shipped inside the package (train + dev, gzip CSV; provenance in bundled/README.md)."""
+    return Path(str(resources.files("raysweep") / "bundled" / BUNDLED_DATA[name]["file"]))
 
 
 # --------------------------------------------------------------------------- reading files
@@ -160,11 +162,7 @@ def clean_labeled(df: pd.DataFrame, path: str | Path, text_column: str, label_co
     out_labels = np.empty(len(df), dtype=np.int64)
     for i, (text, label) in enumerate(zip(texts, labels)):
         row = i + row_offset
-        if not isinstance(text, str):  # JSONL and Parquet keep their types: 5 or null is no sentence
-            what = "no text" if text is None or text != text else f"{type(text).__name__} {_short(text)}, not text,"
-            raise DataError(f"{path}: row {row}: {what} in column {text_column!r}")
-        if not text.strip():
-            raise DataError(f"{path}: row {row}: empty text in column {text_column!r}")
+        _check_text(text, path, row, text_column)
         try:
             value = float(label)
         except (TypeError, ValueError, OverflowError):
@@ -175,6 +173,44 @@ def clean_labeled(df: pd.DataFrame, path: str | Path, text_column: str, label_co
             raise DataError(f"{path}: row {row}: label {_short(label)} is outside 0..{num_classes - 1}")
         out_labels[i] = int(value)
     return pd.DataFrame({"text": texts.astype(str).str.strip().to_numpy(), "label": out_labels})
+
+
+def _check_text(text, path, row: int, column: str) -> None:
+    if not isinstance(text, str):  # JSONL and Parquet keep their types: 5 or null is no sentence
+        what = "no text" if text is None or text != text else f"{type(text).__name__} {_short(text)}, not text,"
+        raise DataError(f"{path}: row {row}: {what} in column {column!r}")
+    if not text.strip():
+        raise DataError(f"{path}: row {row}: empty text in column {column!r}")
+    if PAIR_SEP in text:  # the character that joins a pair's two texts (tasks.py)
+        raise DataError(f"{path}: row {row}: column {column!r} holds the control character U+001F")
+
+
+def clean_rows(df: pd.DataFrame, path: str | Path, cfg: DataConfig, task: Task, row_offset: int = 2) -> pd.DataFrame:
+    """Check and normalise a table of any task to columns (text, label): a pair's texts joined into
+    one (tasks.join_pair), a regression's score as float64."""
+    if not task.pairs and not task.regression:
+        return clean_labeled(df, path, cfg.text_column, cfg.label_column, cfg.num_classes, row_offset)
+    columns = [cfg.text_a_column, cfg.text_b_column] if task.pairs else [cfg.text_column]
+    for col in (*columns, cfg.label_column):
+        if col not in df.columns:
+            raise DataError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, df.columns))})")
+    for col in columns:
+        for i, text in enumerate(df[col]):
+            _check_text(text, path, i + row_offset, col)
+    stripped = [df[col].astype(str).str.strip().to_numpy() for col in columns]
+    texts = [join_pair(a, b) for a, b in zip(*stripped)] if task.pairs else stripped[0]
+    if task.regression:
+        labels = np.empty(len(df), dtype=np.float64)
+        for i, label in enumerate(df[cfg.label_column]):
+            try:
+                labels[i] = float(label)
+            except (TypeError, ValueError, OverflowError):
+                raise DataError(f"{path}: row {i + row_offset}: score {_short(label)} is not a number") from None
+            if not np.isfinite(labels[i]):
+                raise DataError(f"{path}: row {i + row_offset}: score {_short(label)} is not a finite number")
+        return pd.DataFrame({"text": texts, "label": labels})
+    classes = clean_labeled(df.assign(_text="x"), path, "_text", cfg.label_column, cfg.num_classes, row_offset)
+    return pd.DataFrame({"text": texts, "label": classes["label"].to_numpy()})
 
 
 def _short(value) -> str:
@@ -190,7 +226,7 @@ def load_dataset(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
 
 def load_tables(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, str]:
     """(train, val, test, source): `test` is None when the file has no 'test' rows."""
-    path = Path(cfg.path) if cfg.path else bundled_path()
+    path = Path(cfg.path) if cfg.path else bundled_path(cfg.name or "sst5")
     df = read_table(path)
     row_offset = first_row(path)
     if cfg.split_column not in df.columns:
@@ -201,7 +237,8 @@ def load_tables(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
         pos = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(f"{path}: row {pos + row_offset}: split {_short(df[cfg.split_column].iloc[pos])} is not "
                         "'train', 'dev' or 'test'")
-    table = clean_labeled(df, path, cfg.text_column, cfg.label_column, cfg.num_classes, row_offset)
+    task = cfg.as_task()
+    table = clean_rows(df, path, cfg, task, row_offset)
     train = table[(split == "train").to_numpy()].reset_index(drop=True)
     val = table[(split == "dev").to_numpy()].reset_index(drop=True)
     test = table[(split == "test").to_numpy()].reset_index(drop=True)
@@ -209,27 +246,33 @@ def load_tables(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
         raise DataError(f"{path}: needs both 'train' and 'dev' rows (found {len(train)} train, {len(val)} dev)")
     classes = np.unique(train["label"])
     if len(classes) < 2:  # a classifier of one class learns nothing, and every score is constant
-        raise DataError(f"{path}: the train rows hold only label {classes[0]}: at least 2 classes are needed")
-    source = "bundled SST-5" if not cfg.path else str(path)
+        what = "score" if task.regression else "label"
+        raise DataError(f"{path}: the train rows hold only {what} {classes[0]}: at least 2 "
+                        f"{'different scores' if task.regression else 'classes'} are needed")
+    names = {"sst5": "SST-5", "sts": "STS", "quora": "Quora question pairs"}
+    source = f"bundled {names[cfg.name or 'sst5']}" if not cfg.path else str(path)
     return train, val, (test if len(test) else None), source
 
 
 # --------------------------------------------------------------------------- the split
 
 
-def split_labeled(labels: np.ndarray, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+def split_labeled(labels: np.ndarray, cfg: SplitConfig, task: Task | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of train positions into (labeled, unlabeled), both sorted.
 
-    Stratified: each class contributes round(fraction * its count) rows to `labeled`, so the
-    label distribution of D_labeled matches train's (the study's 1/5 of train).
+    Stratified: each class (a score: each of its quintiles, `Task.strata`) contributes
+    round(fraction * its count) rows to `labeled`, so the label distribution of D_labeled
+    matches train's (the study's 1/5 of train).
     """
     labels = np.asarray(labels)
+    task = task or Task("classify", max(2, len(np.unique(labels))))
+    strata = task.strata(labels)
     rng = np.random.default_rng(cfg.seed)
     n = len(labels)
     if cfg.stratify:
         chosen = []
-        for cls in np.unique(labels):
-            members = np.flatnonzero(labels == cls)
+        for cls in np.unique(strata):
+            members = np.flatnonzero(strata == cls)
             take = int(round(cfg.labeled_fraction * len(members)))
             chosen.append(rng.permutation(members)[:take])
         labeled = np.sort(np.concatenate(chosen))
@@ -238,7 +281,7 @@ def split_labeled(labels: np.ndarray, cfg: SplitConfig) -> tuple[np.ndarray, np.
         labeled = np.sort(rng.permutation(n)[:take])
     if len(labeled) == 0 or len(labeled) == n:
         raise DataError(f"split: labeled_fraction {cfg.labeled_fraction} leaves {len(labeled)} of {n} rows labeled")
-    if len(np.unique(labels[labeled])) < 2:
+    if len(np.unique(labels[labeled])) < 2:  # one class, or one score: nothing to learn from
         raise DataError(f"split: labeled_fraction {cfg.labeled_fraction} leaves one class in the {len(labeled)} "
                         "labeled rows: at least 2 are needed")
     unlabeled = np.setdiff1d(np.arange(n), labeled)
@@ -247,5 +290,5 @@ def split_labeled(labels: np.ndarray, cfg: SplitConfig) -> tuple[np.ndarray, np.
 
 def load_splits(data: DataConfig, split: SplitConfig) -> Splits:
     train, val, test, source = load_tables(data)
-    labeled, unlabeled = split_labeled(train["label"].to_numpy(), split)
+    labeled, unlabeled = split_labeled(train["label"].to_numpy(), split, data.as_task())
     return Splits(train=train, val=val, labeled=labeled, unlabeled=unlabeled, source=source, test=test)

@@ -39,6 +39,13 @@ METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_la
 TEST_METRICS = ("test_accuracy", "test_macro_f1")  # columns only when the data has a test split
 
 
+def metric_columns(task) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(trials.csv's metric columns, its test columns) for a `tasks.Task`: METRICS / TEST_METRICS
+    for SST-5's task, the task's own metrics (tasks.Task.metrics) in their place for the others."""
+    val = tuple(f"val_{m}" for m in task.metrics)
+    return (*val, f"train_{task.train_metric}", *METRICS[3:]), tuple(f"test_{m}" for m in task.metrics)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One point of the grid: the scientific parameters and the replicate seed."""
@@ -70,8 +77,10 @@ def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
 
 def fixed_digest(cfg: SweepConfig) -> str:
     """Hash of everything a cell's result depends on besides its own parameters."""
-    fixed = {"data": to_dict(cfg.data), "split": to_dict(cfg.split), "recipe": to_dict(cfg.recipe),
-             "encoder": {"max_length": cfg.encoder.max_length}}  # name and pooling are in each cell
+    # data.keyed() and cfg.max_length are to_dict(cfg.data) and encoder.max_length for a single-sentence
+    # classification sweep: its ids are the ones it had before pair and regression tasks.
+    fixed = {"data": cfg.data.keyed(), "split": to_dict(cfg.split), "recipe": to_dict(cfg.recipe),
+             "encoder": {"max_length": cfg.max_length}}  # name and pooling are in each cell
     return json_digest(fixed, 12)
 
 
@@ -167,8 +176,10 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg:
     training each cell shares, or its own id (`trainings_of`)."""
     rows = []
     records = [done[cid] for cid in ids if cid in done]
-    has_test = any(m in (rec.get("metrics") or {}) for rec in records for m in TEST_METRICS)
-    metrics = (*METRICS[:2], *TEST_METRICS, *METRICS[2:]) if has_test else METRICS
+    columns, test_columns = metric_columns(cfg.task)
+    n_val = len(cfg.task.metrics)
+    has_test = any(m in (rec.get("metrics") or {}) for rec in records for m in test_columns)
+    metrics = (*columns[:n_val], *test_columns, *columns[n_val:]) if has_test else columns
     training = trainings_of(cells, ids, done)
     for cell, cid in zip(cells, ids):
         rec = done.get(cid)

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from raysweep.backbone import Classifier, FullEncoderClassifier
 from raysweep.cluster import get
@@ -39,6 +38,7 @@ from raysweep.hashing import array_digest, json_digest
 from raysweep import packing
 from raysweep.packing import Member
 from raysweep.storage import Output, Shipped, atomic_write, receive, ship
+from raysweep.tasks import Task, split_texts
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ def fit_uncached(model: FullEncoderClassifier, texts: list[str], labels: np.ndar
     """
     lengths = None
     if model.classifier.boundary.ragged:
-        enc = model.backbone.tokenizer(list(texts), truncation=True, max_length=model.classifier.boundary.max_length)
+        enc = model.backbone.tokenizer(*split_texts(list(texts)), truncation=True,
+                                       max_length=model.classifier.boundary.max_length)
         lengths = np.array([len(ids) for ids in enc["input_ids"]])
     return _optimise(model.classifier, lambda idx: model([texts[i] for i in idx.tolist()]), len(texts), labels,
                      recipe, seed, lengths=lengths)
@@ -143,13 +144,15 @@ def fit_uncached(model: FullEncoderClassifier, texts: list[str], labels: np.ndar
 
 def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: RecipeConfig, seed: int,
               lengths: np.ndarray | None = None, device: str = "cpu") -> float:
-    """The study's recipe over `n` rows; `forward(positions)` returns the logits of a batch."""
+    """The study's recipe over `n` rows; `forward(positions)` returns the head's outputs of a batch."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
     # StepLR counts epochs: the study halves the learning rate every 20 of its 50 epochs.
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
-    loss_fn = nn.CrossEntropyLoss()
-    y = torch.from_numpy(np.array(labels, dtype=np.int64)).to(device)  # a copy: labels may be a read-only view
+    task = getattr(model, "task", None) or Task("classify", model.linear.out_features)  # task: set by build_model
+    loss_fn = task.loss()  # task: cross-entropy over classes, or MSE of a score
+    y = task.targets(labels).to(device)  # task: int64 classes or float32 [N, 1] scores (a copy)
+    task.start(model.linear, labels)  # task: a regression head starts at the mean score
     order_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)  # the batch-order stream
     model.train()
     last = 0.0
@@ -170,7 +173,9 @@ def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: Re
 @torch.no_grad()
 def predict_proba(model: Classifier, acts: Activations, rows: np.ndarray | None = None,
                   batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (softmax of the head) for `rows` of `acts` (all rows by default)."""
+    """Class probabilities (softmax of the head) for `rows` of `acts` (all rows by default);
+    a regression head's predicted scores [N, 1] (`Task.predict`)."""
+    task = getattr(model, "task", None) or Task("classify", model.linear.out_features)  # task: set by build_model
     model.eval()
     device = next(model.parameters()).device  # wherever the model was trained
     rows = np.arange(len(acts)) if rows is None else np.asarray(rows)
@@ -178,16 +183,19 @@ def predict_proba(model: Classifier, acts: Activations, rows: np.ndarray | None 
     for start in range(0, len(rows), batch_size):
         x, mask = acts.batch(rows[start: start + batch_size])
         x, mask = x.to(device), mask.to(device) if mask is not None else None
-        out.append(torch.softmax(model(x, mask).float(), dim=-1).cpu())
+        out.append(task.predict(model(x, mask).float()).cpu())  # task: softmax, or the score as it is
     return torch.cat(out).numpy() if out else np.zeros((0, model.linear.out_features), dtype=np.float32)
 
 
 def build_model(acts: Activations, num_classes: int, recipe: RecipeConfig, seed: int,
-                lora: LoraSpec | None = None) -> Classifier:
+                lora: LoraSpec | None = None, task: Task | None = None) -> Classifier:
     torch.manual_seed(seed)  # the initialisation + dropout stream
     init = acts.init_modules()
-    return Classifier(acts.boundary, acts.hidden_size, num_classes, recipe.dropout,
-                      top=init["top"], dense=init["dense"], lora=lora)
+    task = task or Task("classify", num_classes)  # task: the head's output size and loss come from it
+    model = Classifier(acts.boundary, acts.hidden_size, task.outputs, recipe.dropout,
+                       top=init["top"], dense=init["dense"], lora=lora)
+    model.task = task  # task: read by _optimise, predict_proba and scoring
+    return model
 
 
 def member_bytes(acts: Activations, num_classes: int, recipe: RecipeConfig, rows: int,
@@ -214,18 +222,22 @@ def member_bytes(acts: Activations, num_classes: int, recipe: RecipeConfig, rows
 
 
 def model_key(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-              seed: int, lora: LoraSpec | None = None) -> str:
+              seed: int, lora: LoraSpec | None = None, task: Task | None = None) -> str:
+    regression = task is not None and task.regression
+    # A score must not be hashed as an integer (2.4 and 2.6 would share a key); a class keeps the int64 recipe.
+    labels = array_digest(np.asarray(labels, np.float64 if regression else np.int64))
     spec = {"v": FORMAT_VERSION, "acts": acts.path.name, "rows": array_digest(np.asarray(rows, np.int64)),
-            "labels": array_digest(np.asarray(labels, np.int64)), "classes": num_classes,
-            "recipe": to_dict(recipe), "seed": seed}
+            "labels": labels, "classes": num_classes, "recipe": to_dict(recipe), "seed": seed}
     if lora is not None:  # a LoRA mode shares top-K's activations; only then is the key told apart
         spec["lora"] = dataclasses.asdict(lora)
+    if task is not None and task.name != "classify":  # likewise: single-sentence classification keeps its keys
+        spec["task"] = task.name
     return _digest(spec)
 
 
 def model_path(cache_dir: str | Path, acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int,
-               recipe: RecipeConfig, seed: int, lora: LoraSpec | None = None) -> Path:
-    key = model_key(acts, rows, labels, num_classes, recipe, seed, lora)
+               recipe: RecipeConfig, seed: int, lora: LoraSpec | None = None, task: Task | None = None) -> Path:
+    key = model_key(acts, rows, labels, num_classes, recipe, seed, lora, task)
     return Path(cache_dir) / "selection" / "models" / f"{key}.pt"
 
 
@@ -236,10 +248,10 @@ def save_state(path: Path, state: bytes) -> None:
 
 def trained_model(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
                   seed: int, cache_dir: str | Path | None = None, lora: LoraSpec | None = None,
-                  device: str = "cpu") -> Classifier:
+                  device: str = "cpu", task: Task | None = None) -> Classifier:
     """The model a trial with these rows would train (`build_model` + `fit`), from the cache when
     another trial or the sweep's driver trained it already (one member of `trained_models`)."""
-    [result] = trained_models(acts, [Member(np.asarray(rows), np.asarray(labels), seed, lora)], num_classes, recipe,
+    [result] = trained_models(acts, [Member(np.asarray(rows), np.asarray(labels), seed, lora, task)], num_classes, recipe,
                               cache_dir, device)
     if result.error is not None:
         raise result.failure()
@@ -275,7 +287,8 @@ def train_members(acts: Activations, members: list[Member], num_classes: int, re
     model (`fit_packed`, packing.py), which reaches the same weights up to float32 reduction order;
     the others (token-level, LoRA, a pack of one) train one after another.
     """
-    if len(members) > 1 and packing.packable(acts, members[0].lora) and len({len(m.rows) for m in members}) == 1:
+    if (len(members) > 1 and packing.packable(acts, members[0].lora) and len({len(m.rows) for m in members}) == 1
+            and not any(m.task is not None and m.task.regression for m in members)):  # packs learn classes
         start = time.perf_counter()
         try:
             packed = fit_packed(acts, members, recipe, device, num_classes=num_classes)
@@ -289,7 +302,7 @@ def train_members(acts: Activations, members: list[Member], num_classes: int, re
     for m in members:
         start = time.perf_counter()
         try:
-            model = build_model(acts, num_classes, recipe, m.seed, lora=m.lora).to(device)
+            model = build_model(acts, num_classes, recipe, m.seed, lora=m.lora, task=m.task).to(device)
             loss = fit(model, acts, np.asarray(m.rows), np.asarray(m.labels), recipe, m.seed, device, bf16)
         except Exception as exc:  # noqa: BLE001 - this member's failure, recorded on its cell
             results.append(MemberResult(None, math.nan, error_line(exc), time.perf_counter() - start, exception=exc))
@@ -310,7 +323,7 @@ def fit_packed(acts: Activations, members: list[Member], recipe: RecipeConfig, d
     with torch.random.fork_rng(devices=[]):
         models, streams = [], []
         for m in members:
-            models.append(build_model(acts, num_classes, recipe, m.seed, lora=m.lora))
+            models.append(build_model(acts, num_classes, recipe, m.seed, lora=m.lora, task=m.task))
             stream = torch.Generator()
             stream.set_state(torch.get_rng_state())
             streams.append(stream)
@@ -337,9 +350,9 @@ def trained_models(acts: Activations, members: list[Member], num_classes: int, r
     todo = []
     for i, m in enumerate(members):
         if cache_dir is not None:
-            paths[i] = model_path(cache_dir, acts, m.rows, m.labels, num_classes, recipe, m.seed, m.lora)
+            paths[i] = model_path(cache_dir, acts, m.rows, m.labels, num_classes, recipe, m.seed, m.lora, m.task)
             if paths[i].exists():
-                model = build_model(acts, num_classes, recipe, m.seed, lora=m.lora)
+                model = build_model(acts, num_classes, recipe, m.seed, lora=m.lora, task=m.task)
                 model.load_state_dict(torch.load(paths[i], weights_only=True))
                 results[i] = MemberResult(model.to(device), math.nan, cached=True)
                 continue
@@ -350,20 +363,22 @@ def trained_models(acts: Activations, members: list[Member], num_classes: int, r
         m = members[i]
         if result.error is None:
             if kind is not None:
-                log_training(kind, model_key(acts, m.rows, m.labels, num_classes, recipe, m.seed, m.lora))
+                log_training(kind, model_key(acts, m.rows, m.labels, num_classes, recipe, m.seed, m.lora, m.task))
             if store and paths[i] is not None:
                 state = {k: v.cpu() for k, v in result.model.state_dict().items()}
                 atomic_write(paths[i], lambda tmp: torch.save(state, tmp))
     return results
 
 
-def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | None = None) -> Classifier:
+def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | None = None,
+            task: Task | None = None) -> Classifier:
     """A classifier over `acts` with a given state (the Ray Data actors' copy of the model)."""
     num_classes = state["linear.weight"].shape[0]
     init = acts.init_modules()
     model = Classifier(acts.boundary, acts.hidden_size, num_classes, dropout, top=init["top"], dense=init["dense"],
                        lora=lora)
     model.load_state_dict(state)
+    model.task = task or Task("classify", num_classes)  # task: how score_chunks turns outputs into scores
     return model
 
 
@@ -383,7 +398,7 @@ def _train_pack(acts: Shipped, members: list[Member], num_classes: int, recipe: 
         if result.error is not None:
             out.append(result.error)
             continue
-        log_training(kind, model_key(loaded, m.rows, m.labels, num_classes, recipe, m.seed, m.lora))
+        log_training(kind, model_key(loaded, m.rows, m.labels, num_classes, recipe, m.seed, m.lora, m.task))
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in result.model.state_dict().items()}, buf)
         out.append(buf.getvalue())
@@ -392,11 +407,12 @@ def _train_pack(acts: Shipped, members: list[Member], num_classes: int, recipe: 
 
 def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, RecipeConfig, int, LoraSpec | None]],
                  cache_dir: str | Path, out: Output | None = None, cpus: float = 1, gpus: float = 0,
-                 pack_size: int = 1, kind: str = "model") -> None:
+                 pack_size: int = 1, kind: str = "model", task: Task | None = None) -> None:
     """Train each (acts, rows, labels, num_classes, recipe, seed, lora) in packs of up to
     `pack_size` members sharing activations, each pack a parallel Ray task with `cpus`/`gpus`,
     and store every returned state in the driver's cache (`trained_model` then loads it).
-    A member that failed is not stored: `trained_model` then trains it again and raises its error."""
+    A member that failed is not stored: `trained_model` then trains it again and raises its error.
+    `task`: what all of them learn (None: classification)."""
     import ray
 
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_pack)
@@ -411,11 +427,12 @@ def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, Reci
             acts, _, _, num_classes, recipe, _, _ = jobs[pack[0]]
             if acts.path not in shipped:
                 shipped[acts.path] = ship(acts.path, out)
-            members = [Member(np.asarray(jobs[i][1]), np.asarray(jobs[i][2]), jobs[i][5], jobs[i][6]) for i in pack]
+            members = [Member(np.asarray(jobs[i][1]), np.asarray(jobs[i][2]), jobs[i][5], jobs[i][6], task)
+                       for i in pack]
             refs.append(task.remote(shipped[acts.path], members, num_classes, to_dict(recipe), kind))
             packs.append(pack)
     for pack, states in zip(packs, get(refs)):
         for i, state in zip(pack, states):
             if isinstance(state, bytes):
                 acts, rows, labels, num_classes, recipe, seed, lora = jobs[i]
-                save_state(model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora), state)
+                save_state(model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora, task), state)

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from raysweep.backbone import Classifier
 from raysweep.config import LoraSpec, RecipeConfig
 from raysweep.embed import Activations
+from raysweep.tasks import Task
 
 
 def batch_order(n: int, batch_size: int, generator: torch.Generator, lengths: np.ndarray | None = None):
@@ -76,6 +77,7 @@ class Member:
     labels: np.ndarray  # one per row
     seed: int  # the cell's seed: initialisation + dropout stream, batch-order stream
     lora: LoraSpec | None = None  # must be None: LoRA modes are token-level and are not packed
+    task: Task | None = None  # what is learnt (tasks.py); None: classification. Packs learn classes only.
 
 
 @dataclass

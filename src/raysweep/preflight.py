@@ -134,7 +134,7 @@ def _max_positions(config) -> int | None:
     return positions
 
 
-def _check_encoder(name: str, key: str, max_length: int) -> str | None:
+def _check_encoder(name: str, key: str, max_length: int, length_key: str = "encoder.max_length") -> str | None:
     """A problem with encoder `name` (at `key`), read from its config alone, or None."""
     from transformers import AutoConfig
 
@@ -150,7 +150,7 @@ def _check_encoder(name: str, key: str, max_length: int) -> str | None:
         return f"{key}: encoder {name!r} does not resolve offline to a local directory or cached model ({first})"
     positions = _max_positions(config)
     if positions is not None and max_length > positions:
-        return (f"encoder.max_length: {max_length} is more than the {positions} positions of encoder {name!r} "
+        return (f"{length_key}: {max_length} is more than the {positions} positions of encoder {name!r} "
                 "(a longer text would fail inside the encoder)")
     return None
 
@@ -221,7 +221,8 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     for key, name in names:
         if remote and not Path(name).exists() and name not in SHORT_NAMES:
             continue  # a Hugging Face name: the cluster's cache or hub decides
-        problem = _check_encoder(name, key, cfg.encoder.max_length)
+        problem = _check_encoder(name, key, cfg.max_length, "encoder.pair_max_length" if cfg.task.pairs
+                                 else "encoder.max_length")
         if problem:
             problems.append(prefix + problem)
 

@@ -38,6 +38,7 @@ from raysweep.hashing import array_digest, json_digest, state_digest
 from raysweep.model import assigned_device, model_path, rebuild, train_remote, trained_model
 from raysweep.storage import Output, atomic_write, receive, ship
 from raysweep.strategies.diversity import gradient_embeddings
+from raysweep.tasks import Task
 
 FORMAT_VERSION = 1  # bump when what is stored changes: old entries are then simply not found
 CHUNK = 64  # rows per scoring step; the unit of MC-dropout seeding, so results ignore sharding
@@ -62,7 +63,7 @@ def _digest(obj) -> str:
 class Scores:
     """What one model says about some rows (in the order the rows were given)."""
 
-    probs: np.ndarray | None = None  # [N, C] softmax of the head, dropout off
+    probs: np.ndarray | None = None  # [N, C] softmax of the head, dropout off (a regression: [N, 1] scores)
     embeddings: np.ndarray | None = None  # [N, H] sentence vectors: the head's input
     mc_probs: np.ndarray | None = None  # [S, N, C] softmax with dropout on, S seeded samples
 
@@ -90,6 +91,7 @@ def score_chunks(model: Classifier, acts: Activations, rows: np.ndarray, chunks:
     rows, chunks = np.asarray(rows), np.asarray(chunks)
     n = len(rows)
     num_classes, hidden = model.linear.out_features, model.linear.in_features
+    task = getattr(model, "task", None) or Task("classify", num_classes)  # task: softmax, or a regression's score
     out = {}
     if base:
         out["probs"] = np.empty((n, num_classes), dtype=np.float32)
@@ -105,13 +107,13 @@ def score_chunks(model: Classifier, acts: Activations, rows: np.ndarray, chunks:
             model.eval()
             h = model.sentence_vector(x, mask)
             out["embeddings"][at] = h.float().cpu().numpy()
-            out["probs"][at] = torch.softmax(model.linear(h), dim=-1).float().cpu().numpy()
+            out["probs"][at] = task.predict(model.linear(h)).float().cpu().numpy()
         if mc_samples:
             devices = [torch.cuda.current_device()] if device.startswith("cuda") else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(_mc_seed(seed, int(chunk)))
                 model.train()  # dropout on: the head's, and the top layers' own
-                samples = [torch.softmax(model(x, mask), dim=-1) for _ in range(mc_samples)]
+                samples = [task.predict(model(x, mask)) for _ in range(mc_samples)]
             model.eval()
             out["mc"][at] = torch.stack(samples, dim=1).float().cpu().numpy()
     return out
@@ -173,7 +175,8 @@ class PoolScorer:
             acts = load_activations(receive(spec["acts"]))  # fetched once per node (storage.receive)
             state = torch.load(io.BytesIO(spec["state"]), weights_only=True)
             lora = LoraSpec(**spec["lora"]) if spec["lora"] else None
-            self.loaded[j] = (rebuild(acts, state, spec["dropout"], lora).to(self.device), acts)
+            task = Task(**spec["task"]) if spec.get("task") else None
+            self.loaded[j] = (rebuild(acts, state, spec["dropout"], lora, task).to(self.device), acts)
         return self.loaded[j]
 
     def __call__(self, batch: dict) -> dict:
@@ -209,8 +212,9 @@ def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None, o
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in job.model.state_dict().items()}, buf)
         lora = dataclasses.asdict(job.model.lora) if job.model.lora is not None else None
+        task = getattr(job.model, "task", None)
         specs.append({"state": buf.getvalue(), "acts": ship(job.acts.path, out), "dropout": job.model.dropout.p,
-                      "lora": lora,
+                      "lora": lora, "task": dataclasses.asdict(task) if task is not None else None,
                       "base": job.base, "mc_samples": job.mc_samples, "seed": job.seed})
     ds = ray.data.from_pandas(frames).map_batches(
         PoolScorer,
@@ -377,7 +381,7 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
         inp = inputs[freeze]
         if inp.cache_dir is None or not model_path(inp.cache_dir, inp.train_acts, inp.labeled,
                                                    inp.train_labels[inp.labeled], inp.num_classes, recipe, seed,
-                                                   inp.lora).exists():
+                                                   inp.lora, inp.task).exists():
             missing.append((freeze, seed))
     for freeze in dict.fromkeys(f for f, _ in missing) if use_ray else ():
         inp = inputs[freeze]
@@ -385,7 +389,8 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
         cpus, gpus, size = resources(freeze, len(seeds)) if resources else (1, 0, 1)
         if inp.cache_dir is not None:
             train_remote([(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe, s,
-                           inp.lora) for s in seeds], inp.cache_dir, out, cpus=cpus, gpus=gpus, pack_size=size)
+                           inp.lora) for s in seeds], inp.cache_dir, out, cpus=cpus, gpus=gpus, pack_size=size,
+                         task=inp.task)
     if missing and log is not None:
         log(f"trained {len(missing)} scoring models on labeled in {time.perf_counter() - start:.1f} s")
     needs = frozenset({"probs", "embeddings", "labeled_embeddings"} | ({"mc_probs"} if mc else set()))
@@ -393,7 +398,7 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
     for freeze, seed in jobs:
         inp = inputs[freeze]
         model = trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe,
-                              seed, inp.cache_dir, inp.lora)
+                              seed, inp.cache_dir, inp.lora, task=inp.task)
         scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool_rows, inp.labeled, selection, seed))
     cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
     scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log, out)

@@ -49,6 +49,7 @@ from raysweep.llm import annotate
 from raysweep.model import error_line, use_assigned
 from raysweep.runtime import start_ray
 from raysweep.storage import Output, StorageError, fetch_entry, node_lock, refuse_credentials
+from raysweep.tasks import Task
 from raysweep.train import TrialInputs, choose_rows, run_trials
 
 
@@ -74,8 +75,8 @@ def trainable_counts(cfg: SweepConfig) -> dict[str, dict[str, int] | str]:
         except EncoderError as exc:
             counts[encoder] = str(exc)
             continue
-        counts[encoder] = {f: trainable_parameters(backbone, f, cfg.data.num_classes, cfg.poolings[0],
-                                                   cfg.encoder.max_length) for f in cfg.compare.freeze}
+        counts[encoder] = {f: trainable_parameters(backbone, f, cfg.task.outputs, cfg.poolings[0],
+                                                   cfg.max_length) for f in cfg.compare.freeze}
     return counts
 
 
@@ -102,6 +103,7 @@ class TrialContext:
     generated_labels: dict[str, np.ndarray] | None = None  # the LLM pools' labels of the generated rows
     # llm_annotated: the train labels with the LLM's in place of gold on the rows the cells choose
     annotated_labels: np.ndarray | None = None
+    task: Task | None = None  # what the trials learn and report (tasks.py); None: classification
     train_texts: list[str] | None = None  # for chosen/'s rows table; dropped before the trials
 
     def pool_size(self, pool: str) -> int:
@@ -128,7 +130,7 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
     artifacts = {}
     for encoder in cfg.encoders:
         backbone = load_backbone(encoder)
-        boundaries = {(pooling, f): boundary_for(f, backbone.num_layers, pooling, cfg.encoder.max_length,
+        boundaries = {(pooling, f): boundary_for(f, backbone.num_layers, pooling, cfg.max_length,
                                                  backbone.hidden_size)
                       for pooling in cfg.poolings for f in cfg.compare.freeze}
         unique = sorted(set(boundaries.values()), key=lambda b: (b.kind, b.layer, b.pooling))
@@ -157,7 +159,7 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
         labeled=splits.labeled, pool_rows=splits.unlabeled, num_classes=cfg.data.num_classes, artifacts=artifacts,
         recipe=cfg.recipe, selection=cfg.selection, resources=cfg.resources, cache_dir=str(cache_dir),
         fixed=fixed_digest(cfg), test_labels=splits.test["label"].to_numpy() if splits.test is not None else None,
-        generated_labels=generated_labels, train_texts=texts["train"])
+        generated_labels=generated_labels, train_texts=texts["train"], task=cfg.task)
 
 
 @lru_cache(maxsize=8)
@@ -188,7 +190,8 @@ def trial_inputs(context: TrialContext, variant: str, pool: str = "real") -> Tri
                        val_acts=_activations(val_path), num_classes=context.num_classes,
                        cache_dir=context.cache_dir, lora=parse_lora(variant.rsplit("|", 1)[-1]),
                        test_labels=context.test_labels,
-                       test_acts=_activations(test_path[0]) if test_path else None, select_labels=select_labels)
+                       test_acts=_activations(test_path[0]) if test_path else None, select_labels=select_labels,
+                       task=context.task)
 
 
 def prepare_selection(cfg: SweepConfig, context: TrialContext, out: Output, use_ray: bool, log=print,
@@ -221,6 +224,9 @@ def prepare_selection(cfg: SweepConfig, context: TrialContext, out: Output, use_
                 # The real pool's are the study's diagnostic; the generated pool's go beside them.
                 rel = ("diagnostics" if source == "real" else "diagnostics-generated") + (
                     f"/{encoder}-{pooling}".replace("/", "_") if several else "")
+                if cfg.task.regression:  # the diagnostic correlates entropy, which a score has not
+                    log("diagnostics: entropy vs SQBC is a classification diagnostic; skipped for a regression task")
+                    continue
                 if not out.is_uri:
                     scoring.write_diagnostics(views, cfg.selection.k, out.local_dir / rel, log=log)
                     continue

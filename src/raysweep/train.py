@@ -23,6 +23,7 @@ from raysweep.embed import Activations
 from raysweep.grid import Cell, rows_to_add
 from raysweep.metrics import confusion, macro_f1
 from raysweep.model import Member, log_training, predict_proba, trained_model, trained_models
+from raysweep.tasks import Task
 
 
 @dataclass
@@ -45,6 +46,11 @@ class TrialInputs:
     # The labels selection sees when they are not the ones the trial trains on: the llm_annotated
     # pool chooses with gold labels, as its `real` counterpart does, and trains on the LLM's.
     select_labels: np.ndarray | None = None
+    task: Task | None = None  # what is learnt (tasks.py); None: classification into num_classes
+
+    def __post_init__(self):
+        if self.task is None:
+            self.task = Task("classify", self.num_classes)
 
 
 @dataclass
@@ -89,7 +95,7 @@ def choose_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
         so_far = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
         rows = np.concatenate([inputs.labeled, np.sort(so_far)])  # the rows the trial itself would train on
         model = trained_model(acts, rows, labels[rows], inputs.num_classes, recipe, cell.seed, inputs.cache_dir,
-                                      lora=inputs.lora)
+                                      lora=inputs.lora, task=inputs.task)
         view = scoring.pool_view(strategy.needs, model, acts, remaining, rows, labels[rows], selection, cell.seed,
                                  cache_dir=inputs.cache_dir, log=log)
         picked, scores = strategy.ranked(view, step, rng)
@@ -148,7 +154,8 @@ def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, sel
             continue
         rows = np.concatenate([inputs.labeled, np.sort(chosen.rows)])
         picked.append((i, chosen, rows, time.perf_counter() - start))
-    members = [Member(rows, inputs.train_labels[rows], cells[i].seed, inputs.lora) for i, _, rows, _ in picked]
+    members = [Member(rows, inputs.train_labels[rows], cells[i].seed, inputs.lora, inputs.task)
+               for i, _, rows, _ in picked]
     trained = trained_models(inputs.train_acts, members, inputs.num_classes, recipe, inputs.cache_dir, device,
                              store=False, bf16=bf16, kind=None)
     for (i, chosen, rows, select_s), member, result in zip(picked, members, trained):
@@ -176,20 +183,20 @@ def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, sel
 
 def evaluate(model, inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray) -> dict:
     """A trained model's metrics on val (and test), and on the rows it trained on."""
-    val_pred = predict_proba(model, inputs.val_acts).argmax(1)
-    train_pred = predict_proba(model, inputs.train_acts, rows).argmax(1)
+    task = inputs.task  # task: the metrics, and how the head's outputs become predictions
+    val_pred = task.point(predict_proba(model, inputs.val_acts))
+    train_pred = task.point(predict_proba(model, inputs.train_acts, rows))
     test = {}
     if inputs.test_acts is not None:  # the same model on held-out rows nobody chose anything on
-        test_pred = predict_proba(model, inputs.test_acts).argmax(1)
-        test = {"test_accuracy": float((test_pred == inputs.test_labels).mean()),
-                "test_macro_f1": macro_f1(inputs.test_labels, test_pred, inputs.num_classes)}
+        test_pred = task.point(predict_proba(model, inputs.test_acts))
+        test = {f"test_{k}": v for k, v in task.score(inputs.test_labels, test_pred).items()}
     return {
-        "val_accuracy": float((val_pred == inputs.val_labels).mean()),
-        "val_macro_f1": macro_f1(inputs.val_labels, val_pred, inputs.num_classes),
+        **{f"val_{k}": v for k, v in task.score(inputs.val_labels, val_pred).items()},
         **test,
-        "train_accuracy": float((train_pred == labels).mean()),
+        f"train_{task.train_metric}": task.score(labels, train_pred, (task.train_metric,))[task.train_metric],
         "n_labeled": int(len(inputs.labeled)),
         "n_train": int(len(rows)),
         "trainable_params": count_trainable(model),
-        "confusion": confusion(inputs.val_labels, val_pred, inputs.num_classes).tolist(),
+        # A regression has no confusion matrix: its record keeps the key, empty.
+        "confusion": None if task.regression else confusion(inputs.val_labels, val_pred, inputs.num_classes).tolist(),
     }

@@ -34,7 +34,8 @@ def full_view(size: int = SIZE, duplicates: bool = False, seed: int = 0) -> Pool
 
 
 def test_the_study_and_the_field_are_registered():
-    assert set(NAMES) == {"random", "entropy", "sqbc", "margin", "least-confidence", "bald", "coreset", "badge"}
+    assert set(NAMES) == {"random", "entropy", "sqbc", "margin", "least-confidence", "bald", "coreset", "badge",
+                          "mc-variance"}
 
 
 @pytest.mark.parametrize("duplicates", [False, True], ids=["distinct", "duplicates"])

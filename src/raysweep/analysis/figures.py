@@ -27,8 +27,24 @@ from raysweep.analysis import compare, stats  # noqa: E402
 METRIC_LABELS = {
     "val_accuracy": "validation accuracy",
     "val_macro_f1": "validation macro-F1",
+    "val_positive_f1": "validation F1 of the positive class",
+    "val_pearson": "validation Pearson correlation",
+    "val_spearman": "validation Spearman correlation",
+    "val_mse": "validation MSE",
     "train_accuracy": "train accuracy",
+    "train_mse": "train MSE",
 }
+
+
+def label(metric: str) -> str:
+    """How a figure or sentence names a metric column."""
+    return METRIC_LABELS.get(metric, metric)
+
+
+def unit(metric: str) -> str:
+    """What follows a number printed as `tables.pct_ci` prints it: a share in percent, a correlation x 100."""
+    return " (x 100)" if metric.endswith(("pearson", "spearman")) else "%"
+
 FRACTION_LABEL = "rows added (\u00d7 |labeled|)"
 SERIES_CANDIDATES = ("sweep", "pool", "strategy", "encoder", "pooling", "rounds")
 SCATTER_MAX = 4000  # points drawn per scatter panel; statistics always use every row
@@ -221,23 +237,24 @@ def differences(trials: pd.DataFrame, out_dir: Path, metric: str = "val_accuracy
         return _save(fig, out_dir, name)
 
 
-def train_vs_val(trials: pd.DataFrame, out_dir: Path, name: str = "train_vs_val") -> Path:
-    """Train accuracy beside validation accuracy per freeze mode: the over-fitting gap."""
-    data, lines = lines_for(trials.dropna(subset=["train_accuracy", "val_accuracy"]))
+def train_vs_val(trials: pd.DataFrame, out_dir: Path, what: str = "accuracy", name: str = "train_vs_val") -> Path:
+    """Train `what` (accuracy, or a regression's mse) beside validation's per freeze mode: the over-fitting gap."""
+    train, val = f"train_{what}", f"val_{what}"
+    data, lines = lines_for(trials.dropna(subset=[train, val]))
     keep = [c for c in (lines.hue, lines.row, "freeze", "fraction", "seed") if c]
-    long = data.melt(id_vars=keep, value_vars=["train_accuracy", "val_accuracy"], var_name="split",
-                     value_name="accuracy")
-    long["split"] = long["split"].map({"train_accuracy": "train", "val_accuracy": "validation"})
+    long = data.melt(id_vars=keep, value_vars=[train, val], var_name="split", value_name=what)
+    long["split"] = long["split"].map({train: "train", val: "validation"})
     panels = stats.freeze_order(data)
+    shown = "MSE" if what == "mse" else what
     with _style():
-        g = sns.relplot(data=long, x="fraction", y="accuracy", style="split", style_order=["train", "validation"],
+        g = sns.relplot(data=long, x="fraction", y=what, style="split", style_order=["train", "validation"],
                         kind="line", errorbar=_interval, marker="o", markersize=4, height=3.3, aspect=1.15,
                         **_facet_kws(lines, panels))
         _titles(g, lines)
-        g.set_axis_labels(FRACTION_LABEL, "accuracy")
+        g.set_axis_labels(FRACTION_LABEL, shown)
         for ax in g.axes.flat:
             ax.set_xticks(sorted(data["fraction"].unique()))
-        g.figure.suptitle(f"Train vs validation accuracy (the gap is over-fitting)\n{_band_note(trials)}",
+        g.figure.suptitle(f"Train vs validation {shown} (the gap is over-fitting)\n{_band_note(trials)}",
                           y=1.0, va="bottom")
         return _save(g.figure, out_dir, name)
 

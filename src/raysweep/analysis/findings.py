@@ -14,7 +14,8 @@ import pandas as pd
 
 from raysweep.analysis.compare import ALPHA, MIN_EFFECT, TEST_NAME
 
-METRIC_NAMES = {"val_accuracy": "accuracy", "val_macro_f1": "macro-F1"}
+METRIC_NAMES = {"val_accuracy": "accuracy", "val_macro_f1": "macro-F1", "val_positive_f1": "positive-class F1",
+                "val_pearson": "Pearson r (x 100)", "val_spearman": "Spearman rho (x 100)"}
 UNCERTAINTY = ("entropy", "margin", "least-confidence")  # the study's "uncertainty sampling" strategies
 WEAK_R = 0.3  # |Pearson r| below this is called weak
 

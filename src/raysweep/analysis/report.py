@@ -19,12 +19,16 @@ import yaml
 
 from raysweep.analysis import annotation, compare, figures, findings, selection, stats, tables
 from raysweep.analysis.document import Doc
-from raysweep.analysis.results import Results, ResultsError, combined_trials, load_many
+from raysweep.analysis.results import Results, ResultsError, combined_trials, load_many, metrics_of
 from raysweep.analysis.tables import pct_ci, value_str
 
 MAX_REPORT_ROWS = 80  # longer tables are linked (CSV and Markdown) instead of printed in the report
-METRICS = ("val_accuracy", "val_macro_f1")  # findings are drawn on both
-TEST_METRICS = {"val_accuracy": "test_accuracy", "val_macro_f1": "test_macro_f1"}  # the same, on the test split
+METRICS = ("val_accuracy", "val_macro_f1")  # SST-5's; a report draws findings on its task's (results.metrics_of)
+
+
+def test_metric(metric: str) -> str:
+    """The same metric on the test split."""
+    return "test_" + metric.removeprefix("val_")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,12 @@ class Run:
     # factor -> its comparison table (compare.compare, both metrics, with the test split's check)
     comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
     correlations: pd.DataFrame | None = None  # entropy vs SQBC, per freeze (seed "all") and per seed
+    metrics: tuple[str, ...] = METRICS  # the task's validation metrics, headline first (results.metrics_of)
+
+    @property
+    def metric(self) -> str:
+        """The headline metric: what the summary ranks by and the figures plot."""
+        return self.metrics[0]
 
     def source(self, res: Results) -> str:
         return self.sources[self.results.index(res)] if self.sources else str(res.dir)
@@ -125,10 +135,10 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = compare.LA
     run = Run(results=results, output_dir=output_dir, n_boot=n_boot, seed=seed,
               doc=Doc(title=f"raysweep report: {', '.join(r.name for r in results)}"),
               trials=trials, ok=ok, varying=stats.varying_parameters(ok) if len(ok) else [],
-              sources=[str(x) for x in sources] if sources else None)
+              sources=[str(x) for x in sources] if sources else None, metrics=metrics_of(ok))
     if len(ok):
-        run.cells = tables.cell_table(ok)
-        run.comparisons = comparisons(ok)
+        run.cells = tables.cell_table(ok, run.metrics)
+        run.comparisons = comparisons(ok, run.metrics)
     run.correlations = correlation_table(results)
 
     findings_section(run)
@@ -169,11 +179,13 @@ def summary(run: Run) -> None:
         items.append(f"Compute: {ok['wall_s'].sum() / 60:.1f} trial-minutes of wall time")
     doc.bullets(items)
     if run.cells is not None:
-        best = stats.best_row(run.cells, "val_accuracy")
+        m = run.metric
+        best = stats.best_row(run.cells, m)
         desc = ", ".join(f"{c} = {value_str(best[c])}" for c in stats.cell_columns(ok)
                          if c in run.varying or c in ("strategy", "freeze", "fraction"))
-        acc = pct_ci(best["val_accuracy"], best["val_accuracy_ci_low"], best["val_accuracy_ci_high"])
-        doc.para(f"Best cell by mean validation accuracy: {desc}: **{acc}%** over {int(best['n_seeds'])} seed(s).")
+        value = pct_ci(best[m], best[f"{m}_ci_low"], best[f"{m}_ci_high"])
+        doc.para(f"Best cell by mean {figures.label(m)}: {desc}: **{value}{figures.unit(m)}** over "
+                 f"{int(best['n_seeds'])} seed(s).")
 
 
 def findings_section(run: Run) -> None:
@@ -187,8 +199,8 @@ def findings_section(run: Run) -> None:
     else:
         note = findings.method_note()
         if any("test_mean_diff" in t.columns for t in run.comparisons.values()):
-            note += (" Each finding is checked on the `test` split (the same comparison on test_accuracy / "
-                     "test_macro_f1); it **disagrees** when the test mean has the other sign, or when a finding that "
+            note += (" Each finding is checked on the `test` split (the same comparison on "
+                     f"{' / '.join(test_metric(m) for m in run.metrics)}); it **disagrees** when the test mean has the other sign, or when a finding that "
                      "survives the correction on val has a test interval that includes 0.")
         else:
             note += " The trials have no `test` split, so no finding is checked on held-out rows."
@@ -235,11 +247,11 @@ def headline(run: Run) -> None:
     if not len(ok):
         doc.para("No successful trials, so there is no headline table.")
         return
-    head, factor, baseline, common = headline_table(ok, run.comparisons, run.cells)
+    head, factor, baseline, common = headline_table(ok, run.comparisons, run.cells, run.metric)
     has_diff = "mean_diff" in head.columns
     if len(common) >= 2:
         text = (f"AULC over the fractions every curve has ({', '.join(f'{f:g}' for f in common)}): trapezoidal area "
-                "under validation accuracy vs added fraction, divided by the fraction range (the curve's average "
+                f"under {figures.label(run.metric)} vs added fraction, divided by the fraction range (the curve's average "
                 "height), per seed, then mean over seeds with a 95% t-interval. ")
     else:
         text = ("The curves share fewer than two fractions, so each AULC spans its own range (the `fractions` "
@@ -252,11 +264,12 @@ def headline(run: Run) -> None:
         text += f"No paired differences: {no_pairs_reason(ok)}."
     doc.para(text)
     if head["aulc"].isna().all():
-        doc.para("AULC needs at least two fractions per curve and this sweep has one, so only the accuracy is shown.")
+        doc.para(f"AULC needs at least two fractions per curve and this sweep has one, so only the "
+                 f"{figures.label(run.metric)} is shown.")
     if stats.seed_counts(ok)[1] == 1:
         doc.para("Every cell has one seed, so no row has an interval.")
     run.table(head, tables.show_headline(head, run.varying, has_diff=has_diff, factor=factor,
-                                         baseline=baseline), "headline")
+                                         baseline=baseline, metric=run.metric), "headline")
 
 
 def trial_figures(run: Run) -> None:
@@ -266,18 +279,26 @@ def trial_figures(run: Run) -> None:
         for name in ("learning_curves", "train_vs_val", "val_confusion", "by_<parameter>"):
             skip((name, reason))
         return
-    add((figures.learning_curves(ok, run.fig_dir, "val_accuracy"),
-         "Validation accuracy vs added rows per freeze mode (the study's Figures 2 and 3)."))
-    if "val_macro_f1" in ok.columns and ok["val_macro_f1"].notna().any():
-        add((figures.learning_curves(ok, run.fig_dir, "val_macro_f1", name="learning_curves_macro_f1"),
-             "Validation macro-F1 vs added rows per freeze mode."))
+    m = run.metric
+    label = figures.label(m)
+    add((figures.learning_curves(ok, run.fig_dir, m),
+         f"{label[0].upper() + label[1:]} vs added rows per freeze mode (the study's Figures 2 and 3)."))
+    for other in run.metrics[1:]:
+        if other in ok.columns and ok[other].notna().any():
+            add((figures.learning_curves(ok, run.fig_dir, other, name=f"learning_curves_{other.removeprefix('val_')}"),
+                 f"{figures.label(other)[0].upper() + figures.label(other)[1:]} vs added rows per freeze mode."))
     if "strategy" in run.comparisons:
         baseline = run.comparisons["strategy"]["baseline"].iloc[0]
-        add((figures.differences(ok, run.fig_dir, "val_accuracy", "strategy", baseline),
-             f"Each strategy minus `{baseline}` in validation accuracy, one panel per strategy and freeze mode: "
+        add((figures.differences(ok, run.fig_dir, m, "strategy", baseline),
+             f"Each strategy minus `{baseline}` in {label}, one panel per strategy and freeze mode: "
              "the learning curves' differences without overlapping bands."))
-    if "train_accuracy" in ok.columns and ok["train_accuracy"].notna().any():
-        add((figures.train_vs_val(ok, run.fig_dir), "Train vs validation accuracy: the gap between them is over-fitting."))
+    # The over-fitting gap on the metric the trial reports on its own rows (accuracy, or a regression's MSE).
+    gap = next((x for x in ("accuracy", "mse") if f"train_{x}" in ok.columns and ok[f"train_{x}"].notna().any()
+                and f"val_{x}" in ok.columns), None)
+    if gap is not None:
+        add((figures.train_vs_val(ok, run.fig_dir, gap),
+             f"Train vs validation {figures.label('val_' + gap).removeprefix('validation ')}: the gap between them "
+             "is over-fitting."))
     else:
         skip(("train_vs_val", "the trials have no `train_accuracy`"))
     if figures.confusions(ok).notna().any():
@@ -287,8 +308,8 @@ def trial_figures(run: Run) -> None:
     else:
         skip(("val_confusion", "no trial has a `confusion` matrix"))
     for param in run.varying:
-        add((figures.parameter_plot(ok, param, run.fig_dir, seed=run.seed),
-             f"Automatic plot for the varying parameter `{param}`: every trial's validation accuracy."))
+        add((figures.parameter_plot(ok, param, run.fig_dir, m, seed=run.seed),
+             f"Automatic plot for the varying parameter `{param}`: every trial's {label}."))
     if not run.varying:
         skip(("by_<parameter>", "no parameter varies across the successful trials"))
 
@@ -347,7 +368,7 @@ def detail_tables(run: Run, extras: list[dict[str, list[dict]]]) -> None:
             run.table(table, tables.show_compare(table, spec.factor, varying), f"compare_{key}")
             if key == "strategy":
                 by_fraction = pd.concat([compare.compare(ok, "strategy", baseline, m, by_fraction=True)
-                                         for m in METRICS if m in ok.columns and ok[m].notna().any()],
+                                         for m in run.metrics if m in ok.columns and ok[m].notna().any()],
                                         ignore_index=True)
                 doc.heading(f"Each strategy vs `{baseline}`, per fraction (secondary)", level=3)
                 doc.para("The same test at each usable fraction on its own; Holm within each metric's table.")
@@ -357,7 +378,7 @@ def detail_tables(run: Run, extras: list[dict[str, list[dict]]]) -> None:
             doc.para(f"No paired comparisons: {no_pairs_reason(ok)}.")
         labels_needed(run)
         doc.heading("Every cell", level=3)
-        doc.para("Mean over seeds with a 95% t-interval, in percent.")
+        doc.para("Mean over seeds with a 95% t-interval, in percent (a correlation x 100; an MSE as it is).")
         run.table(run.cells, tables.show_cells(run.cells, varying), "cells")
     generation = [row for e in extras for row in e["generation"]]
     if generation:
@@ -385,7 +406,7 @@ def labels_needed(run: Run) -> None:
     if factor is None or ok["fraction"].nunique() < 2:
         return
     table = pd.concat([compare.labels_needed(ok, m, factor, n_boot=run.n_boot, seed=run.seed).assign(metric=m)
-                       for m in METRICS if m in ok.columns and ok[m].notna().any()], ignore_index=True)
+                       for m in run.metrics if m in ok.columns and ok[m].notna().any()], ignore_index=True)
     doc.heading("Labels needed", level=3)
     doc.para(f"Rows added until a {factor}'s mean learning curve reaches {100 * compare.LABELS_SHARE:g}% of the best "
              f"curve's end point (its value at its largest fraction), interpolating linearly between fractions; "
@@ -473,9 +494,10 @@ def has_results(res: Results) -> bool:
     return any(x is not None and len(x) for x in (res.trials, res.generated, res.diagnostics))
 
 
-def comparisons(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Every comparison the trials can answer (see COMPARISONS), on val accuracy and macro-F1, each
-    with the same comparison on the test split beside it when the trials have one."""
+def comparisons(ok: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> dict[str, pd.DataFrame]:
+    """Every comparison the trials can answer (see COMPARISONS), on each of `metrics` (the task's:
+    val accuracy and macro-F1 for SST-5), each with the same comparison on the test split beside it
+    when the trials have one."""
     out = {}
     varying = stats.varying_parameters(ok)
     for key, spec in COMPARISONS.items():
@@ -485,13 +507,13 @@ def comparisons(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
         if baseline is None or (spec.levels and not set(spec.levels) & set(ok[spec.factor])):
             continue
         parts = []
-        for metric in METRICS:
+        for metric in metrics:
             if metric not in ok.columns or ok[metric].isna().all():
                 continue
             val = compare.compare(ok, spec.factor, baseline, metric, levels=spec.levels)
-            test_metric = TEST_METRICS[metric]
-            if test_metric in ok.columns and ok[test_metric].notna().any():
-                test = compare.compare(ok, spec.factor, baseline, test_metric, levels=spec.levels)
+            on_test = test_metric(metric)
+            if on_test in ok.columns and ok[on_test].notna().any():
+                test = compare.compare(ok, spec.factor, baseline, on_test, levels=spec.levels)
                 val = compare.with_test_check(val, test.assign(metric=metric))
             parts.append(val)
         table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -501,19 +523,20 @@ def comparisons(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def headline_table(ok: pd.DataFrame, comparisons_: dict[str, pd.DataFrame] | None = None,
-                   cells: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str, str, list[float]]:
+                   cells: pd.DataFrame | None = None, metric: str = "val_accuracy"
+                   ) -> tuple[pd.DataFrame, str, str, list[float]]:
     """(table, factor, baseline, common fractions) of the headline: AULC per curve over the fractions
     every curve has, the val-accuracy comparison with `random` (else `real`), the accuracy at the
     largest fraction. `comparisons_` and `cells` are computed here when not given."""
-    comparisons_ = comparisons(ok) if comparisons_ is None else comparisons_
-    cells = tables.cell_table(ok) if cells is None else cells
+    comparisons_ = comparisons(ok, metrics_of(ok)) if comparisons_ is None else comparisons_
+    cells = tables.cell_table(ok, metrics_of(ok)) if cells is None else cells
     common = common_fractions(ok)
-    aulc = stats.aulc_table(ok[ok["fraction"].isin(common)] if len(common) >= 2 else ok)
+    aulc = stats.aulc_table(ok[ok["fraction"].isin(common)] if len(common) >= 2 else ok, metric)
     key = next((k for k in ("strategy", "pool") if k in comparisons_), None)
     diff = comparisons_[key] if key else pd.DataFrame()
-    diff = diff[diff["metric"] == "val_accuracy"] if len(diff) else diff
+    diff = diff[diff["metric"] == metric] if len(diff) else diff
     factor, baseline = (COMPARISONS[key].factor, diff["baseline"].iloc[0]) if len(diff) else ("strategy", "random")
-    return tables.headline_table(aulc, diff, cells), factor, baseline, common
+    return tables.headline_table(aulc, diff, cells, metric), factor, baseline, common
 
 
 def common_fractions(ok: pd.DataFrame) -> list[float]:

@@ -35,7 +35,7 @@ class ResultsError(RaysweepError, ValueError):
 
 
 DIAGNOSTIC_COLUMNS = ("freeze", "seed", "entropy", "sqbc")
-TRIAL_COLUMNS = ("cell_id", "pool", "strategy", "fraction", "freeze", "seed", "status", "val_accuracy")
+TRIAL_COLUMNS = ("cell_id", "pool", "strategy", "fraction", "freeze", "seed", "status")
 
 
 @dataclass
@@ -72,17 +72,32 @@ def read_trials(path: Path) -> pd.DataFrame:
     """trials.csv with its types fixed: numbers numeric, `status` lower-case, `error` a string."""
     df = pd.read_csv(path)
     absent = [c for c in TRIAL_COLUMNS if c not in df.columns]
+    if not any(str(c).startswith("val_") for c in df.columns):  # a metric of some task: accuracy, pearson, ...
+        absent.append("val_accuracy")
     if absent:
         raise ResultsError(f"{path}: missing column(s) {', '.join(absent)}")
     df["status"] = df["status"].astype(str).str.strip().str.lower()
-    for col in ("fraction", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "train_accuracy",
-                "n_labeled", "n_added", "n_train", "wall_s", "train_s"):
+    metrics = [c for c in df.columns if str(c).startswith(("val_", "test_", "train_")) and c != "train_s"]
+    for col in ("fraction", *metrics, "n_labeled", "n_added", "n_train", "wall_s", "train_s"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["seed"] = pd.to_numeric(df["seed"], errors="raise").astype(int)
     if "error" in df.columns:
         df["error"] = df["error"].fillna("").astype(str)
     return df
+
+
+def metrics_of(trials: pd.DataFrame) -> tuple[str, ...]:
+    """The validation metrics of the task whose trials these are (tasks.Task.metrics), headline
+    first: what a report compares, plots and ranks by, so no figure needs to know the task. Only
+    the higher-is-better ones: a regression's MSE is in the cell table, not in the findings."""
+    from raysweep.tasks import Task
+
+    for name in ("pair-regress", "pair-classify", "classify"):  # the most specific metric set first
+        metrics = tuple(f"val_{m}" for m in Task(name, 2).metrics if m != "mse")
+        if all(m in trials.columns and trials[m].notna().any() for m in metrics):
+            return metrics
+    return ("val_accuracy", "val_macro_f1")
 
 
 def load(results_dir: str | Path) -> Results:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from raysweep.analysis import figures
 from raysweep.analysis.figures import label_names
 from raysweep.chosen import read_chosen
+from raysweep.tasks import shown as shown_text
 
 TOP_K = 10  # a row counts as one of a cell's top picks when it is among its first TOP_K
 TOP_SHOWN = 5  # rows shown per strategy in the report's table
@@ -37,13 +39,31 @@ def chosen_for(res_dir: Path, trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
     return data[(data["pool"] == "real") & (data["fraction"] > 0) & ~whole], rows
 
 
+def is_score(labels: pd.Series) -> bool:
+    """Whether gold labels are a regression's scores (STS's 0.0-5.0) rather than class ids."""
+    numeric = pd.to_numeric(labels, errors="coerce")
+    return bool(numeric.notna().all() and (numeric % 1 != 0).any())
+
+
+def score_bins(labels: pd.Series, edges: np.ndarray) -> pd.Series:
+    """Scores as unit-wide bins ("2-3"), the top edge in the last bin: a class-share figure of scores."""
+    names = [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
+    at = np.clip(np.searchsorted(edges, labels.to_numpy(dtype=float), side="right") - 1, 0, len(names) - 1)
+    return pd.Series(pd.Categorical([names[i] for i in at], names), index=labels.index)
+
+
 def distribution(data: pd.DataFrame, rows: pd.DataFrame, out_dir: Path, class_names: list[str] | None = None,
                  name: str = "chosen_label_distribution") -> Path:
-    """Share of each gold class among each strategy's chosen rows, beside the pool's."""
+    """Share of each gold class (a score: each unit-wide bin) among each strategy's chosen rows, beside the pool's."""
     pool = rows[~rows["labeled"].astype(bool) & rows["rows_table"].isin(set(data["rows_table"]))]
     sources = [("pool", pool["label"])] + [(s, g["label"]) for s, g in data.groupby("strategy", sort=True)]
+    xlabel = "gold class"
+    if is_score(pool["label"]):
+        edges = np.arange(np.floor(pool["label"].min()), np.ceil(pool["label"].max()) + 1)
+        sources = [(s, score_bins(labels.astype(float), edges).astype(str)) for s, labels in sources]
+        class_names, xlabel = [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])], "gold score"
     return figures.class_shares(sources, out_dir, class_names, "Label distribution of the chosen rows vs the pool",
-                                name, xlabel="gold class")
+                                name, xlabel=xlabel)
 
 
 def top_rows(data: pd.DataFrame, rows: pd.DataFrame, class_names: list[str] | None = None,
@@ -61,7 +81,8 @@ def top_rows(data: pd.DataFrame, rows: pd.DataFrame, class_names: list[str] | No
                                                       mean_score=("score", "mean")).reset_index()
         agg = agg.sort_values(["cells", "mean_rank", "row"], ascending=[False, True, True]).head(shown)
         agg = agg.merge(rows[["rows_table", "row", "text", "label"]], on=["rows_table", "row"], how="left")
-        gold, _ = label_names(agg["label"].dropna(), class_names)
+        labels = agg["label"].dropna()
+        gold = labels.map(lambda v: f"{v:.2f}") if is_score(labels) else label_names(labels, class_names)[0]
         agg["gold"] = gold.reindex(agg.index).fillna("")
         agg["in_top"] = agg["cells"].astype(int).astype(str) + f" of {cells}"
         out.append(agg.assign(strategy=strategy))
@@ -101,7 +122,8 @@ def section(run) -> None:
         doc.para(f"The rows most often among a cell's first {TOP_K} picks (`in_top`: in how many of the "
                  "strategy's cells); `mean_score` is the strategy's own score (empty for random and the "
                  "greedy diversity strategies).")
-        shown = top.assign(text=top["text"].fillna("").map(lambda t: t if len(t) <= 120 else t[:117] + "..."),
+        shown = top.assign(text=top["text"].fillna("").map(shown_text).map(
+                               lambda t: t if len(t) <= 120 else t[:117] + "..."),
                            mean_rank=top["mean_rank"].map(lambda v: f"{v:.1f}"),
                            mean_score=top["mean_score"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"))
         run.table(top, shown, f"{tag}top_chosen_rows")

@@ -21,6 +21,12 @@ def pct_ci(mean: float, low: float, high: float) -> str:
     return f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def mse_ci(mean: float, low: float, high: float) -> str:
+    if math.isnan(mean):
+        return ""
+    return f"{mean:.3f}" if math.isnan(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def pp_ci(mean: float, low: float, high: float, significant: bool) -> str:
     if mean is None or math.isnan(mean):
         return ""
@@ -56,24 +62,30 @@ def _freeze_rank(df: pd.DataFrame) -> pd.Series:
     return df["freeze"].map(order) if "freeze" in df else pd.Series(0, index=df.index)
 
 
-def cell_table(ok: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: seeds, and mean with 95% interval of validation accuracy, macro-F1 and train accuracy."""
+# What the cell table shows besides the task's metrics: MSE (a regression's), and the train split's.
+CELL_EXTRAS = ("val_mse", "train_accuracy", "train_mse")
+
+
+def cell_table(ok: pd.DataFrame, metrics: tuple[str, ...] = ("val_accuracy", "val_macro_f1")) -> pd.DataFrame:
+    """Per cell: seeds, and mean with 95% interval of each of the task's `metrics`, validation MSE
+    (a regression) and the train split's accuracy or MSE."""
     cells = stats.cell_columns(ok)
     out = None
-    for metric in ("val_accuracy", "val_macro_f1", "train_accuracy"):
+    for metric in (*metrics, *CELL_EXTRAS):
         if metric not in ok.columns or ok[metric].isna().all():
             continue
         s = stats.summarize(ok, metric, by=cells).drop(columns=["sd"])
         s = s.rename(columns={"mean": metric, "ci_low": f"{metric}_ci_low", "ci_high": f"{metric}_ci_high",
                               "n_seeds": f"{metric}_n"})
         out = s if out is None else out.merge(s, on=cells, how="outer")
-    out = out.rename(columns={"val_accuracy_n": "n_seeds"})
+    out = out.rename(columns={f"{metrics[0]}_n": "n_seeds"})
     return out.drop(columns=[c for c in out.columns if c.endswith("_n")])
 
 
-def headline_table(aulc: pd.DataFrame, diff: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """AULC, the difference to the baseline (a `compare.compare` table of val accuracy) and the
-    accuracy at the largest fraction, one row per curve."""
+def headline_table(aulc: pd.DataFrame, diff: pd.DataFrame, cells: pd.DataFrame,
+                   metric: str = "val_accuracy") -> pd.DataFrame:
+    """AULC, the difference to the baseline (a `compare.compare` table of `metric`) and `metric` at
+    the largest fraction, one row per curve (its columns keep the name `acc_at_max` for any metric)."""
     keys = [c for c in aulc.columns if c in stats.parameter_columns(aulc)]
     head = aulc.copy()
     if len(diff):
@@ -83,15 +95,25 @@ def headline_table(aulc: pd.DataFrame, diff: pd.DataFrame, cells: pd.DataFrame) 
         head = head.merge(diff, on=keys, how="left")
     last = cells.merge(cells.groupby(keys, dropna=False)["fraction"].max().rename("fraction_max").reset_index(),
                        on=keys)
-    last = last[last["fraction"] == last["fraction_max"]][[*keys, "val_accuracy", "val_accuracy_ci_low",
-                                                          "val_accuracy_ci_high"]]
-    head = head.merge(last.rename(columns={"val_accuracy": "acc_at_max", "val_accuracy_ci_low": "acc_at_max_ci_low",
-                                           "val_accuracy_ci_high": "acc_at_max_ci_high"}), on=keys, how="left")
+    last = last[last["fraction"] == last["fraction_max"]][[*keys, metric, f"{metric}_ci_low", f"{metric}_ci_high"]]
+    head = head.merge(last.rename(columns={metric: "acc_at_max", f"{metric}_ci_low": "acc_at_max_ci_low",
+                                           f"{metric}_ci_high": "acc_at_max_ci_high"}), on=keys, how="left")
     return head
 
 
+def short(metric: str) -> str:
+    """A metric's column header: `acc %` for accuracy (the study's), `pearson x100` and so on."""
+    name = metric.removeprefix("val_").removeprefix("train_")
+    if name == "accuracy":
+        return "acc %"
+    if name == "mse":
+        return "MSE"
+    shown = {"macro_f1": "macro-F1", "positive_f1": "positive-F1"}.get(name, name)
+    return f"{shown} " + ("x100" if name in ("pearson", "spearman") else "%")
+
+
 def show_headline(head: pd.DataFrame, varying: list[str], has_diff: bool, factor: str = "strategy",
-                  baseline: str = "random") -> pd.DataFrame:
+                  baseline: str = "random", metric: str = "val_accuracy") -> pd.DataFrame:
     cols = _shown_params(head, varying)
     cols = [c for c in cols if c != "fraction"]
     groups = [c for c in cols if c not in ("strategy", "freeze")]  # e.g. pool: its strategies stay together
@@ -108,14 +130,15 @@ def show_headline(head: pd.DataFrame, varying: list[str], has_diff: bool, factor
             row["compared at fractions"] = "" if r.get(factor) == baseline else (r.get("diff_fractions") or "")
         if len(ranges) > 1:
             row["fractions"] = f"{value_str(r['fraction_min'])}-{value_str(r['fraction_max'])}"
-        row["AULC % [95% CI]"] = pct_ci(r["aulc"], r["ci_low"], r["ci_high"])
+        row[f"AULC {'%' if short(metric).endswith('%') else 'x100'} [95% CI]"] = pct_ci(r["aulc"], r["ci_low"],
+                                                                                       r["ci_high"])
         if has_diff:
             row[f"vs {baseline}, pp [95% CI]"] = ("baseline" if r.get(factor) == baseline else
                                              pp_ci(r.get("mean_diff", math.nan), r.get("diff_ci_low", math.nan),
                                                     r.get("diff_ci_high", math.nan), _true(r.get("significant"))))
             row["Holm p"] = "" if r.get(factor) == baseline else p_str(r.get("p_holm", math.nan))
-        row["acc % at largest fraction [95% CI]"] = pct_ci(r["acc_at_max"], r["acc_at_max_ci_low"],
-                                                             r["acc_at_max_ci_high"])
+        row[f"{short(metric)} at largest fraction [95% CI]"] = pct_ci(r["acc_at_max"], r["acc_at_max_ci_low"],
+                                                                        r["acc_at_max_ci_high"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -190,10 +213,13 @@ def show_cells(cells: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
     for _, r in cells.loc[order].iterrows():
         row = {c: value_str(r[c]) for c in cols}
         row["seeds"] = int(r["n_seeds"])
-        for metric, label in (("val_accuracy", "val acc %"), ("val_macro_f1", "val macro-F1 %"),
-                              ("train_accuracy", "train acc %")):
-            if metric in cells.columns:
-                row[f"{label} [95% CI]"] = pct_ci(r[metric], r[f"{metric}_ci_low"], r[f"{metric}_ci_high"])
+        for metric in [c for c in cells.columns if c.startswith(("val_", "train_")) and f"{c}_ci_low" in cells.columns]:
+            split = "val" if metric.startswith("val_") else "train"
+            if metric.endswith("mse"):  # a squared error is no share: printed as it is
+                row[f"{split} MSE [95% CI]"] = mse_ci(r[metric], r[f"{metric}_ci_low"], r[f"{metric}_ci_high"])
+            else:
+                row[f"{split} {short(metric)} [95% CI]"] = pct_ci(r[metric], r[f"{metric}_ci_low"],
+                                                                  r[f"{metric}_ci_high"])
         rows.append(row)
     return pd.DataFrame(rows)
 

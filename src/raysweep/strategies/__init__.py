@@ -50,6 +50,10 @@ class Strategy:
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
+    # The targets (tasks.Task.target) it can rank for, and what it ranks by (the config error says it):
+    # class-probability strategies mean nothing for a score.
+    targets: ClassVar[frozenset[str]] = frozenset({"class"})
+    ranks_by: ClassVar[str] = "class probabilities"
     options: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str] = ""
 
@@ -136,6 +140,8 @@ def get(name: str) -> Strategy:
 
 class RandomSampling(Strategy):
     name = "random"
+    targets = frozenset({"class", "score"})
+    ranks_by = "nothing"
     summary = "uniformly random rows of the pool (the study's baseline)"
 
     def select(self, view, n, rng):

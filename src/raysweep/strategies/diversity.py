@@ -55,6 +55,8 @@ def k_center_greedy(points: np.ndarray, centers: np.ndarray, n: int, rng: np.ran
 class Coreset(Strategy):
     name = "coreset"
     needs = frozenset({"embeddings", "labeled_embeddings"})
+    targets = frozenset({"class", "score"})  # distances between sentence vectors: any head
+    ranks_by = "sentence-vector distances"
     summary = "greedy k-center on fine-tuned embeddings, labeled rows as the first centers"
 
     def select(self, view, n, rng):
@@ -106,6 +108,7 @@ def kmeans_pp(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
 class Badge(Strategy):
     name = "badge"
     needs = frozenset({"grad_embeddings"})
+    ranks_by = "gradients of the cross-entropy of the predicted class"
     summary = "k-means++ seeding on gradient embeddings of the head (BADGE)"
 
     def select(self, view, n, rng):

@@ -4,7 +4,9 @@ Each pool row is embedded with the model fine-tuned on `labeled` (its sentence v
 input of the head), its K nearest labeled rows vote with their labels, and the row's
 disagreement is the standard deviation of those K labels. SST-5's labels are ordinal
 (very negative .. very positive), so a neighbourhood that spans "negative" and "positive"
-disagrees more than one that spans "negative" and "neutral".
+disagrees more than one that spans "negative" and "neutral". On a regression task (STS) the votes
+are the neighbours' scores, and their standard deviation is the same idea in its natural
+continuous form.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class SQBC(RankingStrategy):
     name = "sqbc"
     needs = frozenset({"embeddings", "labeled_embeddings", "labeled_labels"})
     options = ("k",)
+    targets = frozenset({"class", "score"})
+    ranks_by = "the neighbours' labels"
     summary = "highest std of the K nearest labeled neighbours' labels first (the study's SQBC; selection.k)"
 
     def __init__(self, k: int = 5):

@@ -1,7 +1,8 @@
 """Uncertainty sampling: rank the pool by how unsure the model trained on `labeled` is.
 
-All four read class probabilities of the pool (`bald` reads MC-dropout samples of them) and
-score each row independently; `RankingStrategy` takes the top `n`.
+The first four read class probabilities of the pool (`bald` reads MC-dropout samples of them);
+`mc-variance` reads MC-dropout samples of a regression head's score. Each scores every row
+independently; `RankingStrategy` takes the top `n`.
 """
 
 from __future__ import annotations
@@ -61,5 +62,20 @@ class BALD(RankingStrategy):
         return entropy(samples.mean(axis=0)) - entropy(samples).mean(axis=0)
 
 
-for _strategy in (Entropy(), Margin(), LeastConfidence(), BALD()):
+class MCVariance(RankingStrategy):
+    """A regression head's BALD analogue: the variance of its predicted score over MC-dropout
+    samples, the spread of the weights' disagreement about the row (Gal & Ghahramani 2016)."""
+
+    name = "mc-variance"
+    needs = frozenset({"mc_probs"})  # for a regression head these are the sampled scores [S, N, 1]
+    targets = frozenset({"score"})
+    ranks_by = "the spread of a predicted score"
+    summary = "highest variance of the predicted score over MC-dropout samples first (regression; selection.mc_samples)"
+
+    def scores(self, view):
+        samples = np.asarray(view.mc_probs, dtype=np.float64)  # [S, N, 1]
+        return samples.var(axis=0).sum(axis=-1)
+
+
+for _strategy in (Entropy(), Margin(), LeastConfidence(), BALD(), MCVariance()):
     register(_strategy)
