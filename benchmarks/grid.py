@@ -11,10 +11,10 @@ tree: this driver and `--workers` worker processes with one torch thread each (w
    rows every cell trains on, chosen by the real strategies (`train.select_rows`, scoring models
    cached in a temporary directory).
 2. per-cell path: every training alone, `build_model` + `fit`, as a trial runs it today.
-3. packed + dedup path: the trainings identical by construction run once (`same_training`, a
-   local stand-in for the engine's dedup: fraction 0 trains on `labeled` in every strategy and
+3. packed + dedup path: the trainings identical by construction run once (`same_training`,
+   the sweep's rule in grid.training_key: fraction 0 trains on `labeled` in every strategy and
    is the scoring model too; a fraction that takes the whole pool trains on it in every
-   strategy); the rest train in packs (`packing.fit_packed`, at most `max_pack_size` members):
+   strategy); the rest train in packs (`model.fit_packed`, at most `max_pack_size` members):
    per row count, last-linear in one pack, pooler in one pack per worker.
    The two paths alternate row count by row count (per-cell, then packed), so that both see about
    the same load on a shared machine; each path's wall is the sum of its groups' walls. The
@@ -60,7 +60,8 @@ class Training:
 
 
 def same_training(freeze: str, seed: int, pool: str, strategy: str, n_added: int, pool_size: int) -> tuple:
-    """Trainings identical by construction share this key (a local stand-in for the engine's dedup).
+    """Trainings identical by construction share this key: `grid.training_key`'s rule (what a sweep
+    dedups), plus the (freeze, seed)'s scoring model, which a fraction-0 trial loads from the cache.
 
     Fraction 0 adds nothing: every pool and strategy trains on `labeled`, as the (freeze, seed)'s
     scoring model does. A fraction that adds the whole pool adds the same rows in every strategy.
