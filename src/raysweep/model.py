@@ -415,7 +415,7 @@ def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, Reci
     `task`: what all of them learn (None: classification)."""
     import ray
 
-    task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_pack)
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_pack)
     groups: dict[tuple, list[int]] = {}
     for i, (acts, _, _, num_classes, recipe, _, _) in enumerate(jobs):
         groups.setdefault((str(acts.path), num_classes, json_digest(to_dict(recipe), 24)), []).append(i)
@@ -429,7 +429,7 @@ def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, Reci
                 shipped[acts.path] = ship(acts.path, out)
             members = [Member(np.asarray(jobs[i][1]), np.asarray(jobs[i][2]), jobs[i][5], jobs[i][6], task)
                        for i in pack]
-            refs.append(task.remote(shipped[acts.path], members, num_classes, to_dict(recipe), kind))
+            refs.append(remote.remote(shipped[acts.path], members, num_classes, to_dict(recipe), kind))
             packs.append(pack)
     for pack, states in zip(packs, get(refs)):
         for i, state in zip(pack, states):

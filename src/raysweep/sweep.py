@@ -309,11 +309,12 @@ def run_pack(pack: Pack, cells: dict[str, Cell], context: TrialContext, out: Out
         except Exception as exc:  # noqa: BLE001 - the pack's inputs failed: so does each of its cells
             results = [exc] * len(todo)
         for t, result in zip(todo, results):
-            records[t.cell] = _write_cell(out, t.cell, cells[t.cell], result, inputs, context, beat)
+            # `pack`: the Tune trial (its config's "pack") that wrote the record, for status and Tune's logs
+            records[t.cell] = _write_cell(out, t.cell, cells[t.cell], result, inputs, context, beat, {"pack": pack.name})
         for t in pack.trainings:
             source = records.get(t.cell) or earlier[t.cell]
             for rider in t.riders:
-                records[rider] = _write_rider(out, rider, cells[rider], source, context, beat)
+                records[rider] = _write_rider(out, rider, cells[rider], source, context, beat, pack.name)
     return records
 
 
@@ -339,7 +340,8 @@ def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: Tria
     return record
 
 
-def _write_rider(out: Output, cid: str, cell: Cell, source: dict, context: TrialContext, beat: _Heartbeat) -> dict:
+def _write_rider(out: Output, cid: str, cell: Cell, source: dict, context: TrialContext, beat: _Heartbeat,
+                 pack: str | None = None) -> dict:
     """A cell whose rows are the same as `source`'s by construction: its own record (and chosen
     rows), with `source`'s results and `shared_training` naming the cell that trained. It trained
     nothing itself: its train_s and eval_s are 0 (the compute is on the cell that trained)."""
@@ -357,7 +359,7 @@ def _write_rider(out: Output, cid: str, cell: Cell, source: dict, context: Trial
         result = (metrics, picked)
     except Exception as exc:  # noqa: BLE001
         result, inputs = exc, None
-    return _write_cell(out, cid, cell, result, inputs, context, beat, {"shared_training": shared})
+    return _write_cell(out, cid, cell, result, inputs, context, beat, {"shared_training": shared, "pack": pack})
 
 
 def run_cell(cell: Cell, cid: str, context: TrialContext, out: Output) -> dict:

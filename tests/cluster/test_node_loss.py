@@ -46,12 +46,12 @@ def markers(cells: Path) -> set[str]:
 
 
 def tune_trials(tune_dir: Path) -> list[dict]:
-    """Each trial of Tune's latest experiment state: its cell id, status and failure count."""
+    """Each trial of Tune's latest experiment state: its pack, status and failure count."""
     state = json.loads(max(tune_dir.glob("*/experiment_state-*.json")).read_text())
     out = []
     for trial_json, runtime_json in state["trial_data"]:
         trial, runtime = json.loads(trial_json), json.loads(runtime_json)
-        out.append({"cell_id": trial["config"]["cell_id"], "status": trial["status"],
+        out.append({"pack": trial["config"]["pack"], "status": trial["status"],
                     "num_failures": runtime["num_failures"]})
     return out
 
@@ -118,10 +118,13 @@ def test_killing_a_worker_mid_sweep_loses_no_cell_and_reruns_none(tmp_path, tiny
     assert {cid: after[cid] for cid in before} == before
     # Tune's own record: one trial per cell, all terminated; the killed trials failed once and were
     # retried; no trial that had finished before the kill was ever retried.
+    # A Tune trial runs a pack of cells; each record names the pack that wrote it.
+    pack_of = {cid: json.loads(after[cid][1])["pack"] for cid in ids}
     trials = tune_trials(out / "tune")
-    assert sorted(t["cell_id"] for t in trials) == sorted(ids)
+    assert sorted(t["pack"] for t in trials) == sorted(set(pack_of.values()))
     assert {t["status"] for t in trials} == {"TERMINATED"}
-    failures = {t["cell_id"]: t["num_failures"] for t in trials}
-    assert all(failures[cid] == 1 for cid in killed), failures
-    assert all(failures[cid] == 0 for cid in before), failures
+    failures = {t["pack"]: t["num_failures"] for t in trials}
+    assert all(failures[pack_of[cid]] == 1 for cid in killed), failures
+    assert all(failures[pack_of[cid]] == 0 for cid in before if pack_of[cid] not in {pack_of[k] for k in killed}), \
+        failures
     assert cell_progress(cfg, out) == {"cells": 6, "done": 6, "running": 0, "failed": 0, "pending": 0}

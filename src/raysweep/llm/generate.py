@@ -423,6 +423,9 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
             log.info("requesting %d call(s) of %d samples (%d rows kept of %d)", len(ids),
                      endpoint.samples_per_call, len(state.kept), cfg.n_rows)
             calls = build(ids)
+            # Counted before the round: on_record may recount during it (near n_rows, or every
+            # RECOUNT_EVERY_S), and the round's own rows must count as its progress.
+            before = len(state.kept)
             if runner is not None:
                 gave_up, fatal, reached = runner.run(calls, on_record), None, runner.budget_reached
             else:
@@ -435,7 +438,6 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
                                           enough=lambda: len(state.kept) >= cfg.n_rows)
                 reached = pool.budget_reached
             check_round(fatal, [], len(calls), len(records), store.path)
-            before = len(state.kept)
             state = evaluate(records, class_names, val_texts, cfg.near_duplicate, embed, cfg.cosine_duplicate)
             if runner is not None and runner.cancelled:
                 stopped = "cancelled"
