@@ -9,9 +9,9 @@ import torch
 from raysweep.backbone import Backbone, boundary_for
 from raysweep.config import LoraSpec, RecipeConfig
 from raysweep.embed import ensure_activations, load_activations
-from raysweep.model import fit_packed
+from raysweep.model import build_model, fit, fit_packed, predict_proba
 from raysweep.packing import Member, dropout_masks, max_pack_size, member_bytes, packable
-from raysweep.model import build_model, fit, predict_proba
+from raysweep.tasks import Task
 
 from tiny import TINY_TEXTS
 
@@ -132,6 +132,8 @@ def test_members_must_share_their_row_count_and_a_pooled_mode(acts):
         fit_packed(acts["last-attention"], _members(), RECIPE, num_classes=5)
     assert packable(acts["pooler"]) and packable(acts["last-linear"])
     assert not packable(acts["last-attention"]) and not packable(acts["pooler"], LoraSpec(rank=4, layers=1))
+    # The stacked loss is cross-entropy: a regression's members train alone, a pair classifier's stack.
+    assert not packable(acts["pooler"], task=Task("regress", 1)) and packable(acts["pooler"], task=Task("pair-classify", 2))
 
 
 def test_pack_size_follows_the_memory_budget(acts):

@@ -287,8 +287,8 @@ def train_members(acts: Activations, members: list[Member], num_classes: int, re
     model (`fit_packed`, packing.py), which reaches the same weights up to float32 reduction order;
     the others (token-level, LoRA, a pack of one) train one after another.
     """
-    if (len(members) > 1 and packing.packable(acts, members[0].lora) and len({len(m.rows) for m in members}) == 1
-            and not any(m.task is not None and m.task.regression for m in members)):  # packs learn classes
+    if (len(members) > 1 and packing.packable(acts, members[0].lora, members[0].task)
+            and len({len(m.rows) for m in members}) == 1):
         start = time.perf_counter()
         try:
             packed = fit_packed(acts, members, recipe, device, num_classes=num_classes)

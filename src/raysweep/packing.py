@@ -89,9 +89,10 @@ class MemberResult:
     error: str | None = None  # why this member failed (it diverged); None when it trained
 
 
-def packable(acts: Activations, lora: LoraSpec | None = None) -> bool:
-    """Whether trainings over `acts` can be packed: pooled freeze modes (last-linear, pooler)."""
-    return not acts.boundary.ragged and lora is None
+def packable(acts: Activations, lora: LoraSpec | None = None, task: Task | None = None) -> bool:
+    """Whether trainings over `acts` can be packed: pooled freeze modes (last-linear, pooler) of a
+    classification (the stacked loss is cross-entropy; a regression trains alone)."""
+    return not acts.boundary.ragged and lora is None and not (task is not None and task.regression)
 
 
 class _Stack:
@@ -138,8 +139,9 @@ class _Stack:
 def _check(acts: Activations, members: list[Member]) -> int:
     if not members:
         raise ValueError("fit_packed: a pack needs at least one member")
-    if not packable(acts, members[0].lora) or any(m.lora is not None for m in members):
-        raise ValueError(f"fit_packed: {acts.boundary.kind!r} activations (or a LoRA mode) cannot be packed; "
+    if not packable(acts, members[0].lora, members[0].task) or any(m.lora is not None for m in members):
+        raise ValueError(f"fit_packed: {acts.boundary.kind!r} activations (or a LoRA mode, or a regression) cannot "
+                         "be packed; "
                          "train token-level modes one by one (model.fit)")
     sizes = {len(m.rows) for m in members}
     if len(sizes) != 1:

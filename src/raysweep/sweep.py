@@ -596,7 +596,8 @@ class _PackSizes:
         acts = _activations(self.context.artifacts[variant][0])
         lora = parse_lora(freeze)
         member = model.member_bytes(acts, self.context.num_classes, self.context.recipe, rows, lora)
-        per_slot = 1 if packing.packable(acts, lora) else 4  # stacked packs: one per slot and shelf
+        # Stacked packs: one per slot and shelf; packs whose members train one by one: four.
+        per_slot = 1 if packing.packable(acts, lora, self.context.task) else 4
         return grid.pack_size(n, slots, member, res.pack_memory_gb * 1024**3, res.pack_size, per_slot)
 
     def trials(self, variant: str, rows: int, n: int) -> int:
