@@ -465,7 +465,8 @@ class SweepConfig:
                                   f"{task.name} task of data {self.data.name or self.data.path!r} (use {fits})")
         for i, pool in enumerate(self.compare.pool):
             if pool != "real" and task.name != "classify":
-                raise ConfigError(f"compare.pool[{i}]: the LLM pool {pool!r} generates single-sentence classification "
+                made = "labels" if pool == ANNOTATED_POOL else "generates"  # the annotator labels real rows
+                raise ConfigError(f"compare.pool[{i}]: the LLM pool {pool!r} {made} single-sentence classification "
                                   f"rows; the {task.name} task of data {self.data.name or self.data.path!r} takes "
                                   "only the 'real' pool")
 
