@@ -5,13 +5,16 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import entropy as scipy_entropy
 
 from raysweep import strategies
 from raysweep.strategies import PoolView
 from raysweep.strategies.diversity import gradient_embeddings, k_center_greedy, kmeans_pp
-from raysweep.strategies.neighbours import SQBC, nearest_labeled
+from raysweep.strategies.neighbours import SQBC, _first_k, nearest_labeled
 from raysweep.strategies.uncertainty import entropy
 
 PROBS = np.array([
@@ -94,6 +97,18 @@ def test_sqbc_matches_brute_force_with_equidistant_neighbours():
         assert_allclose(SQBC(k=k).scores(view), brute_force_sqbc(pool, labeled, labels, k), atol=1e-12)
     idx = nearest_labeled(pool, labeled, 4, chunk=7)  # chunking changes nothing
     assert_array_equal(idx, nearest_labeled(pool, labeled, 4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(dist=hnp.arrays(np.float64, st.tuples(st.integers(1, 12), st.integers(1, 15)),
+                       elements=st.sampled_from([-1.0, 0.0, 0.5, 2.0, 3.25, np.inf, np.nan])
+                       | st.floats(-5, 5, allow_nan=False)),
+       k=st.integers(1, 16))
+def test_the_partial_sort_is_the_full_stable_sorts_first_k(dist, k):
+    # Few distinct values: ties at the k-th place, infinities and NaN are common, and each must
+    # give the committee the full stable argsort gives (the SQBC scores of earlier runs).
+    k = min(k, dist.shape[1])
+    assert_array_equal(_first_k(dist, k), np.argsort(dist, axis=1, kind="stable")[:, :k])
 
 
 def test_sqbc_ties_fall_in_a_seeded_order_below_every_higher_score():
