@@ -15,7 +15,7 @@ from raysweep import grid, model
 from raysweep.backbone import Backbone, boundary_for, count_trainable
 from raysweep.config import ConfigError, RecipeConfig, load_sweep
 from raysweep.embed import ensure_activations, load_activations
-from raysweep.grid import Cell, Training, pack_size, plan, training_key
+from raysweep.grid import Cell, Training, pack_cost, pack_size, plan, training_key
 from raysweep.model import Member, train_members
 
 from tiny import TINY_TEXTS
@@ -60,11 +60,22 @@ def test_duplicates_train_once_and_every_cell_is_in_one_pack():
             assert {by_id[c].fraction for c in (t.cell, *t.riders)} == {by_id[t.cell].fraction}
             assert all(p.training_of[r] == t.cell for r in t.riders)
     cost = [pk.n_train * len(pk.trainings) for pk in p.packs]
-    assert cost == sorted(cost, reverse=True)  # the long ones first
+    assert cost == sorted(cost, reverse=True)  # the long ones first (one freeze mode: rows x trainings)
     assert {pk.n_train for pk in p.packs} == {10, 20, 50}
     # The first cell of a group in grid order trains; the others ride on it.
     first = next(t for pk in p.packs for t in pk.trainings if t.riders and by_id[t.cell].fraction == 0)
     assert by_id[first.cell].strategy == "random" and {by_id[r].strategy for r in first.riders} == {"entropy", "sqbc"}
+
+
+def test_packs_run_costliest_first_across_freeze_modes():
+    # A pooler training costs about 4 last-linear ones of the same rows: a pooler pack of 20 rows
+    # goes before a last-linear pack of 50, so the cheap heads fill the slots at the end.
+    cells, ids = grid_of(strategies=("random", "entropy"), fractions=(1, 4), seeds=(0,),
+                         freezes=("last-linear", "pooler"))
+    p = plan(cells, ids, set(ids), {}, n_labeled=10, pool_sizes={"real": 40}, size_of=size(100))
+    order = [(pk.variant.rsplit("|", 1)[-1], pk.n_train, len(pk.trainings)) for pk in p.packs]
+    assert order == [("pooler", 50, 1), ("pooler", 20, 2), ("last-linear", 50, 1), ("last-linear", 20, 2)]
+    assert [pack_cost(pk) for pk in p.packs] == [200.0, 160.0, 50.0, 40.0]
 
 
 def test_a_finished_cell_is_copied_not_trained_again():

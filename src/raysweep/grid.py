@@ -301,6 +301,22 @@ def pack_size(trainings: int, slots: int, member_bytes: int, memory_bytes: float
     return min(size, limit) if limit else size
 
 
+# What one training row costs per freeze mode, relative to a last-linear head: pooled modes as
+# measured on the half-grid run of 2026-11-27 (pooler 18.5 s vs last-linear 4.5 s a training at
+# 6,836 rows); a token-level mode (an encoder layer or more, LoRA) costs tens of times a pooler
+# head, and only its order among the packs matters here.
+FREEZE_COST = {"last-linear": 1.0, "pooler": 4.0}
+TOKEN_LEVEL_COST = 40.0
+
+
+def pack_cost(pack: Pack) -> float:
+    """A pack's estimated training time, in last-linear row-trainings: what orders the packs, so
+    that Tune starts the longest first (longest-processing-time scheduling keeps the last
+    minutes of a sweep from running one pack on one slot while the others idle)."""
+    freeze = pack.variant.rsplit("|", 1)[-1]
+    return pack.n_train * len(pack.trainings) * FREEZE_COST.get(freeze, TOKEN_LEVEL_COST)
+
+
 def plan(cells: list[Cell], ids: list[str], todo: set[str], done: dict[str, dict], n_labeled: int,
          pool_sizes: dict[str, int], size_of) -> Plan:
     """The trainings the cells in `todo` need, with duplicates trained once, grouped into packs.
@@ -308,7 +324,8 @@ def plan(cells: list[Cell], ids: list[str], todo: set[str], done: dict[str, dict
     A group of cells with one `training_key` trains once: if one of them finished already
     (status ok), the others copy it; else the first to run in grid order trains and the rest
     ride on it. Trainings are packed by (variant, pool, rows); `size_of(variant, trainings)`
-    gives the pack size. Packs come largest first, so the long ones start early.
+    gives the pack size. Packs come costliest first (`pack_cost`), so the long ones start early
+    and the cheap ones fill the slots at the end.
     """
     by_id = dict(zip(ids, cells))
     training_of = {cid: cid for cid in ids}
@@ -346,7 +363,7 @@ def plan(cells: list[Cell], ids: list[str], todo: set[str], done: dict[str, dict
             part = shelf[k * len(shelf) // count: (k + 1) * len(shelf) // count]
             name = f"{pool}-{variant.replace('/', '_').replace('|', '-')}-n{rows}-{k}"
             packs.append(Pack(name, variant, pool, rows, tuple(part)))
-    packs.sort(key=lambda p: -p.n_train * len(p.trainings))
+    packs.sort(key=lambda p: -pack_cost(p))
     # Trains: every training whose cell is still to run (a finished source trains nothing).
     n = sum(t.cell in todo for t in trainings)
     return Plan(packs, training_of, n)
