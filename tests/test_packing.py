@@ -10,6 +10,7 @@ from raysweep.backbone import Backbone, boundary_for
 from raysweep.config import LoraSpec, RecipeConfig
 from raysweep.embed import ensure_activations, load_activations
 from raysweep.model import build_model, fit, fit_packed, predict_proba
+from raysweep import packing
 from raysweep.packing import Member, dropout_masks, max_pack_size, member_bytes, packable
 from raysweep.tasks import Task
 
@@ -47,8 +48,10 @@ def _solo(acts, member, recipe=RECIPE):
     return model, loss
 
 
-@pytest.mark.parametrize("freeze", ["last-linear", "pooler"])
-def test_packed_members_reach_the_weights_and_metrics_of_solo_training(acts, freeze):
+@pytest.mark.parametrize("freeze,steps_at_once", [("last-linear", 8), ("pooler", 8), ("pooler", 2)])
+def test_packed_members_reach_the_weights_and_metrics_of_solo_training(acts, freeze, steps_at_once, monkeypatch):
+    """At 2 steps prepared at once, an epoch's 3 steps span two groups, the short last batch alone."""
+    monkeypatch.setattr(packing, "STEPS_AT_ONCE", steps_at_once)
     a = acts[freeze]
     members = _members()
     packed = fit_packed(a, members, RECIPE, num_classes=5)
@@ -92,6 +95,17 @@ def test_the_packed_mask_draw_is_the_solo_dropout_draw(keep):
         expected = torch.stack([torch.empty(rows, cols).bernoulli_(keep, generator=g).div_(keep) for g in solo])
         assert torch.equal(dropout_masks(packed, rows, cols, keep, buffer), expected)
     assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(solo, packed))
+
+
+def test_one_draw_of_several_steps_is_their_draws_back_to_back():
+    """The pack draws the masks of several steps in one call per member (packing.STEPS_AT_ONCE):
+    the same values, and the generators left in the same state, as one draw per step."""
+    per_step = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    at_once = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    sizes = (32, 32, 32, 20)  # an epoch's last batch is short
+    expected = torch.cat([dropout_masks(per_step, rows, 384, 0.5) for rows in sizes], dim=1)
+    assert torch.equal(dropout_masks(at_once, sum(sizes), 384, 0.5), expected)
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(per_step, at_once))
 
 
 def test_packing_leaves_the_callers_rng_alone(acts):
