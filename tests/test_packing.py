@@ -97,6 +97,29 @@ def test_the_packed_mask_draw_is_the_solo_dropout_draw(keep):
     assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(solo, packed))
 
 
+@pytest.mark.parametrize("freeze", ["last-linear", "pooler"])
+def test_the_hand_written_step_is_autograds(acts, freeze):
+    """`losses_and_grads` against `forward` + cross-entropy + `backward()` on one step of a stack:
+    the same losses and gradients (float32 rounding), dropout and a diverging member included."""
+    models = [build_model(acts[freeze], 5, RECIPE, seed) for seed in (0, 1, 2)]
+    by_hand, by_autograd = packing._Stack(models, torch.device("cpu")), packing._Stack(models, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 6, acts[freeze].hidden_size, generator=gen)
+    x[2, 1] = float("nan")
+    masks = dropout_masks([torch.Generator().manual_seed(s) for s in range(3)], 6, x.shape[2], 0.5)
+    labels = torch.randint(0, 5, (3, 6), generator=gen)
+    losses = by_hand.losses_and_grads(x, masks, labels)
+    expected = torch.nn.functional.cross_entropy(by_autograd.forward(x, masks).reshape(18, 5), labels.reshape(-1),
+                                                 reduction="none").view(3, 6).mean(1)
+    expected.sum().backward()
+    torch.testing.assert_close(losses, expected.detach(), rtol=1e-6, atol=1e-7, equal_nan=True)
+    assert losses[:2].isfinite().all() and losses[2].isnan()
+    for mine, theirs in zip(by_hand.parameters(), by_autograd.parameters()):
+        assert mine.grad is not None and mine.grad.shape == mine.shape
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-7, equal_nan=True)
+        assert mine.grad[:2].isfinite().all()  # the diverging member's NaNs stay in its own slice
+
+
 def test_one_draw_of_several_steps_is_their_draws_back_to_back():
     """The pack draws the masks of several steps in one call per member (packing.STEPS_AT_ONCE):
     the same values, and the generators left in the same state, as one draw per step."""

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from raysweep.backbone import Classifier
 from raysweep.config import LoraSpec, RecipeConfig
@@ -152,6 +151,39 @@ class _Stack:
         if masks is not None:
             x = x * masks  # what F.dropout computes on CPU: input * (bernoulli(1-p) / (1-p))
         return torch.baddbmm(self.linear_b.unsqueeze(2), self.linear_w, x.transpose(1, 2)).transpose(1, 2)
+
+    @torch.no_grad()
+    def losses_and_grads(self, x: torch.Tensor, masks: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+        """One step's forward and backward, by hand: each member's batch-mean cross-entropy [M], and
+        the gradient of their sum (each member's own: d(sum)/d(member's loss) = 1) in every
+        parameter's `.grad`, where `optimizer.step()` reads it.
+
+        It is `forward` + `F.cross_entropy` + `backward()` with the same products and element-wise
+        operations, so autograd's gradient up to float32 rounding (tests/test_packing.py checks
+        it); without autograd's graph, which cost more than a last-linear step's arithmetic (a
+        last-linear step of 8 members took 1.8x the CPU time through autograd; docs/packing.md).
+        """
+        batch = x.shape[1]
+        h = x
+        if self.dense_w is not None:
+            h = torch.baddbmm(self.dense_b.unsqueeze(1), x, self.dense_w).tanh_()
+        dropped = h * masks if masks is not None else h
+        # Logits transposed, [M, C, B], as `forward` computes them (see the class's docstring).
+        logp = torch.log_softmax(torch.baddbmm(self.linear_b.unsqueeze(2), self.linear_w, dropped.transpose(1, 2)), 1)
+        target = labels.unsqueeze(1)  # [M, 1, B]
+        losses = logp.gather(1, target).mean((1, 2)).neg_()
+        # d(batch-mean cross-entropy)/d(logits) = (softmax - one-hot) / batch
+        grad = logp.exp_().scatter_add_(1, target, torch.full(target.shape, -1.0, device=x.device)).div_(batch)
+        self.linear_w.grad = torch.bmm(grad, dropped)  # [M, C, H]
+        self.linear_b.grad = grad.sum(2)
+        if self.dense_w is not None:
+            grad = torch.bmm(grad.transpose(1, 2), self.linear_w)  # [M, B, H]: d/d(dropped)
+            if masks is not None:
+                grad.mul_(masks)
+            grad = torch.ops.aten.tanh_backward(grad, h)  # grad * (1 - h^2), autograd's own kernel
+            self.dense_w.grad = torch.bmm(x.transpose(1, 2), grad)  # [M, in, out]
+            self.dense_b.grad = grad.sum(1)
+        return losses
 
     def write_back(self, models: list[Classifier]) -> None:
         """Copy each member's trained slice into its own classifier."""
@@ -274,13 +306,10 @@ def _optimise_packed(stack: _Stack, x_all: torch.Tensor, positions: torch.Tensor
                 masks = dropout_masks(dropout_streams, sum(group), hidden, keep, uniforms).to(device)
             for batch in group:
                 at = slice(start - span.start, start - span.start + batch)  # this step's rows in the group
-                logits = stack.forward(xs[:, at], masks[:, at] if masks is not None else None)
-                losses = F.cross_entropy(logits.reshape(members * batch, -1), labels[:, start: start + batch].reshape(-1),
-                                         reduction="none").view(members, batch).mean(1)
-                optimizer.zero_grad(set_to_none=True)
-                losses.sum().backward()  # d(sum)/d(member's loss) = 1: each member gets its own gradient
+                losses = stack.losses_and_grads(xs[:, at], masks[:, at] if masks is not None else None,
+                                                labels[:, start: start + batch])
                 optimizer.step()
-                total += losses.detach().double() * batch
+                total += losses.double() * batch
                 start += batch
         scheduler.step()
         per_epoch[epoch] = (total / max(n, 1)).cpu().numpy()
