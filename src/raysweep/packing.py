@@ -118,11 +118,12 @@ class _Stack:
 
     Mirrors `Classifier.forward` for a pooled boundary: [dense + tanh] -> dropout -> linear.
 
-    Each layer is laid out so that autograd's gradient of its weight comes out contiguous in the
-    weight's own layout. `bmm`'s backward computes a weight's gradient as one product and, unlike
-    `mm`'s, never swaps the operands to match the weight's strides: a weight used through a
-    transposed view gets a transposed gradient, which the optimizer step then copies contiguous
-    (4.7 MB for 8 pooler members, every step). So the dense weight is stored transposed,
+    Each layer is laid out so that its weight's gradient is one product born in the weight's own
+    layout (written by hand in `losses_and_grads`, and through autograd for `forward`). `bmm`'s
+    backward computes a weight's gradient as one product and, unlike `mm`'s, never swaps the
+    operands to match the weight's strides: a weight used through a transposed view got a
+    transposed gradient, which the optimizer step then copied contiguous (4.7 MB for 8 pooler
+    members, every step). So the dense weight is stored transposed,
     [M, in, out] (x @ W), and the head keeps nn.Linear's [M, C, H] and computes its logits
     transposed (W @ x^T): its gradient is then g^T @ x, which is also the fast form of that thin
     product (a [M, H, C] gradient x^T @ g took 5x longer; docs/packing.md).
@@ -326,11 +327,13 @@ def member_bytes(hidden: int, num_classes: int, n_rows: int, batch_size: int, de
 
     Parameters, their gradients and Adam's two moments (4 copies); per step its gathered batch,
     dense output and tanh, dropout mask and product, logits, and the gradients of those (about
-    twice the forward's); its row positions and labels (int64).
+    twice the forward's); the features, masks and float64 uniforms of the `STEPS_AT_ONCE` steps
+    prepared at once (16 bytes an element); its row positions and labels (int64).
     """
     params = hidden * num_classes + num_classes + ((hidden * hidden + hidden) if dense else 0)
     step = batch_size * (hidden * (6 if dense else 3) + 2 * num_classes) * 2
-    return 4 * (4 * params + step) + 16 * n_rows
+    prepared = 16 * STEPS_AT_ONCE * batch_size * hidden
+    return 4 * (4 * params + step) + prepared + 16 * n_rows
 
 
 def available_bytes(device: str | torch.device | None = None) -> int:
