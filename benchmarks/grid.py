@@ -35,6 +35,7 @@ pack sizes under stated assumptions: an ESTIMATE, nothing here ran on a GPU.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import multiprocessing as mp
 import os
@@ -183,17 +184,16 @@ def run_all(pool, fn, jobs, costs) -> tuple[float, list]:
 
 def grid_trainings(cfg, context, seeds) -> list[Training]:
     """Every training the grid needs, with the rows the real strategies choose (untimed)."""
-    from raysweep.config import RecipeConfig
     from raysweep.sweep import expand, trial_inputs
     from raysweep.train import rows_to_add, select_rows
 
-    recipe = RecipeConfig(**context["recipe"])
+    recipe = context.recipe
     encoder, pooling = cfg.encoders[0], cfg.poolings[0]
     inputs = {f: trial_inputs(context, f"{encoder}|{pooling}|{f}") for f in cfg.compare.freeze}
     out = []
     for freeze in cfg.compare.freeze:
         for seed in seeds:  # the scoring model of every (freeze, seed): trained on labeled
-            out.append(Training(freeze, seed, np.asarray(context["labeled"]),
+            out.append(Training(freeze, seed, np.asarray(context.labeled),
                                 same_training(freeze, seed, "real", "", 0, 1), "scoring"))
     for cell in expand(cfg):
         inp = inputs[cell.freeze]
@@ -219,8 +219,7 @@ def chosen(cfg, context, seeds, cache: Path) -> list[Training]:
     if path.exists():
         return pickle.loads(path.read_bytes())
     with tempfile.TemporaryDirectory() as scoring_cache:
-        context["cache_dir"] = scoring_cache
-        trainings = grid_trainings(cfg, context, seeds)
+        trainings = grid_trainings(cfg, dataclasses.replace(context, cache_dir=scoring_cache), seeds)
     path.write_bytes(pickle.dumps(trainings))
     return trainings
 
@@ -246,7 +245,7 @@ def main() -> None:
 
     import torch
 
-    from raysweep.config import load_sweep, to_dict
+    from raysweep.config import load_sweep
     from raysweep.encoders import cache_home
     from raysweep.packing import max_pack_size
     from raysweep.sweep import prepare, trial_inputs
@@ -265,12 +264,12 @@ def main() -> None:
     select_cfg = cfg
     if args.select_epochs:
         select_cfg = load_sweep(args.sweep, [*overrides[:1], f"recipe.epochs={args.select_epochs}"])
-    trainings = chosen(select_cfg, {**context, "recipe": to_dict(select_cfg.recipe)}, args.seeds, cache)
+    trainings = chosen(select_cfg, dataclasses.replace(context, recipe=select_cfg.recipe), args.seeds, cache)
     print(f"rows chosen by the strategies (untimed; cached after one run): {time.perf_counter() - t:.1f} s")
     acts = {f: trial_inputs(context, f"{cfg.encoders[0]}|{cfg.poolings[0]}|{f}").train_acts
             for f in cfg.compare.freeze}
-    num_classes = context["num_classes"]
-    labels = context["train_labels"]
+    num_classes = context.num_classes
+    labels = context.train_labels
     hidden = next(iter(acts.values())).hidden_size
     cost = {f: flops_per_row(a.boundary.kind, hidden, num_classes) for f, a in acts.items()}
     distinct = list({t.key: t for t in trainings}.values())

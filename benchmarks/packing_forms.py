@@ -46,10 +46,10 @@ def main() -> None:
 
         stack = _Stack(heads, torch.device("cpu"))
 
-        def vmapped(params, x, mask):
+        def vmapped(params, x, mask):  # the stack stores the dense weight [in, out]: nn.Linear wants it [out, in]
             z = x
             if dense is not None:
-                z = torch.tanh(torch.func.functional_call(dense, {"weight": params[0], "bias": params[1]}, (z,)))
+                z = torch.tanh(torch.func.functional_call(dense, {"weight": params[0].T, "bias": params[1]}, (z,)))
             return torch.func.functional_call(linear, {"weight": params[-2], "bias": params[-1]}, (z * mask,))
 
         forms = {"baddbmm": lambda: stack.forward(x, masks),

@@ -10,6 +10,7 @@ from raysweep.backbone import Backbone, boundary_for
 from raysweep.config import LoraSpec, RecipeConfig
 from raysweep.embed import ensure_activations, load_activations
 from raysweep.model import build_model, fit, fit_packed, predict_proba
+from raysweep import packing
 from raysweep.packing import Member, dropout_masks, max_pack_size, member_bytes, packable
 from raysweep.tasks import Task
 
@@ -47,8 +48,10 @@ def _solo(acts, member, recipe=RECIPE):
     return model, loss
 
 
-@pytest.mark.parametrize("freeze", ["last-linear", "pooler"])
-def test_packed_members_reach_the_weights_and_metrics_of_solo_training(acts, freeze):
+@pytest.mark.parametrize("freeze,steps_at_once", [("last-linear", 8), ("pooler", 8), ("pooler", 2)])
+def test_packed_members_reach_the_weights_and_metrics_of_solo_training(acts, freeze, steps_at_once, monkeypatch):
+    """At 2 steps prepared at once, an epoch's 3 steps span two groups, the short last batch alone."""
+    monkeypatch.setattr(packing, "STEPS_AT_ONCE", steps_at_once)
     a = acts[freeze]
     members = _members()
     packed = fit_packed(a, members, RECIPE, num_classes=5)
@@ -92,6 +95,40 @@ def test_the_packed_mask_draw_is_the_solo_dropout_draw(keep):
         expected = torch.stack([torch.empty(rows, cols).bernoulli_(keep, generator=g).div_(keep) for g in solo])
         assert torch.equal(dropout_masks(packed, rows, cols, keep, buffer), expected)
     assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(solo, packed))
+
+
+@pytest.mark.parametrize("freeze", ["last-linear", "pooler"])
+def test_the_hand_written_step_is_autograds(acts, freeze):
+    """`losses_and_grads` against `forward` + cross-entropy + `backward()` on one step of a stack:
+    the same losses and gradients (float32 rounding), dropout and a diverging member included."""
+    models = [build_model(acts[freeze], 5, RECIPE, seed) for seed in (0, 1, 2)]
+    by_hand, by_autograd = packing._Stack(models, torch.device("cpu")), packing._Stack(models, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 6, acts[freeze].hidden_size, generator=gen)
+    x[2, 1] = float("nan")
+    masks = dropout_masks([torch.Generator().manual_seed(s) for s in range(3)], 6, x.shape[2], 0.5)
+    labels = torch.randint(0, 5, (3, 6), generator=gen)
+    losses = by_hand.losses_and_grads(x, masks, labels)
+    expected = torch.nn.functional.cross_entropy(by_autograd.forward(x, masks).reshape(18, 5), labels.reshape(-1),
+                                                 reduction="none").view(3, 6).mean(1)
+    expected.sum().backward()
+    torch.testing.assert_close(losses, expected.detach(), rtol=1e-6, atol=1e-7, equal_nan=True)
+    assert losses[:2].isfinite().all() and losses[2].isnan()
+    for mine, theirs in zip(by_hand.parameters(), by_autograd.parameters()):
+        assert mine.grad is not None and mine.grad.shape == mine.shape
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-7, equal_nan=True)
+        assert mine.grad[:2].isfinite().all()  # the diverging member's NaNs stay in its own slice
+
+
+def test_one_draw_of_several_steps_is_their_draws_back_to_back():
+    """The pack draws the masks of several steps in one call per member (packing.STEPS_AT_ONCE):
+    the same values, and the generators left in the same state, as one draw per step."""
+    per_step = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    at_once = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    sizes = (32, 32, 32, 20)  # an epoch's last batch is short
+    expected = torch.cat([dropout_masks(per_step, rows, 384, 0.5) for rows in sizes], dim=1)
+    assert torch.equal(dropout_masks(at_once, sum(sizes), 384, 0.5), expected)
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(per_step, at_once))
 
 
 def test_packing_leaves_the_callers_rng_alone(acts):
@@ -144,8 +181,9 @@ def test_pack_size_follows_the_memory_budget(acts):
     assert max_pack_size(a, 5, 10, RECIPE, budget_bytes=shared + 7 * per_member - 1) == 6
     assert max_pack_size(a, 5, 10, RECIPE, budget_bytes=0) == 1  # never below a solo training
     assert max_pack_size(acts["last-attention"], 5, 10, RECIPE, budget_bytes=10**12) == 1
-    # A pooler member carries a [H, H] dense and its Adam state; a last-linear member does not.
-    assert member_bytes(384, 5, 8544, 32, dense=True) > 4 * member_bytes(384, 5, 8544, 32, dense=False)
+    # A pooler member carries a [H, H] dense, its gradient and Adam state; a last-linear member does not.
+    dense_part = member_bytes(384, 5, 8544, 32, dense=True) - member_bytes(384, 5, 8544, 32, dense=False)
+    assert dense_part > 16 * 384 * 384
     assert max_pack_size(a, 5, 10, RECIPE) >= 1  # from this machine's free memory
 
 

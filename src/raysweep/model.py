@@ -146,9 +146,7 @@ def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: Re
               lengths: np.ndarray | None = None, device: str = "cpu") -> float:
     """The study's recipe over `n` rows; `forward(positions)` returns the head's outputs of a batch."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
-    # StepLR counts epochs: the study halves the learning rate every 20 of its 50 epochs.
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
+    optimizer, scheduler = packing.recipe_optimizer(params, recipe)
     task = getattr(model, "task", None) or Task("classify", model.linear.out_features)  # task: set by build_model
     loss_fn = task.loss()  # task: cross-entropy over classes, or MSE of a score
     y = task.targets(labels).to(device)  # task: int64 classes or float32 [N, 1] scores (a copy)

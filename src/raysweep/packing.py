@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from raysweep.backbone import Classifier
 from raysweep.config import LoraSpec, RecipeConfig
@@ -67,6 +66,25 @@ def batch_order(n: int, batch_size: int, generator: torch.Generator, lengths: np
         batches.extend(chunk[b: b + batch_size] for b in range(0, len(chunk), batch_size))
     for i in torch.randperm(len(batches), generator=generator).tolist():
         yield batches[i]
+
+
+def recipe_optimizer(params: list[torch.nn.Parameter], recipe: RecipeConfig):
+    """The recipe's Adam and its StepLR schedule over `params`: what every training, solo or
+    packed, optimises with (`model._optimise`, `_optimise_packed`).
+
+    `fused=True`: one vectorised pass over each parameter, its gradient and its two moments per
+    step. PyTorch's default on a CPU is the single-tensor form: about seven passes, each making a
+    new tensor; on a packed pooler's stacked [M, 384, 384] dense it took longer than the matmuls
+    (docs/packing.md). The fused kernel computes the same update in another float32 operation
+    order: after the study's 50 epochs the weights differ from the single-tensor form's by at most
+    1.5e-7 and every prediction is the same (docs/measurements.md). Adam stays element-wise, so a
+    stack still takes each member's own step.
+    """
+    optimizer = torch.optim.Adam(params, lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay,
+                                 fused=True)
+    # StepLR counts epochs: the study halves the learning rate every 20 of its 50 epochs.
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
+    return optimizer, scheduler
 
 
 @dataclass
@@ -99,6 +117,16 @@ class _Stack:
     """The trainable layers of M pooled classifiers, stacked on a leading member axis.
 
     Mirrors `Classifier.forward` for a pooled boundary: [dense + tanh] -> dropout -> linear.
+
+    Each layer is laid out so that its weight's gradient is one product born in the weight's own
+    layout (written by hand in `losses_and_grads`, and through autograd for `forward`). `bmm`'s
+    backward computes a weight's gradient as one product and, unlike `mm`'s, never swaps the
+    operands to match the weight's strides: a weight used through a transposed view got a
+    transposed gradient, which the optimizer step then copied contiguous (4.7 MB for 8 pooler
+    members, every step). So the dense weight is stored transposed,
+    [M, in, out] (x @ W), and the head keeps nn.Linear's [M, C, H] and computes its logits
+    transposed (W @ x^T): its gradient is then g^T @ x, which is also the fast form of that thin
+    product (a [M, H, C] gradient x^T @ g took 5x longer; docs/packing.md).
     """
 
     def __init__(self, models: list[Classifier], device: torch.device):
@@ -107,10 +135,12 @@ class _Stack:
 
         self.dense_w = self.dense_b = None
         if models[0].dense is not None:
-            self.dense_w = stacked([m.dense.weight for m in models])  # [M, H, H]
+            self.dense_w = stacked([m.dense.weight.T for m in models])  # [M, in, out]: nn.Linear's, transposed
             self.dense_b = stacked([m.dense.bias for m in models])  # [M, H]
         self.linear_w = stacked([m.linear.weight for m in models])  # [M, C, H]
         self.linear_b = stacked([m.linear.bias for m in models])  # [M, C]
+        for p in self.parameters():  # written in place every step (losses_and_grads): 4.7 MB a step for 8 poolers
+            p.grad = torch.zeros_like(p)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         # The order model._optimise's Adam sees them in (dense before linear); Adam is
@@ -120,17 +150,50 @@ class _Stack:
     def forward(self, x: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
         """[M, B, H] features (and [M, B, H] scaled dropout masks, or None) -> [M, B, C] logits."""
         if self.dense_w is not None:
-            x = torch.tanh(torch.baddbmm(self.dense_b.unsqueeze(1), x, self.dense_w.transpose(1, 2)))
+            x = torch.tanh(torch.baddbmm(self.dense_b.unsqueeze(1), x, self.dense_w))
         if masks is not None:
             x = x * masks  # what F.dropout computes on CPU: input * (bernoulli(1-p) / (1-p))
-        return torch.baddbmm(self.linear_b.unsqueeze(1), x, self.linear_w.transpose(1, 2))
+        return torch.baddbmm(self.linear_b.unsqueeze(2), self.linear_w, x.transpose(1, 2)).transpose(1, 2)
+
+    @torch.no_grad()
+    def losses_and_grads(self, x: torch.Tensor, masks: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+        """One step's forward and backward, by hand: each member's batch-mean cross-entropy [M], and
+        the gradient of their sum (each member's own: d(sum)/d(member's loss) = 1) written into
+        every parameter's `.grad`, where `optimizer.step()` reads it.
+
+        It is `forward` + `F.cross_entropy` + `backward()` with the same products and element-wise
+        operations, so autograd's gradient up to float32 rounding (tests/test_packing.py checks
+        it); without autograd's graph, which cost more than a last-linear step's arithmetic (a
+        last-linear step of 8 members took 1.8x the CPU time through autograd; docs/packing.md).
+        """
+        batch = x.shape[1]
+        h = x
+        if self.dense_w is not None:
+            h = torch.baddbmm(self.dense_b.unsqueeze(1), x, self.dense_w).tanh_()
+        dropped = h * masks if masks is not None else h
+        # Logits transposed, [M, C, B], as `forward` computes them (see the class's docstring).
+        logp = torch.log_softmax(torch.baddbmm(self.linear_b.unsqueeze(2), self.linear_w, dropped.transpose(1, 2)), 1)
+        target = labels.unsqueeze(1)  # [M, 1, B]
+        losses = logp.gather(1, target).mean((1, 2)).neg_()
+        # d(batch-mean cross-entropy)/d(logits) = (softmax - one-hot) / batch
+        grad = logp.exp_().scatter_add_(1, target, torch.full(target.shape, -1.0, device=x.device)).div_(batch)
+        torch.bmm(grad, dropped, out=self.linear_w.grad)  # [M, C, H]
+        torch.sum(grad, 2, out=self.linear_b.grad)
+        if self.dense_w is not None:
+            grad = torch.bmm(grad.transpose(1, 2), self.linear_w)  # [M, B, H]: d/d(dropped)
+            if masks is not None:
+                grad.mul_(masks)
+            grad = torch.ops.aten.tanh_backward(grad, h)  # grad * (1 - h^2), autograd's own kernel
+            torch.bmm(x.transpose(1, 2), grad, out=self.dense_w.grad)  # [M, in, out]
+            torch.sum(grad, 1, out=self.dense_b.grad)
+        return losses
 
     def write_back(self, models: list[Classifier]) -> None:
         """Copy each member's trained slice into its own classifier."""
         with torch.no_grad():
             for i, m in enumerate(models):
                 if self.dense_w is not None:
-                    m.dense.weight.copy_(self.dense_w[i])
+                    m.dense.weight.copy_(self.dense_w[i].T)
                     m.dense.bias.copy_(self.dense_b[i])
                 m.linear.weight.copy_(self.linear_w[i])
                 m.linear.bias.copy_(self.linear_b[i])
@@ -206,18 +269,22 @@ def dropout_masks(streams: list[torch.Generator], rows: int, cols: int, keep: fl
     return (uniforms < keep).to(torch.float32).div_(keep)
 
 
+# Steps whose features and dropout masks are gathered and drawn in one call per member: a call
+# costs tens of microseconds before its first element, and a last-linear member's whole step is
+# about a hundred. 8 x 32 rows of 384 float64 uniforms is 0.8 MB a member.
+STEPS_AT_ONCE = 8
+
+
 def _optimise_packed(stack: _Stack, x_all: torch.Tensor, positions: torch.Tensor, y: torch.Tensor,
                      recipe: RecipeConfig, seeds: list[int], dropout_streams: list[torch.Generator],
                      device: torch.device) -> np.ndarray:
     """`model._optimise` for a stack of members; returns each epoch's mean loss per member [E, M]."""
     members, n = positions.shape
-    optimizer = torch.optim.Adam(stack.parameters(), lr=recipe.lr, betas=tuple(recipe.betas),
-                                 weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
+    optimizer, scheduler = recipe_optimizer(stack.parameters(), recipe)
     order_gens = [torch.Generator().manual_seed(seed * 1_000_003 + 2) for seed in seeds]  # as model._optimise
     keep = 1 - recipe.dropout
     hidden = stack.linear_w.shape[2]
-    uniforms = torch.empty(members, recipe.batch_size, hidden, dtype=torch.float64)
+    uniforms = torch.empty(members, STEPS_AT_ONCE * recipe.batch_size, hidden, dtype=torch.float64)
     per_epoch = np.empty((recipe.epochs, members))
     for epoch in range(recipe.epochs):
         # Each member's batches of this epoch, drawn by batch_order from its own generator. With
@@ -226,23 +293,27 @@ def _optimise_packed(stack: _Stack, x_all: torch.Tensor, positions: torch.Tensor
         batches = [list(batch_order(n, recipe.batch_size, g)) for g in order_gens]
         order = torch.stack([torch.cat(b) for b in batches]).to(device)  # [M, n] positions into each member's rows
         rows, labels = positions.gather(1, order), y.gather(1, order)  # rows of x_all, labels: batch order
+        sizes = [len(b) for b in batches[0]]
         total = torch.zeros(members, dtype=torch.float64, device=device)
         start = 0
-        for batch in (len(b) for b in batches[0]):
-            at = slice(start, start + batch)
-            start += batch
-            xb = x_all.index_select(0, rows[:, at].reshape(-1)).view(members, batch, -1)  # [M, B, H]
+        for first in range(0, len(sizes), STEPS_AT_ONCE):
+            # What the next steps read and do not learn, prepared at once: their features and their
+            # dropout masks. A stream draws its masks element after element, so one draw of the
+            # steps' rows is their per-step draws back to back (tests/test_packing.py).
+            group = sizes[first: first + STEPS_AT_ONCE]
+            span = slice(start, start + sum(group))
+            xs = x_all.index_select(0, rows[:, span].reshape(-1)).view(members, sum(group), -1)  # [M, rows, H]
             masks = None
             if recipe.dropout > 0:  # F.dropout draws nothing at p = 0
                 # Drawn on the CPU from each member's stream whatever the device: the same masks everywhere.
-                masks = dropout_masks(dropout_streams, batch, hidden, keep, uniforms).to(device)
-            logits = stack.forward(xb, masks)
-            losses = F.cross_entropy(logits.reshape(members * batch, -1), labels[:, at].reshape(-1),
-                                     reduction="none").view(members, batch).mean(1)
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()  # d(sum)/d(member's loss) = 1: each member gets its own gradient
-            optimizer.step()
-            total += losses.detach().double() * batch
+                masks = dropout_masks(dropout_streams, sum(group), hidden, keep, uniforms).to(device)
+            for batch in group:
+                at = slice(start - span.start, start - span.start + batch)  # this step's rows in the group
+                losses = stack.losses_and_grads(xs[:, at], masks[:, at] if masks is not None else None,
+                                                labels[:, start: start + batch])
+                optimizer.step()
+                total += losses.double() * batch
+                start += batch
         scheduler.step()
         per_epoch[epoch] = (total / max(n, 1)).cpu().numpy()
     return per_epoch
@@ -256,11 +327,13 @@ def member_bytes(hidden: int, num_classes: int, n_rows: int, batch_size: int, de
 
     Parameters, their gradients and Adam's two moments (4 copies); per step its gathered batch,
     dense output and tanh, dropout mask and product, logits, and the gradients of those (about
-    twice the forward's); its row positions and labels (int64).
+    twice the forward's); the features, masks and float64 uniforms of the `STEPS_AT_ONCE` steps
+    prepared at once (16 bytes an element); its row positions and labels (int64).
     """
     params = hidden * num_classes + num_classes + ((hidden * hidden + hidden) if dense else 0)
     step = batch_size * (hidden * (6 if dense else 3) + 2 * num_classes) * 2
-    return 4 * (4 * params + step) + 16 * n_rows
+    prepared = 16 * STEPS_AT_ONCE * batch_size * hidden
+    return 4 * (4 * params + step) + prepared + 16 * n_rows
 
 
 def available_bytes(device: str | torch.device | None = None) -> int:
