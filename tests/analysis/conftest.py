@@ -32,3 +32,29 @@ def trials_only_report(tmp_path_factory) -> Path:
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"wrote {root / 'out' / 'report.md'} and {root / 'out' / 'report.html'}"
     return root / "out" / "report.md"
+
+
+@pytest.fixture
+def quick_figures(monkeypatch):
+    """Every figure still drawn on the test's data (a plotting error still fails the test), but
+    written as one small PNG: no SVG, no tight bounding box (each of which draws the figure again).
+    For tests that check a report's text and tables; the figure files themselves are checked by
+    test_every_figure_is_written_and_in_both_reports and the byte-identical test, with the real
+    `_save`. Add a figure's name to the returned set to write that one for real."""
+    import matplotlib.pyplot as plt
+
+    from raysweep.analysis import figures
+
+    real, keep = figures._save, set()
+
+    def save(fig, out_dir: Path, name: str) -> Path:
+        if name in keep:
+            return real(fig, out_dir, name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        png = out_dir / f"{name}.png"
+        fig.savefig(png, dpi=10)
+        plt.close(fig)
+        return png
+
+    monkeypatch.setattr(figures, "_save", save)
+    return keep

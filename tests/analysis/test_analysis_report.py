@@ -167,7 +167,7 @@ def test_a_directory_of_failed_trials_still_gets_a_report(tmp_path):
     assert "| learning_curves | no successful trials |" in md
 
 
-def test_two_sweeps_are_told_apart(tmp_path):
+def test_two_sweeps_are_told_apart(tmp_path, quick_figures):
     a = write_trials(tmp_path / "a")
     (a / "generation").mkdir()
     write_extras(tmp_path / "extras")
@@ -256,7 +256,7 @@ def test_entropy_sqbc_correlation_reads_past_the_summary_file(full_report):
     assert one["n"] == 25 and one["r"] == pytest.approx(np.corrcoef(seed1.entropy, seed1.sqbc)[0, 1], abs=1e-12)
 
 
-def test_one_strategy_several_pools_compares_each_pool_with_real(tmp_path):
+def test_one_strategy_several_pools_compares_each_pool_with_real(tmp_path, quick_figures):
     d = write_trials(tmp_path / "pools")
     real = pd.read_csv(d / "trials.csv").query("strategy == 'random'")
     # The LLM pool is exactly 1 point worse wherever rows are added, and the same at fraction 0.
@@ -274,7 +274,7 @@ def test_one_strategy_several_pools_compares_each_pool_with_real(tmp_path):
     assert all("| baseline |" in line for line in head.splitlines() if line.startswith("| real |"))
 
 
-def test_findings_are_checked_on_the_test_split(tmp_path):
+def test_findings_are_checked_on_the_test_split(tmp_path, quick_figures):
     d = write_trials(tmp_path / "with-test")
     trials = pd.read_csv(d / "trials.csv")
     # On test, entropy's +2 points of val hold in last-linear and vanish in pooler (where test = random's val).

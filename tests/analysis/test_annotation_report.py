@@ -60,7 +60,7 @@ def test_labels_that_buy_nothing_are_worth_no_price():
     assert all("not worth any price" in t for t in text)
 
 
-def test_the_report_has_the_annotator_section_and_finding(tmp_path):
+def test_the_report_has_the_annotator_section_and_finding(tmp_path, quick_figures):
     d = tmp_path / "results"
     (d / "annotation").mkdir(parents=True)
     trials().to_csv(d / "trials.csv", index=False)

@@ -34,7 +34,8 @@ def _record(results, with_old_cell: bool = True):
         chosen.write_cell(out, cell.cell_id, Chosen(rows, scores, np.zeros(n, dtype=np.int64)), labels, "fx")
 
 
-def test_the_report_shows_what_each_strategy_chose(tmp_path):
+def test_the_report_shows_what_each_strategy_chose(tmp_path, quick_figures):
+    quick_figures.add("chosen_label_distribution")  # its file is checked below
     results = write_trials(tmp_path / "results")
     _record(results)
     report = analyze([results], tmp_path / "report", n_boot=200).read_text()

@@ -50,12 +50,14 @@ def wait_for_dashboard(url: str, token: str, proc: subprocess.Popen | None, time
     raise RuntimeError(f"the dashboard at {url} did not answer in {timeout:.0f} s ({last})")
 
 
-def stop_by_pid(*procs: subprocess.Popen, grace: float = 5.0) -> None:
+def stop_by_pid(*procs: subprocess.Popen, grace: float = 1.0) -> None:
     """SIGTERM each `ray start --block` process and its children, then kill survivors by PID.
 
     `ray start --block` alone took over 30 s to stop its node on SIGTERM here (and its children
     10 s more): a test's node holds nothing worth a graceful stop, so everyone gets `grace`,
-    all nodes at once (one after the other, a 3-node cluster's teardown took ~15 s)."""
+    all nodes at once (one after the other, a 3-node cluster's teardown took ~15 s). The grace
+    is a wait every teardown pays in full (`ray start --block` outlives any grace), so it is
+    short: what is still alive after it is killed by PID, as the node-loss test kills a node."""
     import ray  # noqa: F401 - Ray bundles psutil (ray/thirdparty_files) and puts it on sys.path
     import psutil
 

@@ -74,23 +74,41 @@ def test_token_path_that_cannot_be_read_is_an_error_not_no_token(no_token_env, m
         jobs.load_token()
 
 
-@pytest.mark.parametrize("env", [
-    {"HOME": "{home}"},
-    {"HOME": "{home}", "RAY_AUTH_TOKEN_PATH": "{path}"},
-    {"HOME": "{home}", "RAY_AUTH_TOKEN_PATH": "{path}", "RAY_AUTH_TOKEN": "env-token"},
-])
-def test_token_matches_rays_own_loader(tmp_path, env):
+# Each case needs a process where Ray's loader has not run yet (it caches its first answer). One fresh
+# interpreter imports Ray once, then forks a child per case, which sets the case's environment and
+# asks both loaders: one interpreter start instead of three (~1 s of CPU each).
+_TOKEN_CASES = r"""
+import json, os, sys
+from ray._raylet import AuthenticationTokenLoader as L
+from raysweep.jobs import load_token
+for env in json.loads(sys.argv[1]):
+    r, w = os.pipe()
+    if os.fork() == 0:
+        for k in [k for k in os.environ if k.startswith("RAY_AUTH_TOKEN")]:
+            del os.environ[k]
+        os.environ.update(env)
+        os.write(w, json.dumps([L.instance().get_raw_token(ignore_auth_mode=True), load_token()[0]]).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        print(f.read())
+    os.wait()
+"""
+
+
+def test_token_matches_rays_own_loader(tmp_path):
     """Ray's C++ loader, asked in a fresh process (it caches), picks the same token we do."""
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("home-token\n")
     (tmp_path / "tok").write_text("path-token")
-    values = {k: v.format(home=tmp_path, path=tmp_path / "tok") for k, v in env.items()}
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
-    code = ("from ray._raylet import AuthenticationTokenLoader as L; from raysweep.jobs import load_token;"
-            "print(L.instance().get_raw_token(ignore_auth_mode=True)); print(load_token()[0])")
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **values}, capture_output=True, text=True,
-                         timeout=60, check=True).stdout.split()
-    assert out[0] == out[1], out
+    cases = [{"HOME": str(tmp_path)},
+             {"HOME": str(tmp_path), "RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok")},
+             {"HOME": str(tmp_path), "RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok"), "RAY_AUTH_TOKEN": "env-token"}]
+    out = subprocess.run([sys.executable, "-c", _TOKEN_CASES, json.dumps(cases)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split("\n")
+    got = [json.loads(line) for line in out if line.strip()]
+    # Each case picks a different source, so a loader that ignored one would differ from Ray's or repeat.
+    assert got == [["home-token"] * 2, ["path-token"] * 2, ["env-token"] * 2], got
 
 
 # --- what submit refuses before uploading anything ----------------------------------------------
