@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +28,8 @@ from pernode import PerNodeCluster, per_node_cluster, skip_reason
 
 from raysweep.config import load_sweep
 from raysweep.llm import annotate
-from raysweep.sweep import cell_ids, cell_progress, expand
+from raysweep.storage import Output
+from raysweep.sweep import _annotate, cell_ids, cell_progress, expand
 
 pytestmark = pytest.mark.slow
 
@@ -166,12 +166,14 @@ teacher: {{freeze: pooler, epochs: 1}}
         # reach the workers through the object store; the trials' through the output's storage.
         log, driver_pid = run_driver(cluster, sweep, f"file://{out}", tmp_path, object_store_max=64 * 1024**2)
         paid = len(server.calls_served())
-        # A driver on a new head: the labels it paid for are in the storage only. It takes them
-        # from there and runs nothing again, instead of paying for every row a second time.
-        shutil.rmtree(cluster.root / "home" / "annotation")
-        again, _ = run_driver(cluster, sweep, f"file://{out}", tmp_path, object_store_max=64 * 1024**2)
-        assert len(server.calls_served()) == paid, again[-3000:]
-        assert "annotation: reusing" in again and "6 cells, 6 already done, 0 to run" in again, again[-3000:]
+        # A driver on a new head (an empty cache): the labels it paid for are in the storage only.
+        # It takes them from there instead of labeling every row again (in this process: the
+        # sweep's annotation step, which must not even need the trials' inputs).
+        new_head = tmp_path / "new-head" / "cache"
+        said = []
+        again = _annotate(cfg, expand(cfg), Output(f"file://{out}"), f"file://{out}", new_head,
+                          prepared=lambda: pytest.fail("the annotation step labeled again"), log=said.append)
+        assert len(server.calls_served()) == paid and any("annotation: reusing" in s for s in said), said
     finally:
         server.stop()
 
@@ -184,7 +186,7 @@ teacher: {{freeze: pooler, epochs: 1}}
     keys = cell_ids(cfg, [annotate.counterpart(c) for c in cells])
     digests = [annotation["cells"][k] if c.pool == "llm_annotated" else None for c, k in zip(cells, keys)]
     table = check_cells(cfg, out, summary["rows_digest"], digests)
-    assert len(table) == 6
+    assert len(table) == 6 and again == digests
     generated = table[table["pool"] != "llm_annotated"]
     assert len(generated) == 4 and set(generated["n_added"]) == {20}
     # Each annotated cell trained on a worker on exactly the rows the driver had labeled for it:
