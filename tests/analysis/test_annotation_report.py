@@ -57,7 +57,7 @@ def test_labels_that_buy_nothing_are_worth_no_price():
     llm = data["pool"] == "llm_annotated"
     data.loc[llm, "val_accuracy"] = 0.40 + data.loc[llm, "seed"].map(OFFSET)  # no gain over fraction 0
     text = annotation.sentences(annotation.worth_table(data, COST_PER_ROW))
-    assert all("not worth any price" in t and "within noise" not in t for t in text)  # the same loss every seed
+    assert all("not worth any price" in t and "in the means only" not in t for t in text)  # the same loss every seed
 
 
 def test_a_loss_to_gold_within_noise_is_said_to_be_in_the_means_only():
@@ -72,7 +72,7 @@ def test_a_loss_to_gold_within_noise_is_said_to_be_in_the_means_only():
     table = annotation.worth_table(data, COST_PER_ROW)
     assert not table["significant"].any()
     text = annotation.sentences(table)
-    assert all(t.endswith("while gold rows do, in the means only: the difference to gold is within noise at 3 seeds.")
+    assert all(t.endswith("while gold rows do, in the means only: the difference to gold does not survive Holm at 3 seeds.")
                for t in text), text
 
 
