@@ -134,11 +134,13 @@ def test_analyze_copies_only_what_the_report_reads_from_a_uri(tmp_path):
     res = tmp_path / "store" / "paper"
     for name, text in {"trials.csv": "a\n", "sweep.yaml": "name: paper\n", "diagnostics/pooler-seed0.csv": "x\n",
                        "generation/generated.csv": "t\n", "cells/c.json": "{}", "cache/k/meta.json": "{}",
-                       "tune/paper/experiment_state-x.json": "{}"}.items():
+                       "tune/paper/experiment_state-x.json": "{}", "annotation/labels.csv": "row\n",
+                       "annotation/annotation.json": "{}", "annotation/responses.jsonl": "{}\n"}.items():
         (res / name).parent.mkdir(parents=True, exist_ok=True)
         (res / name).write_text(text)
     local = Output(f"file://{res}").fetch_results(tmp_path / "copy")
     assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()) == [
+        "annotation/annotation.json", "annotation/labels.csv",  # the report's annotator section; not the replies
         "diagnostics/pooler-seed0.csv", "generation/generated.csv", "sweep.yaml", "trials.csv"]
     assert (local / "sweep.yaml").read_text() == "name: paper\n"
 

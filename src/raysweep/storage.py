@@ -232,11 +232,13 @@ class Output:
     @_one_line_errors("copy results from")
     def fetch_results(self, local: Path) -> Path:
         """Copy what `raysweep analyze` reads (analysis/results.py) into the local directory `local`:
-        trials.csv, sweep.yaml, generation/, diagnostics/ and chosen/; not cells/, tune/ or the cache."""
+        trials.csv, sweep.yaml, generation/, diagnostics/, chosen/ and the annotator's labels and
+        summary (not its reply store); not cells/, tune/ or the cache."""
         local.mkdir(parents=True, exist_ok=True)
-        for name in ("trials.csv", "sweep.yaml"):
+        for name in ("trials.csv", "sweep.yaml", "annotation/labels.csv", "annotation/annotation.json"):
             text = self.read_text(name)
             if text is not None:
+                (local / name).parent.mkdir(exist_ok=True)
                 (local / name).write_text(text)
         for folder in ("generation", "diagnostics", "chosen"):
             self.fetch_tree(folder, local / folder, marker=None)

@@ -534,6 +534,10 @@ def _annotate(cfg: SweepConfig, cells: list[Cell], out: Output, output, cache_di
     needs the trials' inputs (`prepared()`) to know which rows the `real` counterparts choose."""
     keys = cell_ids(cfg, [annotate.counterpart(c) for c in cells])
     ann_dir = annotate.annotation_dir(cfg, output, out.is_uri, cache_dir)
+    if out.is_uri:
+        # The paid replies and labels live in the storage, not on this disk: a driver on a new
+        # head (or a wiped cache) takes what it lacks from there instead of paying for it again.
+        out.fetch_tree("annotation", ann_dir, marker=None)
     wanted = [k for c, k in zip(cells, keys) if c.pool == ANNOTATED_POOL]
     digests = annotate.recorded(cfg, wanted, ann_dir)
     if digests is None:

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,9 @@ from headnode import six_cells, wait_job
 from pernode import PerNodeCluster, per_node_cluster, skip_reason
 
 from raysweep.config import load_sweep
-from raysweep.sweep import cell_ids, cell_progress, expand
+from raysweep.llm import annotate
+from raysweep.storage import Output
+from raysweep.sweep import _annotate, cell_ids, cell_progress, expand
 
 pytestmark = pytest.mark.slow
 
@@ -91,9 +94,9 @@ def trainings(c: PerNodeCluster, since: int = 0) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()][since:] if path.exists() else []
 
 
-def check_cells(cfg, out: Path, generated: str | None = None) -> pd.DataFrame:
+def check_cells(cfg, out: Path, generated: str | None = None, labels: list[str | None] | None = None) -> pd.DataFrame:
     table = pd.read_csv(out / "trials.csv")
-    ids = cell_ids(cfg, expand(cfg), generated)
+    ids = cell_ids(cfg, expand(cfg), generated, labels)
     assert sorted(table["cell_id"]) == sorted(ids), "every cell once in trials.csv"
     assert set(table["status"]) == {"ok"}, table[table["status"] != "ok"][["cell_id", "error"]].to_string()
     return table
@@ -138,7 +141,7 @@ resources: {{cpus_per_trial: 1}}
 
 
 @needs_namespaces
-def test_llm_pools_generate_and_relabel_on_workers_of_per_node_disks(cluster, sst5_subset, tiny_bert, tmp_path):
+def test_llm_pools_generate_relabel_and_annotate_on_workers_of_per_node_disks(cluster, sst5_subset, tiny_bert, tmp_path):
     from raysweep.llm.fake_server import FakeOpenAI
 
     server = FakeOpenAI(rows_per_reply=5).start()
@@ -146,14 +149,14 @@ def test_llm_pools_generate_and_relabel_on_workers_of_per_node_disks(cluster, ss
         sweep = tmp_path / "llm.yaml"
         sweep.write_text(f"""
 name: pernode-llm
-compare: {{pool: [llm, llm_teacher], strategy: [random, entropy], fraction: [1], freeze: [last-linear]}}
+compare: {{pool: [llm, llm_teacher, llm_annotated], strategy: [random, entropy], fraction: [1], freeze: [last-linear]}}
 replicate: {{seed: [0]}}
 data: {{path: {sst5_subset}}}
 encoder: {{name: {tiny_bert}, max_length: 32}}
 recipe: {{epochs: 1}}
 resources: {{cpus_per_trial: 1}}
 llm: {{base_url: {server.base_url}, api_key_env: none, model: fake-model, n_rows: 20, samples_per_call: 5, concurrency: 2,
-      retry_backoff: 0.01, timeout: 10}}
+      retry_backoff: 0.01, timeout: 10, annotate: {{rows_per_call: 20}}}}
 teacher: {{freeze: pooler, epochs: 1}}
 """)
         cfg = load_sweep(sweep)
@@ -162,21 +165,52 @@ teacher: {{freeze: pooler, epochs: 1}}
         # The default split: the teacher's and the scoring model's activations are small, so they
         # reach the workers through the object store; the trials' through the output's storage.
         log, driver_pid = run_driver(cluster, sweep, f"file://{out}", tmp_path, object_store_max=64 * 1024**2)
+        paid = len(server.calls_served())
+        # A driver on a new head (an empty cache): the labels it paid for are in the storage only.
+        # It takes them from there instead of labeling every row again (in this process: the
+        # sweep's annotation step, which must not even need the trials' inputs).
+        new_head = tmp_path / "new-head" / "cache"
+        said = []
+        again = _annotate(cfg, expand(cfg), Output(f"file://{out}"), f"file://{out}", new_head,
+                          prepared=lambda: pytest.fail("the annotation step labeled again"), log=said.append)
+        assert len(server.calls_served()) == paid and any("annotation: reusing" in s for s in said), said
     finally:
         server.stop()
 
     summary = json.loads((out / "generation" / "generation.json").read_text())
     assert summary["complete"] and summary["rows_kept"] == 20
-    table = check_cells(cfg, out, summary["rows_digest"])
-    assert len(table) == 4 and set(table["n_added"]) == {20}
-    # The teacher and the LLM pool's scoring model: each trained once, on a worker; each cell once.
+    # llm_annotated: the driver labeled the rows its `real` counterparts choose and uploaded the
+    # annotation to the storage; a cell's id carries the digest of its labels.
+    annotation = json.loads((out / "annotation" / "annotation.json").read_text())
+    cells = expand(cfg)
+    keys = cell_ids(cfg, [annotate.counterpart(c) for c in cells])
+    digests = [annotation["cells"][k] if c.pool == "llm_annotated" else None for c, k in zip(cells, keys)]
+    table = check_cells(cfg, out, summary["rows_digest"], digests)
+    assert len(table) == 6 and again == digests
+    generated = table[table["pool"] != "llm_annotated"]
+    assert len(generated) == 4 and set(generated["n_added"]) == {20}
+    # Each annotated cell trained on a worker on exactly the rows the driver had labeled for it:
+    # a row the worker chose that the driver did not label has label -1 (annotate.trial_labels)
+    # and fails the trial, so every cell "ok" above means the two choices agreed.
+    n_added = table.set_index("cell_id")["n_added"]
+    ids = cell_ids(cfg, cells, summary["rows_digest"], digests)
+    rows = {k: n_added[i] for c, k, i in zip(cells, keys, ids) if c.pool == "llm_annotated"}
+    assert rows == annotation["cell_rows"] and len(rows) == 2 and set(rows.values()) == {n_added.max()}
+    labels = pd.read_csv(out / "annotation" / "labels.csv", keep_default_na=False)
+    n = n_added.max()  # |labeled| at fraction 1; random and entropy choose different rows
+    assert len(labels) == annotation["rows_labeled"] and n < len(labels) <= 2 * n
+    assert list(labels["llm_label"]) == [zlib.crc32(t.encode()) % 5 for t in labels["text"]]  # the fake LLM's
+    assert annotation["requests"] == len(server.calls_served()) - summary["requests"]
+    # The teacher, the LLM pools' scoring model and the one entropy chooses real rows with for
+    # llm_annotated (on the real rows' activations): each trained once, on a worker.
     done = trainings(cluster, mark)
     models = [t for t in done if t["kind"] == "model"]
-    assert len(models) == 2 and len({t["key"] for t in models}) == 2, models
+    assert len(models) == 3 and len({t["key"] for t in models}) == 3, models
     # Fraction 1 adds all 20 generated rows: random and entropy train on the same rows, so each
-    # pool trains once and its other cell records the training it shares.
-    assert len([t for t in done if t["kind"] == "trial"]) == 2
-    assert set(table.groupby("pool")["training"].nunique()) == {1}
+    # LLM pool trains once and its other cell records the training it shares; the annotated
+    # cells add different real rows, so each trains.
+    assert len([t for t in done if t["kind"] == "trial"]) == 4
+    assert table.groupby("pool")["training"].nunique().to_dict() == {"llm": 1, "llm_teacher": 1, "llm_annotated": 2}
     assert all(t["pid"] != driver_pid and t["node"] for t in done), \
         ("a model was trained on the driver", [t for t in done if t["pid"] == driver_pid or not t["node"]])
     assert "teacher (pooler" in log
