@@ -33,6 +33,16 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    # Under pytest-xdist (`--dist loadgroup`), every slow test runs on one worker, in collection
+    # order, while the other worker takes the fast ones: the slow tests start Ray clusters sized
+    # to the whole machine and share module- and session-scoped clusters (ray_local, ray_head,
+    # the per-node cluster), and much of their time is spent waiting on those processes.
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 _RAY_INIT = pytest.StashKey()  # a not-slow test's real ray.init, put back after it
 
 

@@ -139,31 +139,62 @@ def test_run_refuses_credentials_in_the_output_uri_before_any_work(tmp_path, mon
     assert not any(s in result.output for s in SENTINELS)
 
 
-# Slow: a moto server, and pyarrow retries an unreachable endpoint for ~12 s and a region lookup
-# for ~6 s before it gives up (idle machine); the file:// test above covers the wrapping fast.
-@pytest.mark.slow
-@pytest.mark.parametrize("command", ["run", "status", "analyze"])
-@pytest.mark.parametrize("case", ["denied", "unreachable", "region"])
-def test_every_storage_error_is_one_line_without_the_secret(case, command, request, tmp_path, tmp_path_factory,
-                                                            monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    # `run` takes keys only from the provider's chain (here a credentials file, kept out of the
-    # directory searched below); `status` and `analyze` still take them in the URI, which their
-    # messages must not repeat.
+COMMANDS = ("run", "status", "analyze")
+
+
+def _setup(case: str, command: str, request, where, tmp_path_factory) -> tuple[list[str], dict]:
+    """The command line of `command` against `case`'s output, and its environment. `run` takes keys
+    only from the provider's chain (here a credentials file, kept out of the directory searched
+    afterwards); `status` and `analyze` still take them in the URI, which their messages must not repeat."""
     credentials = tmp_path_factory.mktemp("aws") / "credentials"
     credentials.write_text(f"[default]\naws_access_key_id = {ACCESS}\naws_secret_access_key = {SECRET}\n")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
     uri = _uri(case, request, "" if command == "run" else CREDS)
-    sweep = tmp_path / "s.yaml"
+    sweep = where / "s.yaml"
     sweep.write_text("name: s\n")
     args = {"run": ["run", str(sweep), "--output", uri],
             "status": ["status", "--sweep", str(sweep), "--output", uri],
-            "analyze": ["analyze", uri, "--output", str(tmp_path / "report")]}[command]
-    result = CliRunner().invoke(main, args)
-    printed = result.output
-    assert result.exit_code == 2, printed
+            "analyze": ["analyze", uri, "--output", str(where / "report")]}[command]
+    return args, {"AWS_SHARED_CREDENTIALS_FILE": str(credentials)}
+
+
+def _check(case: str, where, code: int, printed: str) -> None:
+    assert code == 2, printed
     assert printed.count("\n") == 1 and printed.startswith("error: output s3://"), printed
     assert any(reason in printed for reason in REASONS[case]), printed
     assert not any(s in printed for s in SENTINELS), printed
-    holding = [p for p in tmp_path.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in SENTINELS)]
+    holding = [p for p in where.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in SENTINELS)]
     assert holding == []
+
+
+# Slow: a moto server.
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_storage_error_is_one_line_without_the_secret(command, request, tmp_path, tmp_path_factory, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args, env = _setup("denied", command, request, tmp_path, tmp_path_factory)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, args)
+    _check("denied", tmp_path, result.exit_code, result.output)
+
+
+# Slow: pyarrow retries an unreachable endpoint and a region lookup for ~6 s each before it gives
+# up (ConnectRetryStrategy's fixed budget). The six commands wait in parallel, each a `raysweep`
+# process of its own, as a user runs it; the file:// test above covers the wrapping fast.
+@pytest.mark.slow
+def test_storage_errors_that_wait_on_the_network_are_one_line_without_the_secret(request, tmp_path, tmp_path_factory):
+    import subprocess
+    import sys
+
+    runs = []
+    for case in ("unreachable", "region"):
+        for command in COMMANDS:
+            where = tmp_path / f"{case}-{command}"
+            where.mkdir()
+            args, env = _setup(case, command, request, where, tmp_path_factory)
+            proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", *args], cwd=where, env=dict(os.environ, **env),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            runs.append((case, command, where, proc))
+    for case, command, where, proc in runs:
+        printed = proc.communicate(timeout=120)[0]
+        _check(case, where, proc.returncode, printed)

@@ -294,7 +294,8 @@ def test_ctrl_c_stores_the_calls_in_flight(fake_openai, tmp_path):
     try:
         _wait_for_records(store, 4, proc)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
-        assert proc.wait(timeout=60) == 130
+        code = proc.wait(timeout=60)
+        assert code == 130, (code, proc.stderr.read()[-3000:])
     finally:
         _end_session(proc)
     # Nothing paid for is lost: every reply the server sent is in the store.
