@@ -565,16 +565,32 @@ def _generation(cfg: SweepConfig, output: str | Path, out: Output, cache_dir: Pa
     """The LLM pools' generated rows: reused when complete, else generated (and relabeled) now.
 
     The response store is appended to and fsynced call by call, so it lives on a disk: with a
-    URI output, beside the local cache, copied to <output>/generation/ once complete."""
+    URI output, beside the local cache, and copied to <output>/generation/ after every run of it,
+    complete or not."""
     gen_dir = (generation_dir(cfg, output) if cfg.generation_dir or not out.is_uri
                else cache_dir.parent / "generation" / cfg.name)
+    if out.is_uri and not cfg.generation_dir:
+        # The paid replies live in the storage, not only on this disk: a driver on a new head
+        # (or after a wiped cache) takes what it lacks from there, and reuses or resumes it
+        # instead of paying again. Files this disk already has are as new as the storage's: kept.
+        out.fetch_tree("generation", gen_dir, marker=None)
     generated = augment.reuse(cfg, gen_dir)
-    if generated is None:
-        start_ray(address)
-        generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray, log=log,
-                                           out=out if out.is_uri else None)
-    else:
+    if generated is not None:
         log(f"generation: reusing {gen_dir} ({len(generated.rows)} rows)")
+    else:
+        start_ray(address)
+        try:
+            generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray, log=log,
+                                               out=out if out.is_uri else None)
+        except BaseException:
+            # Ctrl-C, the budget, a failed call: what was paid for still reaches the storage, so
+            # a rerun on any head asks only for the rest. The error itself is what the user sees.
+            if out.is_uri and gen_dir.exists():
+                try:
+                    out.upload_tree(gen_dir, "generation", skip_existing=False)
+                except StorageError as exc:
+                    log(f"generation: the replies stay in {gen_dir} only ({exc})")
+            raise
     if out.is_uri:
         out.upload_tree(gen_dir, "generation", skip_existing=False)
     return generated

@@ -29,7 +29,7 @@ from pernode import PerNodeCluster, per_node_cluster, skip_reason
 from raysweep.config import load_sweep
 from raysweep.llm import annotate
 from raysweep.storage import Output
-from raysweep.sweep import _annotate, cell_ids, cell_progress, expand
+from raysweep.sweep import _annotate, _generation, cell_ids, cell_progress, expand
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +141,8 @@ resources: {{cpus_per_trial: 1}}
 
 
 @needs_namespaces
-def test_llm_pools_generate_relabel_and_annotate_on_workers_of_per_node_disks(cluster, sst5_subset, tiny_bert, tmp_path):
+def test_llm_pools_generate_relabel_and_annotate_on_workers_of_per_node_disks(cluster, sst5_subset, tiny_bert, tmp_path,
+                                                                             monkeypatch):
     from raysweep.llm.fake_server import FakeOpenAI
 
     server = FakeOpenAI(rows_per_reply=5).start()
@@ -174,6 +175,11 @@ teacher: {{freeze: pooler, epochs: 1}}
         again = _annotate(cfg, expand(cfg), Output(f"file://{out}"), f"file://{out}", new_head,
                           prepared=lambda: pytest.fail("the annotation step labeled again"), log=said.append)
         assert len(server.calls_served()) == paid and any("annotation: reusing" in s for s in said), said
+        # Nor does it generate again: the replies it paid for are in the storage, complete.
+        monkeypatch.setattr("raysweep.sweep.start_ray", lambda *a: pytest.fail("the generation step generated again"))
+        rows = _generation(cfg, f"file://{out}", Output(f"file://{out}"), new_head, None, False, said.append).rows
+        assert len(server.calls_served()) == paid and any("generation: reusing" in s for s in said), said
+        assert len(rows) == 20
     finally:
         server.stop()
 
