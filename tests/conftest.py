@@ -33,14 +33,15 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    # Under pytest-xdist (`--dist loadgroup`), every slow test runs on one worker, in collection
-    # order, while the other worker takes the fast ones: the slow tests start Ray clusters sized
-    # to the whole machine and share module- and session-scoped clusters (ray_local, ray_head,
-    # the per-node cluster), and much of their time is spent waiting on those processes.
+    # Under pytest-xdist (`--dist loadgroup`, scripts/test.sh), the slow tests of one module form
+    # one group, run in order on one worker: they share module-scoped clusters (the per-node
+    # cluster, the token-authenticated head), which a split module would start once per worker.
+    # Modules, and the fast tests one by one, are spread over the workers.
     for item in items:
         if item.get_closest_marker("slow") is not None:
-            item.add_marker(pytest.mark.xdist_group("ray"))
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 _RAY_INIT = pytest.StashKey()  # a not-slow test's real ray.init, put back after it
