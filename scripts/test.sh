@@ -14,13 +14,15 @@ scripts/setup.sh "dev,llm-local"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Tests start their own local Ray instances; never let them join a cluster from the environment.
 unset RAY_ADDRESS
-# Two pytest-xdist workers when the machine has two cores (`--dist loadgroup`): the slow tests
-# all run on one of them, in order (tests/conftest.py puts them in one group: they start Ray
-# clusters sized to the whole machine and share module-scoped ones), while the other takes the
-# fast tests; the fast suite alone splits over both. The whole suite: 541 s serially, ~400 s
-# this way (docs/measurements.md). `-n 0` or `-p no:xdist` runs everything in this process.
+# Two pytest-xdist workers when the machine has two cores, each taking whole test files
+# (`--dist loadfile`): the slow tests of a file share module-scoped clusters (the per-node
+# cluster, the token-authenticated head), which a file split over both workers would start
+# twice; different files, slow or fast, run side by side. (`--dist loadgroup` would do nothing
+# here: pytest-xdist 3.8 marks a group by rewriting a test's `_nodeid`, which pytest 9.2 no longer
+# reads.) The whole suite: 541 s in one process, ~400 s this way (docs/measurements.md).
+# `-n 0` or `-p no:xdist` runs everything in this process.
 workers=()
-if [ "$(nproc)" -ge 2 ]; then workers=(-n 2 --dist loadgroup); fi
+if [ "$(nproc)" -ge 2 ]; then workers=(-n 2 --dist loadfile); fi
 for arg in "$@"; do
     case "$arg" in
         -n|-n*|--numprocesses|--numprocesses=*|-pno:xdist|no:xdist) workers=(); break ;;

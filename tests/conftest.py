@@ -33,17 +33,6 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    # Under pytest-xdist (`--dist loadgroup`, scripts/test.sh), the slow tests of one module form
-    # one group, run in order on one worker: they share module-scoped clusters (the per-node
-    # cluster, the token-authenticated head), which a split module would start once per worker.
-    # Modules, and the fast tests one by one, are spread over the workers.
-    for item in items:
-        if item.get_closest_marker("slow") is not None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
 _RAY_INIT = pytest.StashKey()  # a not-slow test's real ray.init, put back after it
 
 
