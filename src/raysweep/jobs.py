@@ -121,7 +121,9 @@ def _one_line_errors(what: str, url: str, token_source: str | None):
     try:
         yield
     except AuthenticationError as exc:
-        if "Authentication required" in str(exc):
+        # No token of ours: whatever Ray's SDK sent in its place (its own loader's answer, which a
+        # long-lived process may have cached from another cluster), the cause is the missing token.
+        if token_source is None or "Authentication required" in str(exc):
             raise JobError(f"{what}: the cluster at {url} needs its auth token: set RAY_AUTH_TOKEN or "
                            "write it to ~/.ray/auth_token (docs/cluster.md says where to get it)") from None
         raise JobError(f"{what}: the cluster at {url} rejected the token from {token_source}: "

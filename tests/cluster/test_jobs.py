@@ -111,6 +111,21 @@ def test_token_matches_rays_own_loader(tmp_path):
     assert got == [["home-token"] * 2, ["path-token"] * 2, ["env-token"] * 2], got
 
 
+def test_a_refusal_without_a_token_of_ours_says_the_token_is_missing():
+    """Given no header, Ray's SDK sends whatever its own loader found, which a long-lived process
+    may have cached from another cluster; the cluster's 403 for that token still means ours is missing."""
+    from ray.exceptions import AuthenticationError
+
+    url = "http://127.0.0.1:8265"
+    for reply in ("Authentication required: ...", "Authentication failed: Invalid token"):
+        with pytest.raises(JobError, match="needs its auth token: set RAY_AUTH_TOKEN"):
+            with jobs._one_line_errors("status", url, None):
+                raise AuthenticationError(reply)
+    with pytest.raises(JobError, match="rejected the token from RAY_AUTH_TOKEN: it is not this cluster's token"):
+        with jobs._one_line_errors("status", url, "RAY_AUTH_TOKEN"):
+            raise AuthenticationError("Authentication failed: Invalid token")
+
+
 # --- what submit refuses before uploading anything ----------------------------------------------
 
 def test_entrypoint_quotes_every_word_and_joins_auto():
