@@ -46,15 +46,17 @@ def pytest_runtest_setup(item):
         def refuse(*args, **kwargs):
             raise RuntimeError(f"{item.nodeid} is not marked slow but starts Ray: mark it @pytest.mark.slow")
 
-        item.stash[_RAY_INIT] = ray.init
+        item.stash[_RAY_INIT] = (ray, ray.init)  # the module itself: a test may swap sys.modules["ray"]
         ray.init = refuse
 
 
 def pytest_runtest_teardown(item):
     if _RAY_INIT in item.stash:
-        import ray
-
-        ray.init = item.stash[_RAY_INIT]
+        # Not `import ray`: this hook may run before the test's monkeypatch is undone, while
+        # sys.modules["ray"] is still a test's stand-in (tests/test_engine.py's fake_ray), and the
+        # real module would keep `refuse` for every later test of this process.
+        ray, init = item.stash[_RAY_INIT]
+        ray.init = init
 
 
 @pytest.fixture(scope="session")
