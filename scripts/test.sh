@@ -19,7 +19,7 @@ unset RAY_ADDRESS
 # cluster, the token-authenticated head), which a file split over both workers would start
 # twice; different files, slow or fast, run side by side. (`--dist loadgroup` would do nothing
 # here: pytest-xdist 3.8 marks a group by rewriting a test's `_nodeid`, which pytest 9.2 no longer
-# reads.) The whole suite: 541 s in one process, ~400 s this way (docs/measurements.md).
+# reads.) The whole suite: 541 s in one process, 382 s this way (docs/measurements.md).
 # `-n 0` or `-p no:xdist` runs everything in this process.
 workers=()
 if [ "$(nproc)" -ge 2 ]; then workers=(-n 2 --dist loadfile); fi
