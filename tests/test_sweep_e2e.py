@@ -1,6 +1,7 @@
 """End to end on local Ray: real SST-5 rows, the bundled MiniLM, a tiny grid."""
 
 import json
+import signal
 
 import pandas as pd
 import pytest
@@ -33,9 +34,11 @@ recipe:
 def test_tiny_sweep_runs_resumes_and_grows(tmp_path, sst5_subset, ray_local):
     out = tmp_path / "out"
     cfg = load_sweep(sweep_file(tmp_path, sst5_subset, "[0, 1]"))
+    handler = signal.getsignal(signal.SIGINT)
     table = run_sweep(cfg, out, log=lambda *_: None)
 
     assert len(table) == 4 and set(table["status"]) == {"ok"}
+    assert signal.getsignal(signal.SIGINT) is handler  # not Tune's, left behind by its fit
     assert sorted(zip(table["freeze"], table["fraction"])) == [("last-linear", 0.0), ("last-linear", 1.0),
                                                                ("pooler", 0.0), ("pooler", 1.0)]
     # stratified 1/5 of 300 rows: round(0.2 x count) per class of the subset

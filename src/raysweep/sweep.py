@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -676,6 +677,10 @@ def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: l
     analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = analysis_log.level
     analysis_log.setLevel(logging.ERROR)
+    # Tune installs a SIGINT handler of its own for the fit (in the main thread) and leaves it
+    # there: in a process that goes on (a notebook, a library caller, the next sweep) the next
+    # Ctrl-C would only end an experiment that is over. The caller's handler goes back after.
+    sigint = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
         # Tune's default CSV, JSON and TensorBoard loggers write three files per trial from the
         # driver, which shares the CPUs with the trials; cells/ and trials.csv already hold every
@@ -687,6 +692,8 @@ def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: l
     finally:
         bar.close()
         analysis_log.setLevel(level)
+        if sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
     log(f"ran {len(plan.packs)} packs ({sum(len(p.cells) for p in plan.packs)} cells) in "
         f"{time.perf_counter() - t0:.2f} s")
 
