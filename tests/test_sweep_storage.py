@@ -94,30 +94,38 @@ def test_a_trial_fetches_what_its_node_lacks(tmp_path):
     assert visible == expected
 
 
-def test_paid_replies_reach_the_storage_even_when_generation_stops_and_a_new_head_resumes_them(tmp_path, monkeypatch):
-    """With a URI output the response store lives on the driver's disk; what it holds goes to
-    <output>/generation/ also when the run stops short, and a driver on another head starts from it."""
-    (tmp_path / "s.yaml").write_text("name: gen\ncompare: {pool: [real, llm]}\nllm: {n_rows: 10}\n")
+@pytest.mark.parametrize("step", ["generation", "annotation"])
+def test_paid_replies_reach_the_storage_even_when_a_step_stops_and_a_new_head_resumes_them(step, tmp_path, monkeypatch):
+    """With a URI output an LLM step's reply store lives on the driver's disk; what it holds goes
+    to <output>/<step>/ also when the step stops short, and a driver on another head starts from it."""
+    pool = "llm" if step == "generation" else "llm_annotated"
+    (tmp_path / "s.yaml").write_text(f"name: gen\ncompare: {{pool: [real, {pool}]}}\nllm: {{n_rows: 10}}\n")
     cfg = load_sweep(tmp_path / "s.yaml")
     out = Output(f"file://{tmp_path / 'out'}")
     seen = []
 
-    def stopped(cfg, gen_dir, cache_dir, **kwargs):
-        seen.append(sorted(p.name for p in gen_dir.glob("*")) if gen_dir.exists() else [])
-        gen_dir.mkdir(parents=True, exist_ok=True)
-        with open(gen_dir / "responses.jsonl", "a") as f:
+    def stopped(*args, **kwargs):  # run_generation(cfg, gen_dir, ...), annotate_sweep(cfg, cells, keys, inputs_for, ann_dir, ...)
+        where = args[1] if step == "generation" else args[4]
+        seen.append(sorted(p.name for p in where.glob("*")) if where.exists() else [])
+        where.mkdir(parents=True, exist_ok=True)
+        with open(where / "responses.jsonl", "a") as f:
             f.write(json.dumps({"request_id": len(seen)}) + "\n")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sweep, "start_ray", lambda address=None: False)
     monkeypatch.setattr(sweep.augment, "run_generation", stopped)
+    monkeypatch.setattr(sweep.annotate, "annotate_sweep", stopped)
     said = []
     for head in ("head-1", "head-2"):  # each with a disk of its own
+        cache = tmp_path / head / "cache"
         with pytest.raises(KeyboardInterrupt):
-            sweep._generation(cfg, out.spec, out, tmp_path / head / "cache", None, False, said.append)
+            if step == "generation":
+                sweep._generation(cfg, out.spec, out, cache, None, False, said.append)
+            else:
+                sweep._annotate(cfg, sweep.expand(cfg), out, out.spec, cache, prepared=lambda: None, log=said.append)
     # The second head found the first one's reply (fetched from the storage) and added its own.
     assert seen == [[], ["responses.jsonl"]]
-    stored = (tmp_path / "out" / "generation" / "responses.jsonl").read_text().splitlines()
+    stored = (tmp_path / "out" / step / "responses.jsonl").read_text().splitlines()
     assert [json.loads(line)["request_id"] for line in stored] == [1, 2]
 
 

@@ -535,21 +535,43 @@ def _annotate(cfg: SweepConfig, cells: list[Cell], out: Output, output, cache_di
     needs the trials' inputs (`prepared()`) to know which rows the `real` counterparts choose."""
     keys = cell_ids(cfg, [annotate.counterpart(c) for c in cells])
     ann_dir = annotate.annotation_dir(cfg, output, out.is_uri, cache_dir)
-    if out.is_uri:
-        # The paid replies and labels live in the storage, not on this disk: a driver on a new
-        # head (or a wiped cache) takes what it lacks from there instead of paying for it again.
-        out.fetch_tree("annotation", ann_dir, marker=None)
-    wanted = [k for c, k in zip(cells, keys) if c.pool == ANNOTATED_POOL]
-    digests = annotate.recorded(cfg, wanted, ann_dir)
-    if digests is None:
-        context = prepared()
-        digests = annotate.annotate_sweep(cfg, cells, keys, lambda c: trial_inputs(context, c.variant), ann_dir,
-                                          say=log).digests
-    else:
-        log(f"annotation: reusing {ann_dir} ({len(set(wanted))} cells' labels)")
-    if out.is_uri:
-        out.upload_tree(ann_dir, "annotation", skip_existing=False)
+    with _paid_replies_in_storage(out, "annotation", ann_dir, fetch=True, log=log):
+        wanted = [k for c, k in zip(cells, keys) if c.pool == ANNOTATED_POOL]
+        digests = annotate.recorded(cfg, wanted, ann_dir)
+        if digests is None:
+            context = prepared()
+            digests = annotate.annotate_sweep(cfg, cells, keys, lambda c: trial_inputs(context, c.variant), ann_dir,
+                                              say=log).digests
+        else:
+            log(f"annotation: reusing {ann_dir} ({len(set(wanted))} cells' labels)")
     return [digests[k] if c.pool == ANNOTATED_POOL else None for c, k in zip(cells, keys)]
+
+
+@contextmanager
+def _paid_replies_in_storage(out: Output, rel: str, local: Path, fetch: bool, log):
+    """A directory of paid LLM replies (`generation`, `annotation`) kept in a URI output's storage.
+
+    Its reply store is appended to and fsynced call by call, so it lives on the driver's disk. The
+    storage's copy is merged in first (`fetch`; files this disk already has are as new: kept), so a
+    driver on a new head, or after a wiped cache, reuses or resumes what was paid for instead of
+    paying again; and the directory goes up afterwards, also when the step stops short (Ctrl-C, the
+    budget, a failed call), without hiding that step's own error. A local output: nothing to do.
+    """
+    if not out.is_uri:
+        yield
+        return
+    if fetch:
+        out.fetch_tree(rel, local, marker=None)
+    try:
+        yield
+    except BaseException:
+        if local.exists():
+            try:
+                out.upload_tree(local, rel, skip_existing=False)
+            except StorageError as exc:
+                log(f"{rel}: the replies stay in {local} only ({exc})")
+        raise
+    out.upload_tree(local, rel, skip_existing=False)
 
 
 def _cache_dir(cfg: SweepConfig, out: Output) -> Path:
@@ -567,33 +589,18 @@ def _generation(cfg: SweepConfig, output: str | Path, out: Output, cache_dir: Pa
 
     The response store is appended to and fsynced call by call, so it lives on a disk: with a
     URI output, beside the local cache, and copied to <output>/generation/ after every run of it,
-    complete or not."""
+    complete or not (`_paid_replies_in_storage`)."""
     gen_dir = (generation_dir(cfg, output) if cfg.generation_dir or not out.is_uri
                else cache_dir.parent / "generation" / cfg.name)
-    if out.is_uri and not cfg.generation_dir:
-        # The paid replies live in the storage, not only on this disk: a driver on a new head
-        # (or after a wiped cache) takes what it lacks from there, and reuses or resumes it
-        # instead of paying again. Files this disk already has are as new as the storage's: kept.
-        out.fetch_tree("generation", gen_dir, marker=None)
-    generated = augment.reuse(cfg, gen_dir)
-    if generated is not None:
-        log(f"generation: reusing {gen_dir} ({len(generated.rows)} rows)")
-    else:
-        start_ray(address)
-        try:
+    # generation_dir: the user's own directory, the one to trust: uploaded, never overwritten.
+    with _paid_replies_in_storage(out, "generation", gen_dir, fetch=not cfg.generation_dir, log=log):
+        generated = augment.reuse(cfg, gen_dir)
+        if generated is not None:
+            log(f"generation: reusing {gen_dir} ({len(generated.rows)} rows)")
+        else:
+            start_ray(address)
             generated = augment.run_generation(cfg, gen_dir, cache_dir, use_ray=use_ray, log=log,
                                                out=out if out.is_uri else None)
-        except BaseException:
-            # Ctrl-C, the budget, a failed call: what was paid for still reaches the storage, so
-            # a rerun on any head asks only for the rest. The error itself is what the user sees.
-            if out.is_uri and gen_dir.exists():
-                try:
-                    out.upload_tree(gen_dir, "generation", skip_existing=False)
-                except StorageError as exc:
-                    log(f"generation: the replies stay in {gen_dir} only ({exc})")
-            raise
-    if out.is_uri:
-        out.upload_tree(gen_dir, "generation", skip_existing=False)
     return generated
 
 
