@@ -251,7 +251,11 @@ def test_a_submitted_sweep_whose_driver_is_killed_resumes_when_submitted_again(c
     (project / "sweeps").mkdir(parents=True)
     (project / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
     sweep = six_cells(project / "sweeps" / "killed.yaml", "killed", sst5_subset, tiny_bert, epochs=5)
-    overrides = ["recipe.epochs=120"]  # long enough to kill mid-sweep; status must be told these to find the cells
+    # Long enough to kill mid-sweep; a cell per pack, so that the two trials still running when
+    # the driver dies cannot be all that is left (with automatic packs, three packs of two cells
+    # on two slots, the third could start before the kill: nothing left for the resubmit).
+    # `status` must be told these to find the cells.
+    overrides = ["recipe.epochs=120", "resources.pack_size=1"]
     out = tmp_path / "shared" / "out"
     output = f"file://{out}"
     cfg = load_sweep(sweep, overrides)
