@@ -18,13 +18,13 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from raysweep import strategies
-from raysweep.config import ANNOTATED_POOL, SelectionConfig, SweepConfig, to_dict
+from raysweep import pools, strategies
+from raysweep.config import SelectionConfig, SweepConfig, to_dict
 from raysweep.hashing import json_digest
 from raysweep.storage import Output
 
@@ -47,6 +47,28 @@ def metric_columns(task) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """What a trial's cached activations depend on: the encoder, its pooling and the freeze mode;
+    `generated`: the real train rows followed by the generated ones (the LLM pools' trials)."""
+
+    encoder: str
+    pooling: str
+    freeze: str
+    generated: bool = False
+
+    def with_generated(self) -> Variant:
+        return replace(self, generated=True)
+
+    @property
+    def slug(self) -> str:
+        """A name for paths and Tune trials: `encoder-pooling-freeze`, no separators."""
+        return f"{self.encoder}-{self.pooling}-{self.freeze}".replace("/", "_")
+
+    def __str__(self) -> str:
+        return f"{self.encoder} {self.pooling} {self.freeze}" + (" +generated" if self.generated else "")
+
+
+@dataclass(frozen=True)
 class Cell:
     """One point of the grid: the scientific parameters and the replicate seed."""
 
@@ -59,9 +81,8 @@ class Cell:
     pooling: str = "pooler"
 
     @property
-    def variant(self) -> str:
-        """What the cached activations depend on: encoder, pooling and freeze mode."""
-        return f"{self.encoder}|{self.pooling}|{self.freeze}"
+    def variant(self) -> Variant:
+        return Variant(self.encoder, self.pooling, self.freeze)
 
 
 def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
@@ -101,10 +122,7 @@ def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str
     key = {**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}
     if settings:  # left out when empty, so random cells keep the ids they had before `selection:`
         key["selection"] = settings
-    if cell.pool == ANNOTATED_POOL:  # real rows: the cell depends on the LLM's labels of the rows it adds
-        key["labels"] = labels
-    elif cell.pool != "real":  # an LLM pool's cell depends on the generated rows and their labels
-        key["generated"] = generated
+    key.update(pools.get(cell.pool).id_part(generated, labels))  # what the pool's rows depend on
     return json_digest(key, 16)
 
 
@@ -264,7 +282,7 @@ class Pack:
     pool) and the same number of training rows."""
 
     name: str
-    variant: str  # Cell.variant
+    variant: Variant
     pool: str
     n_train: int
     trainings: tuple[Training, ...]
@@ -314,8 +332,7 @@ def pack_cost(pack: Pack) -> float:
     """A pack's estimated training time, in last-linear row-trainings: what orders the packs, so
     that Tune starts the longest first (longest-processing-time scheduling keeps the last
     minutes of a sweep from running one pack on one slot while the others idle)."""
-    freeze = pack.variant.rsplit("|", 1)[-1]
-    return pack.n_train * len(pack.trainings) * FREEZE_COST.get(freeze, TOKEN_LEVEL_COST)
+    return pack.n_train * len(pack.trainings) * FREEZE_COST.get(pack.variant.freeze, TOKEN_LEVEL_COST)
 
 
 def plan(cells: list[Cell], ids: list[str], todo: set[str], done: dict[str, dict], n_labeled: int,
@@ -362,7 +379,7 @@ def plan(cells: list[Cell], ids: list[str], todo: set[str], done: dict[str, dict
         count = -(-len(shelf) // size)
         for k in range(count):  # near-equal parts, not `size, size, ..., remainder`
             part = shelf[k * len(shelf) // count: (k + 1) * len(shelf) // count]
-            name = f"{pool}-{variant.replace('/', '_').replace('|', '-')}-n{rows}-{k}"
+            name = f"{pool}-{variant.slug}-n{rows}-{k}"
             packs.append(Pack(name, variant, pool, rows, tuple(part)))
     packs.sort(key=lambda p: -pack_cost(p))
     # Trains: every training whose cell is still to run (a finished source trains nothing).

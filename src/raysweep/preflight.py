@@ -18,7 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raysweep.config import ANNOTATED_POOL, GENERATED_POOLS, SweepConfig
+from raysweep import pools
+from raysweep.config import SweepConfig
 from raysweep.encoders import SHORT_NAMES
 from raysweep.errors import RaysweepError
 
@@ -181,7 +182,7 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     from raysweep.data import DataError, load_splits
     from raysweep.strategies import get as strategy
     from raysweep.grid import expand
-    from raysweep.sweep import cell_statuses
+    from raysweep.status import cell_statuses
 
     prefix = f"{where}: " if where else ""
     problems: list[str] = []
@@ -205,10 +206,9 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
                 problems.append(f"{prefix}selection.k: {cfg.selection.k} neighbours, but only "
                                 f"{len(splits.labeled)} rows are labeled ({model_based[0]} scores with them)")
     for pool in cfg.compare.pool:
-        if pool in GENERATED_POOLS:
-            plan.pool_sizes[pool] = cfg.llm.n_rows
-        elif pool == ANNOTATED_POOL and "real" in plan.pool_sizes:  # the real rows, labeled by the LLM
-            plan.pool_sizes[pool] = plan.pool_sizes["real"]
+        size = pools.get(pool).planned_size(plan.pool_sizes.get("real"), cfg)
+        if size is not None:
+            plan.pool_sizes[pool] = size
 
     if cfg.needs_generation and not remote:
         problems.extend(prefix + p for p in _llm_problems(cfg.llm))

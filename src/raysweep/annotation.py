@@ -1,4 +1,4 @@
-"""The LLM as annotator: it labels the real rows the sweep's strategies choose (pool `llm_annotated`).
+"""The annotation step: the LLM labels the real rows the sweep's strategies choose (pool `llm_annotated`).
 
     annotate_sweep(cfg, cells, keys, inputs_for, ann_dir) -> Annotation
 
@@ -42,7 +42,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from raysweep.config import ANNOTATED_POOL, SweepConfig, to_dict
+from raysweep import pools
+from raysweep.config import SweepConfig, to_dict
 from raysweep.console import progress
 from raysweep.hashing import json_digest
 from raysweep.llm.parse import parse_labels
@@ -60,8 +61,12 @@ LABELS = "labels.csv"
 
 
 def counterpart(cell):
-    """The `real` cell whose rows an `llm_annotated` cell adds."""
-    return replace(cell, pool="real")
+    """The cell whose rows an annotated cell adds (the `real` one); any other cell: itself as `real`."""
+    return replace(cell, pool=getattr(pools.get(cell.pool), "counterpart", "real"))
+
+
+def annotated(cell) -> bool:
+    return pools.get(cell.pool).step == "annotate"
 
 
 def labels_digest(rows: np.ndarray, labels: dict[int, int]) -> str:
@@ -87,12 +92,6 @@ def config_key(cfg: SweepConfig) -> str:
 
     model = choose_endpoint(cfg.llm).model
     return json_digest({"setup": setup_of(cfg, model), "data": to_dict(cfg.data), "split": to_dict(cfg.split)}, 16)
-
-
-def annotation_dir(cfg: SweepConfig, output: str | Path, is_uri: bool, cache_dir: Path) -> Path:
-    """<output>/annotation; with a storage URI output, a local directory beside the cache (the
-    store is appended to and fsynced call by call), copied to <output>/annotation by the sweep."""
-    return cache_dir.parent / "annotation" / cfg.name if is_uri else Path(output).resolve() / "annotation"
 
 
 def recorded(cfg: SweepConfig, keys: list[str], ann_dir: Path | None = None, summary: dict | None = None
@@ -156,7 +155,7 @@ def annotate_sweep(cfg: SweepConfig, cells: list, keys: list[str], inputs_for: C
 
     chosen = {}
     for cell, key in zip(cells, keys):
-        if cell.pool == ANNOTATED_POOL and key not in chosen:
+        if annotated(cell) and key not in chosen:
             real = counterpart(cell)
             chosen[key] = np.sort(choose_rows(real, inputs_for(real), cfg.recipe, cfg.selection).rows)
     wanted = np.unique(np.concatenate([np.empty(0, dtype=np.int64), *chosen.values()]))
