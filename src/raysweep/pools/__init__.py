@@ -78,6 +78,8 @@ class Pool:
         return f"{self.name}: {self.summary}"
 
 
+# The preparation steps a pool may wait for; steps.py runs each (generation, annotation).
+STEPS = ("generate", "annotate")
 REGISTRY: dict[str, Pool] = {}
 
 
