@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import numpy as np
 
 from raysweep import inputs, records, steps, sweep
 from raysweep.grid import Variant
