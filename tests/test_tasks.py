@@ -96,8 +96,7 @@ def test_cached_and_uncached_pair_regression_reach_the_same_loss(tiny_bert, tmp_
     torch.manual_seed(0)
     init = acts.init_modules()
     head = Classifier(acts.boundary, acts.hidden_size, REGRESS.outputs, RECIPE.dropout, top=init["top"],
-                      dense=init["dense"])
-    head.task = REGRESS
+                      dense=init["dense"], task=REGRESS)
     uncached = fit_uncached(FullEncoderClassifier(backbone, head), PAIRS, SCORES, RECIPE, seed=0)
     assert uncached == pytest.approx(cached, rel=1e-5)
 

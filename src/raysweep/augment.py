@@ -246,8 +246,9 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
         # A Ray task with a trial's resources: on a cluster it lands on a GPU worker instead of the
         # head node that runs this driver. Its state comes back here, into this node's cache.
         res = cfg.resources
-        job = (train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed, lora)
-        model.train_remote([job], cache_dir, out, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial)
+        spec = model.TrainingSpec(train_acts, model.Member(rows, labels, cfg.teacher.seed, lora), cfg.data.num_classes,
+                                  recipe)
+        model.train_remote([spec], cache_dir, out, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial)
     teacher = model.trained_model(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed,
                                   cache_dir, lora)
     val_pred = model.predict_proba(teacher, val_acts).argmax(1)
