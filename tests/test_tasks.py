@@ -16,9 +16,9 @@ from raysweep.embed import ensure_activations, load_activations
 from raysweep.strategies import PoolView, get
 from raysweep.tasks import PAIR_SEP, Task, join_pair, split_texts
 from raysweep.model import build_model, fit, fit_uncached, predict_proba
-from raysweep.train import Cell, TrialInputs, choose_rows, run_trial
+from raysweep.train import Cell, TrialInputs, choose_rows
 
-from tiny import TINY_TEXTS
+from tiny import TINY_TEXTS, run_trial
 
 RECIPE = RecipeConfig(epochs=3, batch_size=4, step_size=2)
 REGRESS = Task("pair-regress")

@@ -333,10 +333,6 @@ def load_backbone(name: str, device: str = "cpu") -> Backbone:
     return Backbone(name, device)
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def describe_trainable(classifier: Classifier) -> list[str]:
     """Names of the trainable parameters (the tests check each freeze mode's exact set)."""
     return [n for n, p in classifier.named_parameters() if p.requires_grad]

@@ -310,7 +310,7 @@ def train_members(acts: Activations, members: list[Member], num_classes: int, re
 
 
 def fit_packed(acts: Activations, members: list[Member], recipe: RecipeConfig, device: str | torch.device | None = None,
-               *, num_classes: int) -> list[packing.MemberResult]:
+               *, num_classes: int) -> list[packing.StackedResult]:
     """Train every member as `build_model` + `fit` would alone, as one stacked model (packing.py).
 
     Each member's model is built here exactly as alone (global seed = its seed: the init), and its

@@ -8,7 +8,7 @@ trial PENDING forever). `raysweep check`, `run`, `submit` and `generate` run `pr
 Ray starts and before anything is written, and it reports every problem at once, one line each,
 naming the key or the file and row.
 
-The `Plan` it returns is what `raysweep check` prints: the grid by compared value, the rows each
+The `CheckReport` it returns is what `raysweep check` prints: the grid by compared value, the rows each
 fraction adds (capped to the whole pool), and with an output directory the cells already done.
 """
 
@@ -35,7 +35,7 @@ class PreflightError(RaysweepError):
 
 
 @dataclass
-class Plan:
+class CheckReport:
     """What a sweep will do, as `raysweep check` prints it."""
 
     cells: list  # train.Cell, in grid order
@@ -172,8 +172,8 @@ def _llm_problems(llm) -> list[str]:
 
 
 def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, output: str | None = None,
-              remote: bool = False) -> Plan:
-    """Check `cfg` against its data, encoders and machine; the Plan, or PreflightError listing every problem.
+              remote: bool = False) -> CheckReport:
+    """Check `cfg` against its data, encoders and machine; the CheckReport, or PreflightError listing every problem.
 
     `where` (the sweep file) prefixes the key-path problems. `remote` (submit): the sweep runs on a
     cluster, so a data path or encoder that is not on this machine may be on the cluster's, and
@@ -186,7 +186,7 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
 
     prefix = f"{where}: " if where else ""
     problems: list[str] = []
-    plan = Plan(cells=expand(cfg))
+    plan = CheckReport(cells=expand(cfg))
 
     # The data: read whole and checked (splits, labels, classes), then split as every trial will.
     if remote and cfg.data.path and not Path(cfg.data.path).exists():

@@ -65,7 +65,7 @@ class _State:
     cut_replies: int
 
 
-def evaluate(records: dict[int, dict], class_names, val_texts: list[str], near_duplicate: float,
+def rows_from_store(records: dict[int, dict], class_names, val_texts: list[str], near_duplicate: float,
              embed: Callable[[list[str]], object] | None = None, cosine: float | None = None) -> _State:
     """Parse every stored reply in call order, then drop val leaks and duplicates (by meaning too,
     with `embed` and a `cosine` threshold)."""
@@ -243,7 +243,7 @@ class _Run:
         self.shown: RunProgress | None = None
 
     def evaluate(self) -> _State:
-        return evaluate(self.calls.records, self.class_names, self.val_texts, self.cfg.near_duplicate, self.embed,
+        return rows_from_store(self.calls.records, self.class_names, self.val_texts, self.cfg.near_duplicate, self.embed,
                         self.cfg.cosine_duplicate)
 
     def missing(self) -> list[int]:
