@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from raysweep import driver, inputs, records, sweep
+from raysweep.grid import CellRecord
 from raysweep.cli import main
 from raysweep.config import RecipeConfig, load_sweep
 from raysweep.storage import Output
@@ -110,7 +111,7 @@ def test_a_trial_marks_its_cell_running_until_its_record_is_written(tmp_path, mo
     record = records.run_cell(Cell("real", "random", 1.0, "last-linear", 0), "c1", context(), out)
     assert seen["running"] == {"c1"}
     assert seen["marker"]["host"] == socket.gethostname() and seen["marker"]["pid"] == os.getpid()
-    assert record["status"] == "ok" and record["metrics"]["val_accuracy"] == 0.5
+    assert record.ok and record.metrics["val_accuracy"] == 0.5
     assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["c1.json"]
 
 
@@ -170,10 +171,10 @@ def test_trials_csv_has_test_columns_only_when_a_cell_has_test_metrics():
     cells = sweep.expand(cfg)[:2]
     ids = sweep.cell_ids(cfg, cells)
     val = {"val_accuracy": 0.4, "val_macro_f1": 0.3, "confusion": [[1]]}
-    plain = sweep.results_table(cells, ids, {i: {"status": "ok", "metrics": val} for i in ids}, cfg)
+    plain = sweep.results_table(cells, ids, {i: CellRecord(i, {}, metrics=val) for i in ids}, cfg)
     assert "test_accuracy" not in plain.columns
-    done = {ids[0]: {"status": "ok", "metrics": {**val, "test_accuracy": 0.35, "test_macro_f1": 0.25}},
-            ids[1]: {"status": "ok", "metrics": val}}
+    done = {ids[0]: CellRecord(ids[0], {}, metrics={**val, "test_accuracy": 0.35, "test_macro_f1": 0.25}),
+            ids[1]: CellRecord(ids[1], {}, metrics=val)}
     table = sweep.results_table(cells, ids, done, cfg)
     assert list(table.columns[table.columns.get_loc("val_macro_f1") + 1:][:2]) == ["test_accuracy", "test_macro_f1"]
     assert table["test_accuracy"].iloc[0] == 0.35 and pd.isna(table["test_accuracy"].iloc[1])

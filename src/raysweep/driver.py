@@ -42,7 +42,7 @@ def _tune_trainable(config: dict, context: TrialContext, packs: dict[str, Pack],
     if out.is_uri:
         fetch_cache(out, context, list(members.values()))
     records = run_pack(pack, members, context, out, device)
-    ok = sum(r["status"] == "ok" for r in records.values())
+    ok = sum(r.ok for r in records.values())
     tune.report({"cells": len(records), "ok": ok, "failed": len(records) - ok})
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from raysweep import chosen, layout, pools
-from raysweep.grid import HEARTBEAT_S, Cell, Pack, Training
+from raysweep.grid import HEARTBEAT_S, Cell, CellRecord, Pack, Training
 from raysweep.inputs import TrialContext, trial_inputs
 from raysweep.model import error_line
 from raysweep.storage import Output, StorageError, fetch_entry, node_lock
@@ -67,15 +67,14 @@ class _Heartbeat:
         self.thread.join()
 
 
-def _record(cid: str, cell: Cell, result, start: float) -> dict:
+def _record(cid: str, cell: Cell, result, start: float, shared: str | None, pack: str | None) -> CellRecord:
     """A cell's record: its metrics, or the error that failed it (in one line). `wall_s` is the
     cell's own share of its pack's time: its trial (select, train, evaluate) and its writes."""
-    record = {"cell_id": cid, "cell": asdict(cell)}
     if isinstance(result, BaseException):
-        return {**record, "status": "failed", "error": error_line(result), "metrics": {}}
+        return CellRecord(cid, asdict(cell), "failed", {}, error_line(result), shared, pack)
     metrics = {**result[0]}
     metrics["wall_s"] = round(metrics.get("trial_s", 0.0) + time.perf_counter() - start, 4)
-    return {**record, "status": "ok", "metrics": metrics}
+    return CellRecord(cid, asdict(cell), "ok", metrics, "", shared, pack)
 
 
 def run_pack(pack: Pack, cells: dict[str, Cell], context: TrialContext, out: Output, device: str = "cpu") -> dict:
@@ -86,7 +85,7 @@ def run_pack(pack: Pack, cells: dict[str, Cell], context: TrialContext, out: Out
     failing cell is recorded, not raised: an exception in a trial is deterministic, so Tune
     retrying it would only repeat it; the other cells of the pack are unaffected.
     """
-    records: dict[str, dict] = {}
+    records: dict[str, CellRecord] = {}
     earlier = {t.cell: _read_record(out, t.cell) for t in pack.trainings}
     with _Heartbeat(out, [c for c in pack.cells if earlier.get(c) is None]) as beat:
         todo = [t for t in pack.trainings if earlier[t.cell] is None]
@@ -100,7 +99,7 @@ def run_pack(pack: Pack, cells: dict[str, Cell], context: TrialContext, out: Out
             results = [exc] * len(todo)
         for t, result in zip(todo, results):
             # `pack`: the Tune trial (its config's "pack") that wrote the record, for status and Tune's logs
-            records[t.cell] = _write_cell(out, t.cell, cells[t.cell], result, inputs, context, beat, {"pack": pack.name})
+            records[t.cell] = _write_cell(out, t.cell, cells[t.cell], result, inputs, context, beat, None, pack.name)
         for t in pack.trainings:
             source = records.get(t.cell) or earlier[t.cell]
             for rider in t.riders:
@@ -108,51 +107,47 @@ def run_pack(pack: Pack, cells: dict[str, Cell], context: TrialContext, out: Out
     return records
 
 
-def _read_record(out: Output, cid: str) -> dict | None:
-    text = out.read_text(layout.cell_record(cid))
-    try:
-        return json.loads(text) if text else None
-    except json.JSONDecodeError:
-        return None  # torn by a node's death: run the cell again
+def _read_record(out: Output, cid: str) -> CellRecord | None:
+    return CellRecord.parse(out.read_text(layout.cell_record(cid)))  # torn by a node's death: None, run it again
 
 
 def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: TrialContext, beat: _Heartbeat,
-                extra: dict | None = None) -> dict:
+                shared: str | None, pack: str | None) -> CellRecord:
     start = time.perf_counter()
     if not isinstance(result, BaseException):
         try:  # before the cell's record: a cell that counts as finished has its chosen rows on record
             chosen.write_cell(out, cid, result[1], inputs.train_labels, context.fixed)
         except Exception as exc:  # noqa: BLE001
             result = exc
-    record = {**_record(cid, cell, result, start), **(extra or {})}
-    out.write_text(layout.cell_record(cid), json.dumps(record, indent=1))
+    record = _record(cid, cell, result, start, shared, pack)
+    out.write_text(layout.cell_record(cid), record.to_json())
     beat.finished(cid)
     return record
 
 
-def _write_rider(out: Output, cid: str, cell: Cell, source: dict, context: TrialContext, beat: _Heartbeat,
-                 pack: str | None = None) -> dict:
+def _write_rider(out: Output, cid: str, cell: Cell, source: CellRecord, context: TrialContext, beat: _Heartbeat,
+                 pack: str | None = None) -> CellRecord:
     """A cell whose rows are the same as `source`'s by construction: its own record (and chosen
     rows), with `source`'s results and `shared_training` naming the cell that trained. It trained
     nothing itself: its train_s and eval_s are 0 (the compute is on the cell that trained)."""
     start = time.perf_counter()
-    shared = source.get("shared_training", source["cell_id"])
+    shared = source.training
     try:
         inputs = trial_inputs(context, cell.variant, cell.pool)
         picked = choose_rows(cell, inputs, context.recipe, context.selection)  # no model: none or all of the pool
-        if source.get("status") != "ok":
-            raise RuntimeError(f"the training it shares with cell {shared} failed: {source.get('error', '')}")
+        if not source.ok:
+            raise RuntimeError(f"the training it shares with cell {shared} failed: {source.error}")
         select_s = round(time.perf_counter() - start, 4)
-        metrics = {**source["metrics"], "select_s": select_s, "train_s": 0.0, "eval_s": 0.0, "trial_s": select_s,
+        metrics = {**source.metrics, "select_s": select_s, "train_s": 0.0, "eval_s": 0.0, "trial_s": select_s,
                    "pool_size": len(inputs.pool_rows)}
         metrics.pop("cached_model", None)
         result = (metrics, picked)
     except Exception as exc:  # noqa: BLE001
         result, inputs = exc, None
-    return _write_cell(out, cid, cell, result, inputs, context, beat, {"shared_training": shared, "pack": pack})
+    return _write_cell(out, cid, cell, result, inputs, context, beat, shared, pack)
 
 
-def run_cell(cell: Cell, cid: str, context: TrialContext, out: Output) -> dict:
+def run_cell(cell: Cell, cid: str, context: TrialContext, out: Output) -> CellRecord:
     """Run one cell alone (a pack of one) and record it under cells/."""
     pack = Pack(cid, cell.variant, cell.pool, 0, (Training(cid),))
     return run_pack(pack, {cid: cell}, context, out)[cid]

@@ -28,7 +28,7 @@ def cell_statuses(cfg: SweepConfig, output: str | Path, now: float | None = None
     done = read_cells(lay.out)
     running = running_cells(lay.out, now)
     ids = cell_ids(cfg, cells, digest, steps.recorded_labels(cfg, cells, lay))
-    return [done.get(i, {}).get("status") or ("running" if i in running else None) for i in ids]
+    return [done[i].status if i in done else "running" if i in running else None for i in ids]
 
 
 def cell_progress(cfg: SweepConfig, output: str | Path, now: float | None = None) -> dict[str, int]:

@@ -89,7 +89,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     ids = cell_ids(cfg, cells, generated.digest if generated else None, labels)
     done = read_cells(out)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
-    todo = {i for i in ids if done.get(i, {}).get("status") not in skip}
+    todo = {i for i in ids if i not in done or done[i].status not in skip}
     log(f"sweep {cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
 
     if todo:

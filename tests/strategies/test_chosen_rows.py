@@ -61,7 +61,7 @@ def test_a_finished_cell_writes_its_chosen_rows(acts, tmp_path, uri):
         record = records.run_cell(Cell("real", "entropy", 1, "pooler", 0), "c1", context, out)
     finally:
         records.trial_inputs = original
-    assert record["status"] == "ok", record
+    assert record.ok, record
     chosen.write_rows_table(out, "f00", [f"text {i}" for i in range(36)], inp.train_labels, inp.labeled)
     rows, table = chosen.read_chosen(tmp_path)
     expected = choose_rows(Cell("real", "entropy", 1, "pooler", 0), inp, RECIPE, SELECTION)
