@@ -77,9 +77,9 @@ def recorded_generation(cfg: SweepConfig, lay: Layout) -> str | None:
         generated = augment.reuse(cfg, lay.generation_dir)
         return generated.digest if generated else None
     # A URI output: the copy the sweep uploaded next to its results.
-    summary = json.loads(lay.out.read_text(f"{GENERATION}/{augment.SUMMARY}") or "null") or {}
-    if summary.get("complete") and summary.get("config_key") == augment.config_key(cfg):
-        return summary.get("rows_digest")
+    summary = augment.GenerationSummary.parse(lay.out.read_text(f"{GENERATION}/{augment.SUMMARY}"))
+    if summary is not None and summary.complete and summary.config_key == augment.config_key(cfg):
+        return summary.rows_digest
     return None
 
 
