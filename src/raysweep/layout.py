@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raysweep.encoders import cache_home
-from raysweep.storage import Output
+from raysweep.storage import Output, is_uri
 
 CELLS, CHOSEN, PREDICTIONS, CACHE, GENERATION, ANNOTATION, LOGS, TUNE = (
     "cells", "chosen", "predictions", "cache", "generation", "annotation", "logs", "tune")
@@ -63,7 +63,7 @@ class Layout:
 
     @property
     def is_uri(self) -> bool:
-        return self.out.is_uri
+        return is_uri(self.output)  # without opening the store (Output would reach it)
 
     @property
     def local(self) -> Path:
