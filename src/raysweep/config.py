@@ -208,7 +208,7 @@ class EncoderConfig:
     max_length: int = 64  # SST sentences are short: 64 word pieces cover >99% of them
     # A pair task's sequence, [CLS] a [SEP] b [SEP], is two sentences: with MiniLM's tokenizer 64
     # tokens hold 96.8% of STS pairs and 97.9% of Quora's, 128 all of STS and 99.98% of Quora
-    # (docs/measurements.md, issue 20); a longer pair loses the end of its longer text.
+    # (docs/measurements.md); a longer pair loses the end of its longer text.
     pair_max_length: int = 128
     batch_size: int = 64  # rows per batch when computing frozen activations
     actors: int = 0  # Ray Data actors for frozen activations; 0: one per available CPU/GPU

@@ -370,11 +370,10 @@ def pack_size(trainings: int, slots: int, member_bytes: int, memory_bytes: float
     return min(size, limit) if limit else size
 
 
-# What one training row costs per freeze mode, relative to a last-linear head: pooled modes as
-# measured on the half-grid runs of 2026-11-27 (pooler 4.1x last-linear per training before the
-# fused Adam and hand-written packed step, 5.1x by mean train_s after them); a token-level mode
-# (an encoder layer or more, LoRA) costs tens of times a pooler head, and only its order among
-# the packs matters here.
+# What one training row costs per freeze mode, relative to a last-linear head: a pooler head
+# costs about 5x (by mean train_s of the half-grid runs in docs/measurements.md); a token-level
+# mode (an encoder layer or more, LoRA) costs tens of times a pooler head, and only its order
+# among the packs matters here.
 FREEZE_COST = {"last-linear": 1.0, "pooler": 5.0}
 TOKEN_LEVEL_COST = 40.0
 
