@@ -73,8 +73,8 @@ def test_python_dash_m_runs_it_on_the_given_port_for_a_person_without_a_key(tmp_
         status, body, _ = post(SimpleNamespace(base_url=f"http://127.0.0.1:{port}/v1"))
         assert status == 200 and json.loads(body["choices"][0]["message"]["content"])
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        proc.send_signal(signal.SIGTERM)  # a pytest-xdist worker's children inherit SIGINT ignored
+        assert proc.wait(timeout=60) == 0
     with socket.socket() as taken:  # a port someone holds: one line, exit code 2
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -413,9 +413,15 @@ def main(argv: list[str] | None = None) -> None:
         server.start(args.port)
     except OSError as exc:
         parser.exit(2, f"error: --port {args.port}: {exc.strerror or exc}\n")
-    print(f"fake OpenAI server at {server.base_url} (llm: {{base_url: {server.base_url}, api_key_env: none}}); "
-          "Ctrl-C stops it", flush=True)
+    import signal
+
+    # Ctrl-C, and SIGTERM from a supervisor, stop it cleanly; also when started from a process
+    # that ignores SIGINT (which a child inherits).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        print(f"fake OpenAI server at {server.base_url} (llm: {{base_url: {server.base_url}, api_key_env: none}}); "
+              "Ctrl-C stops it", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
