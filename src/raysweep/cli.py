@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import click
@@ -105,8 +105,16 @@ def _verbosity_options(f):
                         help="Print everything Ray, Tune and the models print (it is all in the log file anyway).")(f)
 
 
+def _version() -> str:
+    """raysweep's installed version; a copy a job ships to the cluster (py_modules) has none on record."""
+    try:
+        return version("raysweep")
+    except PackageNotFoundError:
+        return "unknown (not installed: a copy of the source)"
+
+
 @click.group()
-@click.version_option(version("raysweep"), prog_name="raysweep")
+@click.version_option(_version(), prog_name="raysweep")
 def main() -> None:
     """Which labeled data should I add next, and is LLM-generated data worth it?"""
 

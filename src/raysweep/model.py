@@ -380,7 +380,7 @@ def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | Non
     return model
 
 
-def _train_pack(acts: Shipped, members: list[Member], num_classes: int, recipe: dict, kind: str) -> list[bytes | str]:
+def train_pack(acts: Shipped, members: list[Member], num_classes: int, recipe: dict, kind: str) -> list[bytes | str]:
     """Ray task: train a pack of members over one activation set (`train_members`) on the device
     and threads Ray assigned it; returns each member's state, or its error line.
 
@@ -413,7 +413,7 @@ def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, Reci
     `task`: what all of them learn (None: classification)."""
     import ray
 
-    remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_pack)
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(train_pack)  # the dashboard names a task by its function
     groups: dict[tuple, list[int]] = {}
     for i, (acts, _, _, num_classes, recipe, _, _) in enumerate(jobs):
         groups.setdefault((str(acts.path), num_classes, json_digest(to_dict(recipe), 24)), []).append(i)

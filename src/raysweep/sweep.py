@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raysweep import augment, chosen, console, grid, model, packing, scoring, strategies
+from raysweep import augment, chosen, console, dashboard, grid, model, packing, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import ANNOTATED_POOL, RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig, parse_lora, to_dict
 from raysweep.data import load_splits
@@ -213,6 +213,8 @@ def prepare_selection(cfg: SweepConfig, context: TrialContext, out: Output, use_
     # The LLM pools share one scoring pass: the scoring model trains on `labeled` alone, so the
     # pool's labels (the LLM's or the teacher's) do not change what it says about the rows.
     real = "real" in cfg.compare.pool or cfg.needs_annotation  # llm_annotated chooses as `real` does
+    # The diagnostic's line is for sweeps that compare entropy or SQBC; its files are always written.
+    say = log if {"entropy", "sqbc"} & set(cfg.compare.strategy) else None
     sources = (["real"] if real else []) + (["llm"] if cfg.needs_generation else [])
     for source in sources:
         for encoder in cfg.encoders:
@@ -229,10 +231,12 @@ def prepare_selection(cfg: SweepConfig, context: TrialContext, out: Output, use_
                     log("diagnostics: entropy vs SQBC is a classification diagnostic; skipped for a regression task")
                     continue
                 if not out.is_uri:
-                    scoring.write_diagnostics(views, cfg.selection.k, out.local_dir / rel, log=log)
+                    scoring.write_diagnostics(views, cfg.selection.k, out.local_dir / rel, log=say)
                     continue
                 with tempfile.TemporaryDirectory() as staging:  # written here, then copied to the URI
-                    scoring.write_diagnostics(views, cfg.selection.k, staging, log=log)
+                    table = scoring.write_diagnostics(views, cfg.selection.k, staging)
+                    if say is not None:
+                        say(scoring.diagnostic_line(table, out.show(rel)))
                     out.upload_tree(Path(staging), rel, skip_existing=False)
 
 
@@ -428,7 +432,9 @@ def _tune_trainable(config: dict, context: TrialContext, packs: dict[str, Pack],
         fetch_cache(out, context, list(members.values()))
     records = run_pack(pack, members, context, out, device)
     ok = sum(r["status"] == "ok" for r in records.values())
-    tune.report({"cells": len(records), "ok": ok, "failed": len(records) - ok})
+    # trained: the models this trial trained (a rider copies another cell's training)
+    trained = sum(r["status"] == "ok" and "shared_training" not in r for r in records.values())
+    tune.report({"cells": len(records), "ok": ok, "failed": len(records) - ok, "trained": trained})
 
 
 # --------------------------------------------------------------------------- running
@@ -457,6 +463,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     `shared_output`: `output` is a local path that every node of the cluster mounts (NFS, EFS);
     without it, a local path is refused on a cluster that has or can scale to several nodes."""
     check_output(output)
+    dashboard.follow(cfg.name)  # datasets, LLM actors and metrics carry the sweep's name
     out = Output(output)
     if not out.is_uri and not shared_output and address not in (None, "local"):
         check_local_output(out, address)
@@ -499,6 +506,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         plan = grid.plan(cells, ids, todo, done, len(context.labeled),
                          {p: context.pool_size(p) for p in cfg.compare.pool}, sizes.trials)
         log(plan.describe(len(todo)))
+        dashboard.cells_planned(len(todo))
         run_packs(cfg, plan, context, cells, ids, out, log)
 
     done = read_cells(out)
@@ -652,8 +660,9 @@ def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: l
 
     bar = console.progress(sum(len(p.cells) for p in plan.packs), "trials", "cells")
     trainable = tune.with_resources(
-        tune.with_parameters(_tune_trainable, context=context, packs=packs,
-                             cells={c: asdict(by_id[c]) for p in plan.packs for c in p.cells}, output=out.spec),
+        _pack_trial(tune.with_parameters(_tune_trainable, context=context, packs=packs,
+                                         cells={c: asdict(by_id[c]) for p in plan.packs for c in p.cells},
+                                         output=out.spec)),
         resources if res.freeze else {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -664,8 +673,8 @@ def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: l
         tune_config=tune.TuneConfig(
             max_concurrent_trials=res.max_concurrent or None,
             reuse_actors=True,  # a worker keeps its loaded activations between trials
-            trial_name_creator=lambda t: t.config["pack"],
-            trial_dirname_creator=lambda t: t.config["pack"],
+            trial_name_creator=lambda t: trial_name(packs[t.config["pack"]]),
+            trial_dirname_creator=lambda t: trial_name(packs[t.config["pack"]]),
         ),
         run_config=tune.RunConfig(
             name=cfg.name,
@@ -743,17 +752,54 @@ def _environ(**values: str | None):
         put(before.items())
 
 
+def trial_name(pack: Pack) -> str:
+    """A Tune trial's name (and directory): its pack's (pool, encoder, pooling, freeze mode,
+    training rows, part) and how many cells it holds, which Tune's tables and the dashboard show."""
+    return f"{pack.name}-{len(pack.cells)}cells"
+
+
+def _pack_trial(trainable):
+    """Tune's trial actor for the function `trainable`, as the dashboard lists it: the class
+    `PackTrial`, shown as the trial (pack) it was started for, where Tune's own would say
+    `ImplicitFunc` / `_tune_trainable`. An actor Tune reuses (reuse_actors) for later packs keeps
+    the first one's name there: Ray takes an actor's repr once, when it is created."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class PackTrial(wrap_function(trainable)):
+        def __repr__(self) -> str:
+            return f"PackTrial({self.trial_name})"
+
+    return PackTrial
+
+
 def _trial_progress(bar, cells: dict[str, int]):
-    """A Tune callback that moves the cells' progress bar by a pack's cells as its trial ends (one
-    class per call: Tune is imported only when a sweep runs)."""
+    """A Tune callback that moves the cells' progress bar by a pack's cells as its trial ends, and
+    keeps the dashboard's cell metrics (one class per call: Tune is imported only when a sweep runs)."""
     from ray.tune import Callback
 
+    running: dict[str, int] = {}  # trial id -> its cells, while it runs (a retried trial starts again)
+
     class TrialProgress(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            running[trial.trial_id] = cells.get(trial.config.get("pack"), 1)
+            dashboard.cells_running(sum(running.values()))
+
         def on_trial_complete(self, iteration, trials, trial, **info):
-            bar.update(cells.get(trial.config.get("pack"), 1))
+            n = cells.get(trial.config.get("pack"), 1)
+            bar.update(n)
+            result = trial.last_result or {}
+            self._ended(trial, result.get("ok", 0), result.get("failed", n - result.get("ok", 0)))
+            dashboard.trained("trial", result.get("trained", 0))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            bar.update(cells.get(trial.config.get("pack"), 1))
+            n = cells.get(trial.config.get("pack"), 1)
+            bar.update(n)
+            self._ended(trial, 0, n)  # its cells have no record: trials.csv counts them missing
+
+        def _ended(self, trial, ok: int, failed: int) -> None:
+            running.pop(trial.trial_id, None)
+            dashboard.cells_running(sum(running.values()))
+            dashboard.cells_finished(ok, failed)
 
     return TrialProgress()
 

@@ -203,7 +203,7 @@ def test_ray_data_scores_equal_in_process_scores(acts, ray_local, monkeypatch):
     local = scoring.score_many(jobs)
     logs = []
     remote = scoring.score_many(jobs, use_ray=True, actors=2, block_rows=8, log=logs.append)
-    assert len(logs) == 1 and "72 rows under 2 model(s)" in logs[0] and "Ray Data" in logs[0]
+    assert len(logs) == 1 and "36 rows under each of 2 scoring models" in logs[0] and "Ray Data" in logs[0]
     for here, there in zip(local, remote):
         assert_allclose(there.probs, here.probs, rtol=1e-6, atol=1e-7)
         assert_allclose(there.embeddings, here.embeddings, rtol=1e-6, atol=1e-6)
@@ -230,6 +230,6 @@ def test_score_many_mixes_cached_and_new_jobs_in_order(acts, tmp_path):
     jobs = [scoring.ScoringJob(a, acts["pooler"], rows, mc_samples=2),
             scoring.ScoringJob(b, acts["last-attention"], rows, mc_samples=2)]
     first, second = scoring.score_many(jobs, cache_dir=tmp_path, log=logs.append)
-    assert logs == [logs[0]] and "20 rows under 1 model(s)" in logs[0]  # only the new job was scored
+    assert logs == [logs[0]] and "20 rows under 1 scoring model" in logs[0]  # only the new job was scored
     assert_array_equal(second.mc_probs, cached.mc_probs)
     assert_allclose(first.probs, modeling.predict_proba(a, acts["pooler"], rows), rtol=1e-5, atol=1e-6)

@@ -42,6 +42,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from raysweep import dashboard
 from raysweep.config import ANNOTATED_POOL, SweepConfig, to_dict
 from raysweep.console import progress
 from raysweep.hashing import json_digest
@@ -261,7 +262,9 @@ def _label_rows(cfg: SweepConfig, rows: np.ndarray, texts: list[str], gold: np.n
             gave_up, fatal = pool.run(calls, on_record, drain_timeout=endpoint.timeout + 5)
             check_round(fatal, gave_up, len(calls), len(records), store.path)
             labels, tries, failures = _labels_of(records, class_names)
-            missing = [r for r in missing if r not in labels]
+            still = [r for r in missing if r not in labels]
+            dashboard.rows_labeled("llm", len(missing) - len(still))
+            missing = still
             if missing and pool.budget_reached:
                 # Every cell of the pool needs all its rows labeled: stop here, paid replies kept.
                 raise GenerationError(
