@@ -149,9 +149,9 @@ def run(sweep_file, output, overrides, address, retry_failed, shared_output, ver
             # The task's headline metric (validation accuracy; a regression's Pearson) averaged over
             # seeds, by every compared parameter that varies.
             keys = [k for k in ("encoder", "pooling", "pool", "strategy", "freeze") if ok[k].nunique() > 1]
-            headline = f"val_{cfg.task.metrics[0]}"
-            summary = ok.groupby([*keys, "fraction"])[headline].agg(["mean", "std", "count"])
-            click.echo(summary.rename(columns={"count": "seeds"}).round(4).to_string())
+            headline = cfg.task.metrics[0]
+            for line in console.summary_table(ok, keys, f"val_{headline}", f"validation {headline.replace('_', ' ')}"):
+                click.echo(line)
         failed = table[table["status"] == "failed"]
         if len(failed):
             # A script (or CI) must see that cells failed: exit non-zero, with the first few errors.
