@@ -28,8 +28,9 @@ _actors = 0
 
 # name -> (kind, description); every one carries the tag `sweep`, a few one more.
 METRICS = {
-    "raysweep_cells_done": ("counter", "Cells of the sweep finished with a result"),
-    "raysweep_cells_failed": ("counter", "Cells of the sweep that failed (their error is in cells/<id>.json)"),
+    # Gauges, not counters, so that they read 0 from the run's start (a counter shows once it moves).
+    "raysweep_cells_done": ("gauge", "Cells this run finished with a result"),
+    "raysweep_cells_failed": ("gauge", "Cells this run failed (their error is in cells/<id>.json)"),
     "raysweep_cells_running": ("gauge", "Cells in the Tune trials running now"),
     "raysweep_cells_to_run": ("gauge", "Cells this run of the sweep set out to run"),
     "raysweep_trainings": ("counter", "Models trained (kind: trial, or scoring for the strategies' scoring models)"),
@@ -37,7 +38,7 @@ METRICS = {
     "raysweep_llm_tokens": ("counter", "LLM tokens used (kind: prompt or completion)"),
     "raysweep_llm_dollars_spent": ("gauge", "Dollars spent on LLM calls, earlier runs' included (what the cap counts)"),
     "raysweep_llm_dollars_cap": ("gauge", "llm.max_cost_usd (absent when there is no cap)"),
-    "raysweep_llm_limiter_wait_seconds": ("counter", "Seconds LLM calls waited on the shared rate limiter"),
+    "raysweep_llm_limiter_wait_seconds": ("gauge", "Seconds this run's LLM calls waited on the shared rate limiter"),
     "raysweep_rows_labeled": ("counter", "Rows given a label (by: llm for llm_annotated, teacher for the LLM pools)"),
 }
 _EXTRA_TAGS = {"raysweep_trainings": ("kind",), "raysweep_llm_tokens": ("kind",), "raysweep_rows_labeled": ("by",)}
@@ -98,9 +99,15 @@ def _record(name: str, value: float, **tags: str) -> None:
         metric.set(value, tags=tags)
 
 
+_cells = {"done": 0, "failed": 0}  # this run's, for the gauges
+
+
 def cells_planned(n: int) -> None:
+    """A run of the sweep starts `n` cells: every cell gauge starts from here."""
+    _cells.update(done=0, failed=0)
     _record("raysweep_cells_to_run", n)
-    _record("raysweep_cells_running", 0)
+    for name in ("running", "done", "failed"):
+        _record(f"raysweep_cells_{name}", 0)
 
 
 def cells_running(n: int) -> None:
@@ -108,8 +115,10 @@ def cells_running(n: int) -> None:
 
 
 def cells_finished(ok: int, failed: int) -> None:
-    _record("raysweep_cells_done", ok)
-    _record("raysweep_cells_failed", failed)
+    _cells["done"] += ok
+    _cells["failed"] += failed
+    _record("raysweep_cells_done", _cells["done"])
+    _record("raysweep_cells_failed", _cells["failed"])
 
 
 def trained(kind: str, n: int) -> None:
@@ -125,8 +134,9 @@ class LLMMeter:
     counted from what earlier runs paid (`spent_usd`), which is what llm.max_cost_usd caps."""
 
     def __init__(self, spent_usd: float = 0.0, cap_usd: float | None = None):
-        self.spent = spent_usd
+        self.spent, self.waited = spent_usd, 0.0
         _record("raysweep_llm_dollars_spent", self.spent)
+        _record("raysweep_llm_limiter_wait_seconds", 0.0)
         if cap_usd is not None:
             _record("raysweep_llm_dollars_cap", cap_usd)
 
@@ -136,6 +146,7 @@ class LLMMeter:
         _record("raysweep_llm_calls", 1)
         _record("raysweep_llm_tokens", usage.get("prompt_tokens") or 0, kind="prompt")
         _record("raysweep_llm_tokens", usage.get("completion_tokens") or 0, kind="completion")
-        _record("raysweep_llm_limiter_wait_seconds", record.get("waited_s") or 0.0)
+        self.waited += record.get("waited_s") or 0.0
+        _record("raysweep_llm_limiter_wait_seconds", self.waited)
         self.spent += record.get("cost_usd") or 0.0
         _record("raysweep_llm_dollars_spent", self.spent)

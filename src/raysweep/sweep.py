@@ -659,12 +659,11 @@ def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: l
         return tune.PlacementGroupFactory([{k: v for k, v in bundle.items() if v}])
 
     bar = console.progress(sum(len(p.cells) for p in plan.packs), "trials", "cells")
-    trainable = tune.with_resources(
-        _pack_trial(tune.with_parameters(_tune_trainable, context=context, packs=packs,
-                                         cells={c: asdict(by_id[c]) for p in plan.packs for c in p.cells},
-                                         output=out.spec)),
+    trainable = _pack_trial(tune.with_resources(
+        tune.with_parameters(_tune_trainable, context=context, packs=packs,
+                             cells={c: asdict(by_id[c]) for p in plan.packs for c in p.cells}, output=out.spec),
         resources if res.freeze else {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
-    )
+    ))
     tuner = tune.Tuner(
         trainable,
         # The grid is the list of packs still to run, largest first (grid.plan); the progress
@@ -765,10 +764,11 @@ def _pack_trial(trainable):
     the first one's name there: Ray takes an actor's repr once, when it is created."""
     from ray.tune.trainable.function_trainable import wrap_function
 
-    class PackTrial(wrap_function(trainable)):
+    class PackTrial(wrap_function(trainable)):  # the function's resources (with_resources) come along
         def __repr__(self) -> str:
             return f"PackTrial({self.trial_name})"
 
+    PackTrial.__qualname__ = "PackTrial"  # Ray may name an actor class by its qualified name
     return PackTrial
 
 
