@@ -16,8 +16,10 @@ reply, a round of labels), so no worker needs to know the sweep's name, and a ru
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 import uuid
 
 _sweep = "-"
@@ -95,8 +97,38 @@ def _record(name: str, value: float, **tags: str) -> None:
     if METRICS[name][0] == "counter":
         if value > 0:  # a counter refuses 0 and less
             metric.inc(value, tags=tags)
-    else:
-        metric.set(value, tags=tags)
+        return
+    metric.set(value, tags=tags)
+    with _lock:
+        _gauges[(name, tuple(sorted(tags.items())))] = value
+        if not _refresher:
+            _refresher.append(threading.Thread(target=_refresh, name="raysweep-gauges", daemon=True))
+            _refresher[0].start()
+
+
+# Ray 2.60 exports a gauge's value only for a while after it was set (twice the export interval,
+# RAY_metrics_report_interval_ms, 10 s by default), then drops the series: a gauge that did not
+# move (cells to run, the cap) would vanish from Prometheus. A thread sets each one again.
+_gauges: dict[tuple[str, tuple], float] = {}
+_refresher: list[threading.Thread] = []
+
+
+def refresh_every() -> float:
+    return min(5.0, int(os.environ.get("RAY_metrics_report_interval_ms", "10000")) / 2000)
+
+
+def _refresh() -> None:
+    while True:
+        time.sleep(refresh_every())
+        ray = sys.modules.get("ray")
+        if ray is None or not ray.is_initialized():
+            continue
+        with _lock:
+            current = list(_gauges.items())
+        for (name, tags), value in current:
+            metric = _made.get(name)
+            if metric is not None:
+                metric.set(value, tags=dict(tags))
 
 
 _cells = {"done": 0, "failed": 0}  # this run's, for the gauges

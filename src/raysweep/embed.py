@@ -264,8 +264,9 @@ def cached_what(boundaries: list[Boundary]) -> str:
     """What the frozen part's outputs are, in words a person reads in a stage line: "their sentence
     vectors and the token states entering layer 5" (the trained part starts there)."""
     kinds = {"sentence": "sentence vectors", "pooled": "pooled vectors"}
+    order = {"sentence": 0, "pooled": 1, "hidden": 2}
     words = list(dict.fromkeys(kinds.get(b.kind) or f"the token states entering layer {b.layer}"
-                               for b in sorted(boundaries, key=lambda b: (b.kind != "sentence", b.kind, b.layer))))
+                               for b in sorted(boundaries, key=lambda b: (order.get(b.kind, 3), b.layer))))
     words = [w if w.startswith("the ") else f"their {w}" for w in words]
     return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
 
