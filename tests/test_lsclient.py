@@ -53,7 +53,7 @@ class Fake:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 auth = self.headers.get("Authorization", "")
                 fake.calls.append((self.command, self.path, auth))
-                if self.path == "/api/token/refresh":
+                if self.path == "/api/token/refresh/":
                     if json.loads(body).get("refresh") != REFRESH:
                         return self._reply(401, {"detail": "Token is invalid or expired"})
                     access = f"access-{len(fake.issued)}"
@@ -101,9 +101,9 @@ def test_a_personal_access_token_is_exchanged_and_refreshed_when_it_expires(fake
     client = Client(fake.url + "/", REFRESH)
     for _ in range(5):
         assert client.whoami()["id"] == 1
-    refreshes = [c for c in fake.calls if c[1] == "/api/token/refresh"]
+    refreshes = [c for c in fake.calls if c[1] == "/api/token/refresh/"]
     assert len(refreshes) == 3  # 2 calls per access token: 5 calls need 3
-    assert all(auth.startswith("Bearer access-") for _, path, auth in fake.calls if path != "/api/token/refresh")
+    assert all(auth.startswith("Bearer access-") for _, path, auth in fake.calls if path != "/api/token/refresh/")
 
 
 def test_a_legacy_token_is_sent_as_token(fake):

@@ -99,7 +99,7 @@ class Client:
                                    "is this URL a Label Studio server?") from None
 
     def _refresh(self) -> None:
-        status, reply = self._send("POST", "/api/token/refresh", {"refresh": self._token})
+        status, reply = self._send("POST", "/api/token/refresh/", {"refresh": self._token})
         if status != 200 or not isinstance(reply, dict) or "access" not in reply:
             raise LabelStudioError(f"Label Studio at {self.url} refused the personal access token in "
                                    f"LABEL_STUDIO_API_KEY (HTTP {status}); make a new one under Account & Settings")

@@ -184,3 +184,21 @@ def push(studio: Studio, round_dir: Path, log=print) -> None:
     """Import the round just written and put its stopping line in the project's description."""
     import_round(studio, round_dir, log)
     describe(studio, round_dir)
+
+
+def annotate(client: Client, project_id: int, answers: dict[str, str | None]) -> tuple[int, int]:
+    """Post one annotation per task whose row is in `answers` (None: skip the task, as an annotator
+    pressing Skip does) and that has none yet: what a person does in the browser, through the same
+    API. For the README's example loop and the tests. Returns (labeled, skipped)."""
+    done = skipped = 0
+    for t in client.tasks(project_id):
+        row_id = str(t.get("data", {}).get(labelstudio.ROW_ID))
+        if row_id not in answers or t.get("annotations"):
+            continue
+        label = answers[row_id]
+        result = [] if label is None else [{"from_name": labelstudio.CONTROL, "to_name": labelstudio.OBJECT,
+                                            "type": "choices", "value": {"choices": [label]}}]
+        client.call("POST", f"/api/tasks/{int(t['id'])}/annotations",
+                    {"result": result, "was_cancelled": label is None})
+        done, skipped = done + (label is not None), skipped + (label is None)
+    return done, skipped
