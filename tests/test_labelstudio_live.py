@@ -57,8 +57,10 @@ def label_studio(tmp_path_factory):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("HOST", "LABEL_STUDIO_API_KEY")}
     # No update check against PyPI at start; the ML backend runs on 127.0.0.1, which Label
-    # Studio's SSRF protection refuses to call by default.
-    env.update(LABEL_STUDIO_BASE_DATA_DIR=str(data), LATEST_VERSION_CHECK="false", SSRF_PROTECTION_ENABLED="false")
+    # Studio refuses to connect (ML_BLOCK_LOCAL_IP), add a webhook for (USE_DEFAULT_BANNED_SUBNETS)
+    # or call (SSRF_PROTECTION_ENABLED) by default.
+    env.update(LABEL_STUDIO_BASE_DATA_DIR=str(data), LATEST_VERSION_CHECK="false", SSRF_PROTECTION_ENABLED="false",
+               USE_DEFAULT_BANNED_SUBNETS="false", ML_BLOCK_LOCAL_IP="false")
     log = open(data / "server.log", "w")
     proc = subprocess.Popen([str(BINARY), "start", "--no-browser", "--port", str(port), "--username",
                              "test@example.com", "--password", "test-password-1", "--user-token", LEGACY,

@@ -395,13 +395,26 @@ def activations(project: Project, use_ray: bool, log=print):
     boundary = boundary_for(cfg.freeze, backbone.num_layers, cfg.encoder.pooling, cfg.encoder.max_length)
     cached = (project.dir / "cache" / activation_key(backbone.fingerprint, boundary, project.texts)
               / "meta.json").exists()
-    # Ray only for a pass that will run on it (a later round reads the cache: no actors to start),
-    # stopped when the pass is done unless the caller's own Ray was already up.
-    with ray_running(enabled=use_ray and not cached and len(project.texts) >= RAY_MIN_ENCODE_ROWS):
+    # Ray only for a pass that will run on it (a later round reads the cache: no actors to start)
+    # and only on a cluster: on one machine torch's own threads already use every core, and
+    # starting Ray, its Data pipeline and an encoder per actor was most of round 1's time
+    # (docs/measurements.md, "select round 1"). Stopped when done unless the caller's Ray was up.
+    on_ray = use_ray and not cached and len(project.texts) >= RAY_MIN_ENCODE_ROWS and cluster_given()
+    with ray_running(enabled=on_ray):
         paths = ensure_activation_sets(cfg.encoder.name, {"rows": project.texts}, [boundary], project.dir / "cache",
-                                       use_ray=use_ray, batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors,
+                                       use_ray=on_ray, batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors,
                                        log=log)
     return load_activations(paths["rows"][0])
+
+
+def cluster_given() -> bool:
+    """Whether a Ray is already up in this process to share the encoder pass (a driver on a
+    cluster). `select` itself would only start a local one (runtime.start_ray), which on one
+    machine is all overhead."""
+    import sys
+
+    ray = sys.modules.get("ray")  # not imported here just to ask: the import alone takes seconds
+    return bool(ray is not None and ray.is_initialized())
 
 
 def next_round(project: Project, use_ray: bool = True, log=print) -> Path:
@@ -470,7 +483,9 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_mem
             f"{'k-center on the encoder vectors' if how == 'kcenter' else 'random sampling'}, not by {cfg.strategy}")
     else:
         strategy = strategies.get(cfg.strategy).configure(cfg.selection)
+        t_cv = time.perf_counter()
         acc, std, folds, note = cross_validated_accuracy(acts, labeled, y, len(classes), cfg)
+        summary["cv_s"] = round(time.perf_counter() - t_cv, 3)
         counts = np.bincount(y, minlength=len(classes))
         majority = classes[int(counts.argmax())]
         summary.update(strategy=str(strategy), cv_accuracy=acc, cv_std=std, cv_folds=folds, cv_note=note,
@@ -490,7 +505,7 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_mem
             picked, ranked_scores, probs, vectors = picks.positions, picks.scores, picks.probs, picks.embeddings
         else:
             view = scoring.pool_view(strategy.needs | {"probs"}, model, acts, pool, labeled, y, cfg.selection,
-                                     cfg.seed, cache_dir=project.dir / "cache", use_ray=use_ray, log=log)
+                                     cfg.seed, cache_dir=project.dir / "cache", use_ray=use_ray and cluster_given(), log=log)
             picked, ranked_scores = strategy.ranked(view, want, rng)
             probs, vectors = view.probs[picked], view.embeddings[picked]
         if cfg.diverse:  # only over the candidates: their vectors are all this needs
@@ -501,7 +516,9 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_mem
             picked, probs = picked[keep], probs[keep]
             ranked_scores = ranked_scores[keep] if ranked_scores is not None else None
         scores = ranked_scores
+    t_stop = time.perf_counter()
     summary["stopping"], stop_preds = _stopping(project, acts, model, summary)
+    summary["stopping_s"] = round(time.perf_counter() - t_stop, 3)
     log(summary["stopping"]["line"])
     summary["select_s"] = round(time.perf_counter() - t0, 3)
     summary["encode_s"] = round(encoded_s, 3)

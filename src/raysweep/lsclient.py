@@ -116,7 +116,7 @@ class Client:
                 self._access = None
                 continue
             break
-        if status in (401, 403):
+        if status == 401 or (status == 403 and "legacy" in str(reply).lower()):
             hint = ("legacy tokens are disabled on this server (start it with --enable-legacy-api-token, or use a "
                     "personal access token)" if "legacy" in str(reply).lower() else
                     "check LABEL_STUDIO_API_KEY")
