@@ -264,7 +264,7 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
 @click.option("--label-studio", "studio_url", default=None, metavar="URL",
               help="Pull the last batch's annotations from this Label Studio and import the next batch "
                    "(token in LABEL_STUDIO_API_KEY; or label_studio.url in project.yaml).")
-@click.option("--no-ray", is_flag=True, help="Encode and score in this process even for a large pool.")
+@click.option("--no-ray", is_flag=True, help="Never use a Ray that is already up (select starts none itself: on one machine the in-process pass is faster).")
 @_verbosity_options
 def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, studio_url, no_ray, verbose,
                quiet) -> None:
