@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from raysweep import serve, studio
 from raysweep.cli import main
 from raysweep.lsclient import Client
-from tests.test_select import _sentences
+from tests.test_serve import small_project
 
 pytestmark = pytest.mark.slow
 
@@ -92,19 +92,8 @@ def label_studio(tmp_path_factory):
 
 @pytest.fixture
 def project(tmp_path, tiny_bert):
-    d = tmp_path / "proj"
-    d.mkdir()
-    _sentences(8, 1).rename(columns={"gold": "label"}).to_csv(d / "labeled.csv", index=False)
-    pool = _sentences(40, 2)
-    pool[["id", "text"]].to_csv(d / "unlabeled.csv", index=False)
-    (d / "project.yaml").write_text(f"""
-classes: [positive, negative]
-strategy: entropy
-batch: 5
-cv_folds: 2
-encoder: {{name: {tiny_bert}, max_length: 16}}
-recipe: {{epochs: 3, batch_size: 8}}
-""")
+    d, pool = small_project(tmp_path, tiny_bert, "classes: [positive, negative]\nstrategy: entropy\nbatch: 5\n"
+                                                 "cv_folds: 2")
     return d, dict(zip(pool["id"], pool["gold"]))
 
 

@@ -17,21 +17,24 @@ from raysweep import serve
 from tests.test_select import _sentences
 
 
-@pytest.fixture
-def project(tmp_path, tiny_bert):
+def small_project(tmp_path, encoder, settings: str):
+    """8 labeled and 40 unlabeled rows of the tiny vocabulary, the tiny encoder, and `settings`
+    (project.yaml lines: classes, strategy, batch). Returns (directory, the pool with its gold)."""
     d = tmp_path / "proj"
     d.mkdir()
     _sentences(8, 1).rename(columns={"gold": "label"}).to_csv(d / "labeled.csv", index=False)
     pool = _sentences(40, 2)
     pool[["id", "text"]].to_csv(d / "unlabeled.csv", index=False)
-    (d / "project.yaml").write_text(f"""
-classes: [negative, positive]
-strategy: margin
-batch: 6
-encoder: {{name: {tiny_bert}, max_length: 16}}
+    (d / "project.yaml").write_text(f"""{settings}
+encoder: {{name: {encoder}, max_length: 16}}
 recipe: {{epochs: 3, batch_size: 8}}
 """)
     return d, pool
+
+
+@pytest.fixture
+def project(tmp_path, tiny_bert):
+    return small_project(tmp_path, tiny_bert, "classes: [negative, positive]\nstrategy: margin\nbatch: 6")
 
 
 @pytest.fixture
@@ -131,3 +134,14 @@ def test_webhooks_retrain_in_the_background_and_survive_a_restart(server, projec
                              "annotation": cancelled})
     again = serve.Backend(project[0], retrain_every=3, log=lambda *_: None)
     assert int((again.labels >= 0).sum()) == 8 + 2  # replayed from serve/annotations.jsonl
+
+
+def test_start_training_takes_every_annotated_task(server):
+    backend, url, pool = server
+    tasks = [{"id": i, "data": {"row_id": r}, "annotations": [_annotation(g)]}
+             for i, (r, g) in enumerate(zip(pool["id"][:2], pool["gold"][:2]))]
+    status, reply = _post(url + "/train", {"annotations": tasks})
+    assert status == 200 and reply["training"] is True
+    backend.training.join(60)
+    assert backend.model_version == "raysweep-v2" and backend.trained_on == 8 + 2
+    assert _post(url + "/train", {"annotations": "x"})[0] == 422

@@ -317,12 +317,14 @@ def serve(project_dir, host, port, retrain_every, overrides) -> None:
     from raysweep import serve as serving
 
     try:
-        backend = serving.Backend(project_dir, overrides, retrain_every, log=click.echo)
-        server = serving.make_server(backend, host, port)
-    except RaysweepError as exc:
-        _fail(exc)
+        server = serving.make_server(None, host, port)  # bound first: a taken port fails before any work
     except OSError as exc:  # the port is taken, or the host is not this machine's
         _fail(RaysweepError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+    try:
+        server.backend = serving.Backend(project_dir, overrides, retrain_every, log=click.echo)
+    except RaysweepError as exc:
+        server.server_close()
+        _fail(exc)
     click.echo(f"serve: Label Studio ML backend at http://{host}:{port} (Settings > Model > Connect Model); Ctrl-C stops")
     try:
         server.serve_forever()

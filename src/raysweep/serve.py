@@ -9,6 +9,8 @@ its tasks by that score, and sends every annotation to the backend, which retrai
     POST /predict    {"tasks": [{"id", "data": {...}}, ...]} -> {"results": [{"result", "score", "model_version"}]}
     POST /webhook    {"action": "ANNOTATION_CREATED" | "ANNOTATION_UPDATED" | "ANNOTATION_DELETED" |
                       "START_TRAINING", "annotation", "task"} -> {"status": "ok", ...}
+    POST /train      {"annotations": [task, ...]}: the "Start Training" button of servers without
+                     the START_TRAINING webhook; takes every task's last annotation, retrains
 
 A prediction is the head's label for the task's text with the project strategy's score (higher:
 label it sooner); a strategy without a per-row score (random, coreset, badge) is scored by entropy,
@@ -215,6 +217,17 @@ class Backend:
             self._apply(record)
         return {"status": "ok", "training": self._start_training(), "pending": self.pending}
 
+    def train(self, payload: dict) -> dict:
+        """Label Studio's older "Start Training" call: every annotated task at once, then a retrain."""
+        tasks = payload.get("annotations")
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+            raise BadRequest("train: expected {\"annotations\": [task with annotations, ...]}", 422)
+        for t in tasks:
+            kept = [a for a in t.get("annotations") or [] if isinstance(a, dict)]
+            if kept:
+                self.webhook({"action": "ANNOTATION_UPDATED", "task": t, "annotation": kept[-1]})
+        return {"status": "ok", "training": self._start_training(force=True)}
+
     def _append(self, record: dict) -> None:
         with self.lock, open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -285,56 +298,60 @@ class Backend:
         self.log(f"serve: trained on {len(rows)} labeled rows: model_version {self.model_version}")
 
 
-def handler_for(backend: Backend):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "raysweep-ml-backend"
+class Handler(BaseHTTPRequestHandler):
+    """The protocol's routes over `self.server.backend`."""
 
-        def log_message(self, fmt, *args):  # one line per request through the backend's log
-            backend.log(f"serve: {self.command} {self.path} {args[1] if len(args) > 1 else ''}")
+    server_version = "raysweep-ml-backend"
 
-        def _reply(self, status: int, body: dict) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+    def log_message(self, fmt, *args):  # one line per request through the backend's log
+        self.server.backend.log(f"serve: {self.command} {self.path} {args[1] if len(args) > 1 else ''}")
 
-        def do_GET(self):
-            path = self.path.split("?")[0].rstrip("/")
-            if path in ("", "/health"):
-                self._reply(200, backend.health())
-            elif path == "/versions":
-                self._reply(200, {"versions": [backend.model_version], "model_version": backend.model_version})
-            else:
-                self._reply(404, {"error": f"no such endpoint: GET {path}"})
+    def _reply(self, status: int, body: dict) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
 
-        def do_POST(self):
-            path = self.path.split("?")[0].rstrip("/")
-            routes = {"/setup": backend.setup, "/predict": backend.predict, "/webhook": backend.webhook}
+    def do_GET(self):
+        backend = self.server.backend
+        path = self.path.split("?")[0].rstrip("/")
+        if path in ("", "/health"):
+            self._reply(200, backend.health())
+        elif path == "/versions":
+            self._reply(200, {"versions": [backend.model_version], "model_version": backend.model_version})
+        else:
+            self._reply(404, {"error": f"no such endpoint: GET {path}"})
+
+    def do_POST(self):
+        backend = self.server.backend
+        path = self.path.split("?")[0].rstrip("/")
+        routes = {"/setup": backend.setup, "/predict": backend.predict, "/webhook": backend.webhook,
+                  "/train": backend.train}
+        try:
+            if path not in routes:
+                raise BadRequest(f"no such endpoint: POST {path}", 404)
+            size = int(self.headers.get("Content-Length") or 0)
+            if size > MAX_BODY:
+                raise BadRequest(f"body of {size} bytes is over the {MAX_BODY}-byte limit", 413)
+            raw = self.rfile.read(size) if size else b""
             try:
-                if path not in routes:
-                    raise BadRequest(f"no such endpoint: POST {path}", 404)
-                size = int(self.headers.get("Content-Length") or 0)
-                if size > MAX_BODY:
-                    raise BadRequest(f"body of {size} bytes is over the {MAX_BODY}-byte limit", 413)
-                raw = self.rfile.read(size) if size else b""
-                try:
-                    payload = json.loads(raw or b"null")
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise BadRequest(f"body is not JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
-                if not isinstance(payload, dict):
-                    raise BadRequest("body must be a JSON object", 422)
-                self._reply(200 if path != "/webhook" else 201, routes[path](payload))
-            except BadRequest as exc:
-                self._reply(exc.status, {"error": str(exc)})
-            except Exception as exc:  # noqa: BLE001 - a bug answers 500 JSON, the server stays up
-                self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
+                payload = json.loads(raw or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise BadRequest(f"body is not JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+            if not isinstance(payload, dict):
+                raise BadRequest("body must be a JSON object", 422)
+            self._reply(200 if path != "/webhook" else 201, routes[path](payload))
+        except BadRequest as exc:
+            self._reply(exc.status, {"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a bug answers 500 JSON, the server stays up
+            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
 
-    return Handler
-
-
-def make_server(backend: Backend, host: str, port: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), handler_for(backend))
+def make_server(backend: Backend | None, host: str, port: int) -> ThreadingHTTPServer:
+    """The server, bound (a taken port fails here, before any work); `backend` may be set later
+    as `server.backend`, which the CLI does once the model is trained."""
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
+    server.backend = backend
     return server
