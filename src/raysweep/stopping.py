@@ -88,9 +88,12 @@ def assess(history: list[dict], predictions: dict[str, int] | None, labeled: int
 
 
 def _line(s: dict, has_model: bool, batch: int, cost) -> tuple[str, str]:
-    price = (f"stopping now costs roughly {cost[0]:+.1f} points per {batch} rows at the recent rate "
-             f"(95% interval {cost[1]:+.1f} to {cost[2]:+.1f})" if cost else
-             "what stopping costs is not known yet (it needs two rounds with an accuracy estimate)")
+    if not cost:
+        price = "what stopping costs is not known yet (it needs two rounds with an accuracy estimate)"
+    else:
+        rate = f"{cost[0]:+.1f} points per {batch} rows (95% interval {cost[1]:+.1f} to {cost[2]:+.1f})"
+        price = (f"stopping now costs roughly {rate} at the recent rate" if cost[1] > 0 else
+                 f"stopping now costs nothing measurable: the last labels moved the accuracy estimate by {rate}")
     budget = "" if s["budget_left"] is None else f"; budget: {s['budget_left']} rows left"
     if s["budget_left"] == 0:
         return "stop", f"stop: the labeling budget is spent; {price}"
