@@ -10,4 +10,4 @@ if [ -x .venv-ls/bin/label-studio ] && .venv-ls/bin/python -c "import label_stud
 fi
 python3 -m venv .venv-ls
 .venv-ls/bin/pip install -q 'label-studio==1.23.2' 'sentry-sdk<3'
-.venv-ls/bin/label-studio --help >/dev/null
+.venv-ls/bin/python -c "import label_studio"   # not --help: it makes a data directory under HOME
