@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import click
@@ -105,8 +105,16 @@ def _verbosity_options(f):
                         help="Print everything Ray, Tune and the models print (it is all in the log file anyway).")(f)
 
 
+def _version() -> str:
+    """raysweep's installed version; a copy a job ships to the cluster (py_modules) has none on record."""
+    try:
+        return version("raysweep")
+    except PackageNotFoundError:
+        return "unknown (not installed: a copy of the source)"
+
+
 @click.group()
-@click.version_option(version("raysweep"), prog_name="raysweep")
+@click.version_option(_version(), prog_name="raysweep")
 def main() -> None:
     """Which labeled data should I add next, and is LLM-generated data worth it?"""
 
@@ -141,9 +149,9 @@ def run(sweep_file, output, overrides, address, retry_failed, shared_output, ver
             # The task's headline metric (validation accuracy; a regression's Pearson) averaged over
             # seeds, by every compared parameter that varies.
             keys = [k for k in ("encoder", "pooling", "pool", "strategy", "freeze") if ok[k].nunique() > 1]
-            headline = f"val_{cfg.task.metrics[0]}"
-            summary = ok.groupby([*keys, "fraction"])[headline].agg(["mean", "std", "count"])
-            click.echo(summary.rename(columns={"count": "seeds"}).round(4).to_string())
+            headline = cfg.task.metrics[0]
+            for line in console.summary_table(ok, keys, f"val_{headline}", f"validation {headline.replace('_', ' ')}"):
+                click.echo(line)
         failed = table[table["status"] == "failed"]
         if len(failed):
             # A script (or CI) must see that cells failed: exit non-zero, with the first few errors.
