@@ -14,7 +14,7 @@ import click
 
 from raysweep import console
 from raysweep.config import load_sweep
-from raysweep.errors import RaysweepError, first_line
+from raysweep.errors import RaysweepError, first_line, mask
 
 # Exit codes: 2 bad input (nothing was done), 3 a run that finished with failed cells.
 EXIT_BAD_INPUT = 2
@@ -28,7 +28,8 @@ SHARED_OUTPUT_HELP = ("OUTPUT is a local path that every node of the cluster mou
 
 
 def _fail(exc: Exception) -> None:
-    for line in str(exc).splitlines() or [type(exc).__name__]:  # a preflight lists every problem, one a line
+    # Masked as the log file is: a server's error may echo the key it was sent.
+    for line in mask(str(exc)).splitlines() or [type(exc).__name__]:  # a preflight lists every problem, one a line
         click.echo(f"error: {line}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
@@ -39,6 +40,26 @@ def _load_checked(sweep_file, overrides, **kwargs):
 
     cfg = load_sweep(sweep_file, overrides)
     return cfg, preflight(cfg, where=str(sweep_file), **kwargs)
+
+
+def _inputs(sweep_file, cfg) -> dict:
+    """The run's own input files, which its output directory must not hold."""
+    return {"sweep file": sweep_file, **({"data file": cfg.data.path} if cfg.data.path else {})}
+
+
+def _warn(plan) -> None:
+    """The preflight's warnings (data that is legal but likely wrong), one line each, before any work."""
+    for note in plan.notes:
+        click.echo(f"warning: {mask(note)}", err=True)
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+def _interrupted(saved: str) -> None:
+    """Ctrl-C: one line saying what is kept, exit 130 (not 0: a script must see the run did not finish)."""
+    click.echo(f"interrupted: {mask(saved)}; the same command resumes from there", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 class _Unexpected(RaysweepError):
@@ -123,18 +144,22 @@ def main() -> None:
 @_verbosity_options
 def run(sweep_file, output, overrides, address, retry_failed, shared_output, verbose, quiet) -> None:
     """Run every cell of SWEEP_FILE not yet finished in OUTPUT and write OUTPUT/trials.csv."""
+    from raysweep.storage import Output, OutputLock
     from raysweep.sweep import check_output, run_sweep
 
     verbosity = _verbosity(verbose, quiet)
     try:
         # Before the log file: bad input is one line (or one per problem), nothing written.
-        cfg, _ = _load_checked(sweep_file, overrides, address=address)
-        check_output(output, probe=True)
-        with _logged("run", output, cfg.name, verbosity, address):
+        cfg, plan = _load_checked(sweep_file, overrides, address=address)
+        check_output(output, probe=True, inputs=_inputs(sweep_file, cfg))
+        _warn(plan)
+        with OutputLock(Output(output)), _logged("run", output, cfg.name, verbosity, address):
             table = run_sweep(cfg, output, address=address, retry_failed=retry_failed, log=console.line,
                               shared_output=shared_output)
     except RaysweepError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(f"every finished cell is saved in {output}/cells (the LLM's paid replies in its response store)")
     if len(table):
         ok = table[table["status"] == "ok"]
         if len(ok):
@@ -195,6 +220,8 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
         return
     except RaysweepError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(f"every paid reply is saved in {output}'s response store")
     s = result.summary
     for key in ("endpoint", "mode", "model", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "rows_kept",
                 "rows_target", "stopped", "parse_failures", "duplicates_removed", "leaks_removed", "teacher_val_accuracy",

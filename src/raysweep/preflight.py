@@ -197,6 +197,7 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
             problems.append(f"{prefix}{exc}" if str(exc).startswith("split:") else str(exc))
         else:
             plan.data = splits.describe()
+            plan.notes.extend(splits.warnings)
             plan.n_labeled = len(splits.labeled)
             plan.pool_sizes["real"] = len(splits.unlabeled)
             model_based = [s for s in cfg.compare.strategy if strategy(s).needs]

@@ -49,7 +49,8 @@ from raysweep.grid import Pack, Training
 from raysweep.llm import annotate
 from raysweep.model import error_line, use_assigned
 from raysweep.runtime import start_ray
-from raysweep.storage import Output, StorageError, fetch_entry, node_lock, refuse_credentials
+from raysweep.storage import (SWEEP_MARKER, Output, StorageError, check_output_dir, fetch_entry, is_uri, node_lock,
+                              refuse_credentials, refuse_foreign_files)
 from raysweep.tasks import Task
 from raysweep.train import TrialInputs, choose_rows, run_trials
 
@@ -434,9 +435,12 @@ def _tune_trainable(config: dict, context: TrialContext, packs: dict[str, Pack],
 # --------------------------------------------------------------------------- running
 
 
-def check_output(output: str | Path, probe: bool = False) -> None:
-    """Refuse an output whose credentials a run would leak (a StorageError, one line), before any
-    work: the CLI calls it before it opens the run's log file, run_sweep again for library users."""
+def check_output(output: str | Path, probe: bool = False, inputs: dict | None = None) -> None:
+    """Refuse an output whose credentials a run would leak, that cannot be written, that holds the
+    run's own `inputs` ({what: path}) or files raysweep did not write (a StorageError, one line),
+    before any work: the CLI calls it before it opens the run's log file, run_sweep again."""
+    if not is_uri(str(output)):
+        check_output_dir(str(output), inputs)
     # Tune pickles its storage filesystem, keys and all, into tuner.pkl and its state files.
     refuse_credentials(str(output), "output", "Tune would write into its experiment state (tuner.pkl)")
     copied = [name for name in TUNE_COPIES if os.environ.get(name)]
@@ -448,6 +452,7 @@ def check_output(output: str | Path, probe: bool = False) -> None:
     out = Output(output)
     if probe and out.is_uri:  # the CLI: an unreachable or denied store is one line before the log file's line
         out.exists("sweep.yaml")
+    refuse_foreign_files(out)
 
 
 def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, retry_failed: bool = False,
@@ -456,12 +461,12 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
 
     `shared_output`: `output` is a local path that every node of the cluster mounts (NFS, EFS);
     without it, a local path is refused on a cluster that has or can scale to several nodes."""
-    check_output(output)
+    check_output(output, inputs={"data file": cfg.data.path} if cfg.data.path else None)
     out = Output(output)
     if not out.is_uri and not shared_output and address not in (None, "local"):
         check_local_output(out, address)
     out.mkdir("cells")
-    out.write_text("sweep.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    out.write_text("sweep.yaml", f"{SWEEP_MARKER}\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
     cache_dir = _cache_dir(cfg, out)
     # Before the cell ids: an LLM pool's cells are keyed by the rows generated for them.
     generated = _generation(cfg, output, out, cache_dir, address, use_ray_data, log) if cfg.needs_generation else None
@@ -694,7 +699,11 @@ def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: l
         # result, so they are off for this fit. And the AWS keys Tune would copy into each
         # trial's logged runtime_env are out of its sight (a URI output refused them above;
         # a local Ray's workers have them from the environment they started with).
-        with _environ(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", **dict.fromkeys(TUNE_COPIES)):
+        # Nor Tune's SIGINT handler: it ends the fit quietly and returns, so a Ctrl-C'd run went on
+        # to write trials.csv and exit 0. Without it Ctrl-C is a KeyboardInterrupt: the CLI exits
+        # 130 naming what is saved (every finished cell's record is written when it finishes).
+        with _environ(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", TUNE_DISABLE_SIGINT_HANDLER="1",
+                      **dict.fromkeys(TUNE_COPIES)):
             tuner.fit()
     finally:
         bar.close()
