@@ -32,8 +32,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pyarrow.fs as pafs
 from filelock import FileLock
 
+from raysweep.deadline import within
 from raysweep.errors import RaysweepError, first_line
 
+# Seconds a store may take to resolve credentials and region, or to answer the first request.
+STORE_DEADLINE_S = 30.0
 SCHEMES = ("s3://", "gs://", "gcs://", "file://", "hdfs://", "abfs://", "abfss://")
 
 
@@ -143,7 +146,11 @@ class Output:
             try:
                 # Without ?region=, pyarrow asks AWS for the bucket's region here: no network, a
                 # typo in the bucket or a denied HeadBucket fail now, as OSError.
-                self.fs, path = pafs.FileSystem.from_uri(text)
+                # Bounded: without network, resolving gs:// credentials waited minutes in silence.
+                self.fs, path = within(STORE_DEADLINE_S, f"output {shown}: the store's credentials and region",
+                                       lambda: pafs.FileSystem.from_uri(text), error=StorageError)
+            except StorageError:
+                raise
             except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
                 raise StorageError(f"output {shown}: {scrub(first_line(exc), text)}") from None
             self.root = path.rstrip("/")
