@@ -120,6 +120,12 @@ def _logged(command: str, output: str, name: str, verbosity: int, address: str |
 
 
 
+def _insecure_option(f):
+    return click.option("--insecure", is_flag=True,
+                        help="Send the cluster's auth token over plain http:// to a host that is not this machine "
+                             "(refused without it: the token would cross the network in clear).")(f)
+
+
 def _verbosity_options(f):
     f = click.option("--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")(f)
     return click.option("--verbose", "-v", is_flag=True,
@@ -360,14 +366,16 @@ def analyze(results_dirs, output, seed) -> None:
               help="Pass this local environment variable to the job (not a secret: Ray records it in clear; "
                    "an API key goes as llm.api_key_file, see docs/cluster.md).")
 @click.option("--shared-output", is_flag=True, help=SHARED_OUTPUT_HELP)
-def submit(sweep_file, address, output, overrides, env_keys, shared_output) -> None:
+@_insecure_option
+def submit(sweep_file, address, output, overrides, env_keys, shared_output, insecure) -> None:
     """Submit SWEEP_FILE to a Ray cluster as a Ray Job; print its id and dashboard page."""
     from raysweep import jobs
 
     address = address or jobs.DEFAULT_ADDRESS
     try:
         _load_checked(sweep_file, overrides, remote=True)
-        job_id = jobs.submit(sweep_file, address, output, overrides, env_keys, shared_output=shared_output)
+        job_id = jobs.submit(sweep_file, address, output, overrides, env_keys, shared_output=shared_output,
+                             insecure=insecure, log=click.echo)
     except RaysweepError as exc:
         _fail(exc)
     click.echo(f"submitted {job_id}")
@@ -383,7 +391,8 @@ def submit(sweep_file, address, output, overrides, env_keys, shared_output) -> N
 @click.option("--output", "-o", default=None, type=click.Path(file_okay=False), help="Results directory or URI.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="The overrides the sweep was run or submitted with: they change its cells' ids.")
-def status(job_id, address, sweep_file, output, overrides) -> None:
+@_insecure_option
+def status(job_id, address, sweep_file, output, overrides, insecure) -> None:
     """A job's state (JOB_ID), and/or a sweep's cells done / running / failed / pending (--sweep and --output)."""
     from raysweep import jobs
 
@@ -391,7 +400,7 @@ def status(job_id, address, sweep_file, output, overrides) -> None:
         _fail(ValueError("give a JOB_ID, or --sweep and --output"))
     if job_id:
         try:
-            click.echo(str(jobs.status(address or jobs.DEFAULT_ADDRESS, job_id)))
+            click.echo(str(jobs.status(address or jobs.DEFAULT_ADDRESS, job_id, insecure)))
         except RaysweepError as exc:
             _fail(exc)
     if sweep_file and output:
@@ -408,12 +417,13 @@ def status(job_id, address, sweep_file, output, overrides) -> None:
 @click.argument("job_id")
 @click.option("--address", default=None, help="The cluster's dashboard / Jobs API.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
-def logs(job_id, address, follow) -> None:
+@_insecure_option
+def logs(job_id, address, follow, insecure) -> None:
     """Print a submitted job's driver output."""
     from raysweep import jobs
 
     try:
-        for chunk in jobs.logs(address or jobs.DEFAULT_ADDRESS, job_id, follow=follow):
+        for chunk in jobs.logs(address or jobs.DEFAULT_ADDRESS, job_id, follow=follow, insecure=insecure):
             click.echo(chunk, nl=False)
     except RaysweepError as exc:
         _fail(exc)

@@ -23,13 +23,16 @@ import asyncio
 import os
 import re
 import shlex
+import shutil
+import stat
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from raysweep.errors import RaysweepError
+from raysweep.errors import RaysweepError, remember_secret
 
 # Where `ray dashboard cluster.yaml` forwards the head's dashboard (and its Jobs API) to.
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -73,6 +76,13 @@ def load_token() -> tuple[str, str] | None:
     else the file RAY_AUTH_TOKEN_PATH names (which must then exist and be non-empty: Ray
     treats anything else as a misconfiguration, not as "no token"), else ~/.ray/auth_token.
     """
+    found = _find_token()
+    if found:
+        remember_secret(found[0])  # masked in every line printed from now on
+    return found
+
+
+def _find_token() -> tuple[str, str] | None:
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
     if token:
         return token, "RAY_AUTH_TOKEN"
@@ -100,12 +110,30 @@ def _http_address(address: str) -> str:
     return address if address.startswith(("http://", "https://")) else f"http://{address}"
 
 
-def _client(address: str, what: str):
-    """A JobSubmissionClient that sends the token (if any); it asks the cluster's version at once."""
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _refuse_clear_token(url: str, insecure: bool) -> None:
+    """The token over plain http only to this machine (an SSH tunnel's end, such as `ray dashboard
+    cluster.yaml` forwards): to another host it would cross the network in clear."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if url.startswith("http://") and host not in LOOPBACK and not host.startswith("127.") and not insecure:
+        raise JobError(f"address {url}: the cluster's auth token would cross the network in clear (http:// to a host "
+                       "that is not this machine); use https://, the tunnel `ray dashboard cluster.yaml` opens "
+                       f"({DEFAULT_ADDRESS}), or --insecure if the network is yours")
+
+
+def _client(address: str, what: str, insecure: bool = False):
+    """A JobSubmissionClient that sends the token (if any) to `address` only; it asks the cluster's
+    version at once."""
     from ray.job_submission import JobSubmissionClient
 
     url = _http_address(address)
     found = load_token()
+    if found:
+        _refuse_clear_token(url, insecure)
     headers = {"Authorization": f"Bearer {found[0]}"} if found else {}
     source = found[1] if found else None
     with _one_line_errors(what, url, source):
@@ -138,8 +166,8 @@ def _one_line_errors(what: str, url: str, token_source: str | None):
         raise JobError(f"{what}: {first}") from None
 
 
-def _call(what: str, address: str, fn: str, *args, **kwargs):
-    client, url, source = _client(address, what)
+def _call(what: str, address: str, fn: str, *args, insecure: bool = False, **kwargs):
+    client, url, source = _client(address, what, insecure)
     with _one_line_errors(what, url, source):
         return getattr(client, fn)(*args, **kwargs)
 
@@ -220,7 +248,8 @@ def runtime_env(project: Path, env_keys: Sequence[str] = (), key_env: str | None
 
 
 def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str = "", overrides: Sequence[str] = (),
-           env_keys: Sequence[str] = (), *, command: str | None = None, shared_output: bool = False) -> str:
+           env_keys: Sequence[str] = (), *, command: str | None = None, shared_output: bool = False,
+           insecure: bool = False, log=print) -> str:
     """Submit the sweep as a Ray Job; returns its job (submission) id.
 
     The sweep and overrides are validated here first, so a typo fails before anything is
@@ -245,6 +274,9 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
     if _ignored(project, project / sweep_rel):
         raise JobError(f"{sweep}: .gitignore or .rayignore in {project} leaves it out of the upload; "
                        "move it to sweeps/ or un-ignore it")
+    if secret_file(project / sweep_rel, sweep_rel):
+        raise JobError(f"{sweep}: its name or mode (readable by its owner only) marks it as a secret, which is "
+                       "never uploaded; rename it or chmod 644 it")
     if command is None:
         _check_output(output)
         command = build_entrypoint(str(sweep_rel), output, overrides, shared_output)
@@ -252,14 +284,91 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
     if output:
         metadata["output"] = output
     env = runtime_env(project, env_keys, cfg.llm.api_key_env)
-    deadline = time.monotonic() + AGENT_WAIT_S
-    while True:
-        try:
-            return _call("submit", address, "submit_job", entrypoint=command, runtime_env=env, metadata=metadata)
-        except JobError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)  # the packages are uploaded already; the retry only posts the job
+    if load_token():
+        _refuse_clear_token(_http_address(address), insecure)  # before the upload, not after it
+    with tempfile.TemporaryDirectory(prefix="raysweep-upload-") as staging:
+        # Only what the job needs, copied aside: Ray zips a working_dir whole, .env and key files included.
+        shipped, left_out = stage(project, Path(staging) / "project", project_files(project))
+        package, package_out = stage(PACKAGE_DIR, Path(staging) / PACKAGE_DIR.name, package_files())
+        env["working_dir"], env["py_modules"] = str(Path(staging) / "project"), [str(Path(staging) / PACKAGE_DIR.name)]
+        log(f"uploading {len(shipped)} files of {project} ({_kib(shipped)}) and the raysweep package "
+            f"({len(package)} files, {_kib(package)})"
+            + (f"; left out as secrets: {', '.join(left_out + package_out)}" if left_out or package_out else ""))
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                return _call("submit", address, "submit_job", entrypoint=command, runtime_env=env, metadata=metadata,
+                             insecure=insecure)
+            except JobError as exc:
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)  # the packages are uploaded already; the retry only posts the job
+
+
+# Files never uploaded, whatever .gitignore says: by name (.env*, key and certificate files, a part
+# of the name such as `key` or `token`), by directory (.ssh, .aws, ...) or by a mode that only
+# their owner may read (0600, as a key file must be: llm/config.py).
+SECRET_DIRS = {".ssh", ".aws", ".gnupg", ".docker", ".kube", ".azure", ".config"}
+SECRET_SUFFIXES = {".key", ".pem", ".p12", ".pfx", ".jks", ".keystore", ".gpg", ".asc", ".kdbx", ".ppk"}
+SECRET_WORDS = {"key", "keys", "apikey", "secret", "secrets", "token", "tokens", "password", "passwd", "credential",
+                "credentials", "netrc", "pypirc", "npmrc", "id_rsa", "id_ed25519", "id_ecdsa", "id_dsa"}
+
+
+def secret_file(path: Path, rel: Path) -> bool:
+    """Whether `path` (at `rel` in its tree) looks like a secret and must not be uploaded."""
+    name = rel.name.lower()
+    if any(part.lower() in SECRET_DIRS for part in rel.parts[:-1]) or name.startswith(".env"):
+        return True
+    if Path(name).suffix in SECRET_SUFFIXES or name.lstrip(".") in SECRET_WORDS:
+        return True
+    if SECRET_WORDS & set(re.split(r"[._\-\s]+", name)) or "api_key" in name or "git-credentials" in name:
+        return True
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return True
+    return not mode & (stat.S_IRWXG | stat.S_IRWXO)  # 0600, 0400: its owner's alone
+
+
+def project_files(project: Path) -> list[Path]:
+    """The project's files a job gets: git's tracked and not-ignored files when it is a git work
+    tree, else every file Ray's own ignore rules (.gitignore, .rayignore) keep; paths relative."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(project), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             capture_output=True, timeout=30, check=True).stdout
+        files = [Path(p) for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
+        return [p for p in files if (project / p).is_file() and not _ignored(project, project / p)]
+    except (OSError, subprocess.SubprocessError):
+        return [p.relative_to(project) for p in sorted(project.rglob("*"))
+                if p.is_file() and not _ignored(project, p)]
+
+
+def package_files() -> list[Path]:
+    return [p.relative_to(PACKAGE_DIR) for p in sorted(PACKAGE_DIR.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+
+
+def stage(root: Path, into: Path, files: list[Path]) -> tuple[list[Path], list[str]]:
+    """Copy `files` (relative to `root`) into `into`, leaving out secret-looking ones:
+    (the copied files, the names left out)."""
+    shipped, left_out = [], []
+    for rel in files:
+        src = root / rel
+        if secret_file(src, rel):
+            left_out.append(str(rel))
+            continue
+        dest = into / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+        shipped.append(dest)
+    into.mkdir(parents=True, exist_ok=True)
+    return shipped, left_out
+
+
+def _kib(files: list[Path]) -> str:
+    return f"{sum(p.stat().st_size for p in files) / 1024:,.0f} KiB"
 
 
 def dashboard_url(address: str, job_id: str) -> str:
@@ -267,22 +376,22 @@ def dashboard_url(address: str, job_id: str) -> str:
     return f"{_http_address(address)}/#/jobs/{job_id}"
 
 
-def status(address: str, job_id: str) -> JobState:
-    info = _call("status", address, "get_job_info", job_id)
+def status(address: str, job_id: str, insecure: bool = False) -> JobState:
+    info = _call("status", address, "get_job_info", job_id, insecure=insecure)
     lines = (info.message or "").strip().splitlines()
     return JobState(job_id=job_id, status=str(getattr(info.status, "value", info.status)),
                     message=lines[0] if lines else "", entrypoint=info.entrypoint)
 
 
-def logs(address: str, job_id: str, follow: bool = False) -> Iterator[str]:
+def logs(address: str, job_id: str, follow: bool = False, insecure: bool = False) -> Iterator[str]:
     """The job's driver output: all of it so far, or (follow) chunk by chunk until the job ends."""
     if not follow:
-        yield _call("logs", address, "get_job_logs", job_id)
+        yield _call("logs", address, "get_job_logs", job_id, insecure=insecure)
         return
     import aiohttp
 
-    status(address, job_id)  # an unknown job id fails here, in one line, not inside the websocket
-    client, _, _ = _client(address, "logs")
+    status(address, job_id, insecure)  # an unknown job id fails here, in one line, not inside the websocket
+    client, _, _ = _client(address, "logs", insecure)
     stream = client.tail_job_logs(job_id)
     loop = asyncio.new_event_loop()
     try:
