@@ -47,6 +47,15 @@ def _inputs(sweep_file, cfg) -> dict:
     return {"sweep file": sweep_file, **({"data file": cfg.data.path} if cfg.data.path else {})}
 
 
+def _check_output_dir(output: str, sweep_file, overrides) -> None:
+    """A local output that cannot be one (empty, under a file, unwritable, holding the inputs),
+    refused from the config alone, before the preflight reads data and encoders."""
+    from raysweep.storage import check_output_dir, is_uri
+
+    if not is_uri(output):
+        check_output_dir(output, _inputs(sweep_file, load_sweep(sweep_file, overrides)))
+
+
 def _warn(plan) -> None:
     """The preflight's warnings (data that is legal but likely wrong), one line each, before any work."""
     for note in plan.notes:
@@ -151,12 +160,15 @@ def main() -> None:
 def run(sweep_file, output, overrides, address, retry_failed, shared_output, verbose, quiet) -> None:
     """Run every cell of SWEEP_FILE not yet finished in OUTPUT and write OUTPUT/trials.csv."""
     from raysweep.storage import Output, OutputLock
-    from raysweep.sweep import check_output, run_sweep
 
     verbosity = _verbosity(verbose, quiet)
     try:
-        # Before the log file: bad input is one line (or one per problem), nothing written.
+        # Before the log file: bad input is one line (or one per problem), nothing written. The
+        # output's own shape first: it needs the config alone, not the data or the encoder.
+        _check_output_dir(output, sweep_file, overrides)
         cfg, plan = _load_checked(sweep_file, overrides, address=address)
+        from raysweep.sweep import check_output, run_sweep  # torch & co.: seconds, after the cheap checks
+
         check_output(output, probe=True, inputs=_inputs(sweep_file, cfg))
         _warn(plan)
         with OutputLock(Output(output)), _logged("run", output, cfg.name, verbosity, address):
@@ -206,15 +218,18 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
     from raysweep.llm.batch import BatchPending
     from raysweep.runtime import start_ray
 
+    from raysweep.storage import Output, OutputLock
+
     verbosity = _verbosity(verbose, quiet)
     try:
+        _check_output_dir(output, sweep_file, overrides)
         cfg, _ = _load_checked(sweep_file, overrides, address=address)
         if dry_run:
             for line in llm_estimate(cfg, Path(output)).lines():
                 click.echo(line)
             return
         cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else Path(output).resolve() / "cache"
-        with _logged("generate", output, cfg.name, verbosity, address):
+        with OutputLock(Output(output)), _logged("generate", output, cfg.name, verbosity, address):
             if cancel:
                 cancel_generation(cfg, Path(output).resolve(), log=console.line)
                 return
@@ -244,10 +259,10 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (for scripts).")
 def check(sweep_file, overrides, output, address, as_json) -> None:
     """Validate SWEEP_FILE against its data, encoders and machine, and print its grid without running anything."""
-    from raysweep.sweep import trainable_counts
-
     try:
         cfg, plan = _load_checked(sweep_file, overrides, address=address, output=output)
+        from raysweep.sweep import trainable_counts  # torch & co.: seconds, after the cheap checks
+
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a "Loading weights" bar per encoder is noise in check's report

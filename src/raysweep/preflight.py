@@ -181,7 +181,6 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     from raysweep.data import DataError, load_splits
     from raysweep.strategies import get as strategy
     from raysweep.grid import expand
-    from raysweep.sweep import cell_statuses
 
     prefix = f"{where}: " if where else ""
     problems: list[str] = []
@@ -247,5 +246,7 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     if problems:
         raise PreflightError(problems)
     if output is not None:
+        from raysweep.sweep import cell_statuses  # torch & co.: only when an output's cells are counted
+
         plan.status = cell_statuses(cfg, output)
     return plan

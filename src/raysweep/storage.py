@@ -405,7 +405,7 @@ NAME_MAX = 255  # bytes in one path component on every file system a run writes 
 
 
 def check_output_dir(output: str, inputs: dict[str, str | Path] | None = None) -> Path:
-    """The local output directory `output`, created and proven writable, or one StorageError line:
+    """The local output directory `output` when a run can write it, or one StorageError line:
     empty, a NUL byte, a component too long, under a file, on a kernel file system, not writable,
     or holding one of the run's own `inputs` ({what: path}: the sweep file, the data file), which
     the run would overwrite or read back as results."""
@@ -431,13 +431,10 @@ def check_output_dir(output: str, inputs: dict[str, str | Path] | None = None) -
     if not existing.is_dir():
         raise StorageError(f"output {path}: {existing} is {'a file' if existing.is_file() else 'not a directory'}, "
                            "so no directory can be made under it")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".raysweep-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise StorageError(f"output {path}: not writable ({exc.strerror or type(exc).__name__})") from None
+    # Asked, not tried: nothing is created before the preflight has passed (access() also says
+    # EROFS for a read-only mount; root passes any mode, as it would write there).
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"output {path}: not writable ({existing} does not let this user create files)")
     return path
 
 
