@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from raysweep.deadline import within
 from raysweep.errors import RaysweepError, remember_secret
 
 # Where `ray dashboard cluster.yaml` forwards the head's dashboard (and its Jobs API) to.
@@ -42,6 +43,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # A head's dashboard answers before its job agent has registered: until then a submit gets
 # HTTP 500 "No available agent to submit job, please try again later". Retry that this long.
 AGENT_WAIT_S = 60.0
+# Seconds a Jobs API request may take (a submit: its upload too) before it is one line, not a hang.
+JOBS_DEADLINE_S = 30.0
+SUBMIT_DEADLINE_S = 600.0
 # A variable named like a credential (OPENAI_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, DB_PASSWORD, ...)
 # or holding a value shaped like one (OpenAI's sk-, AWS's AKIA, GitHub's ghp_, Hugging Face's hf_).
 # (Not AUTH or SESSION alone: RAY_AUTH_MODE is a setting; AWS_SESSION_TOKEN is caught by TOKEN.)
@@ -137,7 +141,11 @@ def _client(address: str, what: str, insecure: bool = False):
     headers = {"Authorization": f"Bearer {found[0]}"} if found else {}
     source = found[1] if found else None
     with _one_line_errors(what, url, source):
-        return JobSubmissionClient(url, headers=headers), url, source
+        # Its first request asks the version: bounded, as a dashboard that takes the connection and
+        # never answers would hold `status` for ever.
+        client = within(JOBS_DEADLINE_S, f"{what}: the Ray dashboard at {url}",
+                        lambda: JobSubmissionClient(url, headers=headers), error=JobError)
+        return client, url, source
 
 
 @contextmanager
@@ -169,7 +177,10 @@ def _one_line_errors(what: str, url: str, token_source: str | None):
 def _call(what: str, address: str, fn: str, *args, insecure: bool = False, **kwargs):
     client, url, source = _client(address, what, insecure)
     with _one_line_errors(what, url, source):
-        return getattr(client, fn)(*args, **kwargs)
+        # A submit uploads the packages (up to Ray's 500 MiB): its deadline is longer.
+        seconds = SUBMIT_DEADLINE_S if fn == "submit_job" else JOBS_DEADLINE_S
+        return within(seconds, f"{what}: the Ray dashboard at {url}", lambda: getattr(client, fn)(*args, **kwargs),
+                      error=JobError)
 
 
 def find_project(sweep_path: Path) -> Path:

@@ -431,3 +431,14 @@ def test_the_token_goes_over_plain_http_to_loopback_only(monkeypatch, address, i
         with pytest.raises(AttributeError):  # the stand-in client has no get_job_info: the token was handed over
             jobs.status(address, "raysubmit_x", insecure)
         assert sent[0][1] == {"Authorization": f"Bearer {SENTINEL}"}
+
+
+def test_a_dashboard_that_takes_the_connection_and_never_answers_is_one_line(no_token_env, monkeypatch):
+    monkeypatch.setattr(jobs, "JOBS_DEADLINE_S", 1.0)
+    with socket.socket() as server:  # listens, accepts into the backlog, never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        start = time.monotonic()
+        with pytest.raises(JobError, match=r"status: the Ray dashboard at http://127.0.0.1:\d+: no answer within 1 s"):
+            jobs.status(f"127.0.0.1:{server.getsockname()[1]}", "raysubmit_x")
+        assert time.monotonic() - start < 5
