@@ -311,3 +311,22 @@ def test_a_gzip_bomb_is_refused_by_its_trailer(tmp_path):
     with pytest.raises(DataError, match="inflates to 600 MiB"):
         read_table(path)
 
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_ctrl_c_exits_130_with_one_line_saying_what_is_kept(tmp_path, monkeypatch):
+    from raysweep import sweep
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run_sweep", interrupted)
+    monkeypatch.setenv("RAYSWEEP_HOME", str(tmp_path / ".home"))
+    (tmp_path / "s.yaml").write_text("name: ctrlc\n")
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 130
+    assert result.stderr.splitlines() == [f"interrupted: every finished cell is saved in {tmp_path / 'out'}/cells (the "
+                                          "LLM's paid replies in its response store); the same command resumes from there"]
+
