@@ -20,13 +20,13 @@ from hostile import SHAPES, run_shape  # noqa: E402
 
 def main(argv: list[str]) -> None:
     only = [a for a in argv if not a.startswith("--")]
-    print("| shape | exit | s to fail | lines | input changed | the line |")
-    print("|---|---|---|---|---|---|")
+    print("| shape | exit | s to fail (wall) | CPU s | lines | input changed | the line |")
+    print("|---|---|---|---|---|---|---|")
     for shape in SHAPES:
         if (not shape.local and "--all" not in argv) or (only and not any(o in shape.name for o in only)):
             continue
         if not shape.as_root and os.geteuid() == 0:
-            print(f"| {shape.name} | - | - | - | - | not measured: as root the shape cannot be made |")
+            print(f"| {shape.name} | - | - | - | - | - | not measured: as root the shape cannot be made |")
             continue
         with tempfile.TemporaryDirectory() as tmp:
             rc, seconds, err, before, after = run_shape(shape, Path(tmp))
@@ -34,7 +34,8 @@ def main(argv: list[str]) -> None:
         lines = [l for l in err.splitlines() if l.strip()]
         changed = "yes" if before != {k: v for k, v in after.items() if k in before} else "no"
         last = (lines[-1] if lines else "").replace("|", "\\|")[:150]
-        print(f"| {shape.name} | {'timeout' if rc is None else rc} | {seconds:.1f} | {len(lines)} | {changed} | {last} |",
+        print(f"| {shape.name} | {'timeout' if rc is None else rc} | {seconds:.1f} | {run_shape.cpu:.1f} | {len(lines)} "
+              f"| {changed} | {last} |",
               flush=True)
 
 

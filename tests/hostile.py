@@ -186,7 +186,11 @@ def digest_tree(d: Path) -> dict[str, str]:
 
 
 def run_shape(shape: Shape, d: Path, timeout: float | None = None) -> tuple[int | None, float, str, dict, dict]:
-    """(exit code or None on timeout, seconds, stderr, input digests before, after)."""
+    """(exit code or None on timeout, seconds, stderr, input digests before, after); the child's
+    CPU seconds are in `run_shape.cpu` (on a loaded machine the wall time is mostly waiting)."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     args = shape.build(d)
     before = digest_tree(d)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
@@ -196,8 +200,10 @@ def run_shape(shape: Shape, d: Path, timeout: float | None = None) -> tuple[int 
     t0 = time.monotonic()
     try:
         proc = subprocess.run([sys.executable, "-m", "raysweep.cli", *args], cwd=d, env=env, capture_output=True,
-                              text=True, timeout=timeout or shape.deadline + 20)
+                              text=True, timeout=timeout or shape.deadline + 110)
         rc, err = proc.returncode, proc.stderr
     except subprocess.TimeoutExpired as exc:
         rc, err = None, (exc.stderr or b"").decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run_shape.cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
     return rc, time.monotonic() - t0, err, before, digest_tree(d)

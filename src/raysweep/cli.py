@@ -37,8 +37,11 @@ def _fail(exc: Exception) -> None:
 def _load_checked(sweep_file, overrides, **kwargs):
     """The sweep, checked against its data, encoders and machine before any work (raysweep.preflight)."""
     from raysweep.preflight import preflight
+    from raysweep.runtime import probe_address
 
     cfg = load_sweep(sweep_file, overrides)
+    if kwargs.get("address") not in (None, "local"):
+        probe_address(kwargs["address"])  # seconds, where the preflight would read data and encoders first
     return cfg, preflight(cfg, where=str(sweep_file), **kwargs)
 
 
