@@ -330,3 +330,24 @@ def test_ctrl_c_exits_130_with_one_line_saying_what_is_kept(tmp_path, monkeypatc
     assert result.stderr.splitlines() == [f"interrupted: every finished cell is saved in {tmp_path / 'out'}/cells (the "
                                           "LLM's paid replies in its response store); the same command resumes from there"]
 
+
+
+@given(st.text(max_size=40))
+def test_any_url_text_is_a_problem_or_none_never_an_exception(text):
+    for url in (text, f"http://{text}", f"https://h:{text}/v1"):
+        problem = url_problem(url)
+        assert problem is None or (problem and "\n" not in problem)
+
+
+@given(st.one_of(st.text(max_size=12), st.booleans(), st.integers(), st.floats(), st.none()))
+def test_any_label_value_is_a_number_or_one_data_error(label):
+    from raysweep.data import DataError, _label_number
+
+    try:
+        value = _label_number(label, "d.csv", 2)
+    except DataError as exc:
+        assert str(exc).startswith("d.csv: row 2: label ")
+    else:
+        assert isinstance(value, float)
+        if isinstance(label, str):
+            assert label.strip().lstrip("+-").replace(".", "", 1).isascii()
