@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -40,6 +41,10 @@ def _load_checked(sweep_file, overrides, **kwargs):
     from raysweep.runtime import probe_address
 
     cfg = load_sweep(sweep_file, overrides)
+    if cfg.data.path and os.path.lexists(cfg.data.path):
+        from raysweep.files import regular_file
+
+        regular_file(cfg.data.path, "data")  # a FIFO, a device, a giant: said before pandas is imported
     if kwargs.get("address") not in (None, "local"):
         probe_address(kwargs["address"])  # seconds, where the preflight would read data and encoders first
     return cfg, preflight(cfg, where=str(sweep_file), **kwargs)

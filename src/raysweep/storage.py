@@ -438,6 +438,14 @@ def check_output_dir(output: str, inputs: dict[str, str | Path] | None = None) -
     return path
 
 
+def probe_store(output: str | Output) -> Output:
+    """The output, asked for its sweep.yaml within STORE_DEADLINE_S: a store that cannot be
+    reached, or denies access, is one StorageError line instead of a silent wait."""
+    out = output if isinstance(output, Output) else Output(output)
+    within(STORE_DEADLINE_S, f"output {out.uri}", lambda: out.exists("sweep.yaml"), error=StorageError)
+    return out
+
+
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

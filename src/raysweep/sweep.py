@@ -49,9 +49,8 @@ from raysweep.grid import Pack, Training
 from raysweep.llm import annotate
 from raysweep.model import error_line, use_assigned
 from raysweep.runtime import start_ray
-from raysweep.deadline import within
-from raysweep.storage import (STORE_DEADLINE_S, SWEEP_MARKER, Output, StorageError, check_output_dir, fetch_entry, is_uri, node_lock,
-                              refuse_credentials, refuse_foreign_files)
+from raysweep.storage import (SWEEP_MARKER, Output, StorageError, check_output_dir, fetch_entry, is_uri, node_lock,
+                              probe_store, refuse_credentials, refuse_foreign_files)
 from raysweep.tasks import Task
 from raysweep.train import TrialInputs, choose_rows, run_trials
 
@@ -451,8 +450,8 @@ def check_output(output: str | Path, probe: bool = False, inputs: dict | None = 
                            "~/.aws/credentials (AWS_PROFILE picks a profile) or use an instance profile "
                            "(docs/cluster.md#secrets)")
     out = Output(output)
-    if probe and out.is_uri:  # the CLI: an unreachable or denied store is one line before the log file's line
-        within(STORE_DEADLINE_S, f"output {out.uri}", lambda: out.exists("sweep.yaml"), error=StorageError)
+    if probe and out.is_uri:  # an unreachable or denied store is one line before the log file's line
+        probe_store(out)
     refuse_foreign_files(out)
 
 
