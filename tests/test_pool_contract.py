@@ -128,3 +128,12 @@ def test_a_new_pool_is_one_module_and_one_registry_line(monkeypatch, tmp_path):
     assert status.cell_progress(cfg, tmp_path)["pending"] == 2 and status.pool_status(cfg, tmp_path) == {
         "real": "ready", "half": "ready"}
     assert fixed_digest(cfg)  # the fixed settings do not name pools
+
+
+def test_each_pool_says_whether_its_step_is_done_in_an_output(tmp_path):
+    cfg = from_dict(SweepConfig, {"compare": {"pool": ["real", "llm", "llm_teacher", "llm_annotated"],
+                                              "fraction": [1], "freeze": ["pooler"]}, "replicate": {"seed": [0]}})
+    assert status.pool_status(cfg, tmp_path) == {"real": "ready", "llm": "generate", "llm_teacher": "generate",
+                                                 "llm_annotated": "annotate"}
+    # Until its step has run, none of a stepped pool's cells counts as done.
+    assert status.cell_progress(cfg, tmp_path)["pending"] == 4
