@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -14,7 +15,7 @@ import click
 
 from raysweep import console
 from raysweep.config import load_sweep
-from raysweep.errors import RaysweepError, first_line
+from raysweep.errors import RaysweepError, first_line, mask
 
 # Exit codes: 2 bad input (nothing was done), 3 a run that finished with failed cells.
 EXIT_BAD_INPUT = 2
@@ -28,7 +29,8 @@ SHARED_OUTPUT_HELP = ("OUTPUT is a local path that every node of the cluster mou
 
 
 def _fail(exc: Exception) -> None:
-    for line in str(exc).splitlines() or [type(exc).__name__]:  # a preflight lists every problem, one a line
+    # Masked as the log file is: a server's error may echo the key it was sent.
+    for line in mask(str(exc)).splitlines() or [type(exc).__name__]:  # a preflight lists every problem, one a line
         click.echo(f"error: {line}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
@@ -36,9 +38,45 @@ def _fail(exc: Exception) -> None:
 def _load_checked(sweep_file, overrides, **kwargs):
     """The sweep, checked against its data, encoders and machine before any work (raysweep.preflight)."""
     from raysweep.preflight import preflight
+    from raysweep.runtime import probe_address
 
     cfg = load_sweep(sweep_file, overrides)
+    if cfg.data.path and os.path.lexists(cfg.data.path):
+        from raysweep.files import regular_file
+
+        regular_file(cfg.data.path, "data")  # a FIFO, a device, a giant: said before pandas is imported
+    if kwargs.get("address") not in (None, "local"):
+        probe_address(kwargs["address"])  # seconds, where the preflight would read data and encoders first
     return cfg, preflight(cfg, where=str(sweep_file), **kwargs)
+
+
+def _inputs(sweep_file, cfg) -> dict:
+    """The run's own input files, which its output directory must not hold."""
+    return {"sweep file": sweep_file, **({"data file": cfg.data.path} if cfg.data.path else {})}
+
+
+def _check_output_dir(output: str, sweep_file, overrides) -> None:
+    """A local output that cannot be one (empty, under a file, unwritable, holding the inputs),
+    refused from the config alone, before the preflight reads data and encoders."""
+    from raysweep.storage import check_output_dir, is_uri
+
+    if not is_uri(output):
+        check_output_dir(output, _inputs(sweep_file, load_sweep(sweep_file, overrides)))
+
+
+def _warn(plan) -> None:
+    """The preflight's warnings (data that is legal but likely wrong), one line each, before any work."""
+    for note in plan.notes:
+        click.echo(f"warning: {mask(note)}", err=True)
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+def _interrupted(saved: str) -> None:
+    """Ctrl-C: one line saying what is kept, exit 130 (not 0: a script must see the run did not finish)."""
+    click.echo(f"interrupted: {mask(saved)}; the same command resumes from there", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 class _Unexpected(RaysweepError):
@@ -99,6 +137,12 @@ def _logged(command: str, output: str, name: str, verbosity: int, address: str |
 
 
 
+def _insecure_option(f):
+    return click.option("--insecure", is_flag=True,
+                        help="Send the cluster's auth token over plain http:// to a host that is not this machine "
+                             "(refused without it: the token would cross the network in clear).")(f)
+
+
 def _verbosity_options(f):
     f = click.option("--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")(f)
     return click.option("--verbose", "-v", is_flag=True,
@@ -131,18 +175,25 @@ def main() -> None:
 @_verbosity_options
 def run(sweep_file, output, overrides, address, retry_failed, shared_output, verbose, quiet) -> None:
     """Run every cell of SWEEP_FILE not yet finished in OUTPUT and write OUTPUT/trials.csv."""
-    from raysweep.sweep import check_output, run_sweep
+    from raysweep.storage import Output, OutputLock
 
     verbosity = _verbosity(verbose, quiet)
     try:
-        # Before the log file: bad input is one line (or one per problem), nothing written.
-        cfg, _ = _load_checked(sweep_file, overrides, address=address)
-        check_output(output, probe=True)
-        with _logged("run", output, cfg.name, verbosity, address):
+        # Before the log file: bad input is one line (or one per problem), nothing written. The
+        # output's own shape first: it needs the config alone, not the data or the encoder.
+        _check_output_dir(output, sweep_file, overrides)
+        cfg, plan = _load_checked(sweep_file, overrides, address=address)
+        from raysweep.sweep import check_output, run_sweep  # torch & co.: seconds, after the cheap checks
+
+        check_output(output, probe=True, inputs=_inputs(sweep_file, cfg))
+        _warn(plan)
+        with OutputLock(Output(output)), _logged("run", output, cfg.name, verbosity, address):
             table = run_sweep(cfg, output, address=address, retry_failed=retry_failed, log=console.line,
                               shared_output=shared_output)
     except RaysweepError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(f"every finished cell is saved in {output}/cells (the LLM's paid replies in its response store)")
     if len(table):
         ok = table[table["status"] == "ok"]
         if len(ok):
@@ -184,8 +235,11 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
     from raysweep.llm.batch import BatchPending
     from raysweep.runtime import start_ray
 
+    from raysweep.storage import Output, OutputLock
+
     verbosity = _verbosity(verbose, quiet)
     try:
+        _check_output_dir(output, sweep_file, overrides)
         cfg, _ = _load_checked(sweep_file, overrides, address=address)
         if dry_run:
             for line in llm_estimate(cfg, Path(output)).lines():
@@ -193,7 +247,7 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
             return
         # DIR/generation shares DIR's cache, so `run --output DIR` finds the teacher and activations.
         cache_dir = generation_layout(cfg, output).cache_dir
-        with _logged("generate", output, cfg.name, verbosity, address):
+        with OutputLock(Output(output)), _logged("generate", output, cfg.name, verbosity, address):
             if cancel:
                 cancel_generation(cfg, Path(output).resolve(), log=console.line)
                 return
@@ -205,6 +259,8 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
         return
     except RaysweepError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(f"every paid reply is saved in {output}'s response store")
     s = result.summary
     for key in ("endpoint", "mode", "model", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "rows_kept",
                 "rows_target", "stopped", "parse_failures", "duplicates_removed", "leaks_removed", "teacher_val_accuracy",
@@ -221,10 +277,10 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (for scripts).")
 def check(sweep_file, overrides, output, address, as_json) -> None:
     """Validate SWEEP_FILE against its data, encoders and machine, and print its grid without running anything."""
-    from raysweep.inputs import trainable_counts
-
     try:
         cfg, plan = _load_checked(sweep_file, overrides, address=address, output=output)
+        from raysweep.inputs import trainable_counts  # torch & co.: seconds, after the cheap checks
+
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a "Loading weights" bar per encoder is noise in check's report
@@ -396,14 +452,16 @@ def analyze(results_dirs, output, seed) -> None:
               help="Pass this local environment variable to the job (not a secret: Ray records it in clear; "
                    "an API key goes as llm.api_key_file, see docs/cluster.md).")
 @click.option("--shared-output", is_flag=True, help=SHARED_OUTPUT_HELP)
-def submit(sweep_file, address, output, overrides, env_keys, shared_output) -> None:
+@_insecure_option
+def submit(sweep_file, address, output, overrides, env_keys, shared_output, insecure) -> None:
     """Submit SWEEP_FILE to a Ray cluster as a Ray Job; print its id and dashboard page."""
     from raysweep import jobs
 
     address = address or jobs.DEFAULT_ADDRESS
     try:
         _load_checked(sweep_file, overrides, remote=True)
-        job_id = jobs.submit(sweep_file, address, output, overrides, env_keys, shared_output=shared_output)
+        job_id = jobs.submit(sweep_file, address, output, overrides, env_keys, shared_output=shared_output,
+                             insecure=insecure, log=click.echo)
     except RaysweepError as exc:
         _fail(exc)
     click.echo(f"submitted {job_id}")
@@ -419,7 +477,8 @@ def submit(sweep_file, address, output, overrides, env_keys, shared_output) -> N
 @click.option("--output", "-o", default=None, type=click.Path(file_okay=False), help="Results directory or URI.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="The overrides the sweep was run or submitted with: they change its cells' ids.")
-def status(job_id, address, sweep_file, output, overrides) -> None:
+@_insecure_option
+def status(job_id, address, sweep_file, output, overrides, insecure) -> None:
     """A job's state (JOB_ID), and/or a sweep's cells done / running / failed / pending (--sweep and --output)."""
     from raysweep import jobs
 
@@ -427,7 +486,7 @@ def status(job_id, address, sweep_file, output, overrides) -> None:
         _fail(ValueError("give a JOB_ID, or --sweep and --output"))
     if job_id:
         try:
-            click.echo(str(jobs.status(address or jobs.DEFAULT_ADDRESS, job_id)))
+            click.echo(str(jobs.status(address or jobs.DEFAULT_ADDRESS, job_id, insecure)))
         except RaysweepError as exc:
             _fail(exc)
     if sweep_file and output:
@@ -444,12 +503,13 @@ def status(job_id, address, sweep_file, output, overrides) -> None:
 @click.argument("job_id")
 @click.option("--address", default=None, help="The cluster's dashboard / Jobs API.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
-def logs(job_id, address, follow) -> None:
+@_insecure_option
+def logs(job_id, address, follow, insecure) -> None:
     """Print a submitted job's driver output."""
     from raysweep import jobs
 
     try:
-        for chunk in jobs.logs(address or jobs.DEFAULT_ADDRESS, job_id, follow=follow):
+        for chunk in jobs.logs(address or jobs.DEFAULT_ADDRESS, job_id, follow=follow, insecure=insecure):
             click.echo(chunk, nl=False)
     except RaysweepError as exc:
         _fail(exc)

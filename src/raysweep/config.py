@@ -44,7 +44,7 @@ POOLINGS = ("pooler", "cls", "mean")
 # `lora` alone: rank 8 (peft's own default rank) on the one top layer that last-attention trains
 # in full, so `lora` against `last-attention` is the study's question with nothing else changed.
 LORA_DEFAULT = "lora-r8-k1"
-_LORA = re.compile(r"lora-r(\d+)-k(\d+)(-ffn)?")
+_LORA = re.compile(r"lora-r([0-9]{1,4})-k([0-9]{1,4})(-ffn)?")  # ASCII digits: \d would take "²"
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,10 @@ def parse_freeze(name: str) -> tuple[int, bool]:
     """
     if name in FREEZE_MODES:
         return FREEZE_MODES[name]
-    if name.startswith("top-") and name[4:].isdigit() and int(name[4:]) >= 1:
-        return int(name[4:]), True
+    # ASCII digits only: str.isdigit() is true of "²", which int() then refuses with a traceback.
+    top = re.fullmatch(r"top-([1-9][0-9]{0,3})", name, re.ASCII)
+    if top:
+        return int(top[1]), True
     if name.startswith("lora"):
         return parse_lora(name).layers, True
     raise ConfigError(f"{name!r} is not a freeze mode ({', '.join(FREEZE_MODES)}, top-K, lora or lora-rR-kK[-ffn])")
@@ -388,7 +390,9 @@ class TeacherConfig:
         require(self.seed >= 0, "seed: must be 0 or more")
 
 
-SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# ASCII only (re.ASCII: \w-like classes would take any letter), and short: the name is part of
+# file names (logs/run-<name>-<time>.log, Tune's trial directories) that must fit in 255 bytes.
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}", re.ASCII)
 
 
 @dataclass
@@ -449,7 +453,7 @@ class SweepConfig:
         # The name is a directory of Tune's (<output>/tune/<name>) and of a URI output's generation
         # (~/.cache/raysweep/generation/<name>): a separator or ".." would write outside them.
         require(bool(SAFE_NAME.fullmatch(self.name)) and ".." not in self.name and self.name != ".",
-                f"name: {describe(self.name)} is not a safe name (letters, digits, '-', '_' and '.'; "
+                f"name: {describe(self.name)} is not a safe name (1 to 100 letters, digits, '-', '_' and '.'; "
                 "no path separators, no '..')")
         self._check_task()
 

@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from raysweep.errors import mask_values, secret_values
+
 QUIET, DEFAULT, VERBOSE = 0, 1, 2
 # Off a terminal a bar is a plain line at most every PLAIN_EVERY_S and only after PLAIN_STEP more
 # of the stage is done: at most ~10 lines per stage however slow the machine (a Ray job's log
@@ -54,20 +56,19 @@ HARMLESS = (
 )
 # Shown when the run joins a cluster (--address): which auth the cluster uses matters there.
 _CLUSTER_NOTES = ("Token authentication is enabled",)
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.I)
 
 _session: Session | None = None
 
 
 def _secrets() -> list[str]:
-    """Values of the environment's secret-looking variables (API keys, cloud credentials)."""
-    return sorted({v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8}, key=len, reverse=True)
+    """Values of the environment's secret-looking variables (API keys, cloud credentials) and of
+    key files read so far (errors.secret_values)."""
+    return secret_values()
 
 
 def redact(text: str, secrets: list[str]) -> str:
-    for s in secrets:
-        text = text.replace(s, "***")
-    return text
+    # The same masking as every error line (errors.mask_values): values, never words.
+    return mask_values(text, [*secrets, *(s for s in secret_values() if s not in secrets)])
 
 
 def alarming(line: str, local: bool = True) -> bool:

@@ -139,7 +139,11 @@ def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: l
         # result, so they are off for this fit. And the AWS keys Tune would copy into each
         # trial's logged runtime_env are out of its sight (a URI output refused them above;
         # a local Ray's workers have them from the environment they started with).
-        with _environ(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", **dict.fromkeys(TUNE_COPIES)):
+        # Nor Tune's SIGINT handler: it ends the fit quietly and returns, so a Ctrl-C'd run went on
+        # to write trials.csv and exit 0. Without it Ctrl-C is a KeyboardInterrupt: the CLI exits
+        # 130 naming what is saved (every finished cell's record is written when it finishes).
+        with _environ(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", TUNE_DISABLE_SIGINT_HANDLER="1",
+                      **dict.fromkeys(TUNE_COPIES)):
             tuner.fit()
     finally:
         bar.close()

@@ -56,6 +56,10 @@ def is_export(path: Path) -> bool:
     """Whether a returned-labels file is a Label Studio JSON / JSON-MIN export (a JSON array)."""
     if path.suffix.lower() != ".json":
         return False
+    from raysweep.data import DataError
+    from raysweep.files import regular_file
+
+    regular_file(path, "labels", DataError)  # a FIFO would block the read below
     with open(path, encoding="utf-8") as fh:
         head = fh.read(64).lstrip()
     return head.startswith("[")

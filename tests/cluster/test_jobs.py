@@ -140,8 +140,11 @@ def test_submit_refuses_a_relative_output(project):
 
 
 def _capture_submit(monkeypatch) -> list[dict]:
-    """jobs._call replaced by a recorder of what submit would send (and the working_dir's files)."""
+    """jobs._call replaced by a recorder of what submit would send (and the working_dir's files).
+    No token: one on this machine (a local ray.init writes ~/.ray/auth_token) would make submit
+    refuse these tests' non-loopback http:// address."""
     sent = []
+    monkeypatch.setattr(jobs, "load_token", lambda: None)
 
     def fake_call(what, address, fn, **kwargs):
         kwargs["files"] = sorted(p.name for p in Path(kwargs["runtime_env"]["working_dir"]).iterdir())
@@ -177,7 +180,7 @@ def test_a_sweep_shipped_alone_refuses_a_relative_path_that_would_not_ship(tmp_p
 def test_a_sweep_in_a_project_ships_the_project(project, monkeypatch):
     sent = _capture_submit(monkeypatch)
     jobs.submit(project / "sweeps" / "tiny.yaml", "http://h:8265", "/tmp/out")
-    assert sent[0]["runtime_env"]["working_dir"] == str(project)
+    assert {"pyproject.toml", "sweeps"} <= set(sent[0]["files"])  # the project's files, staged aside
     assert sent[0]["entrypoint"].startswith("python -m raysweep.jobs run sweeps/tiny.yaml ")
 
 
@@ -201,7 +204,7 @@ def test_status_shows_the_drivers_last_error_line_not_rays_truncated_header(monk
                "raysweep run: the full log is /x.log\n")
     logs = "raysweep run: the full log is /x.log\nerror: sweeps/a.yaml: recipe.epochs: expected an integer\n"
     info = SimpleNamespace(status="FAILED", message=message, entrypoint="python -m raysweep.jobs run a")
-    monkeypatch.setattr(jobs, "_call", lambda what, address, fn, *a: info if fn == "get_job_info" else logs)
+    monkeypatch.setattr(jobs, "_call", lambda what, address, fn, *a, **kw: info if fn == "get_job_info" else logs)
     state = jobs.status("http://h:8265", "raysubmit_x")
     assert state.message == "Job entrypoint command failed with exit code 2"
     assert state.error == "error: sweeps/a.yaml: recipe.epochs: expected an integer"
@@ -270,7 +273,7 @@ def test_submit_refuses_credentials_in_the_output_or_an_override(project, output
     assert SENTINEL not in message and "AKIAEXAMPLE" not in message and "\n" not in message
 
 
-def test_submit_waits_for_a_late_job_agent_but_not_forever(project, monkeypatch):
+def test_submit_waits_for_a_late_job_agent_but_not_forever(project, monkeypatch, no_token_env):
     calls, naps = [], []
     late = JobError("submit: Request failed with status code 500: No available agent to submit job, please try again later..")
 
@@ -281,7 +284,8 @@ def test_submit_waits_for_a_late_job_agent_but_not_forever(project, monkeypatch)
         return "raysubmit_ok"
 
     monkeypatch.setattr(jobs, "_call", fake_call)
-    monkeypatch.setattr(jobs.time, "sleep", naps.append)
+    real_sleep = time.sleep  # the global one: git's subprocess wait polls with it too
+    monkeypatch.setattr(jobs.time, "sleep", lambda s: naps.append(s) if s == 2 else real_sleep(s))
     assert jobs.submit(project / "sweeps" / "tiny.yaml", "http://h:8265", "/tmp/out") == "raysubmit_ok"
     assert calls == ["submit_job"] * 3 and len(naps) == 2
     monkeypatch.setattr(jobs, "AGENT_WAIT_S", -1.0)  # past the deadline: the error comes through
@@ -437,3 +441,69 @@ def test_a_real_sweep_through_the_jobs_api_writes_its_results(ray_head, project,
 
     table = pd.read_csv(out / "trials.csv")
     assert table["status"].tolist() == ["ok"] and table["freeze"].tolist() == ["last-linear"]
+
+
+# --- what an upload holds, and where the token goes (issue 32) ------------------------------------
+
+
+def test_submit_uploads_no_env_file_key_file_or_owner_only_file(project, monkeypatch, no_token_env):
+    """The zip Ray receives is the staged working_dir: secrets by name, directory or 0600 mode stay home."""
+    (project / ".env").write_text(f"OPENAI_API_KEY={SENTINEL}\n")
+    (project / ".env.local").write_text(SENTINEL)
+    (project / "openai.key").write_text(SENTINEL)
+    (project / "notes.txt").write_text(SENTINEL)
+    (project / "notes.txt").chmod(0o600)
+    (project / ".aws").mkdir()
+    (project / ".aws" / "config").write_text(SENTINEL)
+    (project / "sweeps" / "auth_token").write_text(SENTINEL)
+    (project / "tokenizer.json").write_text("{}")  # a word that only contains `token`: shipped
+    shipped, lines = {}, []
+
+    def fake_call(what, address, fn, **kwargs):
+        root = Path(kwargs["runtime_env"]["working_dir"])
+        shipped.update({p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*") if p.is_file()})
+        package = Path(kwargs["runtime_env"]["py_modules"][0])
+        assert (package / "cli.py").is_file() and not list(package.rglob("*.pyc"))
+        return "raysubmit_ok"
+
+    monkeypatch.setattr(jobs, "_call", fake_call)
+    assert jobs.submit(project / "sweeps" / "tiny.yaml", "http://127.0.0.1:8265", "/tmp/out", log=lines.append) \
+        == "raysubmit_ok"
+    assert sorted(shipped) == [".gitignore", "pyproject.toml", "sweeps/tiny.yaml", "tokenizer.json"]
+    assert not any(SENTINEL in text for text in shipped.values())
+    assert len(lines) == 1 and lines[0].startswith(f"uploading 4 files of {project}") and "left out as secrets" in lines[0]
+    assert SENTINEL not in lines[0] and ".env" in lines[0] and "openai.key" in lines[0]
+
+
+@pytest.mark.parametrize("address, insecure, refused", [
+    ("http://10.0.0.7:8265", False, True),
+    ("10.0.0.7:8265", False, True),
+    ("http://10.0.0.7:8265", True, False),
+    ("https://10.0.0.7:8265", False, False),
+    ("http://127.0.0.1:8265", False, False),
+    ("http://localhost:8265", False, False),
+])
+def test_the_token_goes_over_plain_http_to_loopback_only(monkeypatch, address, insecure, refused):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", SENTINEL)
+    sent = []
+    monkeypatch.setattr("ray.job_submission.JobSubmissionClient",
+                        lambda url, headers: sent.append((url, headers)) or object())
+    if refused:
+        with pytest.raises(JobError, match="would cross the network in clear") as info:
+            jobs.status(address, "raysubmit_x", insecure)
+        assert SENTINEL not in str(info.value) and not sent
+    else:
+        with pytest.raises(AttributeError):  # the stand-in client has no get_job_info: the token was handed over
+            jobs.status(address, "raysubmit_x", insecure)
+        assert sent[0][1] == {"Authorization": f"Bearer {SENTINEL}"}
+
+
+def test_a_dashboard_that_takes_the_connection_and_never_answers_is_one_line(no_token_env, monkeypatch):
+    monkeypatch.setattr(jobs, "JOBS_DEADLINE_S", 1.0)
+    with socket.socket() as server:  # listens, accepts into the backlog, never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        start = time.monotonic()
+        with pytest.raises(JobError, match=r"status: the Ray dashboard at http://127.0.0.1:\d+: no answer within 1 s"):
+            jobs.status(f"127.0.0.1:{server.getsockname()[1]}", "raysubmit_x")
+        assert time.monotonic() - start < 5
