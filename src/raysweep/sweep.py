@@ -7,6 +7,7 @@ Layout of an output directory:
                       HEARTBEAT_S while it runs and removed once cells/<id>.json is written
     tune/             Ray Tune's own experiment directory
     chosen/           the rows each cell added, with score and rank (chosen.py)
+    predictions/      each cell's per-row predictions on val (and test) (predictions.py)
     cache/            cached frozen activations (unless `cache_dir` points elsewhere); for a URI
                       output, a copy of the entries the trials need, which each node fetches into
                       its own disk cache (storage.py)
@@ -36,7 +37,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raysweep import augment, chosen, console, grid, model, packing, scoring, strategies
+from raysweep import augment, chosen, console, grid, model, packing, predictions, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import ANNOTATED_POOL, RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig, parse_lora, to_dict
 from raysweep.data import load_splits
@@ -333,12 +334,22 @@ def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: Tria
     if not isinstance(result, BaseException):
         try:  # before the cell's record: a cell that counts as finished has its chosen rows on record
             chosen.write_cell(out, cid, result[1], inputs.train_labels, context.fixed)
+            _write_predictions(out, cid, result, extra)
         except Exception as exc:  # noqa: BLE001
             result = exc
     record = {**_record(cid, cell, result, start), **(extra or {})}
     out.write_text(f"cells/{cid}.json", json.dumps(record, indent=1))
     beat.finished(cid)
     return record
+
+
+def _write_predictions(out: Output, cid: str, result: tuple, extra: dict | None) -> None:
+    """The cell's per-row predictions (predictions.py): its trial's, or, for a rider, a copy of
+    the cell whose training it shares (none if that cell finished before predictions existed)."""
+    if len(result) > 2 and result[2]:
+        predictions.write_cell(out, cid, result[2])
+    elif extra and extra.get("shared_training"):
+        predictions.copy_cell(out, extra["shared_training"], cid)
 
 
 def _write_rider(out: Output, cid: str, cell: Cell, source: dict, context: TrialContext, beat: _Heartbeat,
