@@ -242,7 +242,8 @@ def with_test_check(val: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     They disagree when the test mean has the other sign, or when a finding that survives the
     correction on val has a test interval that includes 0.
     """
-    keys = [c for c in val.columns if c not in COMPARE_COLUMNS and c != "baseline"]
+    # The comparison's identity: context, level, metric (not the columns of another inference beside it, rows.py's)
+    keys = [c for c in val.columns if c not in COMPARE_COLUMNS and c != "baseline" and c in test.columns]
     if not len(test):
         return val.assign(test_mean_diff=math.nan, test_ci_low=math.nan, test_ci_high=math.nan, test_p=math.nan,
                           test_agrees=pd.NA)

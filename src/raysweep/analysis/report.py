@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep.analysis import annotation, compare, figures, findings, selection, stats, tables
+from raysweep.analysis import annotation, compare, figures, findings, rows, selection, stats, tables, variance
 from raysweep.analysis.document import Doc
 from raysweep.analysis.results import Results, ResultsError, combined_trials, load_many, metrics_of
 from raysweep.analysis.tables import pct_ci, value_str
@@ -81,6 +81,8 @@ class Run:
     comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
     correlations: pd.DataFrame | None = None  # entropy vs SQBC, per freeze (seed "all") and per seed
     metrics: tuple[str, ...] = METRICS  # the task's validation metrics, headline first (results.metrics_of)
+    predictions: rows.Predictions | None = None  # the cells' per-row predictions (predictions.py)
+    num_classes: int | None = None  # the task's classes (macro-F1's per-row values), when the configs say
 
     @property
     def metric(self) -> str:
@@ -136,12 +138,15 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = compare.LA
               doc=Doc(title=f"raysweep report: {', '.join(r.name for r in results)}"),
               trials=trials, ok=ok, varying=stats.varying_parameters(ok) if len(ok) else [],
               sources=[str(x) for x in sources] if sources else None, metrics=metrics_of(ok))
+    run.predictions = rows.Predictions.read([r.dir for r in results])
+    run.num_classes = num_classes(results)
     if len(ok):
         run.cells = tables.cell_table(ok, run.metrics)
-        run.comparisons = comparisons(ok, run.metrics)
+        run.comparisons = comparisons(ok, run.metrics, run.predictions, run.num_classes)
     run.correlations = correlation_table(results)
 
     findings_section(run)
+    variance.section(run)  # which axis matters: seed and row noise beside the compared axes
     summary(run)
     headline(run)
     trial_figures(run)
@@ -205,6 +210,16 @@ def findings_section(run: Run) -> None:
         else:
             note += " The trials have no `test` split, so no finding is checked on held-out rows."
         doc.para(note)
+        missing = rows.missing_predictions(ok, run.predictions)
+        if len(missing):
+            run.table(missing, missing, "cells_without_predictions", inline=False)
+            shown = ", ".join(f"`{c}`" for c in missing["cell_id"].head(8))
+            doc.para(f"**{len(missing)} of {ok['cell_id'].nunique()} finished cells have no per-row predictions on "
+                     f"record** ({shown}{', ...' if len(missing) > 8 else ''}; all in "
+                     "`tables/cells_without_predictions.csv`): they finished before raysweep recorded them. Every "
+                     "comparison with one of them falls back to the seed-only test, whose interval is for this "
+                     "evaluation set only: a difference in which rows two strategies get right is shared by every "
+                     "seed, so it may not hold on new rows. Running the sweep into a fresh output records them.")
     for key, table in run.comparisons.items():
         spec = COMPARISONS[key]
         doc.heading(spec.title(table["baseline"].iloc[0]), level=3)
@@ -494,10 +509,13 @@ def has_results(res: Results) -> bool:
     return any(x is not None and len(x) for x in (res.trials, res.generated, res.diagnostics))
 
 
-def comparisons(ok: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> dict[str, pd.DataFrame]:
+def comparisons(ok: pd.DataFrame, metrics: tuple[str, ...] = METRICS, predictions: rows.Predictions | None = None,
+                num_classes: int | None = None) -> dict[str, pd.DataFrame]:
     """Every comparison the trials can answer (see COMPARISONS), on each of `metrics` (the task's:
     val accuracy and macro-F1 for SST-5), each with the same comparison on the test split beside it
-    when the trials have one."""
+    when the trials have one. The inference counts seeds and evaluation rows where the cells have
+    `predictions` (analysis/rows.py), else seeds only."""
+    predictions = predictions if predictions is not None else rows.Predictions([])
     out = {}
     varying = stats.varying_parameters(ok)
     for key, spec in COMPARISONS.items():
@@ -510,11 +528,12 @@ def comparisons(ok: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> dict[st
         for metric in metrics:
             if metric not in ok.columns or ok[metric].isna().all():
                 continue
-            val = compare.compare(ok, spec.factor, baseline, metric, levels=spec.levels)
+            val = rows.compare_rows(ok, predictions, spec.factor, baseline, metric, levels=spec.levels,
+                                    num_classes=num_classes)
             on_test = test_metric(metric)
             if on_test in ok.columns and ok[on_test].notna().any():
                 test = compare.compare(ok, spec.factor, baseline, on_test, levels=spec.levels)
-                val = compare.with_test_check(val, test.assign(metric=metric))
+                val = rows.with_seed_test_check(val, test.assign(metric=metric))
             parts.append(val)
         table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         if len(table):
@@ -537,6 +556,12 @@ def headline_table(ok: pd.DataFrame, comparisons_: dict[str, pd.DataFrame] | Non
     diff = diff[diff["metric"] == metric] if len(diff) else diff
     factor, baseline = (COMPARISONS[key].factor, diff["baseline"].iloc[0]) if len(diff) else ("strategy", "random")
     return tables.headline_table(aulc, diff, cells, metric), factor, baseline, common
+
+
+def num_classes(results: list[Results]) -> int | None:
+    """The classes of the sweeps' task (macro-F1 averages over all of them), when their configs say."""
+    found = {((r.config or {}).get("data") or {}).get("num_classes") for r in results} - {None}
+    return int(found.pop()) if len(found) == 1 else None
 
 
 def common_fractions(ok: pd.DataFrame) -> list[float]:

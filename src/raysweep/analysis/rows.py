@@ -345,6 +345,14 @@ def compare_rows(ok: pd.DataFrame, preds: Predictions, factor: str = "strategy",
     return table
 
 
+def missing_predictions(ok: pd.DataFrame, preds: Predictions | None) -> pd.DataFrame:
+    """The finished cells with no `val` predictions on record (they finished before predictions.py)."""
+    cols = [c for c in ("sweep", "cell_id", *cell_columns(ok), "seed") if c in ok.columns]
+    have = preds if preds is not None else Predictions([])
+    gone = ok[[not have.has("val", c) for c in ok["cell_id"]]]
+    return gone[list(dict.fromkeys(cols))].drop_duplicates("cell_id").reset_index(drop=True)
+
+
 def with_seed_test_check(val: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     """`compare.with_test_check` for the new inference (`test_agrees`) and, beside it, the same check of
     the seed-only inference's findings (`seed_test_agrees`): the before/after of the split-half run."""
