@@ -420,13 +420,16 @@ def labels_needed(run: Run) -> None:
     factor = "strategy" if "strategy" in run.varying else ("pool" if "pool" in run.varying else None)
     if factor is None or ok["fraction"].nunique() < 2:
         return
-    table = pd.concat([compare.labels_needed(ok, m, factor, n_boot=run.n_boot, seed=run.seed).assign(metric=m)
+    table = pd.concat([compare.labels_needed(ok, m, factor, n_boot=run.n_boot, seed=run.seed,
+                                             row_values=rows.row_values_of(run.predictions, m, run.num_classes)
+                                             ).assign(metric=m)
                        for m in run.metrics if m in ok.columns and ok[m].notna().any()], ignore_index=True)
     doc.heading("Labels needed", level=3)
     doc.para(f"Rows added until a {factor}'s mean learning curve reaches {100 * compare.LABELS_SHARE:g}% of the best "
              f"curve's end point (its value at its largest fraction), interpolating linearly between fractions; "
-             f"“not reached” is an answer. Interval: seed bootstrap ({run.n_boot:,} resamples of the seeds, "
-             f"the same draw for every curve of a panel, seed {run.seed}).")
+             f"“not reached” is an answer. Interval: bootstrap ({run.n_boot:,} resamples of the seeds and, where "
+             f"every cell has per-row predictions on record, of the evaluation rows too (`resampled`), the same "
+             f"draw for every curve of a panel, seed {run.seed}).")
     run.table(table, tables.show_labels_needed(table, factor, run.varying), "labels_needed")
 
 

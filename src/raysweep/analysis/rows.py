@@ -345,6 +345,22 @@ def compare_rows(ok: pd.DataFrame, preds: Predictions, factor: str = "strategy",
     return table
 
 
+def row_values_of(preds: Predictions | None, metric: str, num_classes: int | None = None):
+    """A `compare.labels_needed` callback: cell ids -> their per-row values of `metric`, or None
+    when one has no predictions, the metric has no per-row form, or they sit on different rows."""
+    split = "test" if metric.startswith("test_") else "val"
+
+    def values(cell_ids: list[str]) -> np.ndarray | None:
+        if preds is None or not all(preds.has(split, c) for c in cell_ids):
+            return None
+        try:
+            return preds.values(split, cell_ids, metric, num_classes)
+        except ValueError:
+            return None
+
+    return values
+
+
 def missing_predictions(ok: pd.DataFrame, preds: Predictions | None) -> pd.DataFrame:
     """The finished cells with no `val` predictions on record (they finished before predictions.py)."""
     cols = [c for c in ("sweep", "cell_id", *cell_columns(ok), "seed") if c in ok.columns]

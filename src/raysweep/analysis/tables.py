@@ -221,6 +221,8 @@ def show_labels_needed(table: pd.DataFrame, factor: str, varying: list[str]) -> 
                     else f" [{rows_str(r['ci_low'])}, {rows_str(r['ci_high'])}]")
         row[f"{unit} needed [95% CI]"] = rows_str(r["rows_needed"]) + interval
         row["reached in % of resamples"] = "" if math.isnan(r["reached_share"]) else f"{100 * r['reached_share']:.0f}"
+        if "resampled" in table.columns:
+            row["resampled"] = r["resampled"]
         rows.append(row)
     return pd.DataFrame(rows)
 
