@@ -274,7 +274,8 @@ def headline(run: Run) -> None:
     if has_diff:
         text += (f"`vs {baseline}`: the mean over seeds of each seed's mean difference to `{baseline}` over the "
                  f"fractions where the two could differ (the Findings say which), in percentage points, with its "
-                 f"95% t-interval; `*`: survives Holm within the table (see Findings).")
+                 f"95% interval on new rows (seeds and evaluation rows, where the cells have predictions on record; "
+                 f"else seeds only); `*`: survives Holm within the table (see Findings).")
     else:
         text += f"No paired differences: {no_pairs_reason(ok)}."
     doc.para(text)
@@ -375,14 +376,18 @@ def detail_tables(run: Run, extras: list[dict[str, list[dict]]]) -> None:
         for key, table in run.comparisons.items():
             spec = COMPARISONS[key]
             baseline = table["baseline"].iloc[0]
-            doc.heading(f"{spec.title(baseline)}: the seed as the unit", level=3)
-            doc.para(f"Per comparison and metric: the fractions used and those left out (why), the mean of the "
-                     f"per-seed mean differences with its 95% t-interval, p of the {compare.TEST_NAME}, Holm within "
-                     f"each metric's table, and the seeds needed for 80% power at the observed effect and at "
-                     f"{100 * compare.MIN_EFFECT:g} point. `*`: survives Holm.")
+            doc.heading(f"{spec.title(baseline)}: seeds and evaluation rows", level=3)
+            doc.para(f"Per comparison and metric: the fractions used and those left out (why), the evaluation rows, "
+                     f"the mean of the per-seed mean differences with its 95% interval on new rows (seeds and rows) "
+                     f"and on this evaluation set (the {compare.TEST_NAME}), p and Holm p (within each metric's "
+                     f"table) on new rows, the seeds needed for 80% power at this evaluation-set size and, where no "
+                     f"number of seeds is enough, the evaluation rows that would be, at the observed effect and at "
+                     f"{100 * compare.MIN_EFFECT:g} point, and the rows' share of the variance of the difference. "
+                     "`*`: survives Holm.")
             run.table(table, tables.show_compare(table, spec.factor, varying), f"compare_{key}")
             if key == "strategy":
-                by_fraction = pd.concat([compare.compare(ok, "strategy", baseline, m, by_fraction=True)
+                by_fraction = pd.concat([rows.compare_rows(ok, run.predictions, "strategy", baseline, m,
+                                                           by_fraction=True, num_classes=run.num_classes)
                                          for m in run.metrics if m in ok.columns and ok[m].notna().any()],
                                         ignore_index=True)
                 doc.heading(f"Each strategy vs `{baseline}`, per fraction (secondary)", level=3)
