@@ -129,12 +129,7 @@ class TwoWay:
     @property
     def df(self) -> float:
         """Satterthwaite's degrees of freedom of `var`."""
-        s, n = self.n_seeds, self.n_rows
-        if self.ms_row <= self.ms_resid:  # the row term is clipped: the seed-only test's df
-            return float(s - 1)
-        num = (self.ms_seed + self.ms_row - self.ms_resid) ** 2
-        den = self.ms_seed**2 / (s - 1) + self.ms_row**2 / (n - 1) + self.ms_resid**2 / ((s - 1) * (n - 1))
-        return float(num / den) if den > 0 else float(s - 1)
+        return float(_satterthwaite(self.ms_seed, self.ms_row, self.ms_resid, self.n_seeds, self.n_rows))
 
     def components(self) -> tuple[float, float, float]:
         """(seed, row, residual) variance components of one D[s, r], each clipped at zero."""
@@ -152,33 +147,42 @@ class TwoWay:
         return {"ci_low": self.mean - half, "ci_high": self.mean + half, "p": p}
 
 
+def _mean_squares(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(grand mean, MS_seed, MS_row, MS_resid) of each D[batch, seeds, rows]."""
+    _, s, n = d.shape
+    grand = d.mean((1, 2))
+    seed_means, row_means = d.mean(2), d.mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # one seed or one row: no spread to measure
+        ms_seed = n * ((seed_means - grand[:, None]) ** 2).sum(1) / (s - 1) if s > 1 else np.full(len(d), np.nan)
+        ms_row = s * ((row_means - grand[:, None]) ** 2).sum(1) / (n - 1) if n > 1 else np.zeros(len(d))
+        resid = d - seed_means[:, :, None] - row_means[:, None, :] + grand[:, None, None]
+        ms_resid = (resid**2).sum((1, 2)) / ((s - 1) * (n - 1)) if s > 1 and n > 1 else np.zeros(len(d))
+    return grand, ms_seed, ms_row, ms_resid
+
+
+def _satterthwaite(ms_seed, ms_row, ms_resid, s: int, n: int):
+    """Degrees of freedom of MS_seed + MS_row - MS_resid; the seed-only test's S - 1 where the row term is clipped."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = (ms_seed + ms_row - ms_resid) ** 2 / (
+            ms_seed**2 / (s - 1) + ms_row**2 / max(n - 1, 1) + ms_resid**2 / ((s - 1) * max(n - 1, 1)))
+    return np.where((ms_row <= ms_resid) | ~np.isfinite(df), s - 1.0, df)
+
+
 def two_way(d: np.ndarray) -> TwoWay:
     """The mean squares of D[seeds, rows] (a complete two-way table, one value per cell)."""
     d = np.asarray(d, dtype=np.float64)
-    s, n = d.shape
-    grand = d.mean()
-    seed_means, row_means = d.mean(1), d.mean(0)
-    ms_seed = n * np.sum((seed_means - grand) ** 2) / (s - 1) if s > 1 else math.nan
-    ms_row = s * np.sum((row_means - grand) ** 2) / (n - 1) if n > 1 else 0.0
-    resid = d - seed_means[:, None] - row_means[None, :] + grand
-    ms_resid = np.sum(resid**2) / ((s - 1) * (n - 1)) if s > 1 and n > 1 else 0.0
-    return TwoWay(float(grand), s, n, float(ms_seed), float(ms_row), float(ms_resid))
+    grand, ms_seed, ms_row, ms_resid = (float(x[0]) for x in _mean_squares(d[None]))
+    return TwoWay(grand, d.shape[0], d.shape[1], ms_seed, ms_row, ms_resid)
 
 
 def two_way_batch(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """`two_way` + the test over many comparisons at once, D[batch, seeds, rows] -> (mean, p, p_seed_only, se):
     what the calibration simulation runs on hundreds of simulated sweeps."""
-    b, s, n = d.shape
-    grand = d.mean((1, 2))
-    seed_means, row_means = d.mean(2), d.mean(1)
-    ms_seed = n * ((seed_means - grand[:, None]) ** 2).sum(1) / (s - 1)
-    ms_row = s * ((row_means - grand[:, None]) ** 2).sum(1) / (n - 1)
-    resid = d - seed_means[:, :, None] - row_means[:, None, :] + grand[:, None, None]
-    ms_resid = (resid**2).sum((1, 2)) / ((s - 1) * (n - 1))
+    _, s, n = d.shape
+    grand, ms_seed, ms_row, ms_resid = _mean_squares(d)
     total = np.maximum(ms_seed, ms_seed + ms_row - ms_resid)
+    df = _satterthwaite(ms_seed, ms_row, ms_resid, s, n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(ms_row <= ms_resid, s - 1.0, (ms_seed + ms_row - ms_resid) ** 2
-                      / (ms_seed**2 / (s - 1) + ms_row**2 / (n - 1) + ms_resid**2 / ((s - 1) * (n - 1))))
         se = np.sqrt(total / (s * n))
         p = 2 * sps.t.sf(np.abs(grand) / se, df)
         p_seed = 2 * sps.t.sf(np.abs(grand) / np.sqrt(ms_seed / (s * n)), s - 1)
@@ -194,31 +198,31 @@ def _needed_z(m: int) -> float:
     return float(sps.norm.ppf(1 - ALPHA / (2 * m)) + sps.norm.ppf(POWER))
 
 
+def _count_needed(effect: float, m: int, fixed: float, per_unit: float, least: int, most: float) -> float:
+    """Smallest k >= `least` with fixed + per_unit / k <= (effect / z)^2: the variance of the mean
+    when one axis (seeds or rows) grows to k and the other stays; inf when `fixed` alone is too much."""
+    if effect is None or math.isnan(effect) or effect == 0:
+        return math.nan
+    room = (effect / _needed_z(m)) ** 2 - fixed
+    if room <= 0:
+        return math.inf
+    need = per_unit / room
+    return float(max(math.ceil(need), least)) if need <= most else math.inf
+
+
 def rows_needed(tw: TwoWay, effect: float, m: int) -> float:
     """Evaluation rows at which the test reaches 80% power against `effect` with this many seeds:
     var_a / S + (var_b + var_e / S) / n' <= (effect / z)^2. inf when seeds alone leave too much."""
-    if effect is None or math.isnan(effect) or effect == 0:
-        return math.nan
     va, vb, ve = tw.components()
-    room = (effect / _needed_z(m)) ** 2 - va / tw.n_seeds
-    if room <= 0:
-        return math.inf
-    need = (vb + ve / tw.n_seeds) / room
-    return float(max(math.ceil(need), 1)) if need <= MAX_ROWS else math.inf
+    return _count_needed(effect, m, va / tw.n_seeds, vb + ve / tw.n_seeds, 1, MAX_ROWS)
 
 
 def seeds_needed(tw: TwoWay, effect: float, m: int) -> float:
     """Seeds at which the test reaches 80% power against `effect` at this evaluation-set size:
     (var_a + var_e / n) / S' + var_b / n <= (effect / z)^2. inf when the rows' floor var_b / n
     alone is too wide: then no number of seeds is enough (see `rows_needed`)."""
-    if effect is None or math.isnan(effect) or effect == 0:
-        return math.nan
     va, vb, ve = tw.components()
-    room = (effect / _needed_z(m)) ** 2 - vb / tw.n_rows
-    if room <= 0:
-        return math.inf
-    need = (va + ve / tw.n_rows) / room
-    return float(max(math.ceil(need), 2)) if need <= compare.MAX_SEEDS else math.inf
+    return _count_needed(effect, m, vb / tw.n_rows, va + ve / tw.n_rows, 2, compare.MAX_SEEDS)
 
 
 # --------------------------------------------------------------------------- predictions of a sweep
