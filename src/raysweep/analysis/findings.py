@@ -81,8 +81,10 @@ def sentence(row: pd.Series, factor: str, context: list[str], m: int) -> str:
     return text
 
 
-def _rows(n: float) -> str:
-    return "more than 10 million rows" if math.isinf(n) else f"about {int(n):,} rows"
+def _rows(n: float, seeds: int) -> str:
+    if math.isinf(n):  # the seeds' own variance is too wide at this seed count, whatever the rows
+        return f"nor would any number of evaluation rows at {seeds} seeds: it needs more of both"
+    return f"about {int(n):,} evaluation rows would be, at {seeds} seeds"
 
 
 def more_data(row: pd.Series) -> str:
@@ -96,7 +98,7 @@ def more_data(row: pd.Series) -> str:
         elif math.isinf(seeds):
             parts.append(f"{label}, no number of seeds is enough at {int(row['n_rows']):,} evaluation rows "
                          f"(the rows' share of the variance is {100 * row['row_share']:.0f}%); "
-                         f"{_rows(rows)} would be, at {int(row['n_seeds'])} seeds")
+                         f"{_rows(rows, int(row['n_seeds']))}")
         else:
             parts.append(f"{seeds_str(seeds)} {label} at {int(row['n_rows']):,} evaluation rows")
     return "; ".join(parts) + "."

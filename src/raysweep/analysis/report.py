@@ -503,8 +503,9 @@ def method(run: Run) -> None:
         "table says which fractions it used. Where the trials do not record which training a cell shares, it is "
         "derived: a trial that added fewer rows than it asked for (round(fraction \u00d7 n_labeled)) took the whole "
         "pool, whose size is then its n_added.",
-        "Labels needed: see that table; its interval is the only bootstrap in the report (seeds resampled), since "
-        "\u201cnot reached\u201d has no mean to take a t-interval of.",
+        "Labels needed: see that table; its interval is the only bootstrap in the report (seeds resampled, and "
+        "evaluation rows too where every cell has predictions on record), since \u201cnot reached\u201d has no mean "
+        "to take a t-interval of.",
         "Figures draw the same mean and t-interval as the tables; each states its number of seeds.",
     ])
 
