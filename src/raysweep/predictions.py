@@ -31,9 +31,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raysweep.layout import PREDICTIONS
 from raysweep.storage import Output
 
-FOLDER = "predictions"
+FOLDER = PREDICTIONS  # layout.py owns the output's paths
 
 
 @dataclass
