@@ -293,6 +293,7 @@ def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = 
     `row_values(cell_ids)`: the cells' per-row values of `metric` [cells, rows] (analysis/rows.py),
     or None when some have none. With it, each resample also draws the evaluation rows (the same
     draw for every cell), so the interval holds for new rows as well as new seeds (`resampled`).
+    A context with fewer than two seeds gets no row.
     """
     x_col = "n_added" if "n_added" in df.columns and df["n_added"].notna().all() else "fraction"
     context = [c for c in cell_columns(df) if c not in (factor, "fraction")]
@@ -308,6 +309,8 @@ def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = 
         if len(fractions) < 2:  # one point is no curve: nothing to interpolate
             continue
         seeds = np.sort(group["seed"].unique())
+        if len(seeds) < 2:  # one seed's curve is one draw of the noise: no answer, and no interval for it
+            continue
         # values[level, fraction, seed]; x per (level, fraction) is the mean rows added there
         values = np.full((len(levels), len(fractions), len(seeds)), math.nan)
         xs = np.full((len(levels), len(fractions)), math.nan)
