@@ -325,6 +325,9 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
               help="Take encoder, recipe, selection (and a single strategy / freeze mode) from this sweep file.")
 @click.option("--results", "results_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Take the strategy from a finished sweep's results directory (its caveat is printed).")
+@click.option("--from-report", "from_report", default=None, type=click.Path(file_okay=False, exists=True),
+              help="Take the strategy from a `raysweep analyze` output: the best that survives against random in "
+                   "the project's freeze mode, else random (it says which and why).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a project setting (repeatable), e.g. --set strategy=margin --set batch=100.")
 @click.option("--undo", is_flag=True, help="Take the last round back (its labels, or its batch); nothing is deleted.")
@@ -333,8 +336,8 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
                    "(token in LABEL_STUDIO_API_KEY; or label_studio.url in project.yaml).")
 @click.option("--no-ray", is_flag=True, help="Never use a Ray that is already up (select starts none itself: on one machine the in-process pass is faster).")
 @_verbosity_options
-def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, studio_url, no_ray, verbose,
-               quiet) -> None:
+def select_cmd(project_dir, labels, sweep_file, results_dir, from_report, overrides, undo, studio_url, no_ray,
+               verbose, quiet) -> None:
     """Write the next batch to label for a project; with --labels, merge the last batch's labels first."""
     from raysweep import labeling
 
@@ -350,7 +353,7 @@ def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, st
         # Checked (and returned labels merged) before the log file's line; the round itself shows
         # stage lines and progress bars, with everything else in <project>/logs/.
         project = labeling.prepare(project_dir, overrides, labels=labels, sweep_file=sweep_file,
-                                   results_dir=results_dir, log=click.echo)
+                                   results_dir=results_dir, log=click.echo, from_report=from_report)
         with _logged("select", project_dir, "round", verbosity, None):
             labeling.next_round(project, use_ray=not no_ray, log=console.line)
     except RaysweepError as exc:

@@ -48,6 +48,7 @@ from raysweep.runtime import ray_running
 from raysweep.strategies.diversity import k_center_greedy
 
 PROJECT_FILE = "project.yaml"
+FROM_REPORT = "from-report"  # `strategy:` value: take it from a report (analysis/advice.py)
 ROUNDS = "rounds"
 COLD_STARTS = ("kcenter", "random")
 
@@ -73,7 +74,9 @@ class ProjectConfig:
     id_column: str = "id"  # kept when the file has it, else made from the row number
     text_column: str = "text"
     label_column: str = "label"
-    strategy: str = "entropy"  # `raysweep strategies` lists them; a sweep shows which works for your data
+    # `raysweep strategies` lists them; `from-report`: the best that survives in `report` (else random)
+    strategy: str = "random"
+    report: str | None = None  # with strategy: from-report, a `raysweep analyze` output (relative to the project)
     batch: int = 50  # rows to label per round
     freeze: str = "pooler"  # pooled modes (last-linear, pooler): 100,000+ rows in bounded memory (poolscan.py)
     diverse: bool = False  # no near-duplicates among the batch (see `similarity`)
@@ -102,9 +105,11 @@ class ProjectConfig:
             parse_freeze(self.freeze)
         except ConfigError as exc:
             raise ConfigError(f"freeze: {exc}") from None
-        if self.strategy not in strategies.REGISTRY:
+        if self.strategy == FROM_REPORT and not self.report:
+            raise ConfigError(f"strategy: {FROM_REPORT} needs `report:` (a `raysweep analyze` output directory)")
+        if self.strategy not in strategies.REGISTRY and self.strategy != FROM_REPORT:
             raise ConfigError(f"strategy: unknown strategy {self.strategy!r} "
-                              f"(known: {', '.join(sorted(strategies.REGISTRY))})")
+                              f"(known: {', '.join(sorted(strategies.REGISTRY))}, or {FROM_REPORT})")
 
 
 def load_project_config(project_dir: Path, overrides: list[str] | tuple[str, ...] = (),
@@ -595,14 +600,21 @@ def write_round(project: Project, rows: np.ndarray, probs: np.ndarray | None, sc
 
 def prepare(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), labels: str | Path | None = None,
             sweep_file: str | None = None, results_dir: str | Path | None = None, log=print,
-            allow_open: bool = False) -> Project:
+            allow_open: bool = False, from_report: str | Path | None = None) -> Project:
     """Everything `select` does before any work: check the config, the files and every round,
     merge returned `labels` (if given) into the open round, and check that a row is left to offer.
-    `results_dir`: take the strategy from a finished sweep (`strategy_from_results`).
+    `results_dir`: take the strategy from a finished sweep (`strategy_from_results`); `from_report`
+    (or `strategy: from-report`): from a report's surviving findings (analysis/advice.py).
     `allow_open`: leave an open round open (studio.py closes it from Label Studio)."""
     project_dir = Path(project_dir)
     cfg = load_project_config(project_dir, overrides, sweep_file)
-    if results_dir is not None:
+    if from_report is not None or cfg.strategy == FROM_REPORT:  # the report's surviving findings decide
+        from raysweep.analysis.advice import strategy_from_report
+
+        best, why = strategy_from_report(from_report or project_dir / cfg.report, cfg.freeze)
+        cfg = load_project_config(project_dir, [*overrides, f"strategy={best}"], sweep_file)
+        log(f"strategy {why}")
+    elif results_dir is not None:
         best, caveat = strategy_from_results(results_dir, cfg.freeze)
         cfg = load_project_config(project_dir, [*overrides, f"strategy={best}"], sweep_file)
         log(caveat)
@@ -621,7 +633,8 @@ def prepare(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()
 
 def select(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), labels: str | Path | None = None,
            sweep_file: str | None = None, results_dir: str | Path | None = None, use_ray: bool = True,
-           log=print) -> Path:
+           log=print, from_report: str | Path | None = None) -> Path:
     """One step of the loop: merge returned `labels` (if given) into the open round, then write
     the next round's batch. Everything is checked before any encoder pass or training (`prepare`)."""
-    return next_round(prepare(project_dir, overrides, labels, sweep_file, results_dir, log), use_ray, log)
+    return next_round(prepare(project_dir, overrides, labels, sweep_file, results_dir, log, from_report=from_report),
+                      use_ray, log)

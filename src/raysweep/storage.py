@@ -216,6 +216,15 @@ class Output:
         except FileNotFoundError:
             return None
 
+    @_one_line_errors("read")
+    def read_bytes(self, rel: str) -> bytes | None:
+        """The file's bytes, or None if there is no such file."""
+        try:
+            with self.fs.open_input_stream(self.path(rel)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
     @_one_line_errors("look up")
     def exists(self, rel: str) -> bool:
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
@@ -242,14 +251,14 @@ class Output:
     def fetch_results(self, local: Path) -> Path:
         """Copy what `raysweep analyze` reads (analysis/results.py) into the local directory `local`:
         trials.csv, sweep.yaml, generation/, diagnostics/, chosen/ and the annotator's labels and
-        summary (not its reply store); not cells/, tune/ or the cache."""
+        summary (not its reply store), predictions/; not cells/, tune/ or the cache."""
         local.mkdir(parents=True, exist_ok=True)
         for name in ("trials.csv", "sweep.yaml", "annotation/labels.csv", "annotation/annotation.json"):
             text = self.read_text(name)
             if text is not None:
                 (local / name).parent.mkdir(exist_ok=True)
                 (local / name).write_text(text)
-        for folder in ("generation", "diagnostics", "chosen"):
+        for folder in ("generation", "diagnostics", "chosen", "predictions"):
             self.fetch_tree(folder, local / folder, marker=None)
         return local
 

@@ -21,7 +21,7 @@ from raysweep.analysis.results import load
 
 TRIAL_FIGURES = ["learning_curves", "learning_curves_macro_f1", "learning_curves_vs_random", "train_vs_val",
                  "val_confusion",
-                 "by_strategy", "by_fraction", "by_freeze", "by_seed"]
+                 "by_strategy", "by_fraction", "by_freeze", "by_seed", "variance_components"]
 EXTRA_FIGURES = ["llm_vs_teacher", "label_distribution", "embeddings_pca", "entropy_vs_sqbc"]
 REPO = Path(__file__).resolve().parents[2]
 

@@ -515,3 +515,19 @@ def val_confusion(trials: pd.DataFrame, out_dir: Path, class_names: list[str] | 
                      "(counts summed over seeds; rows sum to 100%)", y=1 - 0.1 / height, va="top",
                      fontsize="medium")
         return _save(fig, out_dir, name)
+
+
+def variance_components(table: pd.DataFrame, out_dir: Path, metric: str = "val_accuracy",
+                        name: str = "variance_components") -> Path:
+    """Each source's share of the spread of `metric` (analysis/variance.py's table), one bar each."""
+    with _style():
+        fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(table) + 1.2))
+        colors = ["#c44e52" if k in ("seed", "evaluation rows") else "#4c72b0" for k in table["kind"]]
+        ax.barh(table["component"], 100 * table["share"], color=colors)
+        ax.invert_yaxis()
+        for y, (share, sd) in enumerate(zip(table["share"], table["sd_pp"])):
+            ax.text(100 * share, y, f" {100 * share:.0f}% (sd {sd:.2f} pp)", va="center", fontsize=8)
+        ax.set_xlim(0, 118)
+        ax.set_xlabel(f"share of the variance of {label(metric)} (%)")
+        ax.set_title("Which axis matters: compared axes (blue), seed and evaluation-row noise (red)")
+        return _save(fig, out_dir, name)
