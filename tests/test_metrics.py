@@ -21,14 +21,21 @@ def test_macro_f1_and_confusion_equal_sklearn(seed):
     y_true = rng.choice(k, n, p=rng.dirichlet(np.full(k, 0.3)))
     y_pred = rng.choice(k, n, p=rng.dirichlet(np.full(k, 0.3)))
     classes = list(range(k))
-    assert macro_f1(y_true, y_pred, k) == float(f1_score(y_true, y_pred, labels=classes, average="macro",
+    present = sorted(set(y_true) | set(y_pred))  # sklearn's own default labels
+    assert macro_f1(y_true, y_pred, k) == float(f1_score(y_true, y_pred, labels=present, average="macro",
                                                          zero_division=0))
     np.testing.assert_array_equal(confusion(y_true, y_pred, k), confusion_matrix(y_true, y_pred, labels=classes))
 
 
 def test_by_hand():
-    # Class 0: TP 1, FN 1 -> 2/3; class 1: TP 1, FP 1 -> 2/3; class 2 never seen -> 0.
-    assert macro_f1([0, 0, 1], [0, 1, 1], 3) == pytest.approx((2 / 3 + 2 / 3 + 0) / 3, abs=0)
+    # Class 0: TP 1, FN 1 -> 2/3; class 1: TP 1, FP 1 -> 2/3; class 2 never seen: not averaged.
+    assert macro_f1([0, 0, 1], [0, 1, 1], 3) == pytest.approx((2 / 3 + 2 / 3) / 2, abs=0)
+
+
+def test_labels_with_gaps_score_a_perfect_model_one():
+    """Classes {0, 2, 4} of five: the two with no rows do not drag a perfect model to 0.6."""
+    truth = [0, 2, 4, 0, 2, 4]
+    assert macro_f1(truth, truth, 5) == 1.0
     assert confusion([0, 0, 1], [0, 1, 1], 3).tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
 
 

@@ -197,3 +197,86 @@ def test_settings_come_from_a_sweep_file_then_set(tmp_path):
     (tmp_path / "project.yaml").write_text("batchsize: 3\n")
     with pytest.raises(labeling.ConfigError, match="project.yaml: batchsize: unknown key"):
         labeling.load_project_config(tmp_path)
+
+
+# --------------------------------------------------------------------------- --from-report (analysis/advice.py)
+
+
+def _report(tmp_path, rows):
+    from raysweep.analysis.advice import TABLE
+
+    path = tmp_path / "report" / TABLE
+    path.parent.mkdir(parents=True)
+    base = {"pool": "real", "baseline": "random", "metric": "val_accuracy", "n_seeds": 10, "inference": "seeds and rows"}
+    pd.DataFrame([{**base, **r} for r in rows]).to_csv(path, index=False)
+    return tmp_path / "report"
+
+
+def test_from_report_takes_the_best_strategy_that_survives_in_the_projects_freeze_mode(tmp_path):
+    from raysweep.analysis.advice import strategy_from_report
+
+    report = _report(tmp_path, [
+        {"freeze": "pooler", "strategy": "entropy", "mean_diff": -0.011, "ci_low": -0.016, "ci_high": -0.006,
+         "p_holm": 0.003, "significant": True},
+        {"freeze": "pooler", "strategy": "margin", "mean_diff": 0.004, "ci_low": 0.001, "ci_high": 0.007,
+         "p_holm": 0.04, "significant": True},
+        {"freeze": "pooler", "strategy": "sqbc", "mean_diff": 0.009, "ci_low": -0.001, "ci_high": 0.019,
+         "p_holm": 0.2, "significant": False},  # a higher mean that does not survive: not chosen
+        {"freeze": "last-linear", "strategy": "sqbc", "mean_diff": 0.02, "ci_low": 0.01, "ci_high": 0.03,
+         "p_holm": 0.001, "significant": True}])
+    best, why = strategy_from_report(report, "pooler")
+    assert best == "margin"
+    assert "+0.4 points over random" in why and "avoid entropy (-1.1 points)" in why and "on new rows" in why
+    assert strategy_from_report(report, "last-linear")[0] == "sqbc"
+
+
+def test_from_report_falls_back_to_random_and_says_why(tmp_path):
+    from raysweep.analysis.advice import strategy_from_report
+
+    report = _report(tmp_path, [{"freeze": "pooler", "strategy": "entropy", "mean_diff": 0.007, "ci_low": -0.002,
+                                 "ci_high": 0.016, "p_holm": 0.3, "significant": False}])
+    best, why = strategy_from_report(report, "pooler")
+    assert best == "random" and "no strategy's gain over random survives" in why and "entropy +0.7" in why
+    best, why = strategy_from_report(report, "last-attention")
+    assert best == "random" and "not last-attention" in why
+    with pytest.raises(labeling.DataError, match="compare_strategy.csv: no such file"):
+        strategy_from_report(tmp_path, "pooler")
+
+
+def test_strategy_from_report_in_project_yaml_needs_a_report(tmp_path):
+    (tmp_path / "project.yaml").write_text("strategy: from-report\n")
+    with pytest.raises(labeling.ConfigError, match="from-report needs `report:`"):
+        labeling.load_project_config(tmp_path)
+
+
+def test_a_round_says_what_it_did(project):
+    """Strategy, accuracy beside the majority class and chance, what `diverse` skipped, the stopping line."""
+    d, gold = project
+    lines: list[str] = []
+    r1 = labeling.select(d, ["diverse=true"], use_ray=False, log=lines.append)
+    text = "\n".join(lines)
+    summary = json.loads((r1 / "round.json").read_text())
+    assert "strategy: entropy" in text
+    assert f"majority class ({summary['majority_class']}) alone: {summary['majority_baseline']:.3f}" in text
+    assert "chance: 0.500" in text and summary["chance"] == 0.5
+    assert f"diverse: skipped {summary['diverse_skipped']} of the ranked rows" in text
+    assert summary["stopping"]["decision"] == "keep labeling" and summary["stopping"]["line"] in text
+    assert len(json.loads((r1 / labeling.STOP_SET_FILE).read_text())) == 8 + 60  # every row: fewer than 2,000
+    # the next round compares its predictions with this one's
+    batch = pd.read_csv(r1 / "to_label.csv", dtype=str)
+    batch[["id"]].assign(label=[gold[i] for i in batch["id"]]).to_csv(d / "back.csv", index=False)
+    r2 = labeling.select(d, labels=d / "back.csv", use_ray=False, log=lines.append)
+    stop = json.loads((r2 / "round.json").read_text())["stopping"]
+    assert stop["kappa"] is not None and stop["cv_gain_points"] is not None and stop["line"] in "\n".join(lines)
+
+
+def test_classes_follow_first_appearance_never_the_alphabet(project):
+    d, _ = project
+    (d / "project.yaml").write_text((d / "project.yaml").read_text().replace("classes: [negative, positive]\n", ""))
+    seed = pd.read_csv(d / "labeled.csv")
+    first = seed["label"].iloc[0]
+    project = labeling.load_project(d, labeling.load_project_config(d))
+    assert project.classes == list(dict.fromkeys(seed["label"])) and project.classes[0] == first
+    seed.iloc[::-1].to_csv(d / "labeled.csv", index=False)
+    project = labeling.load_project(d, labeling.load_project_config(d))
+    assert project.classes == list(dict.fromkeys(seed["label"].iloc[::-1]))

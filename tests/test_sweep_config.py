@@ -46,7 +46,7 @@ def test_defaults_are_the_study():
     ("split:\n  seed: -1\n", "split.seed: must be 0 or more"),
     ("teacher:\n  seed: -3\n", "teacher.seed: must be 0 or more"),
     ("llm:\n  seed: -1\n", "llm.seed: must be 0 or more"),
-    ("llm:\n  template: \"no placeholder\\0here\"\n", "llm.template: 'no placeholder\\x00here' has no $n"),
+    ("llm:\n  template: \"no placeholder\\0here\"\n", "llm.template: holds a NUL byte"),  # NUL: refused anywhere
     ("- a\n- b\n", "the top level must be a mapping"),
     ("recipe: [\n", "is not valid YAML"),
 ])

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from raysweep.chosen import read_chosen
+from raysweep.predictions import read_rows
 from raysweep.config import load_sweep
 from raysweep.sweep import cell_id, cell_progress, expand, fixed_digest, run_sweep, selection_settings
 
@@ -100,6 +101,11 @@ def test_tiny_sweep_runs_resumes_and_grows(tmp_path, sst5_subset, ray_local):
     assert sum("shared_training" not in records[i[:-5]] for i in new) == 4
     chosen_rows, _ = read_chosen(out)
     assert (chosen_rows.groupby("cell_id").size()[list(grown.loc[grown["fraction"] == 5.0, "cell_id"])] == pool).all()
+    # Every cell's per-row val predictions are on record (a rider's are its training's), and give its metrics.
+    val = read_rows(out, "val")
+    assert sorted(val.cell_ids) == sorted(grown["cell_id"]) and read_rows(out, "test") is None
+    accuracy = (val.predicted == val.labels).mean(1)
+    assert dict(zip(val.cell_ids, accuracy)) == pytest.approx(dict(zip(grown["cell_id"], grown["val_accuracy"])))
 
 
 def test_a_data_file_with_a_test_split_reports_test_metrics(tmp_path, sst5_subset, ray_local):
@@ -116,3 +122,7 @@ def test_a_data_file_with_a_test_split_reports_test_metrics(tmp_path, sst5_subse
     assert sum(map(sum, confusion)) == 60  # val is the 60 dev rows; the test rows are not in it
     csv = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert list(csv.columns[csv.columns.get_loc("val_macro_f1") + 1:][:2]) == ["test_accuracy", "test_macro_f1"]
+    test = read_rows(tmp_path / "out", "test")  # the test split's per-row predictions too, with its labels
+    assert test.predicted.shape == (len(table), 40)
+    assert dict(zip(test.cell_ids, (test.predicted == test.labels).mean(1))) == pytest.approx(
+        dict(zip(table["cell_id"], table["test_accuracy"])))

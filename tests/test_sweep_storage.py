@@ -174,13 +174,14 @@ def test_analyze_copies_only_what_the_report_reads_from_a_uri(tmp_path):
     for name, text in {"trials.csv": "a\n", "sweep.yaml": "name: paper\n", "diagnostics/pooler-seed0.csv": "x\n",
                        "generation/generated.csv": "t\n", "cells/c.json": "{}", "cache/k/meta.json": "{}",
                        "tune/paper/experiment_state-x.json": "{}", "annotation/labels.csv": "row\n",
-                       "annotation/annotation.json": "{}", "annotation/responses.jsonl": "{}\n"}.items():
+                       "annotation/annotation.json": "{}", "annotation/responses.jsonl": "{}\n",
+                       "predictions/c.parquet": "p"}.items():
         (res / name).parent.mkdir(parents=True, exist_ok=True)
         (res / name).write_text(text)
     local = Output(f"file://{res}").fetch_results(tmp_path / "copy")
     assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()) == [
         "annotation/annotation.json", "annotation/labels.csv",  # the report's annotator section; not the replies
-        "diagnostics/pooler-seed0.csv", "generation/generated.csv", "sweep.yaml", "trials.csv"]
+        "diagnostics/pooler-seed0.csv", "generation/generated.csv", "predictions/c.parquet", "sweep.yaml", "trials.csv"]
     assert (local / "sweep.yaml").read_text() == "name: paper\n"
 
     result = CliRunner().invoke(main, ["analyze", str(tmp_path / "nope"), "--output", str(tmp_path / "out")])
@@ -232,6 +233,9 @@ def test_a_sweep_into_a_file_uri_writes_what_a_local_path_gets(tmp_path, tiny_cs
         assert ra == rb
     assert pd.read_csv(b / "trials.csv").shape == (4, len(local.columns))
     assert list((b / "tune" / "uri").glob("experiment_state-*.json"))
+    # Per-row predictions travel with the URI output, the same as a local output's.
+    assert sorted(p.name for p in (b / "predictions").iterdir()) == sorted(p.name for p in (a / "predictions").iterdir())
+    assert len(list((b / "predictions").iterdir())) == 4
     # The trials' cache: computed into the node-local cache once, its entries uploaded under cache/;
     # nothing of it in a local output's layout changes (there, cache/ is the cache itself).
     node_cache = tmp_path / "home" / "cache"

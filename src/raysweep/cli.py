@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
 from contextlib import contextmanager
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import click
 
 from raysweep import console
 from raysweep.config import load_sweep
-from raysweep.errors import RaysweepError, first_line
+from raysweep.errors import RaysweepError, first_line, mask
 
 # Exit codes: 2 bad input (nothing was done), 3 a run that finished with failed cells.
 EXIT_BAD_INPUT = 2
@@ -28,7 +29,8 @@ SHARED_OUTPUT_HELP = ("OUTPUT is a local path that every node of the cluster mou
 
 
 def _fail(exc: Exception) -> None:
-    for line in str(exc).splitlines() or [type(exc).__name__]:  # a preflight lists every problem, one a line
+    # Masked as the log file is: a server's error may echo the key it was sent.
+    for line in mask(str(exc)).splitlines() or [type(exc).__name__]:  # a preflight lists every problem, one a line
         click.echo(f"error: {line}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
@@ -36,9 +38,45 @@ def _fail(exc: Exception) -> None:
 def _load_checked(sweep_file, overrides, **kwargs):
     """The sweep, checked against its data, encoders and machine before any work (raysweep.preflight)."""
     from raysweep.preflight import preflight
+    from raysweep.runtime import probe_address
 
     cfg = load_sweep(sweep_file, overrides)
+    if cfg.data.path and os.path.lexists(cfg.data.path):
+        from raysweep.files import regular_file
+
+        regular_file(cfg.data.path, "data")  # a FIFO, a device, a giant: said before pandas is imported
+    if kwargs.get("address") not in (None, "local"):
+        probe_address(kwargs["address"])  # seconds, where the preflight would read data and encoders first
     return cfg, preflight(cfg, where=str(sweep_file), **kwargs)
+
+
+def _inputs(sweep_file, cfg) -> dict:
+    """The run's own input files, which its output directory must not hold."""
+    return {"sweep file": sweep_file, **({"data file": cfg.data.path} if cfg.data.path else {})}
+
+
+def _check_output_dir(output: str, sweep_file, overrides) -> None:
+    """A local output that cannot be one (empty, under a file, unwritable, holding the inputs),
+    refused from the config alone, before the preflight reads data and encoders."""
+    from raysweep.storage import check_output_dir, is_uri
+
+    if not is_uri(output):
+        check_output_dir(output, _inputs(sweep_file, load_sweep(sweep_file, overrides)))
+
+
+def _warn(plan) -> None:
+    """The preflight's warnings (data that is legal but likely wrong), one line each, before any work."""
+    for note in plan.notes:
+        click.echo(f"warning: {mask(note)}", err=True)
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+def _interrupted(saved: str) -> None:
+    """Ctrl-C: one line saying what is kept, exit 130 (not 0: a script must see the run did not finish)."""
+    click.echo(f"interrupted: {mask(saved)}; the same command resumes from there", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 class _Unexpected(RaysweepError):
@@ -99,14 +137,28 @@ def _logged(command: str, output: str, name: str, verbosity: int, address: str |
 
 
 
+def _insecure_option(f):
+    return click.option("--insecure", is_flag=True,
+                        help="Send the cluster's auth token over plain http:// to a host that is not this machine "
+                             "(refused without it: the token would cross the network in clear).")(f)
+
+
 def _verbosity_options(f):
     f = click.option("--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")(f)
     return click.option("--verbose", "-v", is_flag=True,
                         help="Print everything Ray, Tune and the models print (it is all in the log file anyway).")(f)
 
 
+def _version() -> str:
+    """raysweep's installed version; a copy a job ships to the cluster (py_modules) has none on record."""
+    try:
+        return version("raysweep")
+    except PackageNotFoundError:
+        return "unknown (not installed: a copy of the source)"
+
+
 @click.group()
-@click.version_option(version("raysweep"), prog_name="raysweep")
+@click.version_option(_version(), prog_name="raysweep")
 def main() -> None:
     """Which labeled data should I add next, and is LLM-generated data worth it?"""
 
@@ -123,27 +175,34 @@ def main() -> None:
 @_verbosity_options
 def run(sweep_file, output, overrides, address, retry_failed, shared_output, verbose, quiet) -> None:
     """Run every cell of SWEEP_FILE not yet finished in OUTPUT and write OUTPUT/trials.csv."""
-    from raysweep.sweep import check_output, run_sweep
+    from raysweep.storage import Output, OutputLock
 
     verbosity = _verbosity(verbose, quiet)
     try:
-        # Before the log file: bad input is one line (or one per problem), nothing written.
-        cfg, _ = _load_checked(sweep_file, overrides, address=address)
-        check_output(output, probe=True)
-        with _logged("run", output, cfg.name, verbosity, address):
+        # Before the log file: bad input is one line (or one per problem), nothing written. The
+        # output's own shape first: it needs the config alone, not the data or the encoder.
+        _check_output_dir(output, sweep_file, overrides)
+        cfg, plan = _load_checked(sweep_file, overrides, address=address)
+        from raysweep.sweep import check_output, run_sweep  # torch & co.: seconds, after the cheap checks
+
+        check_output(output, probe=True, inputs=_inputs(sweep_file, cfg))
+        _warn(plan)
+        with OutputLock(Output(output)), _logged("run", output, cfg.name, verbosity, address):
             table = run_sweep(cfg, output, address=address, retry_failed=retry_failed, log=console.line,
                               shared_output=shared_output)
     except RaysweepError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(f"every finished cell is saved in {output}/cells (the LLM's paid replies in its response store)")
     if len(table):
         ok = table[table["status"] == "ok"]
         if len(ok):
             # The task's headline metric (validation accuracy; a regression's Pearson) averaged over
             # seeds, by every compared parameter that varies.
             keys = [k for k in ("encoder", "pooling", "pool", "strategy", "freeze") if ok[k].nunique() > 1]
-            headline = f"val_{cfg.task.metrics[0]}"
-            summary = ok.groupby([*keys, "fraction"])[headline].agg(["mean", "std", "count"])
-            click.echo(summary.rename(columns={"count": "seeds"}).round(4).to_string())
+            headline = cfg.task.metrics[0]
+            for line in console.summary_table(ok, keys, f"val_{headline}", f"validation {headline.replace('_', ' ')}"):
+                click.echo(line)
         failed = table[table["status"] == "failed"]
         if len(failed):
             # A script (or CI) must see that cells failed: exit non-zero, with the first few errors.
@@ -176,8 +235,11 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
     from raysweep.llm.batch import BatchPending
     from raysweep.runtime import start_ray
 
+    from raysweep.storage import Output, OutputLock
+
     verbosity = _verbosity(verbose, quiet)
     try:
+        _check_output_dir(output, sweep_file, overrides)
         cfg, _ = _load_checked(sweep_file, overrides, address=address)
         if dry_run:
             for line in llm_estimate(cfg, Path(output)).lines():
@@ -185,7 +247,7 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
             return
         # DIR/generation shares DIR's cache, so `run --output DIR` finds the teacher and activations.
         cache_dir = generation_layout(cfg, output).cache_dir
-        with _logged("generate", output, cfg.name, verbosity, address):
+        with OutputLock(Output(output)), _logged("generate", output, cfg.name, verbosity, address):
             if cancel:
                 cancel_generation(cfg, Path(output).resolve(), log=console.line)
                 return
@@ -197,6 +259,8 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
         return
     except RaysweepError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(f"every paid reply is saved in {output}'s response store")
     s = result.summary
     for key in ("endpoint", "mode", "model", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "rows_kept",
                 "rows_target", "stopped", "parse_failures", "duplicates_removed", "leaks_removed", "teacher_val_accuracy",
@@ -213,10 +277,10 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (for scripts).")
 def check(sweep_file, overrides, output, address, as_json) -> None:
     """Validate SWEEP_FILE against its data, encoders and machine, and print its grid without running anything."""
-    from raysweep.inputs import trainable_counts
-
     try:
         cfg, plan = _load_checked(sweep_file, overrides, address=address, output=output)
+        from raysweep.inputs import trainable_counts  # torch & co.: seconds, after the cheap checks
+
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a "Loading weights" bar per encoder is noise in check's report
@@ -261,12 +325,19 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
               help="Take encoder, recipe, selection (and a single strategy / freeze mode) from this sweep file.")
 @click.option("--results", "results_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Take the strategy from a finished sweep's results directory (its caveat is printed).")
+@click.option("--from-report", "from_report", default=None, type=click.Path(file_okay=False, exists=True),
+              help="Take the strategy from a `raysweep analyze` output: the best that survives against random in "
+                   "the project's freeze mode, else random (it says which and why).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a project setting (repeatable), e.g. --set strategy=margin --set batch=100.")
 @click.option("--undo", is_flag=True, help="Take the last round back (its labels, or its batch); nothing is deleted.")
-@click.option("--no-ray", is_flag=True, help="Encode and score in this process even for a large pool.")
+@click.option("--label-studio", "studio_url", default=None, metavar="URL",
+              help="Pull the last batch's annotations from this Label Studio and import the next batch "
+                   "(token in LABEL_STUDIO_API_KEY; or label_studio.url in project.yaml).")
+@click.option("--no-ray", is_flag=True, help="Never use a Ray that is already up (select starts none itself: on one machine the in-process pass is faster).")
 @_verbosity_options
-def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, no_ray, verbose, quiet) -> None:
+def select_cmd(project_dir, labels, sweep_file, results_dir, from_report, overrides, undo, studio_url, no_ray,
+               verbose, quiet) -> None:
     """Write the next batch to label for a project; with --labels, merge the last batch's labels first."""
     from raysweep import labeling
 
@@ -275,14 +346,62 @@ def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, no
         if undo:
             labeling.undo(project_dir, log=click.echo)
             return
+        if studio_url or (labels is None and labeling.load_project_config(
+                Path(project_dir), overrides, sweep_file).label_studio.url):
+            _select_in_studio(project_dir, studio_url, labels, sweep_file, results_dir, overrides, no_ray, verbosity)
+            return
         # Checked (and returned labels merged) before the log file's line; the round itself shows
         # stage lines and progress bars, with everything else in <project>/logs/.
         project = labeling.prepare(project_dir, overrides, labels=labels, sweep_file=sweep_file,
-                                   results_dir=results_dir, log=click.echo)
+                                   results_dir=results_dir, log=click.echo, from_report=from_report)
         with _logged("select", project_dir, "round", verbosity, None):
             labeling.next_round(project, use_ray=not no_ray, log=console.line)
     except RaysweepError as exc:
         _fail(exc)
+
+
+def _select_in_studio(project_dir, url, labels, sweep_file, results_dir, overrides, no_ray, verbosity) -> None:
+    from raysweep import labeling, studio
+
+    if labels is not None:
+        raise click.UsageError("--labels and --label-studio exclude each other: with Label Studio the labels "
+                               "come from its project")
+    project, session = studio.prepare(project_dir, url, overrides, sweep_file, results_dir, log=click.echo)
+    if project is None:
+        return
+    with _logged("select", project_dir, "round", verbosity, None):
+        round_dir = labeling.next_round(project, use_ray=not no_ray, log=console.line)
+        studio.push(session, round_dir, log=console.line)
+
+
+@main.command()
+@click.option("--project", "project_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="A `raysweep select` project directory (its rows, classes, strategy and encoder).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--retrain-every", default=10, show_default=True, type=click.IntRange(1),
+              help="Retrain in the background after this many new annotations.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a project setting.")
+def serve(project_dir, host, port, retrain_every, overrides) -> None:
+    """Serve a project's model as a Label Studio ML backend (/health, /setup, /predict, /webhook)."""
+    from raysweep import serve as serving
+
+    try:
+        server = serving.make_server(None, host, port)  # bound first: a taken port fails before any work
+    except OSError as exc:  # the port is taken, or the host is not this machine's
+        _fail(RaysweepError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+    try:
+        server.backend = serving.Backend(project_dir, overrides, retrain_every, log=click.echo)
+    except RaysweepError as exc:
+        server.server_close()
+        _fail(exc)
+    click.echo(f"serve: Label Studio ML backend at http://{host}:{port} (Settings > Model > Connect Model); Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @main.command()
@@ -336,14 +455,16 @@ def analyze(results_dirs, output, seed) -> None:
               help="Pass this local environment variable to the job (not a secret: Ray records it in clear; "
                    "an API key goes as llm.api_key_file, see docs/cluster.md).")
 @click.option("--shared-output", is_flag=True, help=SHARED_OUTPUT_HELP)
-def submit(sweep_file, address, output, overrides, env_keys, shared_output) -> None:
+@_insecure_option
+def submit(sweep_file, address, output, overrides, env_keys, shared_output, insecure) -> None:
     """Submit SWEEP_FILE to a Ray cluster as a Ray Job; print its id and dashboard page."""
     from raysweep import jobs
 
     address = address or jobs.DEFAULT_ADDRESS
     try:
         _load_checked(sweep_file, overrides, remote=True)
-        job_id = jobs.submit(sweep_file, address, output, overrides, env_keys, shared_output=shared_output)
+        job_id = jobs.submit(sweep_file, address, output, overrides, env_keys, shared_output=shared_output,
+                             insecure=insecure, log=click.echo)
     except RaysweepError as exc:
         _fail(exc)
     click.echo(f"submitted {job_id}")
@@ -359,7 +480,8 @@ def submit(sweep_file, address, output, overrides, env_keys, shared_output) -> N
 @click.option("--output", "-o", default=None, type=click.Path(file_okay=False), help="Results directory or URI.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="The overrides the sweep was run or submitted with: they change its cells' ids.")
-def status(job_id, address, sweep_file, output, overrides) -> None:
+@_insecure_option
+def status(job_id, address, sweep_file, output, overrides, insecure) -> None:
     """A job's state (JOB_ID), and/or a sweep's cells done / running / failed / pending (--sweep and --output)."""
     from raysweep import jobs
 
@@ -367,7 +489,7 @@ def status(job_id, address, sweep_file, output, overrides) -> None:
         _fail(ValueError("give a JOB_ID, or --sweep and --output"))
     if job_id:
         try:
-            click.echo(str(jobs.status(address or jobs.DEFAULT_ADDRESS, job_id)))
+            click.echo(str(jobs.status(address or jobs.DEFAULT_ADDRESS, job_id, insecure)))
         except RaysweepError as exc:
             _fail(exc)
     if sweep_file and output:
@@ -384,12 +506,13 @@ def status(job_id, address, sweep_file, output, overrides) -> None:
 @click.argument("job_id")
 @click.option("--address", default=None, help="The cluster's dashboard / Jobs API.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
-def logs(job_id, address, follow) -> None:
+@_insecure_option
+def logs(job_id, address, follow, insecure) -> None:
     """Print a submitted job's driver output."""
     from raysweep import jobs
 
     try:
-        for chunk in jobs.logs(address or jobs.DEFAULT_ADDRESS, job_id, follow=follow):
+        for chunk in jobs.logs(address or jobs.DEFAULT_ADDRESS, job_id, follow=follow, insecure=insecure):
             click.echo(chunk, nl=False)
     except RaysweepError as exc:
         _fail(exc)

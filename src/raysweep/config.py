@@ -339,7 +339,9 @@ class TeacherConfig:
         require(self.seed >= 0, "seed: must be 0 or more")
 
 
-SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# ASCII only (re.ASCII: \w-like classes would take any letter), and short: the name is part of
+# file names (logs/run-<name>-<time>.log, Tune's trial directories) that must fit in 255 bytes.
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}", re.ASCII)
 
 
 @dataclass
@@ -400,7 +402,7 @@ class SweepConfig:
         # The name is a directory of Tune's (<output>/tune/<name>) and of a URI output's generation
         # (~/.cache/raysweep/generation/<name>): a separator or ".." would write outside them.
         require(bool(SAFE_NAME.fullmatch(self.name)) and ".." not in self.name and self.name != ".",
-                f"name: {describe(self.name)} is not a safe name (letters, digits, '-', '_' and '.'; "
+                f"name: {describe(self.name)} is not a safe name (1 to 100 letters, digits, '-', '_' and '.'; "
                 "no path separators, no '..')")
         self._check_task()
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-from dataclasses import dataclass
+import os
+import re
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -48,6 +50,7 @@ class Splits:
     unlabeled: np.ndarray  # positions into train
     source: str  # where the data came from, for the results' provenance
     test: pd.DataFrame | None = None  # columns text, label; None: the file has no 'test' rows (bundled SST-5)
+    warnings: list[str] = field(default_factory=list)  # what is legal but likely wrong (data_warnings)
 
     def describe(self) -> str:
         test = f", test {len(self.test)}" if self.test is not None else ""
@@ -70,12 +73,13 @@ def _sniff_error(path: Path, kind: str, exc: Exception) -> DataError:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read CSV (optionally .gz), Parquet or JSONL by suffix, with one-line errors."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path}: a directory, not a data file")
+    from raysweep.files import regular_file
+
+    # Before any read: a FIFO or a device would block or stream forever, a huge file fill memory.
+    path = regular_file(path, "data", DataError)
     kind, compressed = _kind(path)
+    if compressed:
+        _check_gzip_size(path)
     try:
         if kind in (".csv", ".tsv"):
             sep = "\t" if kind == ".tsv" else ","
@@ -95,6 +99,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
         name = {".parquet": "Parquet", ".jsonl": "JSONL", ".ndjson": "JSONL"}.get(kind, "CSV")
         raise _sniff_error(path, name, exc) from None
     raise DataError(f"{path}: unknown file type {kind or '(no suffix)'!r} (use .csv, .tsv, .parquet or .jsonl)")
+
+
+def _check_gzip_size(path: Path) -> None:
+    """Refuse a .gz whose content is larger than a data file may be: a few MB of gzip can
+    inflate to gigabytes. Its last 4 bytes hold the content's size (mod 4 GiB, so a size
+    just past a multiple of 4 GiB slips through: the reader's own limits stay)."""
+    from raysweep.files import max_bytes
+
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() < 18:  # no room for gzip's header and trailer: the reader says what it is
+            return
+        fh.seek(-4, os.SEEK_END)
+        size = int.from_bytes(fh.read(4), "little")
+    if size > max_bytes("data"):
+        raise DataError(f"{path}: inflates to {size / (1 << 20):,.0f} MiB, larger than a data file may be "
+                        "(RAYSWEEP_MAX_DATA_MB raises the limit)")
 
 
 def _kind(path: Path) -> tuple[str, bool]:
@@ -163,16 +184,33 @@ def clean_labeled(df: pd.DataFrame, path: str | Path, text_column: str, label_co
     for i, (text, label) in enumerate(zip(texts, labels)):
         row = i + row_offset
         _check_text(text, path, row, text_column)
-        try:
-            value = float(label)
-        except (TypeError, ValueError, OverflowError):
-            raise DataError(f"{path}: row {row}: label {_short(label)} is not a number") from None
+        value = _label_number(label, path, row)
         if not value.is_integer():
             raise DataError(f"{path}: row {row}: label {_short(label)} is not a whole number (labels are 0..{num_classes - 1})")
         if not 0 <= value < num_classes:
             raise DataError(f"{path}: row {row}: label {_short(label)} is outside 0..{num_classes - 1}")
         out_labels[i] = int(value)
     return pd.DataFrame({"text": texts.astype(str).str.strip().to_numpy(), "label": out_labels})
+
+
+# A label as written: ASCII digits only (float() also reads "٣" and "1_0"), "3" or "3.0".
+_LABEL = re.compile(r"\s*[-+]?[0-9]+(?:\.[0-9]*)?\s*", re.ASCII)
+_BOOLEANS = {"true", "false", "yes", "no"}
+
+
+def _label_number(label, path, row: int) -> float:
+    """A class label as a number, or a DataError naming the row."""
+    if isinstance(label, (bool, np.bool_)) or (isinstance(label, str) and label.strip().lower() in _BOOLEANS):
+        # float(True) is 1.0: a boolean column would pass as classes 0/1 without a word, though
+        # what it says is rarely "class 1" (a flag, a filter column named by mistake).
+        raise DataError(f"{path}: row {row}: label {_short(label)} is a boolean, not a class number; "
+                        "write the classes as 0 and 1")
+    if isinstance(label, str) and not _LABEL.fullmatch(label):
+        raise DataError(f"{path}: row {row}: label {_short(label)} is not a number (ASCII digits only)")
+    try:
+        return float(label)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: row {row}: label {_short(label)} is not a number") from None
 
 
 def _check_text(text, path, row: int, column: str) -> None:
@@ -291,4 +329,37 @@ def split_labeled(labels: np.ndarray, cfg: SplitConfig, task: Task | None = None
 def load_splits(data: DataConfig, split: SplitConfig) -> Splits:
     train, val, test, source = load_tables(data)
     labeled, unlabeled = split_labeled(train["label"].to_numpy(), split, data.as_task())
-    return Splits(train=train, val=val, labeled=labeled, unlabeled=unlabeled, source=source, test=test)
+    return Splits(train=train, val=val, labeled=labeled, unlabeled=unlabeled, source=source, test=test,
+                  warnings=data_warnings(train, val, test, data, source))
+
+
+def data_warnings(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame | None, cfg: DataConfig,
+                  source: str) -> list[str]:
+    """What a data file may legally hold but a study should hear about, one line each:
+
+    - classes with no row (labels with gaps, {0, 2, 4} of five): the metrics average over the
+      classes present (metrics.macro_f1), and the head still has an output for each missing one;
+    - val or test rows whose text is also a train row's: a leak that inflates every score.
+    """
+    out = []
+    task = cfg.as_task()
+    if not task.regression:
+        present = set(np.unique(np.concatenate([train["label"].to_numpy(), val["label"].to_numpy()])).tolist())
+        missing = [c for c in range(cfg.num_classes) if c not in present]
+        if missing:
+            out.append(f"{source}: labels with gaps: classes {', '.join(map(str, missing))} of 0..{cfg.num_classes - 1} "
+                       "have no row; macro-F1 averages over the classes present (set data.num_classes to the "
+                       "classes you have if the gap is a mistake)")
+    if cfg.path is None:
+        # The shipped sets are the study's as published (SST-5's dev repeats 2 of its train
+        # texts): said once in docs/measurements.md, not on every run.
+        return out
+    seen = set(train["text"].str.lower())
+    for name, table in (("dev", val), ("test", test)):
+        if table is None:
+            continue
+        leaked = int(table["text"].str.lower().isin(seen).sum())
+        if leaked:
+            out.append(f"{source}: leak: {leaked} of {len(table)} {name} rows repeat a train row's text "
+                       "(their scores measure memory, not generalisation); drop them from one side")
+    return out

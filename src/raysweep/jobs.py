@@ -23,13 +23,17 @@ import asyncio
 import os
 import re
 import shlex
+import shutil
+import stat
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from raysweep.errors import RaysweepError
+from raysweep.deadline import within
+from raysweep.errors import RaysweepError, remember_secret
 
 # Where `ray dashboard cluster.yaml` forwards the head's dashboard (and its Jobs API) to.
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -39,6 +43,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # A head's dashboard answers before its job agent has registered: until then a submit gets
 # HTTP 500 "No available agent to submit job, please try again later". Retry that this long.
 AGENT_WAIT_S = 60.0
+# Seconds a Jobs API request may take (a submit: its upload too) before it is one line, not a hang.
+JOBS_DEADLINE_S = 30.0
+SUBMIT_DEADLINE_S = 600.0
 # A variable named like a credential (OPENAI_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, DB_PASSWORD, ...)
 # or holding a value shaped like one (OpenAI's sk-, AWS's AKIA, GitHub's ghp_, Hugging Face's hf_).
 # (Not AUTH or SESSION alone: RAY_AUTH_MODE is a setting; AWS_SESSION_TOKEN is caught by TOKEN.)
@@ -57,13 +64,36 @@ class JobState:
     status: str  # PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED (Ray's JobStatus)
     message: str  # Ray's own one-line account, e.g. the entrypoint's exit code
     entrypoint: str
+    error: str = ""  # a failed job: the last error line of its driver's output
 
     @property
     def finished(self) -> bool:
         return self.status in ("STOPPED", "SUCCEEDED", "FAILED")
 
     def __str__(self) -> str:
-        return f"{self.job_id}: {self.status}" + (f" ({self.message})" if self.message else "")
+        text = f"{self.job_id}: {self.status}" + (f" ({self.message})" if self.message else "")
+        return text + (f"\n  {self.error}" if self.error else "")
+
+
+# A line of a driver's output that says what went wrong: raysweep's own `error: ...` lines and
+# one-line job failures, or the last line of a Python traceback (`SomeError: ...`).
+_ERROR_LINE = re.compile(r"^(error: |raysweep job: |[\w.]+(Error|Exception|Interrupt|Exit)\b)")
+
+
+def last_error_line(output: str) -> str:
+    """The last line of a driver's output that names an error, else its last non-empty line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if _ERROR_LINE.match(line):
+            return line
+    return lines[-1] if lines else ""
+
+
+def _account(message: str) -> str:
+    """Ray's account of a job, first line only, without the driver output a failed job's message
+    carries after it ("..., last available logs (truncated to 20,000 chars):")."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return re.sub(r",? *last available logs.*$", "", first).strip()
 
 
 def load_token() -> tuple[str, str] | None:
@@ -73,6 +103,13 @@ def load_token() -> tuple[str, str] | None:
     else the file RAY_AUTH_TOKEN_PATH names (which must then exist and be non-empty: Ray
     treats anything else as a misconfiguration, not as "no token"), else ~/.ray/auth_token.
     """
+    found = _find_token()
+    if found:
+        remember_secret(found[0])  # masked in every line printed from now on
+    return found
+
+
+def _find_token() -> tuple[str, str] | None:
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
     if token:
         return token, "RAY_AUTH_TOKEN"
@@ -100,16 +137,38 @@ def _http_address(address: str) -> str:
     return address if address.startswith(("http://", "https://")) else f"http://{address}"
 
 
-def _client(address: str, what: str):
-    """A JobSubmissionClient that sends the token (if any); it asks the cluster's version at once."""
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _refuse_clear_token(url: str, insecure: bool) -> None:
+    """The token over plain http only to this machine (an SSH tunnel's end, such as `ray dashboard
+    cluster.yaml` forwards): to another host it would cross the network in clear."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if url.startswith("http://") and host not in LOOPBACK and not host.startswith("127.") and not insecure:
+        raise JobError(f"address {url}: the cluster's auth token would cross the network in clear (http:// to a host "
+                       "that is not this machine); use https://, the tunnel `ray dashboard cluster.yaml` opens "
+                       f"({DEFAULT_ADDRESS}), or --insecure if the network is yours")
+
+
+def _client(address: str, what: str, insecure: bool = False):
+    """A JobSubmissionClient that sends the token (if any) to `address` only; it asks the cluster's
+    version at once."""
     from ray.job_submission import JobSubmissionClient
 
     url = _http_address(address)
     found = load_token()
+    if found:
+        _refuse_clear_token(url, insecure)
     headers = {"Authorization": f"Bearer {found[0]}"} if found else {}
     source = found[1] if found else None
     with _one_line_errors(what, url, source):
-        return JobSubmissionClient(url, headers=headers), url, source
+        # Its first request asks the version: bounded, as a dashboard that takes the connection and
+        # never answers would hold `status` for ever.
+        client = within(JOBS_DEADLINE_S, f"{what}: the Ray dashboard at {url}",
+                        lambda: JobSubmissionClient(url, headers=headers), error=JobError)
+        return client, url, source
 
 
 @contextmanager
@@ -138,10 +197,13 @@ def _one_line_errors(what: str, url: str, token_source: str | None):
         raise JobError(f"{what}: {first}") from None
 
 
-def _call(what: str, address: str, fn: str, *args, **kwargs):
-    client, url, source = _client(address, what)
+def _call(what: str, address: str, fn: str, *args, insecure: bool = False, **kwargs):
+    client, url, source = _client(address, what, insecure)
     with _one_line_errors(what, url, source):
-        return getattr(client, fn)(*args, **kwargs)
+        # A submit uploads the packages (up to Ray's 500 MiB): its deadline is longer.
+        seconds = SUBMIT_DEADLINE_S if fn == "submit_job" else JOBS_DEADLINE_S
+        return within(seconds, f"{what}: the Ray dashboard at {url}", lambda: getattr(client, fn)(*args, **kwargs),
+                      error=JobError)
 
 
 def find_project(sweep_path: Path) -> Path:
@@ -175,13 +237,14 @@ def _ignored(project: Path, path: Path) -> bool:
 def build_entrypoint(sweep_rel: str, output: str, overrides: Sequence[str] = (), shared_output: bool = False) -> str:
     """The shell command the job runs on the head, from the uploaded working_dir.
 
-    `python -m raysweep.cli` rather than the `raysweep` script: the module comes from the
-    package shipped in py_modules, the script from whatever the cluster has installed. That
+    `python -m raysweep.jobs` rather than the `raysweep` script: the module comes from the
+    package shipped in py_modules, the script from whatever the cluster has installed; and it
+    runs the CLI or says in one line what the head's Python lacks (`job_main`). That
     `python` is the first on the head's PATH when Ray started there: the image's on cluster.yaml,
     the login shell's on cluster-local.yaml (a head started as /some/venv/bin/ray without that
     venv on PATH would run the sweep with another Python).
     """
-    words = ["python", "-m", "raysweep.cli", "run", sweep_rel, "--output", output, "--address", "auto"]
+    words = ["python", "-m", "raysweep.jobs", "run", sweep_rel, "--output", output, "--address", "auto"]
     for item in overrides:
         words += ["--set", item]
     if shared_output:
@@ -220,7 +283,8 @@ def runtime_env(project: Path, env_keys: Sequence[str] = (), key_env: str | None
 
 
 def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str = "", overrides: Sequence[str] = (),
-           env_keys: Sequence[str] = (), *, command: str | None = None, shared_output: bool = False) -> str:
+           env_keys: Sequence[str] = (), *, command: str | None = None, shared_output: bool = False,
+           insecure: bool = False, log=print) -> str:
     """Submit the sweep as a Ray Job; returns its job (submission) id.
 
     The sweep and overrides are validated here first, so a typo fails before anything is
@@ -240,26 +304,140 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
         raise JobError(str(exc)) from None
     for label, value in [("--output", output), *(("--set", o.partition("=")[2]) for o in overrides)]:
         refuse_credentials(value, label, "Ray would show in the job's entrypoint and metadata")
-    project = find_project(sweep)
-    sweep_rel = sweep.resolve().relative_to(project)
-    if _ignored(project, project / sweep_rel):
-        raise JobError(f"{sweep}: .gitignore or .rayignore in {project} leaves it out of the upload; "
-                       "move it to sweeps/ or un-ignore it")
     if command is None:
         _check_output(output)
-        command = build_entrypoint(str(sweep_rel), output, overrides, shared_output)
-    metadata = {"sweep": str(sweep_rel)}
-    if output:
-        metadata["output"] = output
-    env = runtime_env(project, env_keys, cfg.llm.api_key_env)
-    deadline = time.monotonic() + AGENT_WAIT_S
-    while True:
-        try:
-            return _call("submit", address, "submit_job", entrypoint=command, runtime_env=env, metadata=metadata)
-        except JobError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)  # the packages are uploaded already; the retry only posts the job
+    if load_token():
+        _refuse_clear_token(_http_address(address), insecure)  # before the upload, not after it
+    with _shipped(sweep, cfg) as (project, sweep_rel):
+        if secret_file(sweep, sweep_rel):  # the user's file itself: a copy shipped alone has a fresh mode
+            raise JobError(f"{sweep}: its name or mode (readable by its owner only) marks it as a secret, which is "
+                           "never uploaded; rename it or chmod 644 it")
+        if command is None:
+            command = build_entrypoint(str(sweep_rel), output, overrides, shared_output)
+        metadata = {"sweep": str(sweep_rel)}
+        if output:
+            metadata["output"] = output
+        env = runtime_env(project, env_keys, cfg.llm.api_key_env)
+        with tempfile.TemporaryDirectory(prefix="raysweep-upload-") as staging:
+            # Only what the job needs, copied aside: Ray zips a working_dir whole, .env and key files included.
+            shipped, left_out = stage(project, Path(staging) / "project", project_files(project))
+            package, package_out = stage(PACKAGE_DIR, Path(staging) / PACKAGE_DIR.name, package_files())
+            env["working_dir"] = str(Path(staging) / "project")
+            env["py_modules"] = [str(Path(staging) / PACKAGE_DIR.name)]
+            log(f"uploading {len(shipped)} files of {project} ({_kib(shipped)}) and the raysweep package "
+                f"({len(package)} files, {_kib(package)})"
+                + (f"; left out as secrets: {', '.join(left_out + package_out)}" if left_out or package_out else ""))
+            deadline = time.monotonic() + AGENT_WAIT_S
+            while True:
+                try:
+                    return _call("submit", address, "submit_job", entrypoint=command, runtime_env=env,
+                                 metadata=metadata, insecure=insecure)
+                except JobError as exc:
+                    if "No available agent" not in str(exc):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise JobError(f"{exc}; {NO_AGENT_HINT}") from None
+                    time.sleep(2)  # the packages are uploaded already; the retry only posts the job
+
+
+# Ray's "No available agent to submit job" past AGENT_WAIT_S: the head's dashboard answers but its
+# job agent never registered. Seen here when another Ray on the host held a port the agent wanted.
+NO_AGENT_HINT = ("the head's job agent never registered: look at dashboard_agent.log in the head's Ray session "
+                 "logs (/tmp/ray/session_latest/logs); a port it needs (--dashboard-agent-listen-port, default "
+                 "52365, or --metrics-export-port) may be held by another Ray on that host, and `ray status` "
+                 "there says whether the head is up at all")
+
+
+@contextmanager
+def _shipped(sweep: Path, cfg):
+    """(working_dir, the sweep's path in it) for the job: the project the sweep file is in when
+    it has one and its upload keeps the file; else a temporary directory holding the sweep file
+    alone (removed once submitted: Ray uploads it during the submit). A sweep shipped alone has
+    no project beside it, so a relative path in it would point at nothing on the cluster."""
+    try:
+        project = find_project(sweep)
+        sweep_rel = sweep.resolve().relative_to(project)
+        in_upload = not _ignored(project, project / sweep_rel)
+    except JobError:  # outside any project: shipped alone
+        in_upload = False
+    if in_upload:
+        yield project, sweep_rel
+        return
+    for key, value in (("data.path", cfg.data.path), ("cache_dir", cfg.cache_dir),
+                       ("generation_dir", cfg.generation_dir), ("llm.api_key_file", cfg.llm.api_key_file)):
+        if value and "://" not in str(value) and not Path(str(value)).expanduser().is_absolute():
+            raise JobError(f"{sweep}: {key} {value} is relative, and this sweep file is shipped alone (it is not in "
+                           "a project's upload), so the path would not reach the cluster: give an absolute path or "
+                           "URI the nodes reach, or put the sweep file in the project (sweeps/)")
+    with tempfile.TemporaryDirectory(prefix="raysweep-job-") as staging:
+        shutil.copyfile(sweep, Path(staging) / sweep.name)
+        yield Path(staging), Path(sweep.name)
+
+
+# Files never uploaded, whatever .gitignore says: by name (.env*, key and certificate files, a part
+# of the name such as `key` or `token`), by directory (.ssh, .aws, ...) or by a mode that only
+# their owner may read (0600, as a key file must be: llm/config.py).
+SECRET_DIRS = {".ssh", ".aws", ".gnupg", ".docker", ".kube", ".azure", ".config"}
+SECRET_SUFFIXES = {".key", ".pem", ".p12", ".pfx", ".jks", ".keystore", ".gpg", ".asc", ".kdbx", ".ppk"}
+SECRET_WORDS = {"key", "keys", "apikey", "secret", "secrets", "token", "tokens", "password", "passwd", "credential",
+                "credentials", "netrc", "pypirc", "npmrc", "id_rsa", "id_ed25519", "id_ecdsa", "id_dsa"}
+
+
+def secret_file(path: Path, rel: Path) -> bool:
+    """Whether `path` (at `rel` in its tree) looks like a secret and must not be uploaded."""
+    name = rel.name.lower()
+    if any(part.lower() in SECRET_DIRS for part in rel.parts[:-1]) or name.startswith(".env"):
+        return True
+    if Path(name).suffix in SECRET_SUFFIXES or name.lstrip(".") in SECRET_WORDS:
+        return True
+    if SECRET_WORDS & set(re.split(r"[._\-\s]+", name)) or "api_key" in name or "git-credentials" in name:
+        return True
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return True
+    return not mode & (stat.S_IRWXG | stat.S_IRWXO)  # 0600, 0400: its owner's alone
+
+
+def project_files(project: Path) -> list[Path]:
+    """The project's files a job gets: git's tracked and not-ignored files when it is a git work
+    tree, else every file Ray's own ignore rules (.gitignore, .rayignore) keep; paths relative."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(project), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             capture_output=True, timeout=30, check=True).stdout
+        files = [Path(p) for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
+        return [p for p in files if (project / p).is_file() and not _ignored(project, project / p)]
+    except (OSError, subprocess.SubprocessError):
+        return [p.relative_to(project) for p in sorted(project.rglob("*"))
+                if p.is_file() and not _ignored(project, p)]
+
+
+def package_files() -> list[Path]:
+    return [p.relative_to(PACKAGE_DIR) for p in sorted(PACKAGE_DIR.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+
+
+def stage(root: Path, into: Path, files: list[Path]) -> tuple[list[Path], list[str]]:
+    """Copy `files` (relative to `root`) into `into`, leaving out secret-looking ones:
+    (the copied files, the names left out)."""
+    shipped, left_out = [], []
+    for rel in files:
+        src = root / rel
+        if secret_file(src, rel):
+            left_out.append(str(rel))
+            continue
+        dest = into / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+        shipped.append(dest)
+    into.mkdir(parents=True, exist_ok=True)
+    return shipped, left_out
+
+
+def _kib(files: list[Path]) -> str:
+    return f"{sum(p.stat().st_size for p in files) / 1024:,.0f} KiB"
 
 
 def dashboard_url(address: str, job_id: str) -> str:
@@ -267,22 +445,31 @@ def dashboard_url(address: str, job_id: str) -> str:
     return f"{_http_address(address)}/#/jobs/{job_id}"
 
 
-def status(address: str, job_id: str) -> JobState:
-    info = _call("status", address, "get_job_info", job_id)
-    lines = (info.message or "").strip().splitlines()
-    return JobState(job_id=job_id, status=str(getattr(info.status, "value", info.status)),
-                    message=lines[0] if lines else "", entrypoint=info.entrypoint)
+def status(address: str, job_id: str, insecure: bool = False) -> JobState:
+    info = _call("status", address, "get_job_info", job_id, insecure=insecure)
+    state = str(getattr(info.status, "value", info.status))
+    error = ""
+    if state == "FAILED":
+        # Ray's message holds only the output's tail, if any: the driver's own log is whole.
+        output = "\n".join((info.message or "").splitlines()[1:])
+        try:
+            output = _call("status", address, "get_job_logs", job_id, insecure=insecure) or output
+        except JobError:
+            pass  # the tail in Ray's message will do
+        error = last_error_line(output)
+    return JobState(job_id=job_id, status=state, message=_account(info.message or ""), entrypoint=info.entrypoint,
+                    error=error)
 
 
-def logs(address: str, job_id: str, follow: bool = False) -> Iterator[str]:
+def logs(address: str, job_id: str, follow: bool = False, insecure: bool = False) -> Iterator[str]:
     """The job's driver output: all of it so far, or (follow) chunk by chunk until the job ends."""
     if not follow:
-        yield _call("logs", address, "get_job_logs", job_id)
+        yield _call("logs", address, "get_job_logs", job_id, insecure=insecure)
         return
     import aiohttp
 
-    status(address, job_id)  # an unknown job id fails here, in one line, not inside the websocket
-    client, _, _ = _client(address, "logs")
+    status(address, job_id, insecure)  # an unknown job id fails here, in one line, not inside the websocket
+    client, _, _ = _client(address, "logs", insecure)
     stream = client.tail_job_logs(job_id)
     loop = asyncio.new_event_loop()
     try:
@@ -298,3 +485,28 @@ def logs(address: str, job_id: str, follow: bool = False) -> Iterator[str]:
     finally:
         loop.run_until_complete(stream.aclose())
         loop.close()
+
+
+def job_main(argv: Sequence[str]) -> int:
+    """A job's entrypoint on the head (`python -m raysweep.jobs run ...`): the CLI, or, when the
+    head's Python cannot import what raysweep needs, one line saying what and how to ship it (the
+    job then fails with that line, which `raysweep status` shows) instead of a traceback."""
+    import sys
+
+    try:
+        from raysweep.cli import main
+    except ImportError as exc:  # ModuleNotFoundError, and importlib.metadata's PackageNotFoundError
+        missing = getattr(exc, "name", None) or str(exc)
+        print(f"raysweep job: the head's Python ({sys.executable}) cannot import {missing} "
+              f"({type(exc).__name__}), which raysweep needs: start Ray on the head from the environment "
+              "raysweep is installed in (its bin/ first on PATH), or install raysweep and its dependencies in "
+              "the cluster's image (cluster.yaml's setup_commands: pip install -e .), or ship them with the job "
+              "(a runtime environment's pip list)", file=sys.stderr)
+        return 2
+    return main(args=list(argv), prog_name="raysweep")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(job_main(sys.argv[1:]))

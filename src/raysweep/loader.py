@@ -22,6 +22,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -50,6 +51,18 @@ class _AliasRefused(Exception):
         self.line = line
 
 
+class _Refused(Exception):
+    """A YAML shape read silently wrong by PyYAML: (line, what)."""
+
+    def __init__(self, line: int, what: str):
+        self.line, self.what = line, what
+
+
+# YAML 1.1 reads `010` as octal 8, `0x10` as 16 and `1:30` as 90 (base 60): a seed list `[010]`
+# would run seed 8. Only plain decimal integers are numbers here; a leading zero is refused.
+_ZERO_INT = re.compile(r"^[-+]?0[0-9_]+$")
+
+
 class _SafeLoader(yaml.SafeLoader):
     """SafeLoader (plain data only) that refuses aliases and reads `1e-3` as a number."""
 
@@ -57,6 +70,28 @@ class _SafeLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             raise _AliasRefused(self.peek_event().start_mark.line + 1)
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        # PyYAML keeps the later of two equal keys without a word: `recipe:` twice would drop
+        # the first section whole.
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # PyYAML's own error names an unhashable key
+            if key in seen:
+                raise _Refused(key_node.start_mark.line + 1, f"key {describe(key)} appears twice in one mapping")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        if _ZERO_INT.match(text):
+            raise _Refused(node.start_mark.line + 1, f"{text} has a leading zero (YAML 1.1 reads it as an octal "
+                                                     "number); write it without")
+        return super().construct_yaml_int(node)
 
 
 # YAML 1.1 (PyYAML) reads `1e-3` as the string '1e-3' because it wants a dot in the mantissa;
@@ -68,6 +103,15 @@ _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]
 _SafeLoader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
                                        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+# Decimal integers (leading zero included, so that construct_yaml_int can refuse it by name); 0x10,
+# 0o10, 0b10 and 1:30 stay strings, which every int field refuses as "expected an integer". Checked
+# before the float pattern, whose dot is optional.
+_DECIMAL = re.compile(r"^[-+]?[0-9][0-9_]*$")
+_SafeLoader.yaml_implicit_resolvers = {
+    k: ([("tag:yaml.org,2002:int", _DECIMAL)] if k in "-+0123456789" else [])
+    + [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:int"]
+    for k, v in _SafeLoader.yaml_implicit_resolvers.items()}
+_SafeLoader.add_constructor("tag:yaml.org,2002:int", _SafeLoader.construct_yaml_int)
 
 
 # Flow brackets ([ {) open at once. PyYAML's scanner re-checks every open level at each token, so
@@ -98,6 +142,8 @@ def parse_yaml(text: str, where: str) -> Any:
     except _AliasRefused as exc:
         raise ConfigError(f"{where}: line {exc.line}: YAML aliases (*name) are not supported; "
                           "write the value out") from None
+    except _Refused as exc:
+        raise ConfigError(f"{where}: line {exc.line}: {exc.what}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
@@ -109,7 +155,9 @@ def parse_yaml(text: str, where: str) -> Any:
 
 def read_yaml_file(path: str | Path) -> Any:
     """The value of the YAML file at `path`, refusing what is not a small UTF-8 text file."""
-    path = Path(path)
+    from raysweep.files import regular_file
+
+    path = regular_file(path, "sweep", ConfigError)  # not a FIFO or /dev/zero: those block or never end
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_YAML_BYTES + 1)
@@ -202,6 +250,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(f"{path}: expected a number, got {describe(value)}")
     if tp is str:
         if isinstance(value, str):
+            if "\0" in value:  # a path with one fails deep inside open() as "embedded null byte"
+                raise ConfigError(f"{path}: holds a NUL byte")
             return value
         raise ConfigError(f"{path}: expected a string, got {describe(value)}")
     raise TypeError(f"{path}: unsupported annotation {tp!r}")  # a bug in a dataclass, not in the file
@@ -255,6 +305,28 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def url_problem(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """What is wrong with `url` in one phrase, or None: each malformed shape its own words, where
+    urllib would raise ValueError ("Invalid IPv6 URL") or take it silently (no host, a port of 99999)."""
+    if any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in url):
+        return "holds a space or a control character"
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unbalanced "[" (http://[::1)
+        return f"is not a URL ({exc})"
+    if parts.scheme.lower() not in schemes:
+        return "is not an http(s) URL" if schemes == ("http", "https") else f"is not a {'/'.join(schemes)} URL"
+    if not parts.hostname:
+        return "names no host"
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number in 0..65535
+    except ValueError:
+        return f"has a port that is not a number in 1..65535 ({parts.netloc.rpartition(':')[2][:20]!r})"
+    if parts.port == 0:
+        return "has port 0"
+    return None
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply `key.path=value` overrides (values parsed as YAML) to a raw mapping.
 
@@ -265,6 +337,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected key.path=value")
         key, raw = item.split("=", 1)
+        if "\0" in item:
+            raise ConfigError(f"--set {describe(key)}: holds a NUL byte")
+        if not raw.strip():
+            # YAML reads "" as null, which would quietly mean the default (`data.path=` the bundled SST-5).
+            raise ConfigError(f"--set {key}: empty value (write {key}=null to mean the default)")
         value = parse_yaml(raw, f"--set {key}: value {describe(raw)}")
         node = data
         parts = key.strip().split(".")

@@ -182,7 +182,6 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     from raysweep.data import DataError, load_splits
     from raysweep.strategies import get as strategy
     from raysweep.grid import expand
-    from raysweep.status import cell_statuses
 
     prefix = f"{where}: " if where else ""
     problems: list[str] = []
@@ -198,6 +197,7 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
             problems.append(f"{prefix}{exc}" if str(exc).startswith("split:") else str(exc))
         else:
             plan.data = splits.describe()
+            plan.notes.extend(splits.warnings)
             plan.n_labeled = len(splits.labeled)
             plan.pool_sizes["real"] = len(splits.unlabeled)
             model_based = [s for s in cfg.compare.strategy if strategy(s).needs]
@@ -246,5 +246,7 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     if problems:
         raise PreflightError(problems)
     if output is not None:
+        from raysweep.status import cell_statuses  # only when an output's cells are counted
+
         plan.status = cell_statuses(cfg, output)
     return plan

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from raysweep import chosen, layout, pools
+from raysweep import chosen, layout, pools, predictions
 from raysweep.grid import HEARTBEAT_S, Cell, CellRecord, Pack, Training
 from raysweep.inputs import TrialContext, trial_inputs
 from raysweep.model import error_line
@@ -117,12 +117,22 @@ def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: Tria
     if not isinstance(result, BaseException):
         try:  # before the cell's record: a cell that counts as finished has its chosen rows on record
             chosen.write_cell(out, cid, result[1], inputs.train_labels, context.fixed)
+            _write_predictions(out, cid, result, shared)
         except Exception as exc:  # noqa: BLE001
             result = exc
     record = _record(cid, cell, result, start, shared, pack)
     out.write_text(layout.cell_record(cid), record.to_json())
     beat.finished(cid)
     return record
+
+
+def _write_predictions(out: Output, cid: str, result: tuple, shared: str | None) -> None:
+    """The cell's per-row predictions (predictions.py): its trial's, or, for a rider, a copy of
+    the cell whose training it shares (none if that cell finished before predictions existed)."""
+    if len(result) > 2 and result[2]:
+        predictions.write_cell(out, cid, result[2])
+    elif shared:
+        predictions.copy_cell(out, shared, cid)
 
 
 def _write_rider(out: Output, cid: str, cell: Cell, source: CellRecord, context: TrialContext, beat: _Heartbeat,

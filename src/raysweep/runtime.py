@@ -17,8 +17,14 @@ stage's Ray alone.
 
 from __future__ import annotations
 
+import os
+import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from raysweep.errors import RaysweepError
 
 _started = False  # whether this process's Ray was started here (not joined, not the caller's own)
 
@@ -34,9 +40,50 @@ def start_ray(address: str | None = None, **options) -> bool:
 
     if ray.is_initialized():
         return False
+    if address not in (None, "local"):
+        probe_address(address)
     ray.init(address=address or "local", configure_logging=False, log_to_driver=True, **options)
     _started = True
     return True
+
+
+# Seconds to wait for a Ray address to accept a connection. ray.init retries a dead address for
+# minutes, printing nothing a person reads (`check --address 127.0.0.1:1` hung).
+ADDRESS_DEADLINE_S = 5.0
+
+
+class RayAddressError(RaysweepError):
+    """A Ray address nobody answers at; the message names it."""
+
+
+def probe_address(address: str) -> None:
+    """One RayAddressError line unless the GCS at `address` ("auto", "ray://host:port" or host:port)
+    accepts a TCP connection within ADDRESS_DEADLINE_S. "auto" is probed when it resolves to an
+    address (RAY_ADDRESS, or the cluster this machine last started)."""
+    target = address
+    if address == "auto":
+        target = os.environ.get("RAY_ADDRESS") or _current_cluster()
+        if not target or target == "auto":
+            return  # ray.init says itself, at once, that no cluster runs here
+    target = target.removeprefix("ray://").removeprefix("http://")
+    host, _, port = target.rstrip("/").rpartition(":")
+    if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RayAddressError(f"--address {address}: not a Ray address (host:port, ray://host:port or auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_DEADLINE_S).close()
+    except OSError as exc:
+        why = (f"no answer within {ADDRESS_DEADLINE_S:.0f} s" if isinstance(exc, TimeoutError)
+               else (exc.strerror or type(exc).__name__).lower())
+        raise RayAddressError(f"--address {address}: no Ray cluster answers at {host}:{port} ({why}); is it up, "
+                              "and is the port its GCS port (6379)?") from None
+
+
+def _current_cluster() -> str | None:
+    """The address `ray start` on this machine recorded (Ray's own "auto" source after RAY_ADDRESS)."""
+    try:
+        return Path(tempfile.gettempdir(), "ray", "ray_current_cluster").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def stop_ray() -> None:

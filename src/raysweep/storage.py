@@ -24,6 +24,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -31,8 +32,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pyarrow.fs as pafs
 from filelock import FileLock
 
+from raysweep.deadline import within
 from raysweep.errors import RaysweepError, first_line
 
+# Seconds a store may take to resolve credentials and region, or to answer the first request.
+STORE_DEADLINE_S = 30.0
 SCHEMES = ("s3://", "gs://", "gcs://", "file://", "hdfs://", "abfs://", "abfss://")
 
 
@@ -98,10 +102,11 @@ def redact(uri: str) -> str:
 
 
 def scrub(message: str, uri: str) -> str:
-    """`message` (an error text, say) with every credential of `uri` replaced by ***."""
-    for secret in uri_secrets(uri):
-        message = message.replace(secret, "***")
-    return message
+    """`message` (an error text, say) with every credential of `uri` replaced by *** where it
+    stands as a value: a user `name` in gs://name@bucket must not turn "filename" into "file***"."""
+    from raysweep.errors import mask_values
+
+    return mask_values(message, uri_secrets(uri))
 
 
 
@@ -141,7 +146,11 @@ class Output:
             try:
                 # Without ?region=, pyarrow asks AWS for the bucket's region here: no network, a
                 # typo in the bucket or a denied HeadBucket fail now, as OSError.
-                self.fs, path = pafs.FileSystem.from_uri(text)
+                # Bounded: without network, resolving gs:// credentials waited minutes in silence.
+                self.fs, path = within(STORE_DEADLINE_S, f"output {shown}: the store's credentials and region",
+                                       lambda: pafs.FileSystem.from_uri(text), error=StorageError)
+            except StorageError:
+                raise
             except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
                 raise StorageError(f"output {shown}: {scrub(first_line(exc), text)}") from None
             self.root = path.rstrip("/")
@@ -207,6 +216,15 @@ class Output:
         except FileNotFoundError:
             return None
 
+    @_one_line_errors("read")
+    def read_bytes(self, rel: str) -> bytes | None:
+        """The file's bytes, or None if there is no such file."""
+        try:
+            with self.fs.open_input_stream(self.path(rel)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
     @_one_line_errors("look up")
     def exists(self, rel: str) -> bool:
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
@@ -233,14 +251,14 @@ class Output:
     def fetch_results(self, local: Path) -> Path:
         """Copy what `raysweep analyze` reads (analysis/results.py) into the local directory `local`:
         trials.csv, sweep.yaml, generation/, diagnostics/, chosen/ and the annotator's labels and
-        summary (not its reply store); not cells/, tune/ or the cache."""
+        summary (not its reply store), predictions/; not cells/, tune/ or the cache."""
         local.mkdir(parents=True, exist_ok=True)
         for name in ("trials.csv", "sweep.yaml", "annotation/labels.csv", "annotation/annotation.json"):
             text = self.read_text(name)
             if text is not None:
                 (local / name).parent.mkdir(exist_ok=True)
                 (local / name).write_text(text)
-        for folder in ("generation", "diagnostics", "chosen"):
+        for folder in ("generation", "diagnostics", "chosen", "predictions"):
             self.fetch_tree(folder, local / folder, marker=None)
         return local
 
@@ -381,3 +399,125 @@ def receive(shipped: Shipped) -> Path:
                 (tmp / name).write_bytes(data)
             os.rename(tmp, path)
     return path
+
+
+# --------------------------------------------------------------------------- an output safe to write
+
+# The first line of every sweep.yaml a run writes: a sweep.yaml without it (and not in the plain
+# form earlier versions wrote) is someone's own file, which a run must not replace.
+SWEEP_MARKER = "# raysweep: the resolved sweep of this output, every default filled in; written by `raysweep run`"
+# A trials.csv raysweep wrote starts with this column; a data file named trials.csv does not.
+TRIALS_MARKER = "cell_id,"
+# Kernel file systems: writable-looking for root, and nothing written there is a file.
+_KERNEL_DIRS = ("/proc", "/sys", "/dev")
+NAME_MAX = 255  # bytes in one path component on every file system a run writes to
+
+
+def check_output_dir(output: str, inputs: dict[str, str | Path] | None = None) -> Path:
+    """The local output directory `output` when a run can write it, or one StorageError line:
+    empty, a NUL byte, a component too long, under a file, on a kernel file system, not writable,
+    or holding one of the run's own `inputs` ({what: path}: the sweep file, the data file), which
+    the run would overwrite or read back as results."""
+    if not str(output).strip():
+        raise StorageError("output '': empty; give a directory (or a storage URI)")
+    if "\0" in str(output):
+        raise StorageError(f"output {str(output)!r}: holds a NUL byte")
+    for part in Path(output).parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise StorageError(f"output {_short(str(output))}: the name {_short(part)} is "
+                               f"{len(part.encode('utf-8', 'surrogateescape'))} bytes, more than a file system's "
+                               f"{NAME_MAX}")
+    path = Path(output).expanduser().resolve()
+    if any(path == Path(k) or Path(k) in path.parents for k in _KERNEL_DIRS):
+        raise StorageError(f"output {path}: under {next(k for k in _KERNEL_DIRS if path.as_posix().startswith(k))}, "
+                           "a kernel file system, not a place for results")
+    for what, given in (inputs or {}).items():
+        where = Path(given).expanduser().resolve()
+        if where == path or path in where.parents:
+            raise StorageError(f"output {path}: holds the run's own {what} ({given}), which a run would overwrite "
+                               "or mix with its results; give an --output directory of its own")
+    existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        raise StorageError(f"output {path}: {existing} is {'a file' if existing.is_file() else 'not a directory'}, "
+                           "so no directory can be made under it")
+    # Asked, not tried: nothing is created before the preflight has passed (access() also says
+    # EROFS for a read-only mount; root passes any mode, as it would write there).
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"output {path}: not writable ({existing} does not let this user create files)")
+    return path
+
+
+def probe_store(output: str | Output) -> Output:
+    """The output, asked for its sweep.yaml within STORE_DEADLINE_S: a store that cannot be
+    reached, or denies access, is one StorageError line instead of a silent wait."""
+    out = output if isinstance(output, Output) else Output(output)
+    within(STORE_DEADLINE_S, f"output {out.uri}", lambda: out.exists("sweep.yaml"), error=StorageError)
+    return out
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def refuse_foreign_files(out: Output) -> None:
+    """One StorageError line if the output holds a sweep.yaml or trials.csv that raysweep did not
+    write: a run replaces both, and must never replace a file it cannot prove is its own."""
+    sweep = out.read_text("sweep.yaml")
+    if sweep is not None and not sweep_yaml_is_ours(sweep):
+        raise StorageError(f"output {out.show('sweep.yaml')}: not written by raysweep (no marker line), and a run "
+                           "would replace it; move it away or give another --output")
+    trials = out.read_text("trials.csv")
+    if trials is not None and trials.strip() and not trials.startswith(TRIALS_MARKER):
+        raise StorageError(f"output {out.show('trials.csv')}: not a raysweep results table (its first column is not "
+                           "cell_id), and a run would replace it; move it away or give another --output")
+
+
+def sweep_yaml_is_ours(text: str) -> bool:
+    """Whether a sweep.yaml is one a run wrote: the marker line, or (outputs of earlier versions)
+    exactly the plain dump of its own value, which no hand-written file with a comment is."""
+    if text.startswith(SWEEP_MARKER):
+        return True
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+        return isinstance(value, dict) and yaml.safe_dump(value, sort_keys=False) == text
+    except yaml.YAMLError:
+        return False
+
+
+class OutputLock:
+    """One run at a time per local output: a lock file in it, held while the run writes.
+
+    A second run into the same output refuses at once, naming who holds it, rather than train
+    every cell a second time beside the first. The lock is the OS's (filelock): a run that dies
+    holds it no more. A storage URI has no lock a filesystem could give (`held` says so)."""
+
+    NAME = ".raysweep.lock"
+
+    def __init__(self, out: Output):
+        self.out = out
+        self.lock = None
+        self.held = out.local_dir is not None
+
+    def __enter__(self) -> OutputLock:
+        if not self.held:
+            return self
+        from filelock import Timeout
+
+        base = self.out.local_dir
+        base.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(str(base / self.NAME))
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            who = (base / f"{self.NAME}.who").read_text().strip() if (base / f"{self.NAME}.who").is_file() else "?"
+            raise StorageError(f"output {base}: another run is writing it ({who}); refusing rather than run its "
+                               "cells twice: wait for it, or give another --output") from None
+        (base / f"{self.NAME}.who").write_text(f"pid {os.getpid()} on {socket.gethostname()} since "
+                                               f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.lock is not None:
+            self.lock.release()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep import annotation, chosen, grid, layout, pools, steps
+from raysweep import annotation, chosen, dashboard, grid, layout, pools, steps
 from raysweep.config import SweepConfig, to_dict
 from raysweep.driver import TUNE_COPIES, PackSizes, check_local_output, run_packs
 from raysweep.grid import cell_ids, expand, read_cells, results_table
@@ -28,7 +28,8 @@ from raysweep.inputs import TrialContext, prepare, prepare_selection, trial_inpu
 from raysweep.layout import Layout
 from raysweep.records import publish_entries, publish_selection
 from raysweep.runtime import start_ray
-from raysweep.storage import Output, StorageError, refuse_credentials
+from raysweep.storage import (SWEEP_MARKER, Output, StorageError, check_output_dir, is_uri, probe_store,
+                              refuse_credentials, refuse_foreign_files)
 
 # The names callers found here before the sweep was split, for code written against them.
 from raysweep.grid import (HEARTBEAT_S, STALE_S, Cell, cell_id, fixed_digest,  # noqa: E402,F401,I001
@@ -38,9 +39,12 @@ from raysweep.records import fetch_cache, run_cell  # noqa: E402,F401,I001
 from raysweep.status import cell_progress, cell_statuses  # noqa: E402,F401,I001
 
 
-def check_output(output: str | Path, probe: bool = False) -> None:
-    """Refuse an output whose credentials a run would leak (a StorageError, one line), before any
-    work: the CLI calls it before it opens the run's log file, run_sweep again for library users."""
+def check_output(output: str | Path, probe: bool = False, inputs: dict | None = None) -> None:
+    """Refuse an output whose credentials a run would leak, that cannot be written, that holds the
+    run's own `inputs` ({what: path}) or files raysweep did not write (a StorageError, one line),
+    before any work: the CLI calls it before it opens the run's log file, run_sweep again."""
+    if not is_uri(str(output)):
+        check_output_dir(str(output), inputs)
     # Tune pickles its storage filesystem, keys and all, into tuner.pkl and its state files.
     refuse_credentials(str(output), "output", "Tune would write into its experiment state (tuner.pkl)")
     copied = [name for name in TUNE_COPIES if os.environ.get(name)]
@@ -50,8 +54,9 @@ def check_output(output: str | Path, probe: bool = False) -> None:
                            "~/.aws/credentials (AWS_PROFILE picks a profile) or use an instance profile "
                            "(docs/cluster.md#secrets)")
     out = Output(output)
-    if probe and out.is_uri:  # the CLI: an unreachable or denied store is one line before the log file's line
-        out.exists(layout.SWEEP_FILE)
+    if probe and out.is_uri:  # an unreachable or denied store is one line before the log file's line
+        probe_store(out)
+    refuse_foreign_files(out)
 
 
 def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, retry_failed: bool = False,
@@ -60,13 +65,14 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
 
     `shared_output`: `output` is a local path that every node of the cluster mounts (NFS, EFS);
     without it, a local path is refused on a cluster that has or can scale to several nodes."""
-    check_output(output)
+    check_output(output, inputs={"data file": cfg.data.path} if cfg.data.path else None)
+    dashboard.follow(cfg.name)  # datasets, LLM actors and metrics carry the sweep's name
     lay = Layout.of(cfg, output)
     out = lay.out
     if not out.is_uri and not shared_output and address not in (None, "local"):
         check_local_output(out, address)
     out.mkdir(layout.CELLS)
-    out.write_text(layout.SWEEP_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    out.write_text(layout.SWEEP_FILE, f"{SWEEP_MARKER}\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
     # Before the cell ids: an LLM pool's cells are keyed by the rows generated for them.
     generated = steps.generation(cfg, lay, address, use_ray_data, log) if cfg.needs_generation else None
 
@@ -103,6 +109,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         plan = grid.plan(cells, ids, todo, done, len(context.labeled),
                          {p: pools.get(p).size(context) for p in cfg.compare.pool}, sizes.trials)
         log(plan.describe(len(todo)))
+        dashboard.cells_planned(len(todo))
         run_packs(cfg, plan, context, cells, ids, out, log)
 
     done = read_cells(out)

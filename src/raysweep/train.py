@@ -24,6 +24,7 @@ from raysweep.embed import Activations
 from raysweep.grid import Cell, rows_to_add
 from raysweep.metrics import confusion, macro_f1
 from raysweep.model import Member, log_training, predict_proba, trained_model, trained_models
+from raysweep.predictions import SplitPredictions
 from raysweep.tasks import Task
 
 
@@ -122,9 +123,10 @@ def select_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
 
 
 def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, selection: SelectionConfig | None = None,
-               device: str = "cpu", bf16: bool = False) -> list[tuple[dict, Chosen] | Exception]:
+               device: str = "cpu", bf16: bool = False) -> list[tuple[dict, Chosen, dict] | Exception]:
     """The trials of one pack, over the same inputs: each selects its rows, all train together
-    (`model.trained_models`), each is evaluated. Per cell: (metrics, chosen rows), or the
+    (`model.trained_models`), each is evaluated. Per cell: (metrics, chosen rows, per-row
+    predictions by evaluation split: predictions.SplitPredictions), or the
     exception that failed that cell alone (in its selection, its training, or a divergence).
 
     A trial on `labeled` alone finds its seed's scoring model in the cache (`inputs.cache_dir`),
@@ -153,7 +155,7 @@ def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, sel
             log_training("trial", json.dumps(asdict(cells[i]), sort_keys=True))
         start = time.perf_counter()
         try:
-            metrics = evaluate(result.model, inputs, rows, member.labels)
+            metrics, predicted = evaluate(result.model, inputs, rows, member.labels)
         except Exception as exc:  # noqa: BLE001
             out[i] = exc
             continue
@@ -164,19 +166,24 @@ def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, sel
                        trial_s=round(select_s + result.train_s + time.perf_counter() - start, 4))
         if result.cached:
             metrics["cached_model"] = True
-        out[i] = (metrics, chosen)
+        out[i] = (metrics, chosen, predicted)
     return out
 
 
-def evaluate(model, inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray) -> dict:
-    """A trained model's metrics on val (and test), and on the rows it trained on."""
+def evaluate(model, inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+    """A trained model's metrics on val (and test), and on the rows it trained on; and its per-row
+    predictions on val (and test), which the analysis resamples (predictions.py)."""
     task = inputs.task  # task: the metrics, and how the head's outputs become predictions
-    val_pred = task.point(predict_proba(model, inputs.val_acts))
+    val_out = predict_proba(model, inputs.val_acts)
+    val_pred = task.point(val_out)
     train_pred = task.point(predict_proba(model, inputs.train_acts, rows))
+    rows_out = {"val": _split_predictions(task, inputs.val_labels, val_pred, val_out)}
     test = {}
     if inputs.test_acts is not None:  # the same model on held-out rows nobody chose anything on
-        test_pred = task.point(predict_proba(model, inputs.test_acts))
+        test_out = predict_proba(model, inputs.test_acts)
+        test_pred = task.point(test_out)
         test = {f"test_{k}": v for k, v in task.score(inputs.test_labels, test_pred).items()}
+        rows_out["test"] = _split_predictions(task, inputs.test_labels, test_pred, test_out)
     return {
         **{f"val_{k}": v for k, v in task.score(inputs.val_labels, val_pred).items()},
         **test,
@@ -186,4 +193,9 @@ def evaluate(model, inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray) -
         "trainable_params": count_trainable(model),
         # A regression has no confusion matrix: its record keeps the key, empty.
         "confusion": None if task.regression else confusion(inputs.val_labels, val_pred, inputs.num_classes).tolist(),
-    }
+    }, rows_out
+
+
+def _split_predictions(task, labels: np.ndarray, predicted: np.ndarray, outputs: np.ndarray) -> SplitPredictions:
+    # Probabilities are cheap for a classifier (float16 on record); a regression's output is its prediction.
+    return SplitPredictions(np.asarray(labels), np.asarray(predicted), None if task.regression else outputs)

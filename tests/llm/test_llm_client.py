@@ -135,3 +135,37 @@ def test_calls_share_the_request_limit(fake_openai):
     times = [a["t"] for a in server.arrivals]
     assert server.violations == {"requests": 0, "tokens": 0}
     assert times[-1] - times[0] >= 3 * 60 / (120 * 0.8) - 0.01  # 1 at once, then 1.6 per second
+
+
+# ---------------------------------------------------------------- hostile servers (issue 32)
+
+
+def test_a_trickled_reply_ends_at_the_timeout_not_when_the_last_byte_comes(fake_openai):
+    """A byte every 0.2 s keeps httpx's per-read timeout happy for ever; the whole reply is bounded."""
+    server = fake_openai(script=[Reply(trickle=0.2)] * 2)
+    start = time.monotonic()
+    record = make(server, retries=0, timeout=1.0).call(0, MESSAGES, seed=0)
+    assert time.monotonic() - start < 4
+    assert record["retried"] == {"timeout": 1}
+    assert "still arriving after 1 s (llm.timeout): the server sends it too slowly" in record["error"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_retry_after_beyond_the_cap_stops_at_once_naming_it(fake_openai, status):
+    server = fake_openai(script=[Reply(status=status, headers={"retry-after": "100000"})])
+    limiter = RateLimiter(0, 0)
+    start = time.monotonic()
+    record = make(server, limiter).call(0, MESSAGES, seed=0)
+    assert time.monotonic() - start < 3 and record["fatal"] and limiter.pauses == 0
+    assert f"HTTP {status}" in record["error"] and "asks to wait 100,000 s" in record["error"]
+
+
+def test_no_reply_for_the_no_progress_deadline_stops_the_generator(fake_openai, monkeypatch):
+    from raysweep.llm import client
+
+    monkeypatch.setattr(client, "NO_PROGRESS_MIN_S", 0.5)
+    server = fake_openai(script=[Reply(delay=2.0)] * 5)
+    generator = make(server, retries=5, timeout=0.3)
+    start = time.monotonic()
+    record = generator.call(0, MESSAGES, seed=0)
+    assert record["fatal"] and "has returned a reply for" in record["error"] and time.monotonic() - start < 4

@@ -242,7 +242,8 @@ def with_test_check(val: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     They disagree when the test mean has the other sign, or when a finding that survives the
     correction on val has a test interval that includes 0.
     """
-    keys = [c for c in val.columns if c not in COMPARE_COLUMNS and c != "baseline"]
+    # The comparison's identity: context, level, metric (not the columns of another inference beside it, rows.py's)
+    keys = [c for c in val.columns if c not in COMPARE_COLUMNS and c != "baseline" and c in test.columns]
     if not len(test):
         return val.assign(test_mean_diff=math.nan, test_ci_low=math.nan, test_ci_high=math.nan, test_p=math.nan,
                           test_agrees=pd.NA)
@@ -278,7 +279,8 @@ def first_crossing(x, y, target: float) -> float:
 
 
 def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = "strategy",
-                  share: float = LABELS_SHARE, n_boot: int = LABELS_BOOT, seed: int = 0) -> pd.DataFrame:
+                  share: float = LABELS_SHARE, n_boot: int = LABELS_BOOT, seed: int = 0,
+                  row_values=None) -> pd.DataFrame:
     """Rows added until each curve reaches `share` of the best curve's end point, per context.
 
     A curve is a level of `factor` (the mean over seeds at each fraction, against the rows that
@@ -287,10 +289,16 @@ def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = 
     bootstrap: seeds drawn with replacement, the same draw for every curve of the context, the
     target and each crossing computed again; a bound beyond every curve's end is "not reached"
     (inf). `reached_share` is the share of resamples in which the curve reached its target.
+
+    `row_values(cell_ids)`: the cells' per-row values of `metric` [cells, rows] (analysis/rows.py),
+    or None when some have none. With it, each resample also draws the evaluation rows (the same
+    draw for every cell), so the interval holds for new rows as well as new seeds (`resampled`).
+    A context with fewer than two seeds gets no row.
     """
     x_col = "n_added" if "n_added" in df.columns and df["n_added"].notna().all() else "fraction"
     context = [c for c in cell_columns(df) if c not in (factor, "fraction")]
-    cols = [*context, factor, "x", "share", "target", "rows_needed", "ci_low", "ci_high", "reached_share", "n_seeds"]
+    cols = [*context, factor, "x", "share", "target", "rows_needed", "ci_low", "ci_high", "reached_share", "n_seeds",
+            "resampled"]
     rows = []
     rng = np.random.default_rng(seed)
     groups = df.groupby(context, sort=True, dropna=False) if context else [((), df)]
@@ -301,14 +309,19 @@ def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = 
         if len(fractions) < 2:  # one point is no curve: nothing to interpolate
             continue
         seeds = np.sort(group["seed"].unique())
+        if len(seeds) < 2:  # one seed's curve is one draw of the noise: no answer, and no interval for it
+            continue
         # values[level, fraction, seed]; x per (level, fraction) is the mean rows added there
         values = np.full((len(levels), len(fractions), len(seeds)), math.nan)
         xs = np.full((len(levels), len(fractions)), math.nan)
         li = {v: i for i, v in enumerate(levels)}
         fi = {v: i for i, v in enumerate(fractions)}
         si = {v: i for i, v in enumerate(seeds)}
-        for r in group[[factor, "fraction", "seed", metric]].itertuples(index=False):
+        ids = np.full(values.shape, None, dtype=object)  # which cell each value is (its per-row values)
+        cells = group["cell_id"] if "cell_id" in group.columns else pd.Series(None, index=group.index)
+        for r in group[[factor, "fraction", "seed", metric]].assign(_cell=cells).itertuples(index=False):
             values[li[r[0]], fi[r[1]], si[r[2]]] = r[3]
+            ids[li[r[0]], fi[r[1]], si[r[2]]] = r[4]
         for (lv, fr), part in group.groupby([factor, "fraction"]):
             xs[li[lv], fi[fr]] = part[x_col].mean()
 
@@ -321,8 +334,14 @@ def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = 
             warnings.simplefilter("ignore", RuntimeWarning)  # the mean of a curve point no drawn seed has
             target, needed = answer(np.nanmean(values, axis=2))
             draws = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+            by_rows = _row_resampled(values, ids, row_values, n_boot, rng) if row_values is not None else None
             # every resample's mean curves at once: values[:, :, draws] is (level, fraction, resample, seed)
-            curves = np.nanmean(values[:, :, draws], axis=3) if len(seeds) > 1 else np.empty((len(levels), 0, 0))
+            if by_rows is not None:  # (level, fraction, seed, resample): each resample its own rows
+                picked = by_rows[:, :, draws, np.arange(n_boot)[:, None]]
+                curves = np.nanmean(picked, axis=3)  # one seed still has its rows' uncertainty
+            else:
+                curves = (np.nanmean(values[:, :, draws], axis=3) if len(seeds) > 1
+                          else np.empty((len(levels), 0, 0)))
             boot = np.array([answer(curves[:, :, b])[1] for b in range(curves.shape[2])]).reshape(-1, len(levels))
         for i, level in enumerate(levels):
             b = np.where(np.isnan(boot[:, i]), math.inf, boot[:, i]) if len(boot) else np.array([])
@@ -332,5 +351,22 @@ def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = 
             rows.append({**dict(zip(context, key)), factor: level, "x": x_col, "share": share, "target": target,
                          "rows_needed": needed[i], "ci_low": float(low), "ci_high": float(high),
                          "reached_share": float(np.isfinite(b).mean()) if len(b) else math.nan,
-                         "n_seeds": int((~np.isnan(values[i])).any(axis=0).sum())})
+                         "n_seeds": int((~np.isnan(values[i])).any(axis=0).sum()),
+                         "resampled": "seeds and rows" if by_rows is not None else "seeds"})
     return pd.DataFrame(rows, columns=cols)
+
+
+def _row_resampled(values: np.ndarray, ids: np.ndarray, row_values, n_boot: int, rng) -> np.ndarray | None:
+    """values[level, fraction, seed] recomputed on `n_boot` draws of the evaluation rows (with
+    replacement, one draw shared by every cell): [level, fraction, seed, resample]; None when a
+    cell has no per-row values."""
+    present = ~np.isnan(values)
+    cells = list(ids[present])
+    per_row = row_values([str(c) for c in cells]) if cells and None not in cells else None
+    if per_row is None:
+        return None
+    n = per_row.shape[1]
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)], 1) / n
+    out = np.full((*values.shape, n_boot), np.nan)
+    out[present] = per_row @ weights
+    return out

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep.analysis import annotation, compare, figures, findings, selection, stats, tables
+from raysweep.analysis import annotation, compare, figures, findings, rows, selection, stats, tables, variance
 from raysweep.analysis.document import Doc
 from raysweep.analysis.results import Results, ResultsError, combined_trials, load_many, metrics_of
 from raysweep.analysis.tables import pct_ci, value_str
@@ -81,6 +81,8 @@ class Run:
     comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
     correlations: pd.DataFrame | None = None  # entropy vs SQBC, per freeze (seed "all") and per seed
     metrics: tuple[str, ...] = METRICS  # the task's validation metrics, headline first (results.metrics_of)
+    predictions: rows.Predictions | None = None  # the cells' per-row predictions (predictions.py)
+    num_classes: int | None = None  # the task's classes (macro-F1's per-row values), when the configs say
 
     @property
     def metric(self) -> str:
@@ -136,12 +138,15 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = compare.LA
               doc=Doc(title=f"raysweep report: {', '.join(r.name for r in results)}"),
               trials=trials, ok=ok, varying=stats.varying_parameters(ok) if len(ok) else [],
               sources=[str(x) for x in sources] if sources else None, metrics=metrics_of(ok))
+    run.predictions = rows.Predictions.read([r.dir for r in results])
+    run.num_classes = num_classes(results)
     if len(ok):
         run.cells = tables.cell_table(ok, run.metrics)
-        run.comparisons = comparisons(ok, run.metrics)
+        run.comparisons = comparisons(ok, run.metrics, run.predictions, run.num_classes)
     run.correlations = correlation_table(results)
 
     findings_section(run)
+    variance.section(run)  # which axis matters: seed and row noise beside the compared axes
     summary(run)
     headline(run)
     trial_figures(run)
@@ -205,6 +210,16 @@ def findings_section(run: Run) -> None:
         else:
             note += " The trials have no `test` split, so no finding is checked on held-out rows."
         doc.para(note)
+        missing = rows.missing_predictions(ok, run.predictions)
+        if len(missing):
+            run.table(missing, missing, "cells_without_predictions", inline=False)
+            shown = ", ".join(f"`{c}`" for c in missing["cell_id"].head(8))
+            doc.para(f"**{len(missing)} of {ok['cell_id'].nunique()} finished cells have no per-row predictions on "
+                     f"record** ({shown}{', ...' if len(missing) > 8 else ''}; all in "
+                     "`tables/cells_without_predictions.csv`): they finished before raysweep recorded them. Every "
+                     "comparison with one of them falls back to the seed-only test, whose interval is for this "
+                     "evaluation set only: a difference in which rows two strategies get right is shared by every "
+                     "seed, so it may not hold on new rows. Running the sweep into a fresh output records them.")
     for key, table in run.comparisons.items():
         spec = COMPARISONS[key]
         doc.heading(spec.title(table["baseline"].iloc[0]), level=3)
@@ -259,7 +274,8 @@ def headline(run: Run) -> None:
     if has_diff:
         text += (f"`vs {baseline}`: the mean over seeds of each seed's mean difference to `{baseline}` over the "
                  f"fractions where the two could differ (the Findings say which), in percentage points, with its "
-                 f"95% t-interval; `*`: survives Holm within the table (see Findings).")
+                 f"95% interval on new rows (seeds and evaluation rows, where the cells have predictions on record; "
+                 f"else seeds only); `*`: survives Holm within the table (see Findings).")
     else:
         text += f"No paired differences: {no_pairs_reason(ok)}."
     doc.para(text)
@@ -360,14 +376,18 @@ def detail_tables(run: Run, extras: list[dict[str, list[dict]]]) -> None:
         for key, table in run.comparisons.items():
             spec = COMPARISONS[key]
             baseline = table["baseline"].iloc[0]
-            doc.heading(f"{spec.title(baseline)}: the seed as the unit", level=3)
-            doc.para(f"Per comparison and metric: the fractions used and those left out (why), the mean of the "
-                     f"per-seed mean differences with its 95% t-interval, p of the {compare.TEST_NAME}, Holm within "
-                     f"each metric's table, and the seeds needed for 80% power at the observed effect and at "
-                     f"{100 * compare.MIN_EFFECT:g} point. `*`: survives Holm.")
+            doc.heading(f"{spec.title(baseline)}: seeds and evaluation rows", level=3)
+            doc.para(f"Per comparison and metric: the fractions used and those left out (why), the evaluation rows, "
+                     f"the mean of the per-seed mean differences with its 95% interval on new rows (seeds and rows) "
+                     f"and on this evaluation set (the {compare.TEST_NAME}), p and Holm p (within each metric's "
+                     f"table) on new rows, the seeds needed for 80% power at this evaluation-set size and, where no "
+                     f"number of seeds is enough, the evaluation rows that would be, at the observed effect and at "
+                     f"{100 * compare.MIN_EFFECT:g} point, and the rows' share of the variance of the difference. "
+                     "`*`: survives Holm.")
             run.table(table, tables.show_compare(table, spec.factor, varying), f"compare_{key}")
             if key == "strategy":
-                by_fraction = pd.concat([compare.compare(ok, "strategy", baseline, m, by_fraction=True)
+                by_fraction = pd.concat([rows.compare_rows(ok, run.predictions, "strategy", baseline, m,
+                                                           by_fraction=True, num_classes=run.num_classes)
                                          for m in run.metrics if m in ok.columns and ok[m].notna().any()],
                                         ignore_index=True)
                 doc.heading(f"Each strategy vs `{baseline}`, per fraction (secondary)", level=3)
@@ -405,13 +425,20 @@ def labels_needed(run: Run) -> None:
     factor = "strategy" if "strategy" in run.varying else ("pool" if "pool" in run.varying else None)
     if factor is None or ok["fraction"].nunique() < 2:
         return
-    table = pd.concat([compare.labels_needed(ok, m, factor, n_boot=run.n_boot, seed=run.seed).assign(metric=m)
+    table = pd.concat([compare.labels_needed(ok, m, factor, n_boot=run.n_boot, seed=run.seed,
+                                             row_values=rows.row_values_of(run.predictions, m, run.num_classes)
+                                             ).assign(metric=m)
                        for m in run.metrics if m in ok.columns and ok[m].notna().any()], ignore_index=True)
     doc.heading("Labels needed", level=3)
+    if not len(table):
+        doc.para("Not computed: it needs at least two seeds per cell, and this sweep has one (one seed's curve "
+                 "is one draw of the noise).")
+        return
     doc.para(f"Rows added until a {factor}'s mean learning curve reaches {100 * compare.LABELS_SHARE:g}% of the best "
              f"curve's end point (its value at its largest fraction), interpolating linearly between fractions; "
-             f"“not reached” is an answer. Interval: seed bootstrap ({run.n_boot:,} resamples of the seeds, "
-             f"the same draw for every curve of a panel, seed {run.seed}).")
+             f"“not reached” is an answer. Interval: bootstrap ({run.n_boot:,} resamples of the seeds and, where "
+             f"every cell has per-row predictions on record, of the evaluation rows too (`resampled`), the same "
+             f"draw for every curve of a panel, seed {run.seed}).")
     run.table(table, tables.show_labels_needed(table, factor, run.varying), "labels_needed")
 
 
@@ -480,9 +507,12 @@ def method(run: Run) -> None:
         "table says which fractions it used. Where the trials do not record which training a cell shares, it is "
         "derived: a trial that added fewer rows than it asked for (round(fraction \u00d7 n_labeled)) took the whole "
         "pool, whose size is then its n_added.",
-        "Labels needed: see that table; its interval is the only bootstrap in the report (seeds resampled), since "
-        "\u201cnot reached\u201d has no mean to take a t-interval of.",
-        "Figures draw the same mean and t-interval as the tables; each states its number of seeds.",
+        "Labels needed: see that table; its interval is the only bootstrap in the report (seeds resampled, and "
+        "evaluation rows too where every cell has predictions on record), since \u201cnot reached\u201d has no mean "
+        "to take a t-interval of.",
+        "Figures draw the same mean and t-interval as the tables, and only over the seeds of one cell: a figure "
+        "whose points pool cells (by_strategy, by_fraction, ...) or hold one seed draws none and says so; each "
+        "states its number of seeds.",
     ])
 
 
@@ -494,10 +524,13 @@ def has_results(res: Results) -> bool:
     return any(x is not None and len(x) for x in (res.trials, res.generated, res.diagnostics))
 
 
-def comparisons(ok: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> dict[str, pd.DataFrame]:
+def comparisons(ok: pd.DataFrame, metrics: tuple[str, ...] = METRICS, predictions: rows.Predictions | None = None,
+                num_classes: int | None = None) -> dict[str, pd.DataFrame]:
     """Every comparison the trials can answer (see COMPARISONS), on each of `metrics` (the task's:
     val accuracy and macro-F1 for SST-5), each with the same comparison on the test split beside it
-    when the trials have one."""
+    when the trials have one. The inference counts seeds and evaluation rows where the cells have
+    `predictions` (analysis/rows.py), else seeds only."""
+    predictions = predictions if predictions is not None else rows.Predictions([])
     out = {}
     varying = stats.varying_parameters(ok)
     for key, spec in COMPARISONS.items():
@@ -510,11 +543,12 @@ def comparisons(ok: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> dict[st
         for metric in metrics:
             if metric not in ok.columns or ok[metric].isna().all():
                 continue
-            val = compare.compare(ok, spec.factor, baseline, metric, levels=spec.levels)
+            val = rows.compare_rows(ok, predictions, spec.factor, baseline, metric, levels=spec.levels,
+                                    num_classes=num_classes)
             on_test = test_metric(metric)
             if on_test in ok.columns and ok[on_test].notna().any():
                 test = compare.compare(ok, spec.factor, baseline, on_test, levels=spec.levels)
-                val = compare.with_test_check(val, test.assign(metric=metric))
+                val = rows.with_seed_test_check(val, test.assign(metric=metric))
             parts.append(val)
         table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         if len(table):
@@ -537,6 +571,12 @@ def headline_table(ok: pd.DataFrame, comparisons_: dict[str, pd.DataFrame] | Non
     diff = diff[diff["metric"] == metric] if len(diff) else diff
     factor, baseline = (COMPARISONS[key].factor, diff["baseline"].iloc[0]) if len(diff) else ("strategy", "random")
     return tables.headline_table(aulc, diff, cells, metric), factor, baseline, common
+
+
+def num_classes(results: list[Results]) -> int | None:
+    """The classes of the sweeps' task (macro-F1 averages over all of them), when their configs say."""
+    found = {((r.config or {}).get("data") or {}).get("num_classes") for r in results} - {None}
+    return int(found.pop()) if len(found) == 1 else None
 
 
 def common_fractions(ok: pd.DataFrame) -> list[float]:

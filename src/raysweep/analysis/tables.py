@@ -168,17 +168,36 @@ def show_compare(table: pd.DataFrame, factor: str, varying: list[str]) -> pd.Dat
         row["fractions"] = r["fractions"]
         row["left out"] = r["excluded"]
         row["seeds"] = int(r["n_seeds"])
-        row[f"minus {r['baseline']}, pp [95% CI]"] = pp_ci(r["mean_diff"], r["ci_low"], r["ci_high"],
-                                                             _true(r["significant"]))
+        rows_too = r.get("inference") == "seeds and rows"
+        if "inference" in table.columns:  # analysis/rows.py: the finding is stated on new rows
+            row["rows"] = f"{int(r['n_rows']):,}" if rows_too else f"seeds only: {r['why_seeds_only']}"
+            row[f"minus {r['baseline']}, pp: on new rows [95% CI]"] = pp_ci(
+                r["mean_diff"], r["ci_low"], r["ci_high"], _true(r["significant"])) if rows_too else "(seeds only)"
+            row["on this evaluation set [95% CI]"] = pp_ci(r["mean_diff"], r["seed_ci_low"], r["seed_ci_high"],
+                                                           _true(r["seed_significant"]))
+        else:
+            row[f"minus {r['baseline']}, pp [95% CI]"] = pp_ci(r["mean_diff"], r["ci_low"], r["ci_high"],
+                                                                 _true(r["significant"]))
         row["p"] = p_str(r["p"])
         row["Holm p"] = p_str(r["p_holm"])
         row["seeds for 80% power (observed / 1 pt)"] = (f"{seeds_str(r['seeds_observed'])} / "
                                                          f"{seeds_str(r['seeds_min_effect'])}")
+        if rows_too:
+            row["eval rows for 80% power (observed / 1 pt)"] = (f"{rows_needed_str(r['rows_observed'])} / "
+                                                                 f"{rows_needed_str(r['rows_min_effect'])}")
+            row["row share of variance"] = f"{100 * r['row_share']:.0f}%" if not pd.isna(r["row_share"]) else ""
         if "test_mean_diff" in table.columns:
             row["on test, pp [95% CI]"] = pp_ci(r["test_mean_diff"], r["test_ci_low"], r["test_ci_high"], False)
             row["test agrees"] = "" if pd.isna(r["test_agrees"]) else ("yes" if r["test_agrees"] else "NO")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def rows_needed_str(value: float) -> str:
+    """Evaluation rows needed: a count, "more than 10 million" (inf), or "" (no effect to detect)."""
+    if pd.isna(value):
+        return ""
+    return "more than 10 million" if math.isinf(value) else f"{value:,.0f}"
 
 
 def rows_str(value: float) -> str:
@@ -202,6 +221,8 @@ def show_labels_needed(table: pd.DataFrame, factor: str, varying: list[str]) -> 
                     else f" [{rows_str(r['ci_low'])}, {rows_str(r['ci_high'])}]")
         row[f"{unit} needed [95% CI]"] = rows_str(r["rows_needed"]) + interval
         row["reached in % of resamples"] = "" if math.isnan(r["reached_share"]) else f"{100 * r['reached_share']:.0f}"
+        if "resampled" in table.columns:
+            row["resampled"] = r["resampled"]
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -3,6 +3,7 @@ dense, plus the head. The study's three modes are its named members; `top-K` nam
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from raysweep.freeze.base import FreezeMode
@@ -27,8 +28,10 @@ class TopLayers(FreezeMode):
     def parse(cls, name: str) -> TopLayers | None:
         if name in FREEZE_MODES:
             return cls(*FREEZE_MODES[name])
-        if name.startswith("top-") and name[4:].isdigit() and int(name[4:]) >= 1:
-            return cls(int(name[4:]), True)
+        # ASCII digits only: str.isdigit() is true of "²", which int() then refuses with a traceback.
+        top = re.fullmatch(r"top-([1-9][0-9]{0,3})", name, re.ASCII)
+        if top:
+            return cls(int(top[1]), True)
         return None
 
     @property

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # `lora` alone: rank 8 (peft's own default rank) on the one top layer that last-attention trains
 # in full, so `lora` against `last-attention` is the study's question with nothing else changed.
 LORA_DEFAULT = "lora-r8-k1"
-_LORA = re.compile(r"lora-r(\d+)-k(\d+)(-ffn)?")
+_LORA = re.compile(r"lora-r([0-9]{1,4})-k([0-9]{1,4})(-ffn)?")  # ASCII digits: \d would take "²"
 
 
 @dataclass(frozen=True)

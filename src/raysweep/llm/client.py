@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
+import httpx2
 import openai
 import ray
 
@@ -23,6 +24,44 @@ from raysweep.llm.config import CALL_HEADER, ApiKeyError, KeyRoute
 from raysweep.llm.limiter import call as limiter_call, wait_for_slot
 
 MAX_BACKOFF = 60.0  # seconds: the longest wait between retries when the server gives no Retry-After
+# The longest Retry-After honoured. A server asking for more (a 429 or 503 with `Retry-After:
+# 100000`) stops the run with a line saying so, paid replies kept, rather than wait for a day.
+MAX_RETRY_AFTER = 120.0
+# No call of this generator has finished for this many `llm.timeout`s (at least NO_PROGRESS_MIN_S):
+# the server takes calls and never answers them; stop rather than retry for ever.
+NO_PROGRESS_TIMEOUTS = 3
+NO_PROGRESS_MIN_S = 60.0
+
+
+class _WholeReplyDeadline(httpx2.HTTPTransport):
+    """httpx's read timeout is per read: a server that trickles a reply a byte every 5 s never
+    trips a 20 s one, and the call ran until killed. This bounds the whole reply to `seconds`
+    (llm.timeout) from the request; past it the next byte ends the call as a timeout."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def handle_request(self, request):
+        deadline = time.monotonic() + self.seconds
+        response = super().handle_request(request)
+        response.stream = _Until(response.stream, deadline, request, self.seconds)
+        return response
+
+
+class _Until(httpx2.SyncByteStream):
+    def __init__(self, inner, deadline: float, request, seconds: float):
+        self.inner, self.deadline, self.request, self.seconds = inner, deadline, request, seconds
+
+    def __iter__(self):
+        for chunk in self.inner:
+            if time.monotonic() > self.deadline:
+                raise httpx2.ReadTimeout(f"the reply was still arriving after {self.seconds:g} s (llm.timeout): "
+                                         "the server sends it too slowly", request=self.request)
+            yield chunk
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def retry_after_seconds(headers) -> float | None:
@@ -90,7 +129,10 @@ class Generator:
                                   "cluster, give every node a key file (llm.api_key_file, docs/cluster.md)")
         # A server without keys (the embedded one, most local ones) ignores it, but the client needs
         # one; given nothing, it would read $OPENAI_API_KEY itself and send it to any base_url.
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0)
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0,
+                                    http_client=openai.DefaultHttpxClient(transport=_WholeReplyDeadline(timeout)))
+        self.no_progress_s = max(NO_PROGRESS_MIN_S, NO_PROGRESS_TIMEOUTS * timeout)
+        self.last_progress = time.monotonic()  # the start, then each call that returned a reply
         self.base_url = base_url
         self.model = model
         self.params = params  # temperature, max_tokens, optionally response_format
@@ -160,6 +202,10 @@ class Generator:
                 retried[str(status)] += 1
                 last_error = f"{where}: {message}"
                 pause = retry_after_seconds(exc.response.headers)
+                if pause is not None and pause > MAX_RETRY_AFTER:
+                    return {"request_id": request_id, "fatal": True, "retried": dict(retried),
+                            "error": f"{where}: the server asks to wait {pause:,.0f} s before retrying (Retry-After), "
+                                     f"more than the {MAX_RETRY_AFTER:.0f} s raysweep waits; stopped ({message})"}
                 if status == 429:
                     # The provider's bucket is empty for everyone: hold the whole pool.
                     limiter_call(self.limiter, "pause", pause if pause is not None else self._backoff(attempt))
@@ -172,11 +218,19 @@ class Generator:
                 self._settle(money, None)  # billed or not, we cannot know: keep the worst case
                 kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
                 retried[kind] += 1
-                last_error = f"{kind} talking to {self.base_url}: {one_line(exc)}"
+                cause = exc.__cause__ if isinstance(exc.__cause__, httpx2.ReadTimeout) else exc
+                last_error = f"{kind} talking to {self.base_url}: {one_line(cause)}"
+                idle = time.monotonic() - self.last_progress
+                if idle > self.no_progress_s:
+                    return {"request_id": request_id, "fatal": True, "retried": dict(retried),
+                            "error": f"no call to {self.base_url} has returned a reply for {idle:.0f} s "
+                                     f"(more than {self.no_progress_s:.0f} s: {NO_PROGRESS_TIMEOUTS} x llm.timeout); "
+                                     f"stopped; last: {last_error}"}
                 if attempt <= self.retries:
                     time.sleep(self._backoff(attempt))
                 continue
             latency = time.monotonic() - start
+            self.last_progress = time.monotonic()
             try:
                 body = json.loads(raw.text)
             except json.JSONDecodeError:
@@ -205,5 +259,10 @@ class Generator:
                 "error": f"gave up after {self.retries + 1} attempts; last: {last_error}"}
 
 
+class LLMGenerator(Generator):
+    """Generator as an actor: the dashboard lists an actor by its class's name, and `Generator`
+    alone does not say it calls an LLM."""
+
+
 # IO-bound: an actor waiting on HTTP must not hold a core that a trial could use.
-GeneratorActor = ray.remote(num_cpus=0)(Generator)
+GeneratorActor = ray.remote(num_cpus=0)(LLMGenerator)

@@ -17,13 +17,15 @@ in someone else's file must not collect your OpenAI key.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from raysweep.errors import RaysweepError
-from raysweep.loader import ConfigError, from_dict, require
+from raysweep.errors import RaysweepError, remember_secret
+from raysweep.files import regular_file
+from raysweep.loader import ConfigError, describe, from_dict, require, url_problem
 
 # The placeholders a prompt template must use (string.Template syntax, so that literal JSON
 # braces in a template need no escaping).
@@ -66,13 +68,23 @@ class KeyRoute:
             if mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise ApiKeyError(f"llm.api_key_file {self.file}: others may read it (mode {stat.filemode(mode)}); "
                                   f"chmod 600 {self.file}")
-            key = path.read_text().strip()
+            regular_file(path, "key", ApiKeyError)  # a FIFO would block, /dev/zero never end
+            key = path.read_text(encoding="utf-8", errors="replace").strip()
         except OSError as exc:
             raise ApiKeyError(f"llm.api_key_file {self.file}: cannot read it on {os.uname().nodename} "
                               f"({exc.strerror})") from None
         if not key:
             raise ApiKeyError(f"llm.api_key_file {self.file}: the file is empty")
+        if not _KEY_SHAPE.fullmatch(key):
+            # The whole file is sent as the key: an ssh key or a .env named here by mistake would
+            # go to base_url. A key is one word of printable ASCII; the file's text is not repeated.
+            raise ApiKeyError(f"llm.api_key_file {self.file}: does not hold one API key (a single line of printable "
+                              "characters without spaces, 8 to 4096 of them); is it the right file?")
+        remember_secret(key)  # masked in every line from now on, should a server echo it
         return key
+
+
+_KEY_SHAPE = re.compile(r"[\x21-\x7e]{8,4096}")
 
 
 def endpoint_host(url: str) -> str:
@@ -263,8 +275,8 @@ class LLMConfig:
                                 for word in ("key", "token", "secret", "sig"))
             require("@" not in address and not secret_option,
                    "base_url: holds a credential; put the key in a variable and name it in api_key_env")
-        require(self.base_url is None or self.base_url.startswith(("http://", "https://")),
-               f"base_url: {self.base_url!r} is not an http(s) URL")
+        problem = url_problem(self.base_url) if self.base_url is not None else None
+        require(problem is None, f"base_url: {describe(self.base_url)} {problem}")
         require(bool(self.model.strip()), "model: must not be empty")
         require(self.api_key_env is None or self.api_key_env.isidentifier(),
                "api_key_env: is not an environment variable name (name the variable that holds the key; "

@@ -67,6 +67,7 @@ class Reply:
     headers: dict = field(default_factory=dict)  # e.g. {"retry-after": "0.5"}
     body: str | None = None  # a raw body instead of a chat completion (errors, broken JSON)
     truncate_at: float | None = None  # keep this fraction of the content and say finish_reason=length
+    trickle: float = 0.0  # seconds between the body's bytes: a server that sends its reply a byte at a time
 
 
 @dataclass
@@ -144,9 +145,9 @@ class FakeOpenAI:
                                                             self.headers.get("Authorization"))
                 if delay:
                     time.sleep(delay)
-                self._send(status, body, headers)
+                self._send(status, body, headers, headers.pop("x-fake-trickle", 0.0))
 
-            def _send(self, status, body, headers):
+            def _send(self, status, body, headers, trickle=0.0):
                 data = body if isinstance(body, bytes) else body.encode()
                 try:
                     self.send_response(status)
@@ -155,7 +156,13 @@ class FakeOpenAI:
                     for key, value in headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if trickle:
+                        for i in range(len(data)):
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(trickle)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout): nothing to answer
 
@@ -228,7 +235,8 @@ class FakeOpenAI:
                          "message": {"role": "assistant", "content": content}}],
             "usage": usage,
         }
-        return 200, json.dumps(completion), dict(reply.headers), reply.delay
+        return 200, json.dumps(completion), {**reply.headers, **({"x-fake-trickle": reply.trickle} if reply.trickle
+                                                                 else {})}, reply.delay
 
     def _content(self, reply: Reply, call: str | None, number: int, prompt: str = "") -> tuple[str | None, str]:
         content = reply.content

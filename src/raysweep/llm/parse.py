@@ -36,6 +36,8 @@ FAILURES = {
     "empty_reply": "the reply had no content",
     "not_text": "the reply's content was not text (a list, a number, an object)",
     "not_json": "no JSON could be read from the reply (or it nests too deeply, or holds a number too long to read)",
+    "bad_text": "a sentence that is not valid Unicode text (a lone surrogate such as \\ud800)",
+    "bad_reply": "a reply of a shape nothing else here names; it is kept, never parsed into rows",
     "no_list": "the JSON holds no list of samples",
     "truncated_item": "the item cut off at the end of a truncated reply",
     "bad_item": "an item that is neither a [sentence, label] pair nor a dict with both",
@@ -73,12 +75,24 @@ class ParsedReply:
         else:
             try:
                 text = json.dumps(detail, ensure_ascii=False, default=str)[:200]
-            except (ValueError, RecursionError):  # nested too deeply, or an int too long to print
+            except (ValueError, TypeError, RecursionError):  # too deep, an int too long, a tuple key
                 text = f"<{type(detail).__name__}>"
         self.failures.append((kind, text))
 
 
 def parse_reply(content: object, class_names) -> ParsedReply:
+    """Rows from one reply's text (see _parse_reply); any shape it does not foresee is one
+    `bad_reply` failure, never an exception: replies are stored before they are parsed, so an
+    exception here would fail every rerun on the same stored reply."""
+    try:
+        return _parse_reply(content, class_names)
+    except Exception as exc:  # noqa: BLE001 - the guarantee above
+        out = ParsedReply()
+        out.fail("bad_reply", f"{type(exc).__name__} while parsing")
+        return out
+
+
+def _parse_reply(content: object, class_names) -> ParsedReply:
     """Rows from one reply's text. A reply cut off at max_tokens (finish_reason 'length') shows
     it in the JSON itself, an unclosed list, so the text is all that is needed.
 
@@ -290,6 +304,9 @@ def _row(item, class_names, out: ParsedReply) -> tuple[str, int] | None:
         out.fail("bad_item", item)
         return None
     text = " ".join(text.split())
+    if not _encodable(text):
+        out.fail("bad_text", repr(text))
+        return None
     if not normalize(text):
         out.fail("empty_text", item)
         return None
@@ -303,6 +320,16 @@ def _row(item, class_names, out: ParsedReply) -> tuple[str, int] | None:
     if how:
         out.repairs[how] += 1
     return text, label
+
+
+def _encodable(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (a JSON \\ud800 escape decodes to a lone surrogate,
+    which no file, Parquet column or tokenizer takes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _label(value, class_names) -> tuple[int | None, str | None]:
@@ -360,6 +387,15 @@ LABEL_FAILURES = {"wrong_count": "a labeling reply with more or fewer labels tha
 
 
 def parse_labels(content: object, n: int, class_names) -> ParsedLabels:
+    """The `n` labels of a labeling reply (see _parse_labels); any unforeseen shape is the
+    failure `bad_reply`, never an exception (as parse_reply)."""
+    try:
+        return _parse_labels(content, n, class_names)
+    except Exception:  # noqa: BLE001 - a stored reply must never poison a rerun
+        return ParsedLabels(failure="bad_reply")
+
+
+def _parse_labels(content: object, n: int, class_names) -> ParsedLabels:
     """The `n` labels of a labeling reply (llm/annotate.py), in the order the sentences were sent.
 
     Accepts what `parse_reply` repairs (fences, prose, trailing commas, an object around the
