@@ -42,7 +42,7 @@ from raysweep.tasks import Task
 
 FORMAT_VERSION = 1  # bump when what is stored changes: old entries are then simply not found
 CHUNK = 64  # rows per scoring step; the unit of MC-dropout seeding, so results ignore sharding
-BASE_NEEDS = frozenset({"probs", "embeddings", "labeled_embeddings", "grad_embeddings"})
+BASE_NEEDS = frozenset({"probs", "embeddings", "labeled_embeddings", "labeled_probs", "grad_embeddings"})
 # Pooled rows only go through the head (a dense layer or two): in-process scores ~2,000-3,000
 # rows/s with 10 MC samples, while a Ray Data pass pays 15-50 s to start its actors and ship the
 # models (benchmarks/scoring.py, 4,096 rows on 2 cores: 1.3 s in-process vs 52 s Ray Data for
@@ -344,7 +344,7 @@ def _view(needs: frozenset[str], scores: Scores, n: int, labeled_labels: np.ndar
     view = strategies.PoolView(size=n, labeled_labels=np.asarray(labeled_labels))
     if scores.probs is not None:
         view.probs, view.embeddings = scores.probs[:n], scores.embeddings[:n]
-        view.labeled_embeddings = scores.embeddings[n:]
+        view.labeled_embeddings, view.labeled_probs = scores.embeddings[n:], scores.probs[n:]
     if "grad_embeddings" in needs:
         view.grad_embeddings = gradient_embeddings(view.probs, view.embeddings)
     if scores.mc_probs is not None:
