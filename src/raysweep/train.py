@@ -116,16 +116,13 @@ def _committee(inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray, remain
     """[M, pool, C]: the pool under the models the other seeds train on the same rows. At the
     first step these are the sweep's own scoring models (cached by the driver's scoring pass)."""
     others = [s for s in inputs.seeds if s != seed]
-    probs = []
-    for other in others:
-        model = trained_model(inputs.train_acts, rows, labels[rows], inputs.num_classes, recipe, other,
-                              inputs.cache_dir, lora=inputs.lora, task=inputs.task)
-        probs.append(scoring.pool_view(frozenset({"probs"}), model, inputs.train_acts, remaining, rows, labels[rows],
-                                       selection, other, cache_dir=inputs.cache_dir, log=log).probs)
-    if len(probs) < 2:
+    if len(others) < 2:
         raise ValueError(f"qbc-seeds: its committee is the other seeds' scoring models, and this sweep has "
                          f"{len(inputs.seeds)} seed(s); it needs 3 or more")
-    return np.stack(probs)
+    models = [trained_model(inputs.train_acts, rows, labels[rows], inputs.num_classes, recipe, other,
+                            inputs.cache_dir, lora=inputs.lora, task=inputs.task) for other in others]
+    return scoring.committee_probs(models, others, inputs.train_acts, remaining, rows, labels[rows], selection,
+                                   inputs.cache_dir, log)
 
 
 def _or_nan(scores: np.ndarray | None, n: int) -> np.ndarray:

@@ -8,7 +8,6 @@ from click.testing import CliRunner
 
 from raysweep import strategies
 from raysweep.strategies import PoolExhaustedError, PoolView
-from raysweep.strategies.diversity import gradient_embeddings
 
 NAMES = sorted(strategies.REGISTRY)
 SIZE = 30
@@ -33,7 +32,7 @@ def full_view(size: int = SIZE, duplicates: bool = False, seed: int = 0) -> Pool
     gold = np.concatenate([gold, gold]) if duplicates else gold
     return PoolView(size=size, probs=probs, embeddings=emb, labeled_embeddings=labeled_emb,
                     labeled_labels=rng.integers(0, 4, size=7), mc_probs=mc,
-                    grad_embeddings=gradient_embeddings(probs, emb), labeled_probs=labeled_probs,
+                    labeled_probs=labeled_probs,
                     committee_probs=mc[:3], pool_labels=gold)
 
 

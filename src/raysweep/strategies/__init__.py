@@ -4,8 +4,8 @@ A strategy turns what a model says about the pool (a `PoolView`) into a ranking 
 and the trial adds the top `n` rows. Adding one is a small class plus `register(...)`.
 
 `needs` tells the trial what to compute before calling `select`: nothing (random), class
-probabilities, fine-tuned embeddings of pool and labeled rows, MC-dropout samples, or
-gradient embeddings. Computing them is the trial's job (see `raysweep.scoring`), so a
+probabilities, fine-tuned embeddings of pool and labeled rows, MC-dropout samples, the other
+seeds' probabilities (qbc-seeds) or the pool's gold labels (the sweep-only oracle). Computing them is the trial's job (see `raysweep.scoring`), so a
 strategy is pure numpy and testable on hand-made arrays.
 
 Most strategies score each pool row and take the highest (`RankingStrategy`, as small-text's
@@ -39,7 +39,6 @@ class PoolView:
     labeled_embeddings: np.ndarray | None = None  # [n_labeled, H], same space
     labeled_labels: np.ndarray | None = None  # [n_labeled]
     mc_probs: np.ndarray | None = None  # [S, size, C] MC-dropout samples
-    grad_embeddings: np.ndarray | None = None  # [size, D] gradient embeddings (coreset-style tests; badge factorises)
     labeled_probs: np.ndarray | None = None  # [n_labeled, C] the same model's probabilities of the labeled rows (cal)
     # [M, size, C]: the pool under the scoring models of the other seeds of the freeze mode (qbc-seeds)
     committee_probs: np.ndarray | None = None

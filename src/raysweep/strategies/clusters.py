@@ -82,10 +82,18 @@ class ClusterMargin(Strategy):
 
     def select(self, view, n, rng):
         tie = rng.permutation(view.size)
-        m = min(view.size, self.CANDIDATES * n)
-        candidates = np.lexsort((tie, margins(view.probs)))[:m]  # smallest margin first
-        assign = kmeans(view.embeddings[candidates], min(self.CLUSTERS, m), rng)
-        order = rng.permutation(m)  # a random member of each cluster at each visit, as the paper
+        candidates = np.lexsort((tie, margins(view.probs)))[: self.candidates(view.size, n)]  # smallest first
+        return candidates[self.spread(view.embeddings[candidates], n, rng)]
+
+    def candidates(self, size: int, n: int) -> int:
+        return min(size, self.CANDIDATES * n)
+
+    def spread(self, vectors: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        """`n` positions into the candidates (`vectors`, smallest margin first): round-robin over
+        their clusters, smallest cluster first, a random member at each visit (as the paper)."""
+        m = len(vectors)
+        assign = kmeans(vectors, min(self.CLUSTERS, m), rng)
+        order = rng.permutation(m)
         members = [order[assign[order] == c] for c in range(assign.max() + 1)]
         members = [m_ for m_ in sorted(members, key=len) if len(m_)]  # smallest first; sort is stable
         picked = []
@@ -93,7 +101,7 @@ class ClusterMargin(Strategy):
             picked.extend(m_[depth] for m_ in members if depth < len(m_))
             if len(picked) >= n:
                 break
-        return candidates[np.asarray(picked[:n], dtype=np.int64)]
+        return np.asarray(picked[:n], dtype=np.int64)
 
 
 def typicality(points: np.ndarray, k: int = 20) -> np.ndarray:

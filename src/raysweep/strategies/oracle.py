@@ -40,7 +40,7 @@ class Oracle(RankingStrategy):
         p_gold = probs[np.arange(len(gold)), gold]
         wrong = probs.argmax(axis=1) != gold
         # Within a class: wrong rows by gold probability descending, then right rows ascending.
-        within = np.where(wrong, 2.0 - p_gold, p_gold - 1.0)  # wrong in (1, 2], right in [-1, 0): wrong first
+        within = np.where(wrong, 1.0 + p_gold, -p_gold)  # wrong in [1, 2), right in [-1, 0]: wrong first
         score = np.empty(len(gold))
         for c in np.unique(gold):
             at = np.flatnonzero(gold == c)
