@@ -25,8 +25,11 @@ import numpy as np
 from raysweep.strategies import Strategy, register
 
 
-def _sq_dists(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    d = (points ** 2).sum(axis=1)[:, None] + (centers ** 2).sum(axis=1)[None, :] - 2.0 * points @ centers.T
+def _sq_dists(points: np.ndarray, centers: np.ndarray, sq_points: np.ndarray | None = None) -> np.ndarray:
+    """[len(points), len(centers)] squared distances; `sq_points`: the rows' squared norms, when
+    the caller has them (k-means calls this hundreds of times on the same rows)."""
+    sq_points = (points ** 2).sum(axis=1) if sq_points is None else sq_points
+    d = sq_points[:, None] + (centers ** 2).sum(axis=1)[None, :] - 2.0 * points @ centers.T
     return np.maximum(d, 0.0)
 
 
@@ -43,16 +46,18 @@ def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int
     k = max(1, min(k, n))
     # k-means++: the first centre uniformly, each next one with probability ~ squared distance.
     centers = np.empty((k, points.shape[1]))
+    sq = (points ** 2).sum(axis=1)
     centers[0] = points[rng.integers(n)]
-    d2 = _sq_dists(points, centers[:1])[:, 0]
+    d2 = _sq_dists(points, centers[:1], sq)[:, 0]
     for j in range(1, k):
         total = d2.sum()
         i = int(rng.choice(n, p=d2 / total)) if total > 0 else int(rng.integers(n))
         centers[j] = points[i]
-        d2 = np.minimum(d2, _sq_dists(points, centers[j: j + 1])[:, 0])
+        d2 = np.minimum(d2, _sq_dists(points, centers[j: j + 1], sq)[:, 0])
     assign = np.full(n, -1, dtype=np.int64)
     for _ in range(iterations):
-        new = np.concatenate([_sq_dists(points[s: s + chunk], centers).argmin(axis=1) for s in range(0, n, chunk)])
+        new = np.concatenate([_sq_dists(points[s: s + chunk], centers, sq[s: s + chunk]).argmin(axis=1)
+                              for s in range(0, n, chunk)])
         if np.array_equal(new, assign):
             break
         assign = new
