@@ -185,6 +185,16 @@ def test_the_strategy_can_come_from_a_finished_sweep_with_its_caveat(project, tm
     assert json.loads((d / "rounds" / "round-001" / "round.json").read_text())["strategy"] == "margin"
 
 
+def test_a_sweeps_oracle_is_never_the_strategy_select_takes(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [{"cell_id": f"{s}{seed}", "pool": "real", "strategy": s, "fraction": 1, "freeze": "pooler",
+             "seed": seed, "status": "ok", "val_accuracy": acc}
+            for s, acc in (("random", 0.40), ("oracle", 0.50), ("cal", 0.42)) for seed in (0, 1)]
+    pd.DataFrame(rows).to_csv(results / "trials.csv", index=False)
+    assert labeling.strategy_from_results(results, "pooler")[0] == "cal"
+
+
 def test_settings_come_from_a_sweep_file_then_set(tmp_path):
     sweep = tmp_path / "s.yaml"
     sweep.write_text("compare: {strategy: [margin], freeze: [last-linear, pooler]}\nrecipe: {epochs: 7}\n"
