@@ -370,7 +370,7 @@ def gpu_estimate(args) -> None:
     from raysweep.backbone import load_backbone
     from raysweep.config import load_sweep
     from raysweep.data import load_splits
-    from raysweep.packing import member_bytes
+    from raysweep.packing import stacked_member_bytes
     from raysweep.sweep import expand
     from raysweep.train import rows_to_add
 
@@ -426,7 +426,7 @@ def gpu_estimate(args) -> None:
             by_n: dict[int, int] = {}
             for r in rows:
                 by_n[r] = by_n.get(r, 0) + 1
-            per_member = member_bytes(hidden, classes, max(rows), recipe.batch_size, kinds[freeze] == "pooled")
+            per_member = stacked_member_bytes(hidden, classes, max(rows), recipe.batch_size, kinds[freeze] == "pooled")
             pack = max(1, min(max(by_n.values()), int(budget // per_member)))
             packed_h = sum(max(math.ceil(count / pack) * math.ceil(n / recipe.batch_size) * recipe.epochs
                                * (step_s + min(count, pack) * draw_s),

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from raysweep import cluster, sweep
+from raysweep import cluster, driver, sweep
 from raysweep.cluster import Capacity, NodeShape, actor_pool, autoscaler_node_types, combine
 from raysweep.config import load_sweep
-from raysweep.storage import StorageError
+from raysweep.storage import Output, StorageError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_a_local_output_is_refused_on_a_multi_node_cluster_before_anything_is_wr
     assert "\n" not in str(info.value) and not out.exists()
     # One node that cannot grow: a local path is fine, so the check passes.
     monkeypatch.setattr(cluster, "capacity", lambda address=None: Capacity((NodeShape("local", 2, 0, 1, 1),), "x"))
-    sweep.check_local_output(sweep.Output(out), "10.0.0.1:6379")
+    driver.check_local_output(Output(out), "10.0.0.1:6379")
 
 
 def test_submit_passes_shared_output_on_to_the_jobs_run():

@@ -15,7 +15,7 @@ from raysweep import grid, model
 from raysweep.backbone import Backbone, boundary_for, count_trainable
 from raysweep.config import ConfigError, RecipeConfig, load_sweep
 from raysweep.embed import ensure_activations, load_activations
-from raysweep.grid import Cell, Training, pack_cost, pack_size, plan, training_key
+from raysweep.grid import Cell, CellRecord, Training, pack_cost, pack_size, plan, training_key
 from raysweep.model import Member, train_members
 
 from tiny import TINY_TEXTS
@@ -73,21 +73,21 @@ def test_packs_run_costliest_first_across_freeze_modes():
     cells, ids = grid_of(strategies=("random", "entropy"), fractions=(1, 4), seeds=(0,),
                          freezes=("last-linear", "pooler"))
     p = plan(cells, ids, set(ids), {}, n_labeled=10, pool_sizes={"real": 40}, size_of=size(100))
-    order = [(pk.variant.rsplit("|", 1)[-1], pk.n_train, len(pk.trainings)) for pk in p.packs]
+    order = [(pk.variant.freeze, pk.n_train, len(pk.trainings)) for pk in p.packs]
     assert order == [("pooler", 50, 1), ("pooler", 20, 2), ("last-linear", 50, 1), ("last-linear", 20, 2)]
     assert [pack_cost(pk) for pk in p.packs] == [250.0, 200.0, 50.0, 40.0]
 
 
 def test_a_finished_cell_is_copied_not_trained_again():
     cells, ids = grid_of(seeds=(0,))
-    done = {ids[0]: {"status": "ok", "cell_id": ids[0]}}  # random at fraction 0, from an earlier run
+    done = {ids[0]: CellRecord(ids[0], {})}  # random at fraction 0, from an earlier run
     todo = set(ids) - {ids[0]}
     p = plan(cells, ids, todo, done, 10, {"real": 40}, size(100))
     [t] = [t for pk in p.packs for t in pk.trainings if t.cell == ids[0]]
     assert set(t.riders) == {ids[3], ids[6]}  # entropy and sqbc at fraction 0
     assert p.trainings == 4  # fraction 1 x 3 strategies, fraction 4 once; fraction 0 is done
     # A finished rider names the training it shared: the rest of its group keep naming it.
-    done = {ids[3]: {"status": "ok", "cell_id": ids[3], "shared_training": ids[0]}}
+    done = {ids[3]: CellRecord(ids[3], {}, shared_training=ids[0])}
     p = plan(cells, ids, set(ids) - {ids[3]}, done, 10, {"real": 40}, size(100))
     assert {p.training_of[i] for i in (ids[0], ids[3], ids[6])} == {ids[0]}
 
@@ -224,10 +224,10 @@ def test_member_bytes_bounds_pooled_features_and_the_trained_part(acts):
 
 def test_trials_csv_names_the_training_each_cell_shares():
     cells, ids = grid_of(seeds=(0,))  # 3 strategies x fractions 0, 1, 4 (the whole pool of 40)
-    rec = lambda cid, **kw: {"cell_id": cid, "status": "ok", "metrics": {"n_labeled": 10, "pool_size": 40}, **kw}  # noqa: E731
+    rec = lambda cid, **kw: CellRecord(cid, {}, metrics={"n_labeled": 10, "pool_size": 40}, **kw)  # noqa: E731
     done = {cid: rec(cid) for cid in ids}
     done[ids[5]] = rec(ids[5], shared_training=ids[2])  # entropy x4 rode on random x4
     got = grid.trainings_of(cells, ids, done)
     assert [got[i] for i in ids] == [ids[0], ids[1], ids[2], ids[0], ids[4], ids[2], ids[0], ids[7], ids[2]]
-    old = {cid: {"cell_id": cid, "status": "ok", "metrics": {}} for cid in ids}  # records from before pool_size
+    old = {cid: CellRecord(cid, {}) for cid in ids}  # records from before pool_size
     assert grid.trainings_of(cells, ids, old) == {}  # nothing said: the analysis derives it

@@ -79,3 +79,32 @@ def test_the_check_finds_a_circle():
     graph = imports()
     assert "raysweep.config" in graph["raysweep.sweep"]  # the graph sees real imports
     assert not any(d.startswith("raysweep.strategies.") for d in graph["raysweep.strategies"])
+
+
+# What llm/ may use from the rest of raysweep: the foundations every layer shares. The LLM client
+# library serves the sweep's stages (generation, annotation); it never reaches up into them.
+LLM_MAY_IMPORT = {"raysweep.errors", "raysweep.loader", "raysweep.hashing", "raysweep.console", "raysweep.runtime"}
+
+
+def test_llm_imports_nothing_of_the_sweeps_stages():
+    graph = imports()
+    upward = {(m, d) for m, deps in graph.items() if m == "raysweep.llm" or m.startswith("raysweep.llm.")
+              for d in deps if not (d == "raysweep.llm" or d.startswith("raysweep.llm.")) and d not in LLM_MAY_IMPORT}
+    assert upward == set()
+
+
+def test_check_and_status_do_not_import_the_tune_driver():
+    """`raysweep check` and `status` read files: the Tune driver (and Ray Tune) stays out of their imports."""
+    graph = imports()
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for d in graph.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    for module in ("raysweep.status", "raysweep.preflight", "raysweep.inputs"):
+        assert "raysweep.driver" not in reach(module) and "raysweep.sweep" not in reach(module), module

@@ -108,7 +108,7 @@ def test_label_names_from_the_data_and_the_study(label, expected):
 
 def test_a_stored_reply_of_any_shape_cannot_stop_a_run():
     """What a later run does with the store: every record parsed, whatever it holds."""
-    from raysweep.llm.generate import evaluate
+    from raysweep.llm.generate import rows_from_store
 
     deep = "[" * 5000 + "]" * 5000
     records = {0: {"response": {"choices": [{"message": {"content": deep}}]}},
@@ -116,7 +116,7 @@ def test_a_stored_reply_of_any_shape_cannot_stop_a_run():
                2: {"response": {"choices": [{"message": "not a mapping"}]}},
                3: {"response": None},
                4: {"response": {"choices": [{"message": {"content": '[["a good film", "somewhat positive"]]'}}]}}}
-    state = evaluate(records, SST5_CLASS_NAMES, [], 0.8)
+    state = rows_from_store(records, SST5_CLASS_NAMES, [], 0.8)
     assert state.kept["text"].tolist() == ["a good film"] and state.kept["llm_label"].tolist() == [3]
     assert state.failures == {"empty_reply": 2, "not_text": 1, "not_json": 1}
 

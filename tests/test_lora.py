@@ -147,7 +147,9 @@ def test_a_lora_trial_records_its_trainable_count_and_its_scoring_model_is_its_o
     from raysweep import model as modeling
     from raysweep.config import RecipeConfig, SelectionConfig
     from raysweep.embed import ensure_activations, load_activations
-    from raysweep.train import Cell, TrialInputs, run_trial
+    from raysweep.train import Cell, TrialInputs
+
+    from tiny import run_trial
 
     from tiny import TINY_TEXTS
 

@@ -11,7 +11,7 @@ from raysweep.config import LoraSpec, RecipeConfig
 from raysweep.embed import ensure_activations, load_activations
 from raysweep.model import build_model, fit, fit_packed, predict_proba
 from raysweep import packing
-from raysweep.packing import Member, dropout_masks, max_pack_size, member_bytes, packable
+from raysweep.packing import Member, dropout_masks, max_pack_size, stacked_member_bytes, packable
 from raysweep.tasks import Task
 
 from tiny import TINY_TEXTS
@@ -175,14 +175,14 @@ def test_members_must_share_their_row_count_and_a_pooled_mode(acts):
 
 def test_pack_size_follows_the_memory_budget(acts):
     a = acts["pooler"]
-    per_member = member_bytes(a.hidden_size, 5, 10, RECIPE.batch_size, dense=True)
+    per_member = stacked_member_bytes(a.hidden_size, 5, 10, RECIPE.batch_size, dense=True)
     shared = len(a) * a.hidden_size * 4
     assert max_pack_size(a, 5, 10, RECIPE, budget_bytes=shared + 7 * per_member) == 7
     assert max_pack_size(a, 5, 10, RECIPE, budget_bytes=shared + 7 * per_member - 1) == 6
     assert max_pack_size(a, 5, 10, RECIPE, budget_bytes=0) == 1  # never below a solo training
     assert max_pack_size(acts["last-attention"], 5, 10, RECIPE, budget_bytes=10**12) == 1
     # A pooler member carries a [H, H] dense, its gradient and Adam state; a last-linear member does not.
-    dense_part = member_bytes(384, 5, 8544, 32, dense=True) - member_bytes(384, 5, 8544, 32, dense=False)
+    dense_part = stacked_member_bytes(384, 5, 8544, 32, dense=True) - stacked_member_bytes(384, 5, 8544, 32, dense=False)
     assert dense_part > 16 * 384 * 384
     assert max_pack_size(a, 5, 10, RECIPE) >= 1  # from this machine's free memory
 

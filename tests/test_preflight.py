@@ -14,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from raysweep import sweep
+from raysweep.grid import CellRecord
 from raysweep.cli import EXIT_BAD_INPUT, main
 from raysweep.cluster import Capacity, NodeShape
 from raysweep.config import load_sweep
@@ -248,8 +249,8 @@ def test_a_run_with_failed_cells_exits_non_zero_with_the_first_errors(tmp_path, 
     path = sweep_file(tmp_path, data)
     cfg = load_sweep(path)
     ids = sweep.cell_ids(cfg, sweep.expand(cfg))
-    records = {ids[0]: {"status": "ok", "metrics": {"val_accuracy": 0.5}},
-               ids[1]: {"status": "failed", "error": "ValueError: something broke"}}
+    records = {ids[0]: CellRecord(ids[0], {}, metrics={"val_accuracy": 0.5}),
+               ids[1]: CellRecord(ids[1], {}, "failed", error="ValueError: something broke")}
 
     def fake_run(cfg, output, **kwargs):  # what run_sweep returns: the table of trials.csv
         return sweep.results_table(sweep.expand(cfg), ids, records, cfg)

@@ -116,8 +116,9 @@ def test_encoder_and_pooling_can_be_compared(tmp_path):
     cells = expand(cfg)
     assert [(c.encoder, c.pooling) for c in cells] == [("minilm", "cls"), ("minilm", "mean"), ("/models/x", "cls"),
                                                        ("/models/x", "mean")]
-    assert {c.variant for c in cells} == {"minilm|cls|pooler", "minilm|mean|pooler", "/models/x|cls|pooler",
-                                          "/models/x|mean|pooler"}
+    assert {(c.variant.encoder, c.variant.pooling, c.variant.freeze) for c in cells} == {
+        ("minilm", "cls", "pooler"), ("minilm", "mean", "pooler"), ("/models/x", "cls", "pooler"),
+        ("/models/x", "mean", "pooler")}
     # without compare.encoder / compare.pooling, the fixed encoder section decides
     single = load_sweep(write(tmp_path, "encoder:\n  name: mpnet-base\n  pooling: mean\ncompare:\n  fraction: [0]\n"))
     assert {(c.encoder, c.pooling) for c in expand(single)} == {("mpnet-base", "mean")}

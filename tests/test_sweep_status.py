@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from raysweep import sweep
+from raysweep import driver, inputs, records, sweep
+from raysweep.grid import CellRecord
 from raysweep.cli import main
 from raysweep.config import RecipeConfig, load_sweep
 from raysweep.storage import Output
@@ -104,18 +105,18 @@ def test_a_trial_marks_its_cell_running_until_its_record_is_written(tmp_path, mo
         seen["running"] = sweep.running_cells(out)
         return [({"val_accuracy": 0.5}, Chosen.empty())]
 
-    monkeypatch.setattr(sweep, "run_trials", fake_trials)
-    monkeypatch.setattr(sweep.chosen, "write_cell", lambda *a: None)
-    monkeypatch.setattr(sweep, "trial_inputs", lambda context, variant, pool="real": SimpleNamespace(train_labels=None))
-    record = sweep.run_cell(Cell("real", "random", 1.0, "last-linear", 0), "c1", context(), out)
+    monkeypatch.setattr(records, "run_trials", fake_trials)
+    monkeypatch.setattr(records.chosen, "write_cell", lambda *a: None)
+    monkeypatch.setattr(records, "trial_inputs", lambda context, variant, pool="real": SimpleNamespace(train_labels=None))
+    record = records.run_cell(Cell("real", "random", 1.0, "last-linear", 0), "c1", context(), out)
     assert seen["running"] == {"c1"}
     assert seen["marker"]["host"] == socket.gethostname() and seen["marker"]["pid"] == os.getpid()
-    assert record["status"] == "ok" and record["metrics"]["val_accuracy"] == 0.5
+    assert record.ok and record.metrics["val_accuracy"] == 0.5
     assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["c1.json"]
 
 
 def context():
-    return sweep.TrialContext(train_labels=None, val_labels=None, labeled=None, pool_rows=None, num_classes=5,
+    return inputs.TrialContext(train_labels=None, val_labels=None, labeled=None, pool_rows=None, num_classes=5,
                               artifacts={}, recipe=RecipeConfig())
 
 
@@ -135,13 +136,13 @@ def test_a_retried_pack_reports_the_records_its_lost_node_wrote_and_runs_only_th
         ran.extend(cells)
         return [({"val_accuracy": 0.5}, Chosen.empty()) for _ in cells]
 
-    monkeypatch.setattr(sweep, "run_trials", fake_trials)
-    monkeypatch.setattr(sweep.chosen, "write_cell", lambda *a: None)
-    monkeypatch.setattr(sweep, "trial_inputs", lambda context, variant, pool="real": SimpleNamespace(train_labels=None))
+    monkeypatch.setattr(records, "run_trials", fake_trials)
+    monkeypatch.setattr(records.chosen, "write_cell", lambda *a: None)
+    monkeypatch.setattr(records, "trial_inputs", lambda context, variant, pool="real": SimpleNamespace(train_labels=None))
     monkeypatch.setattr(ray.tune, "report", reports.append)
     pack = Pack("p", done.variant, "real", 10, (Training("c1"), Training("c2")))
-    sweep._tune_trainable({"pack": "p"}, context=context(), packs={"p": pack},
-                          cells={"c1": asdict(done), "c2": asdict(rest)}, output=str(tmp_path))
+    driver._tune_trainable({"pack": "p"}, context=context(), packs={"p": pack},
+                           cells={"c1": asdict(done), "c2": asdict(rest)}, output=str(tmp_path))
     assert ran == [rest] and reports == [{"cells": 1, "ok": 1, "failed": 0}]
     assert json.loads((tmp_path / "cells" / "c1.json").read_text()) == record  # not run, not rewritten
 
@@ -170,10 +171,10 @@ def test_trials_csv_has_test_columns_only_when_a_cell_has_test_metrics():
     cells = sweep.expand(cfg)[:2]
     ids = sweep.cell_ids(cfg, cells)
     val = {"val_accuracy": 0.4, "val_macro_f1": 0.3, "confusion": [[1]]}
-    plain = sweep.results_table(cells, ids, {i: {"status": "ok", "metrics": val} for i in ids}, cfg)
+    plain = sweep.results_table(cells, ids, {i: CellRecord(i, {}, metrics=val) for i in ids}, cfg)
     assert "test_accuracy" not in plain.columns
-    done = {ids[0]: {"status": "ok", "metrics": {**val, "test_accuracy": 0.35, "test_macro_f1": 0.25}},
-            ids[1]: {"status": "ok", "metrics": val}}
+    done = {ids[0]: CellRecord(ids[0], {}, metrics={**val, "test_accuracy": 0.35, "test_macro_f1": 0.25}),
+            ids[1]: CellRecord(ids[1], {}, metrics=val)}
     table = sweep.results_table(cells, ids, done, cfg)
     assert list(table.columns[table.columns.get_loc("val_macro_f1") + 1:][:2]) == ["test_accuracy", "test_macro_f1"]
     assert table["test_accuracy"].iloc[0] == 0.35 and pd.isna(table["test_accuracy"].iloc[1])

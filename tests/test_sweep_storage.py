@@ -10,7 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raysweep import sweep
+
+from raysweep import inputs, records, steps, sweep
+from raysweep.grid import Variant
+from raysweep.layout import Layout
 from raysweep.config import RecipeConfig, load_sweep
 from raysweep.storage import Output, StorageError
 from raysweep.train import Cell
@@ -77,19 +80,20 @@ def test_a_trial_fetches_what_its_node_lacks(tmp_path):
     (driver / "selection" / "models").mkdir(parents=True)
     (driver / "selection" / "models" / "m.pt").write_bytes(b"model")
     gen = make_entry(driver / "tr+gen", b"train and generated")
-    context = sweep.TrialContext(None, None, None, None, 5, recipe=RecipeConfig(), cache_dir=str(driver),
-                                 artifacts={"e|pooler|last-linear": (str(train), str(val)),
-                                            "e|pooler|last-linear|generated": (str(gen), str(val))})
-    sweep.publish_entries(out, context, log=lambda *_: None)
-    sweep.publish_selection(out, context, log=lambda *_: None)
+    variant = Variant("e", "pooler", "last-linear")
+    context = inputs.TrialContext(None, None, None, None, 5, recipe=RecipeConfig(), cache_dir=str(driver),
+                                  artifacts={variant: (str(train), str(val)),
+                                             variant.with_generated(): (str(gen), str(val))})
+    records.publish_entries(out, context, log=lambda *_: None)
+    records.publish_selection(out, context, log=lambda *_: None)
     expected = digest_tree(driver)
     import shutil
 
     shutil.rmtree(driver)  # another node: same path, nothing in it yet
-    sweep.fetch_cache(out, context, [Cell("real", "random", 1.0, "last-linear", 0, "e", "pooler")])
+    records.fetch_cache(out, context, [Cell("real", "random", 1.0, "last-linear", 0, "e", "pooler")])
     assert not gen.exists()  # a real-pool trial fetches only what it reads
-    sweep._fetched.clear()
-    sweep.fetch_cache(out, context, [Cell("llm", "random", 1.0, "last-linear", 0, "e", "pooler")])
+    records._fetched.clear()
+    records.fetch_cache(out, context, [Cell("llm", "random", 1.0, "last-linear", 0, "e", "pooler")])
     visible = {k: v for k, v in digest_tree(driver).items() if not Path(k).name.startswith(".")}  # not the locks
     assert visible == expected
 
@@ -112,17 +116,17 @@ def test_paid_replies_reach_the_storage_even_when_a_step_stops_and_a_new_head_re
             f.write(json.dumps({"request_id": len(seen)}) + "\n")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep, "start_ray", lambda address=None: False)
-    monkeypatch.setattr(sweep.augment, "run_generation", stopped)
-    monkeypatch.setattr(sweep.annotate, "annotate_sweep", stopped)
+    monkeypatch.setattr(steps, "start_ray", lambda address=None: False)
+    monkeypatch.setattr(steps.augment, "run_generation", stopped)
+    monkeypatch.setattr(steps.annotation, "annotate_sweep", stopped)
     said = []
     for head in ("head-1", "head-2"):  # each with a disk of its own
-        cache = tmp_path / head / "cache"
+        lay = Layout(out.spec, cfg.name, str(tmp_path / head / "cache"))
         with pytest.raises(KeyboardInterrupt):
             if step == "generation":
-                sweep._generation(cfg, out.spec, out, cache, None, False, said.append)
+                steps.generation(cfg, lay, None, False, said.append)
             else:
-                sweep._annotate(cfg, sweep.expand(cfg), out, out.spec, cache, prepared=lambda: None, log=said.append)
+                steps.annotation_labels(cfg, sweep.expand(cfg), lay, lambda: None, lambda *_: None, said.append)
     # The second head found the first one's reply (fetched from the storage) and added its own.
     assert seen == [[], ["responses.jsonl"]]
     stored = (tmp_path / "out" / step / "responses.jsonl").read_text().splitlines()

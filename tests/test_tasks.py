@@ -16,9 +16,9 @@ from raysweep.embed import ensure_activations, load_activations
 from raysweep.strategies import PoolView, get
 from raysweep.tasks import PAIR_SEP, Task, join_pair, split_texts
 from raysweep.model import build_model, fit, fit_uncached, predict_proba
-from raysweep.train import Cell, TrialInputs, choose_rows, run_trial
+from raysweep.train import Cell, TrialInputs, choose_rows
 
-from tiny import TINY_TEXTS
+from tiny import TINY_TEXTS, run_trial
 
 RECIPE = RecipeConfig(epochs=3, batch_size=4, step_size=2)
 REGRESS = Task("pair-regress")
@@ -96,8 +96,7 @@ def test_cached_and_uncached_pair_regression_reach_the_same_loss(tiny_bert, tmp_
     torch.manual_seed(0)
     init = acts.init_modules()
     head = Classifier(acts.boundary, acts.hidden_size, REGRESS.outputs, RECIPE.dropout, top=init["top"],
-                      dense=init["dense"])
-    head.task = REGRESS
+                      dense=init["dense"], task=REGRESS)
     uncached = fit_uncached(FullEncoderClassifier(backbone, head), PAIRS, SCORES, RECIPE, seed=0)
     assert uncached == pytest.approx(cached, rel=1e-5)
 

@@ -7,9 +7,9 @@ from raysweep.backbone import Backbone, boundary_for
 from raysweep.config import RecipeConfig
 from raysweep.embed import ensure_activations, load_activations
 from raysweep.strategies import PoolExhaustedError
-from raysweep.train import Cell, TrialInputs, rows_to_add, run_trial, select_rows
+from raysweep.train import Cell, TrialInputs, rows_to_add, select_rows
 
-from tiny import TINY_TEXTS
+from tiny import TINY_TEXTS, run_trial
 
 RECIPE = RecipeConfig(epochs=3, batch_size=4, step_size=2)
 

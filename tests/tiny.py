@@ -81,3 +81,13 @@ def cached_and_full_gradients(cached, full, encoder_path, cache_dir) -> dict:
         assert grads_cached[name] is not None, name
         torch.testing.assert_close(grads_cached[name], grads_full[name], rtol=1e-4, atol=1e-6, msg=name)
     return grads_cached
+
+
+def run_trial(cell, inputs, recipe, selection=None) -> dict:
+    """One trial alone (a pack of one): its metrics, or its error raised."""
+    from raysweep.train import run_trials
+
+    [result] = run_trials([cell], inputs, recipe, selection)
+    if isinstance(result, BaseException):
+        raise result
+    return result[0]

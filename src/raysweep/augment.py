@@ -55,9 +55,68 @@ class GenerationDirError(RaysweepError, ValueError):
 
 
 @dataclass
+class GenerationSummary:
+    """generation.json, read (`parse`, `read`) and written (`write`) here only. The properties are
+    what decisions rest on (is the directory complete, for which config, with which rows); the
+    rest (requests, tokens, dollars, parse and dedup counts, the teacher's agreement) is shown
+    as it is (`summary["key"]`, `as_dict`)."""
+
+    data: dict
+
+    @classmethod
+    def parse(cls, text: str | None) -> GenerationSummary | None:
+        try:
+            data = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return None
+        return cls(data) if isinstance(data, dict) else None
+
+    @classmethod
+    def read(cls, gen_dir: str | Path) -> GenerationSummary | None:
+        try:
+            return cls.parse((Path(gen_dir) / SUMMARY).read_text())
+        except OSError:
+            return None
+
+    def write(self, gen_dir: Path) -> None:
+        # Atomically, and last: it is what marks the directory complete (see `reuse`).
+        tmp = gen_dir / f".{SUMMARY}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, gen_dir / SUMMARY)
+
+    def __getitem__(self, key: str):
+        return self.data[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.data.get("complete"))
+
+    def as_dict(self) -> dict:
+        return dict(self.data)
+
+    @property
+    def config_key(self) -> str | None:
+        return self.data.get("config_key")
+
+    @property
+    def rows_digest(self) -> str | None:
+        return self.data.get("rows_digest")
+
+    def finished_for(self, cfg: SweepConfig) -> bool:
+        """Made by this config, and as finished as it can be: complete, or stopped by the same
+        llm.max_cost_usd (a higher cap resumes generation instead)."""
+        d = self.data
+        finished = d.get("complete") or (d.get("stopped") == "budget" and d.get("max_cost_usd") == cfg.llm.max_cost_usd)
+        return bool(finished) and self.config_key == config_key(cfg)
+
+
+@dataclass
 class Generated:
     rows: pd.DataFrame  # text, llm_label, teacher_label
-    summary: dict
+    summary: GenerationSummary
     path: Path
 
     @property
@@ -108,18 +167,11 @@ def read_generated(path: str | Path) -> pd.DataFrame:
 def reuse(cfg: SweepConfig, gen_dir: str | Path) -> Generated | None:
     """The directory's result when it is complete and made by this config; else None."""
     gen_dir = Path(gen_dir)
-    try:
-        summary = json.loads((gen_dir / SUMMARY).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    # A run stopped by llm.max_cost_usd is as finished as it can be under that same cap: its rows
-    # are reused (a higher cap resumes generation instead).
-    finished = summary.get("complete") or (summary.get("stopped") == "budget"
-                                           and summary.get("max_cost_usd") == cfg.llm.max_cost_usd)
-    if summary.get("config_key") != config_key(cfg) or not finished or not (gen_dir / GENERATED).exists():
+    summary = GenerationSummary.read(gen_dir)
+    if summary is None or not summary.finished_for(cfg) or not (gen_dir / GENERATED).exists():
         return None
     rows = read_generated(gen_dir / GENERATED)
-    if summary.get("rows_digest") != rows_digest(rows):
+    if summary.rows_digest != rows_digest(rows):
         return None  # edited by hand since: relabel again rather than trust the summary
     return Generated(rows, summary, gen_dir)
 
@@ -158,7 +210,7 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
     rows = result.rows.assign(teacher_label=teacher["labels"])
     llm, tea = rows["llm_label"].to_numpy(), rows["teacher_label"].to_numpy()
     confusion = metrics.confusion(llm, tea, cfg.data.num_classes).tolist()
-    summary = {
+    summary = GenerationSummary({
         **s,
         "teacher": {"freeze": cfg.teacher.freeze, "epochs": teacher["epochs"], "seed": cfg.teacher.seed,
                     "train_rows": len(splits.train), "encoder": cfg.encoder.name, "pooling": cfg.encoder.pooling},
@@ -170,7 +222,7 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
         "rows_digest": rows_digest(rows),
         "relabel_s": teacher["seconds"],
         "total_s": round(time.perf_counter() - start, 2),
-    }
+    })
     _write(gen_dir, rows, summary, teacher["real_vectors"], teacher["generated_vectors"],
            splits.train["label"].to_numpy())
     log(f"teacher ({cfg.teacher.freeze}, val accuracy {summary['teacher_val_accuracy']:.3f}) agrees with the LLM "
@@ -246,8 +298,9 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
         # A Ray task with a trial's resources: on a cluster it lands on a GPU worker instead of the
         # head node that runs this driver. Its state comes back here, into this node's cache.
         res = cfg.resources
-        job = (train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed, lora)
-        model.train_remote([job], cache_dir, out, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial)
+        spec = model.TrainingSpec(train_acts, model.Member(rows, labels, cfg.teacher.seed, lora), cfg.data.num_classes,
+                                  recipe)
+        model.train_remote([spec], cache_dir, out, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial)
     teacher = model.trained_model(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed,
                                   cache_dir, lora)
     val_pred = model.predict_proba(teacher, val_acts).argmax(1)
@@ -262,12 +315,9 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     }
 
 
-def _write(gen_dir: Path, rows: pd.DataFrame, summary: dict, real: np.ndarray, generated: np.ndarray,
+def _write(gen_dir: Path, rows: pd.DataFrame, summary: GenerationSummary, real: np.ndarray, generated: np.ndarray,
            real_labels: np.ndarray) -> None:
-    # generation.json last: it is what marks the directory complete (see `reuse`).
     rows.to_csv(gen_dir / GENERATED, index=False)
     np.savez_compressed(gen_dir / "embeddings.npz", real=real.astype(np.float32), generated=generated.astype(np.float32))
     pd.DataFrame({"label": real_labels}).to_csv(gen_dir / "real_labels.csv", index=False)
-    tmp = gen_dir / f".{SUMMARY}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, gen_dir / SUMMARY)
+    summary.write(gen_dir)  # last: it marks the directory complete

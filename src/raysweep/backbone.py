@@ -34,7 +34,7 @@ from torch import nn
 from raysweep.config import LoraSpec, parse_freeze, parse_lora
 from raysweep.encoders import EncoderError, resolve_encoder  # noqa: F401 - EncoderError is re-exported
 from raysweep.hashing import Digest
-from raysweep.tasks import split_texts
+from raysweep.tasks import Task, split_texts
 
 @dataclass(frozen=True)
 class Boundary:
@@ -263,9 +263,12 @@ class Classifier(nn.Module):
     """The trainable part: [top k layers] -> pool -> [dense + tanh] -> dropout -> linear."""
 
     def __init__(self, boundary: Boundary, hidden_size: int, num_classes: int, dropout: float,
-                 top: nn.Module | None = None, dense: nn.Linear | None = None, lora: LoraSpec | None = None):
+                 top: nn.Module | None = None, dense: nn.Linear | None = None, lora: LoraSpec | None = None,
+                 task: Task | None = None):
         super().__init__()
         self.boundary = boundary
+        # What it learns: how training scores its outputs, and how they become predictions.
+        self.task = task or Task("classify", num_classes)
         self.lora = lora  # kept so that a copy of this model can be rebuilt from its state (scoring)
         if lora is not None:
             if top is None:
@@ -328,10 +331,6 @@ def load_backbone(name: str, device: str = "cpu") -> Backbone:
     """One Backbone per process and encoder: loading costs seconds, and trials reuse workers."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return Backbone(name, device)
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def describe_trainable(classifier: Classifier) -> list[str]:

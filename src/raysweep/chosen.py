@@ -32,12 +32,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raysweep.layout import CHOSEN
 from raysweep.storage import Output
 
 if TYPE_CHECKING:  # the report reads these files without importing torch
     from raysweep.train import Chosen
 
-FOLDER = "chosen"
+FOLDER = CHOSEN  # layout.py owns the output's paths
 ROWS_PREFIX = "rows-"
 
 

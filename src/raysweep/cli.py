@@ -66,14 +66,14 @@ def _logged(command: str, output: str, name: str, verbosity: int, address: str |
     driver writes it line by line, which a store cannot append to), copied to <output>/logs/ at
     the end. Ray started for the command is stopped inside, so its goodbye lands in the file.
     """
-    from raysweep.encoders import cache_home
+    from raysweep.layout import Layout
     from raysweep.runtime import stop_ray
-    from raysweep.storage import Output
 
-    out = Output(output)
+    lay = Layout(str(output), name)
+    out = lay.out
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     filename = f"{command}-{name}-{stamp}.log"
-    path = out.local_dir / "logs" / filename if not out.is_uri else cache_home() / "logs" / filename
+    path = lay.log_file(filename)
     if verbosity >= console.DEFAULT:
         click.echo(f"raysweep {command}: the full log is {path}"
                    + (f" (copied to {out.show('logs/' + filename)} at the end)" if out.is_uri else ""))
@@ -172,6 +172,7 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
     Resumes from OUTPUT's response store: a call already paid for is never made again.
     """
     from raysweep.augment import cancel_generation, llm_estimate, reuse, run_generation
+    from raysweep.layout import generation_layout
     from raysweep.llm.batch import BatchPending
     from raysweep.runtime import start_ray
 
@@ -182,7 +183,8 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
             for line in llm_estimate(cfg, Path(output)).lines():
                 click.echo(line)
             return
-        cache_dir = Path(cfg.cache_dir).resolve() if cfg.cache_dir else Path(output).resolve() / "cache"
+        # DIR/generation shares DIR's cache, so `run --output DIR` finds the teacher and activations.
+        cache_dir = generation_layout(cfg, output).cache_dir
         with _logged("generate", output, cfg.name, verbosity, address):
             if cancel:
                 cancel_generation(cfg, Path(output).resolve(), log=console.line)
@@ -211,7 +213,7 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (for scripts).")
 def check(sweep_file, overrides, output, address, as_json) -> None:
     """Validate SWEEP_FILE against its data, encoders and machine, and print its grid without running anything."""
-    from raysweep.sweep import trainable_counts
+    from raysweep.inputs import trainable_counts
 
     try:
         cfg, plan = _load_checked(sweep_file, overrides, address=address, output=output)
@@ -222,10 +224,11 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
         estimate, estimate_note = None, None
         if cfg.needs_generation:  # what the LLM rows will cost, calling nothing
             from raysweep.augment import llm_estimate
-            from raysweep.sweep import generation_dir
+            from raysweep.layout import Layout
 
             try:
-                estimate = llm_estimate(cfg, generation_dir(cfg, output) if output and not _is_uri(output) else None)
+                estimate = llm_estimate(cfg, Layout.of(cfg, output).generation_dir
+                                        if output and not _is_uri(output) else None)
             except RaysweepError as exc:  # e.g. the key is on the cluster, not here: the grid is still valid
                 estimate_note = f"llm: no cost estimate: {first_line(exc)}"
     except RaysweepError as exc:
@@ -368,7 +371,7 @@ def status(job_id, address, sweep_file, output, overrides) -> None:
         except RaysweepError as exc:
             _fail(exc)
     if sweep_file and output:
-        from raysweep.sweep import cell_progress
+        from raysweep.status import cell_progress
 
         try:
             counts = cell_progress(load_sweep(sweep_file, overrides), output)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from raysweep import pools
 from raysweep.llm.config import LLMConfig
 from raysweep.loader import (
     ConfigError,
@@ -37,11 +38,6 @@ FREEZE_MODES = {
     "pooler": (0, True),
     "last-attention": (1, True),
 }
-# real: SST-5's own pool, gold labels. llm / llm_teacher: LLM-written rows with the LLM's or the
-# teacher's labels. llm_annotated: the rows `real` chooses, labeled by the LLM (llm/annotate.py).
-POOLS = ("real", "llm", "llm_teacher", "llm_annotated")
-GENERATED_POOLS = ("llm", "llm_teacher")
-ANNOTATED_POOL = "llm_annotated"
 POOLINGS = ("pooler", "cls", "mean")
 
 
@@ -212,7 +208,7 @@ class EncoderConfig:
     max_length: int = 64  # SST sentences are short: 64 word pieces cover >99% of them
     # A pair task's sequence, [CLS] a [SEP] b [SEP], is two sentences: with MiniLM's tokenizer 64
     # tokens hold 96.8% of STS pairs and 97.9% of Quora's, 128 all of STS and 99.98% of Quora
-    # (docs/measurements.md, issue 20); a longer pair loses the end of its longer text.
+    # (docs/measurements.md); a longer pair loses the end of its longer text.
     pair_max_length: int = 128
     batch_size: int = 64  # rows per batch when computing frozen activations
     actors: int = 0  # Ray Data actors for frozen activations; 0: one per available CPU/GPU
@@ -267,7 +263,7 @@ class CompareConfig:
             values = getattr(self, name)
             require(len(set(values)) == len(values), f"{name}: has a repeated value")
         for i, pool in enumerate(self.pool):
-            require(pool in POOLS, f"pool[{i}]: {pool!r} is not one of {', '.join(POOLS)}")
+            require(pool in pools.REGISTRY, f"pool[{i}]: {pool!r} is not one of {', '.join(pools.REGISTRY)}")
         for i, frac in enumerate(self.fraction):
             require(frac >= 0, f"fraction[{i}]: must be 0 or more (x |labeled| rows are added)")
         trains: dict[tuple, int] = {}
@@ -435,14 +431,19 @@ class SweepConfig:
         return self.encoder.pair_max_length if self.task.pairs else self.encoder.max_length
 
     @property
+    def steps(self) -> list[str]:
+        """The preparation steps the grid's pools need before their cells have ids (pools/)."""
+        return pools.steps_of(self.compare.pool)
+
+    @property
     def needs_generation(self) -> bool:
         """Whether a pool of the grid is LLM-generated (so `raysweep generate` runs first)."""
-        return any(pool in GENERATED_POOLS for pool in self.compare.pool)
+        return "generate" in self.steps
 
     @property
     def needs_annotation(self) -> bool:
-        """Whether the grid has the `llm_annotated` pool (the LLM labels the chosen real rows first)."""
-        return ANNOTATED_POOL in self.compare.pool
+        """Whether a pool of the grid is labeled by the LLM (the chosen real rows, before the trials)."""
+        return "annotate" in self.steps
 
     def validate(self) -> None:
         # The name is a directory of Tune's (<output>/tune/<name>) and of a URI output's generation
@@ -464,8 +465,8 @@ class SweepConfig:
                 raise ConfigError(f"compare.strategy[{i}]: {name!r} ranks by {s.ranks_by} and does not apply to the "
                                   f"{task.name} task of data {self.data.name or self.data.path!r} (use {fits})")
         for i, pool in enumerate(self.compare.pool):
-            if pool != "real" and task.name != "classify":
-                made = "labels" if pool == ANNOTATED_POOL else "generates"  # the annotator labels real rows
+            if pools.get(pool).classification_only and task.name != "classify":
+                made = pools.get(pool).llm_does
                 raise ConfigError(f"compare.pool[{i}]: the LLM pool {pool!r} {made} single-sentence classification "
                                   f"rows; the {task.name} task of data {self.data.name or self.data.path!r} takes "
                                   "only the 'real' pool")

@@ -18,13 +18,13 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from raysweep import strategies
-from raysweep.config import ANNOTATED_POOL, SelectionConfig, SweepConfig, to_dict
+from raysweep import pools, strategies
+from raysweep.config import SelectionConfig, SweepConfig, to_dict
 from raysweep.hashing import json_digest
 from raysweep.storage import Output
 
@@ -47,6 +47,28 @@ def metric_columns(task) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """What a trial's cached activations depend on: the encoder, its pooling and the freeze mode;
+    `generated`: the real train rows followed by the generated ones (the LLM pools' trials)."""
+
+    encoder: str
+    pooling: str
+    freeze: str
+    generated: bool = False
+
+    def with_generated(self) -> Variant:
+        return replace(self, generated=True)
+
+    @property
+    def slug(self) -> str:
+        """A name for paths and Tune trials: `encoder-pooling-freeze`, no separators."""
+        return f"{self.encoder}-{self.pooling}-{self.freeze}".replace("/", "_")
+
+    def __str__(self) -> str:
+        return f"{self.encoder} {self.pooling} {self.freeze}" + (" +generated" if self.generated else "")
+
+
+@dataclass(frozen=True)
 class Cell:
     """One point of the grid: the scientific parameters and the replicate seed."""
 
@@ -59,9 +81,8 @@ class Cell:
     pooling: str = "pooler"
 
     @property
-    def variant(self) -> str:
-        """What the cached activations depend on: encoder, pooling and freeze mode."""
-        return f"{self.encoder}|{self.pooling}|{self.freeze}"
+    def variant(self) -> Variant:
+        return Variant(self.encoder, self.pooling, self.freeze)
 
 
 def rows_to_add(fraction: float, n_labeled: int, pool_size: int) -> int:
@@ -101,10 +122,7 @@ def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str
     key = {**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}
     if settings:  # left out when empty, so random cells keep the ids they had before `selection:`
         key["selection"] = settings
-    if cell.pool == ANNOTATED_POOL:  # real rows: the cell depends on the LLM's labels of the rows it adds
-        key["labels"] = labels
-    elif cell.pool != "real":  # an LLM pool's cell depends on the generated rows and their labels
-        key["generated"] = generated
+    key.update(pools.get(cell.pool).id_part(generated, labels))  # what the pool's rows depend on
     return json_digest(key, 16)
 
 
@@ -129,13 +147,65 @@ def expand(cfg: SweepConfig) -> list[Cell]:
 # --------------------------------------------------------------------------- cell results on disk
 
 
-def read_cells(out: Output) -> dict[str, dict]:
+@dataclass
+class CellRecord:
+    """A finished cell, as cells/<id>.json holds it: read (`parse`) and written (`to_json`) here only."""
+
+    cell_id: str
+    cell: dict  # the Cell's fields
+    status: str = "ok"  # "ok", or "failed" with `error`
+    metrics: dict = field(default_factory=dict)  # empty when failed
+    error: str = ""  # `Type: first line` of what failed it
+    shared_training: str | None = None  # a rider: the cell whose training it shares
+    pack: str | None = None  # the Tune trial (its pack) that wrote it
+    extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they are
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def training(self) -> str:
+        """The cell whose training this record's model is: its own, or the one it shares."""
+        return self.shared_training or self.cell_id
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CellRecord:
+        known = {f: data[f] for f in ("cell_id", "cell", "status", "metrics", "error", "shared_training", "pack")
+                 if f in data}
+        known["metrics"] = known.get("metrics") or {}
+        known["error"] = known.get("error") or ""
+        return cls(**{"cell_id": "", "cell": {}, **known},
+                   extra={k: v for k, v in data.items() if k not in cls.__dataclass_fields__})
+
+    @classmethod
+    def parse(cls, text: str | None) -> CellRecord | None:
+        """The record in `text`, or None for none at all or a torn write (a killed process: the cell
+        simply counts as not run)."""
+        try:
+            data = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return None
+        return cls.from_dict(data) if isinstance(data, dict) else None
+
+    def to_json(self) -> str:
+        data = {"cell_id": self.cell_id, "cell": self.cell, "status": self.status}
+        if self.status != "ok":
+            data["error"] = self.error
+        data["metrics"] = self.metrics
+        if self.shared_training is not None:
+            data["shared_training"] = self.shared_training
+        data["pack"] = self.pack
+        return json.dumps({**data, **self.extra}, indent=1)
+
+
+def read_cells(out: Output) -> dict[str, CellRecord]:
+    """Every readable record under cells/, by cell id."""
     out_cells = {}
     for entry in out.list("cells", ".json"):
-        try:
-            out_cells[entry.name[: -len(".json")]] = json.loads(out.read_text(f"cells/{entry.name}") or "")
-        except json.JSONDecodeError:
-            continue  # a torn write from a killed process: the cell simply counts as not run
+        record = CellRecord.parse(out.read_text(f"cells/{entry.name}"))
+        if record is not None:
+            out_cells[entry.name[: -len(".json")]] = record
     return out_cells
 
 
@@ -171,14 +241,14 @@ def running_cells(out: Output, now: float | None = None) -> set[str]:
     return live
 
 
-def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg: SweepConfig) -> pd.DataFrame:
+def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord], cfg: SweepConfig) -> pd.DataFrame:
     """trials.csv: one row per cell with a record. Its `training` column names the cell whose
     training each cell shares, or its own id (`trainings_of`)."""
     rows = []
     records = [done[cid] for cid in ids if cid in done]
     columns, test_columns = metric_columns(cfg.task)
     n_val = len(cfg.task.metrics)
-    has_test = any(m in (rec.get("metrics") or {}) for rec in records for m in test_columns)
+    has_test = any(m in rec.metrics for rec in records for m in test_columns)
     metrics = (*columns[:n_val], *test_columns, *columns[n_val:]) if has_test else columns
     training = trainings_of(cells, ids, done)
     for cell, cid in zip(cells, ids):
@@ -186,17 +256,16 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, dict], cfg:
         if rec is None:
             continue
         row = {"cell_id": cid, **asdict(cell), "rounds": cfg.selection.rounds,
-               "status": rec.get("status", "ok"), "error": rec.get("error", ""),
-               "training": training.get(cid)}
+               "status": rec.status, "error": rec.error, "training": training.get(cid)}
         for m in metrics:
-            row[m] = rec.get("metrics", {}).get(m, np.nan)
-        row["confusion"] = json.dumps(rec.get("metrics", {}).get("confusion")) if rec.get("metrics") else ""
+            row[m] = rec.metrics.get(m, np.nan)
+        row["confusion"] = json.dumps(rec.metrics.get("confusion")) if rec.metrics else ""
         rows.append(row)
     return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *metrics, "confusion",
                                        "training"])
 
 
-def trainings_of(cells: list[Cell], ids: list[str], done: dict[str, dict]) -> dict[str, str]:
+def trainings_of(cells: list[Cell], ids: list[str], done: dict[str, CellRecord]) -> dict[str, str]:
     """Per finished cell, the cell whose training it shares (`training_key`), or its own id.
 
     From the records: the rows count and pool size each records, and the `shared_training`
@@ -205,7 +274,7 @@ def trainings_of(cells: list[Cell], ids: list[str], done: dict[str, dict]) -> di
     (older, or failed) names only what it says itself (nothing: the analysis derives it)."""
     sizes = {}
     for cell, cid in zip(cells, ids):
-        m = done.get(cid, {}).get("metrics") or {}
+        m = done[cid].metrics if cid in done else {}
         if "pool_size" in m and "n_labeled" in m:
             sizes.setdefault(cell.pool, (m["n_labeled"], m["pool_size"]))
     out, groups = {}, {}
@@ -213,7 +282,7 @@ def trainings_of(cells: list[Cell], ids: list[str], done: dict[str, dict]) -> di
         rec = done.get(cid)
         if rec is None:
             continue
-        own = rec.get("shared_training")
+        own = rec.shared_training
         if cell.pool not in sizes:
             if own:
                 out[cid] = own
@@ -224,7 +293,7 @@ def trainings_of(cells: list[Cell], ids: list[str], done: dict[str, dict]) -> di
         else:
             groups.setdefault(key, []).append(cid)
     for members in groups.values():
-        named = [done[c]["shared_training"] for c in members if done[c].get("shared_training")]
+        named = [done[c].shared_training for c in members if done[c].shared_training]
         out.update(dict.fromkeys(members, named[0] if named else members[0]))
     return out
 
@@ -264,7 +333,7 @@ class Pack:
     pool) and the same number of training rows."""
 
     name: str
-    variant: str  # Cell.variant
+    variant: Variant
     pool: str
     n_train: int
     trainings: tuple[Training, ...]
@@ -301,11 +370,10 @@ def pack_size(trainings: int, slots: int, member_bytes: int, memory_bytes: float
     return min(size, limit) if limit else size
 
 
-# What one training row costs per freeze mode, relative to a last-linear head: pooled modes as
-# measured on the half-grid runs of 2026-11-27 (pooler 4.1x last-linear per training before the
-# fused Adam and hand-written packed step, 5.1x by mean train_s after them); a token-level mode
-# (an encoder layer or more, LoRA) costs tens of times a pooler head, and only its order among
-# the packs matters here.
+# What one training row costs per freeze mode, relative to a last-linear head: a pooler head
+# costs about 5x (by mean train_s of the half-grid runs in docs/measurements.md); a token-level
+# mode (an encoder layer or more, LoRA) costs tens of times a pooler head, and only its order
+# among the packs matters here.
 FREEZE_COST = {"last-linear": 1.0, "pooler": 5.0}
 TOKEN_LEVEL_COST = 40.0
 
@@ -314,11 +382,10 @@ def pack_cost(pack: Pack) -> float:
     """A pack's estimated training time, in last-linear row-trainings: what orders the packs, so
     that Tune starts the longest first (longest-processing-time scheduling keeps the last
     minutes of a sweep from running one pack on one slot while the others idle)."""
-    freeze = pack.variant.rsplit("|", 1)[-1]
-    return pack.n_train * len(pack.trainings) * FREEZE_COST.get(freeze, TOKEN_LEVEL_COST)
+    return pack.n_train * len(pack.trainings) * FREEZE_COST.get(pack.variant.freeze, TOKEN_LEVEL_COST)
 
 
-def plan(cells: list[Cell], ids: list[str], todo: set[str], done: dict[str, dict], n_labeled: int,
+def plan(cells: list[Cell], ids: list[str], todo: set[str], done: dict[str, CellRecord], n_labeled: int,
          pool_sizes: dict[str, int], size_of) -> Plan:
     """The trainings the cells in `todo` need, with duplicates trained once, grouped into packs.
 
@@ -337,12 +404,12 @@ def plan(cells: list[Cell], ids: list[str], todo: set[str], done: dict[str, dict
             groups.setdefault(key, []).append(cid)
     trainings, grouped = [], set()
     for members in groups.values():
-        finished = [c for c in members if done.get(c, {}).get("status") == "ok"]
+        finished = [c for c in members if c in done and done[c].ok]
         waiting = [c for c in members if c in todo]
         grouped.update(members)
         source = finished[0] if finished else (waiting or members)[0]
         # The training's name: the cell that trained it (a finished rider's record names it).
-        shared = done.get(source, {}).get("shared_training", source)
+        shared = (done[source].shared_training if source in done else None) or source
         training_of.update(dict.fromkeys(members, shared))
         if waiting:
             trainings.append(Training(source, tuple(c for c in waiting if c != source)))
@@ -362,7 +429,7 @@ def plan(cells: list[Cell], ids: list[str], todo: set[str], done: dict[str, dict
         count = -(-len(shelf) // size)
         for k in range(count):  # near-equal parts, not `size, size, ..., remainder`
             part = shelf[k * len(shelf) // count: (k + 1) * len(shelf) // count]
-            name = f"{pool}-{variant.replace('/', '_').replace('|', '-')}-n{rows}-{k}"
+            name = f"{pool}-{variant.slug}-n{rows}-{k}"
             packs.append(Pack(name, variant, pool, rows, tuple(part)))
     packs.sort(key=lambda p: -pack_cost(p))
     # Trains: every training whose cell is still to run (a finished source trains nothing).

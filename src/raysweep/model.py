@@ -147,7 +147,7 @@ def _optimise(model: Classifier, forward, n: int, labels: np.ndarray, recipe: Re
     """The study's recipe over `n` rows; `forward(positions)` returns the head's outputs of a batch."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = packing.recipe_optimizer(params, recipe)
-    task = getattr(model, "task", None) or Task("classify", model.linear.out_features)  # task: set by build_model
+    task = model.task
     loss_fn = task.loss()  # task: cross-entropy over classes, or MSE of a score
     y = task.targets(labels).to(device)  # task: int64 classes or float32 [N, 1] scores (a copy)
     task.start(model.linear, labels)  # task: a regression head starts at the mean score
@@ -173,7 +173,7 @@ def predict_proba(model: Classifier, acts: Activations, rows: np.ndarray | None 
                   batch_size: int = 256) -> np.ndarray:
     """Class probabilities (softmax of the head) for `rows` of `acts` (all rows by default);
     a regression head's predicted scores [N, 1] (`Task.predict`)."""
-    task = getattr(model, "task", None) or Task("classify", model.linear.out_features)  # task: set by build_model
+    task = model.task
     model.eval()
     device = next(model.parameters()).device  # wherever the model was trained
     rows = np.arange(len(acts)) if rows is None else np.asarray(rows)
@@ -191,8 +191,7 @@ def build_model(acts: Activations, num_classes: int, recipe: RecipeConfig, seed:
     init = acts.init_modules()
     task = task or Task("classify", num_classes)  # task: the head's output size and loss come from it
     model = Classifier(acts.boundary, acts.hidden_size, task.outputs, recipe.dropout,
-                       top=init["top"], dense=init["dense"], lora=lora)
-    model.task = task  # task: read by _optimise, predict_proba and scoring
+                       top=init["top"], dense=init["dense"], lora=lora, task=task)
     return model
 
 
@@ -311,7 +310,7 @@ def train_members(acts: Activations, members: list[Member], num_classes: int, re
 
 
 def fit_packed(acts: Activations, members: list[Member], recipe: RecipeConfig, device: str | torch.device | None = None,
-               *, num_classes: int) -> list[packing.MemberResult]:
+               *, num_classes: int) -> list[packing.StackedResult]:
     """Train every member as `build_model` + `fit` would alone, as one stacked model (packing.py).
 
     Each member's model is built here exactly as alone (global seed = its seed: the init), and its
@@ -374,9 +373,8 @@ def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | Non
     num_classes = state["linear.weight"].shape[0]
     init = acts.init_modules()
     model = Classifier(acts.boundary, acts.hidden_size, num_classes, dropout, top=init["top"], dense=init["dense"],
-                       lora=lora)
+                       lora=lora, task=task)
     model.load_state_dict(state)
-    model.task = task or Task("classify", num_classes)  # task: how score_chunks turns outputs into scores
     return model
 
 
@@ -403,34 +401,46 @@ def _train_pack(acts: Shipped, members: list[Member], num_classes: int, recipe: 
     return out
 
 
-def train_remote(jobs: list[tuple[Activations, np.ndarray, np.ndarray, int, RecipeConfig, int, LoraSpec | None]],
-                 cache_dir: str | Path, out: Output | None = None, cpus: float = 1, gpus: float = 0,
-                 pack_size: int = 1, kind: str = "model", task: Task | None = None) -> None:
-    """Train each (acts, rows, labels, num_classes, recipe, seed, lora) in packs of up to
-    `pack_size` members sharing activations, each pack a parallel Ray task with `cpus`/`gpus`,
-    and store every returned state in the driver's cache (`trained_model` then loads it).
-    A member that failed is not stored: `trained_model` then trains it again and raises its error.
-    `task`: what all of them learn (None: classification)."""
+@dataclass(frozen=True)
+class TrainingSpec:
+    """One model to train: over which activations, how many outputs, with which recipe, and the
+    member (rows, labels, seed, adapters, task) that says what it learns. Its cache path is the
+    one `trained_model` looks under."""
+
+    acts: Activations
+    member: Member
+    num_classes: int
+    recipe: RecipeConfig
+
+    def path(self, cache_dir: str | Path) -> Path:
+        m = self.member
+        return model_path(cache_dir, self.acts, m.rows, m.labels, self.num_classes, self.recipe, m.seed, m.lora, m.task)
+
+
+def train_remote(specs: list[TrainingSpec], cache_dir: str | Path, out: Output | None = None, cpus: float = 1,
+                 gpus: float = 0, pack_size: int = 1, kind: str = "model") -> None:
+    """Train each spec in packs of up to `pack_size` members sharing activations, outputs and
+    recipe, each pack a parallel Ray task with `cpus`/`gpus`, and store every returned state in
+    the driver's cache (`trained_model` then loads it). A member that failed is not stored:
+    `trained_model` then trains it again and raises its error."""
     import ray
 
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_pack)
     groups: dict[tuple, list[int]] = {}
-    for i, (acts, _, _, num_classes, recipe, _, _) in enumerate(jobs):
-        groups.setdefault((str(acts.path), num_classes, json_digest(to_dict(recipe), 24)), []).append(i)
+    for i, spec in enumerate(specs):
+        groups.setdefault((str(spec.acts.path), spec.num_classes, json_digest(to_dict(spec.recipe), 24)), []).append(i)
     shipped, refs, packs = {}, [], []
     size = max(1, pack_size)
     for at in groups.values():
         for first in range(0, len(at), size):
             pack = at[first: first + size]
-            acts, _, _, num_classes, recipe, _, _ = jobs[pack[0]]
-            if acts.path not in shipped:
-                shipped[acts.path] = ship(acts.path, out)
-            members = [Member(np.asarray(jobs[i][1]), np.asarray(jobs[i][2]), jobs[i][5], jobs[i][6], task)
-                       for i in pack]
-            refs.append(remote.remote(shipped[acts.path], members, num_classes, to_dict(recipe), kind))
+            head = specs[pack[0]]
+            if head.acts.path not in shipped:
+                shipped[head.acts.path] = ship(head.acts.path, out)
+            members = [specs[i].member for i in pack]
+            refs.append(remote.remote(shipped[head.acts.path], members, head.num_classes, to_dict(head.recipe), kind))
             packs.append(pack)
     for pack, states in zip(packs, get(refs)):
         for i, state in zip(pack, states):
             if isinstance(state, bytes):
-                acts, rows, labels, num_classes, recipe, seed, lora = jobs[i]
-                save_state(model_path(cache_dir, acts, rows, labels, num_classes, recipe, seed, lora, task), state)
+                save_state(specs[i].path(cache_dir), state)

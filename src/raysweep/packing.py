@@ -99,7 +99,7 @@ class Member:
 
 
 @dataclass
-class MemberResult:
+class StackedResult:
     """What the solo path would have produced for one member."""
 
     model: Classifier  # trained, on the pack's device, exactly as build_model + fit leave it
@@ -217,7 +217,7 @@ def _check(acts: Activations, members: list[Member]) -> int:
 
 def train_stack(acts: Activations, members: list[Member], models: list[Classifier],
                 dropout_streams: list[torch.Generator], recipe: RecipeConfig,
-                device: str | torch.device | None = None) -> list[MemberResult]:
+                device: str | torch.device | None = None) -> list[StackedResult]:
     """Train `models` (member i's freshly built classifier, and the generator its dropout masks
     come from) as one stacked model on `device`; `model.fit_packed` builds them as alone.
 
@@ -245,7 +245,7 @@ def train_stack(acts: Activations, members: list[Member], models: list[Classifie
         if len(bad):
             error = (f"training diverged: the mean loss was {per_epoch[bad[0]]} in epoch {bad[0] + 1} "
                      f"of {recipe.epochs} (seed {members[i].seed}, {n} rows)")
-        results.append(MemberResult(model.to(device), float(per_epoch[-1]), error))
+        results.append(StackedResult(model.to(device), float(per_epoch[-1]), error))
     return results
 
 
@@ -322,7 +322,7 @@ def _optimise_packed(stack: _Stack, x_all: torch.Tensor, positions: torch.Tensor
 # --------------------------------------------------------------------------- how many members fit
 
 
-def member_bytes(hidden: int, num_classes: int, n_rows: int, batch_size: int, dense: bool) -> int:
+def stacked_member_bytes(hidden: int, num_classes: int, n_rows: int, batch_size: int, dense: bool) -> int:
     """Memory one member of a pooled pack needs while it trains, in bytes (float32).
 
     Parameters, their gradients and Adam's two moments (4 copies); per step its gathered batch,
@@ -365,6 +365,6 @@ def max_pack_size(acts: Activations, num_classes: int, n_rows: int, recipe: Reci
         return 1
     budget = budget_bytes if budget_bytes is not None else int(available_bytes(device) * share)
     shared = len(acts) * acts.hidden_size * 4  # at most every row of the activations, once
-    per_member = member_bytes(acts.hidden_size, num_classes, n_rows, recipe.batch_size,
+    per_member = stacked_member_bytes(acts.hidden_size, num_classes, n_rows, recipe.batch_size,
                               dense=acts.boundary.kind == "pooled")
     return max(1, math.floor((budget - shared) / per_member))

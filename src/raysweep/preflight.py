@@ -8,7 +8,7 @@ trial PENDING forever). `raysweep check`, `run`, `submit` and `generate` run `pr
 Ray starts and before anything is written, and it reports every problem at once, one line each,
 naming the key or the file and row.
 
-The `Plan` it returns is what `raysweep check` prints: the grid by compared value, the rows each
+The `CheckReport` it returns is what `raysweep check` prints: the grid by compared value, the rows each
 fraction adds (capped to the whole pool), and with an output directory the cells already done.
 """
 
@@ -18,7 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raysweep.config import ANNOTATED_POOL, GENERATED_POOLS, SweepConfig
+from raysweep import pools
+from raysweep.config import SweepConfig
 from raysweep.encoders import SHORT_NAMES
 from raysweep.errors import RaysweepError
 
@@ -34,7 +35,7 @@ class PreflightError(RaysweepError):
 
 
 @dataclass
-class Plan:
+class CheckReport:
     """What a sweep will do, as `raysweep check` prints it."""
 
     cells: list  # train.Cell, in grid order
@@ -171,8 +172,8 @@ def _llm_problems(llm) -> list[str]:
 
 
 def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, output: str | None = None,
-              remote: bool = False) -> Plan:
-    """Check `cfg` against its data, encoders and machine; the Plan, or PreflightError listing every problem.
+              remote: bool = False) -> CheckReport:
+    """Check `cfg` against its data, encoders and machine; the CheckReport, or PreflightError listing every problem.
 
     `where` (the sweep file) prefixes the key-path problems. `remote` (submit): the sweep runs on a
     cluster, so a data path or encoder that is not on this machine may be on the cluster's, and
@@ -181,11 +182,11 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     from raysweep.data import DataError, load_splits
     from raysweep.strategies import get as strategy
     from raysweep.grid import expand
-    from raysweep.sweep import cell_statuses
+    from raysweep.status import cell_statuses
 
     prefix = f"{where}: " if where else ""
     problems: list[str] = []
-    plan = Plan(cells=expand(cfg))
+    plan = CheckReport(cells=expand(cfg))
 
     # The data: read whole and checked (splits, labels, classes), then split as every trial will.
     if remote and cfg.data.path and not Path(cfg.data.path).exists():
@@ -205,10 +206,9 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
                 problems.append(f"{prefix}selection.k: {cfg.selection.k} neighbours, but only "
                                 f"{len(splits.labeled)} rows are labeled ({model_based[0]} scores with them)")
     for pool in cfg.compare.pool:
-        if pool in GENERATED_POOLS:
-            plan.pool_sizes[pool] = cfg.llm.n_rows
-        elif pool == ANNOTATED_POOL and "real" in plan.pool_sizes:  # the real rows, labeled by the LLM
-            plan.pool_sizes[pool] = plan.pool_sizes["real"]
+        size = pools.get(pool).planned_size(plan.pool_sizes.get("real"), cfg)
+        if size is not None:
+            plan.pool_sizes[pool] = size
 
     if cfg.needs_generation and not remote:
         problems.extend(prefix + p for p in _llm_problems(cfg.llm))

@@ -35,7 +35,7 @@ from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
 from raysweep.console import progress
 from raysweep.embed import Activations, load_activations
 from raysweep.hashing import array_digest, json_digest, state_digest
-from raysweep.model import assigned_device, model_path, rebuild, train_remote, trained_model
+from raysweep.model import Member, TrainingSpec, assigned_device, model_path, rebuild, train_remote, trained_model
 from raysweep.storage import Output, atomic_write, receive, ship
 from raysweep.tasks import Task
 
@@ -90,7 +90,7 @@ def score_chunks(model: Classifier, acts: Activations, rows: np.ndarray, chunks:
     rows, chunks = np.asarray(rows), np.asarray(chunks)
     n = len(rows)
     num_classes, hidden = model.linear.out_features, model.linear.in_features
-    task = getattr(model, "task", None) or Task("classify", num_classes)  # task: softmax, or a regression's score
+    task = model.task  # softmax over classes, or a regression's score
     out = {}
     if base:
         out["probs"] = np.empty((n, num_classes), dtype=np.float32)
@@ -211,9 +211,8 @@ def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None, o
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in job.model.state_dict().items()}, buf)
         lora = dataclasses.asdict(job.model.lora) if job.model.lora is not None else None
-        task = getattr(job.model, "task", None)
         specs.append({"state": buf.getvalue(), "acts": ship(job.acts.path, out), "dropout": job.model.dropout.p,
-                      "lora": lora, "task": dataclasses.asdict(task) if task is not None else None,
+                      "lora": lora, "task": dataclasses.asdict(job.model.task),
                       "base": job.base, "mc_samples": job.mc_samples, "seed": job.seed})
     ds = ray.data.from_pandas(frames).map_batches(
         PoolScorer,
@@ -394,9 +393,9 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
         seeds = [s for f, s in missing if f == freeze]
         cpus, gpus, size = resources(freeze, len(seeds)) if resources else (1, 0, 1)
         if inp.cache_dir is not None:
-            train_remote([(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe, s,
-                           inp.lora) for s in seeds], inp.cache_dir, out, cpus=cpus, gpus=gpus, pack_size=size,
-                         task=inp.task)
+            specs = [TrainingSpec(inp.train_acts, Member(inp.labeled, inp.train_labels[inp.labeled], s, inp.lora,
+                                                         inp.task), inp.num_classes, recipe) for s in seeds]
+            train_remote(specs, inp.cache_dir, out, cpus=cpus, gpus=gpus, pack_size=size)
     if missing and log is not None:
         log(f"trained {len(missing)} scoring models on labeled in {time.perf_counter() - start:.1f} s")
     needs = frozenset({"probs", "embeddings", "labeled_embeddings"} | ({"mc_probs"} if mc else set()))

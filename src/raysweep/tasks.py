@@ -103,7 +103,7 @@ class Task:
         Adam moves a weight about `lr` per step, so with the study's lr 1e-3 a bias starting near 0
         needs ~2,600 steps just to reach STS's mean score of 2.6, more than a 20-epoch last-linear
         trial on 1,208 pairs takes: measured there, val Pearson -0.02 from a zero-mean start,
-        0.27 from the mean (docs/measurements.md, issue 20). A classifier's head is left as built.
+        0.27 from the mean (docs/measurements.md). A classifier's head is left as built.
         """
         if self.regression and len(labels):
             import torch

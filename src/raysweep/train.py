@@ -2,7 +2,7 @@
 when the data has a test split).
 
 A trial is (pool, strategy, fraction, freeze, seed) under a fixed recipe. It needs no Ray:
-the sweep calls `run_trial` inside a Tune trainable, and tests call it directly.
+a Tune trial runs a pack's trials through `run_trials` (records.py), and tests call it directly.
 
 Seeds: one seed drives three independent random streams (selection, initialisation + dropout,
 batch order), so a trial is reproducible bit for bit on CPU with the same thread count.
@@ -137,20 +137,6 @@ def select_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
     a strategy ranked them in: every strategy that adds the whole pool then trains the same model.
     """
     return np.sort(choose_rows(cell, inputs, recipe, selection, log).rows)
-
-
-def run_trial(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig, selection: SelectionConfig | None = None) -> dict:
-    """Select, train, evaluate. Returns the metrics of one row of trials.csv."""
-    return run_trial_rows(cell, inputs, recipe, selection)[0]
-
-
-def run_trial_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig,
-                   selection: SelectionConfig | None = None, device: str = "cpu") -> tuple[dict, Chosen]:
-    """`run_trial`, also returning the rows it added in pick order (the sweep records them)."""
-    [result] = run_trials([cell], inputs, recipe, selection, device)
-    if isinstance(result, BaseException):
-        raise result
-    return result
 
 
 def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, selection: SelectionConfig | None = None,

@@ -27,9 +27,11 @@ from headnode import six_cells, wait_job
 from pernode import PerNodeCluster, per_node_cluster, skip_reason
 
 from raysweep.config import load_sweep
-from raysweep.llm import annotate
+from raysweep import annotation as annotate
+from raysweep import steps
+from raysweep.layout import Layout
 from raysweep.storage import Output
-from raysweep.sweep import _annotate, _generation, cell_ids, cell_progress, expand
+from raysweep.sweep import cell_ids, cell_progress, expand
 
 pytestmark = pytest.mark.slow
 
@@ -172,12 +174,13 @@ teacher: {{freeze: pooler, epochs: 1}}
         # sweep's annotation step, which must not even need the trials' inputs).
         new_head = tmp_path / "new-head" / "cache"
         said = []
-        again = _annotate(cfg, expand(cfg), Output(f"file://{out}"), f"file://{out}", new_head,
-                          prepared=lambda: pytest.fail("the annotation step labeled again"), log=said.append)
+        lay = Layout(f"file://{out}", cfg.name, str(new_head))
+        again = steps.annotation_labels(cfg, expand(cfg), lay, lambda: pytest.fail("the annotation step labeled again"),
+                                        lambda *_: None, said.append)
         assert len(server.calls_served()) == paid and any("annotation: reusing" in s for s in said), said
         # Nor does it generate again: the replies it paid for are in the storage, complete.
-        monkeypatch.setattr("raysweep.sweep.start_ray", lambda *a: pytest.fail("the generation step generated again"))
-        rows = _generation(cfg, f"file://{out}", Output(f"file://{out}"), new_head, None, False, said.append).rows
+        monkeypatch.setattr(steps, "start_ray", lambda *a: pytest.fail("the generation step generated again"))
+        rows = steps.generation(cfg, lay, None, False, said.append).rows
         assert len(server.calls_served()) == paid and any("generation: reusing" in s for s in said), said
         assert len(rows) == 20
     finally:

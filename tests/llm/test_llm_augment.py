@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raysweep import augment, runtime, sweep
+from raysweep import augment, inputs, runtime, sweep
+from raysweep.grid import Variant
 from raysweep.config import ConfigError, RecipeConfig, load_sweep
 from raysweep.embed import load_activations
 from raysweep.model import build_model, fit, predict_proba
@@ -69,17 +70,18 @@ def test_the_llm_and_teacher_sections_are_validated(tmp_path):
 
 
 def test_an_llm_pool_trains_on_real_rows_then_generated_rows_with_the_pools_labels(monkeypatch):
-    monkeypatch.setattr(sweep, "_activations", lambda path: path)  # the artifact paths stand in for features
-    context = sweep.TrialContext(
+    monkeypatch.setattr(inputs, "_activations", lambda path: path)  # the artifact paths stand in for features
+    variant = Variant("m", "pooler", "last-linear")
+    context = inputs.TrialContext(
         train_labels=np.array([0, 1, 2, 3, 4, 0]), val_labels=np.array([1]), labeled=np.array([0, 2]),
         pool_rows=np.array([1, 3, 4, 5]), num_classes=5, recipe=RecipeConfig(),
-        artifacts={"m|pooler|last-linear": ("train", "val"), "m|pooler|last-linear|generated": ("train+gen", "val")},
+        artifacts={variant: ("train", "val"), variant.with_generated(): ("train+gen", "val")},
         generated_labels={"llm": np.array([4, 4, 3]), "llm_teacher": np.array([0, 4, 2])})
-    real = sweep.trial_inputs(context, "m|pooler|last-linear")
+    real = inputs.trial_inputs(context, variant)
     assert real.train_acts == "train" and real.pool_rows.tolist() == [1, 3, 4, 5]
     assert real.train_labels.tolist() == [0, 1, 2, 3, 4, 0]
     for pool, tail in [("llm", [4, 4, 3]), ("llm_teacher", [0, 4, 2])]:
-        inp = sweep.trial_inputs(context, "m|pooler|last-linear", pool)
+        inp = inputs.trial_inputs(context, variant, pool)
         assert inp.train_acts == "train+gen" and inp.val_acts == "val"
         assert inp.pool_rows.tolist() == [6, 7, 8] and inp.labeled.tolist() == [0, 2]
         assert inp.train_labels.tolist() == [0, 1, 2, 3, 4, 0, *tail]

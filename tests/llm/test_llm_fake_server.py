@@ -52,3 +52,33 @@ def test_it_refuses_and_counts_calls_over_the_token_limit(fake_openai):
     status, body, headers = post(server, content="x" * 200)
     assert status == 429 and headers["retry-after"] == "1.0"
     assert server.violations == {"requests": 0, "tokens": 1}
+
+
+def test_python_dash_m_runs_it_on_the_given_port_for_a_person_without_a_key(tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    with socket.socket() as s:  # a free port, released for the server
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "raysweep.llm.fake_server", "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/v1" in line and "api_key_env: none" in line
+        status, body, _ = post(SimpleNamespace(base_url=f"http://127.0.0.1:{port}/v1"))
+        assert status == 200 and json.loads(body["choices"][0]["message"]["content"])
+    finally:
+        proc.send_signal(signal.SIGTERM)  # a pytest-xdist worker's children inherit SIGINT ignored
+        assert proc.wait(timeout=60) == 0
+    with socket.socket() as taken:  # a port someone holds: one line, exit code 2
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        held = taken.getsockname()[1]
+        busy = subprocess.run([sys.executable, "-m", "raysweep.llm.fake_server", "--port", str(held)],
+                              capture_output=True, text=True, timeout=60)
+    assert busy.returncode == 2 and busy.stderr.startswith(f"error: --port {held}:")

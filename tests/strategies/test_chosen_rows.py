@@ -8,7 +8,7 @@ from numpy.testing import assert_array_equal
 from scipy import stats
 from test_scoring import RECIPE, SELECTION, inputs_for, model_for
 
-from raysweep import chosen, strategies, sweep, train
+from raysweep import chosen, inputs, records, strategies, train
 from raysweep import model as modeling
 from raysweep.config import SelectionConfig
 from raysweep.storage import Output
@@ -52,16 +52,16 @@ def test_a_finished_cell_writes_its_chosen_rows(acts, tmp_path, uri):
     inp = dataclasses.replace(inputs_for(acts, "pooler"), val_labels=np.arange(36) % 5)  # val = train here
     out = Output(f"file://{tmp_path}" if uri else tmp_path)
     out.mkdir("cells")
-    context = sweep.TrialContext(train_labels=inp.train_labels, val_labels=inp.val_labels, labeled=inp.labeled,
+    context = inputs.TrialContext(train_labels=inp.train_labels, val_labels=inp.val_labels, labeled=inp.labeled,
                                  pool_rows=inp.pool_rows, num_classes=5, artifacts={}, recipe=RECIPE,
                                  selection=SELECTION, fixed="f00")
-    sweep_trial_inputs = sweep.trial_inputs
+    original = records.trial_inputs
     try:
-        sweep.trial_inputs = lambda context, variant, pool="real": inp
-        record = sweep.run_cell(Cell("real", "entropy", 1, "pooler", 0), "c1", context, out)
+        records.trial_inputs = lambda context, variant, pool="real": inp
+        record = records.run_cell(Cell("real", "entropy", 1, "pooler", 0), "c1", context, out)
     finally:
-        sweep.trial_inputs = sweep_trial_inputs
-    assert record["status"] == "ok", record
+        records.trial_inputs = original
+    assert record.ok, record
     chosen.write_rows_table(out, "f00", [f"text {i}" for i in range(36)], inp.train_labels, inp.labeled)
     rows, table = chosen.read_chosen(tmp_path)
     expected = choose_rows(Cell("real", "entropy", 1, "pooler", 0), inp, RECIPE, SELECTION)

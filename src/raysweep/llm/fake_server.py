@@ -1,4 +1,8 @@
-"""A scriptable OpenAI-compatible chat server on 127.0.0.1, for the tests and the throughput benchmark.
+"""A scriptable OpenAI-compatible chat server on 127.0.0.1: for trying the LLM path without a key,
+for the tests and for the throughput benchmark.
+
+    python -m raysweep.llm.fake_server --port 8401
+    # then in the sweep file: llm: {base_url: http://127.0.0.1:8401/v1, api_key_env: none}
 
 It also serves the Batch API (POST /v1/files, GET /v1/files/{id}/content, POST /v1/batches,
 GET /v1/batches[/{id}], POST /v1/batches/{id}/cancel): a batch follows its `BatchScript`
@@ -8,7 +12,7 @@ that fails validation), and each of its requests is answered by the same script 
 It answers POST /v1/chat/completions like a provider would: scripted replies first (200s with any
 content, 429 with Retry-After, 500s, slow replies, cut-off JSON), then a default reply whose
 content is `rows_per_reply` well-formed [sentence, label] pairs that no two calls repeat. A
-labeling call (llm/annotate.py: a prompt with sentences to label) gets a JSON list of one label
+labeling call (annotation.py: a prompt with sentences to label) gets a JSON list of one label
 per sentence, from `labeler` (by default a fixed function of the sentence's text).
 
 It also *enforces* rate limits the way a provider does and counts every violation: with
@@ -108,7 +112,8 @@ class FakeOpenAI:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "FakeOpenAI":
+    def start(self, port: int = 0) -> "FakeOpenAI":
+        """Serve on 127.0.0.1:`port` (0: any free port; `base_url` says which) from a daemon thread."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -154,7 +159,7 @@ class FakeOpenAI:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout): nothing to answer
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-openai", daemon=True)
@@ -392,3 +397,38 @@ def _fits(arrivals: list[dict], now: float, amount: float, counted: Callable[[di
         if total > allowance(arrival["t"]):
             return False
     return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until Ctrl-C: every call gets well-formed rows (or labels), no key needed, nothing paid."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m raysweep.llm.fake_server", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    parser.add_argument("--rows-per-reply", type=int, default=5, help="[sentence, label] pairs per generation reply")
+    parser.add_argument("--requests-per-minute", type=float, default=0, help="enforce this rate limit (0: none)")
+    args = parser.parse_args(argv)
+    server = FakeOpenAI(rows_per_reply=args.rows_per_reply, requests_per_minute=args.requests_per_minute)
+    try:
+        server.start(args.port)
+    except OSError as exc:
+        parser.exit(2, f"error: --port {args.port}: {exc.strerror or exc}\n")
+    import signal
+
+    # Ctrl-C, and SIGTERM from a supervisor, stop it cleanly; also when started from a process
+    # that ignores SIGINT (which a child inherits).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        print(f"fake OpenAI server at {server.base_url} (llm: {{base_url: {server.base_url}, api_key_env: none}}); "
+              "Ctrl-C stops it", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

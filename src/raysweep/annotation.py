@@ -1,4 +1,4 @@
-"""The LLM as annotator: it labels the real rows the sweep's strategies choose (pool `llm_annotated`).
+"""The annotation step: the LLM labels the real rows the sweep's strategies choose (pool `llm_annotated`).
 
     annotate_sweep(cfg, cells, keys, inputs_for, ann_dir) -> Annotation
 
@@ -34,7 +34,6 @@ import math
 import os
 import time
 from collections import Counter
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -42,13 +41,14 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from raysweep.config import ANNOTATED_POOL, SweepConfig, to_dict
+from raysweep import pools
+from raysweep.config import SweepConfig, to_dict
 from raysweep.console import progress
 from raysweep.hashing import json_digest
 from raysweep.llm.parse import parse_labels
 from raysweep.llm.prompt import (LABEL_TEMPLATE, build_label_messages, check_examples, examples_digest,
                                  sentences_in, template_digest)
-from raysweep.llm.store import STORE_NAME, ResponseStore, StoreError, check_setup, cost_usd, totals
+from raysweep.llm.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,12 @@ LABELS = "labels.csv"
 
 
 def counterpart(cell):
-    """The `real` cell whose rows an `llm_annotated` cell adds."""
-    return replace(cell, pool="real")
+    """The cell whose rows an annotated cell adds (the `real` one); any other cell: itself as `real`."""
+    return replace(cell, pool=getattr(pools.get(cell.pool), "counterpart", "real"))
+
+
+def annotated(cell) -> bool:
+    return pools.get(cell.pool).step == "annotate"
 
 
 def labels_digest(rows: np.ndarray, labels: dict[int, int]) -> str:
@@ -83,16 +87,10 @@ def setup_of(cfg: SweepConfig, model: str, examples: pd.DataFrame | None = None)
 
 def config_key(cfg: SweepConfig) -> str:
     """Everything the labels depend on, without loading the data: the setup, data and split."""
-    from raysweep.llm.generate import choose_endpoint  # Ray: imported when the calls are made
+    from raysweep.llm.calls import choose_endpoint  # Ray: imported when the calls are made
 
     model = choose_endpoint(cfg.llm).model
     return json_digest({"setup": setup_of(cfg, model), "data": to_dict(cfg.data), "split": to_dict(cfg.split)}, 16)
-
-
-def annotation_dir(cfg: SweepConfig, output: str | Path, is_uri: bool, cache_dir: Path) -> Path:
-    """<output>/annotation; with a storage URI output, a local directory beside the cache (the
-    store is appended to and fsynced call by call), copied to <output>/annotation by the sweep."""
-    return cache_dir.parent / "annotation" / cfg.name if is_uri else Path(output).resolve() / "annotation"
 
 
 def recorded(cfg: SweepConfig, keys: list[str], ann_dir: Path | None = None, summary: dict | None = None
@@ -156,7 +154,7 @@ def annotate_sweep(cfg: SweepConfig, cells: list, keys: list[str], inputs_for: C
 
     chosen = {}
     for cell, key in zip(cells, keys):
-        if cell.pool == ANNOTATED_POOL and key not in chosen:
+        if annotated(cell) and key not in chosen:
             real = counterpart(cell)
             chosen[key] = np.sort(choose_rows(real, inputs_for(real), cfg.recipe, cfg.selection).rows)
     wanted = np.unique(np.concatenate([np.empty(0, dtype=np.int64), *chosen.values()]))
@@ -176,7 +174,7 @@ def label_rows(cfg: SweepConfig, rows: np.ndarray, texts: list[str], gold: np.nd
     """Have the LLM label train rows `rows`, resuming from `ann_dir`'s response store; write
     labels.csv. Anything that stops the run is a GenerationError of one line; replies already
     paid for are in the store by then."""
-    from raysweep.llm.generate import GenerationError
+    from raysweep.llm.calls import GenerationError
     from raysweep.llm.limiter import LimitError
     from raysweep.llm.server import ServerError
 
@@ -188,63 +186,64 @@ def label_rows(cfg: SweepConfig, rows: np.ndarray, texts: list[str], gold: np.nd
 
 def _label_rows(cfg: SweepConfig, rows: np.ndarray, texts: list[str], gold: np.ndarray, examples: pd.DataFrame,
                 ann_dir: Path, say: Callable[[str], None]) -> Annotation:
-    # The calls go out as generation's do: its endpoint, shared limiter and generator actors.
-    from raysweep.llm.generate import GenerationError, _launch, check_round, choose_endpoint
-    from raysweep.llm.server import label_format_for
+    # The calls go out as generation's do: the same paid-call loop, endpoint, limiter and actors.
+    from raysweep.llm.calls import PaidCalls, choose_endpoint
 
     started = time.monotonic()
     a, class_names = cfg.llm.annotate, tuple(cfg.data.class_names)
-    ann_dir.mkdir(parents=True, exist_ok=True)
     check_examples(examples, len(class_names))
-    endpoint = choose_endpoint(cfg.llm)
-    endpoint = replace(endpoint, samples_per_call=a.rows_per_call, max_tokens=a.max_tokens)
-    setup = setup_of(cfg, endpoint.model, examples)
-    store = ResponseStore(ann_dir / STORE_NAME)
-    records: dict[int, dict] = {}
-    for record in store.load():
-        records.setdefault(record["request_id"], record)
-    check_setup(list(records.values()), setup, store.path)
-    for record in records.values():
-        _check_rows(record, texts, store.path)
-    stored_before = len(records)
+    endpoint = replace(choose_endpoint(cfg.llm), samples_per_call=a.rows_per_call, max_tokens=a.max_tokens)
+    llm = replace(cfg.llm, temperature=a.temperature)
+    with PaidCalls(llm, endpoint, ann_dir, setup_of(cfg, endpoint.model, examples), len(class_names), say,
+                   check_record=lambda record, path: _check_rows(record, texts, path)) as calls:
+        labels, failures = _ask_until_labeled(cfg, calls, rows, texts, examples)
+    table = pd.DataFrame({"row": rows, "text": [texts[r] for r in rows], "gold": gold[rows],
+                          "llm_label": [labels[int(r)][0] for r in rows],
+                          "request_id": [labels[int(r)][1] for r in rows]})
+    table.to_csv(ann_dir / LABELS, index=False)
+    spent = calls.totals()
+    summary = {
+        "endpoint": endpoint.kind,
+        "model": endpoint.model,
+        **{k: v for k, v in spent.items() if k not in ("tokens_this_run", "resumed_from")},
+        "rows_labeled": len(table),
+        "cost_usd_per_labeled_row": round(spent["cost_usd"] / len(table), 8) if len(table) else None,
+        "replies_unreadable": dict(failures),
+        "resumed_from": spent["resumed_from"],
+        **agreement(table, class_names),
+        "rows_digest": _rows_digest(table),
+        "elapsed_s": round(time.monotonic() - started, 2),
+    }
+    return Annotation(table, summary, {}, ann_dir)
 
-    per_call = a.rows_per_call
-    new_records: list[dict] = []
-    labels, tries, failures = _labels_of(records, class_names)
+
+def _ask_until_labeled(cfg: SweepConfig, calls, rows: np.ndarray, texts: list[str], examples: pd.DataFrame
+                       ) -> tuple[dict[int, tuple[int, int]], Counter]:
+    """Rounds of labeling calls for the rows without a readable label, each row asked at most
+    `attempts` times; returns (row -> (label, request_id), unreadable replies by kind)."""
+    from raysweep.llm.calls import GenerationError, check_round
+    from raysweep.llm.server import label_format_for
+
+    a, class_names, per_call = cfg.llm.annotate, tuple(cfg.data.class_names), cfg.llm.annotate.rows_per_call
+    labels, tries, failures = _labels_of(calls.records, class_names)
     missing = [int(r) for r in rows if int(r) not in labels]
     # The most calls the store may hold at the end: llm.annotate.max_requests, else every row
     # still missing asked `attempts` times on top of what earlier runs paid for.
-    budget = a.max_requests or len(records) + a.attempts * math.ceil(len(missing) / per_call)
-
-    def on_record(record: dict) -> None:
-        record["rows"] = carried[record["request_id"]]
-        record["setup"] = setup
-        record["endpoint"] = endpoint.kind
-        record["cost_usd"] = cost_usd(record.get("usage"), endpoint.model, cfg.llm.prices,
-                                      (record.get("response") or {}).get("model"))
-        store.append(record)  # on disk before anything parses it
-        records[record["request_id"]] = record
-        new_records.append(record)
-        bar.update(1)
-
+    budget = a.max_requests or len(calls.records) + a.attempts * math.ceil(len(missing) / per_call)
     carried: dict[int, list[int]] = {}
-    with ExitStack() as stack:
-        bar = stack.enter_context(progress(math.ceil(len(missing) / per_call), "LLM labels", "calls"))
-        pool = None
+    with progress(math.ceil(len(missing) / per_call), "LLM labels", "calls") as bar:
+        def on_record(record: dict) -> None:
+            calls.keep(record, rows=carried[record["request_id"]])
+            bar.update(1)
+
         while True:
             # A row whose replies so far could not be read goes out again, up to `attempts` calls.
             asked = [r for r in missing if tries[r] < a.attempts]
-            room = budget - len(records)
+            room = budget - len(calls.records)
             if not asked or room <= 0:
                 break
-            if pool is None:
-                llm = replace(cfg.llm, temperature=a.temperature)
-                # llm.max_cost_usd caps the labeling directory as it caps generation's: what earlier
-                # runs paid here counts, and each call reserves its worst case first (llm/budget.py).
-                spent = totals(list(records.values()))["cost_usd"]
-                pool = stack.enter_context(_launch(llm, endpoint, ann_dir, len(class_names), say, spent))
-            first = max(records, default=-1) + 1
-            calls = []
+            first = max(calls.records, default=-1) + 1
+            batch = []
             for k, start in enumerate(range(0, len(asked), per_call)):
                 if k >= room:
                     break
@@ -255,45 +254,27 @@ def _label_rows(cfg: SweepConfig, rows: np.ndarray, texts: list[str], gold: np.n
                 # The embedded server is held to exactly this call's number of labels; a hosted
                 # model is asked in words (the prompt) and checked when its reply is parsed.
                 params = ({"response_format": label_format_for(len(chunk), len(class_names))}
-                          if endpoint.kind == "embedded" else None)
-                calls.append((request_id, messages, cfg.llm.seed + request_id, params))
-            log.info("requesting %d labeling call(s) for %d row(s)", len(calls), len(asked))
-            gave_up, fatal = pool.run(calls, on_record, drain_timeout=endpoint.timeout + 5)
-            check_round(fatal, gave_up, len(calls), len(records), store.path)
-            labels, tries, failures = _labels_of(records, class_names)
+                          if calls.endpoint.kind == "embedded" else None)
+                batch.append((request_id, messages, cfg.llm.seed + request_id, params))
+            log.info("requesting %d labeling call(s) for %d row(s)", len(batch), len(asked))
+            # llm.max_cost_usd caps the labeling directory as it caps generation's: what earlier
+            # runs paid here counts, and each call reserves its worst case first (llm/budget.py).
+            gave_up, fatal, reached = calls.round(batch, on_record)
+            check_round(fatal, gave_up, len(batch), len(calls.records), calls.store.path)
+            labels, tries, failures = _labels_of(calls.records, class_names)
             missing = [r for r in missing if r not in labels]
-            if missing and pool.budget_reached:
+            if missing and reached:
                 # Every cell of the pool needs all its rows labeled: stop here, paid replies kept.
                 raise GenerationError(
                     f"labeling stopped at llm.max_cost_usd (${cfg.llm.max_cost_usd:g}) with {len(missing)} of "
-                    f"{len(rows)} chosen row(s) unlabeled; raise the cap and rerun: the {len(records)} paid replies "
-                    f"in {store.path} are kept")
-
+                    f"{len(rows)} chosen row(s) unlabeled; raise the cap and rerun: the {len(calls.records)} paid "
+                    f"replies in {calls.store.path} are kept")
     if missing:
         raise GenerationError(
             f"{len(missing)} chosen row(s) still have no label after {min(tries[r] for r in missing)} call(s) each "
             f"(replies that could not be read: {dict(failures)}); raise llm.annotate.attempts or max_requests and "
-            f"rerun: the {len(records)} replies in {store.path} are kept")
-    table = pd.DataFrame({"row": rows, "text": [texts[r] for r in rows], "gold": gold[rows],
-                          "llm_label": [labels[int(r)][0] for r in rows],
-                          "request_id": [labels[int(r)][1] for r in rows]})
-    table.to_csv(ann_dir / LABELS, index=False)
-    all_records = [records[i] for i in sorted(records)]
-    summary = {
-        "endpoint": endpoint.kind,
-        "model": endpoint.model,
-        **totals(all_records),
-        "requests_this_run": len(new_records),
-        "cost_usd_this_run": totals(new_records)["cost_usd"],
-        "rows_labeled": len(table),
-        "cost_usd_per_labeled_row": round(totals(all_records)["cost_usd"] / len(table), 8) if len(table) else None,
-        "replies_unreadable": dict(failures),
-        "resumed_from": stored_before,
-        **agreement(table, class_names),
-        "rows_digest": _rows_digest(table),
-        "elapsed_s": round(time.monotonic() - started, 2),
-    }
-    return Annotation(table, summary, {}, ann_dir)
+            f"rerun: the {len(calls.records)} replies in {calls.store.path} are kept")
+    return labels, failures
 
 
 def _check_rows(record: dict, texts: list[str], path: Path) -> None:
@@ -312,7 +293,7 @@ def _labels_of(records: dict[int, dict], class_names) -> tuple[dict[int, tuple[i
     labels: dict[int, tuple[int, int]] = {}
     tries: Counter = Counter()
     failures: Counter = Counter()
-    from raysweep.llm.generate import content_of
+    from raysweep.llm.calls import content_of
 
     for request_id in sorted(records):
         rows = records[request_id]["rows"]

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raysweep import sweep
+from raysweep import annotation as annotate
+from raysweep import inputs, pools, sweep
 from raysweep.config import RecipeConfig, load_sweep
-from raysweep.llm import annotate
 from raysweep.llm.fake_server import Reply
 from raysweep.llm.generate import GenerationError
 from raysweep.llm.parse import parse_labels
@@ -87,21 +87,22 @@ def test_annotated_cells_are_keyed_by_their_labels_and_real_cells_are_not(tmp_pa
 
 
 def test_an_annotated_trial_chooses_with_gold_labels_and_trains_on_the_llms(monkeypatch, tmp_path):
-    monkeypatch.setattr(sweep, "_activations", lambda path: path)
+    monkeypatch.setattr(inputs, "_activations", lambda path: path)
     pd.DataFrame({"row": [3, 5], "text": ["c", "e"], "gold": [3, 0], "llm_label": [1, 2],
                   "request_id": [0, 0]}).to_csv(tmp_path / annotate.LABELS, index=False)
     gold = np.array([0, 1, 2, 3, 4, 0])
-    context = sweep.TrialContext(train_labels=gold, val_labels=np.array([1]), labeled=np.array([0, 2]),
+    variant = sweep.Cell("real", "random", 1.0, "pooler", 0, "m").variant
+    context = inputs.TrialContext(train_labels=gold, val_labels=np.array([1]), labeled=np.array([0, 2]),
                                  pool_rows=np.array([1, 3, 4, 5]), num_classes=5,
-                                 artifacts={"m|pooler|pooler": ("train", "val")}, recipe=RecipeConfig())
+                                  artifacts={variant: ("train", "val")}, recipe=RecipeConfig())
     context.annotated_labels = annotate.trial_labels(tmp_path, gold, context.pool_rows)
-    inp = sweep.trial_inputs(context, "m|pooler|pooler", "llm_annotated")
-    real = sweep.trial_inputs(context, "m|pooler|pooler")
+    inp = inputs.trial_inputs(context, variant, "llm_annotated")
+    real = inputs.trial_inputs(context, variant)
     assert inp.train_acts == real.train_acts == "train" and inp.pool_rows.tolist() == real.pool_rows.tolist()
     assert inp.select_labels.tolist() == real.train_labels.tolist() == gold.tolist() and real.select_labels is None
     # labeled rows keep gold, labeled-by-LLM rows get its label, the rest of the pool none at all
     assert inp.train_labels.tolist() == [0, -1, 2, 1, -1, 2]
-    assert sweep.artifact_key(sweep.Cell("llm_annotated", "random", 1.0, "pooler", 0, "m")) == "m|pooler|pooler"
+    assert pools.get("llm_annotated").rows(context, variant).artifacts == ("train", "val")  # the real rows' entries
 
 
 # --------------------------------------------------------------------------- labeling against the fake server
