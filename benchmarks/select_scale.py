@@ -96,6 +96,10 @@ def child(project: str, no_ray: bool, threads: int) -> None:
 
     if threads:
         torch.set_num_threads(threads)
+    if not no_ray:  # `select` uses a Ray that is up (labeling.cluster_given); it starts none itself
+        from raysweep.runtime import start_ray
+
+        start_ray()
 
     start = time.perf_counter()
     d = labeling.select(project, use_ray=not no_ray, log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -11,6 +11,9 @@ if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] && [ "$(id -u)" 
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server rsync netcat-openbsd
 fi
 scripts/setup.sh "dev,llm-local"
+# Label Studio for tests/test_labelstudio_live.py, in a venv of its own: its Django pins clash
+# with the Ray/torch venv. sentry-sdk 3 makes 1.23.2 crash at start, hence the pin beside it.
+scripts/setup-label-studio.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Tests start their own local Ray instances; never let them join a cluster from the environment.
 unset RAY_ADDRESS

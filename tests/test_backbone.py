@@ -132,7 +132,7 @@ def test_text_sets_share_one_pass_and_match_single_sets(tiny_bert, tmp_path):
     logs = []
     together = ensure_activation_sets(tiny_bert, {"train": TINY_TEXTS[2:], "val": TINY_TEXTS[:3]}, bs,
                                       tmp_path / "a", use_ray=False, batch_size=2, log=logs.append)
-    assert len(logs) == 1 and "2 boundaries x 9 rows" in logs[0]
+    assert len(logs) == 1 and logs[0].startswith("encoded 9 rows and cached their pooled vectors and the token states entering layer ")
     for name, texts in (("train", TINY_TEXTS[2:]), ("val", TINY_TEXTS[:3])):
         alone = ensure_activations(tiny_bert, texts, bs, tmp_path / "b", use_ray=False, log=lambda *_: None)
         assert [p.name for p in alone] == [p.name for p in together[name]]  # same content, same key
@@ -203,5 +203,5 @@ def test_a_small_pass_stays_in_process_even_when_ray_is_asked_for(tiny_bert, tmp
     [path] = ensure_activations(tiny_bert, TINY_TEXTS, [b], tmp_path, use_ray=True, log=logs.append)
     meta = json.loads((path / "meta.json").read_text())
     assert meta["computed_with"] == "in-process"
-    assert logs == [f"cached activations for 1 boundaries x {len(TINY_TEXTS)} rows in "
+    assert logs == [f"encoded {len(TINY_TEXTS)} rows and cached their sentence vectors in "
                     f"{meta['seconds']} s (in-process)"]

@@ -178,3 +178,19 @@ def test_a_bar_survives_pickling_as_a_copy_that_draws_nothing(tmp_path, capsys, 
 
     run_session(tmp_path, console.DEFAULT, work)
     assert capsys.readouterr().out.splitlines() == ["trials: 1 of 2 trials (50%, 0 s)"]
+
+
+def test_the_closing_summary_is_an_aligned_table_in_plain_words_without_nan():
+    import pandas as pd
+
+    ok = pd.DataFrame({"strategy": ["random", "random", "entropy", "entropy", "entropy"],
+                       "freeze": ["pooler"] * 5, "fraction": [0, 0, 1, 1, 0.5], "seed": [0, 1, 0, 1, 0],
+                       "n_added": [0, 0, 1708, 1708, 854], "val_accuracy": [0.41, 0.43, 0.40, 0.38, 0.39]})
+    lines = console.summary_table(ok, ["strategy", "freeze"], "val_accuracy", "validation accuracy")
+    assert lines == [
+        "strategy  freeze mode  rows added           validation accuracy  spread over seeds  seeds",
+        "entropy   pooler       854 (0.5 x labeled)               0.3900           one seed      1",
+        "entropy   pooler       1,708 (1 x labeled)               0.3900             0.0141      2",
+        "random    pooler       none                              0.4200             0.0141      2",
+    ]
+    assert not any("nan" in line.lower() for line in lines)

@@ -207,3 +207,36 @@ def test_settings_come_from_a_sweep_file_then_set(tmp_path):
     (tmp_path / "project.yaml").write_text("batchsize: 3\n")
     with pytest.raises(labeling.ConfigError, match="project.yaml: batchsize: unknown key"):
         labeling.load_project_config(tmp_path)
+
+
+def test_a_round_says_what_it_did(project):
+    """Strategy, accuracy beside the majority class and chance, what `diverse` skipped, the stopping line."""
+    d, gold = project
+    lines: list[str] = []
+    r1 = labeling.select(d, ["diverse=true"], use_ray=False, log=lines.append)
+    text = "\n".join(lines)
+    summary = json.loads((r1 / "round.json").read_text())
+    assert "strategy: entropy" in text
+    assert f"majority class ({summary['majority_class']}) alone: {summary['majority_baseline']:.3f}" in text
+    assert "chance: 0.500" in text and summary["chance"] == 0.5
+    assert f"diverse: skipped {summary['diverse_skipped']} of the ranked rows" in text
+    assert summary["stopping"]["decision"] == "keep labeling" and summary["stopping"]["line"] in text
+    assert len(json.loads((r1 / labeling.STOP_SET_FILE).read_text())) == 8 + 60  # every row: fewer than 2,000
+    # the next round compares its predictions with this one's
+    batch = pd.read_csv(r1 / "to_label.csv", dtype=str)
+    batch[["id"]].assign(label=[gold[i] for i in batch["id"]]).to_csv(d / "back.csv", index=False)
+    r2 = labeling.select(d, labels=d / "back.csv", use_ray=False, log=lines.append)
+    stop = json.loads((r2 / "round.json").read_text())["stopping"]
+    assert stop["kappa"] is not None and stop["cv_gain_points"] is not None and stop["line"] in "\n".join(lines)
+
+
+def test_classes_follow_first_appearance_never_the_alphabet(project):
+    d, _ = project
+    (d / "project.yaml").write_text((d / "project.yaml").read_text().replace("classes: [negative, positive]\n", ""))
+    seed = pd.read_csv(d / "labeled.csv")
+    first = seed["label"].iloc[0]
+    project = labeling.load_project(d, labeling.load_project_config(d))
+    assert project.classes == list(dict.fromkeys(seed["label"])) and project.classes[0] == first
+    seed.iloc[::-1].to_csv(d / "labeled.csv", index=False)
+    project = labeling.load_project(d, labeling.load_project_config(d))
+    assert project.classes == list(dict.fromkeys(seed["label"].iloc[::-1]))

@@ -143,7 +143,7 @@ def test_a_retried_pack_reports_the_records_its_lost_node_wrote_and_runs_only_th
     pack = Pack("p", done.variant, "real", 10, (Training("c1"), Training("c2")))
     driver._tune_trainable({"pack": "p"}, context=context(), packs={"p": pack},
                            cells={"c1": asdict(done), "c2": asdict(rest)}, output=str(tmp_path))
-    assert ran == [rest] and reports == [{"cells": 1, "ok": 1, "failed": 0}]
+    assert ran == [rest] and reports == [{"cells": 1, "ok": 1, "failed": 0, "trained": 1}]  # c1 was not trained again
     assert json.loads((tmp_path / "cells" / "c1.json").read_text()) == record  # not run, not rewritten
 
 

@@ -3,6 +3,7 @@ labels (looked up in the SST-5 copy bundled with raysweep), as a person would in
 
     .venv/bin/python examples/label-your-own-data/annotate.py PROJECT OUT.json            # a Label Studio JSON export
     .venv/bin/python examples/label-your-own-data/annotate.py PROJECT OUT.csv             # id,label
+    .venv/bin/python examples/label-your-own-data/annotate.py PROJECT --label-studio URL  # in the live project
     ... --skip 2     leave the first 2 rows unlabeled (skipped tasks)
 """
 
@@ -20,7 +21,10 @@ from raysweep.labelstudio import simulated_export
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("project", type=Path)
-    parser.add_argument("out", type=Path)
+    parser.add_argument("out", type=Path, nargs="?", help="the file to write (not with --label-studio)")
+    parser.add_argument("--label-studio", metavar="URL",
+                        help="annotate the open batch's tasks in the project's Label Studio project through its API "
+                             "(token in LABEL_STUDIO_API_KEY)")
     parser.add_argument("--skip", type=int, default=0, help="skip this many rows of the batch")
     args = parser.parse_args()
     rounds = sorted(p for p in (args.project / "rounds").glob("round-*") if not (p / "labels.csv").exists())
@@ -33,6 +37,19 @@ def main() -> None:
     rows = pd.read_csv(batch / "to_label.csv", dtype={"id": str}, keep_default_na=False)
     answers = {i: gold[t] for i, t in zip(rows["id"], rows["text"])}
     skip = set(rows["id"][: args.skip])
+    if args.label_studio:
+        import os
+
+        from raysweep.lsclient import Client
+        from raysweep.studio import STATE, annotate
+
+        state = json.loads((args.project / STATE).read_text())
+        client = Client(args.label_studio, os.environ["LABEL_STUDIO_API_KEY"])
+        done, skipped = annotate(client, state["project"], {i: None if i in skip else answers[i] for i in rows["id"]})
+        print(f"{batch.name}: labeled {done} tasks, skipped {skipped} in Label Studio project {state['project']}")
+        return
+    if args.out is None:
+        parser.error("name the file to write, or pass --label-studio URL")
     if args.out.suffix == ".json":
         tasks = json.loads((batch / "labelstudio" / "tasks.json").read_text())
         args.out.write_text(json.dumps(simulated_export(tasks, answers, skip), indent=1))

@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from raysweep import pools
+from raysweep import dashboard, pools
 from raysweep.config import SweepConfig, to_dict
 from raysweep.console import progress
 from raysweep.hashing import json_digest
@@ -262,7 +262,9 @@ def _ask_until_labeled(cfg: SweepConfig, calls, rows: np.ndarray, texts: list[st
             gave_up, fatal, reached = calls.round(batch, on_record)
             check_round(fatal, gave_up, len(batch), len(calls.records), calls.store.path)
             labels, tries, failures = _labels_of(calls.records, class_names)
-            missing = [r for r in missing if r not in labels]
+            still = [r for r in missing if r not in labels]
+            dashboard.rows_labeled("llm", len(missing) - len(still))
+            missing = still
             if missing and reached:
                 # Every cell of the pool needs all its rows labeled: stop here, paid replies kept.
                 raise GenerationError(

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raysweep import metrics, model
+from raysweep import dashboard, metrics, model
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import SweepConfig, parse_lora, to_dict
 from raysweep.data import Splits, load_splits
@@ -182,6 +182,7 @@ def run_generation(cfg: SweepConfig, gen_dir: str | Path, cache_dir: str | Path,
 
     `out`: the sweep's output; with a storage URI, a teacher trained on another node reads its
     activations from `<out>/cache/` when they are too large for the object store."""
+    dashboard.follow(cfg.name)  # the LLM actors and metrics carry the sweep's name
     gen_dir = Path(gen_dir)
     found = reuse(cfg, gen_dir)
     if found is not None:
@@ -225,6 +226,7 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
     })
     _write(gen_dir, rows, summary, teacher["real_vectors"], teacher["generated_vectors"],
            splits.train["label"].to_numpy())
+    dashboard.rows_labeled("teacher", len(rows))
     log(f"teacher ({cfg.teacher.freeze}, val accuracy {summary['teacher_val_accuracy']:.3f}) agrees with the LLM "
         f"on {summary['agreement']:.1%} of {len(rows)} rows; wrote {gen_dir}")
     return Generated(rows, summary, gen_dir)

@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import click
@@ -105,8 +105,16 @@ def _verbosity_options(f):
                         help="Print everything Ray, Tune and the models print (it is all in the log file anyway).")(f)
 
 
+def _version() -> str:
+    """raysweep's installed version; a copy a job ships to the cluster (py_modules) has none on record."""
+    try:
+        return version("raysweep")
+    except PackageNotFoundError:
+        return "unknown (not installed: a copy of the source)"
+
+
 @click.group()
-@click.version_option(version("raysweep"), prog_name="raysweep")
+@click.version_option(_version(), prog_name="raysweep")
 def main() -> None:
     """Which labeled data should I add next, and is LLM-generated data worth it?"""
 
@@ -141,9 +149,9 @@ def run(sweep_file, output, overrides, address, retry_failed, shared_output, ver
             # The task's headline metric (validation accuracy; a regression's Pearson) averaged over
             # seeds, by every compared parameter that varies.
             keys = [k for k in ("encoder", "pooling", "pool", "strategy", "freeze") if ok[k].nunique() > 1]
-            headline = f"val_{cfg.task.metrics[0]}"
-            summary = ok.groupby([*keys, "fraction"])[headline].agg(["mean", "std", "count"])
-            click.echo(summary.rename(columns={"count": "seeds"}).round(4).to_string())
+            headline = cfg.task.metrics[0]
+            for line in console.summary_table(ok, keys, f"val_{headline}", f"validation {headline.replace('_', ' ')}"):
+                click.echo(line)
         failed = table[table["status"] == "failed"]
         if len(failed):
             # A script (or CI) must see that cells failed: exit non-zero, with the first few errors.
@@ -264,9 +272,13 @@ def check(sweep_file, overrides, output, address, as_json) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a project setting (repeatable), e.g. --set strategy=margin --set batch=100.")
 @click.option("--undo", is_flag=True, help="Take the last round back (its labels, or its batch); nothing is deleted.")
-@click.option("--no-ray", is_flag=True, help="Encode and score in this process even for a large pool.")
+@click.option("--label-studio", "studio_url", default=None, metavar="URL",
+              help="Pull the last batch's annotations from this Label Studio and import the next batch "
+                   "(token in LABEL_STUDIO_API_KEY; or label_studio.url in project.yaml).")
+@click.option("--no-ray", is_flag=True, help="Never use a Ray that is already up (select starts none itself: on one machine the in-process pass is faster).")
 @_verbosity_options
-def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, no_ray, verbose, quiet) -> None:
+def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, studio_url, no_ray, verbose,
+               quiet) -> None:
     """Write the next batch to label for a project; with --labels, merge the last batch's labels first."""
     from raysweep import labeling
 
@@ -274,6 +286,10 @@ def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, no
     try:
         if undo:
             labeling.undo(project_dir, log=click.echo)
+            return
+        if studio_url or (labels is None and labeling.load_project_config(
+                Path(project_dir), overrides, sweep_file).label_studio.url):
+            _select_in_studio(project_dir, studio_url, labels, sweep_file, results_dir, overrides, no_ray, verbosity)
             return
         # Checked (and returned labels merged) before the log file's line; the round itself shows
         # stage lines and progress bars, with everything else in <project>/logs/.
@@ -283,6 +299,50 @@ def select_cmd(project_dir, labels, sweep_file, results_dir, overrides, undo, no
             labeling.next_round(project, use_ray=not no_ray, log=console.line)
     except RaysweepError as exc:
         _fail(exc)
+
+
+def _select_in_studio(project_dir, url, labels, sweep_file, results_dir, overrides, no_ray, verbosity) -> None:
+    from raysweep import labeling, studio
+
+    if labels is not None:
+        raise click.UsageError("--labels and --label-studio exclude each other: with Label Studio the labels "
+                               "come from its project")
+    project, session = studio.prepare(project_dir, url, overrides, sweep_file, results_dir, log=click.echo)
+    if project is None:
+        return
+    with _logged("select", project_dir, "round", verbosity, None):
+        round_dir = labeling.next_round(project, use_ray=not no_ray, log=console.line)
+        studio.push(session, round_dir, log=console.line)
+
+
+@main.command()
+@click.option("--project", "project_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="A `raysweep select` project directory (its rows, classes, strategy and encoder).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--retrain-every", default=10, show_default=True, type=click.IntRange(1),
+              help="Retrain in the background after this many new annotations.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a project setting.")
+def serve(project_dir, host, port, retrain_every, overrides) -> None:
+    """Serve a project's model as a Label Studio ML backend (/health, /setup, /predict, /webhook)."""
+    from raysweep import serve as serving
+
+    try:
+        server = serving.make_server(None, host, port)  # bound first: a taken port fails before any work
+    except OSError as exc:  # the port is taken, or the host is not this machine's
+        _fail(RaysweepError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+    try:
+        server.backend = serving.Backend(project_dir, overrides, retrain_every, log=click.echo)
+    except RaysweepError as exc:
+        server.server_close()
+        _fail(exc)
+    click.echo(f"serve: Label Studio ML backend at http://{host}:{port} (Settings > Model > Connect Model); Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @main.command()

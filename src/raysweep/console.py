@@ -274,3 +274,33 @@ def line(message: str) -> None:
         _session.line(message)
     else:
         print(message)
+
+
+# ---------------------------------------------------------------------- the closing summary
+
+# Plain words for trials.csv's columns in the closing summary.
+_HEADERS = {"encoder": "encoder", "pooling": "pooling", "pool": "pool", "strategy": "strategy", "freeze": "freeze mode"}
+
+
+def summary_table(ok, keys: list[str], metric: str, metric_words: str) -> list[str]:
+    """The lines a run ends with: per compared setting that varies (`keys`) and fraction, the mean
+    of `metric` over seeds, its spread (the standard deviation over seeds; "one seed" where there
+    is one, never NaN) and the seeds; as an aligned table of plain words, numbers to the right.
+
+    `ok`: trials.csv's finished cells (a DataFrame with `keys`, fraction, n_added, seed, `metric`)."""
+    rows = [[*(_HEADERS.get(k, k) for k in keys), "rows added", metric_words, "spread over seeds", "seeds"]]
+    for group, cells in ok.groupby([*keys, "fraction"], sort=True):
+        *names, fraction = group if isinstance(group, tuple) else (group,)
+        values = cells[metric].dropna()
+        seeds = cells["seed"].nunique()
+        added = int(round(cells["n_added"].mean())) if "n_added" in cells and cells["n_added"].notna().any() else None
+        rows.append([*map(str, names),
+                     "none" if fraction == 0 else (f"{added:,} " if added is not None else "")
+                     + f"({fraction:g} x labeled)",
+                     f"{values.mean():.4f}" if len(values) else "no value",
+                     "one seed" if seeds == 1 else f"{values.std():.4f}" if len(values) > 1 else "no value",
+                     str(seeds)])
+    numeric = {len(keys) + 1, len(keys) + 2, len(keys) + 3}  # right-aligned: mean, spread, seeds
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.rjust(w) if i in numeric else cell.ljust(w)
+                      for i, (cell, w) in enumerate(zip(r, widths))).rstrip() for r in rows]

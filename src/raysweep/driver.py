@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 
-from raysweep import console, grid, model, packing
+from raysweep import console, dashboard, grid, model, packing
 from raysweep.config import SweepConfig, parse_lora
 from raysweep.grid import Cell, Pack, Variant
 from raysweep.inputs import TrialContext, _activations
@@ -43,7 +43,9 @@ def _tune_trainable(config: dict, context: TrialContext, packs: dict[str, Pack],
         fetch_cache(out, context, list(members.values()))
     records = run_pack(pack, members, context, out, device)
     ok = sum(r.ok for r in records.values())
-    tune.report({"cells": len(records), "ok": ok, "failed": len(records) - ok})
+    # trained: the models this trial trained (a rider copies another cell's training)
+    trained = sum(r.ok and r.shared_training is None for r in records.values())
+    tune.report({"cells": len(records), "ok": ok, "failed": len(records) - ok, "trained": trained})
 
 
 
@@ -94,11 +96,11 @@ def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: l
         return tune.PlacementGroupFactory([{k: v for k, v in bundle.items() if v}])
 
     bar = console.progress(sum(len(p.cells) for p in plan.packs), "trials", "cells")
-    trainable = tune.with_resources(
+    trainable = _pack_trial(tune.with_resources(
         tune.with_parameters(_tune_trainable, context=context, packs=packs,
                              cells={c: asdict(by_id[c]) for p in plan.packs for c in p.cells}, output=out.spec),
         resources if res.freeze else {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
-    )
+    ))
     tuner = tune.Tuner(
         trainable,
         # The grid is the list of packs still to run, largest first (grid.plan); the progress
@@ -107,8 +109,8 @@ def run_packs(cfg: SweepConfig, plan: grid.Plan, context: TrialContext, cells: l
         tune_config=tune.TuneConfig(
             max_concurrent_trials=res.max_concurrent or None,
             reuse_actors=True,  # a worker keeps its loaded activations between trials
-            trial_name_creator=lambda t: t.config["pack"],
-            trial_dirname_creator=lambda t: t.config["pack"],
+            trial_name_creator=lambda t: trial_name(packs[t.config["pack"]]),
+            trial_dirname_creator=lambda t: trial_name(packs[t.config["pack"]]),
         ),
         run_config=tune.RunConfig(
             name=cfg.name,
@@ -186,16 +188,54 @@ def _environ(**values: str | None):
         put(before.items())
 
 
+def trial_name(pack: Pack) -> str:
+    """A Tune trial's name (and directory): its pack's (pool, encoder, pooling, freeze mode,
+    training rows, part) and how many cells it holds, which Tune's tables and the dashboard show."""
+    return f"{pack.name}-{len(pack.cells)}cells"
+
+
+def _pack_trial(trainable):
+    """Tune's trial actor for the function `trainable`, as the dashboard lists it: the class
+    `PackTrial`, shown as the trial (pack) it was started for, where Tune's own would say
+    `ImplicitFunc` / `_tune_trainable`. An actor Tune reuses (reuse_actors) for later packs keeps
+    the first one's name there: Ray takes an actor's repr once, when it is created."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class PackTrial(wrap_function(trainable)):  # the function's resources (with_resources) come along
+        def __repr__(self) -> str:
+            return f"PackTrial({self.trial_name})"
+
+    PackTrial.__qualname__ = "PackTrial"  # Ray may name an actor class by its qualified name
+    return PackTrial
+
+
 def _trial_progress(bar, cells: dict[str, int]):
-    """A Tune callback that moves the cells' progress bar by a pack's cells as its trial ends (one
-    class per call: Tune is imported only when a sweep runs)."""
+    """A Tune callback that moves the cells' progress bar by a pack's cells as its trial ends, and
+    keeps the dashboard's cell metrics (one class per call: Tune is imported only when a sweep runs)."""
     from ray.tune import Callback
 
+    running: dict[str, int] = {}  # trial id -> its cells, while it runs (a retried trial starts again)
+
     class TrialProgress(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            running[trial.trial_id] = cells.get(trial.config.get("pack"), 1)
+            dashboard.cells_running(sum(running.values()))
+
         def on_trial_complete(self, iteration, trials, trial, **info):
-            bar.update(cells.get(trial.config.get("pack"), 1))
+            n = cells.get(trial.config.get("pack"), 1)
+            bar.update(n)
+            result = trial.last_result or {}
+            self._ended(trial, result.get("ok", 0), result.get("failed", n - result.get("ok", 0)))
+            dashboard.trained("trial", result.get("trained", 0))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            bar.update(cells.get(trial.config.get("pack"), 1))
+            n = cells.get(trial.config.get("pack"), 1)
+            bar.update(n)
+            self._ended(trial, 0, n)  # its cells have no record: trials.csv counts them missing
+
+        def _ended(self, trial, ok: int, failed: int) -> None:
+            running.pop(trial.trial_id, None)
+            dashboard.cells_running(sum(running.values()))
+            dashboard.cells_finished(ok, failed)
 
     return TrialProgress()

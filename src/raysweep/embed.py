@@ -34,6 +34,7 @@ from raysweep.backbone import Backbone, Boundary, load_backbone, pad_ragged
 from raysweep.cache_writer import EntryWriter
 from raysweep.config import POOLINGS
 from raysweep.console import progress
+from raysweep.dashboard import dataset_name
 from raysweep.hashing import Digest, json_digest
 
 FORMAT_VERSION = 1  # bump when the artifact layout changes: old entries are then simply not found
@@ -167,6 +168,7 @@ def _compute_ray(encoder: str, texts: list[str], boundaries: list[Boundary], bat
         num_cpus=1,  # one torch thread per actor; on GPU nodes the CPU only tokenizes
         num_gpus=pool.gpus,
     )
+    ds.set_name(dataset_name("encode"))  # the dashboard's Ray Data view: raysweep:<sweep>:encode_<id>
     with progress(len(texts), "encoder pass") as bar:
         # Each block is written as it arrives (the sink), so the driver holds one block at a time.
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -253,9 +255,20 @@ def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], bounda
             writer.close()
             _finish(tmp, boundary, backbone, encoder, text_sets[name], seconds, use_ray)
     link_siblings()
-    log(f"cached activations for {len(wanted)} boundaries x {len(flat)} rows in {seconds} s "
+    log(f"encoded {len(flat):,} rows and cached {cached_what([boundaries[j] for j in wanted])} in {seconds} s "
         f"({'Ray Data' if use_ray else 'in-process'})")
     return finals
+
+
+def cached_what(boundaries: list[Boundary]) -> str:
+    """What the frozen part's outputs are, in words a person reads in a stage line: "their sentence
+    vectors and the token states entering layer 5" (the trained part starts there)."""
+    kinds = {"sentence": "sentence vectors", "pooled": "pooled vectors"}
+    order = {"sentence": 0, "pooled": 1, "hidden": 2}
+    words = list(dict.fromkeys(kinds.get(b.kind) or f"the token states entering layer {b.layer}"
+                               for b in sorted(boundaries, key=lambda b: (order.get(b.kind, 3), b.layer))))
+    words = [w if w.startswith("the ") else f"their {w}" for w in words]
+    return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _computed_as(boundary: Boundary) -> Boundary:

@@ -167,6 +167,8 @@ def prepare_selection(cfg: SweepConfig, context: TrialContext, out: Output, use_
     several = len(cfg.encoders) * len(cfg.poolings) > 1
     # Pools whose rows one scoring pass ranks share it (pools.Pool.scoring_source).
     sources = sorted({pools.get(p).scoring_source for p in cfg.compare.pool}, key=lambda s: s != "real")
+    # The diagnostic's line is for sweeps that compare entropy or SQBC; its files are always written.
+    say = log if {"entropy", "sqbc"} & set(cfg.compare.strategy) else None
     for source in sources:
         for encoder in cfg.encoders:
             for pooling in cfg.poolings:
@@ -181,8 +183,10 @@ def prepare_selection(cfg: SweepConfig, context: TrialContext, out: Output, use_
                     log("diagnostics: entropy vs SQBC is a classification diagnostic; skipped for a regression task")
                     continue
                 if not out.is_uri:
-                    scoring.write_diagnostics(views, cfg.selection.k, out.local_dir / rel, log=log)
+                    scoring.write_diagnostics(views, cfg.selection.k, out.local_dir / rel, log=say)
                     continue
                 with tempfile.TemporaryDirectory() as staging:  # written here, then copied to the URI
-                    scoring.write_diagnostics(views, cfg.selection.k, staging, log=log)
+                    table = scoring.write_diagnostics(views, cfg.selection.k, staging)
+                    if say is not None:
+                        say(scoring.diagnostic_line(table, out.show(rel)))
                     out.upload_tree(Path(staging), rel, skip_existing=False)

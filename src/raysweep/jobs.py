@@ -57,13 +57,36 @@ class JobState:
     status: str  # PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED (Ray's JobStatus)
     message: str  # Ray's own one-line account, e.g. the entrypoint's exit code
     entrypoint: str
+    error: str = ""  # a failed job: the last error line of its driver's output
 
     @property
     def finished(self) -> bool:
         return self.status in ("STOPPED", "SUCCEEDED", "FAILED")
 
     def __str__(self) -> str:
-        return f"{self.job_id}: {self.status}" + (f" ({self.message})" if self.message else "")
+        text = f"{self.job_id}: {self.status}" + (f" ({self.message})" if self.message else "")
+        return text + (f"\n  {self.error}" if self.error else "")
+
+
+# A line of a driver's output that says what went wrong: raysweep's own `error: ...` lines and
+# one-line job failures, or the last line of a Python traceback (`SomeError: ...`).
+_ERROR_LINE = re.compile(r"^(error: |raysweep job: |[\w.]+(Error|Exception|Interrupt|Exit)\b)")
+
+
+def last_error_line(output: str) -> str:
+    """The last line of a driver's output that names an error, else its last non-empty line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if _ERROR_LINE.match(line):
+            return line
+    return lines[-1] if lines else ""
+
+
+def _account(message: str) -> str:
+    """Ray's account of a job, first line only, without the driver output a failed job's message
+    carries after it ("..., last available logs (truncated to 20,000 chars):")."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return re.sub(r",? *last available logs.*$", "", first).strip()
 
 
 def load_token() -> tuple[str, str] | None:
@@ -175,13 +198,14 @@ def _ignored(project: Path, path: Path) -> bool:
 def build_entrypoint(sweep_rel: str, output: str, overrides: Sequence[str] = (), shared_output: bool = False) -> str:
     """The shell command the job runs on the head, from the uploaded working_dir.
 
-    `python -m raysweep.cli` rather than the `raysweep` script: the module comes from the
-    package shipped in py_modules, the script from whatever the cluster has installed. That
+    `python -m raysweep.jobs` rather than the `raysweep` script: the module comes from the
+    package shipped in py_modules, the script from whatever the cluster has installed; and it
+    runs the CLI or says in one line what the head's Python lacks (`job_main`). That
     `python` is the first on the head's PATH when Ray started there: the image's on cluster.yaml,
     the login shell's on cluster-local.yaml (a head started as /some/venv/bin/ray without that
     venv on PATH would run the sweep with another Python).
     """
-    words = ["python", "-m", "raysweep.cli", "run", sweep_rel, "--output", output, "--address", "auto"]
+    words = ["python", "-m", "raysweep.jobs", "run", sweep_rel, "--output", output, "--address", "auto"]
     for item in overrides:
         words += ["--set", item]
     if shared_output:
@@ -240,26 +264,62 @@ def submit(sweep_path: str | Path, address: str = DEFAULT_ADDRESS, output: str =
         raise JobError(str(exc)) from None
     for label, value in [("--output", output), *(("--set", o.partition("=")[2]) for o in overrides)]:
         refuse_credentials(value, label, "Ray would show in the job's entrypoint and metadata")
-    project = find_project(sweep)
-    sweep_rel = sweep.resolve().relative_to(project)
-    if _ignored(project, project / sweep_rel):
-        raise JobError(f"{sweep}: .gitignore or .rayignore in {project} leaves it out of the upload; "
-                       "move it to sweeps/ or un-ignore it")
     if command is None:
         _check_output(output)
-        command = build_entrypoint(str(sweep_rel), output, overrides, shared_output)
-    metadata = {"sweep": str(sweep_rel)}
-    if output:
-        metadata["output"] = output
-    env = runtime_env(project, env_keys, cfg.llm.api_key_env)
-    deadline = time.monotonic() + AGENT_WAIT_S
-    while True:
-        try:
-            return _call("submit", address, "submit_job", entrypoint=command, runtime_env=env, metadata=metadata)
-        except JobError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(2)  # the packages are uploaded already; the retry only posts the job
+    with _shipped(sweep, cfg) as (project, sweep_rel):
+        if command is None:
+            command = build_entrypoint(str(sweep_rel), output, overrides, shared_output)
+        metadata = {"sweep": str(sweep_rel)}
+        if output:
+            metadata["output"] = output
+        env = runtime_env(project, env_keys, cfg.llm.api_key_env)
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                return _call("submit", address, "submit_job", entrypoint=command, runtime_env=env, metadata=metadata)
+            except JobError as exc:
+                if "No available agent" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise JobError(f"{exc}; {NO_AGENT_HINT}") from None
+                time.sleep(2)  # the packages are uploaded already; the retry only posts the job
+
+
+# Ray's "No available agent to submit job" past AGENT_WAIT_S: the head's dashboard answers but its
+# job agent never registered. Seen here when another Ray on the host held a port the agent wanted.
+NO_AGENT_HINT = ("the head's job agent never registered: look at dashboard_agent.log in the head's Ray session "
+                 "logs (/tmp/ray/session_latest/logs); a port it needs (--dashboard-agent-listen-port, default "
+                 "52365, or --metrics-export-port) may be held by another Ray on that host, and `ray status` "
+                 "there says whether the head is up at all")
+
+
+@contextmanager
+def _shipped(sweep: Path, cfg):
+    """(working_dir, the sweep's path in it) for the job: the project the sweep file is in when
+    it has one and its upload keeps the file; else a temporary directory holding the sweep file
+    alone (removed once submitted: Ray uploads it during the submit). A sweep shipped alone has
+    no project beside it, so a relative path in it would point at nothing on the cluster."""
+    import shutil
+    import tempfile
+
+    try:
+        project = find_project(sweep)
+        sweep_rel = sweep.resolve().relative_to(project)
+        in_upload = not _ignored(project, project / sweep_rel)
+    except JobError:  # outside any project: shipped alone
+        in_upload = False
+    if in_upload:
+        yield project, sweep_rel
+        return
+    for key, value in (("data.path", cfg.data.path), ("cache_dir", cfg.cache_dir),
+                       ("generation_dir", cfg.generation_dir), ("llm.api_key_file", cfg.llm.api_key_file)):
+        if value and "://" not in str(value) and not Path(str(value)).expanduser().is_absolute():
+            raise JobError(f"{sweep}: {key} {value} is relative, and this sweep file is shipped alone (it is not in "
+                           "a project's upload), so the path would not reach the cluster: give an absolute path or "
+                           "URI the nodes reach, or put the sweep file in the project (sweeps/)")
+    with tempfile.TemporaryDirectory(prefix="raysweep-job-") as staging:
+        shutil.copyfile(sweep, Path(staging) / sweep.name)
+        yield Path(staging), Path(sweep.name)
 
 
 def dashboard_url(address: str, job_id: str) -> str:
@@ -269,9 +329,18 @@ def dashboard_url(address: str, job_id: str) -> str:
 
 def status(address: str, job_id: str) -> JobState:
     info = _call("status", address, "get_job_info", job_id)
-    lines = (info.message or "").strip().splitlines()
-    return JobState(job_id=job_id, status=str(getattr(info.status, "value", info.status)),
-                    message=lines[0] if lines else "", entrypoint=info.entrypoint)
+    state = str(getattr(info.status, "value", info.status))
+    error = ""
+    if state == "FAILED":
+        # Ray's message holds only the output's tail, if any: the driver's own log is whole.
+        output = "\n".join((info.message or "").splitlines()[1:])
+        try:
+            output = _call("status", address, "get_job_logs", job_id) or output
+        except JobError:
+            pass  # the tail in Ray's message will do
+        error = last_error_line(output)
+    return JobState(job_id=job_id, status=state, message=_account(info.message or ""), entrypoint=info.entrypoint,
+                    error=error)
 
 
 def logs(address: str, job_id: str, follow: bool = False) -> Iterator[str]:
@@ -298,3 +367,28 @@ def logs(address: str, job_id: str, follow: bool = False) -> Iterator[str]:
     finally:
         loop.run_until_complete(stream.aclose())
         loop.close()
+
+
+def job_main(argv: Sequence[str]) -> int:
+    """A job's entrypoint on the head (`python -m raysweep.jobs run ...`): the CLI, or, when the
+    head's Python cannot import what raysweep needs, one line saying what and how to ship it (the
+    job then fails with that line, which `raysweep status` shows) instead of a traceback."""
+    import sys
+
+    try:
+        from raysweep.cli import main
+    except ImportError as exc:  # ModuleNotFoundError, and importlib.metadata's PackageNotFoundError
+        missing = getattr(exc, "name", None) or str(exc)
+        print(f"raysweep job: the head's Python ({sys.executable}) cannot import {missing} "
+              f"({type(exc).__name__}), which raysweep needs: start Ray on the head from the environment "
+              "raysweep is installed in (its bin/ first on PATH), or install raysweep and its dependencies in "
+              "the cluster's image (cluster.yaml's setup_commands: pip install -e .), or ship them with the job "
+              "(a runtime environment's pip list)", file=sys.stderr)
+        return 2
+    return main(args=list(argv), prog_name="raysweep")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(job_main(sys.argv[1:]))

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raysweep import labelstudio, poolscan, scoring, strategies
+from raysweep import labelstudio, poolscan, scoring, stopping, strategies
 from raysweep import model as modeling
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import (ConfigError, EncoderConfig, RecipeConfig, SelectionConfig, apply_overrides, from_dict,
@@ -58,10 +58,21 @@ COLD_START_WORDS = {"kcenter": "k-center on the encoder vectors", "typiclust": "
 
 
 @dataclass
+class LabelStudioConfig:
+    """`label_studio:` in project.yaml: the live project `select` imports into and pulls from (studio.py)."""
+
+    url: str = ""  # e.g. http://localhost:8080; `--label-studio URL` overrides; empty: files only
+    title: str = ""  # the Label Studio project's title; empty: "raysweep <project directory name>"
+    token_env: str = "LABEL_STUDIO_API_KEY"  # the variable holding the token (never the token itself)
+
+
+@dataclass
 class ProjectConfig:
     """`project.yaml` (every key optional; `--set key=value` overrides any)."""
 
-    classes: list[str] = field(default_factory=list)  # label names; empty: the labeled file's labels, sorted
+    # Label names, in the order the labeler sees them (an ordinal scale keeps its order); empty:
+    # the labeled file's labels in order of first appearance, never the alphabet's.
+    classes: list[str] = field(default_factory=list)
     labeled: str = "labeled.csv"  # relative to the project directory; absent: start cold
     unlabeled: str = "unlabeled.csv"
     id_column: str = "id"  # kept when the file has it, else made from the row number
@@ -75,10 +86,12 @@ class ProjectConfig:
     # no labeled rows yet: kcenter (cover the encoder's vector space), typiclust (its typical rows) or random
     cold_start: str = "kcenter"
     cv_folds: int = 5  # folds of the accuracy estimate on the labeled rows (fewer when a class has fewer rows)
+    budget: int = 0  # total rows you mean to label (labeled file included); 0: no budget. None left: "stop"
     seed: int = 0
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    label_studio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
 
     def validate(self) -> None:
         problems = [(self.batch < 1, "batch: must be at least 1"),
@@ -86,6 +99,7 @@ class ProjectConfig:
                     (self.cold_start not in COLD_STARTS,
                      f"cold_start: {self.cold_start!r} is not one of {', '.join(COLD_STARTS)}"),
                     (self.cv_folds < 2, "cv_folds: must be at least 2"),
+                    (self.budget < 0, "budget: must be 0 (none) or a number of rows"),
                     (len(set(self.classes)) != len(self.classes), "classes: has a repeated name")]
         for bad, message in problems:
             if bad:
@@ -219,7 +233,7 @@ def load_project(project_dir: str | Path, cfg: ProjectConfig) -> Project:
     labeled_path = project_dir / cfg.labeled
     seed = _rows(labeled_path, cfg, need_label=True) if labeled_path.exists() else pd.DataFrame(
         columns=["id", "text", "label", "line"])
-    classes = list(cfg.classes) or sorted(set(seed["label"]))
+    classes = list(cfg.classes) or list(dict.fromkeys(seed["label"]))
     if not classes:
         raise ConfigError(f"{project_dir}: nothing is labeled yet, so `classes:` must name the labels "
                           f"(in {PROJECT_FILE} or --set 'classes=[a, b]')")
@@ -309,13 +323,20 @@ def read_returned(path: str | Path, project: Project) -> tuple[pd.DataFrame, lis
 def merge_labels(path: str | Path, project: Project, log=print) -> Path:
     """Write the checked labels as the open round's labels.csv (and skipped.csv); the round closes."""
     back, skipped = read_returned(path, project)
+    return close_round(project, back, skipped, log)
+
+
+def close_round(project: Project, back: pd.DataFrame, skipped: list[str], log=print) -> Path:
+    """Write checked (id, label) rows and skipped ids as the open round's labels.csv / skipped.csv."""
     batch_dir = project.open_round
     back.to_csv(batch_dir / "labels.csv.tmp", index=False)
     pd.DataFrame({"id": skipped}).to_csv(batch_dir / "skipped.csv", index=False)
     (batch_dir / "labels.csv.tmp").rename(batch_dir / "labels.csv")  # last: the round counts as closed once it is there
-    batch = len(pd.read_csv(batch_dir / "to_label.csv", dtype=str))
-    log(f"{batch_dir.name}: {len(back)} of {batch} rows labeled, {len(skipped)} skipped, "
-        f"{batch - len(back) - len(skipped)} not returned (none of them is offered again)")
+    batch = set(pd.read_csv(batch_dir / "to_label.csv", dtype=str, keep_default_na=False)["id"])
+    mine = int(back["id"].isin(batch).sum())
+    late = f"; {len(back) - mine} rows of earlier batches labeled since" if len(back) > mine else ""
+    log(f"{batch_dir.name}: {mine} of {len(batch)} rows labeled, {len(skipped)} skipped, "
+        f"{len(batch) - mine - len(skipped)} not returned (none of them is offered again){late}")
     return batch_dir / "labels.csv"
 
 
@@ -385,13 +406,26 @@ def activations(project: Project, use_ray: bool, log=print):
     boundary = boundary_for(cfg.freeze, backbone.num_layers, cfg.encoder.pooling, cfg.encoder.max_length)
     cached = (project.dir / "cache" / activation_key(backbone.fingerprint, boundary, project.texts)
               / "meta.json").exists()
-    # Ray only for a pass that will run on it (a later round reads the cache: no actors to start),
-    # stopped when the pass is done unless the caller's own Ray was already up.
-    with ray_running(enabled=use_ray and not cached and len(project.texts) >= RAY_MIN_ENCODE_ROWS):
+    # Ray only for a pass that will run on it (a later round reads the cache: no actors to start)
+    # and only on a cluster: on one machine torch's own threads already use every core, and
+    # starting Ray, its Data pipeline and an encoder per actor was most of round 1's time
+    # (docs/measurements.md, "select round 1"). Stopped when done unless the caller's Ray was up.
+    on_ray = use_ray and not cached and len(project.texts) >= RAY_MIN_ENCODE_ROWS and cluster_given()
+    with ray_running(enabled=on_ray):
         paths = ensure_activation_sets(cfg.encoder.name, {"rows": project.texts}, [boundary], project.dir / "cache",
-                                       use_ray=use_ray, batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors,
+                                       use_ray=on_ray, batch_size=cfg.encoder.batch_size, actors=cfg.encoder.actors,
                                        log=log)
     return load_activations(paths["rows"][0])
+
+
+def cluster_given() -> bool:
+    """Whether a Ray is already up in this process to share the encoder pass (a driver on a
+    cluster). `select` itself would only start a local one (runtime.start_ray), which on one
+    machine is all overhead."""
+    import sys
+
+    ray = sys.modules.get("ray")  # not imported here just to ask: the import alone takes seconds
+    return bool(ray is not None and ray.is_initialized())
 
 
 def next_round(project: Project, use_ray: bool = True, log=print) -> Path:
@@ -463,10 +497,18 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_mem
             f"{COLD_START_WORDS[how]}, not by {cfg.strategy}")
     else:
         strategy = strategies.get(cfg.strategy).configure(cfg.selection)
+        t_cv = time.perf_counter()
         acc, std, folds, note = cross_validated_accuracy(acts, labeled, y, len(classes), cfg)
-        summary.update(strategy=str(strategy), cv_accuracy=acc, cv_std=std, cv_folds=folds, cv_note=note)
+        summary["cv_s"] = round(time.perf_counter() - t_cv, 3)
+        counts = np.bincount(y, minlength=len(classes))
+        majority = classes[int(counts.argmax())]
+        summary.update(strategy=str(strategy), cv_accuracy=acc, cv_std=std, cv_folds=folds, cv_note=note,
+                       majority_class=majority, majority_baseline=float(counts.max() / len(y)),
+                       chance=1 / len(classes))
+        log(f"strategy: {strategy}")
         log(f"labeled rows: {len(labeled)}; cross-validated accuracy: "
             + (f"{acc:.3f} +- {std:.3f} ({folds} folds)" if acc is not None else f"none ({note})")
+            + f"; majority class ({majority}) alone: {counts.max() / len(y):.3f}; chance: {1 / len(classes):.3f}"
             + (f"; {note}" if note and acc is not None else ""))
         model = modeling.trained_model(acts, labeled, y, len(classes), cfg.recipe, cfg.seed, project.dir / "cache")
         # Diverse: rank more than the batch, then walk down the ranking past near-duplicates.
@@ -477,7 +519,7 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_mem
             picked, ranked_scores, probs, vectors = picks.positions, picks.scores, picks.probs, picks.embeddings
         else:
             view = scoring.pool_view(strategy.needs | {"probs"}, model, acts, pool, labeled, y, cfg.selection,
-                                     cfg.seed, cache_dir=project.dir / "cache", use_ray=use_ray, log=log)
+                                     cfg.seed, cache_dir=project.dir / "cache", use_ray=use_ray and cluster_given(), log=log)
             if "committee_probs" in strategy.needs:  # qbc-seeds: the same training under COMMITTEE other seeds
                 seeds = [cfg.seed + 1 + i for i in range(COMMITTEE)]
                 members = [modeling.trained_model(acts, labeled, y, len(classes), cfg.recipe, s, project.dir / "cache")
@@ -489,16 +531,44 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_mem
         if cfg.diverse:  # only over the candidates: their vectors are all this needs
             keep = _diverse(np.arange(len(picked)), vectors, n, cfg.similarity)
             summary["diverse_skipped"] = int(keep.max() + 1 - len(keep)) if len(keep) else 0
+            log(f"diverse: skipped {summary['diverse_skipped']} of the ranked rows as near-duplicates "
+                f"(cosine similarity >= {cfg.similarity}) of a row already in the batch")
             picked, probs = picked[keep], probs[keep]
             ranked_scores = ranked_scores[keep] if ranked_scores is not None else None
         scores = ranked_scores
+    t_stop = time.perf_counter()
+    summary["stopping"], stop_preds = _stopping(project, acts, model, summary)
+    summary["stopping_s"] = round(time.perf_counter() - t_stop, 3)
+    log(summary["stopping"]["line"])
     summary["select_s"] = round(time.perf_counter() - t0, 3)
     summary["encode_s"] = round(encoded_s, 3)
-    return write_round(project, pool[picked], probs, scores, model, summary, log)
+    return write_round(project, pool[picked], probs, scores, model, summary, log, stop_preds)
+
+
+STOP_SET_FILE = "stop_set.json"  # the round's model's label of each stop-set row (stopping.py)
+
+
+def _stopping(project: Project, acts, model, summary: dict) -> tuple[dict, dict[str, str] | None]:
+    """The round's stopping record (stopping.assess) and its model's predictions on the stop set."""
+    history = []
+    for r in project.rounds:
+        rec = json.loads((r / "round.json").read_text()) if (r / "round.json").exists() else {}
+        history.append(rec)
+    if project.rounds and (project.rounds[-1] / STOP_SET_FILE).exists():
+        history[-1]["_stop_set"] = json.loads((project.rounds[-1] / STOP_SET_FILE).read_text())
+    preds = None
+    if model is not None:
+        at = stopping.stop_set(project.ids, project.cfg.seed)
+        probs = scoring.score_rows(model, acts, at).probs
+        preds = {str(project.ids[i]): project.classes[k] for i, k in zip(at, probs.argmax(1))}
+    cfg = project.cfg
+    record = stopping.assess(history, preds, summary["labeled"], cfg.batch, summary.get("cv_accuracy"),
+                             summary.get("cv_std"), summary.get("cv_folds", 0), cfg.budget or None)
+    return record, preds
 
 
 def write_round(project: Project, rows: np.ndarray, probs: np.ndarray | None, scores: np.ndarray | None,
-                model, summary: dict, log=print) -> Path:
+                model, summary: dict, log=print, stop_preds: dict[str, str] | None = None) -> Path:
     """The batch as to_label.csv / .jsonl and a Label Studio import; round.json and head.pt beside them."""
     classes = project.classes
     d = project.dir / ROUNDS / f"round-{summary['round']:03d}"
@@ -520,7 +590,11 @@ def write_round(project: Project, rows: np.ndarray, probs: np.ndarray | None, sc
                    "probabilities": ({c: float(probs[i, k]) for k, c in enumerate(classes)}
                                      if probs is not None else None)}
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    tasks = [labelstudio.task(str(row_id), text, predicted[i], float(probs[i].max()) if probs is not None else None)
+    # The prediction's score is the strategy's (Label Studio orders tasks by it); a strategy
+    # without one (random, coreset, badge) gets the model's confidence in its label.
+    score_of = (scores if scores is not None else probs.max(1) if probs is not None else [None] * len(rows))
+    tasks = [labelstudio.task(str(row_id), text, predicted[i], None if score_of[i] is None else float(score_of[i]),
+                              model_version=d.name)
              for i, (row_id, text) in enumerate(zip(table["id"], table["text"]))]
     (tmp / "labelstudio" / "tasks.json").write_text(json.dumps(tasks, indent=1, ensure_ascii=False))
     (tmp / "labelstudio" / "config.xml").write_text(labelstudio.labeling_config(classes))
@@ -530,6 +604,8 @@ def write_round(project: Project, rows: np.ndarray, probs: np.ndarray | None, sc
         torch.save({"state": model.state_dict(), "classes": classes, "encoder": to_dict(project.cfg.encoder),
                     "freeze": project.cfg.freeze, "boundary": asdict(model.boundary),
                     "dropout": project.cfg.recipe.dropout}, tmp / "head.pt")
+    if stop_preds is not None:
+        (tmp / STOP_SET_FILE).write_text(json.dumps(stop_preds))
     (tmp / "round.json").write_text(json.dumps(summary, indent=1))
     tmp.rename(d)  # whole or not at all: a half-written round would count as exported
     log(f"{d.name}: {len(rows)} rows to label in {d / 'to_label.csv'} (also to_label.jsonl and "
@@ -538,10 +614,12 @@ def write_round(project: Project, rows: np.ndarray, probs: np.ndarray | None, sc
 
 
 def prepare(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), labels: str | Path | None = None,
-            sweep_file: str | None = None, results_dir: str | Path | None = None, log=print) -> Project:
+            sweep_file: str | None = None, results_dir: str | Path | None = None, log=print,
+            allow_open: bool = False) -> Project:
     """Everything `select` does before any work: check the config, the files and every round,
     merge returned `labels` (if given) into the open round, and check that a row is left to offer.
-    `results_dir`: take the strategy from a finished sweep (`strategy_from_results`)."""
+    `results_dir`: take the strategy from a finished sweep (`strategy_from_results`).
+    `allow_open`: leave an open round open (studio.py closes it from Label Studio)."""
     project_dir = Path(project_dir)
     cfg = load_project_config(project_dir, overrides, sweep_file)
     if results_dir is not None:
@@ -552,6 +630,8 @@ def prepare(project_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()
     if labels is not None:  # checked whole before anything is written (read_returned)
         merge_labels(labels, project, log)
         project = load_project(project_dir, cfg)
+    elif allow_open:
+        return project
     elif project.open_round is not None:
         raise DataError(f"{project.open_round}: this batch's labels have not come back yet: pass them with "
                         "--labels FILE (or --undo to drop the batch)")

@@ -35,16 +35,19 @@ def labeling_config(classes: list[str]) -> str:
             f"{choices}\n  </Choices>\n</View>\n")
 
 
-def task(row_id: str, text: str, predicted: str | None, score: float | None) -> dict:
-    """One import task; with a prediction, the model's label as a pre-annotation."""
+def task(row_id: str, text: str, predicted: str | None, score: float | None,
+         model_version: str = MODEL_VERSION) -> dict:
+    """One import task; with a prediction, the model's label as a pre-annotation. `score` is the
+    strategy's score of the row (higher: label it sooner), so sorting Label Studio's task list by
+    prediction score orders it as the batch's ranking does."""
     # `row_id`, not `id`: Label Studio's JSON-MIN export flattens data beside its own task `id`.
     out = {"data": {ROW_ID: row_id, OBJECT: text}}
     if predicted is not None:
-        pred = {"model_version": MODEL_VERSION,
+        pred = {"model_version": model_version,
                 "result": [{"from_name": CONTROL, "to_name": OBJECT, "type": "choices",
                             "value": {"choices": [predicted]}}]}
         if score is not None:
-            pred["score"] = float(score)  # the model's probability of its label
+            pred["score"] = float(score)
         out["predictions"] = [pred]
     return out
 
@@ -68,6 +71,12 @@ def read_export(path: Path) -> tuple[list[tuple[int, str, str]], list[str]]:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable Label Studio JSON export ({exc})") from None
+    return read_tasks(tasks, str(path))
+
+
+def read_tasks(tasks, path: str) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """`read_export` of tasks already parsed (an export file, or the API's task list); `path`
+    names where they came from in error lines."""
     if not isinstance(tasks, list):
         raise DataError(f"{path}: a Label Studio export is a JSON array of tasks")
     labeled, skipped = [], []

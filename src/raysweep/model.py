@@ -378,7 +378,7 @@ def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | Non
     return model
 
 
-def _train_pack(acts: Shipped, members: list[Member], num_classes: int, recipe: dict, kind: str) -> list[bytes | str]:
+def train_pack(acts: Shipped, members: list[Member], num_classes: int, recipe: dict, kind: str) -> list[bytes | str]:
     """Ray task: train a pack of members over one activation set (`train_members`) on the device
     and threads Ray assigned it; returns each member's state, or its error line.
 
@@ -425,7 +425,7 @@ def train_remote(specs: list[TrainingSpec], cache_dir: str | Path, out: Output |
     `trained_model` then trains it again and raises its error."""
     import ray
 
-    remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_train_pack)
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(train_pack)  # the dashboard names a task by its function
     groups: dict[tuple, list[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault((str(spec.acts.path), spec.num_classes, json_digest(to_dict(spec.recipe), 24)), []).append(i)

@@ -33,6 +33,7 @@ from raysweep.backbone import Classifier
 from raysweep.cluster import actor_pool
 from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
 from raysweep.console import progress
+from raysweep.dashboard import dataset_name, trained
 from raysweep.embed import Activations, load_activations
 from raysweep.hashing import array_digest, json_digest, state_digest
 from raysweep.model import Member, TrainingSpec, assigned_device, model_path, rebuild, train_remote, trained_model
@@ -223,6 +224,7 @@ def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None, o
         num_cpus=1,
         num_gpus=pool.gpus,
     )
+    ds.set_name(dataset_name("score"))  # the dashboard's Ray Data view: raysweep:<sweep>:score_<id>
     outs: list[dict[str, np.ndarray]] = [{} for _ in jobs]
     seen = [np.zeros(len(job.rows), dtype=bool) for job in jobs]
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -253,13 +255,14 @@ def _cache_paths(job: ScoringJob, cache_dir: str | Path | None) -> tuple[Path | 
 
 
 def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_ray: bool = False,
-               actors: int = 0, block_rows: int = 1024, log=None, out: Output | None = None) -> list[Scores]:
+               actors: int = 0, block_rows: int = 1024, log=None, out: Output | None = None,
+               rows_are: str = "rows") -> list[Scores]:
     """Scores of each job, from the cache where present, the rest computed now.
 
     `use_ray` scores through Ray Data (Ray must be initialised), every job in one pass so the
     actor pool starts once; otherwise the jobs are scored one after another in this process.
     Pooled jobs too small to pay for Ray Data's start-up are scored in-process even with
-    `use_ray` (see RAY_MIN_POOLED_ROWS).
+    `use_ray` (see RAY_MIN_POOLED_ROWS). `rows_are`: what the rows are, for the stage line.
     """
     results, todo = [], []  # todo: (index into results, what is missing, base entry, MC entry)
     for job in jobs:
@@ -313,9 +316,19 @@ def score_many(jobs: list[ScoringJob], cache_dir: str | Path | None = None, use_
         what = " + ".join(k for k, on in (("probs/embeddings", base), (f"{mc} MC samples", mc)) if on)
         where = ("Ray Data" if len(remote) == len(todo) else "in-process" if not remote
                  else f"Ray Data for {len(remote)} token-level, in-process for {len(todo) - len(remote)} pooled")
-        log(f"scored {sum(len(m.rows) for _, m, _, _ in todo)} rows under {len(todo)} model(s) ({what}) "
+        log(f"scored {scored_what([len(m.rows) for _, m, _, _ in todo], rows_are)} ({what}) "
             f"in {time.perf_counter() - start:.2f} s ({where})")
     return results
+
+
+def scored_what(rows: list[int], rows_are: str = "rows") -> str:
+    """How many rows were scored, in words: the rows each model scored, not their sum over
+    models (a pool of 6,835 rows under 3 models is not "20,505 rows")."""
+    if len(rows) == 1:
+        return f"{rows[0]:,} {rows_are} under 1 scoring model"
+    if len(set(rows)) == 1:
+        return f"{rows[0]:,} {rows_are} under each of {len(rows)} scoring models"
+    return f"{min(rows):,} to {max(rows):,} {rows_are} under each of {len(rows)} scoring models"
 
 
 def score_rows(model: Classifier, acts: Activations, rows: np.ndarray, base: bool = True, mc_samples: int = 0,
@@ -396,6 +409,7 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
             specs = [TrainingSpec(inp.train_acts, Member(inp.labeled, inp.train_labels[inp.labeled], s, inp.lora,
                                                          inp.task), inp.num_classes, recipe) for s in seeds]
             train_remote(specs, inp.cache_dir, out, cpus=cpus, gpus=gpus, pack_size=size)
+    trained("scoring", len(missing))  # trained remotely above, or in-process by trained_model below
     if missing and log is not None:
         log(f"trained {len(missing)} scoring models on labeled in {time.perf_counter() - start:.1f} s")
     needs = frozenset({"probs", "embeddings", "labeled_embeddings"} | ({"mc_probs"} if mc else set()))
@@ -406,7 +420,8 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
                               seed, inp.cache_dir, inp.lora, task=inp.task)
         scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool_rows, inp.labeled, selection, seed))
     cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
-    scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log, out)
+    scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log, out,
+                        rows_are="rows (the pool and labeled)")
     return {(f, s): _view(needs, sc, len(inputs[f].pool_rows), inputs[f].train_labels[inputs[f].labeled])
             for (f, s), sc in zip(jobs, scores)}
 
@@ -440,6 +455,16 @@ def write_diagnostics(views: dict[tuple[str, int], strategies.PoolView], k: int,
     table = pd.DataFrame(rows, columns=["freeze", "seed", "pearson", "spearman"])
     table.to_csv(out_dir / "correlation.csv", index=False)
     if log is not None and len(table):
-        log("entropy vs SQBC disagreement: " + ", ".join(
-            f"{r.freeze} seed {r.seed} pearson {r.pearson:.3f}" for r in table.itertuples()))
+        log(diagnostic_line(table, out_dir))
     return table
+
+
+def diagnostic_line(table, where) -> str:
+    """The diagnostic in one line: per freeze mode one Pearson r, the mean over its seeds (every
+    (freeze, seed) is in correlation.csv); "no r" where a constant column leaves none."""
+    parts = []
+    for freeze, group in table.groupby("freeze", sort=False):
+        r = group["pearson"].dropna()
+        seeds = "one seed" if len(group) == 1 else f"mean of {len(r)} seeds"
+        parts.append(f"{freeze} r = {r.mean():.2f} ({seeds})" if len(r) else f"{freeze}: no r (a score is constant)")
+    return f"entropy vs SQBC disagreement, Pearson: {'; '.join(parts)} ({str(where).rstrip('/')}/correlation.csv)"

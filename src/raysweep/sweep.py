@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep import annotation, chosen, grid, layout, pools, steps
+from raysweep import annotation, chosen, dashboard, grid, layout, pools, steps
 from raysweep.config import SweepConfig, to_dict
 from raysweep.driver import TUNE_COPIES, PackSizes, check_local_output, run_packs
 from raysweep.grid import cell_ids, expand, read_cells, results_table
@@ -61,6 +61,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     `shared_output`: `output` is a local path that every node of the cluster mounts (NFS, EFS);
     without it, a local path is refused on a cluster that has or can scale to several nodes."""
     check_output(output)
+    dashboard.follow(cfg.name)  # datasets, LLM actors and metrics carry the sweep's name
     lay = Layout.of(cfg, output)
     out = lay.out
     if not out.is_uri and not shared_output and address not in (None, "local"):
@@ -103,6 +104,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         plan = grid.plan(cells, ids, todo, done, len(context.labeled),
                          {p: pools.get(p).size(context) for p in cfg.compare.pool}, sizes.trials)
         log(plan.describe(len(todo)))
+        dashboard.cells_planned(len(todo))
         run_packs(cfg, plan, context, cells, ids, out, log)
 
     done = read_cells(out)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import importlib.util
+import json
 import re
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -329,3 +334,54 @@ def test_a_short_llm_pool_is_said_in_the_findings():
         "**The LLM pool is short** (llm-small): generation stopped at its budget (llm.max_cost_usd), keeping 120 of "
         "the 300 rows asked for ($0.5000 spent); the `llm` and `llm_teacher` cells added at most 120 rows (their "
         "`n_added`)."]
+
+
+# A script run in the page before anything else: it records every resource that fails to load
+# and, once the page has loaded, each image's state, into an element --dump-dom then prints.
+_PAGE_CHECK = """<script>
+window.__broken = [];
+window.addEventListener("error", e => window.__broken.push(String(e.message || (e.target && (e.target.src || e.target.href)))), true);
+window.addEventListener("load", () => {
+  const images = Array.from(document.images).map(i => ({alt: i.alt, loaded: i.complete && i.naturalWidth > 0,
+                                                        width: i.naturalWidth}));
+  const out = document.createElement("pre");
+  out.id = "raysweep-check";
+  out.textContent = JSON.stringify({images, broken: window.__broken});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    # Flags for a shared machine without a display or network (docs: PITFALLS, the browser).
+    return subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_html_report_loads_every_figure_in_a_real_browser(full_report, tmp_path):
+    html = full_report.with_suffix(".html")
+    page = html.read_text()
+    checked = html.with_name("report-checked.html")  # beside the report: the same relative links
+    checked.write_text(page.replace("<head>", "<head>" + _PAGE_CHECK, 1))
+    done = _chromium("--dump-dom", "--virtual-time-budget=10000", checked.as_uri(), profile=tmp_path / "a")
+    checked.unlink()
+    found = re.search(r'<pre id="raysweep-check">(.*?)</pre>', done.stdout, re.S)
+    assert found, done.stderr[-2000:]
+    state = json.loads(html_lib.unescape(found.group(1)))
+    assert state["broken"] == []
+    figures_in_page = len(re.findall(r"<img\b", page))
+    assert len(state["images"]) == figures_in_page >= len(TRIAL_FIGURES + EXTRA_FIGURES) - 1
+    assert [i["alt"] for i in state["images"] if not i["loaded"]] == []
+    # Every local link of the page (tables, figures' SVGs) points at a file that is there.
+    for target in re.findall(r'href="([^"#:]+)"', page):
+        assert (html.parent / html_lib.unescape(target)).exists(), target
+
+    shot = tmp_path / "report.png"
+    done = _chromium(f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars", html.as_uri(),
+                     profile=tmp_path / "b")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", done.stderr[-2000:]
+    assert shot.stat().st_size > 50_000  # a page of figures, not a blank one
+    shutil.copy(shot, Path(tempfile.gettempdir()) / "raysweep-report-screenshot.png")  # for a person to look at

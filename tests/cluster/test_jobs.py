@@ -130,7 +130,7 @@ def test_a_refusal_without_a_token_of_ours_says_the_token_is_missing():
 
 def test_entrypoint_quotes_every_word_and_joins_auto():
     cmd = jobs.build_entrypoint("sweeps/my sweep.yaml", "s3://bucket/runs/x", ["recipe.epochs=5", "name=a b"])
-    assert cmd == ("python -m raysweep.cli run 'sweeps/my sweep.yaml' --output s3://bucket/runs/x --address auto "
+    assert cmd == ("python -m raysweep.jobs run 'sweeps/my sweep.yaml' --output s3://bucket/runs/x --address auto "
                    "--set recipe.epochs=5 --set 'name=a b'")
 
 
@@ -139,16 +139,77 @@ def test_submit_refuses_a_relative_output(project):
         jobs.submit(project / "sweeps" / "tiny.yaml", "http://127.0.0.1:1", "runs/x")
 
 
-def test_submit_refuses_a_sweep_the_upload_would_leave_out(project):
-    with pytest.raises(JobError, match="leaves it out of the upload"):
-        jobs.submit(project / "runs" / "old.yaml", "http://127.0.0.1:1", "/tmp/out")
+def _capture_submit(monkeypatch) -> list[dict]:
+    """jobs._call replaced by a recorder of what submit would send (and the working_dir's files)."""
+    sent = []
+
+    def fake_call(what, address, fn, **kwargs):
+        kwargs["files"] = sorted(p.name for p in Path(kwargs["runtime_env"]["working_dir"]).iterdir())
+        sent.append(kwargs)
+        return "raysubmit_ok"
+
+    monkeypatch.setattr(jobs, "_call", fake_call)
+    return sent
 
 
-def test_submit_refuses_a_sweep_outside_any_project(tmp_path):
+@pytest.mark.parametrize("where", ["outside", "ignored"])
+def test_a_sweep_file_anywhere_is_shipped_alone(project, tmp_path, monkeypatch, where):
+    sent = _capture_submit(monkeypatch)
+    sweep = tmp_path / "elsewhere" / "loose.yaml" if where == "outside" else project / "runs" / "old.yaml"
+    sweep.parent.mkdir(exist_ok=True)
+    sweep.write_text("name: loose\ndata: {path: /data/sst5.csv}\n")
+    assert jobs.submit(sweep, "http://h:8265", "/tmp/out") == "raysubmit_ok"
+    [job] = sent
+    assert job["files"] == [sweep.name]  # the sweep file alone, not its directory
+    assert job["entrypoint"].startswith(f"python -m raysweep.jobs run {sweep.name} --output /tmp/out")
+    assert not Path(job["runtime_env"]["working_dir"]).exists()  # uploaded during the submit, then removed
+
+
+def test_a_sweep_shipped_alone_refuses_a_relative_path_that_would_not_ship(tmp_path, monkeypatch):
+    _capture_submit(monkeypatch)
     sweep = tmp_path / "loose.yaml"
-    sweep.write_text("name: loose\n")
-    with pytest.raises(JobError, match="not inside a project directory"):
-        jobs.submit(sweep, "http://127.0.0.1:1", "/tmp/out")
+    (tmp_path / "mine.csv").write_text("split,text,label\n")
+    sweep.write_text("name: loose\ndata: {path: mine.csv}\n")
+    with pytest.raises(JobError, match=r"data.path mine.csv is relative, and this sweep file is shipped alone"):
+        jobs.submit(sweep, "http://h:8265", "/tmp/out")
+
+
+def test_a_sweep_in_a_project_ships_the_project(project, monkeypatch):
+    sent = _capture_submit(monkeypatch)
+    jobs.submit(project / "sweeps" / "tiny.yaml", "http://h:8265", "/tmp/out")
+    assert sent[0]["runtime_env"]["working_dir"] == str(project)
+    assert sent[0]["entrypoint"].startswith("python -m raysweep.jobs run sweeps/tiny.yaml ")
+
+
+def test_a_head_that_cannot_import_raysweeps_dependencies_fails_in_one_line():
+    # `click` stands for any dependency the head's Python lacks (torch, ray[tune], ...).
+    code = ("import sys, runpy; sys.modules['click'] = None; sys.argv = ['x', 'run', 'sweeps/a.yaml']; "
+            "runpy.run_module('raysweep.jobs', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"raysweep job: the head's Python ({sys.executable}) cannot import click ")
+    assert "PATH" in line and "setup_commands" in line and "runtime environment" in line
+    assert jobs.last_error_line("some output\n" + done.stderr) == line  # what `status` shows of it
+
+
+def test_status_shows_the_drivers_last_error_line_not_rays_truncated_header(monkeypatch):
+    from types import SimpleNamespace
+
+    message = ("Job entrypoint command failed with exit code 2, last available logs (truncated to 20,000 chars):\n"
+               "raysweep run: the full log is /x.log\n")
+    logs = "raysweep run: the full log is /x.log\nerror: sweeps/a.yaml: recipe.epochs: expected an integer\n"
+    info = SimpleNamespace(status="FAILED", message=message, entrypoint="python -m raysweep.jobs run a")
+    monkeypatch.setattr(jobs, "_call", lambda what, address, fn, *a: info if fn == "get_job_info" else logs)
+    state = jobs.status("http://h:8265", "raysubmit_x")
+    assert state.message == "Job entrypoint command failed with exit code 2"
+    assert state.error == "error: sweeps/a.yaml: recipe.epochs: expected an integer"
+    assert str(state).splitlines() == ["raysubmit_x: FAILED (Job entrypoint command failed with exit code 2)",
+                                       "  error: sweeps/a.yaml: recipe.epochs: expected an integer"]
+    # A traceback's last line; else the last line of all; nothing for no output.
+    assert jobs.last_error_line("Traceback (most recent call last):\n  File x\nValueError: bad\nbye\n") == "ValueError: bad"
+    assert jobs.last_error_line("one\ntwo\n\n") == "two" and jobs.last_error_line("") == ""
 
 
 def test_submit_validates_the_sweep_and_overrides_first(project):
@@ -225,7 +286,8 @@ def test_submit_waits_for_a_late_job_agent_but_not_forever(project, monkeypatch)
     assert calls == ["submit_job"] * 3 and len(naps) == 2
     monkeypatch.setattr(jobs, "AGENT_WAIT_S", -1.0)  # past the deadline: the error comes through
     calls.clear()
-    with pytest.raises(JobError, match="No available agent"):
+    with pytest.raises(JobError, match="No available agent.*; the head's job agent never registered: look at "
+                                       "dashboard_agent.log.*may be held by another Ray on that host"):
         jobs.submit(project / "sweeps" / "tiny.yaml", "http://h:8265", "/tmp/out")
     assert len(calls) == 1
 
@@ -370,7 +432,7 @@ def test_a_real_sweep_through_the_jobs_api_writes_its_results(ray_head, project,
     state = _wait(ray_head.address, job_id, timeout=600)
     print(f"one-cell sweep as a job: {time.monotonic() - t0:.1f} s")
     assert state.status == "SUCCEEDED", "".join(jobs.logs(ray_head.address, job_id))[-3000:]
-    assert state.entrypoint == f"python -m raysweep.cli run sweeps/one.yaml --output {out} --address auto"
+    assert state.entrypoint == f"python -m raysweep.jobs run sweeps/one.yaml --output {out} --address auto"
     import pandas as pd
 
     table = pd.read_csv(out / "trials.csv")

@@ -125,7 +125,7 @@ resources: {{cpus_per_trial: 1}}
     table = check_cells(cfg, out)
     assert len(table) == 9
     # The encoder pass and the token-level scoring ran as Ray Data actors, on the workers.
-    assert "x 1100 rows in" in log and "(Ray Data)" in log.split("x 1100 rows in")[1].splitlines()[0], log[-3000:]
+    assert "encoded 1,100 rows and" in log and "(Ray Data)" in log.split("encoded 1,100 rows and")[1].splitlines()[0], log[-3000:]
     scored = [line for line in log.splitlines() if line.startswith("scored ")]
     assert len(scored) == 1 and "Ray Data for 1 token-level" in scored[0], scored
     # One scoring model per freeze mode, trained once, on a worker (the head has no CPU); the
@@ -226,14 +226,14 @@ teacher: {{freeze: pooler, epochs: 1}}
 
 
 def _driver_processes(output: str) -> list:
-    """The job's driver: the `python -m raysweep.cli run ... --output OUTPUT` process(es)."""
+    """The job's driver: the `python -m raysweep.jobs run ... --output OUTPUT` process(es)."""
     import ray  # noqa: F401 - Ray bundles psutil
     import psutil
 
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "raysweep.cli" in cmd and output in cmd and Path(cmd[0]).name.startswith("python"):
+        if "raysweep.jobs" in cmd and output in cmd and Path(cmd[0]).name.startswith("python"):
             found.append(proc)
     return found
 

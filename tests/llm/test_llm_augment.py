@@ -226,8 +226,8 @@ def test_a_sweep_with_llm_pools_generates_first_then_adds_generated_rows(
     assert len(table) == 4 * 2 * 3 and set(table["status"]) == {"ok"}
     # One encoder pass, the generation's (real train, val and generated rows for its teacher);
     # the LLM pools' train set (real rows, then generated) is assembled from it, not encoded again.
-    encoded = [line for line in logs if line.startswith("cached activations")]
-    assert len(encoded) == 1 and " x 420 rows " in encoded[0], encoded
+    encoded = [line for line in logs if line.startswith("encoded ")]
+    assert len(encoded) == 1 and encoded[0].startswith("encoded 420 rows "), encoded
     n_labeled = int(table["n_labeled"].iloc[0])
     added = table.set_index(["pool", "strategy", "fraction"])["n_added"]
     for strategy in ("random", "entropy"):

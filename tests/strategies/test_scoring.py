@@ -203,7 +203,7 @@ def test_ray_data_scores_equal_in_process_scores(acts, ray_local, monkeypatch):
     local = scoring.score_many(jobs)
     logs = []
     remote = scoring.score_many(jobs, use_ray=True, actors=2, block_rows=8, log=logs.append)
-    assert len(logs) == 1 and "72 rows under 2 model(s)" in logs[0] and "Ray Data" in logs[0]
+    assert len(logs) == 1 and "36 rows under each of 2 scoring models" in logs[0] and "Ray Data" in logs[0]
     for here, there in zip(local, remote):
         assert_allclose(there.probs, here.probs, rtol=1e-6, atol=1e-7)
         assert_allclose(there.embeddings, here.embeddings, rtol=1e-6, atol=1e-6)
@@ -230,6 +230,19 @@ def test_score_many_mixes_cached_and_new_jobs_in_order(acts, tmp_path):
     jobs = [scoring.ScoringJob(a, acts["pooler"], rows, mc_samples=2),
             scoring.ScoringJob(b, acts["last-attention"], rows, mc_samples=2)]
     first, second = scoring.score_many(jobs, cache_dir=tmp_path, log=logs.append)
-    assert logs == [logs[0]] and "20 rows under 1 model(s)" in logs[0]  # only the new job was scored
+    assert logs == [logs[0]] and "20 rows under 1 scoring model" in logs[0]  # only the new job was scored
     assert_array_equal(second.mc_probs, cached.mc_probs)
     assert_allclose(first.probs, modeling.predict_proba(a, acts["pooler"], rows), rtol=1e-5, atol=1e-6)
+
+
+def test_the_diagnostic_is_one_r_per_freeze_mode_and_stage_lines_count_rows_once():
+    import pandas as pd
+
+    table = pd.DataFrame({"freeze": ["last-linear", "last-linear", "pooler", "top-2"], "seed": [0, 1, 0, 0],
+                          "pearson": [0.1, 0.3, 0.25, float("nan")], "spearman": [0.0] * 4})
+    assert scoring.diagnostic_line(table, "runs/x/diagnostics") == (
+        "entropy vs SQBC disagreement, Pearson: last-linear r = 0.20 (mean of 2 seeds); pooler r = 0.25 (one seed); "
+        "top-2: no r (a score is constant) (runs/x/diagnostics/correlation.csv)")
+    assert scoring.scored_what([8543] * 3, "rows (the pool and labeled)") == \
+        "8,543 rows (the pool and labeled) under each of 3 scoring models"
+    assert scoring.scored_what([20]) == "20 rows under 1 scoring model"

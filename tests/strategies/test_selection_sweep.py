@@ -51,10 +51,10 @@ selection:
         assert set(rows.groupby("seed")["training"].nunique()) == {1}
         assert set(rows.groupby("seed")["val_accuracy"].nunique()) == {1}
     # One encoder pass and one scoring pass in the driver, both through Ray Data; none in trials.
-    encoded = [line for line in logs if line.startswith("cached activations")]
+    encoded = [line for line in logs if line.startswith("encoded ")]
     assert len(encoded) == 1 and encoded[0].endswith("(Ray Data)")
     scored = [line for line in logs if line.startswith("scored ")]
-    assert len(scored) == 1 and "under 2 model(s)" in scored[0] and "Ray Data" in scored[0]
+    assert len(scored) == 1 and "rows (the pool and labeled) under each of 2 scoring models" in scored[0] and "Ray Data" in scored[0]
     # Trials found the driver's entries: a trial that missed would have added entries of its own.
     cache = out / "cache" / "selection"
     assert len(list((cache / "models").glob("*.pt"))) == 2 and len(list((cache / "scores").glob("*.npz"))) == 2

@@ -287,6 +287,7 @@ def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = 
     bootstrap: seeds drawn with replacement, the same draw for every curve of the context, the
     target and each crossing computed again; a bound beyond every curve's end is "not reached"
     (inf). `reached_share` is the share of resamples in which the curve reached its target.
+    A context with fewer than two seeds gets no row.
     """
     x_col = "n_added" if "n_added" in df.columns and df["n_added"].notna().all() else "fraction"
     context = [c for c in cell_columns(df) if c not in (factor, "fraction")]
@@ -301,6 +302,8 @@ def labels_needed(df: pd.DataFrame, metric: str = "val_accuracy", factor: str = 
         if len(fractions) < 2:  # one point is no curve: nothing to interpolate
             continue
         seeds = np.sort(group["seed"].unique())
+        if len(seeds) < 2:  # one seed's curve is one draw of the noise: no answer, and no interval for it
+            continue
         # values[level, fraction, seed]; x per (level, fraction) is the mean rows added there
         values = np.full((len(levels), len(fractions), len(seeds)), math.nan)
         xs = np.full((len(levels), len(fractions)), math.nan)

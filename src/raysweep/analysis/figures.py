@@ -87,9 +87,18 @@ def _interval(values) -> tuple[float, float]:
 
 
 def _band_note(trials: pd.DataFrame) -> str:
-    if stats.seed_counts(trials)[1] == 1:
+    low, high = stats.seed_counts(trials)
+    if high == 1:
         return "1 seed per point, so no interval"
-    return f"mean over seeds, band: 95% t-interval; {stats.seed_note(trials)}"
+    return (f"mean over seeds, band: 95% t-interval; {stats.seed_note(trials)}"
+            + ("; none for a point of one seed" if low == 1 else ""))
+
+
+def _pooled_columns(data: pd.DataFrame, lines: Lines) -> list[str]:
+    """Parameters that vary but have no line, panel or axis of their own: a point would pool
+    several cells, and an interval over them would not be one over the seeds of one cell."""
+    own = {lines.hue, "freeze", "fraction", *([c for c in SERIES_CANDIDATES] if lines.row else [])}
+    return [c for c in stats.cell_columns(data) if c not in own and data[c].nunique(dropna=False) > 1]
 
 
 def _fmt(value) -> str:
@@ -163,10 +172,14 @@ def learning_curves(trials: pd.DataFrame, out_dir: Path, metric: str = "val_accu
     data, lines = lines_for(trials.dropna(subset=[metric]))
     panels = stats.freeze_order(data)
     many = len(lines.hue_order) > MANY_LINES
+    pooled = _pooled_columns(data, lines)
     note = (f"mean over seeds; {stats.seed_note(trials)}; {len(lines.hue_order)} lines, so no bands "
-            f"(intervals: the differences figure)" if many else _band_note(trials))
+            f"(intervals: the differences figure)" if many else
+            f"mean over the trials of every {', '.join(pooled)}, so no band (a band is over the seeds of one cell)"
+            if pooled else _band_note(trials))
+    banded = not (many or pooled or stats.seed_counts(data)[1] == 1)
     with _style():
-        g = sns.relplot(data=data, x="fraction", y=metric, kind="line", errorbar=None if many else _interval,
+        g = sns.relplot(data=data, x="fraction", y=metric, kind="line", errorbar=_interval if banded else None,
                         marker="o",
                         markersize=5, height=3.3, aspect=1.15, facet_kws={"sharey": True, "sharex": True},
                         **_facet_kws(lines, panels))
@@ -224,14 +237,18 @@ def differences(trials: pd.DataFrame, out_dir: Path, metric: str = "val_accuracy
                     mean = [stats.mean_ci(v)[0] for v in curve]
                     band = [_interval(v) for v in curve]
                     ax.plot(curve.index, mean, color="C0", marker="o", markersize=4)
-                    ax.fill_between(curve.index, [b[0] for b in band], [b[1] for b in band], color="C0", alpha=0.2)
+                    if any(len(v) > 1 for v in curve):  # one seed's difference has no interval to draw
+                        ax.fill_between(curve.index, [b[0] for b in band], [b[1] for b in band], color="C0",
+                                        alpha=0.2)
                 ax.set_title(f"{c} \u2212 {baseline}" + (f"\n{r}" if r else ""), fontsize="small")
                 ax.set_xticks(sorted(table["fraction"].unique()))
                 if i == len(rows) - 1:
                     ax.set_xlabel(FRACTION_LABEL)
         fig.supylabel(f"\u0394 {METRIC_LABELS.get(metric, metric)}, points")
+        band = ("line: the one seed's difference, so no band" if stats.seed_counts(trials)[1] == 1
+                else "line, band: mean, 95% t-interval (none for one seed)")
         fig.suptitle(f"Each {factor} minus {baseline}, paired on seed ({stats.seed_note(trials)})\n"
-                     f"dots: seeds; line, band: mean, 95% t-interval\nhollow: one training, left out of every test",
+                     f"dots: seeds; {band}\nhollow: one training, left out of every test",
                      fontsize="medium")
         fig.tight_layout()
         return _save(fig, out_dir, name)
@@ -246,23 +263,32 @@ def train_vs_val(trials: pd.DataFrame, out_dir: Path, what: str = "accuracy", na
     long["split"] = long["split"].map({train: "train", val: "validation"})
     panels = stats.freeze_order(data)
     shown = "MSE" if what == "mse" else what
+    pooled = _pooled_columns(data, lines)
+    note = (f"mean over the trials of every {', '.join(pooled)}, so no band (a band is over the seeds of one cell)"
+            if pooled else _band_note(trials))
     with _style():
         g = sns.relplot(data=long, x="fraction", y=what, style="split", style_order=["train", "validation"],
-                        kind="line", errorbar=_interval, marker="o", markersize=4, height=3.3, aspect=1.15,
-                        **_facet_kws(lines, panels))
+                        kind="line", errorbar=None if pooled or stats.seed_counts(data)[1] == 1 else _interval,
+                        marker="o", markersize=4, height=3.3,
+                        aspect=1.15, **_facet_kws(lines, panels))
         _titles(g, lines)
         g.set_axis_labels(FRACTION_LABEL, shown)
         for ax in g.axes.flat:
             ax.set_xticks(sorted(data["fraction"].unique()))
-        g.figure.suptitle(f"Train vs validation {shown} (the gap is over-fitting)\n{_band_note(trials)}",
-                          y=1.0, va="bottom")
+        g.figure.suptitle(f"Train vs validation {shown} (the gap is over-fitting)\n{note}", y=1.0, va="bottom")
         return _save(g.figure, out_dir, name)
 
 
 def parameter_plot(trials: pd.DataFrame, param: str, out_dir: Path, metric: str = "val_accuracy",
                    name: str | None = None, seed: int = 0) -> Path:
-    """Every trial's metric against one varying parameter, with the mean and 95% interval per value."""
+    """Every trial's metric against one varying parameter, with the mean per value.
+
+    A value's trials pool every other parameter's cells (one seed each, or several): they are not
+    seeds of one cell, so no interval is drawn (the learning curves and tables have those). A
+    training several cells of one value share (`training`) counts once."""
     data = trials.dropna(subset=[metric]).copy()
+    if "training" in data.columns and data["training"].notna().all():
+        data = data.drop_duplicates(subset=[param, "training"])
     data["value"] = data[param].map(_fmt)
     if param == "freeze":
         order = stats.freeze_order(data)
@@ -275,9 +301,9 @@ def parameter_plot(trials: pd.DataFrame, param: str, out_dir: Path, metric: str 
     with _style(), _global_seed(seed):
         fig, ax = plt.subplots(figsize=(width, 3.8))
         # The mean is a hollow diamond drawn under the dots, so it never hides a trial.
-        sns.pointplot(data=data, x="value", y=metric, order=order, errorbar=_interval, color="black",
+        sns.pointplot(data=data, x="value", y=metric, order=order, errorbar=None, color="black",
                       linestyle="none", marker="D", markersize=7, markerfacecolor="none", markeredgewidth=1.4,
-                      capsize=0.15, err_kws={"linewidth": 1.2}, ax=ax, label="mean, 95% t-interval", zorder=1)
+                      ax=ax, label="mean of the trials", zorder=1)
         sns.stripplot(data=data, x="value", y=metric, order=order, hue=hue,
                       hue_order=stats.freeze_order(data) if hue else None, dodge=bool(hue), alpha=0.6, size=4,
                       jitter=0.2, ax=ax, zorder=3)
@@ -288,15 +314,15 @@ def parameter_plot(trials: pd.DataFrame, param: str, out_dir: Path, metric: str 
             for label in ax.get_xticklabels():
                 label.set_horizontalalignment("right")
         handles, labels = ax.get_legend_handles_labels()
-        mean = labels.index("mean, 95% t-interval")
+        mean = labels.index("mean of the trials")
         handles.append(handles.pop(mean))
         labels.append(labels.pop(mean))
         labels = [f"{hue} = {lbl}" if hue and i < len(labels) - 1 else lbl for i, lbl in enumerate(labels)]
         ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         n_seeds = data["seed"].nunique()
         ax.set_title(f"{METRIC_LABELS.get(metric, metric)} by {param}: every trial, pooled over the other "
-                     f"parameters\n{len(data)} trials, {n_seeds} seed{'s' if n_seeds != 1 else ''}",
-                     fontsize="medium")
+                     f"parameters\n{len(data)} trials, {n_seeds} seed{'s' if n_seeds != 1 else ''}; no interval: "
+                     f"the trials of a value are not seeds of one cell", fontsize="medium")
         return _save(fig, out_dir, name or f"by_{param}")
 
 

@@ -121,6 +121,15 @@ def headroom(strat: pd.DataFrame, metric: str, name: str) -> list[str]:
 # --------------------------------------------------------------------------- the study's claims
 
 
+def _none_survive(rows: pd.DataFrame) -> str:
+    """The verdict when no row is significant: "none survives" only over the rows a test ran on
+    (one seed per cell gives no test, and no row to survive or not)."""
+    tested = int(rows["p"].notna().sum())
+    if not tested:
+        return "not tested: too few seeds for a test"
+    return f"not shown: none of {comparisons_str(tested)} survives the correction"
+
+
 def _verdict_better(rows: pd.DataFrame) -> str:
     up = rows[rows["significant"] & (rows["mean_diff"] > 0)]
     down = rows[rows["significant"] & (rows["mean_diff"] < 0)]
@@ -132,7 +141,7 @@ def _verdict_better(rows: pd.DataFrame) -> str:
         return f"contradicted: significantly worse for {names(down.iloc[:, :2])}"
     if len(up):
         return f"mixed: better for {names(up.iloc[:, :2])}, worse for {names(down.iloc[:, :2])}"
-    return f"not shown: none of {comparisons_str(len(rows))} survives the correction"
+    return _none_survive(rows)
 
 
 def claims(tables: dict[str, pd.DataFrame], correlations: pd.DataFrame | None, n_seeds: str) -> list[str]:
@@ -154,7 +163,8 @@ def claims(tables: dict[str, pd.DataFrame], correlations: pd.DataFrame | None, n
                 beyond = ((sq["ci_low"] > MIN_EFFECT) | (sq["ci_high"] < -MIN_EFFECT)).any()
                 spans = "; ".join(f"{r['freeze']} {points(r['mean_diff'])} {interval(r['ci_low'], r['ci_high'])}"
                                   for _, r in sq.iterrows())
-                verdict = (f"supported: every interval lies within \u00b1{100 * MIN_EFFECT:g} point" if within else
+                verdict = ("not tested: too few seeds for an interval" if sq["ci_low"].isna().all() else
+                           f"supported: every interval lies within \u00b1{100 * MIN_EFFECT:g} point" if within else
                            f"contradicted: an interval lies wholly beyond \u00b1{100 * MIN_EFFECT:g} point" if beyond
                            else f"not shown: an interval reaches beyond \u00b1{100 * MIN_EFFECT:g} point")
                 if sq["significant"].any():
@@ -169,14 +179,13 @@ def claims(tables: dict[str, pd.DataFrame], correlations: pd.DataFrame | None, n
                 verdict = ("supported in all comparisons" if worse.all() else
                            "contradicted: LLM rows do significantly better somewhere" if better.any() else
                            f"supported in {int(worse.sum())} of {len(rows)} comparisons" if worse.any() else
-                           f"not shown: none of {comparisons_str(len(rows))} survives the correction")
+                           _none_survive(rows))
                 out.append(f"*LLM rows help less than real rows* ({name}, {n_seeds}): {verdict}.")
         if teacher is not None and len(teacher):
             rows = teacher[teacher["metric"] == metric]
             if len(rows):
                 verdict = (f"supported in {int(rows['significant'].sum())} of {len(rows)} comparisons"
-                           if rows["significant"].any() else
-                           f"not shown: none of {comparisons_str(len(rows))} survives the correction")
+                           if rows["significant"].any() else _none_survive(rows))
                 out.append(f"*Teacher relabeling changes the result* ({name}, {n_seeds}): {verdict}.")
     if correlations is not None and len(correlations):
         overall = correlations[correlations["seed"].astype(str) == "all"]

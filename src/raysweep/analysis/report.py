@@ -408,6 +408,10 @@ def labels_needed(run: Run) -> None:
     table = pd.concat([compare.labels_needed(ok, m, factor, n_boot=run.n_boot, seed=run.seed).assign(metric=m)
                        for m in run.metrics if m in ok.columns and ok[m].notna().any()], ignore_index=True)
     doc.heading("Labels needed", level=3)
+    if not len(table):
+        doc.para("Not computed: it needs at least two seeds per cell, and this sweep has one (one seed's curve "
+                 "is one draw of the noise).")
+        return
     doc.para(f"Rows added until a {factor}'s mean learning curve reaches {100 * compare.LABELS_SHARE:g}% of the best "
              f"curve's end point (its value at its largest fraction), interpolating linearly between fractions; "
              f"“not reached” is an answer. Interval: seed bootstrap ({run.n_boot:,} resamples of the seeds, "
@@ -482,7 +486,9 @@ def method(run: Run) -> None:
         "pool, whose size is then its n_added.",
         "Labels needed: see that table; its interval is the only bootstrap in the report (seeds resampled), since "
         "\u201cnot reached\u201d has no mean to take a t-interval of.",
-        "Figures draw the same mean and t-interval as the tables; each states its number of seeds.",
+        "Figures draw the same mean and t-interval as the tables, and only over the seeds of one cell: a figure "
+        "whose points pool cells (by_strategy, by_fraction, ...) or hold one seed draws none and says so; each "
+        "states its number of seeds.",
     ])
 
 

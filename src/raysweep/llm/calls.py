@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from raysweep import dashboard
 from raysweep.errors import RaysweepError
 from raysweep.llm.budget import BudgetActor, worst_case_usd
 from raysweep.llm.client import GeneratorActor, estimate_tokens, one_line
@@ -108,6 +109,7 @@ class GeneratorPool:
         self.idle: list = []
         self.counts: Counter = Counter()  # retried_<kind>, actor_restarts
         self.budget_reached = False  # a call was refused by llm.max_cost_usd: start no more
+        self.meter = dashboard.LLMMeter()  # the dashboard's LLM metrics (_launch gives the spent and the cap)
 
     def _new_actor(self) -> None:
         actor = self.make_actor()
@@ -158,7 +160,8 @@ class GeneratorPool:
             self.idle.append(actor)
             self.counts.update({f"retried_{k}": v for k, v in result.get("retried", {}).items()})
             if "error" not in result:
-                on_record(result)
+                on_record(result)  # priced there (cost_usd), then counted on the dashboard
+                self.meter.reply(result)
             elif result.get("budget"):
                 self.budget_reached = True  # the calls in flight are reserved: let them finish
             elif result["fatal"]:
@@ -246,11 +249,13 @@ def launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int,
         with running(endpoint, cfg, out_dir) as live:
             say(live.line())
             limits = cfg.limits
-            limiter = RateLimiterActor.remote(limits.requests_per_minute, limits.tokens_per_minute,
-                                              limits.burst_seconds, limits.headroom, limits.jitter_seconds)
+            # Named actors of the sweep's namespace: the dashboard says whose LLM actors they are.
+            limiter = RateLimiterActor.options(**dashboard.actor_options("LLMRateLimiter")).remote(
+                limits.requests_per_minute, limits.tokens_per_minute, limits.burst_seconds, limits.headroom,
+                limits.jitter_seconds)
             price = cfg.price_for(live.model)
             if cfg.max_cost_usd is not None:
-                money = BudgetActor.remote(cfg.max_cost_usd, spent_usd)
+                money = BudgetActor.options(**dashboard.actor_options("LLMBudget")).remote(cfg.max_cost_usd, spent_usd)
             params = {"temperature": cfg.temperature, "max_tokens": live.max_tokens}
             options: dict = {}
             size = cfg.concurrency
@@ -263,11 +268,12 @@ def launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int,
 
             def make_actor():
                 # The actor gets where the key is (live.key), never the key: it reads it where it runs.
-                return GeneratorActor.options(**options).remote(
+                return GeneratorActor.options(**options, **dashboard.actor_options("LLMGenerator")).remote(
                     live.base_url, live.model, params, live.key, limiter,
                     live.timeout, cfg.retries, cfg.retry_backoff, money, price)
 
             pool = GeneratorPool(make_actor, size, max_deaths=cfg.retries + size)
+            pool.meter = dashboard.LLMMeter(spent_usd, cfg.max_cost_usd)
             yield pool
     finally:
         if pool is not None:

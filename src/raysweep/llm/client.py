@@ -205,5 +205,10 @@ class Generator:
                 "error": f"gave up after {self.retries + 1} attempts; last: {last_error}"}
 
 
+class LLMGenerator(Generator):
+    """Generator as an actor: the dashboard lists an actor by its class's name, and `Generator`
+    alone does not say it calls an LLM."""
+
+
 # IO-bound: an actor waiting on HTTP must not hold a core that a trial could use.
-GeneratorActor = ray.remote(num_cpus=0)(Generator)
+GeneratorActor = ray.remote(num_cpus=0)(LLMGenerator)
