@@ -38,12 +38,11 @@ from raysweep.embed import Activations, load_activations
 from raysweep.hashing import array_digest, json_digest, state_digest
 from raysweep.model import Member, TrainingSpec, assigned_device, model_path, rebuild, train_remote, trained_model
 from raysweep.storage import Output, atomic_write, receive, ship
-from raysweep.strategies.diversity import gradient_embeddings
 from raysweep.tasks import Task
 
 FORMAT_VERSION = 1  # bump when what is stored changes: old entries are then simply not found
 CHUNK = 64  # rows per scoring step; the unit of MC-dropout seeding, so results ignore sharding
-BASE_NEEDS = frozenset({"probs", "embeddings", "labeled_embeddings", "grad_embeddings"})
+BASE_NEEDS = frozenset({"probs", "embeddings", "labeled_embeddings", "labeled_probs"})
 # Pooled rows only go through the head (a dense layer or two): in-process scores ~2,000-3,000
 # rows/s with 10 MC samples, while a Ray Data pass pays 15-50 s to start its actors and ship the
 # models (benchmarks/scoring.py, 4,096 rows on 2 cores: 1.3 s in-process vs 52 s Ray Data for
@@ -354,9 +353,7 @@ def _view(needs: frozenset[str], scores: Scores, n: int, labeled_labels: np.ndar
     view = strategies.PoolView(size=n, labeled_labels=np.asarray(labeled_labels))
     if scores.probs is not None:
         view.probs, view.embeddings = scores.probs[:n], scores.embeddings[:n]
-        view.labeled_embeddings = scores.embeddings[n:]
-    if "grad_embeddings" in needs:
-        view.grad_embeddings = gradient_embeddings(view.probs, view.embeddings)
+        view.labeled_embeddings, view.labeled_probs = scores.embeddings[n:], scores.probs[n:]
     if scores.mc_probs is not None:
         view.mc_probs = scores.mc_probs[:, :n]
     return view
@@ -369,6 +366,15 @@ def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool_
     job = _job_for(needs, model, acts, pool_rows, labeled, selection, seed)
     [scores] = score_many([job], cache_dir, use_ray, selection.actors, selection.batch_size, log)
     return _view(needs, scores, len(pool_rows), labeled_labels)
+
+
+def committee_probs(models: list[Classifier], seeds: list[int], acts: Activations, pool_rows: np.ndarray,
+                    labeled: np.ndarray, labeled_labels: np.ndarray, selection: SelectionConfig,
+                    cache_dir: str | Path | None = None, log=None) -> np.ndarray:
+    """[M, pool, C]: the pool under each model of a committee (qbc-seeds), from the same cached
+    entries the models' own seeds score the pool into."""
+    return np.stack([pool_view(frozenset({"probs"}), m, acts, pool_rows, labeled, labeled_labels, selection, s,
+                               cache_dir, log=log).probs for m, s in zip(models, seeds)])
 
 
 # --------------------------------------------------------------------------- the sweep's shared pass

@@ -49,6 +49,7 @@ class TrialInputs:
     # pool chooses with gold labels, as its `real` counterpart does, and trains on the LLM's.
     select_labels: np.ndarray | None = None
     task: Task | None = None  # what is learnt (tasks.py); None: classification into num_classes
+    seeds: tuple[int, ...] = ()  # the sweep's seeds: qbc-seeds' committee is the other seeds' scoring models
 
     def __post_init__(self):
         if self.task is None:
@@ -100,12 +101,30 @@ def choose_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
                                       freeze=inputs.freeze, task=inputs.task)
         view = scoring.pool_view(strategy.needs, model, acts, remaining, rows, labels[rows], selection, cell.seed,
                                  cache_dir=inputs.cache_dir, log=log)
+        if "pool_labels" in strategy.needs:  # the sweep-only oracle: hindsight on the pool, never val/test
+            view.pool_labels = labels[remaining]
+        if "committee_probs" in strategy.needs:
+            view.committee_probs = _committee(inputs, rows, labels, remaining, recipe, selection, cell.seed, log)
         picked, scores = strategy.ranked(view, step, rng)
         chosen.append(remaining[picked])
         scored.append(_or_nan(scores, len(picked)))
         steps.append(np.full(len(picked), i, dtype=np.int64))
         remaining = np.delete(remaining, picked)
     return Chosen(np.concatenate(chosen), np.concatenate(scored), np.concatenate(steps))
+
+
+def _committee(inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray, remaining: np.ndarray,
+               recipe: RecipeConfig, selection: SelectionConfig, seed: int, log=None) -> np.ndarray:
+    """[M, pool, C]: the pool under the models the other seeds train on the same rows. At the
+    first step these are the sweep's own scoring models (cached by the driver's scoring pass)."""
+    others = [s for s in inputs.seeds if s != seed]
+    if len(others) < 2:
+        raise ValueError(f"qbc-seeds: its committee is the other seeds' scoring models, and this sweep has "
+                         f"{len(inputs.seeds)} seed(s); it needs 3 or more")
+    models = [trained_model(inputs.train_acts, rows, labels[rows], inputs.num_classes, recipe, other,
+                            inputs.cache_dir, lora=inputs.lora, task=inputs.task) for other in others]
+    return scoring.committee_probs(models, others, inputs.train_acts, remaining, rows, labels[rows], selection,
+                                   inputs.cache_dir, log)
 
 
 def _or_nan(scores: np.ndarray | None, n: int) -> np.ndarray:
