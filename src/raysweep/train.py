@@ -122,7 +122,7 @@ def _committee(inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray, remain
         raise ValueError(f"qbc-seeds: its committee is the other seeds' scoring models, and this sweep has "
                          f"{len(inputs.seeds)} seed(s); it needs 3 or more")
     models = [trained_model(inputs.train_acts, rows, labels[rows], inputs.num_classes, recipe, other,
-                            inputs.cache_dir, lora=inputs.lora, task=inputs.task) for other in others]
+                            inputs.cache_dir, freeze=inputs.freeze, task=inputs.task) for other in others]
     return scoring.committee_probs(models, others, inputs.train_acts, remaining, rows, labels[rows], selection,
                                    inputs.cache_dir, log)
 
