@@ -20,7 +20,8 @@ import pandas as pd
 
 from raysweep import layout, pools, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig, parse_lora
+from raysweep.config import RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig
+from raysweep.freeze import parse as parse_mode
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.grid import Variant, fixed_digest
@@ -144,7 +145,7 @@ def trial_inputs(context: TrialContext, variant: Variant, pool: str = "real") ->
     return TrialInputs(train_labels=found.train_labels, val_labels=context.val_labels,
                        labeled=context.labeled, pool_rows=found.pool_rows, train_acts=_activations(train_path),
                        val_acts=_activations(val_path), num_classes=context.num_classes,
-                       cache_dir=context.cache_dir, lora=parse_lora(variant.freeze),
+                       cache_dir=context.cache_dir, freeze=parse_mode(variant.freeze),
                        test_labels=context.test_labels,
                        test_acts=_activations(test_path[0]) if test_path else None,
                        select_labels=found.select_labels, task=context.task, seeds=context.seeds)

@@ -31,7 +31,7 @@ import torch
 from raysweep import strategies
 from raysweep.backbone import Classifier
 from raysweep.cluster import actor_pool
-from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
+from raysweep.config import RecipeConfig, SelectionConfig
 from raysweep.console import progress
 from raysweep.dashboard import dataset_name, trained
 from raysweep.embed import Activations, load_activations
@@ -174,9 +174,8 @@ class PoolScorer:
             spec = self.jobs[j]
             acts = load_activations(receive(spec["acts"]))  # fetched once per node (storage.receive)
             state = torch.load(io.BytesIO(spec["state"]), weights_only=True)
-            lora = LoraSpec(**spec["lora"]) if spec["lora"] else None
             task = Task(**spec["task"]) if spec.get("task") else None
-            self.loaded[j] = (rebuild(acts, state, spec["dropout"], lora, task).to(self.device), acts)
+            self.loaded[j] = (rebuild(acts, state, spec["dropout"], spec["freeze"], task).to(self.device), acts)
         return self.loaded[j]
 
     def __call__(self, batch: dict) -> dict:
@@ -211,9 +210,8 @@ def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None, o
             frames.append(pd.DataFrame({"job": j, "pos": at, "row": job.rows[at], "chunk": chunks[at]}))
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in job.model.state_dict().items()}, buf)
-        lora = dataclasses.asdict(job.model.lora) if job.model.lora is not None else None
         specs.append({"state": buf.getvalue(), "acts": ship(job.acts.path, out), "dropout": job.model.dropout.p,
-                      "lora": lora, "task": dataclasses.asdict(job.model.task),
+                      "freeze": job.model.freeze, "task": dataclasses.asdict(job.model.task),
                       "base": job.base, "mc_samples": job.mc_samples, "seed": job.seed})
     ds = ray.data.from_pandas(frames).map_batches(
         PoolScorer,
@@ -399,14 +397,14 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
         inp = inputs[freeze]
         if inp.cache_dir is None or not model_path(inp.cache_dir, inp.train_acts, inp.labeled,
                                                    inp.train_labels[inp.labeled], inp.num_classes, recipe, seed,
-                                                   inp.lora, inp.task).exists():
+                                                   inp.freeze, inp.task).exists():
             missing.append((freeze, seed))
     for freeze in dict.fromkeys(f for f, _ in missing) if use_ray else ():
         inp = inputs[freeze]
         seeds = [s for f, s in missing if f == freeze]
         cpus, gpus, size = resources(freeze, len(seeds)) if resources else (1, 0, 1)
         if inp.cache_dir is not None:
-            specs = [TrainingSpec(inp.train_acts, Member(inp.labeled, inp.train_labels[inp.labeled], s, inp.lora,
+            specs = [TrainingSpec(inp.train_acts, Member(inp.labeled, inp.train_labels[inp.labeled], s, inp.freeze,
                                                          inp.task), inp.num_classes, recipe) for s in seeds]
             train_remote(specs, inp.cache_dir, out, cpus=cpus, gpus=gpus, pack_size=size)
     trained("scoring", len(missing))  # trained remotely above, or in-process by trained_model below
@@ -417,7 +415,7 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
     for freeze, seed in jobs:
         inp = inputs[freeze]
         model = trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe,
-                              seed, inp.cache_dir, inp.lora, task=inp.task)
+                              seed, inp.cache_dir, inp.freeze, task=inp.task)
         scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool_rows, inp.labeled, selection, seed))
     cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
     scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log, out,
