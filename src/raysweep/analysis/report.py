@@ -19,8 +19,9 @@ import yaml
 
 from raysweep.analysis import annotation, compare, figures, findings, rows, selection, stats, tables, variance
 from raysweep.analysis.document import Doc
-from raysweep.analysis.results import Results, ResultsError, combined_trials, load_many, metrics_of
-from raysweep.analysis.tables import pct_ci, value_str
+from raysweep.analysis.results import (Results, ResultsError, combined_trials, load_many, metrics_of, num_classes,
+                                       real_labels)
+from raysweep.analysis.tables import common_fractions, correlation_table, pct_ci, value_str
 
 MAX_REPORT_ROWS = 80  # longer tables are linked (CSV and Markdown) instead of printed in the report
 METRICS = ("val_accuracy", "val_macro_f1")  # SST-5's; a report draws findings on its task's (results.metrics_of)
@@ -571,52 +572,6 @@ def headline_table(ok: pd.DataFrame, comparisons_: dict[str, pd.DataFrame] | Non
     diff = diff[diff["metric"] == metric] if len(diff) else diff
     factor, baseline = (COMPARISONS[key].factor, diff["baseline"].iloc[0]) if len(diff) else ("strategy", "random")
     return tables.headline_table(aulc, diff, cells, metric), factor, baseline, common
-
-
-def num_classes(results: list[Results]) -> int | None:
-    """The classes of the sweeps' task (macro-F1 averages over all of them), when their configs say."""
-    found = {((r.config or {}).get("data") or {}).get("num_classes") for r in results} - {None}
-    return int(found.pop()) if len(found) == 1 else None
-
-
-def common_fractions(ok: pd.DataFrame) -> list[float]:
-    """The fractions every learning curve has: one range for every AULC of a table."""
-    by = [c for c in stats.cell_columns(ok) if c != "fraction"]
-    sets = [set(g["fraction"]) for _, g in ok.groupby(by, dropna=False)] if by else [set(ok["fraction"])]
-    return sorted(set.intersection(*sets)) if sets else []
-
-
-def correlation_table(results: list[Results]) -> pd.DataFrame | None:
-    """Entropy vs SQBC per sweep and freeze mode, over all seeds (`seed` "all") and per seed."""
-    rows = []
-    for res in results:
-        if res.diagnostics is None:
-            continue
-        for freeze, part in res.diagnostics.groupby("freeze", sort=False):
-            for s, sub in [("all", part), *part.groupby("seed", sort=True)]:
-                rows.append({"sweep": res.name, "freeze": freeze, "seed": s, **stats.pearson(sub["entropy"], sub["sqbc"]),
-                             "spearman": stats.spearman(sub["entropy"], sub["sqbc"])})
-    return pd.DataFrame(rows) if rows else None
-
-
-def real_labels(res: Results) -> tuple[pd.Series | None, str]:
-    """The real labels for Figure 5 and where they came from (or None and why not).
-
-    generation/real_labels.csv when the generator wrote it, else the train split of the sweep's
-    data set (its sweep.yaml `data` section, read with `raysweep.data`).
-    """
-    if res.real_labels is not None:
-        return res.real_labels, "generation/real_labels.csv"
-    if res.config is None:
-        return None, "no generation/real_labels.csv and no sweep.yaml naming the data set"
-    try:
-        from raysweep.config import DataConfig, from_dict
-        from raysweep.data import load_dataset
-
-        train, _, source = load_dataset(from_dict(DataConfig, res.config.get("data") or {}, "data"))
-    except (ImportError, ValueError, OSError) as exc:  # ConfigError and DataError are ValueErrors
-        return None, f"no generation/real_labels.csv, and the sweep's data set cannot be read ({exc})"
-    return train["label"], f"{source}, train split"
 
 
 def no_pairs_reason(ok: pd.DataFrame) -> str:

@@ -240,3 +240,29 @@ def _one_grid(results: list[Results], trials: pd.DataFrame) -> bool:
     keys = [c for c in ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling", "rounds")
             if c in trials.columns]
     return not trials.duplicated(subset=keys).any()
+
+
+def num_classes(results: list[Results]) -> int | None:
+    """The classes of the sweeps' task (macro-F1 averages over all of them), when their configs say."""
+    found = {((r.config or {}).get("data") or {}).get("num_classes") for r in results} - {None}
+    return int(found.pop()) if len(found) == 1 else None
+
+
+def real_labels(res: Results) -> tuple[pd.Series | None, str]:
+    """The real labels for Figure 5 and where they came from (or None and why not).
+
+    generation/real_labels.csv when the generator wrote it, else the train split of the sweep's
+    data set (its sweep.yaml `data` section, read with `raysweep.data`).
+    """
+    if res.real_labels is not None:
+        return res.real_labels, "generation/real_labels.csv"
+    if res.config is None:
+        return None, "no generation/real_labels.csv and no sweep.yaml naming the data set"
+    try:
+        from raysweep.config import DataConfig, from_dict
+        from raysweep.data import load_dataset
+
+        train, _, source = load_dataset(from_dict(DataConfig, res.config.get("data") or {}, "data"))
+    except (ImportError, ValueError, OSError) as exc:  # ConfigError and DataError are ValueErrors
+        return None, f"no generation/real_labels.csv, and the sweep's data set cannot be read ({exc})"
+    return train["label"], f"{source}, train split"

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from raysweep.analysis import stats
 from raysweep.analysis.document import markdown_table
+
+if TYPE_CHECKING:  # for annotations only: results.py reads files, tables.py only formats
+    from raysweep.analysis.results import Results
 
 
 def pct_ci(mean: float, low: float, high: float) -> str:
@@ -251,3 +255,23 @@ def write_table(raw: pd.DataFrame, shown: pd.DataFrame, tables_dir: Path, name: 
     raw.to_csv(csv, index=False)
     md.write_text(markdown_table(shown) + "\n")
     return csv, md
+
+
+def common_fractions(ok: pd.DataFrame) -> list[float]:
+    """The fractions every learning curve has: one range for every AULC of a table."""
+    by = [c for c in stats.cell_columns(ok) if c != "fraction"]
+    sets = [set(g["fraction"]) for _, g in ok.groupby(by, dropna=False)] if by else [set(ok["fraction"])]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def correlation_table(results: list[Results]) -> pd.DataFrame | None:
+    """Entropy vs SQBC per sweep and freeze mode, over all seeds (`seed` "all") and per seed."""
+    rows = []
+    for res in results:
+        if res.diagnostics is None:
+            continue
+        for freeze, part in res.diagnostics.groupby("freeze", sort=False):
+            for s, sub in [("all", part), *part.groupby("seed", sort=True)]:
+                rows.append({"sweep": res.name, "freeze": freeze, "seed": s, **stats.pearson(sub["entropy"], sub["sqbc"]),
+                             "spearman": stats.spearman(sub["entropy"], sub["sqbc"])})
+    return pd.DataFrame(rows) if rows else None

@@ -229,34 +229,40 @@ class Generator:
                 if attempt <= self.retries:
                     time.sleep(self._backoff(attempt))
                 continue
-            latency = time.monotonic() - start
-            self.last_progress = time.monotonic()
-            try:
-                body = json.loads(raw.text)
-            except json.JSONDecodeError:
-                body = {"raw_text": raw.text}  # paid for all the same: keep it as it came
-            usage = body.get("usage") if isinstance(body, dict) else None
-            used = (usage or {}).get("total_tokens", estimate)
-            limiter_call(self.limiter, "settle", ticket, estimate, used)
-            self._settle(money, usage)
-            prompt_tokens = (usage or {}).get("prompt_tokens")
-            chars = sum(len(m["content"]) for m in messages)
-            if prompt_tokens and chars:
-                self.tokens_per_char = max(self.tokens_per_char, 1.1 * prompt_tokens / chars)
-            return {
-                "request_id": request_id,
-                "request": request,
-                "response": body,
-                "usage": usage,
-                "ratelimit_headers": {k: v for k, v in raw.headers.items() if k.lower().startswith("x-ratelimit")},
-                "latency_s": round(latency, 3),
-                "attempts": attempt,
-                "retried": dict(retried),
-                "waited_s": round(waited, 3),
-                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
+            return self._paid(request_id, request, raw, messages, estimate, ticket, money,
+                              time.monotonic() - start, attempt, retried, waited)
         return {"request_id": request_id, "fatal": False, "retried": dict(retried),
                 "error": f"gave up after {self.retries + 1} attempts; last: {last_error}"}
+
+    def _paid(self, request_id: int, request: dict, raw, messages: list[dict], estimate: int, ticket, money,
+              latency: float, attempt: int, retried: Counter, waited: float) -> dict:
+        """The store record of a call that got a reply: settle what it used (tokens, dollars) and
+        keep the reply as it came, parsed or not: it is paid for either way."""
+        self.last_progress = time.monotonic()
+        try:
+            body = json.loads(raw.text)
+        except json.JSONDecodeError:
+            body = {"raw_text": raw.text}  # paid for all the same: keep it as it came
+        usage = body.get("usage") if isinstance(body, dict) else None
+        used = (usage or {}).get("total_tokens", estimate)
+        limiter_call(self.limiter, "settle", ticket, estimate, used)
+        self._settle(money, usage)
+        prompt_tokens = (usage or {}).get("prompt_tokens")
+        chars = sum(len(m["content"]) for m in messages)
+        if prompt_tokens and chars:
+            self.tokens_per_char = max(self.tokens_per_char, 1.1 * prompt_tokens / chars)
+        return {
+            "request_id": request_id,
+            "request": request,
+            "response": body,
+            "usage": usage,
+            "ratelimit_headers": {k: v for k, v in raw.headers.items() if k.lower().startswith("x-ratelimit")},
+            "latency_s": round(latency, 3),
+            "attempts": attempt,
+            "retried": dict(retried),
+            "waited_s": round(waited, 3),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
 
 
 class LLMGenerator(Generator):
