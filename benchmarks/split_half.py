@@ -112,14 +112,16 @@ def derive(run_dir: str, out_dir: str, seed: int = 0) -> pd.DataFrame:
 
 
 def spread(run_dir: str, splits: int = 200) -> pd.DataFrame:
-    """Per strategy-vs-random accuracy comparison of a bundled run (at the fractions between the smallest and the largest): the gap
-    between the two halves' mean differences (half 1 - half 2), at split seed 0 and its sd over
-    `splits` split seeds, beside the sd the variance components of the full dev set predict. The
-    seeds are the same on both halves, so only the row and residual components separate them:
-    sd = sqrt(2 (var_row + var_resid / seeds) / (rows / 2))."""
+    """Per strategy-vs-random comparison of a bundled run (at the fractions between the smallest
+    and the largest) and metric: the gap between the two halves' mean differences (half 1 - half
+    2) at split seed 0 and its sd over `splits` split seeds, each half's metric computed as the
+    report does, beside the sd the variance components of the full dev set predict (per-row values,
+    macro-F1 linearised: analysis/rows.py). The seeds are the same on both halves, so only the row
+    and residual components separate them: sd = sqrt(2 (var_row + var_resid / seeds) / (rows / 2))."""
     from pathlib import Path
 
-    from raysweep.analysis.rows import two_way
+    from raysweep.analysis.rows import row_values, two_way
+    from raysweep.metrics import macro_f1
     from raysweep.predictions import read_rows
 
     with resources.as_file(resources.files("raysweep") / "bundled" / "sst5-train-dev.csv.gz") as path:
@@ -128,24 +130,34 @@ def spread(run_dir: str, splits: int = 200) -> pd.DataFrame:
     firsts = [split_half(df, seed)[dev]["split"].to_numpy() == "dev" for seed in range(splits)]
     rows = read_rows(run_dir, "val")
     at = rows.index()
+    gold = rows.labels
+    k = int(max(gold.max(), rows.predicted.max()) + 1)
+    score = {"accuracy": lambda m, pred: float((pred[m] == gold[m]).mean()),
+             "macro_f1": lambda m, pred: macro_f1(gold[m], pred[m], k)}
     trials = pd.read_csv(Path(run_dir) / "trials.csv")
-    trials = trials[trials["status"].eq("ok")] if "status" in trials.columns else trials
-    correct = {r.cell_id: (rows.predicted[at[r.cell_id]] == rows.labels).astype(float)
-               for r in trials.itertuples() if r.cell_id in at}
+    trials = trials[trials["status"].eq("ok") & trials["cell_id"].isin(at)]
     cell = trials.set_index(["freeze", "strategy", "fraction", "seed"])["cell_id"]
+    seeds = sorted(trials["seed"].unique())
+    # at the smallest and largest fraction every strategy trains on the same rows (the report leaves them out)
+    middle = sorted(trials["fraction"].unique())[1:-1]
     out = []
-    for (freeze, strategy), _ in trials[trials["strategy"] != "random"].groupby(["freeze", "strategy"]):
-        seeds = sorted(trials["seed"].unique())
-        # at the smallest and largest fraction every strategy trains on the same rows (the report leaves them out)
-        middle = sorted(trials["fraction"].unique())[1:-1]
-        d = np.array([np.mean([correct[cell[freeze, strategy, f, s]] - correct[cell[freeze, "random", f, s]]
-                               for f in middle], axis=0) for s in seeds])
-        _, var_row, var_resid = two_way(d).components()
-        gaps = np.array([d[:, m].mean() - d[:, ~m].mean() for m in firsts])
-        out.append({"freeze": freeze, "strategy": strategy, "full dev, pp": 100 * d.mean(),
-                    "gap at split seed 0, pp": 100 * gaps[0], "sd of the gap over splits, pp": 100 * gaps.std(ddof=1),
-                    "predicted sd, pp": 100 * np.sqrt(2 * (var_row + var_resid / len(seeds)) / (d.shape[1] / 2)),
-                    "split seed 0 in sd": gaps[0] / gaps.std(ddof=1)})
+    for metric, of_half in score.items():
+        for (freeze, strategy), _ in trials[trials["strategy"] != "random"].groupby(["freeze", "strategy"]):
+            pairs = [(rows.predicted[at[cell[freeze, strategy, f, s]]], rows.predicted[at[cell[freeze, "random", f, s]]])
+                     for s in seeds for f in middle]
+            d = np.array([row_values(metric, gold, a, k)[0] - row_values(metric, gold, b, k)[0] for a, b in pairs])
+            d = d.reshape(len(seeds), len(middle), -1).mean(1)
+            _, var_row, var_resid = two_way(d).components()
+
+            def diff(m):
+                return np.mean([of_half(m, a) - of_half(m, b) for a, b in pairs])
+
+            gaps = np.array([diff(m) - diff(~m) for m in firsts])
+            out.append({"freeze": freeze, "strategy": strategy, "metric": metric, "full dev, pp": 100 * d.mean(),
+                        "gap at split seed 0, pp": 100 * gaps[0],
+                        "sd of the gap over splits, pp": 100 * gaps.std(ddof=1),
+                        "predicted sd, pp": 100 * np.sqrt(2 * (var_row + var_resid / len(seeds)) / (d.shape[1] / 2)),
+                        "split seed 0 in sd": gaps[0] / gaps.std(ddof=1)})
     return pd.DataFrame(out)
 
 
