@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from raysweep.backbone import Classifier, FullEncoderClassifier, boundary_for, load_backbone
-from raysweep.config import DataConfig, RecipeConfig, SplitConfig, parse_lora
+from raysweep.config import DataConfig, RecipeConfig, SplitConfig
+from raysweep.freeze import parse as parse_mode
 from raysweep.data import load_splits
 from raysweep.embed import ensure_activations, load_activations
 from raysweep.model import build_model, fit, fit_uncached
@@ -61,7 +62,7 @@ def main() -> None:
             build_s = time.perf_counter() - t
             acts = load_activations(path)
 
-            model = build_model(acts, 5, recipe, seed=0, lora=parse_lora(freeze))
+            model = build_model(acts, 5, recipe, seed=0, freeze=parse_mode(freeze))
             t = time.perf_counter()
             cached_loss = fit(model, acts, np.arange(len(rows)), labels, recipe, seed=0)
             cached_s = (time.perf_counter() - t) / args.epochs
@@ -70,7 +71,7 @@ def main() -> None:
             init = acts.init_modules()
             full = FullEncoderClassifier(backbone, Classifier(boundary, acts.hidden_size, 5, recipe.dropout,
                                                               top=init["top"], dense=init["dense"],
-                                                              lora=parse_lora(freeze)))
+                                                              freeze=parse_mode(freeze)))
             t = time.perf_counter()
             full_loss = fit_uncached(full, texts, labels, recipe, seed=0)
             full_s = (time.perf_counter() - t) / args.epochs

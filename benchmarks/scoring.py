@@ -24,7 +24,8 @@ import torch
 
 from raysweep import scoring
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import DataConfig, RecipeConfig, SplitConfig, parse_lora
+from raysweep.config import DataConfig, RecipeConfig, SplitConfig
+from raysweep.freeze import parse as parse_mode
 from raysweep.data import load_splits
 from raysweep.embed import ensure_activations, load_activations
 from raysweep.model import build_model, fit
@@ -73,7 +74,7 @@ def main() -> None:
             recipe = RecipeConfig(epochs=1)
             jobs = []
             for seed in range(args.models):
-                model = build_model(acts, 5, recipe, seed=seed, lora=parse_lora(freeze))
+                model = build_model(acts, 5, recipe, seed=seed, freeze=parse_mode(freeze))
                 fit(model, acts, labeled, labels, recipe, seed=seed)
                 jobs.append(scoring.ScoringJob(model, acts, pool, mc_samples=args.mc_samples, seed=seed))
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from raysweep import augment, embed, hashing, model, scoring, sweep
+from raysweep import augment, embed, freeze, hashing, model, scoring, sweep
 from raysweep.backbone import Boundary
 from raysweep.config import RecipeConfig, load_sweep
 from raysweep.hashing import Digest, json_digest, text_digest
@@ -69,6 +69,12 @@ def test_scoring_keys_are_frozen():
     acts = SimpleNamespace(path=Path("/x/abc123"))  # the key uses only the entry's name
     key = model.model_key(acts, np.array([3, 1, 2]), np.array([0, 4, 4]), 5, RecipeConfig(epochs=3), 7)
     assert key == "c8ce2c299c544ceb8512d1ee"
+    # A freeze mode adds to the key only what the activations do not say: nothing for the layer
+    # modes, the adapters' settings for LoRA (values computed before freeze/ existed).
+    keyed = {f: model.model_key(acts, np.array([3, 1, 2]), np.array([0, 4, 4]), 5, RecipeConfig(epochs=3), 7,
+                                freeze.parse(f)) for f in ("pooler", "top-2", "lora", "lora-r2-k2-ffn")}
+    assert keyed == {"pooler": key, "top-2": key, "lora": "ef5149800a11c217609dacd8",
+                     "lora-r2-k2-ffn": "fe5da1e47317a1c7bbb5a282"}
 
 
 def test_activation_keys_are_frozen():

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from raysweep.backbone import (Backbone, Classifier, EncoderError, FullEncoderClassifier, boundary_for,
-                               count_trainable, describe_trainable, lora_targets, trainable_parameters)
-from raysweep.config import ConfigError, LoraSpec, SweepConfig, from_dict, parse_freeze, parse_lora
+                               count_trainable, describe_trainable, trainable_parameters)
+from raysweep.config import ConfigError, SweepConfig, from_dict, parse_freeze
+from raysweep.freeze.lora import Lora, lora_targets, parse_lora
 
 from tiny import cached_and_full_gradients, make_tiny_encoder
 
@@ -33,12 +34,12 @@ def lora_classifier(backbone, freeze, pooling="pooler", seed=0):
     boundary = boundary_for(freeze, backbone.num_layers, pooling, 32, backbone.hidden_size)
     torch.manual_seed(seed)
     return Classifier(boundary, backbone.hidden_size, CLASSES, 0.5, **backbone.trainable_top(boundary),
-                      lora=parse_lora(freeze))
+                      freeze=parse_lora(freeze))
 
 
 def test_lora_freeze_names_parse_and_bad_ones_say_what_is_wrong():
-    assert parse_lora("lora") == LoraSpec(rank=8, layers=1) == parse_lora("lora-r8-k1")
-    assert parse_lora("lora-r4-k2-ffn") == LoraSpec(rank=4, layers=2, feed_forward=True)
+    assert parse_lora("lora") == Lora(rank=8, layers=1) == parse_lora("lora-r8-k1")
+    assert parse_lora("lora-r4-k2-ffn") == Lora(rank=4, layers=2, feed_forward=True)
     assert parse_lora("lora-r16-k12").alpha == 32
     assert parse_lora("pooler") is None and parse_lora("top-2") is None
     assert parse_freeze("lora-r4-k2") == (2, True) and parse_freeze("lora") == (1, True)
@@ -163,7 +164,7 @@ def test_a_lora_trial_records_its_trainable_count_and_its_scoring_model_is_its_o
     def inputs(freeze):
         return TrialInputs(train_labels=np.arange(32) % CLASSES, val_labels=np.arange(32) % CLASSES,
                            labeled=np.arange(8), pool_rows=np.arange(8, 32), train_acts=acts, val_acts=acts,
-                           num_classes=CLASSES, cache_dir=str(tmp_path / "scoring"), lora=parse_lora(freeze))
+                           num_classes=CLASSES, cache_dir=str(tmp_path / "scoring"), freeze=parse_lora(freeze))
 
     lora = run_trial(Cell("real", "entropy", 1, "lora-r2-k2", 0), inputs("lora-r2-k2"), recipe, SelectionConfig())
     top = run_trial(Cell("real", "entropy", 1, "top-2", 0), inputs("top-2"), recipe, SelectionConfig())
@@ -175,7 +176,7 @@ def test_a_lora_trial_records_its_trainable_count_and_its_scoring_model_is_its_o
     assert len(keys) == 3
     # the Ray Data actors' copy: a LoRA model rebuilt from its state scores exactly as the original
     model = modeling.trained_model(acts, rows, labels, CLASSES, recipe, 0, tmp_path / "scoring", parse_lora("lora-r2-k2"))
-    copy = modeling.rebuild(acts, model.state_dict(), recipe.dropout, model.lora)
+    copy = modeling.rebuild(acts, model.state_dict(), recipe.dropout, model.freeze)
     from raysweep.model import predict_proba
 
     np.testing.assert_array_equal(predict_proba(copy, acts), predict_proba(model, acts))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from raysweep.backbone import Backbone, boundary_for
-from raysweep.config import LoraSpec, RecipeConfig
+from raysweep.config import RecipeConfig
+from raysweep.freeze import Lora
 from raysweep.embed import ensure_activations, load_activations
 from raysweep.model import build_model, fit, fit_packed, predict_proba
 from raysweep import packing
@@ -168,7 +169,7 @@ def test_members_must_share_their_row_count_and_a_pooled_mode(acts):
     with pytest.raises(ValueError, match="cannot be packed"):
         fit_packed(acts["last-attention"], _members(), RECIPE, num_classes=5)
     assert packable(acts["pooler"]) and packable(acts["last-linear"])
-    assert not packable(acts["last-attention"]) and not packable(acts["pooler"], LoraSpec(rank=4, layers=1))
+    assert not packable(acts["last-attention"]) and not packable(acts["pooler"], Lora(rank=4, layers=1))
     # The stacked loss is cross-entropy: a regression's members train alone, a pair classifier's stack.
     assert not packable(acts["pooler"], task=Task("regress", 1)) and packable(acts["pooler"], task=Task("pair-classify", 2))
 

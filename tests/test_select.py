@@ -185,6 +185,16 @@ def test_the_strategy_can_come_from_a_finished_sweep_with_its_caveat(project, tm
     assert json.loads((d / "rounds" / "round-001" / "round.json").read_text())["strategy"] == "margin"
 
 
+def test_a_sweeps_oracle_is_never_the_strategy_select_takes(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [{"cell_id": f"{s}{seed}", "pool": "real", "strategy": s, "fraction": 1, "freeze": "pooler",
+             "seed": seed, "status": "ok", "val_accuracy": acc}
+            for s, acc in (("random", 0.40), ("oracle", 0.50), ("cal", 0.42)) for seed in (0, 1)]
+    pd.DataFrame(rows).to_csv(results / "trials.csv", index=False)
+    assert labeling.strategy_from_results(results, "pooler")[0] == "cal"
+
+
 def test_settings_come_from_a_sweep_file_then_set(tmp_path):
     sweep = tmp_path / "s.yaml"
     sweep.write_text("compare: {strategy: [margin], freeze: [last-linear, pooler]}\nrecipe: {epochs: 7}\n"
@@ -228,6 +238,16 @@ def test_from_report_takes_the_best_strategy_that_survives_in_the_projects_freez
     assert best == "margin"
     assert "+0.4 points over random" in why and "avoid entropy (-1.1 points)" in why and "on new rows" in why
     assert strategy_from_report(report, "last-linear")[0] == "sqbc"
+
+
+def test_from_report_never_advises_a_strategy_select_cannot_run(tmp_path):
+    from raysweep.analysis.advice import strategy_from_report
+
+    won = {"freeze": "pooler", "ci_low": 0.01, "ci_high": 0.05, "p_holm": 0.001, "significant": True}
+    report = _report(tmp_path, [{**won, "strategy": "oracle", "mean_diff": 0.03},  # reads the pool's gold labels
+                                {**won, "strategy": "from-a-newer-raysweep", "mean_diff": 0.02},
+                                {**won, "strategy": "margin", "mean_diff": 0.01}])
+    assert strategy_from_report(report, "pooler")[0] == "margin"
 
 
 def test_from_report_falls_back_to_random_and_says_why(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 
 from raysweep import cache_writer, embed, labeling, poolscan, scoring
 from raysweep.backbone import Boundary, load_backbone
+from raysweep.config import ConfigError
 
 WORDS = ["good", "great", "fun", "bad", "boring", "awful", "the", "movie", "plot", "film", "is", "very", "not"]
 
@@ -99,6 +100,8 @@ def _batch(d, overrides, in_memory: bool) -> pd.DataFrame:
     ["strategy=entropy"], ["strategy=margin", "diverse=true", "similarity=0.9"], ["strategy=bald"],
     ["strategy=sqbc"], ["strategy=coreset"], ["strategy=badge"], ["strategy=random"],
     ["labeled=none.csv", "cold_start=kcenter"],
+    ["strategy=cal"], ["strategy=cluster-margin"], ["strategy=qbc-seeds"], ["strategy=typiclust"],
+    ["labeled=none.csv", "cold_start=typiclust"],
 ], ids=lambda o: "-".join(x.split("=")[1] for x in o))
 def test_the_chunked_pool_gives_the_in_memory_batch(big_project, overrides):
     chunked = _batch(big_project, overrides, in_memory=False)
@@ -108,7 +111,12 @@ def test_the_chunked_pool_gives_the_in_memory_batch(big_project, overrides):
     pd.testing.assert_frame_equal(chunked, reference)
 
 
-@pytest.mark.parametrize("name", ["entropy", "sqbc", "coreset"])
+def test_select_refuses_the_oracle(big_project):
+    with pytest.raises(ConfigError, match="'oracle' reads the pool's gold labels"):
+        labeling.load_project_config(big_project, ["strategy=oracle"])
+
+
+@pytest.mark.parametrize("name", ["entropy", "sqbc", "coreset", "cal", "cluster-margin"])
 def test_the_candidates_carry_the_in_memory_scores_probabilities_and_vectors(big_project, name):
     """What `diverse` walks (5 x the batch) and the round's files show, number for number."""
     from raysweep import strategies

@@ -221,7 +221,7 @@ def _sweep(tmp_path: Path, text: str):
 @pytest.mark.parametrize("text, message", [
     ("data: {name: sts}\ncompare: {strategy: [random, bald]}",
      r"compare.strategy\[1\]: 'bald' ranks by class probabilities and does not apply to the pair-regress task of "
-     r"data 'sts' \(use coreset, mc-variance, random, sqbc\)"),
+     r"data 'sts' \(use coreset, mc-variance, random, sqbc, typiclust\)"),
     ("compare: {strategy: [mc-variance]}",
      r"compare.strategy\[0\]: 'mc-variance' ranks by the spread of a predicted score and does not apply to the "
      r"classify task"),

@@ -34,7 +34,8 @@ import pandas as pd
 
 from raysweep import dashboard, metrics, model
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import SweepConfig, parse_lora, to_dict
+from raysweep.config import SweepConfig, to_dict
+from raysweep.freeze import parse as parse_mode
 from raysweep.data import Splits, load_splits
 from raysweep.embed import ensure_activation_sets, load_activations
 from raysweep.errors import RaysweepError
@@ -285,7 +286,7 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     backbone = load_backbone(enc.name)
     b_teacher = boundary_for(cfg.teacher.freeze, backbone.num_layers, enc.pooling, enc.max_length,
                              backbone.hidden_size)
-    lora = parse_lora(cfg.teacher.freeze)
+    mode = parse_mode(cfg.teacher.freeze)
     b_sentence = boundary_for("last-linear", backbone.num_layers, enc.pooling, enc.max_length)
     boundaries = [b_teacher] if b_teacher == b_sentence else [b_teacher, b_sentence]
     texts = {"train": splits.train["text"].tolist(), "val": splits.val["text"].tolist(), "generated": gen_texts}
@@ -296,15 +297,15 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     rows = np.arange(len(splits.train))
     labels = splits.train["label"].to_numpy()
     if use_ray and not model.model_path(cache_dir, train_acts, rows, labels, cfg.data.num_classes, recipe,
-                                        cfg.teacher.seed, lora).exists():
+                                        cfg.teacher.seed, mode).exists():
         # A Ray task with a trial's resources: on a cluster it lands on a GPU worker instead of the
         # head node that runs this driver. Its state comes back here, into this node's cache.
         res = cfg.resources
-        spec = model.TrainingSpec(train_acts, model.Member(rows, labels, cfg.teacher.seed, lora), cfg.data.num_classes,
+        spec = model.TrainingSpec(train_acts, model.Member(rows, labels, cfg.teacher.seed, mode), cfg.data.num_classes,
                                   recipe)
         model.train_remote([spec], cache_dir, out, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial)
     teacher = model.trained_model(train_acts, rows, labels, cfg.data.num_classes, recipe, cfg.teacher.seed,
-                                  cache_dir, lora)
+                                  cache_dir, mode)
     val_pred = model.predict_proba(teacher, val_acts).argmax(1)
     sentence = {name: load_activations(paths[name][-1]) for name in ("train", "generated")}
     return {

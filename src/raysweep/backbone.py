@@ -1,10 +1,9 @@
-"""The encoder, its freeze modes, and the split into a frozen part and a trainable top.
+"""The encoder and its split into a frozen part and a trainable top.
 
-A freeze mode is one mechanism: "train the top k encoder layers, plus (optionally) the pooler
-dense, plus the head". The study's three modes are (k, pooler) = (0, no) last-linear,
-(0, yes) pooler, (1, yes) last-attention. A LoRA mode (`lora-rR-kK`) is the same with the top k
-layers' own weights frozen and rank-R adapters (peft) trained on their attention projections
-(optionally the feed-forward ones too): the same boundary and cache as `top-K`.
+A freeze mode (freeze/: its registry of mechanisms) cuts the encoder above its top k layers,
+and optionally keeps the pooler dense trainable: the study's three modes are (k, pooler) =
+(0, no) last-linear, (0, yes) pooler, (1, yes) last-attention. What of that top trains is the
+mechanism's to say (all of it; LoRA adapters on frozen layers; ...): `Classifier` asks it.
 
 Everything below the trainable part is frozen and runs in eval mode (no dropout), so its output
 for a sentence never changes: that output, the *boundary features*, is what `embed.py` caches.
@@ -31,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from raysweep.config import LoraSpec, parse_freeze, parse_lora
 from raysweep.encoders import EncoderError, resolve_encoder  # noqa: F401 - EncoderError is re-exported
+from raysweep.freeze import FreezeMode, layer_list, parse
 from raysweep.hashing import Digest
 from raysweep.tasks import Task, split_texts
 
@@ -53,17 +52,14 @@ class Boundary:
 def boundary_for(freeze: str, num_layers: int, pooling: str, max_length: int,
                  hidden_size: int | None = None) -> Boundary:
     """Where `freeze` cuts the encoder; also checks it fits the encoder (its layers, and with
-    `hidden_size` a LoRA rank no larger than the layers' width)."""
-    top_layers, train_pooler = parse_freeze(freeze)
-    if top_layers > num_layers:
-        raise EncoderError(f"freeze {freeze!r} trains {top_layers} layers but the encoder has {num_layers}")
-    lora = parse_lora(freeze)
-    if lora is not None and hidden_size is not None and lora.rank > hidden_size:
-        raise EncoderError(f"freeze {freeze!r}: rank {lora.rank} is larger than the encoder's hidden size "
-                           f"{hidden_size}")
-    if top_layers > 0:
-        return Boundary("hidden", num_layers - top_layers, pooling, max_length)
-    return Boundary("pooled" if train_pooler else "sentence", num_layers, pooling, max_length)
+    `hidden_size` whatever its mechanism needs of the layers' width, a LoRA rank say)."""
+    mode = parse(freeze)
+    problem = mode.misfit(freeze, num_layers, hidden_size)
+    if problem is not None:
+        raise EncoderError(problem)
+    if mode.top_layers > 0:
+        return Boundary("hidden", num_layers - mode.top_layers, pooling, max_length)
+    return Boundary("pooled" if mode.train_pooler else "sentence", num_layers, pooling, max_length)
 
 
 class _PassThrough(nn.Module):
@@ -73,56 +69,6 @@ class _PassThrough(nn.Module):
         if inputs_embeds is None:  # DistilBERT passes (input_ids, inputs_embeds) positionally
             inputs_embeds = next(a for a in args if isinstance(a, torch.Tensor) and a.dim() == 3)
         return inputs_embeds
-
-
-def _layer_list(model: nn.Module, num_layers: int) -> tuple[nn.Module, str]:
-    """The (parent module, attribute) of the encoder's list of transformer layers."""
-    for name, module in model.named_modules():
-        for attr, child in module.named_children():
-            if isinstance(child, nn.ModuleList) and len(child) == num_layers:
-                return module, attr
-    raise EncoderError(f"{type(model).__name__}: cannot find its list of {num_layers} layers")
-
-
-def lora_targets(top: nn.Module, layers: int, feed_forward: bool) -> list[str]:
-    """Names (in `top`) of the linear projections of its `layers` transformer layers that get adapters.
-
-    Found by structure, not by BERT's names: every nn.Linear inside a layer whose path within the
-    layer passes through a module named like attention (BERT and RoBERTa `attention.self.query`
-    ... `attention.output.dense`, DistilBERT `attention.q_lin` ... `out_lin`, MPNet
-    `attention.attn.q` ... `o`) is an attention projection; the layer's other linears are its
-    feed-forward (`intermediate.dense` / `output.dense`, DistilBERT `ffn.lin1` / `lin2`).
-    """
-    parent, attr = _layer_list(top, layers)
-    prefix = next(n for n, m in top.named_modules() if m is parent)
-    prefix = f"{prefix}.{attr}" if prefix else attr
-    names = []
-    for i, layer in enumerate(getattr(parent, attr)):
-        found = [n for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
-        attention = [n for n in found if any("attn" in part or "attention" in part for part in n.split("."))]
-        if not attention:
-            raise EncoderError(f"{type(top).__name__}: no attention projections found in layer {i} ({found})")
-        names += [f"{prefix}.{i}.{n}" for n in (found if feed_forward else attention)]
-    return names
-
-
-def add_lora(top: nn.Module, spec: LoraSpec) -> nn.Module:
-    """Freeze the truncated top's own weights and inject trainable LoRA adapters (in place).
-
-    The adapters' A matrices draw from torch's global generator (the trial's initialisation
-    stream); B starts at zero, so the adapted top first computes exactly the pretrained one.
-    """
-    from peft import LoraConfig, inject_adapter_in_model  # only LoRA trials pay for importing peft
-
-    for p in top.parameters():
-        p.requires_grad_(False)
-    targets = lora_targets(top, spec.layers, spec.feed_forward)
-    # Dropout 0 on the adapters' input: the layers keep their own dropout, and the head has its own.
-    config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=0.0, target_modules=targets, bias="none")
-    top = inject_adapter_in_model(config, top)
-    for name, p in top.named_parameters():
-        p.requires_grad_("lora_" in name)
-    return top
 
 
 def _num_layers(config) -> int:
@@ -232,7 +178,7 @@ class Backbone:
                 module._forward_pre_hooks.clear()
             if hasattr(top, "_output_capturing_hooks_installed"):
                 top._output_capturing_hooks_installed = False
-            parent, attr = _layer_list(top, self.num_layers)
+            parent, attr = layer_list(top, self.num_layers)
             setattr(parent, attr, nn.ModuleList(list(getattr(parent, attr))[boundary.layer:]))
             # The truncated copy keeps the model's own mask / position-bias code; only the
             # embeddings (replaced) and the pooler (ours is separate) are dropped.
@@ -263,17 +209,17 @@ class Classifier(nn.Module):
     """The trainable part: [top k layers] -> pool -> [dense + tanh] -> dropout -> linear."""
 
     def __init__(self, boundary: Boundary, hidden_size: int, num_classes: int, dropout: float,
-                 top: nn.Module | None = None, dense: nn.Linear | None = None, lora: LoraSpec | None = None,
+                 top: nn.Module | None = None, dense: nn.Linear | None = None, freeze: FreezeMode | None = None,
                  task: Task | None = None):
         super().__init__()
         self.boundary = boundary
         # What it learns: how training scores its outputs, and how they become predictions.
         self.task = task or Task("classify", num_classes)
-        self.lora = lora  # kept so that a copy of this model can be rebuilt from its state (scoring)
-        if lora is not None:
-            if top is None:
-                raise ValueError("a LoRA freeze mode needs the top layers (a token-state boundary)")
-            top = add_lora(top, lora)
+        # None: the boundary says it all (the top trains in full). Kept so that a copy of this
+        # model can be rebuilt from its state (scoring).
+        self.freeze = freeze
+        if freeze is not None:
+            top = freeze.adapt(top)  # before the head is drawn: the trial's stream, as always
         self.top = top
         self.dense = dense
         self.dropout = nn.Dropout(dropout)
@@ -353,5 +299,5 @@ def trainable_parameters(backbone: Backbone, freeze: str, num_classes: int, pool
     boundary = boundary_for(freeze, backbone.num_layers, pooling, max_length, backbone.hidden_size)
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
         model = Classifier(boundary, backbone.hidden_size, num_classes, 0.0, **backbone.trainable_top(boundary),
-                           lora=parse_lora(freeze))
+                           freeze=parse(freeze))
     return count_trainable(model)

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from raysweep import pools
+from raysweep.freeze import FREEZE_MODES  # noqa: F401 - re-exported: the study's named modes
+from raysweep.freeze import parse as parse_mode
 from raysweep.llm.config import LLMConfig
 from raysweep.loader import (
     ConfigError,
@@ -31,72 +33,19 @@ __all__ = ["ConfigError", "SweepConfig", "apply_overrides", "from_dict", "load_s
 
 # --------------------------------------------------------------------------- the sweep
 
-FREEZE_MODES = {
-    # name -> (top encoder layers trained, pooler dense trained). One mechanism: "train the
-    # top k layers plus pooler plus head"; `top-K` names any k beyond the study's three.
-    "last-linear": (0, False),
-    "pooler": (0, True),
-    "last-attention": (1, True),
-}
 POOLINGS = ("pooler", "cls", "mean")
 
 
-# `lora` alone: rank 8 (peft's own default rank) on the one top layer that last-attention trains
-# in full, so `lora` against `last-attention` is the study's question with nothing else changed.
-LORA_DEFAULT = "lora-r8-k1"
-_LORA = re.compile(r"lora-r([0-9]{1,4})-k([0-9]{1,4})(-ffn)?")  # ASCII digits: \d would take "²"
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """A LoRA freeze mode: low-rank adapters on the top `layers` encoder layers, whose own weights
-    stay frozen; the pooler dense and the head train in full, as in `pooler` mode."""
-
-    rank: int
-    layers: int
-    feed_forward: bool = False  # adapters on the feed-forward projections too, not only attention's
-
-    @property
-    def alpha(self) -> int:
-        # The adapter's output is scaled by alpha / rank; alpha = 2 x rank keeps that scale at 2
-        # for every rank (a common choice), so ranks compare without retuning the learning rate.
-        return 2 * self.rank
-
-
-def parse_lora(name: str) -> LoraSpec | None:
-    """The LoRA settings of freeze mode `name` (`lora`, `lora-rR-kK`, `lora-rR-kK-ffn`), None for
-    the other modes."""
-    name = LORA_DEFAULT if name == "lora" else name
-    m = _LORA.fullmatch(name)
-    if not name.startswith("lora"):
-        return None
-    if m is None or int(m[1]) < 1 or int(m[2]) < 1:
-        raise ConfigError(f"{name!r} is not a LoRA freeze mode (lora, or lora-rR-kK[-ffn] with rank R >= 1 on "
-                          f"the top K >= 1 layers)")
-    return LoraSpec(rank=int(m[1]), layers=int(m[2]), feed_forward=bool(m[3]))
-
-
 def parse_freeze(name: str) -> tuple[int, bool]:
-    """Freeze mode name -> (top layers trained, pooler trained).
+    """Freeze mode name -> (top layers above its cache boundary, pooler trained); freeze/ parses it.
 
     For a LoRA mode the "trained" top layers are those that carry adapters: the cache boundary
     (token states entering them) is the same as `top-K`'s, which is what matters here.
     """
-    if name in FREEZE_MODES:
-        return FREEZE_MODES[name]
-    # ASCII digits only: str.isdigit() is true of "²", which int() then refuses with a traceback.
-    top = re.fullmatch(r"top-([1-9][0-9]{0,3})", name, re.ASCII)
-    if top:
-        return int(top[1]), True
-    if name.startswith("lora"):
-        return parse_lora(name).layers, True
-    raise ConfigError(f"{name!r} is not a freeze mode ({', '.join(FREEZE_MODES)}, top-K, lora or lora-rR-kK[-ffn])")
+    mode = parse_mode(name)
+    return mode.top_layers, mode.train_pooler
 
 
-def _trained_part(name: str) -> tuple:
-    """What freeze mode `name` trains, whatever its spelling: equal for modes that train the same model."""
-    lora = parse_lora(name)
-    return ("lora", lora) if lora else ("full", parse_freeze(name))
 SST5_CLASS_NAMES = ["very negative", "negative", "neutral", "positive", "very positive"]
 # The data sets shipped in the package (provenance in bundled/README.md), selectable as
 # `data.name`: their file, task and the columns / classes a sweep need not spell out.
@@ -268,10 +217,10 @@ class CompareConfig:
             require(pool in pools.REGISTRY, f"pool[{i}]: {pool!r} is not one of {', '.join(pools.REGISTRY)}")
         for i, frac in enumerate(self.fraction):
             require(frac >= 0, f"fraction[{i}]: must be 0 or more (x |labeled| rows are added)")
-        trains: dict[tuple, int] = {}
+        trains: dict[object, int] = {}
         for i, name in enumerate(self.freeze):
             try:
-                same = trains.setdefault(_trained_part(name), i)
+                same = trains.setdefault(parse_mode(name), i)  # equal modes train the same model
             except ConfigError as exc:
                 raise ConfigError(f"freeze[{i}]: {exc}") from None
             # Two spellings of one mode (`lora` and `lora-r8-k1`, `last-attention` and `top-1`) would

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from dataclasses import asdict
 
 from raysweep import console, dashboard, grid, model, packing
-from raysweep.config import SweepConfig, parse_lora
+from raysweep.config import SweepConfig
+from raysweep.freeze import parse as parse_mode
 from raysweep.grid import Cell, Pack, Variant
 from raysweep.inputs import TrialContext, _activations
 from raysweep.model import use_assigned
@@ -67,10 +68,10 @@ class PackSizes:
             slots = min(slots, res.max_concurrent)
         variant = variant or Variant(self.cfg.encoders[0], self.cfg.poolings[0], freeze)
         acts = _activations(self.context.artifacts[variant][0])
-        lora = parse_lora(freeze)
-        member = model.member_bytes(acts, self.context.num_classes, self.context.recipe, rows, lora)
+        mode = parse_mode(freeze)
+        member = model.member_bytes(acts, self.context.num_classes, self.context.recipe, rows, mode)
         # Stacked packs: one per slot and shelf; packs whose members train one by one: four.
-        per_slot = 1 if packing.packable(acts, lora, self.context.task) else 4
+        per_slot = 1 if packing.packable(acts, mode, self.context.task) else 4
         return grid.pack_size(n, slots, member, res.pack_memory_gb * 1024**3, res.pack_size, per_slot)
 
     def trials(self, variant: Variant, rows: int, n: int) -> int:

@@ -20,7 +20,8 @@ import pandas as pd
 
 from raysweep import layout, pools, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig, parse_lora
+from raysweep.config import RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig
+from raysweep.freeze import parse as parse_mode
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
 from raysweep.grid import Variant, fixed_digest
@@ -74,6 +75,7 @@ class TrialContext:
     annotated_labels: np.ndarray | None = None
     task: Task | None = None  # what the trials learn and report (tasks.py); None: classification
     train_texts: list[str] | None = None  # for chosen/'s rows table; dropped before the trials
+    seeds: tuple[int, ...] = ()  # replicate.seed: qbc-seeds' committee (train.TrialInputs.seeds)
 
 
 
@@ -127,7 +129,8 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
         labeled=splits.labeled, pool_rows=splits.unlabeled, num_classes=cfg.data.num_classes, artifacts=artifacts,
         recipe=cfg.recipe, selection=cfg.selection, resources=cfg.resources, cache_dir=str(cache_dir),
         fixed=fixed_digest(cfg), test_labels=splits.test["label"].to_numpy() if splits.test is not None else None,
-        generated_labels=generated_labels, train_texts=texts["train"], task=cfg.task)
+        generated_labels=generated_labels, train_texts=texts["train"], task=cfg.task,
+        seeds=tuple(cfg.replicate.seed))
 
 
 @lru_cache(maxsize=8)
@@ -142,10 +145,10 @@ def trial_inputs(context: TrialContext, variant: Variant, pool: str = "real") ->
     return TrialInputs(train_labels=found.train_labels, val_labels=context.val_labels,
                        labeled=context.labeled, pool_rows=found.pool_rows, train_acts=_activations(train_path),
                        val_acts=_activations(val_path), num_classes=context.num_classes,
-                       cache_dir=context.cache_dir, lora=parse_lora(variant.freeze),
+                       cache_dir=context.cache_dir, freeze=parse_mode(variant.freeze),
                        test_labels=context.test_labels,
                        test_acts=_activations(test_path[0]) if test_path else None,
-                       select_labels=found.select_labels, task=context.task)
+                       select_labels=found.select_labels, task=context.task, seeds=context.seeds)
 
 
 def prepare_selection(cfg: SweepConfig, context: TrialContext, out: Output, use_ray: bool, log=print,

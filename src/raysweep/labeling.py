@@ -45,12 +45,17 @@ from raysweep.config import (ConfigError, EncoderConfig, RecipeConfig, Selection
 from raysweep.data import DataError, read_table
 from raysweep.embed import RAY_MIN_ENCODE_ROWS, activation_key, ensure_activation_sets, load_activations
 from raysweep.runtime import ray_running
+from raysweep.strategies.clusters import typiclust_picks
 from raysweep.strategies.diversity import k_center_greedy
 
 PROJECT_FILE = "project.yaml"
 FROM_REPORT = "from-report"  # `strategy:` value: take it from a report (analysis/advice.py)
 ROUNDS = "rounds"
-COLD_STARTS = ("kcenter", "random")
+COLD_STARTS = ("kcenter", "typiclust", "random")
+COMMITTEE = 4  # qbc-seeds in select: models of seeds seed+1..seed+4 (4 more trainings; as in a sweep the
+# round's own model is no member)
+COLD_START_WORDS = {"kcenter": "k-center on the encoder vectors", "typiclust": "TypiClust on the encoder vectors",
+                    "random": "random sampling"}
 
 
 @dataclass
@@ -81,7 +86,8 @@ class ProjectConfig:
     freeze: str = "pooler"  # pooled modes (last-linear, pooler): 100,000+ rows in bounded memory (poolscan.py)
     diverse: bool = False  # no near-duplicates among the batch (see `similarity`)
     similarity: float = 0.95  # with `diverse`: a row this cosine-similar to a row already in the batch is passed over
-    cold_start: str = "kcenter"  # no labeled rows yet: kcenter (cover the encoder's vector space) or random
+    # no labeled rows yet: kcenter (cover the encoder's vector space), typiclust (its typical rows) or random
+    cold_start: str = "kcenter"
     cv_folds: int = 5  # folds of the accuracy estimate on the labeled rows (fewer when a class has fewer rows)
     budget: int = 0  # total rows you mean to label (labeled file included); 0: no budget. None left: "stop"
     seed: int = 0
@@ -110,6 +116,9 @@ class ProjectConfig:
         if self.strategy not in strategies.REGISTRY and self.strategy != FROM_REPORT:
             raise ConfigError(f"strategy: unknown strategy {self.strategy!r} "
                               f"(known: {', '.join(sorted(strategies.REGISTRY))}, or {FROM_REPORT})")
+        if self.strategy != FROM_REPORT and strategies.get(self.strategy).sweep_only:
+            raise ConfigError(f"strategy: {self.strategy!r} reads the pool's gold labels, which select never has: "
+                              "a sweep's hindsight reference only")
 
 
 def load_project_config(project_dir: Path, overrides: list[str] | tuple[str, ...] = (),
@@ -147,6 +156,8 @@ def strategy_from_results(results_dir: str | Path, freeze: str) -> tuple[str, st
         raise DataError(f"{path}: no such file (name a finished sweep's results directory)")
     ok = read_trials(path)
     ok = ok[(ok["status"] == "ok") & (ok["fraction"] > 0) & (ok["pool"] == "real")]
+    # a hindsight reference (the oracle) reads gold labels of the pool: never a strategy to apply
+    ok = ok[~ok["strategy"].map(lambda s: s in strategies.REGISTRY and strategies.get(s).sweep_only)]
     if freeze in set(ok["freeze"]):
         ok = ok[ok["freeze"] == freeze]
     if ok["strategy"].nunique() < 2:
@@ -477,7 +488,10 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_mem
             picked = rng.permutation(len(pool))[:n]
         else:  # the encoder's own sentence vectors (an untrained head's input): cover the space
             blank = modeling.build_model(acts, len(classes), cfg.recipe, cfg.seed)
-            if chunked:
+            if how == "typiclust":  # k-means over the whole pool's vectors: in memory (O(N H) floats)
+                vectors = scoring.score_rows(blank, acts, pool).embeddings
+                picked = typiclust_picks(vectors, np.empty((0, vectors.shape[1])), n, rng)
+            elif chunked:
                 picked = poolscan.cold_start_k_center(blank, acts, pool, n, rng, work_dir)
             else:
                 vectors = scoring.score_rows(blank, acts, pool).embeddings
@@ -485,7 +499,7 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_mem
         summary.update(strategy=f"cold start: {how}", cv_accuracy=None,
                        cv_note="nothing is labeled yet: no model, no estimate")
         log(f"cold start: nothing is labeled yet, so the first {n} rows are chosen by "
-            f"{'k-center on the encoder vectors' if how == 'kcenter' else 'random sampling'}, not by {cfg.strategy}")
+            f"{COLD_START_WORDS[how]}, not by {cfg.strategy}")
     else:
         strategy = strategies.get(cfg.strategy).configure(cfg.selection)
         t_cv = time.perf_counter()
@@ -511,6 +525,12 @@ def _choose(project: Project, acts, encoded_s: float, use_ray: bool, log, in_mem
         else:
             view = scoring.pool_view(strategy.needs | {"probs"}, model, acts, pool, labeled, y, cfg.selection,
                                      cfg.seed, cache_dir=project.dir / "cache", use_ray=use_ray and cluster_given(), log=log)
+            if "committee_probs" in strategy.needs:  # qbc-seeds: the same training under COMMITTEE other seeds
+                seeds = [cfg.seed + 1 + i for i in range(COMMITTEE)]
+                members = [modeling.trained_model(acts, labeled, y, len(classes), cfg.recipe, s, project.dir / "cache")
+                           for s in seeds]
+                view.committee_probs = scoring.committee_probs(members, seeds, acts, pool, labeled, y, cfg.selection,
+                                                               project.dir / "cache", log)
             picked, ranked_scores = strategy.ranked(view, want, rng)
             probs, vectors = view.probs[picked], view.embeddings[picked]
         if cfg.diverse:  # only over the candidates: their vectors are all this needs

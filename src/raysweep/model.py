@@ -14,7 +14,6 @@ change is found after it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import math
 import json
@@ -31,9 +30,10 @@ import torch
 
 from raysweep.backbone import Classifier, FullEncoderClassifier
 from raysweep.cluster import get
-from raysweep.config import LoraSpec, RecipeConfig, to_dict
+from raysweep.config import RecipeConfig, to_dict
 from raysweep.embed import Activations, load_activations
 from raysweep.errors import RaysweepError
+from raysweep.freeze import FreezeMode
 from raysweep.hashing import array_digest, json_digest
 from raysweep import packing
 from raysweep.packing import Member
@@ -186,17 +186,17 @@ def predict_proba(model: Classifier, acts: Activations, rows: np.ndarray | None 
 
 
 def build_model(acts: Activations, num_classes: int, recipe: RecipeConfig, seed: int,
-                lora: LoraSpec | None = None, task: Task | None = None) -> Classifier:
+                freeze: FreezeMode | None = None, task: Task | None = None) -> Classifier:
     torch.manual_seed(seed)  # the initialisation + dropout stream
     init = acts.init_modules()
     task = task or Task("classify", num_classes)  # task: the head's output size and loss come from it
     model = Classifier(acts.boundary, acts.hidden_size, task.outputs, recipe.dropout,
-                       top=init["top"], dense=init["dense"], lora=lora, task=task)
+                       top=init["top"], dense=init["dense"], freeze=freeze, task=task)
     return model
 
 
 def member_bytes(acts: Activations, num_classes: int, recipe: RecipeConfig, rows: int,
-                 lora: LoraSpec | None = None) -> int:
+                 freeze: FreezeMode | None = None) -> int:
     """A bound on the memory one member of a pack takes on its device while it trains `rows` rows.
 
     Its trainable part with gradients and Adam's two moments (16 bytes a parameter), plus:
@@ -204,7 +204,7 @@ def member_bytes(acts: Activations, num_classes: int, recipe: RecipeConfig, rows
     batch through the trained layers (about 24 floats per token and hidden unit for a layer's
     forward and backward, padded to max_length). Frozen weights (a LoRA layer's) count 4 bytes.
     """
-    model = build_model(acts, num_classes, recipe, 0, lora)
+    model = build_model(acts, num_classes, recipe, 0, freeze)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     size = 16 * trainable + 4 * frozen
@@ -219,22 +219,22 @@ def member_bytes(acts: Activations, num_classes: int, recipe: RecipeConfig, rows
 
 
 def model_key(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-              seed: int, lora: LoraSpec | None = None, task: Task | None = None) -> str:
+              seed: int, freeze: FreezeMode | None = None, task: Task | None = None) -> str:
     regression = task is not None and task.regression
     # A score must not be hashed as an integer (2.4 and 2.6 would share a key); a class keeps the int64 recipe.
     labels = array_digest(np.asarray(labels, np.float64 if regression else np.int64))
     spec = {"v": FORMAT_VERSION, "acts": acts.path.name, "rows": array_digest(np.asarray(rows, np.int64)),
             "labels": labels, "classes": num_classes, "recipe": to_dict(recipe), "seed": seed}
-    if lora is not None:  # a LoRA mode shares top-K's activations; only then is the key told apart
-        spec["lora"] = dataclasses.asdict(lora)
+    if freeze is not None:  # what the activations cannot say (a LoRA mode shares top-K's); else nothing
+        spec.update(freeze.key_part())
     if task is not None and task.name != "classify":  # likewise: single-sentence classification keeps its keys
         spec["task"] = task.name
     return _digest(spec)
 
 
 def model_path(cache_dir: str | Path, acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int,
-               recipe: RecipeConfig, seed: int, lora: LoraSpec | None = None, task: Task | None = None) -> Path:
-    key = model_key(acts, rows, labels, num_classes, recipe, seed, lora, task)
+               recipe: RecipeConfig, seed: int, freeze: FreezeMode | None = None, task: Task | None = None) -> Path:
+    key = model_key(acts, rows, labels, num_classes, recipe, seed, freeze, task)
     return Path(cache_dir) / "selection" / "models" / f"{key}.pt"
 
 
@@ -244,11 +244,11 @@ def save_state(path: Path, state: bytes) -> None:
 
 
 def trained_model(acts: Activations, rows: np.ndarray, labels: np.ndarray, num_classes: int, recipe: RecipeConfig,
-                  seed: int, cache_dir: str | Path | None = None, lora: LoraSpec | None = None,
+                  seed: int, cache_dir: str | Path | None = None, freeze: FreezeMode | None = None,
                   device: str = "cpu", task: Task | None = None) -> Classifier:
     """The model a trial with these rows would train (`build_model` + `fit`), from the cache when
     another trial or the sweep's driver trained it already (one member of `trained_models`)."""
-    [result] = trained_models(acts, [Member(np.asarray(rows), np.asarray(labels), seed, lora, task)], num_classes, recipe,
+    [result] = trained_models(acts, [Member(np.asarray(rows), np.asarray(labels), seed, freeze, task)], num_classes, recipe,
                               cache_dir, device)
     if result.error is not None:
         raise result.failure()
@@ -284,7 +284,7 @@ def train_members(acts: Activations, members: list[Member], num_classes: int, re
     model (`fit_packed`, packing.py), which reaches the same weights up to float32 reduction order;
     the others (token-level, LoRA, a pack of one) train one after another.
     """
-    if (len(members) > 1 and packing.packable(acts, members[0].lora, members[0].task)
+    if (len(members) > 1 and packing.packable(acts, members[0].freeze, members[0].task)
             and len({len(m.rows) for m in members}) == 1):
         start = time.perf_counter()
         try:
@@ -299,7 +299,7 @@ def train_members(acts: Activations, members: list[Member], num_classes: int, re
     for m in members:
         start = time.perf_counter()
         try:
-            model = build_model(acts, num_classes, recipe, m.seed, lora=m.lora, task=m.task).to(device)
+            model = build_model(acts, num_classes, recipe, m.seed, freeze=m.freeze, task=m.task).to(device)
             loss = fit(model, acts, np.asarray(m.rows), np.asarray(m.labels), recipe, m.seed, device, bf16)
         except Exception as exc:  # noqa: BLE001 - this member's failure, recorded on its cell
             results.append(MemberResult(None, math.nan, error_line(exc), time.perf_counter() - start, exception=exc))
@@ -320,7 +320,7 @@ def fit_packed(acts: Activations, members: list[Member], recipe: RecipeConfig, d
     with torch.random.fork_rng(devices=[]):
         models, streams = [], []
         for m in members:
-            models.append(build_model(acts, num_classes, recipe, m.seed, lora=m.lora, task=m.task))
+            models.append(build_model(acts, num_classes, recipe, m.seed, freeze=m.freeze, task=m.task))
             stream = torch.Generator()
             stream.set_state(torch.get_rng_state())
             streams.append(stream)
@@ -347,9 +347,9 @@ def trained_models(acts: Activations, members: list[Member], num_classes: int, r
     todo = []
     for i, m in enumerate(members):
         if cache_dir is not None:
-            paths[i] = model_path(cache_dir, acts, m.rows, m.labels, num_classes, recipe, m.seed, m.lora, m.task)
+            paths[i] = model_path(cache_dir, acts, m.rows, m.labels, num_classes, recipe, m.seed, m.freeze, m.task)
             if paths[i].exists():
-                model = build_model(acts, num_classes, recipe, m.seed, lora=m.lora, task=m.task)
+                model = build_model(acts, num_classes, recipe, m.seed, freeze=m.freeze, task=m.task)
                 model.load_state_dict(torch.load(paths[i], weights_only=True))
                 results[i] = MemberResult(model.to(device), math.nan, cached=True)
                 continue
@@ -360,20 +360,20 @@ def trained_models(acts: Activations, members: list[Member], num_classes: int, r
         m = members[i]
         if result.error is None:
             if kind is not None:
-                log_training(kind, model_key(acts, m.rows, m.labels, num_classes, recipe, m.seed, m.lora, m.task))
+                log_training(kind, model_key(acts, m.rows, m.labels, num_classes, recipe, m.seed, m.freeze, m.task))
             if store and paths[i] is not None:
                 state = {k: v.cpu() for k, v in result.model.state_dict().items()}
                 atomic_write(paths[i], lambda tmp: torch.save(state, tmp))
     return results
 
 
-def rebuild(acts: Activations, state: dict, dropout: float, lora: LoraSpec | None = None,
+def rebuild(acts: Activations, state: dict, dropout: float, freeze: FreezeMode | None = None,
             task: Task | None = None) -> Classifier:
     """A classifier over `acts` with a given state (the Ray Data actors' copy of the model)."""
     num_classes = state["linear.weight"].shape[0]
     init = acts.init_modules()
     model = Classifier(acts.boundary, acts.hidden_size, num_classes, dropout, top=init["top"], dense=init["dense"],
-                       lora=lora, task=task)
+                       freeze=freeze, task=task)
     model.load_state_dict(state)
     return model
 
@@ -394,7 +394,7 @@ def train_pack(acts: Shipped, members: list[Member], num_classes: int, recipe: d
         if result.error is not None:
             out.append(result.error)
             continue
-        log_training(kind, model_key(loaded, m.rows, m.labels, num_classes, recipe, m.seed, m.lora, m.task))
+        log_training(kind, model_key(loaded, m.rows, m.labels, num_classes, recipe, m.seed, m.freeze, m.task))
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in result.model.state_dict().items()}, buf)
         out.append(buf.getvalue())
@@ -414,7 +414,7 @@ class TrainingSpec:
 
     def path(self, cache_dir: str | Path) -> Path:
         m = self.member
-        return model_path(cache_dir, self.acts, m.rows, m.labels, self.num_classes, self.recipe, m.seed, m.lora, m.task)
+        return model_path(cache_dir, self.acts, m.rows, m.labels, self.num_classes, self.recipe, m.seed, m.freeze, m.task)
 
 
 def train_remote(specs: list[TrainingSpec], cache_dir: str | Path, out: Output | None = None, cpus: float = 1,

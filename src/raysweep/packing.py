@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 from raysweep.backbone import Classifier
-from raysweep.config import LoraSpec, RecipeConfig
+from raysweep.config import RecipeConfig
 from raysweep.embed import Activations
+from raysweep.freeze import FreezeMode
 from raysweep.tasks import Task
 
 
@@ -94,7 +95,8 @@ class Member:
     rows: np.ndarray  # positions into the pack's activations
     labels: np.ndarray  # one per row
     seed: int  # the cell's seed: initialisation + dropout stream, batch-order stream
-    lora: LoraSpec | None = None  # must be None: LoRA modes are token-level and are not packed
+    # None: the boundary says it all. A mode that is not `packable` (LoRA) trains alone.
+    freeze: FreezeMode | None = None
     task: Task | None = None  # what is learnt (tasks.py); None: classification. Packs learn classes only.
 
 
@@ -107,10 +109,11 @@ class StackedResult:
     error: str | None = None  # why this member failed (it diverged); None when it trained
 
 
-def packable(acts: Activations, lora: LoraSpec | None = None, task: Task | None = None) -> bool:
+def packable(acts: Activations, freeze: FreezeMode | None = None, task: Task | None = None) -> bool:
     """Whether trainings over `acts` can be packed: pooled freeze modes (last-linear, pooler) of a
     classification (the stacked loss is cross-entropy; a regression trains alone)."""
-    return not acts.boundary.ragged and lora is None and not (task is not None and task.regression)
+    stackable = freeze is None or freeze.packable
+    return not acts.boundary.ragged and stackable and not (task is not None and task.regression)
 
 
 class _Stack:
@@ -202,8 +205,8 @@ class _Stack:
 def _check(acts: Activations, members: list[Member]) -> int:
     if not members:
         raise ValueError("fit_packed: a pack needs at least one member")
-    if not packable(acts, members[0].lora, members[0].task) or any(m.lora is not None for m in members):
-        raise ValueError(f"fit_packed: {acts.boundary.kind!r} activations (or a LoRA mode, or a regression) cannot "
+    if not all(packable(acts, m.freeze, m.task) for m in members):
+        raise ValueError(f"fit_packed: {acts.boundary.kind!r} activations (or a mode that trains alone, or a regression) cannot "
                          "be packed; "
                          "train token-level modes one by one (model.fit)")
     sizes = {len(m.rows) for m in members}

@@ -4,14 +4,17 @@
 scores under the head, or the strategies' copies of them (a float64 copy of 100,000 x 384 is
 300 MB). So every strategy `select` offers reads the pool in runs of RUN_ROWS rows:
 
-- the ranking strategies (entropy, margin, least-confidence, bald, sqbc) score each run
+- the ranking strategies (entropy, margin, least-confidence, bald, sqbc, cal) score each run
   (`scoring.score_in_chunks` over the memory-mapped cache) and keep a running selection of the
   best `n` rows by (score, seeded tie order): the top `n` of the best `n` so far and a run is the
   top `n` of everything seen, so the batch is the one ranking the whole pool picks;
+- cluster-margin keeps the smallest-margin candidates the same way, then clusters only them;
 - random needs nothing scored but the picks' own probabilities;
+- qbc-seeds (a committee of other models) and typiclust (k-means over the whole pool) run in
+  memory (`scoring.pool_view`); the oracle reads gold labels `select` never has and is refused;
 - coreset, badge and the k-center cold start are greedy over the whole pool: each pick is the
-  row farthest from what is covered. The head's vectors (or BADGE's probabilities and vectors)
-  are written once to a spill file, and each pick reads it back run by run, keeping only each
+  row farthest from what is covered. The head's vectors (or BADGE's probabilities and vectors,
+  the two factors of its gradient embedding: never the C x H product) are written once to a spill file, and each pick reads it back run by run, keeping only each
   row's distance to the nearest pick and its squared norm.
 
 What stays in memory grows with the pool only as these per-row arrays: the pool's row positions
@@ -36,7 +39,8 @@ import numpy as np
 from raysweep import scoring
 from raysweep.console import progress
 from raysweep.strategies import RankingStrategy, Strategy
-from raysweep.strategies.diversity import _min_sq_dist, _sq_dist_to, gradient_embeddings
+from raysweep.strategies.clusters import margins
+from raysweep.strategies.diversity import _min_sq_dist, _sq_dist_to, gradient_factors
 
 # Rows per run: a whole number of scoring chunks (scoring.CHUNK) and of the 1,024-row blocks
 # the diversity and SQBC distance code works in, so runs cut the pool where they do. 8,192
@@ -46,8 +50,12 @@ GREEDY = ("coreset", "badge")
 
 
 def handles(strategy: Strategy) -> bool:
-    """Whether the strategy has a chunked path here (the rest use the in-memory `pool_view`)."""
-    return isinstance(strategy, RankingStrategy) or strategy.name in ("random", *GREEDY)
+    """Whether the strategy has a chunked path here (the rest use the in-memory `pool_view`):
+    a committee's other models (qbc-seeds) are scored in memory, and typiclust clusters the whole
+    pool's vectors at once."""
+    if strategy.needs & {"committee_probs", "pool_labels"}:
+        return False
+    return isinstance(strategy, RankingStrategy) or strategy.name in ("random", "cluster-margin", *GREEDY)
 
 
 @dataclass
@@ -82,13 +90,16 @@ class RunningTop:
         self.embeddings = np.concatenate([self.embeddings, embeddings])[keep]
 
 
-def _labeled_embeddings(model, acts, rows: np.ndarray, pool_size: int) -> np.ndarray:
-    """The head's vectors of the labeled rows (after the pool in `rows`), scored in the chunks the
-    in-memory path scores them in (the first may also hold the pool's last rows)."""
+def _labeled_outputs(model, acts, rows: np.ndarray, pool_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The head's vectors and probabilities of the labeled rows (after the pool in `rows`), scored
+    in the chunks the in-memory path scores them in (the first may also hold the pool's last rows)."""
     lo = pool_size // scoring.CHUNK * scoring.CHUNK
-    parts = [out["embeddings"][max(0, pool_size - start):]
-             for start, out in scoring.score_in_chunks(model, acts, rows, lo=lo, run_rows=scoring.CHUNK * 16)]
-    return np.concatenate(parts) if parts else np.empty((0, model.linear.in_features), dtype=np.float32)
+    runs = [(max(0, pool_size - start), out)
+            for start, out in scoring.score_in_chunks(model, acts, rows, lo=lo, run_rows=scoring.CHUNK * 16)]
+    if not runs:
+        return (np.empty((0, model.linear.in_features), dtype=np.float32),
+                np.empty((0, model.linear.out_features), dtype=np.float32))
+    return tuple(np.concatenate([out[key][skip:] for skip, out in runs]) for key in ("embeddings", "probs"))
 
 
 def _pool_runs(model, acts, rows: np.ndarray, pool_size: int, mc_samples: int, seed: int, what: str):
@@ -114,28 +125,34 @@ def ranked(strategy: Strategy, model, acts, pool: np.ndarray, labeled: np.ndarra
         raise ValueError(f"{strategy.name}: cannot select {n} rows from a pool of {size}")
     if strategy.name in GREEDY:
         return _greedy(strategy, model, acts, rows, size, labeled, n, rng, work_dir)
-    if isinstance(strategy, RankingStrategy):
-        labeled_emb = (_labeled_embeddings(model, acts, rows, size)
-                       if "labeled_embeddings" in strategy.needs else None)
-        tie = rng.permutation(size)  # the draw RankingStrategy.select_scored makes
-        top = RunningTop(n, model.linear.in_features, model.linear.out_features)
+    if isinstance(strategy, RankingStrategy) or strategy.name == "cluster-margin":
+        labeled_emb, labeled_probs = (_labeled_outputs(model, acts, rows, size)
+                                      if strategy.needs & {"labeled_embeddings", "labeled_probs"} else (None, None))
+        tie = rng.permutation(size)  # the draw RankingStrategy.select_scored (and cluster-margin) makes
+        margin = strategy.name == "cluster-margin"  # its candidates: the smallest margins, as a ranking
+        top = RunningTop(strategy.candidates(size, n) if margin else n, model.linear.in_features,
+                         model.linear.out_features)
         for start, out in _pool_runs(model, acts, rows, size, mc, seed, f"scoring the pool ({strategy.name})"):
             at = np.arange(start, start + len(out["probs"]))
-            view = _run_view(out, labeled_emb, labeled_labels)
-            score = np.asarray(strategy.scores(view), dtype=np.float64)
+            view = _run_view(out, labeled_emb, labeled_labels, labeled_probs)
+            score = -margins(out["probs"]) if margin else np.asarray(strategy.scores(view), dtype=np.float64)
             top.add(at, score, tie[at], out["probs"], out["embeddings"])
+        if margin:
+            keep = strategy.spread(top.embeddings.astype(np.float64), n, rng)
+            return Picks(top.pos[keep], None, top.probs[keep], top.embeddings[keep])
         return Picks(top.pos, top.score, top.probs, top.embeddings)
     # random: the picks need no score, only their own probabilities.
     positions = rng.permutation(size)[:n]
     return _with_outputs(model, acts, rows, size, positions, None)
 
 
-def _run_view(out: dict, labeled_emb, labeled_labels):
+def _run_view(out: dict, labeled_emb, labeled_labels, labeled_probs=None):
     from raysweep.strategies import PoolView
 
     mc = np.ascontiguousarray(out["mc"].transpose(1, 0, 2)) if "mc" in out else None
     return PoolView(size=len(out["probs"]), probs=out["probs"], embeddings=out["embeddings"],
-                    labeled_embeddings=labeled_emb, labeled_labels=np.asarray(labeled_labels), mc_probs=mc)
+                    labeled_embeddings=labeled_emb, labeled_labels=np.asarray(labeled_labels), mc_probs=mc,
+                    labeled_probs=labeled_probs)
 
 
 def _with_outputs(model, acts, rows, size: int, positions: np.ndarray, scores) -> Picks:
@@ -192,8 +209,7 @@ def spill_vectors(model, acts, rows: np.ndarray, size: int, work_dir: str | Path
     classes, hidden = model.linear.out_features, model.linear.in_features
     fd, name = tempfile.mkstemp(prefix="pool-vectors-", suffix=".f32", dir=work_dir)
     os.close(fd)
-    transform = (lambda b: gradient_embeddings(b[:, :classes], b[:, classes:])) if with_probs else None
-    spill = Spill(Path(name), size, hidden + (classes if with_probs else 0), transform)
+    spill = Spill(Path(name), size, hidden + (classes if with_probs else 0))
     try:
         for _, out in _pool_runs(model, acts, rows, size, 0, 0, what):
             spill.write(np.hstack([out["probs"], out["embeddings"]]) if with_probs else out["embeddings"])
@@ -231,16 +247,26 @@ def k_center(spill: Spill, centers: np.ndarray, n: int, rng: np.random.Generator
     return picked
 
 
-def kmeans_pp(spill: Spill, n: int, rng: np.random.Generator) -> np.ndarray:
-    """`strategies.diversity.kmeans_pp` (BADGE's seeding) over the spilled points."""
-    sq_norms = _sq_norms(spill)
+def kmeans_pp(spill: Spill, classes: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`strategies.diversity.kmeans_pp_factored` (BADGE's seeding) over spilled [probs | vectors]:
+    the gradient embeddings' norms and distances from their two factors, run by run."""
+
+    def factors(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return gradient_factors(points[:, :classes], points[:, classes:])
+
+    sq_norms = np.concatenate([(s ** 2).sum(axis=1) * (h ** 2).sum(axis=1)
+                               for s, h in (factors(points) for _, points in spill.runs())])
     rank = rng.permutation(spill.rows)
     top = np.flatnonzero(sq_norms == sq_norms.max())
     picked = [int(top[np.argmin(rank[top])])]
 
     def distances_to(pick: int, d2: np.ndarray | None) -> np.ndarray:
-        center = spill.row(pick)
-        parts = [_sq_dist_to(points, sq_norms[start: start + len(points)], center) for start, points in spill.runs()]
+        s_c, h_c = factors(spill.row(pick)[None])
+        parts = []
+        for start, points in spill.runs():
+            s, h = factors(points)
+            sq = sq_norms[start: start + len(points)]
+            parts.append(np.maximum(sq + sq_norms[pick] - 2.0 * (s @ s_c[0]) * (h @ h_c[0]), 0.0))
         d = np.concatenate(parts)
         return d if d2 is None else np.minimum(d2, d)
 
@@ -276,9 +302,9 @@ def _greedy(strategy: Strategy, model, acts, rows: np.ndarray, size: int, labele
                           what=f"scoring the pool ({strategy.name})")
     try:
         if badge:
-            positions = kmeans_pp(spill, n, rng)
+            positions = kmeans_pp(spill, model.linear.out_features, n, rng)
         else:
-            positions = k_center(spill, _labeled_embeddings(model, acts, rows, size), n, rng)
+            positions = k_center(spill, _labeled_outputs(model, acts, rows, size)[0], n, rng)
     finally:
         spill.close()
     return _with_outputs(model, acts, rows, size, positions, None)

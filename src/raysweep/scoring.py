@@ -31,19 +31,18 @@ import torch
 from raysweep import strategies
 from raysweep.backbone import Classifier
 from raysweep.cluster import actor_pool
-from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
+from raysweep.config import RecipeConfig, SelectionConfig
 from raysweep.console import progress
 from raysweep.dashboard import dataset_name, trained
 from raysweep.embed import Activations, load_activations
 from raysweep.hashing import array_digest, json_digest, state_digest
 from raysweep.model import Member, TrainingSpec, assigned_device, model_path, rebuild, train_remote, trained_model
 from raysweep.storage import Output, atomic_write, receive, ship
-from raysweep.strategies.diversity import gradient_embeddings
 from raysweep.tasks import Task
 
 FORMAT_VERSION = 1  # bump when what is stored changes: old entries are then simply not found
 CHUNK = 64  # rows per scoring step; the unit of MC-dropout seeding, so results ignore sharding
-BASE_NEEDS = frozenset({"probs", "embeddings", "labeled_embeddings", "grad_embeddings"})
+BASE_NEEDS = frozenset({"probs", "embeddings", "labeled_embeddings", "labeled_probs"})
 # Pooled rows only go through the head (a dense layer or two): in-process scores ~2,000-3,000
 # rows/s with 10 MC samples, while a Ray Data pass pays 15-50 s to start its actors and ship the
 # models (benchmarks/scoring.py, 4,096 rows on 2 cores: 1.3 s in-process vs 52 s Ray Data for
@@ -175,9 +174,8 @@ class PoolScorer:
             spec = self.jobs[j]
             acts = load_activations(receive(spec["acts"]))  # fetched once per node (storage.receive)
             state = torch.load(io.BytesIO(spec["state"]), weights_only=True)
-            lora = LoraSpec(**spec["lora"]) if spec["lora"] else None
             task = Task(**spec["task"]) if spec.get("task") else None
-            self.loaded[j] = (rebuild(acts, state, spec["dropout"], lora, task).to(self.device), acts)
+            self.loaded[j] = (rebuild(acts, state, spec["dropout"], spec["freeze"], task).to(self.device), acts)
         return self.loaded[j]
 
     def __call__(self, batch: dict) -> dict:
@@ -212,9 +210,8 @@ def _score_ray(jobs: list[ScoringJob], actors: int, block_rows: int, bar=None, o
             frames.append(pd.DataFrame({"job": j, "pos": at, "row": job.rows[at], "chunk": chunks[at]}))
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in job.model.state_dict().items()}, buf)
-        lora = dataclasses.asdict(job.model.lora) if job.model.lora is not None else None
         specs.append({"state": buf.getvalue(), "acts": ship(job.acts.path, out), "dropout": job.model.dropout.p,
-                      "lora": lora, "task": dataclasses.asdict(job.model.task),
+                      "freeze": job.model.freeze, "task": dataclasses.asdict(job.model.task),
                       "base": job.base, "mc_samples": job.mc_samples, "seed": job.seed})
     ds = ray.data.from_pandas(frames).map_batches(
         PoolScorer,
@@ -356,9 +353,7 @@ def _view(needs: frozenset[str], scores: Scores, n: int, labeled_labels: np.ndar
     view = strategies.PoolView(size=n, labeled_labels=np.asarray(labeled_labels))
     if scores.probs is not None:
         view.probs, view.embeddings = scores.probs[:n], scores.embeddings[:n]
-        view.labeled_embeddings = scores.embeddings[n:]
-    if "grad_embeddings" in needs:
-        view.grad_embeddings = gradient_embeddings(view.probs, view.embeddings)
+        view.labeled_embeddings, view.labeled_probs = scores.embeddings[n:], scores.probs[n:]
     if scores.mc_probs is not None:
         view.mc_probs = scores.mc_probs[:, :n]
     return view
@@ -371,6 +366,15 @@ def pool_view(needs: frozenset[str], model: Classifier, acts: Activations, pool_
     job = _job_for(needs, model, acts, pool_rows, labeled, selection, seed)
     [scores] = score_many([job], cache_dir, use_ray, selection.actors, selection.batch_size, log)
     return _view(needs, scores, len(pool_rows), labeled_labels)
+
+
+def committee_probs(models: list[Classifier], seeds: list[int], acts: Activations, pool_rows: np.ndarray,
+                    labeled: np.ndarray, labeled_labels: np.ndarray, selection: SelectionConfig,
+                    cache_dir: str | Path | None = None, log=None) -> np.ndarray:
+    """[M, pool, C]: the pool under each model of a committee (qbc-seeds), from the same cached
+    entries the models' own seeds score the pool into."""
+    return np.stack([pool_view(frozenset({"probs"}), m, acts, pool_rows, labeled, labeled_labels, selection, s,
+                               cache_dir, log=log).probs for m, s in zip(models, seeds)])
 
 
 # --------------------------------------------------------------------------- the sweep's shared pass
@@ -393,14 +397,14 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
         inp = inputs[freeze]
         if inp.cache_dir is None or not model_path(inp.cache_dir, inp.train_acts, inp.labeled,
                                                    inp.train_labels[inp.labeled], inp.num_classes, recipe, seed,
-                                                   inp.lora, inp.task).exists():
+                                                   inp.freeze, inp.task).exists():
             missing.append((freeze, seed))
     for freeze in dict.fromkeys(f for f, _ in missing) if use_ray else ():
         inp = inputs[freeze]
         seeds = [s for f, s in missing if f == freeze]
         cpus, gpus, size = resources(freeze, len(seeds)) if resources else (1, 0, 1)
         if inp.cache_dir is not None:
-            specs = [TrainingSpec(inp.train_acts, Member(inp.labeled, inp.train_labels[inp.labeled], s, inp.lora,
+            specs = [TrainingSpec(inp.train_acts, Member(inp.labeled, inp.train_labels[inp.labeled], s, inp.freeze,
                                                          inp.task), inp.num_classes, recipe) for s in seeds]
             train_remote(specs, inp.cache_dir, out, cpus=cpus, gpus=gpus, pack_size=size)
     trained("scoring", len(missing))  # trained remotely above, or in-process by trained_model below
@@ -411,7 +415,7 @@ def prepare_scores(jobs: list[tuple[str, int]], inputs: dict, recipe: RecipeConf
     for freeze, seed in jobs:
         inp = inputs[freeze]
         model = trained_model(inp.train_acts, inp.labeled, inp.train_labels[inp.labeled], inp.num_classes, recipe,
-                              seed, inp.cache_dir, inp.lora, task=inp.task)
+                              seed, inp.cache_dir, inp.freeze, task=inp.task)
         scoring_jobs.append(_job_for(needs, model, inp.train_acts, inp.pool_rows, inp.labeled, selection, seed))
     cache_dir = inputs[jobs[0][0]].cache_dir if jobs else None
     scores = score_many(scoring_jobs, cache_dir, use_ray, selection.actors, selection.batch_size, log, out,

@@ -18,7 +18,8 @@ import numpy as np
 
 from raysweep import scoring, strategies
 from raysweep.backbone import count_trainable
-from raysweep.config import LoraSpec, RecipeConfig, SelectionConfig
+from raysweep.config import RecipeConfig, SelectionConfig
+from raysweep.freeze import FreezeMode
 from raysweep.embed import Activations
 from raysweep.grid import Cell, rows_to_add
 from raysweep.metrics import confusion, macro_f1
@@ -39,15 +40,16 @@ class TrialInputs:
     val_acts: Activations
     num_classes: int
     cache_dir: str | None = None  # where scoring models and pool scores are cached (see scoring.py); None: nowhere
-    # A LoRA freeze mode's adapters: its activations are top-K's (same boundary, same entry), so
-    # the activations alone cannot say that the top layers are adapted rather than trained.
-    lora: LoraSpec | None = None
+    # The freeze mode (freeze/): the activations alone cannot say how the top above their boundary
+    # trains (a LoRA mode's are top-K's: same boundary, same entry). None: in full.
+    freeze: FreezeMode | None = None
     test_labels: np.ndarray | None = None  # the data's held-out test split, when it has one
     test_acts: Activations | None = None
     # The labels selection sees when they are not the ones the trial trains on: the llm_annotated
     # pool chooses with gold labels, as its `real` counterpart does, and trains on the LLM's.
     select_labels: np.ndarray | None = None
     task: Task | None = None  # what is learnt (tasks.py); None: classification into num_classes
+    seeds: tuple[int, ...] = ()  # the sweep's seeds: qbc-seeds' committee is the other seeds' scoring models
 
     def __post_init__(self):
         if self.task is None:
@@ -96,15 +98,33 @@ def choose_rows(cell: Cell, inputs: TrialInputs, recipe: RecipeConfig | None = N
         so_far = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
         rows = np.concatenate([inputs.labeled, np.sort(so_far)])  # the rows the trial itself would train on
         model = trained_model(acts, rows, labels[rows], inputs.num_classes, recipe, cell.seed, inputs.cache_dir,
-                                      lora=inputs.lora, task=inputs.task)
+                                      freeze=inputs.freeze, task=inputs.task)
         view = scoring.pool_view(strategy.needs, model, acts, remaining, rows, labels[rows], selection, cell.seed,
                                  cache_dir=inputs.cache_dir, log=log)
+        if "pool_labels" in strategy.needs:  # the sweep-only oracle: hindsight on the pool, never val/test
+            view.pool_labels = labels[remaining]
+        if "committee_probs" in strategy.needs:
+            view.committee_probs = _committee(inputs, rows, labels, remaining, recipe, selection, cell.seed, log)
         picked, scores = strategy.ranked(view, step, rng)
         chosen.append(remaining[picked])
         scored.append(_or_nan(scores, len(picked)))
         steps.append(np.full(len(picked), i, dtype=np.int64))
         remaining = np.delete(remaining, picked)
     return Chosen(np.concatenate(chosen), np.concatenate(scored), np.concatenate(steps))
+
+
+def _committee(inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray, remaining: np.ndarray,
+               recipe: RecipeConfig, selection: SelectionConfig, seed: int, log=None) -> np.ndarray:
+    """[M, pool, C]: the pool under the models the other seeds train on the same rows. At the
+    first step these are the sweep's own scoring models (cached by the driver's scoring pass)."""
+    others = [s for s in inputs.seeds if s != seed]
+    if len(others) < 2:
+        raise ValueError(f"qbc-seeds: its committee is the other seeds' scoring models, and this sweep has "
+                         f"{len(inputs.seeds)} seed(s); it needs 3 or more")
+    models = [trained_model(inputs.train_acts, rows, labels[rows], inputs.num_classes, recipe, other,
+                            inputs.cache_dir, freeze=inputs.freeze, task=inputs.task) for other in others]
+    return scoring.committee_probs(models, others, inputs.train_acts, remaining, rows, labels[rows], selection,
+                                   inputs.cache_dir, log)
 
 
 def _or_nan(scores: np.ndarray | None, n: int) -> np.ndarray:
@@ -142,7 +162,7 @@ def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, sel
             continue
         rows = np.concatenate([inputs.labeled, np.sort(chosen.rows)])
         picked.append((i, chosen, rows, time.perf_counter() - start))
-    members = [Member(rows, inputs.train_labels[rows], cells[i].seed, inputs.lora, inputs.task)
+    members = [Member(rows, inputs.train_labels[rows], cells[i].seed, inputs.freeze, inputs.task)
                for i, _, rows, _ in picked]
     trained = trained_models(inputs.train_acts, members, inputs.num_classes, recipe, inputs.cache_dir, device,
                              store=False, bf16=bf16, kind=None)

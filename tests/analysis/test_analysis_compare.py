@@ -194,3 +194,31 @@ def test_the_sqbc_claim_is_an_equivalence_at_one_point():
     assert "supported" in verdict(0.003, 0.009, True) and "differs from random" in verdict(0.003, 0.009, True)
     assert "not shown" in verdict(-0.004, 0.016)
     assert "contradicted" in verdict(0.012, 0.03, True)
+
+
+def test_the_headroom_finding_reads_shares_of_the_oracle_gap_only_where_there_is_a_gap():
+    from raysweep.analysis import findings
+
+    def claims(oracle_low):
+        t = pd.DataFrame({"strategy": ["oracle", "cal", "qbc-seeds"], "freeze": "pooler", "metric": "val_accuracy",
+                          "baseline": "random", "mean_diff": [0.04, 0.01, -0.02], "ci_low": [oracle_low, -0.01, -0.03],
+                          "ci_high": [0.05, 0.02, -0.01], "significant": [True, False, True],
+                          "test_mean_diff": [0.02, 0.005, 0.0], "test_ci_low": [0.01, -0.01, -0.01],
+                          "test_ci_high": [0.03, 0.02, 0.01]})
+        return [c for c in findings.claims({"strategy": t}, None, "10 seeds") if c.startswith("*Headroom")]
+
+    [found] = claims(0.03)
+    assert "oracle +4.0 [+3.0, +5.0] over random (test +2.0 [+1.0, +3.0])" in found
+    assert "cal 25% (test 25%)" in found and "qbc-seeds -50% (test 0%)" in found
+    [none] = claims(-0.001)
+    assert "no headroom shown" in none and "cal" not in none
+
+
+def test_qbc_seeds_comparisons_say_its_seeds_share_a_committee():
+    from raysweep.analysis import findings
+
+    row = pd.Series({"strategy": "qbc-seeds", "baseline": "random", "metric": "val_accuracy", "fractions": "1",
+                     "n_seeds": 10, "mean_diff": 0.01, "ci_low": 0.0, "ci_high": 0.02, "p": 0.04, "significant": True,
+                     "p_holm": 0.04})
+    assert "not independent replicates" in findings.sentence(row, "strategy", [], 1)
+    assert "not independent" not in findings.sentence(row.replace("qbc-seeds", "cal"), "strategy", [], 1)

@@ -102,7 +102,7 @@ def test_resume_after_a_torn_store_asks_only_for_the_missing_calls(
     assert sorted(stored_ids(tmp_path)) == list(range(6))
 
 
-def _actor_pids(title: bytes = b"ray::Generator") -> list[int]:
+def _actor_pids(title: bytes = b"ray::LLMGenerator") -> list[int]:
     """Actor processes with this title that descend from this test process (and only those)."""
     me, pids = os.getpid(), []
     for entry in os.listdir("/proc"):
@@ -161,7 +161,7 @@ def test_a_fatal_error_stops_the_run_in_one_line_and_keeps_what_was_paid(
 def test_a_dead_limiter_ends_the_run_in_one_line(ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
     def kill_the_limiter(number, request):
         if number == 0:
-            (pid,) = _actor_pids(b"ray::RateLimiter")
+            (pid,) = _actor_pids(b"ray::LLMRateLimiter")
             os.kill(pid, signal.SIGKILL)
         return None
 

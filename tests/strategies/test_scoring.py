@@ -22,7 +22,7 @@ def inputs_for(acts, freeze, cache_dir=None):
     return TrialInputs(train_labels=np.arange(36) % 5, val_labels=np.arange(12) % 5,
                        labeled=np.arange(0, 36, 4), pool_rows=np.setdiff1d(np.arange(36), np.arange(0, 36, 4)),
                        train_acts=acts[freeze], val_acts=acts[freeze], num_classes=5,
-                       cache_dir=None if cache_dir is None else str(cache_dir))
+                       cache_dir=None if cache_dir is None else str(cache_dir), seeds=(0, 1, 2, 3))
 
 
 def model_for(acts, freeze, seed=0):

@@ -23,8 +23,16 @@ def test_extra_grid_holds_every_added_strategy_and_the_baseline():
     cfg = load_sweep(SWEEPS / "selection-extra.yaml")
     # SST-5 is classification: every strategy that ranks a class (mc-variance ranks a score: sweeps/sts.yaml)
     classification = {name for name, s in REGISTRY.items() if "class" in s.targets}
-    assert set(cfg.compare.strategy) == classification - {"entropy", "sqbc"}
+    big_batch = set(load_sweep(SWEEPS / "selection-batch-small.yaml").compare.strategy) - {"random", "badge"}
+    assert set(cfg.compare.strategy) == classification - {"entropy", "sqbc"} - big_batch
     assert len(expand(cfg)) == 1800
+
+
+def test_batch_grid_holds_the_big_batch_strategies_the_oracle_and_the_seeds_it_needs():
+    cfg, small = load_sweep(SWEEPS / "selection-batch-small.yaml"), load_sweep(SWEEPS / "selection-small.yaml")
+    assert set(cfg.compare.strategy) == {"random", "oracle", "cluster-margin", "qbc-seeds", "cal", "typiclust", "badge"}
+    assert cfg.compare.freeze == small.compare.freeze and cfg.replicate.seed == small.replicate.seed
+    assert cfg.recipe == small.recipe and cfg.encoder == small.encoder and cfg.split == small.split
 
 
 def test_small_grid_is_the_same_question_on_fewer_freeze_modes():

@@ -8,7 +8,6 @@ from click.testing import CliRunner
 
 from raysweep import strategies
 from raysweep.strategies import PoolExhaustedError, PoolView
-from raysweep.strategies.diversity import gradient_embeddings
 
 NAMES = sorted(strategies.REGISTRY)
 SIZE = 30
@@ -28,14 +27,18 @@ def full_view(size: int = SIZE, duplicates: bool = False, seed: int = 0) -> Pool
     if duplicates:
         probs, emb, mc = np.concatenate([probs, probs]), np.concatenate([emb, emb]), np.concatenate([mc, mc], axis=1)
     labeled_emb = emb[:7].copy() if duplicates else rng.normal(size=(7, 6))
+    labeled_probs = probs[:7].copy() if duplicates else rng.dirichlet(np.ones(4), size=7)
+    gold = rng.integers(0, 4, size=half)
+    gold = np.concatenate([gold, gold]) if duplicates else gold
     return PoolView(size=size, probs=probs, embeddings=emb, labeled_embeddings=labeled_emb,
                     labeled_labels=rng.integers(0, 4, size=7), mc_probs=mc,
-                    grad_embeddings=gradient_embeddings(probs, emb))
+                    labeled_probs=labeled_probs,
+                    committee_probs=mc[:3], pool_labels=gold)
 
 
 def test_the_study_and_the_field_are_registered():
     assert set(NAMES) == {"random", "entropy", "sqbc", "margin", "least-confidence", "bald", "coreset", "badge",
-                          "mc-variance"}
+                          "mc-variance", "cluster-margin", "qbc-seeds", "cal", "typiclust", "oracle"}
 
 
 @pytest.mark.parametrize("duplicates", [False, True], ids=["distinct", "duplicates"])

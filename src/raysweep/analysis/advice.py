@@ -51,7 +51,8 @@ def strategy_from_report(report_dir: str | Path, freeze: str) -> tuple[str, str]
         return BASELINE, f"{BASELINE}: the report {report_dir} has no strategy compared with {BASELINE}"
     metric = "val_accuracy" if "val_accuracy" in set(table["metric"]) else str(table["metric"].iloc[0])
     rows = table[table["metric"] == metric]
-    won = rows[rows["significant"].astype(bool) & (rows["mean_diff"] > 0)].sort_values("mean_diff", ascending=False)
+    won = rows[rows["significant"].astype(bool) & (rows["mean_diff"] > 0)
+               & rows["strategy"].map(_selectable)].sort_values("mean_diff", ascending=False)
     lost = rows[rows["significant"].astype(bool) & (rows["mean_diff"] < 0)]
     where = f"freeze {freeze}, {metric.removeprefix('val_')}, report {report_dir}"
     if "inference" not in rows.columns:
@@ -71,3 +72,12 @@ def strategy_from_report(report_dir: str | Path, freeze: str) -> tuple[str, str]
     tried = ", ".join(f"{r.strategy} {_pp(r.mean_diff)} [{_pp(r.ci_low)}, {_pp(r.ci_high)}]"
                       for r in rows.itertuples() if not (isinstance(r.mean_diff, float) and math.isnan(r.mean_diff)))
     return BASELINE, (f"{BASELINE}: no strategy's gain over {BASELINE} survives {on} ({where}: {tried}){avoid}.")
+
+
+def _selectable(name) -> bool:
+    """Whether `select` can run this strategy: a hindsight reference (the oracle reads the pool's gold
+    labels) or a strategy this raysweep does not know is never advised, however well it scored."""
+    from raysweep import strategies
+
+    strategy = strategies.REGISTRY.get(str(name))
+    return strategy is not None and not strategy.sweep_only

@@ -74,6 +74,9 @@ def sentence(row: pd.Series, factor: str, context: list[str], m: int) -> str:
                  + (more_data(row) if rows_too else
                     f"{seeds_str(row['seeds_observed'])} at the observed size, "
                     f"{seeds_str(row['seeds_min_effect'])} at {100 * MIN_EFFECT:g} point."))
+    if factor == "strategy" and _shares_seeds(row[factor]):
+        text += (" Its seeds share one committee (the other seeds' models), so they are not independent "
+                 "replicates: the interval counts training noise more than selection noise.")
     if "test_mean_diff" in row and not pd.isna(row.get("test_mean_diff")):
         verdict = "agrees" if bool(row["test_agrees"]) else "**disagrees**"
         text += (f" On test: {points(row['test_mean_diff'])} {interval(row['test_ci_low'], row['test_ci_high'])}, "
@@ -110,6 +113,42 @@ def table_sentences(table: pd.DataFrame, factor: str, context: list[str]) -> lis
     for _, part in table.groupby("metric", sort=False):
         m = int(part["p"].notna().sum())
         out += [sentence(r, factor, context, m) for _, r in part.iterrows()]
+    return out
+
+
+def _shares_seeds(name: str) -> bool:
+    from raysweep import strategies
+
+    return name in strategies.REGISTRY and strategies.get(name).shares_seeds
+
+
+def headroom(strat: pd.DataFrame, metric: str, name: str) -> list[str]:
+    """Per freeze mode: the oracle's gain over random (the headroom) and the share of it each
+    strategy closes, on val and, when the table has it, on test (new rows). A share is a ratio of
+    two seed means; it is only read where the oracle's own interval lies above zero."""
+    rows = strat[strat["metric"] == metric]
+    out = []
+    for freeze, part in rows.groupby("freeze", sort=False):
+        oracle = part[part["strategy"] == "oracle"]
+        if not len(oracle):
+            continue
+        o = oracle.iloc[0]
+        gap = f"oracle {points(o['mean_diff'])} {interval(o['ci_low'], o['ci_high'])} over random"
+        has_test = "test_mean_diff" in o and not pd.isna(o.get("test_mean_diff"))
+        if has_test:
+            gap += f" (test {points(o['test_mean_diff'])} {interval(o['test_ci_low'], o['test_ci_high'])})"
+        if not o["ci_low"] > 0:
+            out.append(f"*Headroom over random* ({name}, freeze {freeze}): {gap}; no headroom shown, so no share "
+                       "of it is read.")
+            continue
+        shares = []
+        for _, r in part[part["strategy"] != "oracle"].iterrows():
+            share = f"{r['strategy']} {100 * r['mean_diff'] / o['mean_diff']:.0f}%"
+            if has_test and not pd.isna(r.get("test_mean_diff")) and o["test_mean_diff"] > 0:
+                share += f" (test {100 * r['test_mean_diff'] / o['test_mean_diff']:.0f}%)"
+            shares.append(share)
+        out.append(f"*Headroom over random* ({name}, freeze {freeze}): {gap}; share of the gap closed: "
+                   + ("; ".join(shares) if shares else "no other strategy compared") + ".")
     return out
 
 
@@ -165,6 +204,7 @@ def claims(tables: dict[str, pd.DataFrame], correlations: pd.DataFrame | None, n
                 if sq["significant"].any():
                     verdict += " (and SQBC differs from random after the correction somewhere)"
                 out.append(f"*SQBC is close to random* ({name}, {n_seeds}; {spans}): {verdict}.")
+            out += headroom(strat, metric, name)
         if pool is not None and len(pool):
             rows = pool[(pool["metric"] == metric) & (pool["pool"] == "llm")]
             if len(rows):

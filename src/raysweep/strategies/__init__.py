@@ -4,14 +4,15 @@ A strategy turns what a model says about the pool (a `PoolView`) into a ranking 
 and the trial adds the top `n` rows. Adding one is a small class plus `register(...)`.
 
 `needs` tells the trial what to compute before calling `select`: nothing (random), class
-probabilities, fine-tuned embeddings of pool and labeled rows, MC-dropout samples, or
-gradient embeddings. Computing them is the trial's job (see `raysweep.scoring`), so a
+probabilities, fine-tuned embeddings of pool and labeled rows, MC-dropout samples, the other
+seeds' probabilities (qbc-seeds) or the pool's gold labels (the sweep-only oracle). Computing them is the trial's job (see `raysweep.scoring`), so a
 strategy is pure numpy and testable on hand-made arrays.
 
 Most strategies score each pool row and take the highest (`RankingStrategy`, as small-text's
 `ConfidenceBasedQueryStrategy`); the diversity ones (coreset, badge) build their batch greedily.
 The families live in their own modules: `uncertainty` (entropy, margin, least-confidence, bald),
-`neighbours` (sqbc) and `diversity` (coreset, badge).
+`neighbours` (sqbc), `diversity` (coreset, badge), `clusters` (cluster-margin, typiclust),
+`committee` (qbc-seeds, cal) and `oracle` (the sweep-only hindsight reference).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ class PoolView:
     labeled_embeddings: np.ndarray | None = None  # [n_labeled, H], same space
     labeled_labels: np.ndarray | None = None  # [n_labeled]
     mc_probs: np.ndarray | None = None  # [S, size, C] MC-dropout samples
-    grad_embeddings: np.ndarray | None = None  # [size, D] gradient embeddings (BADGE)
+    labeled_probs: np.ndarray | None = None  # [n_labeled, C] the same model's probabilities of the labeled rows (cal)
+    # [M, size, C]: the pool under the scoring models of the other seeds of the freeze mode (qbc-seeds)
+    committee_probs: np.ndarray | None = None
+    pool_labels: np.ndarray | None = None  # [size] gold labels of the pool: the sweep-only oracle alone reads them
 
 
 class Strategy:
@@ -56,6 +60,11 @@ class Strategy:
     ranks_by: ClassVar[str] = "class probabilities"
     options: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str] = ""
+    # A hindsight reference that reads the pool's gold labels: a sweep may draw it, `select` refuses it.
+    sweep_only: ClassVar[bool] = False
+    # Its picks for one seed read the scoring models of the sweep's other seeds: the seeds of its
+    # cells are not independent replicates, and the analysis says so beside its comparisons.
+    shares_seeds: ClassVar[bool] = False
 
     def select(self, view: PoolView, n: int, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
@@ -151,4 +160,4 @@ class RandomSampling(Strategy):
 register(RandomSampling())
 
 # The families register themselves on import; they import the names above, so they come last.
-from raysweep.strategies import diversity, neighbours, uncertainty  # noqa: E402,F401
+from raysweep.strategies import clusters, committee, diversity, neighbours, oracle, uncertainty  # noqa: E402,F401

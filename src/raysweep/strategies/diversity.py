@@ -80,19 +80,54 @@ def kmeans_pp(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
     drawn with probability proportional to its squared distance to the nearest pick so far."""
     points = np.asarray(points, dtype=np.float64)
     sq_norms = (points ** 2).sum(axis=1)
-    rank = rng.permutation(len(points))
+    return _kmeans_pp_seeding(sq_norms, lambda i: _sq_dist_to(points, sq_norms, points[i]), n, rng)
+
+
+def gradient_factors(probs: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two factors of BADGE's gradient embedding g_i = s_i (x) h_i, as float64: s = p - onehot
+    (computed in float32, as `gradient_embeddings` does) and h, the sentence vector."""
+    probs = np.asarray(probs, dtype=np.float32)
+    scale = probs.copy()
+    scale[np.arange(len(probs)), probs.argmax(axis=1)] -= 1.0
+    return scale.astype(np.float64), np.asarray(embeddings, dtype=np.float32).astype(np.float64)
+
+
+def kmeans_pp_factored(scale: np.ndarray, embeddings: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`kmeans_pp(gradient_embeddings(...))` without the [N, C * H] matrix.
+
+    For outer products <s_i (x) h_i, s_j (x) h_j> = (s_i . s_j)(h_i . h_j), so every squared norm
+    and distance BADGE's seeding reads comes from the [N, C] and [N, H] factors (the factorised
+    distance of scikit-activeml#589): memory O(N (C + H)), and each pick costs O(N (C + H)) instead
+    of O(N C H). The same random draws in the same order give the same picks, up to float
+    rounding in the last bits of a distance (tests/strategies compare both on fixed inputs).
+    """
+    sq_norms = (scale ** 2).sum(axis=1) * (embeddings ** 2).sum(axis=1)
+
+    def d2_to(i: int) -> np.ndarray:
+        # Rounding can make |a|^2 + |b|^2 - 2ab slightly negative for a point equal to the center.
+        return np.maximum(sq_norms + sq_norms[i] - 2.0 * (scale @ scale[i]) * (embeddings @ embeddings[i]), 0.0)
+
+    return _kmeans_pp_seeding(sq_norms, d2_to, n, rng)
+
+
+def _kmeans_pp_seeding(sq_norms: np.ndarray, d2_to, n: int, rng: np.random.Generator) -> np.ndarray:
+    """BADGE's seeding over points known by their squared norms and `d2_to(i)` (every point's
+    squared distance to point i)."""
+    size = len(sq_norms)
+    rank = rng.permutation(size)
+
     top = np.flatnonzero(sq_norms == sq_norms.max())
     picked = [int(top[np.argmin(rank[top])])]
-    d2 = _sq_dist_to(points, sq_norms, points[picked[0]])
+    d2 = d2_to(picked[0])
     d2[picked[0]] = 0.0
-    chosen = np.zeros(len(points), dtype=bool)
+    chosen = np.zeros(size, dtype=bool)
     chosen[picked[0]] = True
     while len(picked) < n:
         total = d2.sum()
         if total > 0:
             cum = np.cumsum(d2)
             # side="right" never lands on a zero-weight (already chosen) row.
-            pick = int(min(np.searchsorted(cum, rng.random() * total, side="right"), len(points) - 1))
+            pick = int(min(np.searchsorted(cum, rng.random() * total, side="right"), size - 1))
             if chosen[pick]:  # only when rounding put the draw at the very end
                 pick = int(np.flatnonzero(~chosen & (d2 > 0))[-1])
         else:  # the rest duplicate a pick: nothing to prefer, take them in a seeded order
@@ -100,19 +135,19 @@ def kmeans_pp(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
             pick = int(rest[np.argmin(rank[rest])])
         picked.append(pick)
         chosen[pick] = True
-        d2 = np.minimum(d2, _sq_dist_to(points, sq_norms, points[pick]))
+        d2 = np.minimum(d2, d2_to(pick))
         d2[chosen] = 0.0
     return np.asarray(picked, dtype=np.int64)
 
 
 class Badge(Strategy):
     name = "badge"
-    needs = frozenset({"grad_embeddings"})
+    needs = frozenset({"probs", "embeddings"})
     ranks_by = "gradients of the cross-entropy of the predicted class"
-    summary = "k-means++ seeding on gradient embeddings of the head (BADGE)"
+    summary = "k-means++ seeding on gradient embeddings of the head (BADGE), factorised: no N x C*H matrix"
 
     def select(self, view, n, rng):
-        return kmeans_pp(view.grad_embeddings, n, rng)
+        return kmeans_pp_factored(*gradient_factors(view.probs, view.embeddings), n, rng)
 
 
 register(Coreset())
