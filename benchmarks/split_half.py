@@ -10,6 +10,10 @@ sweep's val) and the second relabeled `test` (held out; never seen by selection 
 or, from a finished run on the bundled data (the same models: a trial never reads dev rows),
     python benchmarks/split_half.py derive BUNDLED_RUN RUN [--seed 0]
 
+and, to see whether one split's verdict is luck, how far apart the two halves put each strategy
+comparison over many split seeds against what the variance components predict:
+    python benchmarks/split_half.py spread BUNDLED_RUN [--splits 200]
+
 A finding that survives on the first half should agree on the second. `count` prints, for the
 seed-only inference (before issue 27) and the inference over seeds and rows (after), how many
 comparisons survive Holm on the first half and how many of those agree / disagree on the second
@@ -107,6 +111,56 @@ def derive(run_dir: str, out_dir: str, seed: int = 0) -> pd.DataFrame:
     return trials
 
 
+def spread(run_dir: str, splits: int = 200) -> pd.DataFrame:
+    """Per strategy-vs-random comparison of a bundled run (at the fractions between the smallest
+    and the largest) and metric: the gap between the two halves' mean differences (half 1 - half
+    2) at split seed 0 and its sd over `splits` split seeds, each half's metric computed as the
+    report does, beside the sd the variance components of the full dev set predict (per-row values,
+    macro-F1 linearised: analysis/rows.py). The seeds are the same on both halves, so only the row
+    and residual components separate them: sd = sqrt(2 (var_row + var_resid / seeds) / (rows / 2))."""
+    from pathlib import Path
+
+    from raysweep.analysis.rows import row_values, two_way
+    from raysweep.metrics import macro_f1
+    from raysweep.predictions import read_rows
+
+    with resources.as_file(resources.files("raysweep") / "bundled" / "sst5-train-dev.csv.gz") as path:
+        df = pd.read_csv(path)
+    dev = df["split"] == "dev"
+    firsts = [split_half(df, seed)[dev]["split"].to_numpy() == "dev" for seed in range(splits)]
+    rows = read_rows(run_dir, "val")
+    at = rows.index()
+    gold = rows.labels
+    k = int(max(gold.max(), rows.predicted.max()) + 1)
+    score = {"accuracy": lambda m, pred: float((pred[m] == gold[m]).mean()),
+             "macro_f1": lambda m, pred: macro_f1(gold[m], pred[m], k)}
+    trials = pd.read_csv(Path(run_dir) / "trials.csv")
+    trials = trials[trials["status"].eq("ok") & trials["cell_id"].isin(at)]
+    cell = trials.set_index(["freeze", "strategy", "fraction", "seed"])["cell_id"]
+    seeds = sorted(trials["seed"].unique())
+    # at the smallest and largest fraction every strategy trains on the same rows (the report leaves them out)
+    middle = sorted(trials["fraction"].unique())[1:-1]
+    out = []
+    for metric, of_half in score.items():
+        for (freeze, strategy), _ in trials[trials["strategy"] != "random"].groupby(["freeze", "strategy"]):
+            pairs = [(rows.predicted[at[cell[freeze, strategy, f, s]]], rows.predicted[at[cell[freeze, "random", f, s]]])
+                     for s in seeds for f in middle]
+            d = np.array([row_values(metric, gold, a, k)[0] - row_values(metric, gold, b, k)[0] for a, b in pairs])
+            d = d.reshape(len(seeds), len(middle), -1).mean(1)
+            _, var_row, var_resid = two_way(d).components()
+
+            def diff(m):
+                return np.mean([of_half(m, a) - of_half(m, b) for a, b in pairs])
+
+            gaps = np.array([diff(m) - diff(~m) for m in firsts])
+            out.append({"freeze": freeze, "strategy": strategy, "metric": metric, "full dev, pp": 100 * d.mean(),
+                        "gap at split seed 0, pp": 100 * gaps[0],
+                        "sd of the gap over splits, pp": 100 * gaps.std(ddof=1),
+                        "predicted sd, pp": 100 * np.sqrt(2 * (var_row + var_resid / len(seeds)) / (d.shape[1] / 2)),
+                        "split seed 0 in sd": gaps[0] / gaps.std(ddof=1)})
+    return pd.DataFrame(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -119,7 +173,13 @@ def main() -> None:
     cut.add_argument("run")
     cut.add_argument("out")
     cut.add_argument("--seed", type=int, default=0)
+    wide = sub.add_parser("spread", help="the halves' gap per comparison over many split seeds, against the prediction")
+    wide.add_argument("run")
+    wide.add_argument("--splits", type=int, default=200)
     args = ap.parse_args()
+    if args.command == "spread":
+        print(spread(args.run, args.splits).to_markdown(index=False, floatfmt=".2f"))
+        return
     if args.command == "count":
         print(count(args.report).to_markdown(index=False))
         return

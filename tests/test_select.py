@@ -263,6 +263,23 @@ def test_from_report_falls_back_to_random_and_says_why(tmp_path):
         strategy_from_report(tmp_path, "pooler")
 
 
+def test_the_shipped_example_does_not_default_to_a_strategy_the_shipped_findings_show_worse_than_random():
+    """Issue 27: examples/label-your-own-data must not select with a strategy that
+    docs/example-selection (the tool's own findings) shows surviving below `random` in the
+    example's freeze mode; regenerating that report with other numbers re-checks it."""
+    from pathlib import Path
+
+    from raysweep.analysis.advice import TABLE
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = labeling.load_project_config(root / "examples" / "label-your-own-data")
+    table = pd.read_csv(root / "docs" / "example-selection" / TABLE)
+    table = table[(table["baseline"] == "random") & (table["freeze"] == cfg.freeze)]
+    assert len(table), f"docs/example-selection compares no strategy with random in freeze {cfg.freeze}"
+    worse = table[table["significant"].astype(bool) & (table["mean_diff"] < 0)]
+    assert cfg.strategy not in set(worse["strategy"]), worse[["strategy", "metric", "mean_diff", "p_holm"]]
+
+
 def test_strategy_from_report_in_project_yaml_needs_a_report(tmp_path):
     (tmp_path / "project.yaml").write_text("strategy: from-report\n")
     with pytest.raises(labeling.ConfigError, match="from-report needs `report:`"):
