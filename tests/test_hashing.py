@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from raysweep import augment, embed, freeze, hashing, model, scoring, sweep
+from raysweep import augment, embed, freeze, grid, hashing, model, scoring, sweep
 from raysweep.backbone import Boundary
 from raysweep.config import RecipeConfig, load_sweep
 from raysweep.hashing import Digest, json_digest, text_digest
@@ -42,7 +42,7 @@ def cfg(tmp_path):
 
 
 def test_cell_ids_are_frozen(cfg):
-    assert sweep.fixed_digest(cfg) == "2a8204817fb7"
+    assert grid.fixed_digest(cfg) == "2a8204817fb7"
     # real/llm x random/entropy x fraction 0/1.5; the llm cells carry the generated rows' digest
     assert sweep.cell_ids(cfg, sweep.expand(cfg), "0123456789abcdef") == [
         "836f822a89c645e7", "1310a8f2349b6ebe", "ffa4856f44ddb218", "538b3ef17ec42209",

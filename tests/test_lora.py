@@ -202,7 +202,7 @@ def test_check_prints_the_trainable_count_per_freeze_mode_and_refuses_a_mode_too
 def test_cell_ids_are_frozen_and_a_lora_mode_is_one_more_freeze_string():
     """LoRA added no field to the cell id: the freeze string tells the modes apart, and the ids of
     the existing modes are those computed before LoRA existed (values frozen here)."""
-    from raysweep.sweep import cell_id, fixed_digest, selection_settings
+    from raysweep.grid import cell_id, fixed_digest, selection_settings
     from raysweep.train import Cell
 
     cfg = from_dict(SweepConfig, {})

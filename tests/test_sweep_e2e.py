@@ -9,7 +9,9 @@ import pytest
 from raysweep.chosen import read_chosen
 from raysweep.predictions import read_rows
 from raysweep.config import load_sweep
-from raysweep.sweep import cell_id, cell_progress, expand, fixed_digest, run_sweep, selection_settings
+from raysweep.sweep import expand, run_sweep
+from raysweep.grid import cell_id, fixed_digest, selection_settings
+from raysweep.status import cell_progress
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from raysweep import driver, inputs, records, sweep
+from raysweep import driver, grid, inputs, records, status, sweep
 from raysweep.grid import CellRecord
 from raysweep.cli import main
 from raysweep.config import RecipeConfig, load_sweep
@@ -40,8 +40,8 @@ def sweep_file(tmp_path):
 
 
 def ids_of(cfg):
-    fixed = sweep.fixed_digest(cfg)
-    return [sweep.cell_id(c, fixed) for c in sweep.expand(cfg)]
+    fixed = grid.fixed_digest(cfg)
+    return [grid.cell_id(c, fixed) for c in sweep.expand(cfg)]
 
 
 def dead_pid() -> int:
@@ -69,18 +69,18 @@ def test_counts_on_a_hand_made_directory(tmp_path, sweep_file):
     # finished, and its marker not yet removed: done, not running
     write(cells / f"{ids[1]}.running", {"host": "node-b", "pid": 1})
     # a live trial on another node, beating: running
-    write(cells / f"{ids[3]}.running", {"host": "node-b", "pid": 1}, age_s=sweep.HEARTBEAT_S)
+    write(cells / f"{ids[3]}.running", {"host": "node-b", "pid": 1}, age_s=grid.HEARTBEAT_S)
     # a trial whose node died a while ago: its marker stopped beating, so the cell is pending again
-    write(cells / f"{ids[4]}.running", {"host": "node-b", "pid": 1}, age_s=sweep.STALE_S + 1)
+    write(cells / f"{ids[4]}.running", {"host": "node-b", "pid": 1}, age_s=grid.STALE_S + 1)
     # a trial killed on this machine a moment ago: fresh marker, dead process, pending
     write(cells / f"{ids[5]}.running", {"host": here, "pid": dead_pid()})
     (cells / "0123456789abcdef.json").write_text("{}")  # another sweep's cell: not counted
 
-    assert sweep.cell_progress(cfg, tmp_path / "out") == {"cells": 6, "done": 2, "running": 1, "failed": 1,
+    assert status.cell_progress(cfg, tmp_path / "out") == {"cells": 6, "done": 2, "running": 1, "failed": 1,
                                                           "pending": 2}
     # The same directory a minute later: the live trial's marker has gone stale too.
-    later = time.time() + sweep.STALE_S
-    assert sweep.cell_progress(cfg, tmp_path / "out", now=later)["running"] == 0
+    later = time.time() + grid.STALE_S
+    assert status.cell_progress(cfg, tmp_path / "out", now=later)["running"] == 0
 
     result = CliRunner().invoke(main, ["status", "--sweep", str(sweep_file), "--output", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
@@ -92,7 +92,7 @@ def test_a_torn_cell_record_counts_as_not_run(tmp_path, sweep_file):
     cells = tmp_path / "cells"
     cells.mkdir()
     (cells / f"{ids_of(cfg)[0]}.json").write_text('{"status": "o')
-    assert sweep.cell_progress(cfg, tmp_path) == {"cells": 6, "done": 0, "running": 0, "failed": 0, "pending": 6}
+    assert status.cell_progress(cfg, tmp_path) == {"cells": 6, "done": 0, "running": 0, "failed": 0, "pending": 6}
 
 
 def test_a_trial_marks_its_cell_running_until_its_record_is_written(tmp_path, monkeypatch):
@@ -102,7 +102,7 @@ def test_a_trial_marks_its_cell_running_until_its_record_is_written(tmp_path, mo
 
     def fake_trials(cells, inputs, recipe, selection, device, bf16):
         seen["marker"] = json.loads((tmp_path / "cells" / "c1.running").read_text())
-        seen["running"] = sweep.running_cells(out)
+        seen["running"] = grid.running_cells(out)
         return [({"val_accuracy": 0.5}, Chosen.empty())]
 
     monkeypatch.setattr(records, "run_trials", fake_trials)

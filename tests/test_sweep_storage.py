@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 
-from raysweep import inputs, records, steps, sweep
+from raysweep import grid, inputs, records, status, steps, sweep
 from raysweep.grid import Variant
 from raysweep.layout import Layout
 from raysweep.config import RecipeConfig, load_sweep
@@ -247,7 +247,7 @@ def test_a_sweep_into_a_file_uri_writes_what_a_local_path_gets(tmp_path, tiny_cs
     assert sorted(p.name for p in (a / "cache").iterdir() if (p / "meta.json").exists()) == entries
     assert f"cache: 4 of 4 activation entries uploaded to file://{b}/cache" in lines
     assert not [line for line in lines if "scoring files" in line]  # random: no scoring model, nothing to publish
-    assert sweep.cell_progress(cfg, f"file://{b}") == {"cells": 4, "done": 4, "running": 0, "failed": 0,
+    assert status.cell_progress(cfg, f"file://{b}") == {"cells": 4, "done": 4, "running": 0, "failed": 0,
                                                        "pending": 0}
 
     # --retry-failed: a failed record is kept by a plain run and replaced by a retry; nothing else runs.
@@ -348,8 +348,8 @@ def test_a_sweep_into_s3_through_a_real_s3_api(tmp_path, tiny_csv, tiny_bert, ra
     fs, _ = pafs.FileSystem.from_uri(uri)
     files = {i.path[len("results/runs/tiny/"):] for i in
              fs.get_file_info(pafs.FileSelector("results/runs/tiny", recursive=True)) if i.type == pafs.FileType.File}
-    fixed = sweep.fixed_digest(cfg)
-    ids = {sweep.cell_id(c, fixed) for c in sweep.expand(cfg)}
+    fixed = grid.fixed_digest(cfg)
+    ids = {grid.cell_id(c, fixed) for c in sweep.expand(cfg)}
     assert {f for f in files if f.startswith("cells/")} == {f"cells/{i}.json" for i in ids}
     assert {"sweep.yaml", "trials.csv"} <= files
     assert any(f.startswith("tune/s3/experiment_state-") for f in files)
@@ -360,7 +360,7 @@ def test_a_sweep_into_s3_through_a_real_s3_api(tmp_path, tiny_csv, tiny_bert, ra
     with fs.open_input_stream("results/runs/tiny/trials.csv") as f:
         remote = pd.read_csv(f)
     assert sorted(remote["cell_id"]) == sorted(ids)
-    assert sweep.cell_progress(cfg, uri) == {"cells": 4, "done": 4, "running": 0, "failed": 0, "pending": 0}
+    assert status.cell_progress(cfg, uri) == {"cells": 4, "done": 4, "running": 0, "failed": 0, "pending": 0}
 
 
 @pytest.mark.slow  # draws the report's figures (~20 s on a busy 2-core machine)

@@ -239,12 +239,10 @@ def test_what_a_task_cannot_take_is_a_config_error_naming_both(tmp_path, text, m
 
 
 def test_pair_sweeps_get_their_own_ids_and_sst5_keeps_its(tmp_path):
-    from raysweep import sweep
-
     sst5 = _sweep(tmp_path, "name: a\ndata: {name: sst5}")
-    assert sweep.fixed_digest(sst5) == sweep.fixed_digest(_sweep(tmp_path, "name: a"))  # naming sst5 changes nothing
+    assert grid.fixed_digest(sst5) == grid.fixed_digest(_sweep(tmp_path, "name: a"))  # naming sst5 changes nothing
     sts = _sweep(tmp_path, "name: a\ndata: {name: sts}")
-    assert sts.max_length == 128 and sweep.fixed_digest(sts) != sweep.fixed_digest(sst5)
+    assert sts.max_length == 128 and grid.fixed_digest(sts) != grid.fixed_digest(sst5)
     assert grid.metric_columns(sts.task)[0][:4] == ("val_pearson", "val_spearman", "val_mse", "train_mse")
     assert grid.metric_columns(sst5.task) == (grid.METRICS, grid.TEST_METRICS)
 

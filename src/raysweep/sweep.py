@@ -31,13 +31,6 @@ from raysweep.runtime import start_ray
 from raysweep.storage import (SWEEP_MARKER, Output, StorageError, check_output_dir, is_uri, probe_store,
                               refuse_credentials, refuse_foreign_files)
 
-# The names callers found here before the sweep was split, for code written against them.
-from raysweep.grid import (HEARTBEAT_S, STALE_S, Cell, cell_id, fixed_digest,  # noqa: E402,F401,I001
-                           running_cells, selection_settings)
-from raysweep.inputs import trainable_counts  # noqa: E402,F401,I001
-from raysweep.records import fetch_cache, run_cell  # noqa: E402,F401,I001
-from raysweep.status import cell_progress, cell_statuses  # noqa: E402,F401,I001
-
 
 def check_output(output: str | Path, probe: bool = False, inputs: dict | None = None) -> None:
     """Refuse an output whose credentials a run would leak, that cannot be written, that holds the

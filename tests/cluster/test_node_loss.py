@@ -23,7 +23,9 @@ from headnode import six_cells
 from pernode import per_node_cluster, skip_reason
 
 from raysweep.config import load_sweep
-from raysweep.sweep import cell_id, cell_progress, expand, fixed_digest
+from raysweep.sweep import expand
+from raysweep.grid import cell_id, fixed_digest
+from raysweep.status import cell_progress
 
 pytestmark = pytest.mark.slow
 

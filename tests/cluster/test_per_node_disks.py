@@ -31,7 +31,8 @@ from raysweep import annotation as annotate
 from raysweep import steps
 from raysweep.layout import Layout
 from raysweep.storage import Output
-from raysweep.sweep import cell_ids, cell_progress, expand
+from raysweep.sweep import cell_ids, expand
+from raysweep.status import cell_progress
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raysweep import annotation as annotate
+from raysweep import annotation as annotate, grid, status
 from raysweep import inputs, pools, sweep
 from raysweep.config import RecipeConfig, load_sweep
 from raysweep.llm.fake_server import Reply
@@ -74,16 +74,16 @@ def test_annotated_cells_are_keyed_by_their_labels_and_real_cells_are_not(tmp_pa
     real = [i for i, c in enumerate(cells) if c.pool == "real"]
     a = sweep.cell_ids(cfg, cells, None, [f"labels-a{i}" if i in annotated else None for i in range(len(cells))])
     b = sweep.cell_ids(cfg, cells, None, [f"labels-b{i}" if i in annotated else None for i in range(len(cells))])
-    fixed = sweep.fixed_digest(cfg)
+    fixed = grid.fixed_digest(cfg)
     assert [a[i] for i in real] == [b[i] for i in real] == [
-        sweep.cell_id(cells[i], fixed, sweep.selection_settings(cells[i].strategy, cfg.selection)) for i in real]
+        grid.cell_id(cells[i], fixed, grid.selection_settings(cells[i].strategy, cfg.selection)) for i in real]
     assert all(a[i] != b[i] for i in annotated)
     # The digest covers the rows and each LLM label: one label changed is another cell.
     rows = np.array([5, 2, 9])
     assert annotate.labels_digest(rows, {2: 1, 5: 0, 9: 4}) == annotate.labels_digest(np.sort(rows), {2: 1, 5: 0, 9: 4})
     assert annotate.labels_digest(rows, {2: 1, 5: 0, 9: 4}) != annotate.labels_digest(rows, {2: 1, 5: 0, 9: 3})
     # Until its rows are labeled, no annotated cell counts as done.
-    assert sweep.cell_progress(cfg, tmp_path / "out")["pending"] == len(cells)
+    assert status.cell_progress(cfg, tmp_path / "out")["pending"] == len(cells)
 
 
 def test_an_annotated_trial_chooses_with_gold_labels_and_trains_on_the_llms(monkeypatch, tmp_path):
@@ -91,7 +91,7 @@ def test_an_annotated_trial_chooses_with_gold_labels_and_trains_on_the_llms(monk
     pd.DataFrame({"row": [3, 5], "text": ["c", "e"], "gold": [3, 0], "llm_label": [1, 2],
                   "request_id": [0, 0]}).to_csv(tmp_path / annotate.LABELS, index=False)
     gold = np.array([0, 1, 2, 3, 4, 0])
-    variant = sweep.Cell("real", "random", 1.0, "pooler", 0, "m").variant
+    variant = grid.Cell("real", "random", 1.0, "pooler", 0, "m").variant
     context = inputs.TrialContext(train_labels=gold, val_labels=np.array([1]), labeled=np.array([0, 2]),
                                  pool_rows=np.array([1, 3, 4, 5]), num_classes=5,
                                   artifacts={variant: ("train", "val")}, recipe=RecipeConfig())

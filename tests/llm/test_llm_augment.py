@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raysweep import augment, inputs, runtime, sweep
+from raysweep import augment, grid, inputs, runtime, status, sweep
 from raysweep.grid import Variant
 from raysweep.config import ConfigError, RecipeConfig, load_sweep
 from raysweep.embed import load_activations
@@ -95,11 +95,11 @@ def test_llm_cells_are_keyed_by_the_generated_rows_and_real_cells_are_not(tmp_pa
     a, b = sweep.cell_ids(cfg, cells, "digest-a"), sweep.cell_ids(cfg, cells, "digest-b")
     real = [i for i, c in enumerate(cells) if c.pool == "real"]
     llm = [i for i, c in enumerate(cells) if c.pool == "llm"]
-    assert [a[i] for i in real] == [b[i] for i in real] == [sweep.cell_id(cells[i], sweep.fixed_digest(cfg))
+    assert [a[i] for i in real] == [b[i] for i in real] == [grid.cell_id(cells[i], grid.fixed_digest(cfg))
                                                             for i in real]
     assert all(a[i] != b[i] for i in llm)
     # Without a complete generation directory nothing of the LLM pool counts as done.
-    assert sweep.cell_progress(cfg, tmp_path / "out") == {"cells": 2, "done": 0, "running": 0, "failed": 0, "pending": 2}
+    assert status.cell_progress(cfg, tmp_path / "out") == {"cells": 2, "done": 0, "running": 0, "failed": 0, "pending": 2}
 
 
 # --------------------------------------------------------------------------- generation + teacher
@@ -249,7 +249,7 @@ def test_a_sweep_with_llm_pools_generates_first_then_adds_generated_rows(
     sweep.run_sweep(cfg, out, log=lambda *_: None)
     assert len(server.arrivals) == calls
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
-    assert sweep.cell_progress(cfg, out) == {"cells": 24, "done": 24, "running": 0, "failed": 0, "pending": 0}
+    assert status.cell_progress(cfg, out) == {"cells": 24, "done": 24, "running": 0, "failed": 0, "pending": 0}
 
     # llm_annotated: the rows its `real` counterpart adds, in the same order, with the LLM's labels.
     _the_annotated_pool_adds_the_real_rows_with_the_llms_labels(path, out, table, fake_openai)

@@ -5,7 +5,8 @@ import pytest
 
 from raysweep import embed, scoring
 from raysweep.config import load_sweep
-from raysweep.sweep import cell_id, expand, fixed_digest, run_sweep
+from raysweep.sweep import expand, run_sweep
+from raysweep.grid import cell_id, fixed_digest
 
 pytestmark = pytest.mark.slow
 
