@@ -79,7 +79,7 @@ def setup_of(cfg: SweepConfig, model: str, examples: pd.DataFrame | None = None)
     a = cfg.llm.annotate
     setup = {"task": "label", "model": model, "temperature": a.temperature, "examples_per_class": a.examples_per_class,
              "seed": cfg.llm.seed, "template": template_digest(LABEL_TEMPLATE),
-             "class_names": list(cfg.data.class_names)}
+             "class_names": list(cfg.data.class_names), **cfg.llm.prompt_setup()}
     if examples is not None:
         setup["examples"] = examples_digest(examples)
     return setup
@@ -250,7 +250,7 @@ def _ask_until_labeled(cfg: SweepConfig, calls, rows: np.ndarray, texts: list[st
                 request_id, chunk = first + k, asked[start:start + per_call]
                 carried[request_id] = chunk
                 messages = build_label_messages([texts[r] for r in chunk], examples, a.examples_per_class,
-                                                cfg.llm.seed, request_id, class_names)
+                                                cfg.llm.seed, cfg.llm.examples_call(request_id), class_names)
                 # The embedded server is held to exactly this call's number of labels; a hosted
                 # model is asked in words (the prompt) and checked when its reply is parsed.
                 params = ({"response_format": label_format_for(len(chunk), len(class_names))}

@@ -141,6 +141,7 @@ def config_key(cfg: SweepConfig) -> str:
     llm = to_dict(cfg.llm)
     llm["embedded"] = {k: llm["embedded"][k] for k in ("n_ctx", "samples_per_call", "max_tokens")}
     rows = {k: llm[k] for k in _ROW_SETTINGS}
+    rows.update(cfg.llm.prompt_setup())  # a fixed few-shot set: other prompts than a per-call directory's
     if cfg.llm.cosine_duplicate is not None:  # only when on: directories made before it keep their key
         rows.update(cosine_duplicate=cfg.llm.cosine_duplicate, dedup_calls=cfg.llm.dedup_calls)
     key = {"llm": rows, "teacher": to_dict(cfg.teacher), "recipe": to_dict(cfg.recipe),

@@ -72,5 +72,6 @@ def test_cost_from_the_price_table():
 
 def test_totals():
     records = [record(1), record(2), {"request_id": 3, "usage": None, "cost_usd": None}]
-    assert totals(records) == {"requests": 3, "prompt_tokens": 300, "completion_tokens": 30, "total_tokens": 330,
+    assert totals(records) == {"requests": 3, "prompt_tokens": 300, "cached_prompt_tokens": 0, "completion_tokens": 30,
+                               "total_tokens": 330,
                                "cost_usd": 1.5, "unpriced_requests": 1}

@@ -50,14 +50,32 @@ class BudgetError(RaysweepError, ValueError):
 def worst_case_usd(price, prompt_tokens: float, max_tokens: float) -> float:
     """The most a call can cost: `prompt_tokens` (an upper-bound estimate) plus a full `max_tokens` reply.
 
-    `price` has `prompt` and `completion`, dollars per 1M tokens (llm.config.PriceConfig)."""
+    `price` has `prompt` and `completion`, dollars per 1M tokens (llm.config.PriceConfig). Every
+    prompt token at the full price: a provider's cache hit is likely for a shared prefix, never sure."""
     return (prompt_tokens * price.prompt + max_tokens * price.completion) / 1e6
 
 
+def cached_tokens(usage: dict | None) -> int:
+    """The prompt tokens a reply says were served from the provider's prompt cache
+    (`usage.prompt_tokens_details.cached_tokens`), within 0..prompt_tokens; 0 when it says
+    nothing or something malformed (billed at the full price: never under-counted)."""
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if not isinstance(cached, int) or isinstance(cached, bool) or cached <= 0:
+        return 0
+    prompt = usage.get("prompt_tokens", 0)
+    return min(cached, prompt) if isinstance(prompt, int) else 0
+
+
 def cost_usd(price, usage: dict | None) -> float:
-    """Dollars for the tokens the provider reported (`usage` as in a chat completion)."""
+    """Dollars for the tokens the provider reported (`usage` as in a chat completion): cached
+    prompt tokens at the model's cached price (`price.cached`), the rest at the prompt price."""
     usage = usage or {}
-    return (usage.get("prompt_tokens", 0) * price.prompt + usage.get("completion_tokens", 0) * price.completion) / 1e6
+    cached = cached_tokens(usage)
+    prompt = usage.get("prompt_tokens", 0) - cached
+    return (prompt * price.prompt + cached * price.cached
+            + usage.get("completion_tokens", 0) * price.completion) / 1e6
 
 
 class Budget:

@@ -34,6 +34,7 @@ EMBEDDED_MODEL = "SmolLM2-135M-Instruct"  # the name the embedded server answers
 CALL_HEADER = "X-Raysweep-Call"  # each call's request_id, sent as a header: for server-side logs and tests
 OPENAI_URL = "https://api.openai.com/v1"  # given to the client explicitly: it would else obey $OPENAI_BASE_URL
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"  # read when no base_url is given, and then sent to OpenAI only
+FEW_SHOT = ("fixed", "per_call")  # llm.few_shot: one example set per run, or one per call (the study's)
 NO_KEY = "none"  # `api_key_env: none`: the endpoint (a local server) needs no key
 
 
@@ -126,26 +127,42 @@ class PriceConfig:
     # The share taken off both prices in batch mode (OpenAI's Batch API: 0.5). 0 unless the
     # table says so: a budget must not assume a discount the provider does not give.
     batch_discount: float = 0.0
+    # Prompt tokens the provider served from its prompt cache (the reply's
+    # usage.prompt_tokens_details.cached_tokens). None: the `prompt` price, for the same reason.
+    cached_prompt: float | None = None
+    # The shortest prefix the provider caches (OpenAI: 1,024 tokens): a shorter shared prefix is
+    # never billed at the cached price, and the estimate counts no saving for it.
+    cache_min_tokens: int = 1024
 
     def validate(self) -> None:
         require(self.prompt >= 0, "prompt: must be 0 or more")
         require(self.completion >= 0, "completion: must be 0 or more")
         require(0 <= self.batch_discount < 1, "batch_discount: must be in [0, 1)")
+        require(self.cached_prompt is None or 0 <= self.cached_prompt <= self.prompt,
+                "cached_prompt: must be 0 or more and at most the prompt price (a cached token is not dearer)")
+        require(self.cache_min_tokens >= 0, "cache_min_tokens: must be 0 or more")
+
+    @property
+    def cached(self) -> float:
+        """Dollars per 1M cached prompt tokens: `cached_prompt`, else the full prompt price."""
+        return self.prompt if self.cached_prompt is None else self.cached_prompt
 
     def for_mode(self, mode: str) -> "PriceConfig":
-        """The prices a call in `mode` ("online" or "batch") is billed at."""
+        """The prices a call in `mode` ("online" or "batch") is billed at (the batch discount
+        taken off the cached price too)."""
         if mode != "batch":
             return self
         keep = 1 - self.batch_discount
-        return PriceConfig(self.prompt * keep, self.completion * keep, 0.0)
+        cached = None if self.cached_prompt is None else self.cached_prompt * keep
+        return PriceConfig(self.prompt * keep, self.completion * keep, 0.0, cached, self.cache_min_tokens)
 
 
 def _default_prices() -> dict[str, PriceConfig]:
     # List prices when this table was written; check your provider's page. A `prices:` mapping
     # in the sweep file replaces this whole table.
     return {
-        "gpt-4o-mini": PriceConfig(prompt=0.15, completion=0.60, batch_discount=0.5),
-        "gpt-4o": PriceConfig(prompt=2.50, completion=10.00, batch_discount=0.5),
+        "gpt-4o-mini": PriceConfig(prompt=0.15, completion=0.60, batch_discount=0.5, cached_prompt=0.075),
+        "gpt-4o": PriceConfig(prompt=2.50, completion=10.00, batch_discount=0.5, cached_prompt=1.25),
         "gpt-3.5-turbo": PriceConfig(prompt=0.50, completion=1.50, batch_discount=0.5),
         EMBEDDED_MODEL: PriceConfig(prompt=0.0, completion=0.0),
     }
@@ -237,6 +254,10 @@ class LLMConfig:
     n_rows: int = 1000  # generated rows to keep, after parse failures, duplicates and leaks
     samples_per_call: int = 100  # "generate N samples", as in the study
     examples_per_class: int = 3  # real examples per class shown in each prompt, as in the study
+    # fixed: one seeded example set per run, so every call shares its prompt's prefix and pays
+    # the cached price for it (llm/prompt.py); per_call: each call its own set, as in the study
+    # (more varied prompts, no shared prefix; the prompts of stores made before `few_shot` existed).
+    few_shot: str = "fixed"
     # None: the study's prompt. A value containing $n is the template itself; anything else is
     # the path of a file holding it. Placeholders: $n, $examples (JSON), $labels (label meanings).
     template: str | None = None
@@ -289,6 +310,7 @@ class LLMConfig:
         require(self.n_rows >= 1, "n_rows: must be at least 1")
         require(self.samples_per_call >= 1, "samples_per_call: must be at least 1")
         require(self.examples_per_class >= 0, "examples_per_class: must be 0 or more")
+        require(self.few_shot in FEW_SHOT, f"few_shot: {self.few_shot!r} is not one of {', '.join(FEW_SHOT)}")
         require(0 <= self.temperature <= 2, "temperature: must be in [0, 2]")
         require(self.max_tokens >= 1, "max_tokens: must be at least 1")
         require(self.concurrency >= 1, "concurrency: must be at least 1")
@@ -322,6 +344,16 @@ class LLMConfig:
         it, when the table names that one instead); None when neither is in `prices`."""
         price = self.prices.get(model) or (self.prices.get(answered_by) if answered_by else None)
         return price.for_mode(self.mode) if price is not None else None
+
+    def examples_call(self, request_id: int) -> int | None:
+        """Whose few-shot examples call `request_id` shows: its own (per_call), or the run's (None)."""
+        return request_id if self.few_shot == "per_call" else None
+
+    def prompt_setup(self) -> dict:
+        """What the prompts' shape adds to a response store's setup: a fixed run's prompts differ
+        from the per-call ones stores were made with before, so their replies are not reused.
+        Nothing for per_call, so that those stores stay valid."""
+        return {"few_shot": self.few_shot} if self.few_shot != "per_call" else {}
 
     def request_budget(self, samples_per_call: int | None = None) -> int:
         """The most calls this config may pay for."""

@@ -13,6 +13,10 @@ known before the replies is a range:
   bound (1 per 3, plus the chat format; client.estimate_tokens);
 - completion tokens: between `samples_per_call` sentences at TOKENS_PER_SAMPLE each and the
   whole `max_tokens` of every call (the worst case a budget reserves);
+- cached prompt tokens: the prefix the prompts share (all of a `few_shot: fixed` generation
+  prompt; the instructions alone with `per_call`), when at least the price's `cache_min_tokens`;
+  the low end counts it at the cached price on every call after the first, the high end never
+  (a cache hit is likely, not sure: the budget reserves the full price too);
 - dollars: those tokens at the model's price in the config's mode (a batch's discount applied).
 
 Calls already in the directory's response store are not asked again, so they are taken off,
@@ -22,6 +26,7 @@ and their cost is shown as spent.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -50,11 +55,14 @@ class Estimate:
     spent_usd: float
     calls: tuple[int, int]  # (fewest, most) calls still to make
     prompt_tokens_per_call: tuple[int, int]
+    shared_prefix_tokens: int  # the prompts' common prefix, which a provider may serve from its cache
+    cached_tokens_per_call: int  # of it, what the low end bills at the cached price (0: below the cache minimum)
     completion_tokens_per_call: tuple[int, int]
     tokens: tuple[int, int]  # prompt + completion over the calls still to make
     cost_usd: tuple[float, float] | None  # None: the model has no price
     max_cost_usd: float | None
     calls_within_budget: int | None  # calls the cap still pays for at their worst case
+    cache_min_tokens: int = 0  # the price's: the shortest prefix the provider caches
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -74,6 +82,12 @@ class Estimate:
                 line += (f"; llm.max_cost_usd ${e.max_cost_usd:g} pays for {e.calls_within_budget} more calls "
                          "at their worst case")
             out.append(line)
+        if e.cached_tokens_per_call:
+            out.append(f"llm: the prompts share a ~{e.shared_prefix_tokens:,}-token prefix: the low end bills it at the "
+                       "cached price after the first call, the high end (and the budget) at the full price")
+        elif e.shared_prefix_tokens and e.cost_usd is not None:
+            out.append(f"llm: the prompts share a ~{e.shared_prefix_tokens:,}-token prefix, below the "
+                       f"{e.cache_min_tokens:,} tokens {e.model}'s provider caches: no cached price counted")
         return out
 
 
@@ -99,25 +113,37 @@ def estimate(cfg: LLMConfig, examples: pd.DataFrame, class_names=SST5_CLASS_NAME
     fewest = min(most, max(0, math.ceil(cfg.n_rows / per_call) - len(done)))
     template = load_template(cfg.template) if cfg.template else DEFAULT_TEMPLATE
     ids = [i for i in range(most + len(done)) if i not in done][:PROMPTS_MEASURED]
-    prompts = [build_messages(template, per_call, examples, cfg.examples_per_class, cfg.seed, i, class_names)
-               for i in ids] or [build_messages(template, per_call, examples, cfg.examples_per_class, cfg.seed, 0,
-                                                class_names)]
+
+    def prompt_of(i: int) -> list[dict]:
+        return build_messages(template, per_call, examples, cfg.examples_per_class, cfg.seed, cfg.examples_call(i),
+                              class_names)
+
+    prompts = [prompt_of(i) for i in ids] or [prompt_of(0)]
     chars = [sum(len(m["content"]) for m in p) for p in prompts]
     prompt_low = math.floor(min(chars) / 4)
     prompt_high = max(estimate_tokens(p, 0) for p in prompts)
+    # Two calls' prompts show what every call shares (a fixed run: all of it), at ~4 chars a token.
+    shared = math.floor(len(os.path.commonprefix([prompt_of(0)[0]["content"], prompt_of(1)[0]["content"]])) / 4)
     reply_low, reply_high = min(max_tokens, TOKENS_PER_SAMPLE * per_call), max_tokens
     tokens = (fewest * (prompt_low + reply_low), most * (prompt_high + reply_high))
     price = cfg.price_for(endpoint.model)
     cost = within = None
+    cached = 0
     if price is not None:
-        def usd(calls, prompt, reply):
-            return calls * (prompt * price.prompt + reply * price.completion) / 1e6
+        cached = min(shared, prompt_low) if shared >= max(1, price.cache_min_tokens) else 0
 
-        cost = (round(usd(fewest, prompt_low, reply_low), 6), round(usd(most, prompt_high, reply_high), 6))
+        def usd(calls, prompt, reply, hits=0):
+            return (calls * (prompt * price.prompt + reply * price.completion)
+                    - hits * cached * (price.prompt - price.cached)) / 1e6
+
+        # The low end: the first call of a run fills the cache, every later one hits it.
+        cost = (round(usd(fewest, prompt_low, reply_low, max(0, fewest - 1)), 6),
+                round(usd(most, prompt_high, reply_high), 6))
         if cfg.max_cost_usd is not None:
             worst = usd(1, prompt_high, reply_high)
             room = max(0.0, cfg.max_cost_usd - spent)
             within = most if worst == 0 else min(most, int(room // worst))
     return Estimate(endpoint.kind, endpoint_host(endpoint.base_url) if endpoint.base_url else "127.0.0.1 (started then)",
                     endpoint.model, cfg.mode, per_call, max_tokens, len(done), spent, (fewest, most),
-                    (prompt_low, prompt_high), (reply_low, reply_high), tokens, cost, cfg.max_cost_usd, within)
+                    (prompt_low, prompt_high), shared, cached, (reply_low, reply_high), tokens, cost, cfg.max_cost_usd,
+                    within, price.cache_min_tokens if price is not None else 0)

@@ -13,7 +13,9 @@ It answers POST /v1/chat/completions like a provider would: scripted replies fir
 content, 429 with Retry-After, 500s, slow replies, cut-off JSON), then a default reply whose
 content is `rows_per_reply` well-formed [sentence, label] pairs that no two calls repeat. A
 labeling call (annotation.py: a prompt with sentences to label) gets a JSON list of one label
-per sentence, from `labeler` (by default a fixed function of the sentence's text).
+per sentence, from `labeler` (by default a fixed function of the sentence's text). Its usage
+reports `prompt_tokens_details.cached_tokens` as a provider with prompt caching does: the prompt's
+longest prefix shared with an earlier call's (at least `cache_min_tokens`).
 
 It also *enforces* rate limits the way a provider does and counts every violation: with
 requests_per_minute R (or tokens_per_minute), a stream of calls conforms when every window of
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import threading
 import time
@@ -48,6 +51,9 @@ masterful mediocre messy moving murky noisy odd original overlong painful plot p
 predictable quiet quirky rich sad score script sharp silly sincere slick slow smart smug soulful
 stiff story stunning subtle sweet tedious tender thin thrilling tired touching twist uneven
 uplifting vivid warm weak weird witty wooden""".split()
+
+
+CACHE_PROMPTS = 256  # prompts the fake prompt cache remembers (a provider's cache is bounded too)
 
 
 def estimate_usage_tokens(text: str) -> int:
@@ -88,7 +94,7 @@ class FakeOpenAI:
                  burst_seconds: float = 10.0, rows_per_reply: int = 5,
                  violation_retry_after: float = 1.0, model: str = "fake-model",
                  batch_script: list[BatchScript] | None = None, batch_default: BatchScript | None = None,
-                 labeler: Callable[[str], int] | None = None):
+                 labeler: Callable[[str], int] | None = None, cache_min_tokens: int = 0):
         self.script = list(script or [])
         self.default = default or Reply()
         self.responder = responder  # (arrival number, request body) -> Reply, or None for the script
@@ -100,6 +106,10 @@ class FakeOpenAI:
         self.model = model
         # A labeling call's answer for each sentence: the same text always gets the same label.
         self.labeler = labeler or (lambda text: zlib.crc32(text.encode()) % 5)
+        # Prompt caching as providers report it: a call's prompt tokens that an earlier answered
+        # call's prompt already began with are `cached_tokens`, when at least this many.
+        self.cache_min_tokens = cache_min_tokens
+        self._prompts: list[str] = []  # the prompts answered so far (the cache); the last CACHE_PROMPTS
         self.arrivals: list[dict] = []  # one per call: t, call, status, tokens, violation, authorization, request
         self.violations = {"requests": 0, "tokens": 0}
         self.batch_script = list(batch_script or [])
@@ -209,7 +219,8 @@ class FakeOpenAI:
             prompt_text = "".join(str(m.get("content", "")) for m in request.get("messages", []))
             content, finish = self._content(reply, call, number, prompt_text)
             usage = {"prompt_tokens": estimate_usage_tokens(prompt_text),
-                     "completion_tokens": estimate_usage_tokens(content or "")}
+                     "completion_tokens": estimate_usage_tokens(content or ""),
+                     "prompt_tokens_details": {"cached_tokens": self._cached_tokens(prompt_text)}}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             tokens = usage["total_tokens"] if reply.status == 200 and reply.body is None else 0
             # The Authorization header as sent, kept in memory only: tests check which key went where.
@@ -237,6 +248,15 @@ class FakeOpenAI:
         }
         return 200, json.dumps(completion), {**reply.headers, **({"x-fake-trickle": reply.trickle} if reply.trickle
                                                                  else {})}, reply.delay
+
+    def _cached_tokens(self, prompt: str) -> int:
+        """The tokens of `prompt`'s longest prefix shared with an earlier prompt (whole tokens of
+        4 characters, as the fake tokenizer counts), below cache_min_tokens none; then `prompt`
+        is cached too. Called under the lock."""
+        shared = max((len(os.path.commonprefix([prompt, p])) for p in self._prompts), default=0)
+        self._prompts = self._prompts[-(CACHE_PROMPTS - 1):] + [prompt]
+        tokens = shared // 4
+        return tokens if tokens >= max(1, self.cache_min_tokens) else 0
 
     def _content(self, reply: Reply, call: str | None, number: int, prompt: str = "") -> tuple[str | None, str]:
         content = reply.content
@@ -415,8 +435,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     parser.add_argument("--rows-per-reply", type=int, default=5, help="[sentence, label] pairs per generation reply")
     parser.add_argument("--requests-per-minute", type=float, default=0, help="enforce this rate limit (0: none)")
+    parser.add_argument("--cache-min-tokens", type=int, default=0,
+                        help="report a shared prompt prefix as cached_tokens from this many tokens (OpenAI: 1024)")
     args = parser.parse_args(argv)
-    server = FakeOpenAI(rows_per_reply=args.rows_per_reply, requests_per_minute=args.requests_per_minute)
+    server = FakeOpenAI(rows_per_reply=args.rows_per_reply, requests_per_minute=args.requests_per_minute,
+                        cache_min_tokens=args.cache_min_tokens)
     try:
         server.start(args.port)
     except OSError as exc:

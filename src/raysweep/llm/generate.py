@@ -179,7 +179,7 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
     setup = {"model": endpoint.model, "samples_per_call": endpoint.samples_per_call,
              "max_tokens": endpoint.max_tokens, "examples_per_class": cfg.examples_per_class,
              "temperature": cfg.temperature, "seed": cfg.seed, "template": template_digest(template),
-             "examples": examples_digest(examples), "class_names": list(class_names)}
+             "examples": examples_digest(examples), "class_names": list(class_names), **cfg.prompt_setup()}
     with PaidCalls(cfg, endpoint, out_dir, setup, len(class_names), say) as calls:
         run = _Run(cfg, endpoint, calls, template, examples, class_names, list(val_texts), embed)
         stopped, counts, waited_s = run.rounds(out_dir, say, wait, cancel)
@@ -262,7 +262,8 @@ class _Run:
     def build(self, ids: list[int]) -> list[tuple]:
         cfg = self.cfg
         return [(i, build_messages(self.template, self.endpoint.samples_per_call, self.examples,
-                                   cfg.examples_per_class, cfg.seed, i, self.class_names), cfg.seed + i) for i in ids]
+                                   cfg.examples_per_class, cfg.seed, cfg.examples_call(i), self.class_names), cfg.seed + i)
+                for i in ids]
 
     def rounds(self, out_dir: Path, say, wait: bool, cancel: bool):
         """Rounds of missing calls until the rows are there or a limit stops them; returns (why

@@ -1,9 +1,16 @@
-"""The generation prompt: the study's wording by default, each call with its own real examples.
+"""The generation and labeling prompts: the study's wording by default, real few-shot examples.
 
-A call is identified by its `request_id`. Its examples are drawn with the seed
-`(cfg.seed, request_id)`, so call 17 asks the same question in every run: a resumed run sends
-exactly the calls that are missing, and the store can tell whether a stored response still
-matches the config.
+Every prompt is a fixed prefix (the instructions, the label meanings and the few-shot examples)
+followed by what varies between calls (a labeling call's sentences). By default
+(`llm.few_shot: fixed`) the examples are one set per run, drawn with `llm.seed` alone, so every
+call of a run shares its prefix and a provider bills that prefix at its cached price after the
+first call (`usage.prompt_tokens_details.cached_tokens`; llama.cpp's server reuses its KV cache
+the same way). `few_shot: per_call` is the study's way: each call draws its own examples with
+the seed `(llm.seed, request_id)`, more varied prompts and no shared prefix.
+
+Either way a call's prompt is a pure function of the config and its `request_id`, so call 17
+asks the same question in every run: a resumed run sends exactly the calls that are missing, and
+the store can tell whether a stored response still matches the config.
 """
 
 from __future__ import annotations
@@ -39,9 +46,11 @@ def label_meanings(class_names: tuple[str, ...] | list[str]) -> str:
     return "\n".join(f"{i}: {name}" for i, name in enumerate(class_names))
 
 
-def sample_examples(examples: pd.DataFrame, per_class: int, seed: int, request_id: int) -> list[list]:
-    """`per_class` random rows of each label (all of them if a label has fewer), label order."""
-    rng = np.random.default_rng([seed, request_id])
+def sample_examples(examples: pd.DataFrame, per_class: int, seed: int, request_id: int | None) -> list[list]:
+    """`per_class` random rows of each label (all of them if a label has fewer), label order.
+
+    `request_id` None: the run's one fixed set (seeded by `seed` alone); else call `request_id`'s own."""
+    rng = np.random.default_rng([seed] if request_id is None else [seed, request_id])
     picked = []
     for label in sorted(examples["label"].unique()):
         texts = examples.loc[examples["label"] == label, "text"].to_numpy()
@@ -63,8 +72,9 @@ def render(template: str, n: int, examples: list[list], class_names) -> str:
 
 
 def build_messages(template: str, n: int, examples: pd.DataFrame, per_class: int, seed: int,
-                   request_id: int, class_names) -> list[dict]:
-    """The chat messages of call `request_id`: one user message, as in the study."""
+                   request_id: int | None, class_names) -> list[dict]:
+    """The chat messages of call `request_id` (None: any call of a `few_shot: fixed` run, whose
+    prompts are all this one): one user message, as in the study."""
     shown = sample_examples(examples, per_class, seed, request_id) if per_class else []
     return [{"role": "user", "content": render(template, n, shown, class_names)}]
 
@@ -115,10 +125,11 @@ a number from 0 to $last, and nothing else.
 """
 
 
-def build_label_messages(texts: list[str], examples: pd.DataFrame, per_class: int, seed: int, request_id: int,
-                         class_names) -> list[dict]:
+def build_label_messages(texts: list[str], examples: pd.DataFrame, per_class: int, seed: int,
+                         request_id: int | None, class_names) -> list[dict]:
     """The chat messages of labeling call `request_id`: few-shot examples drawn as generation
-    draws them (seed, request_id), then `texts` as one JSON line."""
+    draws them (`request_id` None: the run's fixed set), then `texts` as one JSON line, last, so
+    that every call of a fixed run shares the prefix before them."""
     shown = sample_examples(examples, per_class, seed, request_id) if per_class else []
     content = Template(LABEL_TEMPLATE).substitute(
         labels=label_meanings(class_names), examples=json.dumps(shown, ensure_ascii=False),

@@ -89,12 +89,14 @@ def cost_usd(usage: dict | None, model: str, prices: dict, answered_by: str | No
 def totals(records: list[dict]) -> dict:
     """Requests, tokens and dollars over stored records."""
     prompt = sum((r.get("usage") or {}).get("prompt_tokens", 0) for r in records)
+    cached = sum(budget.cached_tokens(r.get("usage")) for r in records)
     completion = sum((r.get("usage") or {}).get("completion_tokens", 0) for r in records)
     costs = [r.get("cost_usd") for r in records]
     unpriced = sum(c is None for c in costs)
     return {
         "requests": len(records),
         "prompt_tokens": prompt,
+        "cached_prompt_tokens": cached,  # of prompt_tokens, served from the provider's prompt cache
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "cost_usd": round(sum(c for c in costs if c is not None), 6),
