@@ -4,6 +4,7 @@ hashing helper (raysweep.hashing) replaced the dozen hand-written sha256 calls; 
 to make a failure pass: a different value means every earlier result under that key is orphaned
 (write a migration instead)."""
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -50,7 +51,11 @@ def test_cell_ids_are_frozen(cfg):
 
 
 def test_generation_keys_are_frozen(cfg):
-    assert augment.config_key(cfg) == "cc75e11c0435dfc5"
+    # llm.few_shot: fixed (the default since issue 30) asks other prompts; per_call keeps the
+    # key every directory made before it has, so those stay reusable with `few_shot: per_call`.
+    assert augment.config_key(cfg) == "a7a8c780506a4e4e"
+    assert augment.config_key(dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, few_shot="per_call"))) \
+        == "cc75e11c0435dfc5"
     rows = pd.DataFrame({"text": ["a good film", "très mauvais — 😀"], "llm_label": [3, 0], "teacher_label": [4, 0]})
     assert augment.rows_digest(rows) == "a1feefcf58d13111"
     assert template_digest("Write $n sentences: $examples ($labels) é") == "0027327c1e8ec14b"
