@@ -193,7 +193,7 @@ def test_a_model_that_gives_nothing_usable_is_not_asked_forever(
 
 def test_a_store_made_for_another_config_is_refused_before_any_call(fake_openai, llm_cfg, examples, val_texts, tmp_path):
     server = fake_openai()
-    setup = {"model": "fake-model", "samples_per_call": 100}
+    setup = {"model": "fake-model", "samples_per_call": 100, "few_shot": "fixed"}
     (tmp_path / "responses.jsonl").write_text(json.dumps({"request_id": 0, "setup": setup}) + "\n")
     with pytest.raises(GenerationError, match=r"responses.jsonl: holds responses made with class_names=None, the config "
                                               r"says \['very negative', .*\]; use another output directory or restore the config$"):
