@@ -39,15 +39,16 @@ def test_the_sweeps_settings_move_the_cache_and_the_generation(tmp_path):
     assert lay.annotation_dir == (tmp_path / "annotation" / "s").resolve()  # beside the moved cache
 
 
-def test_generate_into_dir_generation_then_run_dir_share_one_cache(tmp_path):
+def test_generate_into_dir_generation_then_run_dir_share_one_cache(tmp_path, monkeypatch):
     """The README's two commands: `generate --output DIR/generation`, then `run --output DIR`."""
     c = cfg()
     gen = generation_layout(c, tmp_path / "runs" / "x" / "generation")
     run = Layout.of(c, tmp_path / "runs" / "x")
     assert gen.cache_dir == run.cache_dir == (tmp_path / "runs" / "x" / "cache").resolve()
     assert gen.generation_dir == run.generation_dir
-    elsewhere = generation_layout(c, tmp_path / "gen-x")  # not an output's own: its cache stays inside it
-    assert elsewhere.cache_dir == (tmp_path / "gen-x" / "cache").resolve()
+    monkeypatch.setenv("RAYSWEEP_HOME", str(tmp_path / "home"))
+    elsewhere = generation_layout(c, tmp_path / "gen-x")  # not an output's own: the machine's shared cache
+    assert elsewhere.cache_dir == (tmp_path / "home" / "cache").resolve()
     assert elsewhere.generation_dir == Path(tmp_path / "gen-x").resolve()
     moved = generation_layout(cfg(cache_dir=str(tmp_path / "shared")), tmp_path / "runs" / "x" / "generation")
     assert moved.cache_dir == (tmp_path / "shared").resolve()

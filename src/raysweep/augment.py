@@ -37,7 +37,8 @@ from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import SweepConfig, to_dict
 from raysweep.freeze import parse as parse_mode
 from raysweep.data import Splits, load_splits
-from raysweep.embed import ensure_activation_sets, load_activations
+from raysweep.embed import ensure_activation_sets, link_or_copy, load_activations
+from raysweep.encoders import shared_cache
 from raysweep.errors import RaysweepError
 from raysweep.hashing import json_digest
 from raysweep.runtime import ray_running
@@ -297,8 +298,10 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
     recipe = replace(cfg.recipe, epochs=cfg.teacher.epochs or cfg.recipe.epochs)
     rows = np.arange(len(splits.train))
     labels = splits.train["label"].to_numpy()
-    if use_ray and not model.model_path(cache_dir, train_acts, rows, labels, cfg.data.num_classes, recipe,
-                                        cfg.teacher.seed, mode).exists():
+    teacher_path = model.model_path(cache_dir, train_acts, rows, labels, cfg.data.num_classes, recipe,
+                                    cfg.teacher.seed, mode)
+    _adopt_shared_model(teacher_path, Path(cache_dir))
+    if use_ray and not teacher_path.exists():
         # A Ray task with a trial's resources: on a cluster it lands on a GPU worker instead of the
         # head node that runs this driver. Its state comes back here, into this node's cache.
         res = cfg.resources
@@ -317,6 +320,18 @@ def relabel(cfg: SweepConfig, splits: Splits, gen_texts: list[str], cache_dir: s
         "generated_vectors": sentence["generated"].dense().numpy(),
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _adopt_shared_model(path: Path, cache_dir: Path) -> None:
+    """The teacher another run trained into the machine's shared cache (same key: same activations,
+    rows, labels, recipe and seed), linked under `path` instead of trained again."""
+    shared = shared_cache() / path.relative_to(cache_dir)
+    if path.exists() or not shared.exists() or shared.resolve() == path.resolve():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    link_or_copy(shared, tmp)
+    os.replace(tmp, path)  # whole or not at all: a reader never sees half a model
 
 
 def _write(gen_dir: Path, rows: pd.DataFrame, summary: GenerationSummary, real: np.ndarray, generated: np.ndarray,

@@ -35,6 +35,7 @@ from raysweep.cache_writer import EntryWriter
 from raysweep.config import POOLINGS
 from raysweep.console import progress
 from raysweep.dashboard import dataset_name
+from raysweep.encoders import shared_cache
 from raysweep.hashing import Digest, json_digest
 
 FORMAT_VERSION = 1  # bump when the artifact layout changes: old entries are then simply not found
@@ -205,6 +206,19 @@ def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], bounda
                 for name, paths in finals.items()}
         return {name: js for name, js in todo.items() if js}
 
+    def adopt_shared() -> None:
+        # The same entry (same key: encoder, boundary, texts) another run put in the machine's
+        # shared cache: hard links, not an encoder pass (a `generate` relabeling five rows would
+        # else encode every real row again).
+        shared = shared_cache()
+        if shared.resolve() == Path(cache_root).resolve():
+            return
+        for name, js in missing().items():
+            for j in js:
+                found = shared / finals[name][j].name
+                if (found / "meta.json").exists():
+                    _adopt_entry(found, finals[name][j])
+
     def link_siblings() -> None:
         for name, js in missing().items():
             for j in js:
@@ -212,6 +226,7 @@ def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], bounda
                 if sibling is not None:
                     _link_entry(sibling, finals[name][j], boundaries[j], backbone, encoder, text_sets[name])
 
+    adopt_shared()
     link_siblings()  # token states cached under another pooling: nothing to compute
     todo = missing()
     if not todo:
@@ -289,16 +304,30 @@ def _sibling_entry(fingerprint: str, boundary: Boundary, texts: list[str], cache
     return None
 
 
+def _adopt_entry(found: Path, final: Path) -> None:
+    """Entry `found` (another cache's, same key) under `final`: hard links to its files, a copy
+    where the file system has none."""
+    with _staged(final) as tmp:
+        for path in found.iterdir():
+            if path.is_file():
+                link_or_copy(path, tmp / path.name)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (no bytes copied), a copy where the file system has none."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def _link_entry(sibling: Path, final: Path, boundary: Boundary, backbone: Backbone, encoder: str,
                 texts: list[str]) -> None:
     """The entry of `boundary` from a sibling's token states: hard links to its arrays (a copy where
     the file system has none), with its own meta and start modules."""
     with _staged(final) as tmp:
         for name in ("features.npy", "offsets.npy"):
-            try:
-                os.link(sibling / name, tmp / name)
-            except OSError:
-                shutil.copyfile(sibling / name, tmp / name)
+            link_or_copy(sibling / name, tmp / name)
         torch.save(backbone.trainable_top(boundary), tmp / "init.pt")
         meta = json.loads((sibling / "meta.json").read_text())
         meta.update(boundary=dataclasses.asdict(boundary), encoder=encoder, rows=len(texts),

@@ -60,6 +60,12 @@ def cache_home() -> Path:
     return Path(os.environ.get("RAYSWEEP_HOME", Path.home() / ".cache" / "raysweep"))
 
 
+def shared_cache() -> Path:
+    """This machine's content-addressed cache of activations and models (~/.cache/raysweep/cache):
+    a storage-URI run's, a `generate` directory's, and where any run looks before it encodes."""
+    return cache_home() / "cache"
+
+
 def resolve_encoder(name: str) -> str:
     """A short name, a local path or a Hugging Face name -> what from_pretrained takes."""
     if name == "minilm":

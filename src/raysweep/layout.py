@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from raysweep.encoders import cache_home
+from raysweep.encoders import cache_home, shared_cache
 from raysweep.storage import Output, is_uri
 
 CELLS, CHOSEN, PREDICTIONS, CACHE, GENERATION, ANNOTATION, LOGS, TUNE = (
@@ -76,7 +76,7 @@ class Layout:
             return Path(self.cache_setting).resolve()
         if self.is_uri:
             # Trials memory-map the cache, so it must be on a disk: each node's own, filled from DIR/cache/.
-            return cache_home() / CACHE
+            return shared_cache()
         return self.local / CACHE
 
     @property
@@ -105,8 +105,9 @@ def generation_layout(cfg, gen_dir: str | Path) -> Layout:
     """The layout `raysweep generate --output GEN_DIR` writes into. A directory named `generation`
     is a sweep output's own (`run --output DIR` reads DIR/generation), so it shares that output's
     cache: the teacher and the activations generation caches are the ones the run then finds.
-    Any other directory keeps its cache inside itself."""
+    Any other directory uses `cache_dir:`, else this machine's shared cache: a cache of its own
+    would encode every real row again for each new directory, to relabel a handful of rows."""
     gen_dir = Path(gen_dir).resolve()
     if gen_dir.name == GENERATION:
         return Layout(str(gen_dir.parent), cfg.name, cfg.cache_dir, str(gen_dir))
-    return Layout(str(gen_dir), cfg.name, cfg.cache_dir, str(gen_dir))
+    return Layout(str(gen_dir), cfg.name, cfg.cache_dir or str(shared_cache()), str(gen_dir))
