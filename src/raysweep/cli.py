@@ -262,7 +262,8 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
     except KeyboardInterrupt:
         _interrupted(f"every paid reply is saved in {output}'s response store")
     s = result.summary
-    for key in ("endpoint", "mode", "model", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "rows_kept",
+    for key in ("endpoint", "mode", "model", "requests", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
+                "cost_usd", "rows_kept",
                 "rows_target", "stopped", "parse_failures", "duplicates_removed", "leaks_removed", "teacher_val_accuracy",
                 "agreement"):
         if key in s:
