@@ -206,19 +206,6 @@ def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], bounda
                 for name, paths in finals.items()}
         return {name: js for name, js in todo.items() if js}
 
-    def adopt_shared() -> None:
-        # The same entry (same key: encoder, boundary, texts) another run put in the machine's
-        # shared cache: hard links, not an encoder pass (a `generate` relabeling five rows would
-        # else encode every real row again).
-        shared = shared_cache()
-        if shared.resolve() == Path(cache_root).resolve():
-            return
-        for name, js in missing().items():
-            for j in js:
-                found = shared / finals[name][j].name
-                if (found / "meta.json").exists():
-                    _adopt_entry(found, finals[name][j])
-
     def link_siblings() -> None:
         for name, js in missing().items():
             for j in js:
@@ -226,7 +213,7 @@ def ensure_activation_sets(encoder: str, text_sets: dict[str, list[str]], bounda
                 if sibling is not None:
                     _link_entry(sibling, finals[name][j], boundaries[j], backbone, encoder, text_sets[name])
 
-    adopt_shared()
+    _adopt_shared([f for paths in finals.values() for f in paths], cache_root)
     link_siblings()  # token states cached under another pooling: nothing to compute
     todo = missing()
     if not todo:
@@ -302,6 +289,19 @@ def _sibling_entry(fingerprint: str, boundary: Boundary, texts: list[str], cache
         if pooling != boundary.pooling and (other / "meta.json").exists():
             return other
     return None
+
+
+def _adopt_shared(finals: list[Path], cache_root: str | Path) -> None:
+    """Each missing entry of `finals` that another run put in the machine's shared cache under
+    the same key (encoder, boundary, texts), linked instead of encoded again: a `generate`
+    relabeling five rows would else encode every real row."""
+    shared = shared_cache()
+    if shared.resolve() == Path(cache_root).resolve():
+        return
+    for final in finals:
+        found = shared / final.name
+        if not (final / "meta.json").exists() and (found / "meta.json").exists():
+            _adopt_entry(found, final)
 
 
 def _adopt_entry(found: Path, final: Path) -> None:

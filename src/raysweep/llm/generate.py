@@ -333,8 +333,6 @@ def summary_line(s: dict) -> str:
     line = (f"llm: {s['requests_this_run']:,} calls this run ({s['requests']:,} stored), "
             f"{s['tokens_this_run']:,} tokens, ${s['cost_usd_this_run']:.4f} this run (${s['cost_usd']:.4f} in all), "
             f"{s['rows_kept']:,} of {s['rows_target']:,} rows kept, {s['limiter_wait_s']:.0f} s waited on the limiter")
-    if s.get("cached_prompt_tokens"):
-        line += f", {s['cached_prompt_tokens']:,} prompt tokens served from the provider's cache (in all)"
     if s.get("unpriced_requests"):
         line += f", {s['unpriced_requests']} calls unpriced (not in llm.prices)"
     if s["stopped"]:
