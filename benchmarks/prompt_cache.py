@@ -60,7 +60,8 @@ def speed(client: Generator, examples, texts, calls: int, rounds: int, samples: 
         for kind in ("generate", "label"):
             for few_shot in ("per_call", "fixed"):
                 fmt = {"response_format": label_format_for(5, 5)} if kind == "label" else {}
-                for j, messages in enumerate(prompts(examples, texts, kind, few_shot, 100 * r + 50 * (few_shot == "fixed"), calls, samples)):
+                first = 100 * r + 50 * (few_shot == "fixed")  # labeling: other sentences in each block
+                for j, messages in enumerate(prompts(examples, texts, kind, few_shot, first, calls, samples)):
                     start = time.perf_counter()
                     record = client.call(j, messages, seed=j, params={"max_tokens": 1, "temperature": 0.0, **fmt})
                     if "error" in record:
