@@ -118,11 +118,13 @@ def selection_settings(strategy: str, selection: SelectionConfig) -> dict:
 
 
 def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str | None = None,
-            labels: str | None = None) -> str:
+            labels: str | None = None, pool_settings: dict | None = None) -> str:
     key = {**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}
     if settings:  # left out when empty, so random cells keep the ids they had before `selection:`
         key["selection"] = settings
     key.update(pools.get(cell.pool).id_part(generated, labels))  # what the pool's rows depend on
+    if pool_settings:  # left out when empty: the pools without settings keep their ids
+        key["pool_settings"] = pool_settings
     return json_digest(key, 16)
 
 
@@ -132,8 +134,8 @@ def cell_ids(cfg: SweepConfig, cells: list[Cell], generated: str | None = None,
     `labels[i]` the digest of the LLM's labels of cells[i]'s rows (the llm_annotated pool only)."""
     fixed = fixed_digest(cfg)
     labels = labels or [None] * len(cells)
-    return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated, d)
-            for c, d in zip(cells, labels)]
+    return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated, d,
+                    pools.get(c.pool).settings(cfg)) for c, d in zip(cells, labels)]
 
 
 def expand(cfg: SweepConfig) -> list[Cell]:
