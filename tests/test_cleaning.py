@@ -32,7 +32,7 @@ def test_confident_learning_finds_most_planted_label_errors_and_little_else():
     flagged = cleaning.flag_issues(given, probs)
     recall = (flagged & planted).sum() / planted.sum()
     precision = (flagged & planted).sum() / flagged.sum()
-    assert recall >= 0.6 and precision >= 0.6, (recall, precision)
+    assert recall >= 0.85 and precision >= 0.85, (recall, precision)  # 0.93 and 0.96 on this seed
     # Against chance: flagging as many rows at random would be right 20% of the time.
     assert precision > 2 * planted.mean()
 
