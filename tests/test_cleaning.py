@@ -165,3 +165,29 @@ def test_a_real_trial_of_the_pool_trains_on_its_cleaned_labels(pool, tiny_bert, 
     assert metrics["llm_label_accuracy"] == pytest.approx(np.mean(llm[added] == gold[added]))
     if pool == "llm_routed":
         assert metrics["human_labels"] == 4  # 20% of 20
+
+
+def test_the_cleaning_settings_do_not_touch_the_annotation_so_no_label_is_bought_again():
+    from raysweep import annotation
+
+    base = {"compare": {"pool": ["llm_annotated", "llm_cleaned", "llm_routed"]},
+            "llm": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "none", "model": "m"}}
+    other = {**base, "cleaning": {"flagged": "replace", "route_percent": 50}}
+    assert annotation.config_key(from_dict(SweepConfig, base)) == annotation.config_key(from_dict(SweepConfig, other))
+
+
+def test_trials_csv_has_the_label_columns_only_when_a_record_has_them():
+    from dataclasses import asdict
+
+    from raysweep.grid import CellRecord, results_table
+
+    cfg = from_dict(SweepConfig, {"compare": {"pool": ["real", "llm_routed"], "fraction": [1], "freeze": ["pooler"]},
+                                  "replicate": {"seed": [0]}})
+    cells = [Cell("real", "random", 1.0, "pooler", 0), Cell("llm_routed", "random", 1.0, "pooler", 0)]
+    metrics = {"val_accuracy": 0.5, "n_added": 10}
+    done = {"a": CellRecord("a", asdict(cells[0]), metrics=metrics),
+            "b": CellRecord("b", asdict(cells[1]), metrics={**metrics, "human_labels": 2, "llm_labels": 10})}
+    table = results_table(cells, ["a", "b"], done, cfg)
+    assert table["human_labels"].tolist()[1] == 2 and np.isnan(table["human_labels"].tolist()[0])
+    assert "labels_removed" not in table.columns
+    assert "human_labels" not in results_table(cells[:1], ["a"], {"a": done["a"]}, cfg).columns
