@@ -40,7 +40,7 @@ from raysweep import scoring
 from raysweep.console import progress
 from raysweep.strategies import RankingStrategy, Strategy
 from raysweep.strategies.clusters import margins
-from raysweep.strategies.diversity import _min_sq_dist, _sq_dist_to, gradient_factors
+from raysweep.strategies.diversity import _min_sq_dist, _sq_dist_to, gradient_factors, gradient_scale
 
 # Rows per run: a whole number of scoring chunks (scoring.CHUNK) and of the 1,024-row blocks
 # the diversity and SQBC distance code works in, so runs cut the pool where they do. 8,192
@@ -262,11 +262,11 @@ def kmeans_pp(spill: Spill, classes: int, n: int, rng: np.random.Generator) -> n
 
     def distances_to(pick: int, d2: np.ndarray | None) -> np.ndarray:
         center = spill.row(pick)[None]
-        s_c = factors(center)[0]
+        s_c = gradient_scale(center[:, :classes])
         h_c = np.asarray(center[0, classes:], dtype=np.float32)
         parts = []
         for start, points in spill.runs():
-            s = factors(points)[0]
+            s = gradient_scale(points[:, :classes])
             # the vectors' dot in float32, as kmeans_pp_factored takes it: the same picks
             dots = (np.asarray(points[:, classes:], dtype=np.float32) @ h_c).astype(np.float64)
             sq = sq_norms[start: start + len(points)]

@@ -34,10 +34,15 @@ def _sq_dists(points: np.ndarray, centers: np.ndarray, sq_points: np.ndarray | N
 
 
 def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 20,
-           chunk: int = 4096) -> np.ndarray:
+           chunk: int = 4096, tol: float = 1e-3) -> np.ndarray:
     """Cluster of each row: Lloyd's k-means from a k-means++ start, seeded by `rng`.
 
-    Stops when no assignment changes or after `iterations`. A cluster that loses every row keeps
+    Stops when at most `tol` of the rows change cluster in a step, or after `iterations`. On
+    SST-5's vectors (typiclust: 8,544 rows, 500 clusters) Lloyd's steps moved 8,544, 2,465, 885,
+    ... rows and still moved 1-11 rows at the 20th: the last 7 steps (a third of the time) moved
+    23 rows, 0.3%. So the default stops at 0.1% (8 rows there), as scikit-learn's mini-batch
+    k-means (which TypiClust's authors run beyond 50 clusters) stops early too; `tol=0` runs to
+    convergence or `iterations`. A cluster that loses every row keeps
     its centre (it may win rows back); ties go to the lower cluster index (argmin), so the result
     is a function of the rows and the seed.
 
@@ -68,9 +73,10 @@ def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int
         sq_centers = np.einsum("ij,ij->i", centers, centers)
         new = np.concatenate([(sq_centers[None, :] - 2.0 * (points[s: s + chunk] @ centers.T)).argmin(axis=1)
                               for s in range(0, n, chunk)])
-        if np.array_equal(new, assign):
-            break
+        moved = int((new != assign).sum())
         assign = new
+        if moved <= tol * n:
+            break
         counts = np.bincount(assign, minlength=k)
         filled = counts > 0
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[filled]

@@ -83,13 +83,19 @@ def kmeans_pp(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
     return _kmeans_pp_seeding(sq_norms, lambda i: _sq_dist_to(points, sq_norms, points[i]), n, rng)
 
 
-def gradient_factors(probs: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The two factors of BADGE's gradient embedding g_i = s_i (x) h_i, as float64: s = p - onehot
-    (computed in float32, as `gradient_embeddings` does) and h, the sentence vector."""
+def gradient_scale(probs: np.ndarray) -> np.ndarray:
+    """s = p - onehot(argmax p), BADGE's class factor, computed in float32 as `gradient_embeddings`
+    does, returned as float64."""
     probs = np.asarray(probs, dtype=np.float32)
     scale = probs.copy()
     scale[np.arange(len(probs)), probs.argmax(axis=1)] -= 1.0
-    return scale.astype(np.float64), np.asarray(embeddings, dtype=np.float32).astype(np.float64)
+    return scale.astype(np.float64)
+
+
+def gradient_factors(probs: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two factors of BADGE's gradient embedding g_i = s_i (x) h_i, as float64: s
+    (`gradient_scale`) and h, the sentence vector."""
+    return gradient_scale(probs), np.asarray(embeddings, dtype=np.float32).astype(np.float64)
 
 
 def kmeans_pp_factored(scale: np.ndarray, embeddings: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
