@@ -8,7 +8,8 @@ and status (status.py); `layout.Layout` owns every path under the output.
 
 Each cell has a deterministic id from its parameters and the sweep's fixed settings, so a
 finished cell is never run twice: running the sweep again skips it, and adding fractions,
-strategies or seeds runs only the new cells.
+strategies or seeds runs only the new cells (and, for new seeds, the qbc-seeds cells: their
+committee, the other seeds, is in their id; migration.py moves those made before it was).
 """
 
 from __future__ import annotations
