@@ -195,8 +195,9 @@ def test_a_store_made_for_another_config_is_refused_before_any_call(fake_openai,
     server = fake_openai()
     setup = {"model": "fake-model", "samples_per_call": 100}
     (tmp_path / "responses.jsonl").write_text(json.dumps({"request_id": 0, "setup": setup}) + "\n")
-    with pytest.raises(GenerationError, match=r"responses.jsonl: holds responses made with class_names=None, the config "
-                                              r"says \['very negative', .*\]; use another output directory or restore the config$"):
+    with pytest.raises(GenerationError, match=r"responses.jsonl: holds responses made with class_names=None \(the config "
+                                              r"says \['very negative', .*\]\), .*samples_per_call=100 \(the config says 5\), "
+                                              r".*; use another output directory or restore the config$"):
         generate(llm_cfg(server.base_url), examples, val_texts, tmp_path)
     assert server.arrivals == []
 

@@ -133,6 +133,16 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
         raise GenerationError(str(exc)) from None
 
 
+def setup_for(cfg: LLMConfig, endpoint: Endpoint, template: str, examples: pd.DataFrame, class_names) -> dict:
+    """What makes a stored reply answer *this* config's call n (the store's identity, checked by
+    a run and by `check`/`--dry-run` alike). Limits, concurrency, prices and the URL may change
+    between runs; these may not."""
+    return {"model": endpoint.model, "samples_per_call": endpoint.samples_per_call,
+            "max_tokens": endpoint.max_tokens, "examples_per_class": cfg.examples_per_class,
+            "temperature": cfg.temperature, "seed": cfg.seed, "template": template_digest(template),
+            "examples": examples_digest(examples), "class_names": list(class_names)}
+
+
 class RunProgress:
     """What the progress bar shows beside the calls: rows kept toward n_rows, tokens, dollars,
     time waited on the limiter. The same counts end in the summary line and generation.json."""
@@ -174,12 +184,7 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
     endpoint = choose_endpoint(cfg)
     check_endpoint(cfg, endpoint)  # before anything is written
     template = load_template(cfg.template) if cfg.template else DEFAULT_TEMPLATE
-    # What makes a stored reply answer *this* config's call n. Limits, concurrency, prices and
-    # the URL may change between runs; these may not.
-    setup = {"model": endpoint.model, "samples_per_call": endpoint.samples_per_call,
-             "max_tokens": endpoint.max_tokens, "examples_per_class": cfg.examples_per_class,
-             "temperature": cfg.temperature, "seed": cfg.seed, "template": template_digest(template),
-             "examples": examples_digest(examples), "class_names": list(class_names)}
+    setup = setup_for(cfg, endpoint, template, examples, class_names)
     with PaidCalls(cfg, endpoint, out_dir, setup, len(class_names), say) as calls:
         run = _Run(cfg, endpoint, calls, template, examples, class_names, list(val_texts), embed)
         stopped, counts, waited_s = run.rounds(out_dir, say, wait, cancel)

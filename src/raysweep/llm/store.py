@@ -66,14 +66,15 @@ class ResponseStore:
 
 
 def check_setup(records: list[dict], setup: dict, path: Path) -> None:
-    """Refuse to mix responses made for another prompt, model or call size into this run."""
+    """Refuse to mix responses made for another prompt, model or call size into this run; the
+    line names every setting that differs (a digest, for the template and examples)."""
     for record in records:
         stored = record.get("setup", {})
-        for key in sorted(set(stored) | set(setup)):
-            if stored.get(key) != setup.get(key):
-                raise StoreError(
-                    f"{path}: holds responses made with {key}={stored.get(key)!r}, the config says "
-                    f"{setup.get(key)!r}; use another output directory or restore the config")
+        differ = [key for key in sorted(set(stored) | set(setup)) if stored.get(key) != setup.get(key)]
+        if differ:
+            said = ", ".join(f"{key}={stored.get(key)!r} (the config says {setup.get(key)!r})" for key in differ)
+            raise StoreError(f"{path}: holds responses made with {said}; use another output directory or "
+                             "restore the config")
 
 
 def cost_usd(usage: dict | None, model: str, prices: dict, answered_by: str | None = None,
