@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from raysweep.llm.budget import Budget, cost_usd, smallest_reply, stop_line, worst_case_usd
+from raysweep.llm.budget import Budget, cost_usd, longest_reply, smallest_reply, stop_line, worst_case_usd
 from raysweep.llm.client import Generator
 from raysweep.llm.config import PriceConfig, load_llm_config
 from raysweep.llm.fake_server import Reply
@@ -137,6 +137,15 @@ def test_a_cap_below_one_whole_call_stops_the_first_call_and_says_so():
     assert stop_line(budget.stats()).endswith("the next call needs $0.5500 (its prompt and a 500-token reply: its "
                                               "whole max_tokens: no reply seen yet) and $0.3000 is left")
     assert smallest_reply(0, 500) == 500 and smallest_reply(100, 500) == 125 and smallest_reply(450, 500) == 500
+
+
+def test_the_longest_reply_reads_only_usable_usage():
+    records = [{"usage": {"completion_tokens": 40}}, {"usage": {"completion_tokens": "90"}}, {"usage": None},
+               {"usage": [1]}, {}, {"usage": {"completion_tokens": 70.0}}]
+    assert longest_reply(records) == 70 and longest_reply([]) == 0
+    budget = Budget(cap_usd=1.0)
+    budget.settle(budget.reserve(0.1), 0.01, "lots")  # a provider's odd usage is not a length
+    assert budget.longest_reply == 0
 
 
 def test_no_cap_sends_every_call_whole():

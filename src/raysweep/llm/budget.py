@@ -94,7 +94,9 @@ def smallest_reply(longest_reply: int, max_tokens: int) -> int:
 
 def longest_reply(records) -> int:
     """The longest reply (completion tokens) among stored records: where sizing starts on resume."""
-    return max(((r.get("usage") or {}).get("completion_tokens") or 0 for r in records), default=0)
+    lengths = ((r.get("usage") or {}).get("completion_tokens") if isinstance(r.get("usage"), dict) else None
+               for r in records)
+    return int(max((n for n in lengths if isinstance(n, (int, float)) and n > 0), default=0))
 
 
 class Budget:
@@ -170,7 +172,7 @@ class Budget:
             self.reserved.pop(ticket, None)
             self.spent_usd += float(used_usd)
             self.settled += 1
-            if reply_tokens:
+            if isinstance(reply_tokens, (int, float)) and reply_tokens > 0:  # a provider's usage, as sent
                 self.longest_reply = max(self.longest_reply, int(reply_tokens))
 
     def stats(self) -> dict:
