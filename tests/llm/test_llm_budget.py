@@ -63,6 +63,17 @@ def test_a_call_whose_worst_case_does_not_fit_is_never_sent(fake_openai):
     assert record["budget"] is True and record["fatal"] is False and server.arrivals == []
 
 
+def run_callers(caller, n: int, results: list[dict], price) -> tuple[list[dict], float]:
+    """`caller(k)` in n threads at once; (the paid replies among `results`, what they cost)."""
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    paid = [r for r in results if "response" in r]
+    return paid, sum(cost_usd(price, r["usage"]) for r in paid)
+
+
 def test_concurrent_callers_never_pass_the_cap(fake_openai):
     server = fake_openai(default=Reply(delay=0.02), rows_per_reply=2)
     worst = worst_case_usd(PRICE, make(server, None).estimate(MESSAGES) - 100, 100)
@@ -74,13 +85,7 @@ def test_concurrent_callers_never_pass_the_cap(fake_openai):
         for i in range(10):
             results.append(generator.call(10 * k + i, MESSAGES, seed=i))
 
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    paid = [r for r in results if "response" in r]
-    billed = sum(cost_usd(PRICE, r["usage"]) for r in paid)
+    paid, billed = run_callers(caller, 4, results, PRICE)
     assert len(paid) == len(server.served()) >= 7
     assert billed == pytest.approx(budget.spent_usd) and billed <= budget.cap_usd
     assert any(r.get("budget") for r in results)  # the cap, not the calls, ended it
@@ -186,13 +191,7 @@ def test_at_concurrency_8_the_cap_is_spent_to_90_percent_and_never_passed(fake_o
             if result.get("budget"):
                 return
 
-    threads = [threading.Thread(target=caller) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    paid = [r for r in results if "response" in r]
-    billed = sum(cost_usd(price, r["usage"]) for r in paid)
+    paid, billed = run_callers(lambda k: caller(), 8, results, price)
     assert len(paid) == len(server.served()) and budget.reserved == {}
     assert billed == pytest.approx(budget.spent_usd)
     assert 0.9 * 1.2 <= billed <= 1.2  # the cap is used, and never passed
