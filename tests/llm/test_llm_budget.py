@@ -153,6 +153,15 @@ def test_the_longest_reply_reads_only_usable_usage():
     assert budget.longest_reply == 0
 
 
+def test_a_dead_callers_reservation_is_released_as_spent_so_that_waiting_calls_do_not_wait_forever():
+    budget = Budget(cap_usd=1.0)
+    held = budget.size(0.05, RATE, 500, owner="actor-a")  # then actor-a dies in its call
+    assert budget.size(0.05, RATE, 500, owner="actor-b") == {"wait": True}
+    assert budget.release("actor-a") == 1 and budget.reserved == {} and budget.spent_usd == pytest.approx(0.55)
+    assert budget.size(0.05, RATE, 500, owner="actor-b") == {"stop": True}  # nothing in flight: final
+    assert budget.release("actor-a") == 0 and held["ticket"] not in budget.owners
+
+
 def test_no_cap_sends_every_call_whole():
     budget = Budget()
     assert budget.size(1e6, 1.0, 500)["max_tokens"] == 500 and budget.stop is None

@@ -138,8 +138,13 @@ def test_an_actor_killed_during_a_call_is_replaced_and_its_call_asked_again(
         return None
 
     server = fake_openai(responder=kill_the_caller, rows_per_reply=5)
-    result = generate(llm_cfg(server.base_url, n_rows=20, concurrency=1), examples, val_texts, tmp_path)
+    result = generate(llm_cfg(server.base_url, n_rows=20, concurrency=1, max_cost_usd=1.0), examples, val_texts,
+                      tmp_path)
     assert result.summary["actor_restarts"] == 1 and result.summary["complete"]
+    # The dead actor's reservation was released as spent (its call may have been billed), so
+    # nothing is left in flight for a waiting call to wait on.
+    money = result.summary["budget"]
+    assert money["reserved_usd"] == 0 and money["spent_usd"] > result.summary["cost_usd"]
     calls = served_ids(server)
     assert calls == [0, 1, 1, 2, 3]  # call 1 once more, nothing else repeated
     assert sorted(stored_ids(tmp_path)) == [0, 1, 2, 3]

@@ -38,6 +38,7 @@ API, for any caller of llm/client.py (generation, LLM labeling, a batch):
         # {"ticket", "max_tokens"}, {"wait": True} or {"stop": True}
     call(budget, "settle", ticket, used_usd, reply_tokens)   # the reservation becomes what was billed
     call(budget, "stats")       # {"cap_usd", "spent_usd", "reserved_usd", "peak_reserved_usd", ..., "stop"}
+    call(budget, "release", owner)   # an actor died holding reservations: they count as spent
     budget.reserve(usd)         # a fixed reservation (an earlier run's open batch), or None
 
     worst_case_usd(price, prompt_tokens, max_tokens)   # what a call at `max_tokens` may cost
@@ -104,6 +105,7 @@ class Budget:
         self.cap_usd = cap_usd
         self.spent_usd = float(spent_usd)  # settled: what the provider billed (or may have)
         self.reserved: dict[int, float] = {}  # ticket -> worst case still outstanding
+        self.owners: dict[int, str] = {}  # ticket -> the generator actor that holds it (release)
         self.longest_reply = int(longest_reply)  # completion tokens of the longest reply seen
         self.peak_reserved_usd = 0.0  # the most reserved at once: what the calls in flight could have cost
         self.refused = 0  # calls told to stop because of the cap
@@ -141,10 +143,18 @@ class Budget:
                 return None
             return self._take(usd)
 
-    def size(self, prompt_usd: float, usd_per_token: float, max_tokens: int) -> dict:
+    def size(self, prompt_usd: float, usd_per_token: float, max_tokens: int, owner: str | None = None) -> dict:
         """Go (with the max_tokens the call is sent with), wait or stop: see the module doc.
 
-        `prompt_usd`: the prompt's upper-bound cost; `usd_per_token`: the price of one reply token."""
+        `prompt_usd`: the prompt's upper-bound cost; `usd_per_token`: the price of one reply token;
+        `owner`: the actor asking, so that its reservation can be released if it dies."""
+        grant = self._size(prompt_usd, usd_per_token, max_tokens)
+        if owner is not None and "ticket" in grant:
+            with self._lock:
+                self.owners[grant["ticket"]] = owner
+        return grant
+
+    def _size(self, prompt_usd: float, usd_per_token: float, max_tokens: int) -> dict:
         with self._lock:
             if self.cap_usd is None:
                 return {"ticket": self._take(prompt_usd + max_tokens * usd_per_token), "max_tokens": max_tokens}
@@ -170,10 +180,20 @@ class Budget:
         a reply of `reply_tokens` completion tokens (None: no reply)."""
         with self._lock:
             self.reserved.pop(ticket, None)
+            self.owners.pop(ticket, None)
             self.spent_usd += float(used_usd)
             self.settled += 1
             if isinstance(reply_tokens, (int, float)) and reply_tokens > 0:  # a provider's usage, as sent
                 self.longest_reply = max(self.longest_reply, int(reply_tokens))
+
+    def release(self, owner: str) -> int:
+        """A generator actor died holding reservations: they count as spent (its call may have been
+        billed), and no longer as in flight, or calls waiting for them to settle would wait forever."""
+        with self._lock:
+            held = {t: self.reserved.get(t, 0.0) for t, o in self.owners.items() if o == owner}
+        for ticket, usd in held.items():
+            self.settle(ticket, usd)
+        return len(held)
 
     def stats(self) -> dict:
         return {"cap_usd": self.cap_usd, "spent_usd": round(self.spent_usd, 6),

@@ -151,6 +151,8 @@ class GeneratorPool:
             except ray.exceptions.RayActorError as exc:
                 self.actors.remove(actor)
                 self.counts["actor_restarts"] += 1
+                if self.budget is not None:  # its reservation would never settle: count it as spent
+                    budget_call(self.budget, "release", actor._actor_id.hex())
                 pending.appendleft(job)
                 if self.counts["actor_restarts"] > self.max_deaths:
                     fatal = f"generator actors keep dying ({self.counts['actor_restarts']} so far); last: {one_line(exc, 120)}"

@@ -142,6 +142,8 @@ class Generator:
         self.params = params  # temperature, max_tokens, optionally response_format
         self.limiter = limiter
         self.budget, self.price = budget, price
+        # This actor's id (None in a plain process): a pool whose actor dies releases its reservations.
+        self.owner = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
         self.retries = retries
         self.retry_backoff = retry_backoff
         # Prompt tokens per character: 1/3 over-counts English (~4 chars a token) on purpose,
@@ -164,7 +166,7 @@ class Generator:
         per_token = self.price.completion / 1e6
         pause = BUDGET_POLL_S
         while True:
-            grant = budget_call(self.budget, "size", prompt_usd, per_token, max_tokens)
+            grant = budget_call(self.budget, "size", prompt_usd, per_token, max_tokens, self.owner)
             if "ticket" in grant:
                 return grant["ticket"], prompt_usd + grant["max_tokens"] * per_token, grant["max_tokens"]
             if grant.get("stop"):
