@@ -37,6 +37,10 @@ PARAMS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling"
 METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
            "trainable_params", "select_s", "train_s", "eval_s", "trial_s", "wall_s")
 TEST_METRICS = ("test_accuracy", "test_macro_f1")  # columns only when the data has a test split
+# Columns only when a record has them: who was paid for the added rows' labels, and what a
+# cleaning pool (llm_cleaned, llm_routed: cleaning.py) did to the LLM's labels, against gold.
+LABEL_COLUMNS = ("human_labels", "llm_labels", "labels_flagged", "labels_removed", "labels_replaced",
+                 "llm_label_accuracy", "flagged_llm_accuracy", "replacement_accuracy", "trained_label_accuracy")
 
 
 def metric_columns(task) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -118,11 +122,13 @@ def selection_settings(strategy: str, selection: SelectionConfig) -> dict:
 
 
 def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str | None = None,
-            labels: str | None = None) -> str:
+            labels: str | None = None, pool_settings: dict | None = None) -> str:
     key = {**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}
     if settings:  # left out when empty, so random cells keep the ids they had before `selection:`
         key["selection"] = settings
     key.update(pools.get(cell.pool).id_part(generated, labels))  # what the pool's rows depend on
+    if pool_settings:  # left out when empty: the pools without settings keep their ids
+        key["pool_settings"] = pool_settings
     return json_digest(key, 16)
 
 
@@ -132,8 +138,8 @@ def cell_ids(cfg: SweepConfig, cells: list[Cell], generated: str | None = None,
     `labels[i]` the digest of the LLM's labels of cells[i]'s rows (the llm_annotated pool only)."""
     fixed = fixed_digest(cfg)
     labels = labels or [None] * len(cells)
-    return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated, d)
-            for c, d in zip(cells, labels)]
+    return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated, d,
+                    pools.get(c.pool).settings(cfg)) for c, d in zip(cells, labels)]
 
 
 def expand(cfg: SweepConfig) -> list[Cell]:
@@ -250,6 +256,7 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord]
     n_val = len(cfg.task.metrics)
     has_test = any(m in rec.metrics for rec in records for m in test_columns)
     metrics = (*columns[:n_val], *test_columns, *columns[n_val:]) if has_test else columns
+    metrics += tuple(m for m in LABEL_COLUMNS if any(m in rec.metrics for rec in records))
     training = trainings_of(cells, ids, done)
     for cell, cid in zip(cells, ids):
         rec = done.get(cid)

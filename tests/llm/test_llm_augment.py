@@ -301,7 +301,8 @@ def test_the_shipped_llm_sweep_is_the_studys_figure_2():
 
     root = Path(__file__).resolve().parents[2] / "sweeps"
     full, small = load_sweep(root / "llm.yaml"), load_sweep(root / "llm-small.yaml")
-    assert full.compare.pool == small.compare.pool == ["real", "llm", "llm_teacher", "llm_annotated"]
+    assert full.compare.pool == small.compare.pool == ["real", "llm", "llm_teacher", "llm_annotated", "llm_cleaned",
+                                                      "llm_routed"]
     assert full.compare.fraction == [0, 1, 2, 3, 4] and len(full.replicate.seed) == 3
     assert full.compare.freeze == ["last-linear", "pooler", "last-attention"]
     assert full.llm.samples_per_call == 100 and full.llm.examples_per_class == 3
