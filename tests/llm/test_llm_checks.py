@@ -146,3 +146,17 @@ def test_the_zero_row_error_names_the_budget_when_the_budget_stopped_it():
     parsed = {"stopped": "no_progress", "requests": 4, "parse_failures": {"not_json": 4}, "rows_parsed": 0}
     assert no_rows_error(Path("gen"), parsed) == ("gen: the LLM produced no usable row in 4 replies (4 parse "
                                                   "failures: {'not_json': 4}); see parse_failures.jsonl there")
+
+
+def test_a_library_run_below_one_call_starts_nothing_and_its_zero_row_error_names_the_budget(tmp_path, fake_openai):
+    # The library path (no preflight): generation stops before Ray or any call, and says why.
+    from raysweep.augment import GenerationDirError, run_generation
+
+    server = fake_openai()
+    cfg = load_sweep(sweep(tmp_path, base_url=server.base_url, max_cost_usd=0.1))
+    with pytest.raises(GenerationDirError, match=r"gen: no rows: generation stopped at llm.max_cost_usd \(\$0.1\): "
+                                                 r"\$0.0000 spent, .* the next call needs \$0\.6\d+ \(its prompt and a "
+                                                 r"4,096-token reply: its whole max_tokens: no reply seen yet\) and "
+                                                 r"\$0.1000 is left; raise llm.max_cost_usd$"):
+        run_generation(cfg, tmp_path / "gen", tmp_path / "cache", use_ray=False, log=lambda *_: None)
+    assert server.arrivals == [] and (tmp_path / "gen" / "parse_failures.jsonl").read_text() == ""

@@ -198,7 +198,7 @@ class Generator:
             money = self._reserve(messages, asked)
             if money is None:
                 return {"request_id": request_id, "fatal": False, "budget": True, "retried": dict(retried),
-                        "error": "llm.max_cost_usd would be passed by this call's worst case"}
+                        "error": "llm.max_cost_usd: not even a useful reply fits with nothing in flight"}
             request["max_tokens"] = money[2]  # sized down when only that fits under the cap
             estimate = estimate_tokens(messages, money[2], self.tokens_per_char)
             slept, ticket = wait_for_slot(self.limiter, estimate)
