@@ -49,6 +49,24 @@ def test_cell_ids_are_frozen(cfg):
         "d37f0d7ad8608cb9", "6d44d71859c053f2", "77ef5a9850541e35", "57b97c2636054eed"]
 
 
+def test_qbc_seeds_ids_name_their_committee_and_no_other_id_moves(tmp_path):
+    """Issue 33: a qbc-seeds cell's id carries its committee (the other seeds); a random cell's
+    does not. The `committees=False` ids are the ones main computed before (the migration's old ids)."""
+    (tmp_path / "q.yaml").write_text("name: frozen\ncompare:\n  pool: [real]\n  strategy: [random, qbc-seeds]\n"
+                                     "  fraction: [1]\n  freeze: [pooler]\nreplicate:\n  seed: [0, 1, 2]\n"
+                                     "encoder:\n  name: minilm\nrecipe:\n  epochs: 3\n")
+    q = load_sweep(tmp_path / "q.yaml")
+    cells = grid.expand(q)
+    random_ids = ["f94516f83bbf289f", "d3f6cf607c5461f4", "3331fb4b41d01313"]
+    assert grid.cell_ids(q, cells) == [*random_ids, "1ca318c534355851", "97a4c25a1d9c56a1", "580b196138bdb26d"]
+    assert grid.cell_ids(q, cells, committees=False) == [
+        *random_ids, "b30ea649564486c3", "c7ae8e01809b549f", "d36881f64215f063"]
+    # the same committee in another order is the same cell
+    q.replicate.seed = [2, 0, 1]
+    assert sorted(grid.cell_ids(q, grid.expand(q))[3:]) == sorted(["1ca318c534355851", "97a4c25a1d9c56a1",
+                                                                  "580b196138bdb26d"])
+
+
 def test_generation_keys_are_frozen(cfg):
     assert augment.config_key(cfg) == "cc75e11c0435dfc5"
     rows = pd.DataFrame({"text": ["a good film", "très mauvais — 😀"], "llm_label": [3, 0], "teacher_label": [4, 0]})

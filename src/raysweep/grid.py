@@ -121,11 +121,25 @@ def selection_settings(strategy: str, selection: SelectionConfig) -> dict:
     return out
 
 
+def committee(cell: Cell, seeds) -> list[int] | None:
+    """The seeds whose scoring models pick a cell's rows besides its own (qbc-seeds: every other
+    seed of the sweep, sorted), or None for a strategy whose picks read only its own seed's model."""
+    if not strategies.get(cell.strategy).shares_seeds:
+        return None
+    return sorted(int(s) for s in seeds if int(s) != cell.seed)
+
+
 def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str | None = None,
-            labels: str | None = None, pool_settings: dict | None = None) -> str:
+            labels: str | None = None, pool_settings: dict | None = None,
+            members: list[int] | None = None) -> str:
     key = {**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}
     if settings:  # left out when empty, so random cells keep the ids they had before `selection:`
         key["selection"] = settings
+    if members is not None:
+        # qbc-seeds' picks depend on the other seeds' models: a cell finished with seeds 0..9 is not
+        # the cell of a sweep with seeds 0..4. Only such cells carry the key (migration.py moves
+        # the records made before it); every other id is unchanged.
+        key["committee"] = members
     key.update(pools.get(cell.pool).id_part(generated, labels))  # what the pool's rows depend on
     if pool_settings:  # left out when empty: the pools without settings keep their ids
         key["pool_settings"] = pool_settings
@@ -133,13 +147,15 @@ def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str
 
 
 def cell_ids(cfg: SweepConfig, cells: list[Cell], generated: str | None = None,
-             labels: list[str | None] | None = None) -> list[str]:
+             labels: list[str | None] | None = None, committees: bool = True) -> list[str]:
     """The ids of `cells`; `generated` is the digest of the generated rows (LLM pools only),
-    `labels[i]` the digest of the LLM's labels of cells[i]'s rows (the llm_annotated pool only)."""
+    `labels[i]` the digest of the LLM's labels of cells[i]'s rows (the llm_annotated pool only).
+    `committees=False`: the ids qbc-seeds cells had before their committee was in them (migration.py)."""
     fixed = fixed_digest(cfg)
     labels = labels or [None] * len(cells)
     return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated, d,
-                    pools.get(c.pool).settings(cfg)) for c, d in zip(cells, labels)]
+                    pools.get(c.pool).settings(cfg), committee(c, cfg.replicate.seed) if committees else None)
+            for c, d in zip(cells, labels)]
 
 
 def expand(cfg: SweepConfig) -> list[Cell]:
@@ -164,6 +180,7 @@ class CellRecord:
     error: str = ""  # `Type: first line` of what failed it
     shared_training: str | None = None  # a rider: the cell whose training it shares
     pack: str | None = None  # the Tune trial (its pack) that wrote it
+    committee: list[int] | None = None  # qbc-seeds: the other seeds whose models picked its rows (`committee`)
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they are
 
     @property
@@ -177,8 +194,8 @@ class CellRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> CellRecord:
-        known = {f: data[f] for f in ("cell_id", "cell", "status", "metrics", "error", "shared_training", "pack")
-                 if f in data}
+        known = {f: data[f] for f in ("cell_id", "cell", "status", "metrics", "error", "shared_training", "pack",
+                                      "committee") if f in data}
         known["metrics"] = known.get("metrics") or {}
         known["error"] = known.get("error") or ""
         return cls(**{"cell_id": "", "cell": {}, **known},
@@ -202,6 +219,8 @@ class CellRecord:
         if self.shared_training is not None:
             data["shared_training"] = self.shared_training
         data["pack"] = self.pack
+        if self.committee is not None:  # left out for other strategies: their records stay byte for byte
+            data["committee"] = self.committee
         return json.dumps({**data, **self.extra}, indent=1)
 
 

@@ -40,7 +40,7 @@ from raysweep import scoring
 from raysweep.console import progress
 from raysweep.strategies import RankingStrategy, Strategy
 from raysweep.strategies.clusters import margins
-from raysweep.strategies.diversity import _min_sq_dist, _sq_dist_to, gradient_factors
+from raysweep.strategies.diversity import _min_sq_dist, _sq_dist_to, gradient_factors, gradient_scale
 
 # Rows per run: a whole number of scoring chunks (scoring.CHUNK) and of the 1,024-row blocks
 # the diversity and SQBC distance code works in, so runs cut the pool where they do. 8,192
@@ -261,12 +261,16 @@ def kmeans_pp(spill: Spill, classes: int, n: int, rng: np.random.Generator) -> n
     picked = [int(top[np.argmin(rank[top])])]
 
     def distances_to(pick: int, d2: np.ndarray | None) -> np.ndarray:
-        s_c, h_c = factors(spill.row(pick)[None])
+        center = spill.row(pick)[None]
+        s_c = gradient_scale(center[:, :classes])
+        h_c = np.asarray(center[0, classes:], dtype=np.float32)
         parts = []
         for start, points in spill.runs():
-            s, h = factors(points)
+            s = gradient_scale(points[:, :classes])
+            # the vectors' dot in float32, as kmeans_pp_factored takes it: the same picks
+            dots = (np.asarray(points[:, classes:], dtype=np.float32) @ h_c).astype(np.float64)
             sq = sq_norms[start: start + len(points)]
-            parts.append(np.maximum(sq + sq_norms[pick] - 2.0 * (s @ s_c[0]) * (h @ h_c[0]), 0.0))
+            parts.append(np.maximum(sq + sq_norms[pick] - 2.0 * (s @ s_c[0]) * dots, 0.0))
         d = np.concatenate(parts)
         return d if d2 is None else np.minimum(d2, d)
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from raysweep import chosen, layout, pools, predictions
+from raysweep import chosen, grid, layout, pools, predictions
 from raysweep.grid import HEARTBEAT_S, Cell, CellRecord, Pack, Training
 from raysweep.inputs import TrialContext, trial_inputs
 from raysweep.model import error_line
@@ -121,6 +121,7 @@ def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: Tria
         except Exception as exc:  # noqa: BLE001
             result = exc
     record = _record(cid, cell, result, start, shared, pack)
+    record.committee = grid.committee(cell, context.seeds)  # on record: a later reader need not guess it
     out.write_text(layout.cell_record(cid), record.to_json())
     beat.finished(cid)
     return record

@@ -8,7 +8,8 @@ and status (status.py); `layout.Layout` owns every path under the output.
 
 Each cell has a deterministic id from its parameters and the sweep's fixed settings, so a
 finished cell is never run twice: running the sweep again skips it, and adding fractions,
-strategies or seeds runs only the new cells.
+strategies or seeds runs only the new cells (and, for new seeds, the qbc-seeds cells: their
+committee, the other seeds, is in their id; migration.py moves those made before it was).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep import annotation, chosen, dashboard, grid, layout, pools, steps
+from raysweep import annotation, chosen, dashboard, grid, layout, migration, pools, steps
 from raysweep.config import SweepConfig, to_dict
 from raysweep.driver import TUNE_COPIES, PackSizes, check_local_output, run_packs
 from raysweep.grid import cell_ids, expand, read_cells, results_table
@@ -65,6 +66,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     if not out.is_uri and not shared_output and address not in (None, "local"):
         check_local_output(out, address)
     out.mkdir(layout.CELLS)
+    snapshot = out.read_text(layout.SWEEP_FILE)  # the run before this one: migration.committees reads its seeds
     out.write_text(layout.SWEEP_FILE, f"{SWEEP_MARKER}\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
     # Before the cell ids: an LLM pool's cells are keyed by the rows generated for them.
     generated = steps.generation(cfg, lay, address, use_ray_data, log) if cfg.needs_generation else None
@@ -86,6 +88,8 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         # Before the cell ids: an llm_annotated cell is keyed by the LLM's labels of its rows.
         labels = steps.annotation_labels(cfg, cells, lay, prepared, lambda ctx, c: trial_inputs(ctx, c.variant), log)
     ids = cell_ids(cfg, cells, generated.digest if generated else None, labels)
+    old_ids = cell_ids(cfg, cells, generated.digest if generated else None, labels, committees=False)
+    migration.committees(cells, ids, old_ids, cfg.replicate.seed, out, snapshot, log)
     done = read_cells(out)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     todo = {i for i in ids if i not in done or done[i].status not in skip}

@@ -118,7 +118,7 @@ def _committee(inputs: TrialInputs, rows: np.ndarray, labels: np.ndarray, remain
                recipe: RecipeConfig, selection: SelectionConfig, seed: int, log=None) -> np.ndarray:
     """[M, pool, C]: the pool under the models the other seeds train on the same rows. At the
     first step these are the sweep's own scoring models (cached by the driver's scoring pass)."""
-    others = [s for s in inputs.seeds if s != seed]
+    others = sorted(s for s in inputs.seeds if s != seed)  # the order grid.committee puts in the cell id
     if len(others) < 2:
         raise ValueError(f"qbc-seeds: its committee is the other seeds' scoring models, and this sweep has "
                          f"{len(inputs.seeds)} seed(s); it needs 3 or more")

@@ -132,3 +132,46 @@ def test_factorised_badge_picks_what_the_gradient_matrix_picks(seed):
     factored = kmeans_pp_factored(*gradient_factors(probs, emb), 40, np.random.default_rng(seed))
     assert_array_equal(factored, dense)
     assert_array_equal(select("badge", PoolView(size=300, probs=probs, embeddings=emb), 40, seed), dense)
+
+
+def _kmeans_float64(points, k, rng, iterations=20, tol=0.0):
+    """The float64 k-means these strategies ran before (issue 33's speed change), as the reference;
+    `tol`: stop once at most that share of the rows changes cluster (0: the old rule, no change)."""
+    points = np.asarray(points, dtype=np.float64)
+    n = len(points)
+    sq = (points ** 2).sum(axis=1)
+
+    def dists(centers):
+        return np.maximum(sq[:, None] + (centers ** 2).sum(axis=1)[None, :] - 2.0 * points @ centers.T, 0.0)
+
+    centers = np.empty((k, points.shape[1]))
+    centers[0] = points[rng.integers(n)]
+    d2 = dists(centers[:1])[:, 0]
+    for j in range(1, k):
+        centers[j] = points[int(rng.choice(n, p=d2 / d2.sum()))]
+        d2 = np.minimum(d2, dists(centers[j: j + 1])[:, 0])
+    assign = np.full(n, -1)
+    for _ in range(iterations):
+        new = dists(centers).argmin(axis=1)
+        moved = (new != assign).sum()
+        assign = new
+        if moved <= tol * n:
+            break
+        counts = np.bincount(assign, minlength=k)
+        sums = np.zeros_like(centers)
+        np.add.at(sums, assign, points)
+        centers[counts > 0] = sums[counts > 0] / counts[counts > 0, None]
+    return assign
+
+
+@pytest.mark.parametrize("seed, tol", [(0, 0.0), (1, 0.0), (2, 1e-3), (3, 0.05)])
+def test_float32_kmeans_is_the_float64_clustering_away_from_rounding_ties(seed, tol):
+    """The speed change (float32, one sorted reduction) draws the same centres from the same
+    random stream and moves them the same way: on sentence-vector-like data (20 topics, 384-d)
+    every row lands in the same cluster as under the float64 code, run to convergence (tol 0)
+    or stopped by the same rule (at most `tol` of the rows moved in the last step)."""
+    rng = np.random.default_rng(seed)
+    topics = rng.normal(size=(20, 384))
+    points = (topics[rng.integers(20, size=600)] + 0.8 * rng.normal(size=(600, 384))).astype(np.float32)
+    assert_array_equal(kmeans(points, 30, np.random.default_rng(seed), tol=tol),
+                       _kmeans_float64(points, 30, np.random.default_rng(seed), tol=tol))
