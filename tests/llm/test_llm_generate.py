@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -141,8 +142,13 @@ def test_an_actor_killed_during_a_call_is_replaced_and_its_call_asked_again(
         return None
 
     server = fake_openai(responder=kill_the_caller, rows_per_reply=5)
-    result = generate(llm_cfg(server.base_url, n_rows=20, concurrency=1), examples, val_texts, tmp_path)
+    result = generate(llm_cfg(server.base_url, n_rows=20, concurrency=1, max_cost_usd=1.0), examples, val_texts,
+                      tmp_path)
     assert result.summary["actor_restarts"] == 1 and result.summary["complete"]
+    # The dead actor's reservation was released as spent (its call may have been billed), so
+    # nothing is left in flight for a waiting call to wait on.
+    money = result.summary["budget"]
+    assert money["reserved_usd"] == 0 and money["spent_usd"] > result.summary["cost_usd"]
     calls = served_ids(server)
     assert calls == [0, 1, 1, 2, 3]  # call 1 once more, nothing else repeated
     assert sorted(stored_ids(tmp_path)) == [0, 1, 2, 3]
@@ -199,8 +205,9 @@ def test_a_store_made_for_another_config_is_refused_before_any_call(fake_openai,
     server = fake_openai()
     setup = {"model": "fake-model", "samples_per_call": 100, "few_shot": "fixed"}
     (tmp_path / "responses.jsonl").write_text(json.dumps({"request_id": 0, "setup": setup}) + "\n")
-    with pytest.raises(GenerationError, match=r"responses.jsonl: holds responses made with class_names=None, the config "
-                                              r"says \['very negative', .*\]; use another output directory or restore the config$"):
+    with pytest.raises(GenerationError, match=r"responses.jsonl: holds responses made with class_names=None \(the config "
+                                              r"says \['very negative', .*\]\), .*samples_per_call=100 \(the config says 5\), "
+                                              r".*; use another output directory or restore the config$"):
         generate(llm_cfg(server.base_url), examples, val_texts, tmp_path)
     assert server.arrivals == []
 
@@ -217,34 +224,30 @@ def test_several_actors_stay_within_the_shared_limits(ray_local, fake_openai, ll
 
 
 @pytest.mark.slow  # starts Ray
-def test_several_actors_share_one_budget_stop_cleanly_at_it_and_keep_every_paid_reply(
+def test_several_actors_share_one_budget_spend_it_to_90_percent_never_past_it_and_keep_every_paid_reply(
         ray_local, fake_openai, llm_cfg, examples, val_texts, tmp_path):
+    # The issue's shape on the actor path (BudgetActor): a worst case of about half the cap
+    # (max_tokens 4096) and replies of a tenth of it. Reserving worst cases stopped after one call.
     server = fake_openai(rows_per_reply=5, default=Reply(delay=0.05))
-    price = PriceConfig(100.0, 100.0)  # dollars per 1M tokens, the same for both: a call costs its tokens
-    worst = max(worst_case_usd(price, estimate_tokens(build_messages(DEFAULT_TEMPLATE, 5, examples, 3, 0, i,
-                                                                      SST5_CLASS_NAMES), 0), 100) for i in range(20))
-    cap = round(5.5 * worst, 6)
-    cfg = llm_cfg(server.base_url, n_rows=100, concurrency=4, max_tokens=100, max_cost_usd=cap,
+    cap = 1.0
+    cfg = llm_cfg(server.base_url, n_rows=400, concurrency=4, max_tokens=4096, max_cost_usd=cap,
                   prices={"fake-model": {"prompt": 100.0, "completion": 100.0}})
     said: list[str] = []
     s = generate(cfg, examples, val_texts, tmp_path, say=said.append).summary
-    billed = sum(a["tokens"] for a in server.served()) * 100.0 / 1e6
-    assert s["stopped"] == "budget" and not s["complete"] and 5 <= s["requests"] < 20
-    assert billed <= cap and s["cost_usd"] == pytest.approx(billed)
+    billed = sum(a["tokens"] for a in server.served()) * 100.0 / 1e6  # the same price for both: tokens x price
+    assert s["stopped"] == "budget" and not s["complete"]
+    assert 0.9 * cap <= billed <= cap and s["cost_usd"] == pytest.approx(billed)
+    assert s["budget"]["sized_down"] > 0 and s["budget"]["stop"]["need_usd"] > cap - s["budget"]["spent_usd"]
     assert sorted(stored_ids(tmp_path)) == sorted(served_ids(server))  # every paid reply is kept
-    assert said[-1].endswith(f"stopped at llm.max_cost_usd (${cap:g}); the LLM pools run with these rows")
-    assert f"{s['rows_kept']} of 100 rows kept" in said[-1]
-    # Again under the same cap: the cap covers the directory, earlier runs included. A call starts
-    # only if its worst case fits in what is left; a finished call settles at its real cost, which
-    # frees the rest of its reservation, so what is left after 5 calls may pay for one or two more
-    # (which calls were served, and so what is left, varies with timing).
-    arrivals = len(server.arrivals)
-    left = cap - s["cost_usd"]
+    assert re.search(rf"; stopped at llm.max_cost_usd \(\$1\): \${s['cost_usd']:.4f} spent, at most \$0\.\d+ reserved "
+                     r"at once by the calls in flight; the next call needs \$0\.\d+ \(its prompt and a \d+-token "
+                     r"reply: 1.25 x the longest reply so far, \d+ tokens\) and \$0\.\d+ is left; the LLM pools run "
+                     r"with these rows$", said[-1]), said[-1]
+    # Again under the same cap: the cap covers the directory, earlier runs included, and the
+    # stored replies size the first call: at most what is left is spent, never past the cap.
     again = generate(cfg, examples, val_texts, tmp_path).summary
-    served = server.served()
     assert again["stopped"] == "budget" and again["rows_kept"] >= s["rows_kept"]
-    assert len(server.arrivals) - arrivals <= int(left // (min(a["tokens"] for a in served) * 100.0 / 1e6))
-    assert sum(a["tokens"] for a in served) * 100.0 / 1e6 <= cap  # never past the cap
+    assert sum(a["tokens"] for a in server.served()) * 100.0 / 1e6 <= cap
 
 
 DRIVER = textwrap.dedent("""

@@ -34,8 +34,9 @@ def test_no_key_and_no_base_url_means_the_embedded_server(monkeypatch):
 def test_a_missing_extra_is_one_line_saying_what_to_install(monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
-    with pytest.raises(ServerError, match=r"^no API key and no llm.base_url, and the embedded server is not installed: "
-                                          r"pip install 'raysweep\[llm-local\]'$"):
+    # raysweep is not on PyPI: the command installs the extra of the clone raysweep runs from.
+    with pytest.raises(ServerError, match=r"^no API key and no llm.base_url, and the embedded LLM server is not installed "
+                                          r"\(missing llama_cpp\): \S+ -m pip install -e '\S+\[llm-local\]'$"):
         with embedded_server(EmbeddedConfig(), tmp_path / "server.log"):
             pass
 

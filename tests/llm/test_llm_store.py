@@ -57,7 +57,7 @@ def test_a_damaged_line_before_the_end_is_an_error_naming_the_line(tmp_path):
 def test_stored_replies_made_for_another_config_are_refused(tmp_path):
     setup = {"model": "m", "samples_per_call": 100}
     check_setup([{"setup": setup}], setup, tmp_path)
-    with pytest.raises(StoreError, match=r"made with samples_per_call=20, the config says 100; use another output"):
+    with pytest.raises(StoreError, match=r"made with samples_per_call=20 \(the config says 100\); use another output"):
         check_setup([{"setup": {"model": "m", "samples_per_call": 20}}], setup, tmp_path)
 
 

@@ -25,9 +25,10 @@ fails validation) are asked again in a new batch, up to `llm.batch.resubmits` ti
 what still fails ends the run with one line, and a rerun asks for them again. A new batch, not
 online calls: the point of the mode is its price and its separate limits.
 
-`llm.max_cost_usd` holds here as online: a batch reserves the worst case of every request in
-it before it is uploaded (a request that does not fit is left for no batch), and settles with
-the usage of its replies when collected. `wait=False` submits (or checks) and raises
+`llm.max_cost_usd` holds here as online: each request of a batch is sized on the budget before
+the batch is uploaded (budget.py: its whole max_tokens, or sized down to a useful reply), and
+settles with its reply's usage when collected. A request that must wait ends the batch (the
+next round's batch sizes it once this one is settled); one that must stop ends the run. `wait=False` submits (or checks) and raises
 BatchPending instead of waiting; the next run collects.
 """
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -44,8 +45,9 @@ from typing import Callable
 import openai
 
 from raysweep.errors import RaysweepError
-from raysweep.llm.budget import Budget, cost_usd, worst_case_usd
+from raysweep.llm.budget import Budget, cost_usd, longest_reply, worst_case_usd
 from raysweep.llm.client import estimate_tokens, one_line
+from raysweep.llm.config import PriceConfig
 from raysweep.llm.store import ResponseStore
 
 BATCHES_NAME = "batches.jsonl"
@@ -76,7 +78,8 @@ class OpenBatch:
     worst_usd: float
     batch_id: str | None = None
     cancelled: bool = False
-    ticket: int | None = None  # its reservation on the budget
+    ticket: int | None = None  # an earlier run's batch: its whole worst case, reserved as one
+    tickets: dict = field(default_factory=dict)  # request_id -> its reservation, for a batch of this run
 
 
 def open_batches(events: list[dict]) -> list[OpenBatch]:
@@ -102,7 +105,8 @@ def _jsonl(text: str) -> list[dict]:
 
 class BatchRunner:
     def __init__(self, cfg, endpoint, out_dir: Path, params: dict, stored: Callable[[int], bool],
-                 spent_usd: float = 0.0, wait: bool = True, note: Callable[[str], None] = lambda text: None):
+                 spent_usd: float = 0.0, wait: bool = True, note: Callable[[str], None] = lambda text: None,
+                 longest: int = 0):
         self.cfg, self.endpoint, self.params, self.stored = cfg, endpoint, params, stored
         self.wait, self.note = wait, note
         key = endpoint.key.read() if endpoint.key is not None else None
@@ -112,7 +116,7 @@ class BatchRunner:
         self.price = cfg.price_for(endpoint.model)
         self.log = ResponseStore(out_dir / BATCHES_NAME)
         self.open = open_batches(self.log.load())
-        self.budget = Budget(cfg.max_cost_usd, spent_usd)
+        self.budget = Budget(cfg.max_cost_usd, spent_usd, longest)  # longest: the store's longest reply
         for b in self.open:  # an earlier run's batches may still be billed: keep them reserved
             b.ticket = self.budget.reserve(b.worst_usd)
         self.counts: Counter = Counter()  # batches, resubmitted
@@ -143,25 +147,29 @@ class BatchRunner:
 
     def _submit(self, calls: list[tuple]) -> OpenBatch | None:
         """Upload and create one batch of as many of `calls` as the budget and the provider allow."""
-        lines, worst = [], 0.0
-        max_tokens = self.params["max_tokens"]
-        room = self.budget.room_usd()
+        lines, worst, tickets = [], 0.0, {}
+        price = self.price or PriceConfig()  # no price and no cap: every request goes whole
+        per_token = price.completion / 1e6
         for request_id, messages, seed in calls[: self.cfg.batch.max_requests_per_batch]:
-            w = worst_case_usd(self.price, estimate_tokens(messages, 0), max_tokens) if self.price else 0.0
-            if room is not None and worst + w > room:
-                self.budget_reached = True
+            prompt_usd = worst_case_usd(price, estimate_tokens(messages, 0), 0)
+            grant = self.budget.size(prompt_usd, per_token, self.params["max_tokens"])
+            if "ticket" not in grant:
+                # stop: not even a useful reply fits; wait: it would once this batch's own
+                # requests settle, so the next round's batch takes it.
+                self.budget_reached |= bool(grant.get("stop"))
                 break
-            worst += w
+            tickets[request_id] = grant["ticket"]
+            worst += prompt_usd + grant["max_tokens"] * per_token
             lines.append({"custom_id": f"call-{request_id}", "method": "POST", "url": ENDPOINT,
-                          "body": {"model": self.endpoint.model, "messages": messages, "seed": seed, **self.params}})
+                          "body": {"model": self.endpoint.model, "messages": messages, "seed": seed, **self.params,
+                                   "max_tokens": grant["max_tokens"]}})
         if not lines:
             return None
-        ticket = self.budget.reserve(worst)
         data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
         uploaded = self._api("upload the batch file", self.client.files.create,
                              file=("raysweep-batch.jsonl", data), purpose="batch")
         _stage("uploaded")
-        batch = OpenBatch(uploaded.id, [int(line["custom_id"][5:]) for line in lines], worst, ticket=ticket)
+        batch = OpenBatch(uploaded.id, [int(line["custom_id"][5:]) for line in lines], worst, tickets=tickets)
         self.log.append({"event": "uploaded", "input_file_id": uploaded.id, "request_ids": batch.request_ids,
                          "worst_usd": worst, "time": _now()})
         self.open.append(batch)
@@ -218,7 +226,10 @@ class BatchRunner:
             usage = body.get("usage") if isinstance(body, dict) else None
             if self.stored(request_id):
                 continue  # stored by a run killed while collecting (and counted as spent since)
-            billed += cost_usd(self.price, usage) if self.price and usage else 0.0
+            used = cost_usd(self.price, usage) if self.price and usage else 0.0
+            billed += used
+            if request_id in batch.tickets:
+                self.budget.settle(batch.tickets.pop(request_id), used, (usage or {}).get("completion_tokens"))
             on_record({"request_id": request_id, "request": requests.get(line["custom_id"]), "response": body,
                        "usage": usage, "mode": "batch", "batch_id": info.id, "attempts": 1, "retried": {},
                        "waited_s": 0.0, "time": _now()})
@@ -235,6 +246,9 @@ class BatchRunner:
                            if not self.stored(i)})
         if batch.ticket is not None:
             self.budget.settle(batch.ticket, billed)
+        for ticket in batch.tickets.values():  # failed or expired in the batch: not billed
+            self.budget.settle(ticket, 0.0)
+        batch.tickets = {}
         self.log.append({"event": "collected", "batch_id": info.id, "status": info.status, "stored": stored,
                          "failed": sorted(failed), "time": _now()})
         self.open.remove(batch)

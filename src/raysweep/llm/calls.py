@@ -28,7 +28,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raysweep import dashboard
 from raysweep.errors import RaysweepError
-from raysweep.llm.budget import BudgetActor, worst_case_usd
+from raysweep.llm.budget import MARGIN, BudgetActor, call as budget_call, longest_reply, smallest_reply, worst_case_usd
 from raysweep.llm.client import GeneratorActor, estimate_tokens, one_line
 from raysweep.llm.config import EMBEDDED_MODEL, OPENAI_URL, KeyRoute, LLMConfig, endpoint_host
 from raysweep.llm.limiter import RateLimiterActor
@@ -109,6 +109,7 @@ class GeneratorPool:
         self.idle: list = []
         self.counts: Counter = Counter()  # retried_<kind>, actor_restarts
         self.budget_reached = False  # a call was refused by llm.max_cost_usd: start no more
+        self.budget = None  # the shared budget (launch sets it), read for the stop line
         self.meter = dashboard.LLMMeter()  # the dashboard's LLM metrics (_launch gives the spent and the cap)
 
     def _new_actor(self) -> None:
@@ -150,6 +151,8 @@ class GeneratorPool:
             except ray.exceptions.RayActorError as exc:
                 self.actors.remove(actor)
                 self.counts["actor_restarts"] += 1
+                if self.budget is not None:  # its reservation would never settle: count it as spent
+                    budget_call(self.budget, "release", actor._actor_id.hex())
                 pending.appendleft(job)
                 if self.counts["actor_restarts"] > self.max_deaths:
                     fatal = f"generator actors keep dying ({self.counts['actor_restarts']} so far); last: {one_line(exc, 120)}"
@@ -163,7 +166,9 @@ class GeneratorPool:
                 on_record(result)  # priced there (cost_usd), then counted on the dashboard
                 self.meter.reply(result)
             elif result.get("budget"):
-                self.budget_reached = True  # the calls in flight are reserved: let them finish
+                # Not even a useful reply fits with nothing in flight (budget.py): final. The
+                # calls in flight are reserved: let them finish.
+                self.budget_reached = True
             elif result["fatal"]:
                 fatal = result["error"]
             else:
@@ -219,12 +224,29 @@ def check_endpoint(cfg: LLMConfig, endpoint: Endpoint) -> None:
 
 
 
-def affordable(cfg: LLMConfig, endpoint: Endpoint, messages: list[dict], spent_usd: float) -> bool:
-    """Whether one call's worst case still fits in llm.max_cost_usd after `spent_usd`."""
-    if cfg.max_cost_usd is None:
-        return True
-    worst = worst_case_usd(cfg.price_for(endpoint.model), estimate_tokens(messages, 0), endpoint.max_tokens)
-    return spent_usd + worst <= cfg.max_cost_usd
+def first_call(cfg: LLMConfig, endpoint: Endpoint, messages: list[dict], records) -> dict | None:
+    """The smallest reservation the next call can get (budget.py's sizing: its whole max_tokens
+    before any reply is stored, else MARGIN x the longest stored reply), against what the cap
+    leaves after the stored `records`: {"need_usd", "reply_tokens", "longest_reply", "left_usd",
+    "fits"}; None without a cap or a price."""
+    price = cfg.price_for(endpoint.model)
+    if cfg.max_cost_usd is None or price is None:
+        return None
+    longest = longest_reply(records)
+    reply = smallest_reply(longest, endpoint.max_tokens)
+    need = worst_case_usd(price, estimate_tokens(messages, 0), reply)
+    left = cfg.max_cost_usd - totals(list(records))["cost_usd"]
+    return {"need_usd": round(need, 6), "reply_tokens": reply, "longest_reply": longest,
+            "left_usd": round(max(0.0, left), 6), "fits": need <= left + 1e-12}
+
+
+def below_one_call(cfg: LLMConfig, endpoint: Endpoint, first: dict) -> str:
+    """The one line that refuses a cap which cannot pay for the next call even alone."""
+    what = (f"a {first['reply_tokens']:,}-token reply ({MARGIN:g} x the longest stored)" if first["longest_reply"]
+            else f"max_tokens {endpoint.max_tokens:,}")
+    return (f"llm.max_cost_usd: ${cfg.max_cost_usd:g} is below one call: ${first['left_usd']:.4f} is left and the "
+            f"next call needs up to ${first['need_usd']:.4f} (its prompt and {what} at {endpoint.model}'s price); "
+            "raise the cap or lower max_tokens")
 
 
 
@@ -240,9 +262,10 @@ def check_round(fatal: str | None, gave_up: list[dict], n_calls: int, n_stored: 
 
 @contextmanager
 def launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int,
-            say: Callable[[str], None], spent_usd: float = 0.0) -> Iterator[GeneratorPool]:
+            say: Callable[[str], None], spent_usd: float = 0.0, longest: int = 0) -> Iterator[GeneratorPool]:
     """Ray (if nobody started it), the endpoint, the shared limiter, the shared budget (when
-    llm.max_cost_usd is set; `spent_usd` already paid) and the generator pool."""
+    llm.max_cost_usd is set; `spent_usd` already paid, `longest` the longest stored reply) and
+    the generator pool."""
     started_ray = start_ray()  # the caller's Ray if it started one (raysweep run / generate)
     limiter = money = pool = None
     try:
@@ -255,7 +278,8 @@ def launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int,
                 limits.jitter_seconds)
             price = cfg.price_for(live.model)
             if cfg.max_cost_usd is not None:
-                money = BudgetActor.options(**dashboard.actor_options("LLMBudget")).remote(cfg.max_cost_usd, spent_usd)
+                money = BudgetActor.options(**dashboard.actor_options("LLMBudget")).remote(
+                    cfg.max_cost_usd, spent_usd, longest)
             params = {"temperature": cfg.temperature, "max_tokens": live.max_tokens}
             options: dict = {}
             size = cfg.concurrency
@@ -273,6 +297,7 @@ def launch(cfg: LLMConfig, endpoint: Endpoint, out_dir: Path, num_classes: int,
                     live.timeout, cfg.retries, cfg.retry_backoff, money, price)
 
             pool = GeneratorPool(make_actor, size, max_deaths=cfg.retries + size)
+            pool.budget = money
             pool.meter = dashboard.LLMMeter(spent_usd, cfg.max_cost_usd)
             yield pool
     finally:
@@ -338,8 +363,13 @@ class PaidCalls:
         self.records[record["request_id"]] = record
         self.new.append(record)
 
-    def affordable(self, messages: list[dict]) -> bool:
-        return affordable(self.cfg, self.endpoint, messages, self.spent_before)
+    def first_call(self, messages: list[dict]) -> dict | None:
+        return first_call(self.cfg, self.endpoint, messages, self.records.values())
+
+    def budget_stats(self) -> dict | None:
+        """The shared budget's stats (budget.py) once the round is over; None without a cap."""
+        money = self.pool.budget if self.pool is not None else None
+        return budget_call(money, "stats") if money is not None else None
 
     def round(self, calls: list[tuple], on_record: Callable[[dict], None],
               enough: Callable[[], bool] = lambda: False) -> tuple[list[dict], str | None, bool]:
@@ -348,7 +378,8 @@ class PaidCalls:
         Returns (calls that gave up, the fatal error or None, whether the budget was reached)."""
         if self.pool is None:
             self.pool = self._stack.enter_context(
-                launch(self.cfg, self.endpoint, self.out_dir, self.num_classes, self.say, self.spent_before))
+                launch(self.cfg, self.endpoint, self.out_dir, self.num_classes, self.say, self.spent_before,
+                       longest_reply(self.records.values())))
         gave_up, fatal = self.pool.run(calls, on_record, drain_timeout=self.endpoint.timeout + 5, enough=enough)
         return gave_up, fatal, self.pool.budget_reached
 

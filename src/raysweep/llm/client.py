@@ -31,6 +31,10 @@ MAX_RETRY_AFTER = 120.0
 # the server takes calls and never answers them; stop rather than retry for ever.
 NO_PROGRESS_TIMEOUTS = 3
 NO_PROGRESS_MIN_S = 60.0
+# A call the budget holds (the calls in flight reserve what it needs) asks again after this
+# long, doubling up to the max: a reply takes a second or more, a budget call microseconds.
+BUDGET_POLL_S = 0.01
+BUDGET_POLL_MAX_S = 0.5
 
 
 class _WholeReplyDeadline(httpx2.HTTPTransport):
@@ -138,6 +142,8 @@ class Generator:
         self.params = params  # temperature, max_tokens, optionally response_format
         self.limiter = limiter
         self.budget, self.price = budget, price
+        # This actor's id (None in a plain process): a pool whose actor dies releases its reservations.
+        self.owner = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
         self.retries = retries
         self.retry_backoff = retry_backoff
         # Prompt tokens per character: 1/3 over-counts English (~4 chars a token) on purpose,
@@ -150,23 +156,32 @@ class Generator:
     def _backoff(self, attempt: int) -> float:
         return min(self.retry_backoff * 2 ** (attempt - 1), MAX_BACKOFF) * random.uniform(0.75, 1.0)
 
-    def _reserve(self, estimate: int) -> tuple | None:
-        """(ticket, worst case) reserved on the budget for one attempt; (None, 0) without a
-        budget; None when the budget refuses it."""
+    def _reserve(self, messages: list[dict], max_tokens: int) -> tuple | None:
+        """(ticket, worst case, max_tokens to send) for one attempt; (None, 0, max_tokens) without a
+        budget; None when the budget says stop. While the budget says wait (the calls in flight
+        hold what this one needs, llm/budget.py), it asks again as they settle."""
         if self.budget is None:
-            return None, 0.0
-        max_tokens = self.params["max_tokens"]
-        worst = worst_case_usd(self.price, estimate - max_tokens, max_tokens)
-        ticket = budget_call(self.budget, "reserve", worst)
-        return None if ticket is None else (ticket, worst)
+            return None, 0.0, max_tokens
+        prompt_usd = worst_case_usd(self.price, estimate_tokens(messages, 0, self.tokens_per_char), 0)
+        per_token = self.price.completion / 1e6
+        pause = BUDGET_POLL_S
+        while True:
+            grant = budget_call(self.budget, "size", prompt_usd, per_token, max_tokens, self.owner)
+            if "ticket" in grant:
+                return grant["ticket"], prompt_usd + grant["max_tokens"] * per_token, grant["max_tokens"]
+            if grant.get("stop"):
+                return None
+            time.sleep(pause)  # a call in flight settles in about a reply's time: poll, backing off
+            pause = min(2 * pause, BUDGET_POLL_MAX_S)
 
     def _settle(self, money: tuple, usage) -> None:
         """Settle a reservation: `usage` as reported, 0.0 for a refused call, None for 'maybe billed'."""
-        ticket, worst = money
+        ticket, worst, _ = money
         if ticket is None:
             return
         used = worst if usage is None else usage if isinstance(usage, float) else cost_usd(self.price, usage)
-        budget_call(self.budget, "settle", ticket, used)
+        reply = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        budget_call(self.budget, "settle", ticket, used, reply)
 
     def call(self, request_id: int, messages: list[dict], seed: int, params: dict | None = None) -> dict:
         """A store record, or {"request_id", "error", "fatal"} after a fatal error or the last retry.
@@ -178,12 +193,14 @@ class Generator:
         request = {"model": self.model, "messages": messages, "seed": seed, **self.params, **(params or {})}
         retried: Counter = Counter()
         waited = 0.0
+        asked = request["max_tokens"]
         for attempt in range(1, self.retries + 2):
-            estimate = self.estimate(messages)
-            money = self._reserve(estimate)
+            money = self._reserve(messages, asked)
             if money is None:
                 return {"request_id": request_id, "fatal": False, "budget": True, "retried": dict(retried),
-                        "error": "llm.max_cost_usd would be passed by this call's worst case"}
+                        "error": "llm.max_cost_usd: not even a useful reply fits with nothing in flight"}
+            request["max_tokens"] = money[2]  # sized down when only that fits under the cap
+            estimate = estimate_tokens(messages, money[2], self.tokens_per_char)
             slept, ticket = wait_for_slot(self.limiter, estimate)
             waited += slept
             start = time.monotonic()

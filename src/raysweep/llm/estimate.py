@@ -12,7 +12,7 @@ known before the replies is a range:
 - prompt tokens: between 1 token per 4 characters (English text) and the client's own upper
   bound (1 per 3, plus the chat format; client.estimate_tokens);
 - completion tokens: between `samples_per_call` sentences at TOKENS_PER_SAMPLE each and the
-  whole `max_tokens` of every call (the worst case a budget reserves);
+  whole `max_tokens` of every call (the worst case: what the first call reserves);
 - cached prompt tokens: the prefix the prompts share (all of a `few_shot: fixed` generation
   prompt; the instructions alone with `per_call`), when at least the price's `cache_min_tokens`;
   the low end counts it at the cached price on every call after the first, the high end never
@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+from raysweep.llm.budget import longest_reply, smallest_reply
 from raysweep.llm.client import estimate_tokens
 from raysweep.llm.config import LLMConfig, endpoint_host
 from raysweep.llm.prompt import DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_messages
@@ -61,7 +62,11 @@ class Estimate:
     tokens: tuple[int, int]  # prompt + completion over the calls still to make
     cost_usd: tuple[float, float] | None  # None: the model has no price
     max_cost_usd: float | None
-    calls_within_budget: int | None  # calls the cap still pays for at their worst case
+    calls_within_budget: int | None  # calls the cap still pays for at their reservation
+    # What one call reserves (budget.py): its prompt and its whole max_tokens before any reply is
+    # stored, else a reply of 1.25 x the longest stored one, which is what calls near the cap get.
+    reserve_usd: float | None = None
+    reserve_reply_tokens: int | None = None
     cache_min_tokens: int = 0  # the price's: the shortest prefix the provider caches
 
     def to_json(self) -> dict:
@@ -79,8 +84,10 @@ class Estimate:
         else:
             line = f"llm: expect ${e.cost_usd[0]:.4f} to ${e.cost_usd[1]:.4f} at {e.model}'s {e.mode} price"
             if e.max_cost_usd is not None:
+                what = ("its whole max_tokens" if e.reserve_reply_tokens == e.max_tokens
+                        else f"a {e.reserve_reply_tokens:,}-token reply, 1.25 x the longest stored")
                 line += (f"; llm.max_cost_usd ${e.max_cost_usd:g} pays for {e.calls_within_budget} more calls "
-                         "at their worst case")
+                         f"at ${e.reserve_usd:.4f} reserved each (its prompt and {what})")
             out.append(line)
         if e.cached_tokens_per_call:
             out.append(f"llm: the prompts share a ~{e.shared_prefix_tokens:,}-token prefix: the low end bills it at the "
@@ -127,7 +134,7 @@ def estimate(cfg: LLMConfig, examples: pd.DataFrame, class_names=SST5_CLASS_NAME
     reply_low, reply_high = min(max_tokens, TOKENS_PER_SAMPLE * per_call), max_tokens
     tokens = (fewest * (prompt_low + reply_low), most * (prompt_high + reply_high))
     price = cfg.price_for(endpoint.model)
-    cost = within = None
+    cost = within = reserve = reply = None
     cached = 0
     if price is not None:
         cached = min(shared, prompt_low) if shared >= max(1, price.cache_min_tokens) else 0
@@ -140,10 +147,11 @@ def estimate(cfg: LLMConfig, examples: pd.DataFrame, class_names=SST5_CLASS_NAME
         cost = (round(usd(fewest, prompt_low, reply_low, max(0, fewest - 1)), 6),
                 round(usd(most, prompt_high, reply_high), 6))
         if cfg.max_cost_usd is not None:
-            worst = usd(1, prompt_high, reply_high)
+            reply = smallest_reply(longest_reply(stored), max_tokens)
+            reserve = round(usd(1, prompt_high, reply), 6)
             room = max(0.0, cfg.max_cost_usd - spent)
-            within = most if worst == 0 else min(most, int(room // worst))
+            within = most if reserve == 0 else min(most, int(room // reserve))
     return Estimate(endpoint.kind, endpoint_host(endpoint.base_url) if endpoint.base_url else "127.0.0.1 (started then)",
                     endpoint.model, cfg.mode, per_call, max_tokens, len(done), spent, (fewest, most),
                     (prompt_low, prompt_high), shared, cached, (reply_low, reply_high), tokens, cost, cfg.max_cost_usd,
-                    within, price.cache_min_tokens if price is not None else 0)
+                    within, reserve, reply, price.cache_min_tokens if price is not None else 0)

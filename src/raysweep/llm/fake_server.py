@@ -218,6 +218,9 @@ class FakeOpenAI:
             reply = self._next_reply(number, request)
             prompt_text = "".join(str(m.get("content", "")) for m in request.get("messages", []))
             content, finish = self._content(reply, call, number, prompt_text)
+            limit = request.get("max_tokens")
+            if content and isinstance(limit, int) and estimate_usage_tokens(content) > limit:
+                content, finish = content[: 4 * limit], "length"  # as a provider: never more than max_tokens
             usage = {"prompt_tokens": estimate_usage_tokens(prompt_text),
                      "completion_tokens": estimate_usage_tokens(content or ""),
                      "prompt_tokens_details": {"cached_tokens": self._cached_tokens(prompt_text)}}

@@ -28,7 +28,7 @@ from typing import Callable
 import pandas as pd
 
 from raysweep.console import progress
-from raysweep.llm.budget import BudgetError
+from raysweep.llm.budget import BudgetError, longest_reply, stop_line
 from raysweep.llm.calls import (Endpoint, GenerationError, PaidCalls, check_endpoint, check_round,  # noqa: F401
                                 choose_endpoint, content_of)
 from raysweep.llm.config import LLMConfig, load_template
@@ -133,6 +133,16 @@ def generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_d
         raise GenerationError(str(exc)) from None
 
 
+def setup_for(cfg: LLMConfig, endpoint: Endpoint, template: str, examples: pd.DataFrame, class_names) -> dict:
+    """What makes a stored reply answer *this* config's call n (the store's identity, checked by
+    a run and by `check`/`--dry-run` alike). Limits, concurrency, prices and the URL may change
+    between runs; these may not."""
+    return {"model": endpoint.model, "samples_per_call": endpoint.samples_per_call,
+            "max_tokens": endpoint.max_tokens, "examples_per_class": cfg.examples_per_class,
+            "temperature": cfg.temperature, "seed": cfg.seed, "template": template_digest(template),
+            "examples": examples_digest(examples), "class_names": list(class_names), **cfg.prompt_setup()}
+
+
 class RunProgress:
     """What the progress bar shows beside the calls: rows kept toward n_rows, tokens, dollars,
     time waited on the limiter. The same counts end in the summary line and generation.json."""
@@ -174,15 +184,12 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
     endpoint = choose_endpoint(cfg)
     check_endpoint(cfg, endpoint)  # before anything is written
     template = load_template(cfg.template) if cfg.template else DEFAULT_TEMPLATE
-    # What makes a stored reply answer *this* config's call n. Limits, concurrency, prices and
-    # the URL may change between runs; these may not.
-    setup = {"model": endpoint.model, "samples_per_call": endpoint.samples_per_call,
-             "max_tokens": endpoint.max_tokens, "examples_per_class": cfg.examples_per_class,
-             "temperature": cfg.temperature, "seed": cfg.seed, "template": template_digest(template),
-             "examples": examples_digest(examples), "class_names": list(class_names), **cfg.prompt_setup()}
+    setup = setup_for(cfg, endpoint, template, examples, class_names)
     with PaidCalls(cfg, endpoint, out_dir, setup, len(class_names), say) as calls:
         run = _Run(cfg, endpoint, calls, template, examples, class_names, list(val_texts), embed)
         stopped, counts, waited_s = run.rounds(out_dir, say, wait, cancel)
+        # Read before the budget actor goes: the stop line says what was spent and reserved.
+        money = run.unstarted or (run.runner.budget.stats() if run.runner else calls.budget_stats())
     state = run.state
     _write_logs(out_dir, state)
     rows = state.kept.head(cfg.n_rows)
@@ -201,6 +208,8 @@ def _generate(cfg: LLMConfig, examples: pd.DataFrame, val_texts: list[str], out_
         "model": endpoint.model,
         **calls.totals(),
         "max_cost_usd": cfg.max_cost_usd,
+        # The cap's account (budget.py): peak reserved, calls sized down or held, why it stopped.
+        **({"budget": money} if money and cfg.max_cost_usd is not None else {}),
         "limiter_wait_s": round(waited_s, 2),
         "replies_cut_at_max_tokens": state.cut_replies,
         "rows_parsed": state.rows_parsed,
@@ -241,6 +250,8 @@ class _Run:
         self.state = self.evaluate()
         self.recounted = time.monotonic()
         self.shown: RunProgress | None = None
+        self.runner = None  # the batch runner, in batch mode
+        self.unstarted: dict | None = None  # the budget's stats when not even the first call fitted
 
     def evaluate(self) -> _State:
         return rows_from_store(self.calls.records, self.class_names, self.val_texts, self.cfg.near_duplicate, self.embed,
@@ -280,10 +291,12 @@ class _Run:
 
                 params = {"temperature": cfg.temperature, "max_tokens": self.endpoint.max_tokens}
                 runner = BatchRunner(cfg, self.endpoint, out_dir, params, calls.records.__contains__,
-                                     calls.spent_before, wait, self.shown.set_note)
+                                     calls.spent_before, wait, self.shown.set_note,
+                                     longest_reply(calls.records.values()))
                 say(self.endpoint.line() + "; batch mode")
                 if cancel:
                     runner.cancel(say)
+            self.runner = runner
             stopped = self._until_stopped(runner)
             self.shown.kept = len(self.state.kept)
             return stopped, runner.counts if runner else calls.counts, self.shown.waited_s
@@ -305,8 +318,12 @@ class _Run:
             if runner is not None:
                 gave_up, fatal, reached = runner.run(batch, self.on_record), None, runner.budget_reached
             else:
-                if calls.pool is None and not calls.affordable(batch[0][1]):
-                    return "budget"  # not even one call fits: start nothing
+                first = calls.first_call(batch[0][1]) if calls.pool is None else None
+                if first is not None and not first["fits"]:
+                    # Not even one call fits: start nothing (no Ray, no actors), and say why.
+                    self.unstarted = {"cap_usd": cfg.max_cost_usd, "spent_usd": calls.spent_before,
+                                      "peak_reserved_usd": 0.0, "stop": first}
+                    return "budget"
                 gave_up, fatal, reached = calls.round(batch, self.on_record,
                                                       enough=lambda: len(self.state.kept) >= cfg.n_rows)
             check_round(fatal, [], len(batch), len(calls.records), calls.store.path)
@@ -321,7 +338,7 @@ class _Run:
 
 
 _STOPPED = {
-    "budget": "stopped at llm.max_cost_usd (${max_cost_usd:g}); the LLM pools run with these rows",
+    "budget": "{budget_line}; the LLM pools run with these rows",
     "max_requests": "stopped at the call cap (llm.max_requests)",
     "no_progress": "stopped: a whole round of calls added no row",
     "cancelled": "the batches were cancelled; what they finished is kept",
@@ -336,7 +353,9 @@ def summary_line(s: dict) -> str:
     if s.get("unpriced_requests"):
         line += f", {s['unpriced_requests']} calls unpriced (not in llm.prices)"
     if s["stopped"]:
-        line += "; " + _STOPPED[s["stopped"]].format(**s)
+        budget = s.get("budget") or {"cap_usd": s["max_cost_usd"], "spent_usd": s["cost_usd"], "peak_reserved_usd": 0.0}
+        line += "; " + _STOPPED[s["stopped"]].format(
+            **s, budget_line=stop_line(budget) if s["stopped"] == "budget" else "")
     return line
 
 

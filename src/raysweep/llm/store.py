@@ -66,22 +66,23 @@ class ResponseStore:
 
 
 def check_setup(records: list[dict], setup: dict, path: Path) -> None:
-    """Refuse to mix responses made for another prompt, model or call size into this run."""
+    """Refuse to mix responses made for another prompt, model or call size into this run; the
+    line names every setting that differs (a digest, for the template and examples)."""
     for record in records:
         stored = record.get("setup", {})
-        # few_shot first: the prompts' shape explains any other difference it comes with.
-        for key in sorted(set(stored) | set(setup), key=lambda k: (k != "few_shot", k)):
-            if key == "few_shot" and stored.get(key) != setup.get(key):
-                # The one change a user meets by upgrading (llm.few_shot's default): say how to keep the store.
-                made, wanted = stored.get(key) or "per_call", setup.get(key) or "per_call"
-                raise StoreError(
-                    f"{path}: holds replies to prompts with few_shot={made}, the config says few_shot={wanted} "
-                    f"(other prompts); set llm.few_shot: {made} to reuse them, or use another output directory "
-                    "(its calls are paid again)")
-            if stored.get(key) != setup.get(key):
-                raise StoreError(
-                    f"{path}: holds responses made with {key}={stored.get(key)!r}, the config says "
-                    f"{setup.get(key)!r}; use another output directory or restore the config")
+        if stored.get("few_shot") != setup.get("few_shot"):
+            # The one change a user meets by upgrading (llm.few_shot's default): say how to keep the
+            # store. few_shot first: the prompts' shape explains any other difference it comes with.
+            made, wanted = stored.get("few_shot") or "per_call", setup.get("few_shot") or "per_call"
+            raise StoreError(
+                f"{path}: holds replies to prompts with few_shot={made}, the config says few_shot={wanted} "
+                f"(other prompts); set llm.few_shot: {made} to reuse them, or use another output directory "
+                "(its calls are paid again)")
+        differ = [key for key in sorted(set(stored) | set(setup)) if stored.get(key) != setup.get(key)]
+        if differ:
+            said = ", ".join(f"{key}={stored.get(key)!r} (the config says {setup.get(key)!r})" for key in differ)
+            raise StoreError(f"{path}: holds responses made with {said}; use another output directory or "
+                             "restore the config")
 
 
 def cost_usd(usage: dict | None, model: str, prices: dict, answered_by: str | None = None,
