@@ -7,10 +7,11 @@ import json
 import pytest
 
 from raysweep.llm.budget import Budget, cached_tokens, cost_usd, worst_case_usd
+from raysweep.llm.calls import choose_endpoint
 from raysweep.llm.client import Generator
 from raysweep.llm.config import ConfigError, PriceConfig, load_llm_config
 from raysweep.llm.estimate import estimate
-from raysweep.llm.generate import GenerationError, generate
+from raysweep.llm.generate import GenerationError, generate, setup_for
 from raysweep.llm.limiter import RateLimiter
 from raysweep.llm.prompt import DEFAULT_TEMPLATE, SST5_CLASS_NAMES, build_label_messages, build_messages
 from raysweep.llm.store import cost_usd as record_cost, totals
@@ -123,8 +124,8 @@ def test_a_store_of_other_prompts_is_refused_saying_how_to_keep_it(fake_openai, 
     """A directory made before few_shot existed (per-call prompts) under the new default."""
     server = fake_openai()
     old = llm_cfg(server.base_url, few_shot="per_call")
-    setup = {"model": "fake-model", "samples_per_call": 5, "max_tokens": old.max_tokens, "examples_per_class": 3,
-             "temperature": old.temperature, "seed": 0, "template": "x", "examples": "y", "class_names": []}
+    # the setup a run of the old prompts writes: only few_shot differs from the new default's
+    setup = setup_for(old, choose_endpoint(old), DEFAULT_TEMPLATE, examples, SST5_CLASS_NAMES)
     (tmp_path / "responses.jsonl").write_text(json.dumps({"request_id": 0, "setup": setup}) + "\n")
     with pytest.raises(GenerationError, match=r"responses.jsonl: holds replies to prompts with few_shot=per_call, the "
                                               r"config says few_shot=fixed \(other prompts\); set llm.few_shot: per_call "

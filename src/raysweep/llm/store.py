@@ -70,15 +70,14 @@ def check_setup(records: list[dict], setup: dict, path: Path) -> None:
     line names every setting that differs (a digest, for the template and examples)."""
     for record in records:
         stored = record.get("setup", {})
-        if stored.get("few_shot") != setup.get("few_shot"):
-            # The one change a user meets by upgrading (llm.few_shot's default): say how to keep the
-            # store. few_shot first: the prompts' shape explains any other difference it comes with.
+        differ = [key for key in sorted(set(stored) | set(setup)) if stored.get(key) != setup.get(key)]
+        if differ == ["few_shot"]:
+            # The one change a user meets by upgrading (llm.few_shot's default): say how to keep the store.
             made, wanted = stored.get("few_shot") or "per_call", setup.get("few_shot") or "per_call"
             raise StoreError(
                 f"{path}: holds replies to prompts with few_shot={made}, the config says few_shot={wanted} "
                 f"(other prompts); set llm.few_shot: {made} to reuse them, or use another output directory "
                 "(its calls are paid again)")
-        differ = [key for key in sorted(set(stored) | set(setup)) if stored.get(key) != setup.get(key)]
         if differ:
             said = ", ".join(f"{key}={stored.get(key)!r} (the config says {setup.get(key)!r})" for key in differ)
             raise StoreError(f"{path}: holds responses made with {said}; use another output directory or "
