@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from raysweep import pools, strategies
+from raysweep import costs, pools, strategies
 from raysweep.config import SelectionConfig, SweepConfig, to_dict
 from raysweep.hashing import json_digest
 from raysweep.storage import Output
@@ -37,6 +37,7 @@ PARAMS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling"
 METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
            "trainable_params", "select_s", "train_s", "eval_s", "trial_s", "wall_s")
 TEST_METRICS = ("test_accuracy", "test_macro_f1")  # columns only when the data has a test split
+TRIAL_COSTS = ("human_labels", "llm_labels", "cost_usd")  # trials.csv's last columns (costs.py)
 
 
 def metric_columns(task) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -147,6 +148,9 @@ def expand(cfg: SweepConfig) -> list[Cell]:
 # --------------------------------------------------------------------------- cell results on disk
 
 
+COST_FIELDS = ("human_labels", "llm_labels", "cost_usd", "cost")  # CellRecord's, written only when known
+
+
 @dataclass
 class CellRecord:
     """A finished cell, as cells/<id>.json holds it: read (`parse`) and written (`to_json`) here only."""
@@ -158,6 +162,13 @@ class CellRecord:
     error: str = ""  # `Type: first line` of what failed it
     shared_training: str | None = None  # a rider: the cell whose training it shares
     pack: str | None = None  # the Tune trial (its pack) that wrote it
+    # What its added rows' labels cost (costs.py): how many a person was paid for, how many the LLM
+    # made, and their dollars at the prices of the run that wrote it (None: not priced, or an
+    # LLM without a price). Record fields, never part of the cell id.
+    human_labels: int | None = None
+    llm_labels: int | None = None
+    cost_usd: float | None = None
+    cost: dict | None = None  # cost_usd's parts: human_usd, llm_usd, trial_compute_usd
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they are
 
     @property
@@ -171,8 +182,8 @@ class CellRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> CellRecord:
-        known = {f: data[f] for f in ("cell_id", "cell", "status", "metrics", "error", "shared_training", "pack")
-                 if f in data}
+        known = {f: data[f] for f in ("cell_id", "cell", "status", "metrics", "error", "shared_training", "pack",
+                                      *COST_FIELDS) if f in data}
         known["metrics"] = known.get("metrics") or {}
         known["error"] = known.get("error") or ""
         return cls(**{"cell_id": "", "cell": {}, **known},
@@ -196,6 +207,7 @@ class CellRecord:
         if self.shared_training is not None:
             data["shared_training"] = self.shared_training
         data["pack"] = self.pack
+        data.update({f: getattr(self, f) for f in COST_FIELDS if getattr(self, f) is not None})
         return json.dumps({**data, **self.extra}, indent=1)
 
 
@@ -241,9 +253,12 @@ def running_cells(out: Output, now: float | None = None) -> set[str]:
     return live
 
 
-def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord], cfg: SweepConfig) -> pd.DataFrame:
+def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord], cfg: SweepConfig,
+                  prices: costs.Prices | None = None) -> pd.DataFrame:
     """trials.csv: one row per cell with a record. Its `training` column names the cell whose
-    training each cell shares, or its own id (`trainings_of`)."""
+    training each cell shares, or its own id (`trainings_of`). `human_labels`, `llm_labels` and
+    `cost_usd` price each cell's added labels at `prices` (this run's `costs:`, so a changed price
+    re-prices every cell, also those an earlier run recorded); without prices, the records' own."""
     rows = []
     records = [done[cid] for cid in ids if cid in done]
     columns, test_columns = metric_columns(cfg.task)
@@ -260,9 +275,15 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord]
         for m in metrics:
             row[m] = rec.metrics.get(m, np.nan)
         row["confusion"] = json.dumps(rec.metrics.get("confusion")) if rec.metrics else ""
+        if rec.ok:
+            found = {"human_labels": rec.human_labels, "llm_labels": rec.llm_labels, "n_added": rec.metrics.get("n_added"),
+                     "trial_s": rec.metrics.get("trial_s")}  # the record's counts: derived when it has none
+            priced = costs.price_cell(prices, cell.pool, found)
+            row.update(human_labels=priced["human_labels"], llm_labels=priced["llm_labels"],
+                       cost_usd=priced.get("cost_usd", rec.cost_usd) if prices is not None else rec.cost_usd)
         rows.append(row)
     return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *metrics, "confusion",
-                                       "training"])
+                                       "training", *TRIAL_COSTS])
 
 
 def trainings_of(cells: list[Cell], ids: list[str], done: dict[str, CellRecord]) -> dict[str, str]:

@@ -21,6 +21,7 @@ import pandas as pd
 from raysweep import layout, pools, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig
+from raysweep.costs import Prices
 from raysweep.freeze import parse as parse_mode
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
@@ -76,6 +77,7 @@ class TrialContext:
     task: Task | None = None  # what the trials learn and report (tasks.py); None: classification
     train_texts: list[str] | None = None  # for chosen/'s rows table; dropped before the trials
     seeds: tuple[int, ...] = ()  # replicate.seed: qbc-seeds' committee (train.TrialInputs.seeds)
+    prices: Prices | None = None  # what each cell's added labels cost (costs.py); None: not priced
 
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from raysweep import chosen, layout, pools, predictions
+from raysweep import chosen, costs, layout, pools, predictions
 from raysweep.grid import HEARTBEAT_S, Cell, CellRecord, Pack, Training
 from raysweep.inputs import TrialContext, trial_inputs
 from raysweep.model import error_line
@@ -67,14 +67,17 @@ class _Heartbeat:
         self.thread.join()
 
 
-def _record(cid: str, cell: Cell, result, start: float, shared: str | None, pack: str | None) -> CellRecord:
+def _record(cid: str, cell: Cell, result, start: float, shared: str | None, pack: str | None,
+            prices: costs.Prices | None = None) -> CellRecord:
     """A cell's record: its metrics, or the error that failed it (in one line). `wall_s` is the
-    cell's own share of its pack's time: its trial (select, train, evaluate) and its writes."""
+    cell's own share of its pack's time: its trial (select, train, evaluate) and its writes.
+    With the sweep's `prices`, what its added rows' labels cost (costs.py)."""
     if isinstance(result, BaseException):
         return CellRecord(cid, asdict(cell), "failed", {}, error_line(result), shared, pack)
     metrics = {**result[0]}
     metrics["wall_s"] = round(metrics.get("trial_s", 0.0) + time.perf_counter() - start, 4)
-    return CellRecord(cid, asdict(cell), "ok", metrics, "", shared, pack)
+    priced = costs.price_cell(prices, cell.pool, metrics)  # takes a pool's own label counts out of metrics
+    return CellRecord(cid, asdict(cell), "ok", metrics, "", shared, pack, **priced)
 
 
 def run_pack(pack: Pack, cells: dict[str, Cell], context: TrialContext, out: Output, device: str = "cpu") -> dict:
@@ -120,7 +123,7 @@ def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: Tria
             _write_predictions(out, cid, result, shared)
         except Exception as exc:  # noqa: BLE001
             result = exc
-    record = _record(cid, cell, result, start, shared, pack)
+    record = _record(cid, cell, result, start, shared, pack, context.prices)
     out.write_text(layout.cell_record(cid), record.to_json())
     beat.finished(cid)
     return record
@@ -151,6 +154,8 @@ def _write_rider(out: Output, cid: str, cell: Cell, source: CellRecord, context:
         metrics = {**source.metrics, "select_s": select_s, "train_s": 0.0, "eval_s": 0.0, "trial_s": select_s,
                    "pool_size": len(inputs.pool_rows)}
         metrics.pop("cached_model", None)
+        if source.human_labels is not None:  # the same rows: the same labels bought (a routed pool's split)
+            metrics.update(human_labels=source.human_labels, llm_labels=source.llm_labels)
         result = (metrics, picked)
     except Exception as exc:  # noqa: BLE001
         result, inputs = exc, None

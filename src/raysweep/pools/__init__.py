@@ -8,6 +8,10 @@ A pool answers, for the sweep's stages:
     rows(context, variant)   the activations, labels and pool positions a trial of it reads
     size(context)            how many rows it offers; `planned_size` before any data is encoded
     scoring_source           whose scoring pass ranks its rows (inputs.prepare_selection)
+    labeled_by    who labeled the rows it adds, for their price (costs.py): "human" (gold a person is
+                  paid for), "llm_generate" (rows and labels an LLM wrote) or "llm_annotate" (real
+                  rows the LLM labeled). A pool whose cells buy some human labels puts `human_labels`
+                  and `llm_labels` in its trials' metrics; the record carries them (records.py)
 and `status.pool_status` says whether its step is done in an output.
 
 Adding a pool is one module here plus one line at the bottom of this file. Pool modules import
@@ -49,6 +53,7 @@ class Pool:
     step: ClassVar[str | None] = None
     id_key: ClassVar[str | None] = None
     scoring_source: ClassVar[str] = "real"
+    labeled_by: ClassVar[str] = "human"
     # Whether its rows are written for single-sentence classification only (an LLM's), and what
     # the LLM does for it (the config error says it).
     classification_only: ClassVar[bool] = False
