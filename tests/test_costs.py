@@ -130,3 +130,11 @@ def test_trials_csv_prices_old_records_at_this_runs_prices():
     assert table["cost_usd"].tolist() == [0.0, 3.0] and table["human_labels"].tolist() == [0, 6]
     unpriced = results_table(cells, ids, done, cfg)  # no prices given: the records' own
     assert unpriced["cost_usd"].tolist()[1] == 0.216
+
+
+def test_an_llm_that_bills_nothing_is_priced_at_the_stated_list_prices_of_its_measured_tokens():
+    step = costs.prices_of(None, None, ANNOTATION).steps["annotate"]  # 200 prompt + 10 completion tokens a row
+    table = {"gpt-4o-mini": {"prompt": 0.15, "completion": 0.6}, "SmolLM2-135M-Instruct": {"prompt": 0.0,
+                                                                                          "completion": 0.0}}
+    assert costs.list_prices(step, table) == {"gpt-4o-mini": pytest.approx((200 * 0.15 + 10 * 0.6) / 1e6)}
+    assert costs.list_prices(None, table) == {} and costs.list_prices(step, None) == {}

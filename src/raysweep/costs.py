@@ -150,3 +150,20 @@ def price_cell(prices: Prices | None, pool_name: str, metrics: dict) -> dict:
 def _json_number(value: float) -> float | None:
     """NaN (an unpriced LLM) as JSON's null: unknown, and never written as an invalid `NaN`."""
     return None if math.isnan(value) else round(value, 8)
+
+
+def list_prices(step: StepPrice | None, table: dict | None) -> dict[str, float]:
+    """What one LLM row of `step` would cost at each model's list price in `table` (`llm.prices`:
+    model -> {prompt, completion} dollars per million tokens), from the tokens it measured: the
+    honest way to price an LLM that bills nothing (the embedded one). Models priced at 0 and a
+    step without token counts give nothing."""
+    if step is None or math.isnan(step.prompt_tokens_per_row) or not isinstance(table, dict):
+        return {}
+    out = {}
+    for model, price in table.items():
+        price = price if isinstance(price, dict) else vars(price)  # a sweep.yaml's mapping, or a PriceConfig
+        prompt, completion = _number(price.get("prompt")), _number(price.get("completion"))
+        if prompt > 0 or completion > 0:
+            completion_tokens = 0.0 if math.isnan(step.completion_tokens_per_row) else step.completion_tokens_per_row
+            out[str(model)] = (step.prompt_tokens_per_row * prompt + completion_tokens * completion) / 1e6
+    return out
