@@ -172,3 +172,28 @@ def test_the_report_answers_in_dollars(tmp_path, quick_figures):
     for name in ("cost_sources", "cost_cheapest", "cost_break_even"):
         assert (tmp_path / "out" / "tables" / f"{name}.csv").is_file()
     assert (tmp_path / "out" / "figures" / "accuracy_vs_dollars.png").is_file()
+
+
+def test_with_predictions_on_record_the_reach_is_tested_on_new_rows_too(tmp_path):
+    """Per-row predictions whose accuracies are each cell's: the test of a reaching cell against the
+    target's cells counts the evaluation rows (analysis/rows.py), and its interval is wider."""
+    import numpy as np
+
+    from raysweep.analysis.rows import Predictions
+    from raysweep.predictions import RowTable
+
+    data, table, seed_only, _ = answer_of(write(tmp_path / "r"))
+    rng = np.random.default_rng(0)
+    n = 1000
+    gold = rng.integers(0, 5, n)
+    predicted = []
+    for _, cell in data.iterrows():  # each cell right on round(accuracy * n) rows drawn at random
+        right = rng.permutation(n) < round(cell["val_accuracy"] * n)
+        predicted.append(np.where(right, gold, (gold + 1) % 5))
+    preds = Predictions([RowTable("val", data["cell_id"].tolist(), gold, np.stack(predicted))])
+    rows_too = costs.cheapest(data, preds=preds, table=table)
+    pick = (rows_too["target"] == "real +200 rows") & (rows_too["source"] == "llm")
+    assert rows_too.loc[pick, "inference"].item() == "seeds and rows" and rows_too.loc[pick, "n_rows"].item() == n
+    assert rows_too.loc[pick, "mean_diff"].item() == pytest.approx(seed_only.loc[pick, "mean_diff"].item(), abs=2e-3)
+    width = (rows_too["diff_high"] - rows_too["diff_low"])[pick].item()
+    assert width > (seed_only["diff_high"] - seed_only["diff_low"])[pick].item()

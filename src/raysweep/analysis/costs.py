@@ -336,13 +336,20 @@ def price_notes(res, several: bool = False) -> list[str]:
     summaries = {"generate": res.generation, "annotate": res.annotation}
     for step, price in prices.steps.items():
         s = summaries[step] or {}
-        model = s.get("model", "the LLM")
-        text = (f"`{step}`{where}: {model} ({s.get('endpoint', '?')}) produced {price.rows:,} usable rows for "
-                f"${_number(s.get('cost_usd')):.4g} in API dollars (${price.api_usd_per_row:.4g} a row), "
-                f"{price.prompt_tokens_per_row:,.0f} prompt + {price.completion_tokens_per_row:,.0f} completion "
-                f"tokens a row, {price.seconds_per_row:.3g} s a row")
-        if math.isnan(price.api_usd_per_row):
-            text += "; its model has no price in `llm.prices`, so its rows' dollars are unknown (NaN), not $0"
+        file = costs.SUMMARY_OF_STEP[step]
+        text = (f"`{step}`{where}: {s.get('model', 'the LLM')}"
+                + (f" ({s['endpoint']})" if s.get("endpoint") else "") + f" produced {price.rows:,} usable rows")
+        if not math.isnan(price.api_usd_per_row):
+            text += f" for ${_number(s.get('cost_usd')):.4g} in API dollars (${price.api_usd_per_row:.4g} a row)"
+        if not math.isnan(price.prompt_tokens_per_row):
+            text += (f", {price.prompt_tokens_per_row:,.0f} prompt + {price.completion_tokens_per_row:,.0f} "
+                     "completion tokens a row")
+        if not math.isnan(price.seconds_per_row):
+            text += f", {price.seconds_per_row:.3g} s a row"
+        if "cost_usd" not in s:
+            text += f"; its {file} records no dollars (an older run), so its rows' dollars are unknown, not $0"
+        elif math.isnan(price.api_usd_per_row):
+            text += "; its model has no price in `llm.prices`, so its rows' dollars are unknown, not $0"
         elif price.api_usd_per_row == 0:
             listed = list_price(res, step)
             text += ("; it bills nothing because it ran on this machine" if price.embedded else "; its bill is $0")
