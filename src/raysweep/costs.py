@@ -70,7 +70,7 @@ def step_price(summary: dict | None, rows_key: str) -> StepPrice | None:
     if not rows or rows <= 0 or math.isnan(rows):
         return None
     cost = _number(summary.get("cost_usd"))
-    if _number(summary.get("unpriced_requests")) > 0:
+    if cost < 0 or _number(summary.get("unpriced_requests")) > 0:
         cost = math.nan  # the model has no price: its dollars are unknown, not zero
     seconds = _number(summary.get("total_s"))  # generation: the LLM and the teacher's relabeling
     if math.isnan(seconds):

@@ -197,3 +197,20 @@ def test_with_predictions_on_record_the_reach_is_tested_on_new_rows_too(tmp_path
     assert rows_too.loc[pick, "mean_diff"].item() == pytest.approx(seed_only.loc[pick, "mean_diff"].item(), abs=2e-3)
     width = (rows_too["diff_high"] - rows_too["diff_low"])[pick].item()
     assert width > (seed_only["diff_high"] - seed_only["diff_low"])[pick].item()
+
+
+def test_a_results_directory_with_a_bad_price_or_summary_is_told_not_guessed(tmp_path):
+    from raysweep.analysis.results import ResultsError
+
+    d = write(tmp_path / "r", costs_={"human_label_usd": -1})
+    with pytest.raises(ResultsError, match=r"sweep\.yaml: costs\.human_label_usd: must be a finite price"):
+        answer_of(d)
+    hostile = {**GENERATION, "cost_usd": -5, "rows_kept": "many", "prompt_tokens": "x"}
+    data, *_ = answer_of(write(tmp_path / "h", generation=hostile))
+    assert data.loc[(data["pool"] == "llm") & (data["fraction"] > 0), "cost_usd"].isna().all()
+
+
+def test_a_sweep_without_an_llm_pool_has_no_cost_answer(tmp_path, quick_figures):
+    table = trials()
+    report = analyze([write(tmp_path / "real-only", table[table["pool"] == "real"])], tmp_path / "out").read_text()
+    assert "in dollars" not in report and not (tmp_path / "out" / "figures" / "accuracy_vs_dollars.png").exists()

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from raysweep import costs, pools
-from raysweep.config import HUMAN_LABEL_USD
+from raysweep.analysis.results import ResultsError
+from raysweep.config import HUMAN_LABEL_USD, ConfigError
 from raysweep.analysis import compare, rows
 from raysweep.analysis.findings import interval, points
 from raysweep.analysis.stats import cell_columns, mean_ci
@@ -39,8 +40,12 @@ TIE = 1e-9  # dollars closer than this are the same price
 
 
 def prices_of(res) -> costs.Prices:
-    """One results directory's prices: its sweep.yaml's `costs:` and its steps' summaries."""
-    return costs.prices_of((res.config or {}).get("costs") or {}, res.generation, res.annotation)
+    """One results directory's prices: its sweep.yaml's `costs:` and its steps' summaries. A
+    `costs:` that is not a valid one is a ResultsError naming the file and the key."""
+    try:
+        return costs.prices_of((res.config or {}).get("costs") or {}, res.generation, res.annotation)
+    except ConfigError as exc:
+        raise ResultsError(f"{res.dir / 'sweep.yaml'}: {exc}") from None
 
 
 def list_price(res, step: str | None) -> tuple[str, float] | None:
@@ -309,9 +314,10 @@ class Answer:
 
 
 def answer(run) -> Answer | None:
-    """The cost answer for `run` (report.Run), or None when no finished cell can be priced."""
+    """The cost answer for `run` (report.Run), or None when there is no question to answer: no
+    finished cell of an LLM-labeled pool (a sweep of `real` alone compares strategies, not sources)."""
     data = priced(run.results)
-    if not len(data) or data["cost_usd"].isna().all() and data["labeled_by"].eq("unknown").all():
+    if not len(data) or not data["labeled_by"].isin([costs.GENERATE, costs.ANNOTATE]).any():
         return None
     table = sources(data, run.metric)
     expected = {p for res in run.results for p in (((res.config or {}).get("compare") or {}).get("pool") or [])}
