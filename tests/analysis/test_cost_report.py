@@ -214,3 +214,15 @@ def test_a_sweep_without_an_llm_pool_has_no_cost_answer(tmp_path, quick_figures)
     table = trials()
     report = analyze([write(tmp_path / "real-only", table[table["pool"] == "real"])], tmp_path / "out").read_text()
     assert "in dollars" not in report and not (tmp_path / "out" / "figures" / "accuracy_vs_dollars.png").exists()
+
+
+def test_two_outputs_of_one_grid_are_priced_as_one_sweep(tmp_path):
+    """`real` run as one sweep and the LLM pools as another, with the same fixed settings: the
+    LLM pools are compared with `real` (as results.combined_trials joins them), not apart."""
+    table = trials()
+    real = write(tmp_path / "human", table[table["pool"] == "real"])
+    llm = write(tmp_path / "machine", table[(table["pool"] != "real") & (table["fraction"] > 0)])
+    data = costs.priced(load_many([real, llm]))
+    assert data["sweep"].nunique() == 1
+    cheap = costs.cheapest(data)
+    assert cheap.loc[cheap["cheapest"] & (cheap["target"] == "real +200 rows"), "source"].tolist() == ["llm"]

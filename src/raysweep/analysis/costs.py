@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from raysweep import costs, pools
-from raysweep.analysis.results import ResultsError
+from raysweep.analysis.results import ResultsError, combined_trials
 from raysweep.config import HUMAN_LABEL_USD, ConfigError
 from raysweep.analysis import compare, rows
 from raysweep.analysis.findings import interval, points
@@ -73,7 +73,13 @@ def priced(results) -> pd.DataFrame:
         extra = pd.DataFrame(out, index=ok.index)
         parts.append(pd.concat([ok.drop(columns=[c for c in extra.columns if c in ok.columns]), extra], axis=1)
                      .assign(sweep=res.name))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not parts:
+        return pd.DataFrame()
+    data = pd.concat(parts, ignore_index=True)
+    joint = combined_trials(results)["sweep"]
+    if len(parts) > 1 and joint.nunique() == 1:  # parts of one grid (results.combined_trials): one sweep here too
+        data["sweep"] = joint.iloc[0]
+    return data
 
 
 def _price_trial(t: pd.Series, prices: costs.Prices, listed: dict) -> dict:
