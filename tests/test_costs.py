@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from raysweep import augment, costs
+from raysweep import annotation, augment, costs
 from raysweep.config import ConfigError, CostsConfig, SweepConfig, from_dict, to_dict
 from raysweep.grid import CellRecord, cell_ids, expand, fixed_digest, results_table
 
@@ -48,6 +48,9 @@ def test_prices_reach_no_cell_id_and_no_cache_key():
     assert cell_ids(a, cells, "gen", ["lab"] * len(cells)) == cell_ids(b, cells, "gen", ["lab"] * len(cells))
     assert fixed_digest(a) == fixed_digest(b)
     assert augment.config_key(a) == augment.config_key(b)  # the generated rows' identity
+    endpoint = {"llm": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "none"}}
+    assert annotation.config_key(from_dict(SweepConfig, endpoint)) == annotation.config_key(
+        from_dict(SweepConfig, {**endpoint, "costs": {"human_label_usd": 2.0}}))  # the LLM labels' identity
     assert to_dict(a)["costs"] != to_dict(b)["costs"]  # and yet the sweep.yaml says which prices
 
 
