@@ -468,10 +468,10 @@ def break_even_sentences(table: pd.DataFrame, ctx: list[str], human_usd: float |
             out.append(text + f"no `{r['human_source']}` curve to match it against.")
             continue
         if math.isinf(be):
-            out.append(text + f"no human price makes its labels worth buying: its mean is no better than what "
-                       f"{int(r['human_labels'])} `{r['human_source']}` rows (none added: the labeled set alone) "
-                       "reach." if not r["human_labels"] else
-                       text + "it needs as many human labels as human rows alone would: no break-even.")
+            out.append(text + "no human price makes its labels worth buying: its mean is no better than the "
+                       "labeled set's alone (no row added)." if not r["human_labels"] else
+                       text + f"no break-even: it bought {int(r['human_labels'])} human labels, as many as "
+                       f"`{r['human_source']}` rows alone need to reach its mean.")
             continue
         if r["beyond"]:
             text += f"beats every fraction of `{r['human_source']}` (its most: {int(r['human_rows_most'])} rows)"
