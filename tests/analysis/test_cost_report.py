@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from raysweep.analysis import costs  # noqa: E402
+from raysweep.analysis import cost_report, costs  # noqa: E402
 from raysweep.analysis.report import analyze  # noqa: E402
 from raysweep.analysis.results import load_many  # noqa: E402
 
@@ -107,7 +107,7 @@ def test_equal_prices_are_a_tie_and_both_are_named(tmp_path):
     _, _, cheap, _ = answer_of(write(tmp_path / "r", generation=gen, annotation={**ANNOTATION, "cost_usd": 0.2}))
     first = cheap[cheap["target"] == "real +100 rows"]
     assert sorted(first.loc[first["cheapest"], "source"]) == ["llm", "llm_annotated"]
-    text = costs.cheapest_sentences(cheap, [])
+    text = cost_report.cheapest_sentences(cheap, [])
     assert "cheapest is `llm` +100 rows = `llm_annotated` +200 rows at $0.2 (a tie)" in text[0]
 
 
@@ -139,7 +139,7 @@ def test_the_break_even_human_price(tmp_path):
     assert beyond["beyond"] and beyond["break_even_usd"] == pytest.approx(0.5 / 200)  # at most this
     worse = even[even["source"] == "llm_teacher"]
     assert worse["break_even_usd"].map(math.isinf).all()  # buys nothing: no price is low enough
-    text = costs.break_even_sentences(even, [], 0.1)
+    text = cost_report.break_even_sentences(even, [], 0.1)
     assert any("no human price makes its labels worth buying" in t for t in text)
     assert any("break-even at $0.001667 a human label" in t and "the cheaper way" in t for t in text)
 
@@ -152,7 +152,7 @@ def test_an_llm_that_bills_nothing_is_not_called_free(tmp_path):
     assert ann["llm_usd"] == 0 and ann["break_even_usd"] == 0
     # 1,000 prompt + 10 completion tokens a row at $0.15 / $0.60 per million
     assert ann["break_even_list_usd"] == pytest.approx(100 * (1000 * 0.15 + 10 * 0.6) / 1e6 / 60)
-    notes = costs.price_notes(load_many([d])[0])
+    notes = cost_report.price_notes(load_many([d])[0])
     assert any("bills nothing because it ran on this machine" in n and "unpriced here" in n
                and "gpt-4o-mini's list price" in n for n in notes)
     priced = write(tmp_path / "c", annotation=embedded, costs_={"human_label_usd": 0.1, "compute_usd_per_hour": 3.6})

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep.analysis import annotation, compare, costs, figures, findings, rows, selection, stats, tables, variance
+from raysweep.analysis import annotation, compare, cost_report, costs, figures, findings, rows, selection, stats, tables, variance
 from raysweep.analysis.document import Doc
 from raysweep.analysis.results import (Results, ResultsError, combined_trials, load_many, metrics_of, num_classes,
                                        real_labels)
@@ -161,7 +161,7 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = compare.LA
     detail_tables(run, extras)
     selection.section(run)  # the rows each strategy chose (analysis/selection.py)
     annotation.section(run)  # the LLM as annotator of chosen rows (analysis/annotation.py)
-    costs.section(run)  # accuracy against dollars per source (analysis/costs.py)
+    cost_report.section(run)  # accuracy against dollars per source (analysis/cost_report.py)
     failed_trials(run)
     skipped_figures(run)
     reproduce(run)
@@ -230,7 +230,7 @@ def findings_section(run: Run) -> None:
         context = [c for c in table.columns if c in run.varying and c not in (spec.factor, "fraction")]
         doc.bullets(findings.table_sentences(table, spec.factor, context))
     annotation.findings(run)
-    costs.findings(run)  # is LLM data worth it, in dollars (analysis/costs.py)
+    cost_report.findings(run)  # is LLM data worth it, in dollars (analysis/cost_report.py)
     claims = findings.claims(run.comparisons, run.correlations, stats.seed_note(ok) if len(ok) else "no seeds")
     doc.heading("The study's claims", level=3)
     if claims:
