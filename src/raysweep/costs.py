@@ -72,7 +72,9 @@ def step_price(summary: dict | None, rows_key: str) -> StepPrice | None:
     cost = _number(summary.get("cost_usd"))
     if cost < 0 or _number(summary.get("unpriced_requests")) > 0:
         cost = math.nan  # the model has no price: its dollars are unknown, not zero
-    seconds = _number(summary.get("total_s"))  # generation: the LLM and the teacher's relabeling
+    # generation: the LLM and the teacher's relabeling. A resumed step's summary times its last
+    # run only (the dollars are the whole store's), so its seconds a row are then a floor.
+    seconds = _number(summary.get("total_s"))
     if math.isnan(seconds):
         seconds = _number(summary.get("elapsed_s"))
     return StepPrice(api_usd_per_row=cost / rows, seconds_per_row=seconds / rows,
