@@ -93,12 +93,12 @@ def test_label_counts_follow_who_labeled_the_pool(pool, n_added, human, llm):
     assert costs.price_cell(None, pool, {"n_added": n_added}) == {"human_labels": human, "llm_labels": llm}
 
 
-def test_a_pool_that_bought_some_human_labels_says_how_many_and_they_leave_its_metrics():
-    p = costs.prices_of({"human_label_usd": 0.1}, None, ANNOTATION)
-    metrics = {"n_added": 10, "human_labels": 3, "llm_labels": 7, "trial_s": 2.0}
+def test_a_pool_that_bought_some_human_labels_says_how_many_in_its_metrics():
+    p = costs.prices_of({"human_label_usd": 0.1}, None, {**ANNOTATION, "cost_usd": 0.0})
+    metrics = {"n_added": 10, "human_labels": 3, "llm_labels": 10, "trial_s": 2.0}  # llm_routed: 3 of 10 to a person
     priced = costs.price_cell(p, "llm_annotated", metrics)
-    assert priced["human_labels"] == 3 and priced["llm_labels"] == 7
-    assert priced["cost_usd"] == pytest.approx(0.3) and "human_labels" not in metrics
+    assert priced["human_labels"] == 3 and priced["llm_labels"] == 10
+    assert priced["cost_usd"] == pytest.approx(0.3) and metrics["human_labels"] == 3
 
 
 def test_cost_usd_adds_human_labels_llm_rows_and_priced_trial_compute():
@@ -112,14 +112,18 @@ def test_cost_usd_adds_human_labels_llm_rows_and_priced_trial_compute():
 
 
 def test_a_record_carries_its_cost_and_round_trips():
+    from raysweep.records import _record
+    from raysweep.grid import Cell
+
     p = costs.prices_of({"human_label_usd": 0.05}, GENERATION, None)
-    rec = CellRecord("c1", {"pool": "llm"}, metrics={"val_accuracy": 0.4, "n_added": 4},
-                     **costs.price_cell(p, "llm", {"n_added": 4}))
+    rec = _record("c1", Cell("llm", "random", 1.0, "pooler", 0), ({"val_accuracy": 0.4, "n_added": 4, "trial_s": 1.0},),
+                  0.0, None, None, p)
     data = json.loads(rec.to_json())
-    assert data["cost_usd"] == pytest.approx(0.012) and data["llm_labels"] == 4 and data["human_labels"] == 0
+    assert data["cost_usd"] == pytest.approx(0.012) and data["cost"]["llm_usd"] == pytest.approx(0.012)
+    assert (data["metrics"]["llm_labels"], data["metrics"]["human_labels"]) == (4, 0)
     assert CellRecord.parse(rec.to_json()) == rec
     old = CellRecord("c2", {}, metrics={"n_added": 1})  # made before costs: no cost keys written
-    assert not {"cost_usd", "human_labels", "llm_labels", "cost"} & json.loads(old.to_json()).keys()
+    assert not {"cost_usd", "cost"} & json.loads(old.to_json()).keys()
 
 
 def test_trials_csv_prices_old_records_at_this_runs_prices():
@@ -127,7 +131,7 @@ def test_trials_csv_prices_old_records_at_this_runs_prices():
     cells = expand(cfg)
     ids = cell_ids(cfg, cells)
     done = {ids[0]: CellRecord(ids[0], {}, metrics={"val_accuracy": 0.3, "n_added": 0}),
-            ids[1]: CellRecord(ids[1], {}, metrics={"val_accuracy": 0.4, "n_added": 6}, human_labels=6, llm_labels=0,
+            ids[1]: CellRecord(ids[1], {}, metrics={"val_accuracy": 0.4, "n_added": 6, "human_labels": 6, "llm_labels": 0},
                                cost_usd=0.216)}  # recorded at the default price
     table = results_table(cells, ids, done, cfg, costs.prices_of(cfg.costs))
     assert table["cost_usd"].tolist() == [0.0, 3.0] and table["human_labels"].tolist() == [0, 6]

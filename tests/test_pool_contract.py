@@ -32,7 +32,7 @@ def context() -> TrialContext:
 
 
 def test_the_study_and_its_extension_are_registered_in_order():
-    assert NAMES == ["real", "llm", "llm_teacher", "llm_annotated"]
+    assert NAMES == ["real", "llm", "llm_teacher", "llm_annotated", "llm_cleaned", "llm_routed"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -40,6 +40,7 @@ def test_says_what_it_is_and_which_step_it_waits_for(name):
     pool = pools.get(name)
     assert pool.name == name and pool.summary and str(pool).startswith(f"{name}: ")
     assert pool.step in (None, *pools.STEPS)
+    assert pool.labeled_by in ("human", "llm_generate", "llm_annotate")  # what its labels cost (analysis/)
     assert pool.id_key in (None, "generated", "labels")
     assert pool.scoring_source in pools.REGISTRY  # a pool whose scoring pass ranks its rows
     assert (pool.step is None) == (pool.id_key is None)  # a step is what makes the id part known
@@ -64,6 +65,50 @@ def test_its_cell_ids_depend_on_exactly_its_id_part(name):
     base = cell_id(cell, fixed, generated="g1", labels="l1")
     for key, changed in (("generated", dict(generated="g2", labels="l1")), ("labels", dict(generated="g1", labels="l2"))):
         assert (cell_id(cell, fixed, **changed) != base) == (pool.id_key == key), key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_its_cell_ids_depend_on_its_settings_and_the_others_on_none(name):
+    """A pool with settings (llm_cleaned's mode, llm_routed's percent) has new cells when one
+    changes; every other pool's ids stay what they were (tests/test_results_compatibility.py)."""
+    from raysweep.grid import cell_ids
+
+    cell = Cell(name, "random", 1.0, "pooler", 0)
+    base = from_dict(SweepConfig, {"compare": {"pool": [name]}})
+    ids = {cell_ids(from_dict(SweepConfig, {"compare": {"pool": [name]}, "cleaning": c}), [cell], "g", ["l"])[0]
+           for c in ({}, {"flagged": "replace"}, {"route_percent": 35})}
+    settings = pools.get(name).settings(base)
+    assert len(ids) == (2 if settings else 1)
+    if not settings:
+        assert ids == {cell_id(cell, fixed_digest(base), generated="g", labels="l")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_what_a_cell_trains_on_is_labeled_and_rows_it_added(name, monkeypatch):
+    """`train_rows`: `labeled` with gold labels first, then only rows the cell added, each once;
+    its record fields (if any) count the added rows' labels by who paid for them."""
+    import raysweep.cleaning
+    from raysweep.inputs import TrialInputs
+
+    pool, ctx = pools.get(name), context()
+    found = pool.rows(ctx, VARIANT)
+    inputs = TrialInputs(found.train_labels, ctx.val_labels, ctx.labeled, found.pool_rows, None, None, 5,
+                         select_labels=found.select_labels)
+    added = found.pool_rows[:2]
+    if pool.step == "annotate":
+        added = np.array([5, 3])  # the rows the LLM labeled (context())
+    # Out-of-sample probabilities, stood in: the model trusts the LLM's label of row 3, not of row 5.
+    monkeypatch.setattr(raysweep.cleaning, "outside_probs", lambda cell, inputs, rows, recipe: np.array(
+        [[0.05, 0.8, 0.05, 0.05, 0.05] if r == 3 else [0.05, 0.05, 0.8, 0.05, 0.05] for r in rows]))
+    train = pool.train_rows(Cell(name, "random", 1.0, "pooler", 0), inputs, added, RecipeConfig())
+    n = len(ctx.labeled)
+    np.testing.assert_array_equal(train.rows[:n], ctx.labeled)
+    np.testing.assert_array_equal(train.labels[:n], ctx.train_labels[ctx.labeled])
+    assert set(train.rows[n:].tolist()) <= set(added.tolist()) and len(set(train.rows[n:].tolist())) == len(train.rows) - n
+    assert len(train.labels) == len(train.rows) and (train.labels >= 0).all()
+    if "human_labels" in train.fields:
+        assert train.fields["human_labels"] + train.fields["llm_labels"] >= len(added)
+        assert train.fields["labels_flagged"] == train.fields["labels_removed"] + train.fields["labels_replaced"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -142,9 +187,10 @@ def test_a_new_pool_is_one_module_and_one_registry_line(monkeypatch, tmp_path):
 
 
 def test_each_pool_says_whether_its_step_is_done_in_an_output(tmp_path):
-    cfg = from_dict(SweepConfig, {"compare": {"pool": ["real", "llm", "llm_teacher", "llm_annotated"],
-                                              "fraction": [1], "freeze": ["pooler"]}, "replicate": {"seed": [0]}})
+    cfg = from_dict(SweepConfig, {"compare": {"pool": NAMES, "fraction": [1], "freeze": ["pooler"]},
+                                  "replicate": {"seed": [0]}})
     assert status.pool_status(cfg, tmp_path) == {"real": "ready", "llm": "generate", "llm_teacher": "generate",
-                                                 "llm_annotated": "annotate"}
+                                                 "llm_annotated": "annotate", "llm_cleaned": "annotate",
+                                                 "llm_routed": "annotate"}
     # Until its step has run, none of a stepped pool's cells counts as done.
-    assert status.cell_progress(cfg, tmp_path)["pending"] == 4
+    assert status.cell_progress(cfg, tmp_path)["pending"] == len(NAMES)

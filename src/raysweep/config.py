@@ -368,6 +368,25 @@ class CostsConfig:
                 f"{describe(self.compute_usd_per_hour)}")
 
 
+@dataclass
+class CleaningConfig:
+    """What the pools llm_cleaned and llm_routed do with the LLM's labels (cleaning.py). Each
+    value is part of its pool's cell ids: changing it makes new cells."""
+
+    # llm_cleaned: "drop" the rows whose LLM label confident learning flags, or "replace" the label
+    # with the labeled-set model's. drop: confident learning's own remedy (it prunes, then retrains),
+    # and a replacement is that model's own guess, which teaches the model nothing it did not know.
+    flagged: str = "drop"
+    # llm_routed: the % of LLM labels, least-trustworthy first, a person relabels (gold, at the
+    # human price). 20: at most a fifth of all-human labeling's cost on top of the LLM's, inside the
+    # 50-96% savings Wang et al. 2021 report for GPT-3 + human mixes at equal accuracy.
+    route_percent: float = 20.0
+
+    def validate(self) -> None:
+        require(self.flagged in ("drop", "replace"), f"flagged: {describe(self.flagged)} is not one of drop, replace")
+        require(0 <= self.route_percent <= 100, f"route_percent: {describe(self.route_percent)} is not between 0 and 100")
+
+
 # ASCII only (re.ASCII: \w-like classes would take any letter), and short: the name is part of
 # file names (logs/run-<name>-<time>.log, Tune's trial directories) that must fit in 255 bytes.
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}", re.ASCII)
@@ -388,6 +407,7 @@ class SweepConfig:
     # Where generated sentences come from and what they may cost (`llm:`; read only by LLM pools).
     llm: LLMConfig = field(default_factory=LLMConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    cleaning: CleaningConfig = field(default_factory=CleaningConfig)  # llm_cleaned / llm_routed (cleaning.py)
     costs: CostsConfig = field(default_factory=CostsConfig)  # prices for the report; no cell id depends on them
     cache_dir: str | None = None  # frozen activations; None: <output>/cache
     # Generated rows, their teacher labels and the paid responses (`raysweep generate`);

@@ -134,13 +134,14 @@ def _number(value) -> float:
 
 
 def price_cell(prices: Prices | None, pool_name: str, metrics: dict) -> dict:
-    """A finished cell's record fields: `human_labels`, `llm_labels` (the pool's own counts, taken
-    out of its metrics, else derived) and, with `prices`, `cost_usd` and its parts in `cost`."""
+    """A finished cell's `human_labels`, `llm_labels` (its metrics' own counts, which a pool that
+    buys some human labels records, else derived from the rows it added) and, with `prices`, its
+    `cost_usd` and that sum's parts in `cost`."""
     from raysweep import pools
 
     pool = pools.get(pool_name)
-    human, llm = label_counts(pool.labeled_by, metrics.get("n_added"), metrics.pop("human_labels", None),
-                              metrics.pop("llm_labels", None))
+    human, llm = label_counts(pool.labeled_by, metrics.get("n_added"), metrics.get("human_labels"),
+                              metrics.get("llm_labels"))
     out = {"human_labels": human, "llm_labels": llm}
     if prices is not None:
         parts = cell_cost(prices, pool.step, human, llm, metrics.get("trial_s"))

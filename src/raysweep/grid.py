@@ -37,7 +37,11 @@ PARAMS = ("pool", "strategy", "fraction", "freeze", "seed", "encoder", "pooling"
 METRICS = ("val_accuracy", "val_macro_f1", "train_accuracy", "final_loss", "n_labeled", "n_added", "n_train",
            "trainable_params", "select_s", "train_s", "eval_s", "trial_s", "wall_s")
 TEST_METRICS = ("test_accuracy", "test_macro_f1")  # columns only when the data has a test split
-TRIAL_COSTS = ("human_labels", "llm_labels", "cost_usd")  # trials.csv's last columns (costs.py)
+# Columns only when a record has them: who was paid for the added rows' labels, and what a
+# cleaning pool (llm_cleaned, llm_routed: cleaning.py) did to the LLM's labels, against gold.
+LABEL_COLUMNS = ("human_labels", "llm_labels", "labels_flagged", "labels_removed", "labels_replaced",
+                 "llm_label_accuracy", "flagged_llm_accuracy", "replacement_accuracy", "trained_label_accuracy")
+PAID = ("human_labels", "llm_labels")  # always columns (costs.py derives them for older records), then cost_usd
 
 
 def metric_columns(task) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -119,11 +123,13 @@ def selection_settings(strategy: str, selection: SelectionConfig) -> dict:
 
 
 def cell_id(cell: Cell, fixed: str, settings: dict | None = None, generated: str | None = None,
-            labels: str | None = None) -> str:
+            labels: str | None = None, pool_settings: dict | None = None) -> str:
     key = {**asdict(cell), "fraction": float(cell.fraction), "fixed": fixed}
     if settings:  # left out when empty, so random cells keep the ids they had before `selection:`
         key["selection"] = settings
     key.update(pools.get(cell.pool).id_part(generated, labels))  # what the pool's rows depend on
+    if pool_settings:  # left out when empty: the pools without settings keep their ids
+        key["pool_settings"] = pool_settings
     return json_digest(key, 16)
 
 
@@ -133,8 +139,8 @@ def cell_ids(cfg: SweepConfig, cells: list[Cell], generated: str | None = None,
     `labels[i]` the digest of the LLM's labels of cells[i]'s rows (the llm_annotated pool only)."""
     fixed = fixed_digest(cfg)
     labels = labels or [None] * len(cells)
-    return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated, d)
-            for c, d in zip(cells, labels)]
+    return [cell_id(c, fixed, selection_settings(c.strategy, cfg.selection), generated, d,
+                    pools.get(c.pool).settings(cfg)) for c, d in zip(cells, labels)]
 
 
 def expand(cfg: SweepConfig) -> list[Cell]:
@@ -148,7 +154,7 @@ def expand(cfg: SweepConfig) -> list[Cell]:
 # --------------------------------------------------------------------------- cell results on disk
 
 
-COST_FIELDS = ("human_labels", "llm_labels", "cost_usd", "cost")  # CellRecord's, written only when known
+COST_FIELDS = ("cost_usd", "cost")  # CellRecord's, written only when known
 
 
 @dataclass
@@ -162,11 +168,9 @@ class CellRecord:
     error: str = ""  # `Type: first line` of what failed it
     shared_training: str | None = None  # a rider: the cell whose training it shares
     pack: str | None = None  # the Tune trial (its pack) that wrote it
-    # What its added rows' labels cost (costs.py): how many a person was paid for, how many the LLM
-    # made, and their dollars at the prices of the run that wrote it (None: not priced, or an
+    # What its added rows' labels cost (costs.py; the label counts it prices are in `metrics`:
+    # human_labels, llm_labels), at the prices of the run that wrote it (None: not priced, or an
     # LLM without a price). Record fields, never part of the cell id.
-    human_labels: int | None = None
-    llm_labels: int | None = None
     cost_usd: float | None = None
     cost: dict | None = None  # cost_usd's parts: human_usd, llm_usd, trial_compute_usd
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they are
@@ -265,6 +269,8 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord]
     n_val = len(cfg.task.metrics)
     has_test = any(m in rec.metrics for rec in records for m in test_columns)
     metrics = (*columns[:n_val], *test_columns, *columns[n_val:]) if has_test else columns
+    metrics += tuple(m for m in LABEL_COLUMNS if any(m in rec.metrics for rec in records))
+    paid = tuple(c for c in PAID if c not in metrics)  # not on any record (made before them): derived, last
     training = trainings_of(cells, ids, done)
     for cell, cid in zip(cells, ids):
         rec = done.get(cid)
@@ -275,15 +281,13 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord]
         for m in metrics:
             row[m] = rec.metrics.get(m, np.nan)
         row["confusion"] = json.dumps(rec.metrics.get("confusion")) if rec.metrics else ""
-        if rec.ok:
-            found = {"human_labels": rec.human_labels, "llm_labels": rec.llm_labels, "n_added": rec.metrics.get("n_added"),
-                     "trial_s": rec.metrics.get("trial_s")}  # the record's counts: derived when it has none
-            priced = costs.price_cell(prices, cell.pool, found)
+        if rec.ok:  # the record's label counts, derived when it has none, priced at this run's prices
+            priced = costs.price_cell(prices, cell.pool, rec.metrics)
             row.update(human_labels=priced["human_labels"], llm_labels=priced["llm_labels"],
                        cost_usd=priced.get("cost_usd", rec.cost_usd) if prices is not None else rec.cost_usd)
         rows.append(row)
     return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *metrics, "confusion",
-                                       "training", *TRIAL_COSTS])
+                                       "training", *paid, "cost_usd"])
 
 
 def trainings_of(cells: list[Cell], ids: list[str], done: dict[str, CellRecord]) -> dict[str, str]:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from raysweep import layout, pools, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
-from raysweep.config import RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig
+from raysweep.config import CleaningConfig, RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig
 from raysweep.costs import Prices
 from raysweep.freeze import parse as parse_mode
 from raysweep.data import load_splits
@@ -77,6 +77,7 @@ class TrialContext:
     task: Task | None = None  # what the trials learn and report (tasks.py); None: classification
     train_texts: list[str] | None = None  # for chosen/'s rows table; dropped before the trials
     seeds: tuple[int, ...] = ()  # replicate.seed: qbc-seeds' committee (train.TrialInputs.seeds)
+    cleaning: CleaningConfig = field(default_factory=CleaningConfig)  # llm_cleaned / llm_routed
     prices: Prices | None = None  # what each cell's added labels cost (costs.py); None: not priced
 
 
@@ -132,7 +133,7 @@ def prepare(cfg: SweepConfig, cache_dir: Path, use_ray: bool, log=print,
         recipe=cfg.recipe, selection=cfg.selection, resources=cfg.resources, cache_dir=str(cache_dir),
         fixed=fixed_digest(cfg), test_labels=splits.test["label"].to_numpy() if splits.test is not None else None,
         generated_labels=generated_labels, train_texts=texts["train"], task=cfg.task,
-        seeds=tuple(cfg.replicate.seed))
+        seeds=tuple(cfg.replicate.seed), cleaning=cfg.cleaning)
 
 
 @lru_cache(maxsize=8)
@@ -150,7 +151,8 @@ def trial_inputs(context: TrialContext, variant: Variant, pool: str = "real") ->
                        cache_dir=context.cache_dir, freeze=parse_mode(variant.freeze),
                        test_labels=context.test_labels,
                        test_acts=_activations(test_path[0]) if test_path else None,
-                       select_labels=found.select_labels, task=context.task, seeds=context.seeds)
+                       select_labels=found.select_labels, task=context.task, seeds=context.seeds,
+                       cleaning=context.cleaning)
 
 
 def prepare_selection(cfg: SweepConfig, context: TrialContext, out: Output, use_ray: bool, log=print,

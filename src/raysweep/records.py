@@ -76,7 +76,8 @@ def _record(cid: str, cell: Cell, result, start: float, shared: str | None, pack
         return CellRecord(cid, asdict(cell), "failed", {}, error_line(result), shared, pack)
     metrics = {**result[0]}
     metrics["wall_s"] = round(metrics.get("trial_s", 0.0) + time.perf_counter() - start, 4)
-    priced = costs.price_cell(prices, cell.pool, metrics)  # takes a pool's own label counts out of metrics
+    priced = costs.price_cell(prices, cell.pool, metrics)
+    metrics.update(human_labels=priced.pop("human_labels"), llm_labels=priced.pop("llm_labels"))
     return CellRecord(cid, asdict(cell), "ok", metrics, "", shared, pack, **priced)
 
 
@@ -154,8 +155,6 @@ def _write_rider(out: Output, cid: str, cell: Cell, source: CellRecord, context:
         metrics = {**source.metrics, "select_s": select_s, "train_s": 0.0, "eval_s": 0.0, "trial_s": select_s,
                    "pool_size": len(inputs.pool_rows)}
         metrics.pop("cached_model", None)
-        if source.human_labels is not None:  # the same rows: the same labels bought (a routed pool's split)
-            metrics.update(human_labels=source.human_labels, llm_labels=source.llm_labels)
         result = (metrics, picked)
     except Exception as exc:  # noqa: BLE001
         result, inputs = exc, None

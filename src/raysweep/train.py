@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from raysweep import scoring, strategies
+from raysweep import pools, scoring, strategies
 from raysweep.backbone import count_trainable
-from raysweep.config import RecipeConfig, SelectionConfig
+from raysweep.config import CleaningConfig, RecipeConfig, SelectionConfig
 from raysweep.freeze import FreezeMode
 from raysweep.embed import Activations
 from raysweep.grid import Cell, rows_to_add
@@ -50,6 +50,7 @@ class TrialInputs:
     select_labels: np.ndarray | None = None
     task: Task | None = None  # what is learnt (tasks.py); None: classification into num_classes
     seeds: tuple[int, ...] = ()  # the sweep's seeds: qbc-seeds' committee is the other seeds' scoring models
+    cleaning: CleaningConfig = field(default_factory=CleaningConfig)  # llm_cleaned / llm_routed's settings
 
     def __post_init__(self):
         if self.task is None:
@@ -152,21 +153,22 @@ def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, sel
     which is the same training, and records `cached_model`.
     """
     out: list = [None] * len(cells)
-    picked: list[tuple[int, Chosen, np.ndarray, float]] = []  # (index, chosen, train rows, select_s)
+    picked: list[tuple[int, Chosen, pools.TrainRows, float]] = []  # (index, chosen, what it trains on, select_s)
     for i, cell in enumerate(cells):
         start = time.perf_counter()
         try:
             chosen = choose_rows(cell, inputs, recipe, selection)
+            # The pool may change the chosen rows' labels or drop some (llm_cleaned, llm_routed).
+            train = pools.get(cell.pool).train_rows(cell, inputs, chosen.rows, recipe)
         except Exception as exc:  # noqa: BLE001 - this cell's failure; the pack goes on
             out[i] = exc
             continue
-        rows = np.concatenate([inputs.labeled, np.sort(chosen.rows)])
-        picked.append((i, chosen, rows, time.perf_counter() - start))
-    members = [Member(rows, inputs.train_labels[rows], cells[i].seed, inputs.freeze, inputs.task)
-               for i, _, rows, _ in picked]
+        picked.append((i, chosen, train, time.perf_counter() - start))
+    members = [Member(train.rows, train.labels, cells[i].seed, inputs.freeze, inputs.task)
+               for i, _, train, _ in picked]
     trained = trained_models(inputs.train_acts, members, inputs.num_classes, recipe, inputs.cache_dir, device,
                              store=False, bf16=bf16, kind=None)
-    for (i, chosen, rows, select_s), member, result in zip(picked, members, trained):
+    for (i, chosen, train, select_s), member, result in zip(picked, members, trained):
         if result.error is not None:
             out[i] = result.failure()
             continue
@@ -174,7 +176,7 @@ def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, sel
             log_training("trial", json.dumps(asdict(cells[i]), sort_keys=True))
         start = time.perf_counter()
         try:
-            metrics, predicted = evaluate(result.model, inputs, rows, member.labels)
+            metrics, predicted = evaluate(result.model, inputs, train.rows, member.labels)
         except Exception as exc:  # noqa: BLE001
             out[i] = exc
             continue
@@ -182,7 +184,8 @@ def run_trials(cells: list[Cell], inputs: TrialInputs, recipe: RecipeConfig, sel
                        pool_size=int(len(inputs.pool_rows)),  # says which cells share a training (grid)
                        select_s=round(select_s, 4), train_s=round(result.train_s, 4),
                        eval_s=round(time.perf_counter() - start, 4),
-                       trial_s=round(select_s + result.train_s + time.perf_counter() - start, 4))
+                       trial_s=round(select_s + result.train_s + time.perf_counter() - start, 4),
+                       **train.fields)
         if result.cached:
             metrics["cached_model"] = True
         out[i] = (metrics, chosen, predicted)

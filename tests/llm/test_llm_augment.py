@@ -263,11 +263,12 @@ def _every_cell_records_what_its_labels_cost(out, table, cfg):
     records = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
     for _, row in table.iterrows():
         rec, n = records[row["cell_id"]], int(row["n_added"])
+        counts = (rec["metrics"]["human_labels"], rec["metrics"]["llm_labels"])
         if row["pool"] == "real":
-            assert (rec["human_labels"], rec["llm_labels"]) == (n, 0)
+            assert counts == (n, 0)
             assert rec["cost_usd"] == pytest.approx(n * cfg.costs.human_label_usd) == row["cost_usd"]
         else:
-            assert (rec["human_labels"], rec["llm_labels"]) == (0, n)
+            assert counts == (0, n)
             assert (rec.get("cost_usd") is None) == (n > 0) and pd.isna(row["cost_usd"]) == (n > 0)
 
 
@@ -317,7 +318,8 @@ def test_the_shipped_llm_sweep_is_the_studys_figure_2():
 
     root = Path(__file__).resolve().parents[2] / "sweeps"
     full, small = load_sweep(root / "llm.yaml"), load_sweep(root / "llm-small.yaml")
-    assert full.compare.pool == small.compare.pool == ["real", "llm", "llm_teacher", "llm_annotated"]
+    assert full.compare.pool == small.compare.pool == ["real", "llm", "llm_teacher", "llm_annotated", "llm_cleaned",
+                                                      "llm_routed"]
     assert full.compare.fraction == [0, 1, 2, 3, 4] and len(full.replicate.seed) == 3
     assert full.compare.freeze == ["last-linear", "pooler", "last-attention"]
     assert full.llm.samples_per_call == 100 and full.llm.examples_per_class == 3

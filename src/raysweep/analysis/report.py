@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep.analysis import annotation, compare, cost_report, costs, figures, findings, rows, selection, stats, tables, variance
+from raysweep.analysis import (annotation, cleaning, compare, cost_report, costs, figures, findings, rows, selection,
+                                stats, tables, variance)
 from raysweep.analysis.document import Doc
 from raysweep.analysis.results import (Results, ResultsError, combined_trials, load_many, metrics_of, num_classes,
                                        real_labels)
@@ -161,6 +162,7 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = compare.LA
     detail_tables(run, extras)
     selection.section(run)  # the rows each strategy chose (analysis/selection.py)
     annotation.section(run)  # the LLM as annotator of chosen rows (analysis/annotation.py)
+    cleaning.section(run)  # what llm_cleaned / llm_routed did to the LLM's labels (analysis/cleaning.py)
     cost_report.section(run)  # accuracy against dollars per source (analysis/cost_report.py)
     failed_trials(run)
     skipped_figures(run)

@@ -6,12 +6,15 @@ A pool answers, for the sweep's stages:
                   None, the generated rows' digest ("generated") or its rows' LLM labels ("labels")
     reads(variant)           the activations its trials read: the real rows', or real + generated
     rows(context, variant)   the activations, labels and pool positions a trial of it reads
+    train_rows(cell, inputs, added, recipe)   what a cell trains on once it has chosen rows: labeled
+                             + added with their labels, unless the pool changes them (llm_cleaned)
+    settings(cfg)            the config its cells depend on beyond the fixed settings: in their ids
     size(context)            how many rows it offers; `planned_size` before any data is encoded
     scoring_source           whose scoring pass ranks its rows (inputs.prepare_selection)
-    labeled_by    who labeled the rows it adds, for their price (costs.py): "human" (gold a person is
-                  paid for), "llm_generate" (rows and labels an LLM wrote) or "llm_annotate" (real
-                  rows the LLM labeled). A pool whose cells buy some human labels puts `human_labels`
-                  and `llm_labels` in its trials' metrics; the record carries them (records.py)
+    labeled_by               who labeled the rows it adds, for their price (costs.py): "human" (gold
+                             a person is paid for), "llm_generate" (rows and labels an LLM wrote) or
+                             "llm_annotate" (real rows the LLM labeled). A pool whose cells buy some
+                             human labels puts `human_labels` and `llm_labels` in its trials' metrics
 and `status.pool_status` says whether its step is done in an output.
 
 Adding a pool is one module here plus one line at the bottom of this file. Pool modules import
@@ -45,6 +48,16 @@ class PoolRows:
     select_labels: np.ndarray | None = None  # the labels selection sees, when not the trained-on ones
 
 
+@dataclass
+class TrainRows:
+    """What one cell trains on: positions into train (`labeled` first, then the rows it keeps of
+    those it added) and their labels; `fields` go on its record (what a pool changed, and why)."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    fields: dict
+
+
 class Pool:
     """One pool. Subclasses set the class attributes and implement `rows` and `size`."""
 
@@ -64,6 +77,18 @@ class Pool:
         if self.id_key is None:
             return {}
         return {self.id_key: {"generated": generated, "labels": labels}[self.id_key]}
+
+    def settings(self, cfg) -> dict:
+        """The config settings its cells' results depend on beyond the fixed ones (part of their ids;
+        {} leaves the ids of the pools that have none as they were)."""
+        return {}
+
+    def train_rows(self, cell, inputs, added: np.ndarray, recipe) -> TrainRows:
+        """What `cell` trains on after choosing `added` (positions into train): `labeled` and the
+        added rows, sorted (the model depends on which rows, not on the pick order), with the
+        labels of `inputs` (train.TrialInputs); a pool that cleans its labels changes them."""
+        rows = np.concatenate([inputs.labeled, np.sort(added)])
+        return TrainRows(rows, inputs.train_labels[rows], {})
 
     def reads(self, variant):
         """The activations its trials of `variant` read (the key of TrialContext.artifacts)."""
@@ -116,3 +141,5 @@ def steps_of(pool_names) -> list[str]:
 from raysweep.pools import real  # noqa: E402,F401,I001
 from raysweep.pools import generated  # noqa: E402,F401,I001
 from raysweep.pools import annotated  # noqa: E402,F401,I001
+from raysweep.pools import cleaned  # noqa: E402,F401,I001
+from raysweep.pools import routed  # noqa: E402,F401,I001
