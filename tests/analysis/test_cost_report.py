@@ -226,3 +226,20 @@ def test_two_outputs_of_one_grid_are_priced_as_one_sweep(tmp_path):
     assert data["sweep"].nunique() == 1
     cheap = costs.cheapest(data)
     assert cheap.loc[cheap["cheapest"] & (cheap["target"] == "real +200 rows"), "source"].tolist() == ["llm"]
+
+
+def test_a_pool_that_buys_some_human_labels_pays_for_both_kinds(tmp_path):
+    """llm_routed's cells record their own counts: all 100 added rows' LLM labels were paid for,
+    and 20 of them were relabeled by a person. Its break-even counts those 20 as labels it did not save."""
+    table = trials({"real": 0.05, "llm_routed": 0.04})
+    routed = (table["pool"] == "llm_routed") & (table["fraction"] > 0)
+    table["human_labels"], table["llm_labels"] = math.nan, math.nan
+    table.loc[routed, "human_labels"] = 0.2 * table.loc[routed, "n_added"]
+    table.loc[routed, "llm_labels"] = table.loc[routed, "n_added"]
+    data, sources_, _, even = answer_of(write(tmp_path / "r", table))
+    cell = data.set_index("cell_id").loc["llm_routed-1-0"]
+    assert (cell["human_labels"], cell["llm_labels"]) == (20, 100)
+    assert cell["cost_usd"] == pytest.approx(20 * 0.1 + 100 * 0.001)
+    one = even[(even["source"] == "llm_routed") & (even["fraction"] == 1)].iloc[0]
+    # 44.17% on the real curve: 80 human rows; it bought 20 of them itself and paid $0.10 for LLM labels
+    assert one["human_rows"] == pytest.approx(80) and one["break_even_usd"] == pytest.approx(0.1 / 60)
