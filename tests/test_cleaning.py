@@ -176,7 +176,9 @@ def test_the_cleaning_settings_do_not_touch_the_annotation_so_no_label_is_bought
     assert annotation.config_key(from_dict(SweepConfig, base)) == annotation.config_key(from_dict(SweepConfig, other))
 
 
-def test_trials_csv_has_the_label_columns_only_when_a_record_has_them():
+def test_trials_csv_has_the_cleaning_columns_only_when_a_record_has_them():
+    """And the label counts always: a record without them gets them derived from its pool's
+    labeled_by and the rows it added (costs.py), as the cost answer prices them."""
     from dataclasses import asdict
 
     from raysweep.grid import CellRecord, results_table
@@ -188,6 +190,7 @@ def test_trials_csv_has_the_label_columns_only_when_a_record_has_them():
     done = {"a": CellRecord("a", asdict(cells[0]), metrics=metrics),
             "b": CellRecord("b", asdict(cells[1]), metrics={**metrics, "human_labels": 2, "llm_labels": 10})}
     table = results_table(cells, ["a", "b"], done, cfg)
-    assert table["human_labels"].tolist()[1] == 2 and np.isnan(table["human_labels"].tolist()[0])
+    assert table["human_labels"].tolist() == [10, 2] and table["llm_labels"].tolist() == [0, 10]
     assert "labels_removed" not in table.columns
-    assert "human_labels" not in results_table(cells[:1], ["a"], {"a": done["a"]}, cfg).columns
+    alone = results_table(cells[:1], ["a"], {"a": done["a"]}, cfg)
+    assert "labels_flagged" not in alone.columns and alone["human_labels"].tolist() == [10]

@@ -49,6 +49,17 @@ def test_says_what_it_is_and_which_step_it_waits_for(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_says_who_labeled_its_rows_so_they_can_be_priced(name):
+    from raysweep import costs
+
+    pool = pools.get(name)
+    assert pool.labeled_by in costs.LABELED_BY
+    # An LLM's rows are priced by what its step spent per row: an LLM pool must have that step.
+    if pool.labeled_by != costs.HUMAN:
+        assert pool.step in costs.SUMMARY_OF_STEP
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_its_cell_ids_depend_on_exactly_its_id_part(name):
     pool, cell, fixed = pools.get(name), Cell(name, "random", 1.0, "pooler", 0), "f" * 12
     base = cell_id(cell, fixed, generated="g1", labels="l1")

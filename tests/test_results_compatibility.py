@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from raysweep.config import load_sweep
 from raysweep.grid import CellRecord, cell_ids, expand, read_cells
@@ -41,7 +42,13 @@ def test_a_run_over_it_runs_no_cell_again_and_writes_the_same_table(tmp_path):
     n = len(expand(cfg))
     assert f"sweep {cfg.name}: {n} cells, {n} already done, 0 to run" in said
     before = pd.read_csv(FIXTURE / "trials.csv")
-    pd.testing.assert_frame_equal(pd.read_csv(out / "trials.csv"), before)
+    after = pd.read_csv(out / "trials.csv")
+    pd.testing.assert_frame_equal(after[before.columns], before)
+    # The cost columns are new: derived for records made before them from the same inputs (the
+    # pool's labeled_by and n_added), priced at the sweep's costs (the default human price here).
+    assert list(after.columns[len(before.columns):]) == ["human_labels", "llm_labels", "cost_usd"]
+    assert (after["human_labels"] == before["n_added"]).all() and (after["llm_labels"] == 0).all()
+    assert after["cost_usd"].tolist() == pytest.approx((before["n_added"] * cfg.costs.human_label_usd).tolist())
     assert len(table) == n
     # The records were read, not rewritten: byte for byte what the old code wrote.
     for p in (FIXTURE / "cells").glob("*.json"):

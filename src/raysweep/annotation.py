@@ -111,6 +111,15 @@ def recorded(cfg: SweepConfig, keys: list[str], ann_dir: Path | None = None, sum
     return {k: cells[k] for k in keys}
 
 
+def read_summary(ann_dir: Path) -> dict | None:
+    """annotation.json, or None when there is none (or it cannot be read: nothing is priced from it)."""
+    try:
+        summary = json.loads((Path(ann_dir) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
 def read_labels(ann_dir: Path) -> pd.DataFrame:
     return pd.read_csv(Path(ann_dir) / LABELS, keep_default_na=False)
 

@@ -9,6 +9,7 @@ value of the wrong type is a one-line `ConfigError` that names the key's path
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -339,6 +340,34 @@ class TeacherConfig:
         require(self.seed >= 0, "seed: must be 0 or more")
 
 
+# The default human price per label (costs.human_label_usd), and where it comes from: Amazon's
+# SageMaker Ground Truth API reference (`PublicWorkforceTaskPrice`, read 2026-12-07) lists $0.012
+# as the lowest Mechanical Turk worker price for one text-classification task, and SST's labels
+# were each made by 3 judges (Socher et al., 2013): 3 x $0.012. Ground Truth's own per-object fee
+# and Mechanical Turk's commission are on top of it, so this is a floor, not a quote.
+HUMAN_LABEL_USD = 0.036
+
+
+@dataclass
+class CostsConfig:
+    """What labels and compute cost, for the report's accuracy-against-dollars answer. Read at
+    analysis time and for each cell's `cost_usd`: never part of a cell id or cache key, so
+    changing a price re-prices the cells without running any of them again."""
+
+    human_label_usd: float = HUMAN_LABEL_USD  # one gold label a person is paid for (see HUMAN_LABEL_USD)
+    # The machine's price per hour (e.g. the cloud instance the sweep runs on); null: compute is not
+    # priced and the report says so. It charges each cell's trial time and the embedded LLM's time.
+    compute_usd_per_hour: float | None = None
+
+    def validate(self) -> None:
+        require(math.isfinite(self.human_label_usd) and self.human_label_usd >= 0,
+                f"human_label_usd: must be a finite price of 0 or more, got {describe(self.human_label_usd)}")
+        require(self.compute_usd_per_hour is None or (math.isfinite(self.compute_usd_per_hour)
+                                                      and self.compute_usd_per_hour >= 0),
+                f"compute_usd_per_hour: must be null or a finite price of 0 or more, got "
+                f"{describe(self.compute_usd_per_hour)}")
+
+
 @dataclass
 class CleaningConfig:
     """What the pools llm_cleaned and llm_routed do with the LLM's labels (cleaning.py). Each
@@ -379,6 +408,7 @@ class SweepConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)  # llm_cleaned / llm_routed (cleaning.py)
+    costs: CostsConfig = field(default_factory=CostsConfig)  # prices for the report; no cell id depends on them
     cache_dir: str | None = None  # frozen activations; None: <output>/cache
     # Generated rows, their teacher labels and the paid responses (`raysweep generate`);
     # None: <output>/generation. Pointing several sweeps at one directory pays for it once.

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from raysweep import pools, strategies
+from raysweep import costs, pools, strategies
 from raysweep.config import SelectionConfig, SweepConfig, to_dict
 from raysweep.hashing import json_digest
 from raysweep.storage import Output
@@ -41,6 +41,7 @@ TEST_METRICS = ("test_accuracy", "test_macro_f1")  # columns only when the data 
 # cleaning pool (llm_cleaned, llm_routed: cleaning.py) did to the LLM's labels, against gold.
 LABEL_COLUMNS = ("human_labels", "llm_labels", "labels_flagged", "labels_removed", "labels_replaced",
                  "llm_label_accuracy", "flagged_llm_accuracy", "replacement_accuracy", "trained_label_accuracy")
+PAID = ("human_labels", "llm_labels")  # always columns (costs.py derives them for older records), then cost_usd
 
 
 def metric_columns(task) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -169,6 +170,9 @@ def expand(cfg: SweepConfig) -> list[Cell]:
 # --------------------------------------------------------------------------- cell results on disk
 
 
+COST_FIELDS = ("cost_usd", "cost")  # CellRecord's, written only when known
+
+
 @dataclass
 class CellRecord:
     """A finished cell, as cells/<id>.json holds it: read (`parse`) and written (`to_json`) here only."""
@@ -181,6 +185,11 @@ class CellRecord:
     shared_training: str | None = None  # a rider: the cell whose training it shares
     pack: str | None = None  # the Tune trial (its pack) that wrote it
     committee: list[int] | None = None  # qbc-seeds: the other seeds whose models picked its rows (`committee`)
+    # What its added rows' labels cost (costs.py; the label counts it prices are in `metrics`:
+    # human_labels, llm_labels), at the prices of the run that wrote it (None: not priced, or an
+    # LLM without a price). Record fields, never part of the cell id.
+    cost_usd: float | None = None
+    cost: dict | None = None  # cost_usd's parts: human_usd, llm_usd, trial_compute_usd
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they are
 
     @property
@@ -195,7 +204,7 @@ class CellRecord:
     @classmethod
     def from_dict(cls, data: dict) -> CellRecord:
         known = {f: data[f] for f in ("cell_id", "cell", "status", "metrics", "error", "shared_training", "pack",
-                                      "committee") if f in data}
+                                      "committee", *COST_FIELDS) if f in data}
         known["metrics"] = known.get("metrics") or {}
         known["error"] = known.get("error") or ""
         return cls(**{"cell_id": "", "cell": {}, **known},
@@ -221,6 +230,7 @@ class CellRecord:
         data["pack"] = self.pack
         if self.committee is not None:  # left out for other strategies: their records stay byte for byte
             data["committee"] = self.committee
+        data.update({f: getattr(self, f) for f in COST_FIELDS if getattr(self, f) is not None})
         return json.dumps({**data, **self.extra}, indent=1)
 
 
@@ -266,9 +276,12 @@ def running_cells(out: Output, now: float | None = None) -> set[str]:
     return live
 
 
-def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord], cfg: SweepConfig) -> pd.DataFrame:
+def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord], cfg: SweepConfig,
+                  prices: costs.Prices | None = None) -> pd.DataFrame:
     """trials.csv: one row per cell with a record. Its `training` column names the cell whose
-    training each cell shares, or its own id (`trainings_of`)."""
+    training each cell shares, or its own id (`trainings_of`). `human_labels`, `llm_labels` and
+    `cost_usd` price each cell's added labels at `prices` (this run's `costs:`, so a changed price
+    re-prices every cell, also those an earlier run recorded); without prices, the records' own."""
     rows = []
     records = [done[cid] for cid in ids if cid in done]
     columns, test_columns = metric_columns(cfg.task)
@@ -276,6 +289,7 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord]
     has_test = any(m in rec.metrics for rec in records for m in test_columns)
     metrics = (*columns[:n_val], *test_columns, *columns[n_val:]) if has_test else columns
     metrics += tuple(m for m in LABEL_COLUMNS if any(m in rec.metrics for rec in records))
+    paid = tuple(c for c in PAID if c not in metrics)  # not on any record (made before them): derived, last
     training = trainings_of(cells, ids, done)
     for cell, cid in zip(cells, ids):
         rec = done.get(cid)
@@ -286,9 +300,13 @@ def results_table(cells: list[Cell], ids: list[str], done: dict[str, CellRecord]
         for m in metrics:
             row[m] = rec.metrics.get(m, np.nan)
         row["confusion"] = json.dumps(rec.metrics.get("confusion")) if rec.metrics else ""
+        if rec.ok:  # the record's label counts, derived when it has none, priced at this run's prices
+            priced = costs.price_cell(prices, cell.pool, rec.metrics)
+            row.update(human_labels=priced["human_labels"], llm_labels=priced["llm_labels"],
+                       cost_usd=priced.get("cost_usd", rec.cost_usd) if prices is not None else rec.cost_usd)
         rows.append(row)
     return pd.DataFrame(rows, columns=["cell_id", *PARAMS, "rounds", "status", "error", *metrics, "confusion",
-                                       "training"])
+                                       "training", *paid, "cost_usd"])
 
 
 def trainings_of(cells: list[Cell], ids: list[str], done: dict[str, CellRecord]) -> dict[str, str]:

@@ -21,6 +21,7 @@ import pandas as pd
 from raysweep import layout, pools, scoring, strategies
 from raysweep.backbone import boundary_for, load_backbone
 from raysweep.config import CleaningConfig, RecipeConfig, ResourcesConfig, SelectionConfig, SweepConfig
+from raysweep.costs import Prices
 from raysweep.freeze import parse as parse_mode
 from raysweep.data import load_splits
 from raysweep.embed import concatenate_entries, ensure_activation_sets, load_activations
@@ -77,6 +78,7 @@ class TrialContext:
     train_texts: list[str] | None = None  # for chosen/'s rows table; dropped before the trials
     seeds: tuple[int, ...] = ()  # replicate.seed: qbc-seeds' committee (train.TrialInputs.seeds)
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)  # llm_cleaned / llm_routed
+    prices: Prices | None = None  # what each cell's added labels cost (costs.py); None: not priced
 
 
 

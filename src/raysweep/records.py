@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from raysweep import chosen, grid, layout, pools, predictions
+from raysweep import chosen, costs, grid, layout, pools, predictions
 from raysweep.grid import HEARTBEAT_S, Cell, CellRecord, Pack, Training
 from raysweep.inputs import TrialContext, trial_inputs
 from raysweep.model import error_line
@@ -67,14 +67,18 @@ class _Heartbeat:
         self.thread.join()
 
 
-def _record(cid: str, cell: Cell, result, start: float, shared: str | None, pack: str | None) -> CellRecord:
+def _record(cid: str, cell: Cell, result, start: float, shared: str | None, pack: str | None,
+            prices: costs.Prices | None = None) -> CellRecord:
     """A cell's record: its metrics, or the error that failed it (in one line). `wall_s` is the
-    cell's own share of its pack's time: its trial (select, train, evaluate) and its writes."""
+    cell's own share of its pack's time: its trial (select, train, evaluate) and its writes.
+    With the sweep's `prices`, what its added rows' labels cost (costs.py)."""
     if isinstance(result, BaseException):
         return CellRecord(cid, asdict(cell), "failed", {}, error_line(result), shared, pack)
     metrics = {**result[0]}
     metrics["wall_s"] = round(metrics.get("trial_s", 0.0) + time.perf_counter() - start, 4)
-    return CellRecord(cid, asdict(cell), "ok", metrics, "", shared, pack)
+    priced = costs.price_cell(prices, cell.pool, metrics)
+    metrics.update(human_labels=priced.pop("human_labels"), llm_labels=priced.pop("llm_labels"))
+    return CellRecord(cid, asdict(cell), "ok", metrics, "", shared, pack, **priced)
 
 
 def run_pack(pack: Pack, cells: dict[str, Cell], context: TrialContext, out: Output, device: str = "cpu") -> dict:
@@ -120,7 +124,7 @@ def _write_cell(out: Output, cid: str, cell: Cell, result, inputs, context: Tria
             _write_predictions(out, cid, result, shared)
         except Exception as exc:  # noqa: BLE001
             result = exc
-    record = _record(cid, cell, result, start, shared, pack)
+    record = _record(cid, cell, result, start, shared, pack, context.prices)
     record.committee = grid.committee(cell, context.seeds)  # on record: a later reader need not guess it
     out.write_text(layout.cell_record(cid), record.to_json())
     beat.finished(cid)

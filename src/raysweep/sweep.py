@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep import annotation, chosen, dashboard, grid, layout, migration, pools, steps
+from raysweep import annotation, chosen, costs, dashboard, grid, layout, migration, pools, steps
 from raysweep.config import SweepConfig, to_dict
 from raysweep.driver import TUNE_COPIES, PackSizes, check_local_output, run_packs
 from raysweep.grid import cell_ids, expand, read_cells, results_table
@@ -90,6 +90,9 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
     ids = cell_ids(cfg, cells, generated.digest if generated else None, labels)
     old_ids = cell_ids(cfg, cells, generated.digest if generated else None, labels, committees=False)
     migration.committees(cells, ids, old_ids, cfg.replicate.seed, out, snapshot, log)
+    # After the steps: an LLM row's price is what its step spent per row (costs.py).
+    prices = costs.prices_of(cfg.costs, generated.summary.as_dict() if generated else None,
+                             annotation.read_summary(lay.annotation_dir) if cfg.needs_annotation else None)
     done = read_cells(out)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     todo = {i for i in ids if i not in done or done[i].status not in skip}
@@ -97,6 +100,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
 
     if todo:
         context = prepared()
+        context.prices = prices
         if cfg.needs_annotation:
             context.annotated_labels = annotation.trial_labels(lay.annotation_dir, context.train_labels,
                                                                context.pool_rows)
@@ -110,7 +114,7 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         run_packs(cfg, plan, context, cells, ids, out, log)
 
     done = read_cells(out)
-    table = results_table(cells, ids, done, cfg)
+    table = results_table(cells, ids, done, cfg, prices)
     out.write_text(layout.TRIALS, table.to_csv(index=False))
     missing = len(cells) - len(table)
     failed = int((table["status"] == "failed").sum())

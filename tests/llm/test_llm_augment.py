@@ -251,8 +251,25 @@ def test_a_sweep_with_llm_pools_generates_first_then_adds_generated_rows(
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
     assert status.cell_progress(cfg, out) == {"cells": 24, "done": 24, "running": 0, "failed": 0, "pending": 0}
 
+    _every_cell_records_what_its_labels_cost(out, table, cfg)
+
     # llm_annotated: the rows its `real` counterpart adds, in the same order, with the LLM's labels.
     _the_annotated_pool_adds_the_real_rows_with_the_llms_labels(path, out, table, fake_openai)
+
+
+def _every_cell_records_what_its_labels_cost(out, table, cfg):
+    """Gold rows at the human price; the fake model has no price in `llm.prices`, so its rows'
+    dollars are unknown (null), never $0; the counts are recorded either way."""
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    for _, row in table.iterrows():
+        rec, n = records[row["cell_id"]], int(row["n_added"])
+        counts = (rec["metrics"]["human_labels"], rec["metrics"]["llm_labels"])
+        if row["pool"] == "real":
+            assert counts == (n, 0)
+            assert rec["cost_usd"] == pytest.approx(n * cfg.costs.human_label_usd) == row["cost_usd"]
+        else:
+            assert counts == (0, n)
+            assert (rec.get("cost_usd") is None) == (n > 0) and pd.isna(row["cost_usd"]) == (n > 0)
 
 
 def _the_annotated_pool_adds_the_real_rows_with_the_llms_labels(path, out, table, fake_openai):

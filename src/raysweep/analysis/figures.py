@@ -531,3 +531,43 @@ def variance_components(table: pd.DataFrame, out_dir: Path, metric: str = "val_a
         ax.set_xlabel(f"share of the variance of {label(metric)} (%)")
         ax.set_title("Which axis matters: compared axes (blue), seed and evaluation-row noise (red)")
         return _save(fig, out_dir, name)
+
+
+def accuracy_vs_dollars(table: pd.DataFrame, out_dir: Path, metric: str = "val_accuracy", name: str = "accuracy_vs_dollars",
+                        context: list[str] | None = None) -> Path:
+    """Each source's mean `metric` (95% t-interval over seeds as error bars) against what its added
+    labels cost, one line per source from its fraction 0 (the labeled set, $0) up; one panel per
+    value of `context` (freeze, strategy, ...). The x axis is symmetric-log: $0 (an LLM that bills
+    nothing) stays on it beside cents and dollars. `table`: analysis.costs.sources."""
+    context = context or []
+    panel = table[context].astype(str).agg(", ".join, axis=1) if context else pd.Series("", index=table.index)
+    panels = list(dict.fromkeys(panel))
+    with _style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, sharey=True)
+        for ax, key in zip(axes[0], panels):
+            part = table[panel == key]
+            zero = part[part["fraction"] == 0]
+            # Every line starts at the labeled set alone (fraction 0, its own source in the table).
+            for i, source in enumerate(s for s in dict.fromkeys(part["source"]) if s not in set(zero["source"])):
+                line = pd.concat([zero, part[part["source"] == source]]).drop_duplicates("fraction")
+                line = line.dropna(subset=["cost_usd"]).sort_values(["cost_usd", "fraction"])
+                err = np.vstack([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]])
+                err = np.where(np.isnan(err), 0, err)
+                ax.errorbar(line["cost_usd"], line["mean"], yerr=err, marker="o", markersize=4, capsize=3,
+                            label=source, color=sns.color_palette()[i % 10])
+            # Linear below the smallest price drawn, so $0 and the cheapest source are both apart.
+            positive = table["cost_usd"][table["cost_usd"] > 0]
+            ax.set_xscale("symlog", linthresh=10 ** np.floor(np.log10(positive.min())) if len(positive) else 0.01)
+            ax.set_xlabel("dollars for the added rows' labels")
+            ax.set_title(key, fontsize=9)
+        axes[0][0].set_ylabel(label(metric))
+        axes[0][-1].legend(fontsize=8, loc="best")
+        fig.suptitle(f"{label(metric).capitalize()} against dollars per source\n{_band_note_of(table)}", y=1.0,
+                     va="bottom")
+        return _save(fig, out_dir, name)
+
+
+def _band_note_of(table: pd.DataFrame) -> str:
+    low, high = int(table["n_seeds"].min()), int(table["n_seeds"].max())
+    seeds = f"{low}" if low == high else f"{low}-{high}"
+    return f"mean over {seeds} seeds, bars: 95% t-interval" + ("; none for a point of one seed" if low == 1 else "")

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raysweep.analysis import (annotation, cleaning, compare, figures, findings, rows, selection, stats, tables,
-                                variance)
+from raysweep.analysis import (annotation, cleaning, compare, cost_report, costs, figures, findings, rows, selection,
+                                stats, tables, variance)
 from raysweep.analysis.document import Doc
 from raysweep.analysis.results import (Results, ResultsError, combined_trials, load_many, metrics_of, num_classes,
                                        real_labels)
@@ -85,6 +85,7 @@ class Run:
     metrics: tuple[str, ...] = METRICS  # the task's validation metrics, headline first (results.metrics_of)
     predictions: rows.Predictions | None = None  # the cells' per-row predictions (predictions.py)
     num_classes: int | None = None  # the task's classes (macro-F1's per-row values), when the configs say
+    cost: costs.Answer | None = None  # accuracy against dollars (analysis/costs.py); None: nothing priced
 
     @property
     def metric(self) -> str:
@@ -146,6 +147,7 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = compare.LA
         run.cells = tables.cell_table(ok, run.metrics)
         run.comparisons = comparisons(ok, run.metrics, run.predictions, run.num_classes)
     run.correlations = correlation_table(results)
+    run.cost = costs.answer(run) if len(ok) else None
 
     findings_section(run)
     variance.section(run)  # which axis matters: seed and row noise beside the compared axes
@@ -161,6 +163,7 @@ def analyze(results_dirs: list[Path], output_dir: Path, n_boot: int = compare.LA
     selection.section(run)  # the rows each strategy chose (analysis/selection.py)
     annotation.section(run)  # the LLM as annotator of chosen rows (analysis/annotation.py)
     cleaning.section(run)  # what llm_cleaned / llm_routed did to the LLM's labels (analysis/cleaning.py)
+    cost_report.section(run)  # accuracy against dollars per source (analysis/cost_report.py)
     failed_trials(run)
     skipped_figures(run)
     reproduce(run)
@@ -229,6 +232,7 @@ def findings_section(run: Run) -> None:
         context = [c for c in table.columns if c in run.varying and c not in (spec.factor, "fraction")]
         doc.bullets(findings.table_sentences(table, spec.factor, context))
     annotation.findings(run)
+    cost_report.findings(run)  # is LLM data worth it, in dollars (analysis/cost_report.py)
     claims = findings.claims(run.comparisons, run.correlations, stats.seed_note(ok) if len(ok) else "no seeds")
     doc.heading("The study's claims", level=3)
     if claims:

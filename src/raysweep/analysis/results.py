@@ -211,7 +211,7 @@ def successful_trials(results_dirs: list[str | Path]) -> pd.DataFrame:
 
 # Settings of a sweep that say how its cells ran, not what they were: sweeps that differ only in
 # these (and in their grids) ran cells of one larger grid.
-_NOT_FIXED = ("name", "description", "compare", "replicate", "resources", "cache_dir", "generation_dir")
+_NOT_FIXED = ("name", "description", "compare", "replicate", "resources", "cache_dir", "generation_dir", "costs")
 
 
 def combined_trials(results: list[Results]) -> pd.DataFrame:

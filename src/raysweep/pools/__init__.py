@@ -9,9 +9,12 @@ A pool answers, for the sweep's stages:
     train_rows(cell, inputs, added, recipe)   what a cell trains on once it has chosen rows: labeled
                              + added with their labels, unless the pool changes them (llm_cleaned)
     settings(cfg)            the config its cells depend on beyond the fixed settings: in their ids
-    labeled_by               who labeled the rows it adds, which says what they cost (analysis/)
     size(context)            how many rows it offers; `planned_size` before any data is encoded
     scoring_source           whose scoring pass ranks its rows (inputs.prepare_selection)
+    labeled_by               who labeled the rows it adds, for their price (costs.py): "human" (gold
+                             a person is paid for), "llm_generate" (rows and labels an LLM wrote) or
+                             "llm_annotate" (real rows the LLM labeled). A pool whose cells buy some
+                             human labels puts `human_labels` and `llm_labels` in its trials' metrics
 and `status.pool_status` says whether its step is done in an output.
 
 Adding a pool is one module here plus one line at the bottom of this file. Pool modules import
@@ -63,11 +66,11 @@ class Pool:
     step: ClassVar[str | None] = None
     id_key: ClassVar[str | None] = None
     scoring_source: ClassVar[str] = "real"
+    labeled_by: ClassVar[str] = "human"
     # Whether its rows are written for single-sentence classification only (an LLM's), and what
     # the LLM does for it (the config error says it).
     classification_only: ClassVar[bool] = False
     llm_does: ClassVar[str] = ""
-    labeled_by: ClassVar[str] = "human"
 
     def id_part(self, generated: str | None, labels: str | None) -> dict:
         """The part of a cell id this pool adds: {} or {id_key: the digest its cells depend on}."""

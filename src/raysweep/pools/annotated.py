@@ -19,6 +19,7 @@ class Annotated(Pool):
     scoring_source = "real"
     classification_only = True
     llm_does = "labels"
+    labeled_by = "llm_annotate"
 
     def rows(self, context, variant) -> PoolRows:
         return PoolRows(context.artifacts[self.reads(variant)], context.annotated_labels, context.pool_rows,

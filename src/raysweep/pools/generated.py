@@ -20,6 +20,7 @@ class Generated(Pool):
     scoring_source = "llm"
     classification_only = True
     llm_does = "generates"
+    labeled_by = "llm_generate"  # llm_teacher too: its rows are the LLM's (the teacher's labels cost compute only)
 
     def __init__(self, name: str, label_column: str, summary: str):
         self.name, self.label_column, self.summary = name, label_column, summary
