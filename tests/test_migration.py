@@ -87,7 +87,8 @@ def test_a_run_moves_them_to_their_new_ids_and_runs_no_cell_again(out):
     # trials.csv: the same results, qbc-seeds rows under their new ids (a cell that trained its own
     # model names itself as its training)
     old_table = pd.read_csv(FIXTURE / "trials.csv").replace({"cell_id": moved, "training": moved})
-    pd.testing.assert_frame_equal(pd.read_csv(out / "trials.csv"), old_table)
+    # (trials.csv has gained the label counts and cost_usd since the fixture was cut: compare the rest)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "trials.csv")[old_table.columns], old_table)
 
     # and again: nothing left to move, nothing to run
     said.clear()
@@ -181,7 +182,7 @@ def test_a_trial_puts_its_committee_on_record(tmp_path):
     out = Output(tmp_path)
     out.mkdir("cells")
     beat = SimpleNamespace(finished=lambda cid: None)
-    context = SimpleNamespace(seeds=(4, 0, 2, 1), fixed=None)
+    context = SimpleNamespace(seeds=(4, 0, 2, 1), fixed=None, prices=None)
     for strategy, expected in (("qbc-seeds", [0, 1, 4]), ("entropy", None)):
         rec = records._write_cell(out, strategy, Cell("real", strategy, 1.0, "pooler", 2), RuntimeError("x"), None,
                                   context, beat, None, None)
