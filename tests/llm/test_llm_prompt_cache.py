@@ -132,3 +132,12 @@ def test_a_store_of_other_prompts_is_refused_saying_how_to_keep_it(fake_openai, 
                                               r"to reuse them, or use another output directory \(its calls are paid again\)$"):
         generate(llm_cfg(server.base_url), examples, val_texts, tmp_path)
     assert server.arrivals == []
+
+
+def test_the_embedded_servers_estimate_says_the_prefix_saves_time_not_dollars(llm_cfg, examples, monkeypatch):
+    """llama.cpp reuses any shared prefix and bills nothing: no provider minimum applies to it."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    embedded = estimate(llm_cfg(None, api_key_env="OPENAI_API_KEY"), examples)
+    assert embedded.endpoint == "embedded" and embedded.shared_prefix_tokens > 0
+    assert "the embedded llama.cpp server evaluates it once and reuses it" in embedded.lines()[-1]
+    assert not any("provider caches" in line for line in embedded.lines())

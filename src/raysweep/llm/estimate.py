@@ -89,7 +89,12 @@ class Estimate:
                 line += (f"; llm.max_cost_usd ${e.max_cost_usd:g} pays for {e.calls_within_budget} more calls "
                          f"at ${e.reserve_usd:.4f} reserved each (its prompt and {what})")
             out.append(line)
-        if e.cached_tokens_per_call:
+        if e.endpoint == "embedded" and e.shared_prefix_tokens:
+            # llama.cpp keeps the last prompt's KV cache and reuses any shared prefix: no minimum
+            # and no bill, so what the prefix saves here is time (docs/measurements.md, prompt caching).
+            out.append(f"llm: the prompts share a ~{e.shared_prefix_tokens:,}-token prefix: the embedded llama.cpp "
+                       "server evaluates it once and reuses it (faster calls; it bills nothing)")
+        elif e.cached_tokens_per_call:
             out.append(f"llm: the prompts share a ~{e.shared_prefix_tokens:,}-token prefix: the low end bills it at the "
                        "cached price after the first call, the high end (and the budget) at the full price")
         elif e.shared_prefix_tokens and e.cost_usd is not None:
