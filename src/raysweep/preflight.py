@@ -161,7 +161,7 @@ def _llm_problems(cfg: SweepConfig, splits, plan: CheckReport, output: str | Non
     """The problems of the sweep's LLM steps before any call (llm/checks.py): the endpoint, each
     step's store against this config, and whether the cap pays for its next call (a note in
     `plan` when replies are stored: the run goes on with them)."""
-    from raysweep.llm.checks import endpoint_problems
+    from raysweep.llm.checks import cap_problem, endpoint_problems, store_problem
 
     if not (cfg.needs_generation or cfg.needs_annotation):
         return []
@@ -172,8 +172,6 @@ def _llm_problems(cfg: SweepConfig, splits, plan: CheckReport, output: str | Non
     steps = ([_generation_step(cfg, endpoint, splits, gen_dir)] if cfg.needs_generation else []) + (
         [_labeling_step(cfg, endpoint, splits, ann_dir)] if cfg.needs_annotation else [])
     for what, step_endpoint, messages, records, setup, store in filter(None, steps):
-        from raysweep.llm.checks import cap_problem, store_problem
-
         problem = store_problem(records, setup, store)
         note = None
         if problem is None:

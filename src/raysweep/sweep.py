@@ -88,8 +88,10 @@ def run_sweep(cfg: SweepConfig, output: str | Path, address: str | None = None, 
         # Before the cell ids: an llm_annotated cell is keyed by the LLM's labels of its rows.
         labels = steps.annotation_labels(cfg, cells, lay, prepared, lambda ctx, c: trial_inputs(ctx, c.variant), log)
     ids = cell_ids(cfg, cells, generated.digest if generated else None, labels)
-    old_ids = cell_ids(cfg, cells, generated.digest if generated else None, labels, committees=False)
-    migration.committees(cells, ids, old_ids, cfg.replicate.seed, out, snapshot, log)
+    if any(grid.committee(c, cfg.replicate.seed) is not None for c in cells):
+        # Only a grid with qbc-seeds cells has ids that changed: no other run reads its cells for this.
+        old_ids = cell_ids(cfg, cells, generated.digest if generated else None, labels, committees=False)
+        migration.committees(cells, ids, old_ids, cfg.replicate.seed, out, snapshot, log)
     # After the steps: an LLM row's price is what its step spent per row (costs.py).
     prices = costs.prices_of(cfg.costs, generated.summary.as_dict() if generated else None,
                              annotation.read_summary(lay.annotation_dir) if cfg.needs_annotation else None)
