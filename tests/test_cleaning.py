@@ -37,6 +37,19 @@ def test_confident_learning_finds_most_planted_label_errors_and_little_else():
     assert precision > 2 * planted.mean()
 
 
+def test_confident_learning_forks_no_process_pool(monkeypatch):
+    """A trial runs in a threaded Ray worker, where a forked pool can deadlock on a lock copied
+    mid-hold (a suite run hung there): cleanlab must work in the trial's own process."""
+    import multiprocessing
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("cleanlab started a multiprocessing.Pool inside a trial")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    gold, given, probs, planted = noisy(seed=3)
+    assert cleaning.flag_issues(given, probs).any()
+
+
 def test_a_cell_whose_llm_gave_one_class_flags_nothing():
     """cleanlab refuses fewer than two classes: no noise matrix to estimate, nothing flagged."""
     probs = np.full((4, 5), 0.2)

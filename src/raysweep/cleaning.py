@@ -58,7 +58,11 @@ def flag_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", UserWarning)
         from cleanlab.filter import find_label_issues
 
-        return np.asarray(find_label_issues(labels, _full_width(probs)), dtype=bool)
+        # n_jobs=1: by default cleanlab forks a multiprocessing.Pool of one process per core. A
+        # trial runs in a Ray worker with threads of its own (Tune's runner, Ray's), and a fork
+        # there can copy a lock some thread holds: the child waits on it forever and the trial
+        # hangs (seen in the suite). A cell's few hundred rows need no parallelism.
+        return np.asarray(find_label_issues(labels, _full_width(probs), n_jobs=1), dtype=bool)
 
 
 def label_quality(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
